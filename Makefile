@@ -1,0 +1,38 @@
+# Two commands for a fresh machine: `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+export FLASK_APP := wsgi
+
+.PHONY: install run test lint check-migrations clean
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(BIN)/.installed
+
+## Start the app on the embedded default: SQLite under instance/, push to the
+## log, scheduler in process, demo data loaded. Docs: http://127.0.0.1:5000/api/v1/docs
+run: install
+	$(BIN)/flask db upgrade
+	$(BIN)/flask seed
+	SCHEDULER_EMBEDDED=$${SCHEDULER_EMBEDDED:-1} $(BIN)/flask run --host $${HOST:-127.0.0.1} --port $${PORT:-5000}
+
+## Run the test suite (SQLite; set TEST_DATABASE_URL for PostgreSQL).
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## Upgrade an empty database from zero and check the models have no drift.
+check-migrations: install
+	$(BIN)/flask db upgrade
+	$(BIN)/flask db check
+
+clean:
+	rm -rf $(VENV) .pytest_cache

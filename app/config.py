@@ -1,0 +1,110 @@
+"""Configuration read from the environment.
+
+Every variable is documented in README.md (Configuration). With nothing set the
+app runs on an SQLite file under ``instance/``, sends push to the log and runs
+the scheduler inside the development server.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+NINGBO_DISTRICTS = (
+    "haishu",  # 海曙区
+    "jiangbei",  # 江北区
+    "beilun",  # 北仑区
+    "zhenhai",  # 镇海区
+    "yinzhou",  # 鄞州区
+    "fenghua",  # 奉化区
+    "yuyao",  # 余姚市
+    "cixi",  # 慈溪市
+    "ninghai",  # 宁海县
+    "xiangshan",  # 象山县
+)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def database_url(url: str | None) -> str | None:
+    """Route ``postgresql://`` URLs through psycopg 3 rather than psycopg2."""
+    if url and url.startswith(("postgres://", "postgresql://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+class Config:
+    SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-change-me")
+    JWT_SECRET_KEY = os.environ.get("JWT_SECRET_KEY") or SECRET_KEY
+    # Keyed hash of ID-card numbers; changing it breaks de-duplication.
+    ID_HASH_KEY = os.environ.get("ID_HASH_KEY") or SECRET_KEY
+
+    SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("DATABASE_URL"))
+    SQLALCHEMY_ENGINE_OPTIONS: dict = {}
+
+    JWT_ACCESS_TOKEN_EXPIRES = timedelta(minutes=env_int("JWT_ACCESS_MINUTES", 15))
+    JWT_REFRESH_TOKEN_EXPIRES = timedelta(days=env_int("JWT_REFRESH_DAYS", 30))
+    JWT_TOKEN_LOCATION = ("headers",)
+    JWT_ERROR_MESSAGE_KEY = "message"
+
+    MAX_CONTENT_LENGTH = 1024 * 1024
+
+    RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
+    RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "memory://")
+    RATELIMIT_HEADERS_ENABLED = True
+    RATELIMIT_AUTH_IP = os.environ.get("RATELIMIT_AUTH_IP", "30/minute")
+    RATELIMIT_AUTH_PHONE = os.environ.get("RATELIMIT_AUTH_PHONE", "10/minute")
+
+    ARGON2_TIME_COST = env_int("ARGON2_TIME_COST", 3)
+    ARGON2_MEMORY_COST = env_int("ARGON2_MEMORY_COST", 65536)
+
+    DISTRICTS = env_list("DISTRICTS", NINGBO_DISTRICTS)
+    DEFAULT_TIMEZONE = os.environ.get("DEFAULT_TIMEZONE", "Asia/Shanghai")
+
+    PUSH_BACKEND = os.environ.get("PUSH_BACKEND", "log")
+    FCM_ENDPOINT = os.environ.get("FCM_ENDPOINT", "https://fcm.googleapis.com")
+    FIREBASE_CREDENTIALS = os.environ.get("FIREBASE_CREDENTIALS")
+
+    SCHEDULER_EMBEDDED = env_bool("SCHEDULER_EMBEDDED", False)
+
+    API_TITLE = "甬·志愿 API"
+    API_VERSION = "v1"
+    OPENAPI_VERSION = "3.0.3"
+    OPENAPI_URL_PREFIX = "/api/v1"
+    OPENAPI_JSON_PATH = "openapi.json"
+    OPENAPI_SWAGGER_UI_PATH = "docs"
+    OPENAPI_SWAGGER_UI_URL = "/api/v1/docs/static/"
+
+    JSON_SORT_KEYS = False
+    TESTING = False
+
+
+class TestConfig(Config):
+    TESTING = True
+    SECRET_KEY = "test-secret-key-that-is-long-enough-for-hs256"
+    JWT_SECRET_KEY = SECRET_KEY
+    ID_HASH_KEY = "test-id-hash-key"
+    SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("TEST_DATABASE_URL"))
+    RATELIMIT_ENABLED = False
+    RATELIMIT_STORAGE_URI = "memory://"
+    ARGON2_TIME_COST = 1
+    ARGON2_MEMORY_COST = 1024
+    PUSH_BACKEND = "memory"
+    SCHEDULER_EMBEDDED = False

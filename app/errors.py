@@ -1,0 +1,201 @@
+"""Domain exceptions and the single JSON error envelope.
+
+Every status >= 400 leaves the app as::
+
+    {"code": 409, "status": "Conflict", "error": "already_claimed",
+     "message": "...", "errors": {...}}
+
+``errors`` appears only on 422 and maps location -> field -> messages.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from flask import Flask, g, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+# slug -> (zh-CN, en). The slug is the contract; the text is for people.
+MESSAGES: dict[str, tuple[str, str]] = {
+    "bad_request": ("请求无效", "The request is invalid."),
+    "validation_error": ("输入有误，请检查后重试", "The input is invalid."),
+    "authorization_required": ("请先登录", "An access token is required."),
+    "invalid_token": ("登录凭证无效", "The token is invalid."),
+    "token_expired": ("登录已过期，请重新登录", "The token has expired."),
+    "token_revoked": ("登录凭证已失效", "The token has been revoked."),
+    "wrong_token_type": ("登录凭证类型不对", "This kind of token cannot be used here."),
+    "refresh_token_reused": (
+        "检测到凭证被重复使用，已退出所有设备",
+        "This refresh token was already used; its session has been revoked.",
+    ),
+    "invalid_credentials": ("手机号或密码错误", "The phone number or password is wrong."),
+    "phone_taken": ("该手机号已注册", "This phone number is already registered."),
+    "email_taken": ("该邮箱已被使用", "This email address is already in use."),
+    "id_number_taken": ("该身份证号已被其他账号使用", "This ID number is used by another account."),
+    "wrong_password": ("原密码错误", "The old password is wrong."),
+    "forbidden": ("没有权限", "You may not do this."),
+    "admin_required": ("需要管理员权限", "An administrator is required."),
+    "coordinator_required": ("需要组织协调员权限", "A coordinator of the organisation is required."),
+    "not_found": ("不存在或无权查看", "Not found."),
+    "method_not_allowed": ("不支持该请求方法", "This method is not allowed here."),
+    "conflict": ("状态冲突", "The request conflicts with the current state."),
+    "org_name_taken": ("组织名称已存在", "An organisation with this name exists."),
+    "org_not_pending": ("该组织不在待审核状态", "The organisation is not pending."),
+    "org_not_approved": ("该组织尚未通过审核", "The organisation is not approved."),
+    "already_member": ("已经是该组织成员", "The user is already a member."),
+    "last_coordinator": ("不能移除最后一位协调员", "The last coordinator cannot be removed."),
+    "payload_too_large": ("请求内容过大（上限 1 MiB）", "The request body is larger than 1 MiB."),
+    "unsupported_media_type": ("请使用 JSON", "The body must be JSON."),
+    "rate_limited": ("请求过于频繁，请稍后再试", "Too many requests; try again later."),
+    "internal_error": ("服务器开小差了，请稍后再试", "Something went wrong on our side."),
+    "service_unavailable": ("服务暂不可用", "The service is unavailable."),
+}
+
+STATUS_SLUGS = {
+    400: "bad_request",
+    401: "authorization_required",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "service_unavailable",
+}
+
+
+class AppError(Exception):
+    """A domain error: a status, a stable slug and an optional message."""
+
+    code = 400
+    slug = "bad_request"
+
+    def __init__(self, slug: str | None = None, message: str | None = None, errors: dict | None = None):
+        super().__init__(slug or self.slug)
+        if slug:
+            self.slug = slug
+        self.message = message
+        self.errors = errors
+
+
+class Unauthorized(AppError):
+    code = 401
+    slug = "authorization_required"
+
+
+class Forbidden(AppError):
+    code = 403
+    slug = "forbidden"
+
+
+class NotFound(AppError):
+    code = 404
+    slug = "not_found"
+
+
+class Conflict(AppError):
+    code = 409
+    slug = "conflict"
+
+
+class Invalid(AppError):
+    """Input that passed the schema but breaks a rule (422)."""
+
+    code = 422
+    slug = "validation_error"
+
+    def __init__(self, field: str, message: str, slug: str | None = None, location: str = "json"):
+        super().__init__(slug, message, {location: {field: [message]}})
+
+
+def wants_english() -> bool:
+    try:
+        best = request.accept_languages.best_match(["zh-CN", "zh", "en"], default="zh-CN")
+    except RuntimeError:  # outside a request
+        return False
+    return best == "en"
+
+
+def message_for(slug: str, code: int) -> str:
+    texts = MESSAGES.get(slug) or MESSAGES.get(STATUS_SLUGS.get(code, ""), None)
+    if texts is None:
+        return HTTPStatus(code).phrase
+    return texts[1] if wants_english() else texts[0]
+
+
+def error_body(code: int, slug: str | None = None, message: str | None = None, errors: Any = None) -> dict:
+    slug = slug or STATUS_SLUGS.get(code, "error")
+    try:
+        phrase = HTTPStatus(code).phrase
+    except ValueError:
+        phrase = "Error"
+    body: dict[str, Any] = {
+        "code": code,
+        "status": phrase,
+        "error": slug,
+        "message": message or message_for(slug, code),
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return body
+
+
+def error_response(code: int, slug: str | None = None, message: str | None = None, errors: Any = None, headers=None):
+    return error_body(code, slug, message, errors), code, headers or {}
+
+
+def _handle_app_error(exc: AppError):
+    return error_response(exc.code, exc.slug, exc.message, exc.errors)
+
+
+def _handle_http_exception(exc: HTTPException):
+    code = exc.code or 500
+    data = getattr(exc, "data", None) or {}
+    errors = None
+    slug = None
+    message = None
+    if code == 422:
+        # flask-smorest/webargs put the marshmallow messages in data["messages"].
+        errors = data.get("messages") or data.get("errors") or {}
+    if isinstance(data, dict):
+        slug = data.get("error") or None
+        message = data.get("message") or None
+    headers = {}
+    if code == 405 and exc.get_response() is not None:
+        allow = exc.get_response().headers.get("Allow")
+        if allow:
+            headers["Allow"] = allow
+    if code == 429:
+        limit = getattr(exc, "limit", None)
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is None and limit is not None:
+            retry_after = _retry_after_for(limit)
+        headers["Retry-After"] = str(retry_after or 60)
+    return error_response(code, slug, message, errors, headers)
+
+
+def _retry_after_for(limit) -> int | None:
+    try:
+        return int(limit.limit.get_expiry())
+    except Exception:  # noqa: BLE001 - best effort header
+        return None
+
+
+def _handle_unexpected(exc: Exception):
+    log.exception("unhandled error request_id=%s", getattr(g, "request_id", "-"))
+    body = error_body(500)
+    body["request_id"] = getattr(g, "request_id", None)
+    return body, 500
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(AppError, _handle_app_error)
+    app.register_error_handler(HTTPException, _handle_http_exception)
+    app.register_error_handler(Exception, _handle_unexpected)

@@ -1,0 +1,30 @@
+"""All models, imported here so Alembic and the app see one metadata."""
+
+from app.models.audit import AuditEntry
+from app.models.base import Base
+from app.models.claims import Claim
+from app.models.energy import EnergyEntry
+from app.models.notifications import Device, Notification
+from app.models.orgs import Org, OrgMember
+from app.models.postings import Posting, PostingTag
+from app.models.records import ServiceRecord
+from app.models.tokens import IdempotencyKey, RefreshToken
+from app.models.users import User, Volunteer
+
+__all__ = [
+    "AuditEntry",
+    "Base",
+    "Claim",
+    "Device",
+    "EnergyEntry",
+    "IdempotencyKey",
+    "Notification",
+    "Org",
+    "OrgMember",
+    "Posting",
+    "PostingTag",
+    "RefreshToken",
+    "ServiceRecord",
+    "User",
+    "Volunteer",
+]

@@ -1,0 +1,51 @@
+"""Claims (认领): a user's hold on a posting."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from app.models.base import Base, Timestamped
+
+CLAIM_STATUSES = ("active", "waitlisted", "fulfilled", "confirmed", "withdrawn", "released", "cancelled", "no_show")
+# A user holds at most one claim in these states per posting (unique index).
+LIVE_CLAIM_STATUSES = ("active", "waitlisted", "fulfilled")
+_LIVE = sa.text("status IN ('active', 'waitlisted', 'fulfilled')")
+
+
+class Claim(Timestamped, Base):
+    __tablename__ = "claims"
+    __table_args__ = (
+        sa.Index(
+            "uq_claims_live_posting_user",
+            "posting_id",
+            "user_id",
+            unique=True,
+            sqlite_where=_LIVE,
+            postgresql_where=_LIVE,
+        ),
+        sa.Index("ix_claims_posting_id_status", "posting_id", "status", "id"),
+        sa.Index("ix_claims_user_id_status", "user_id", "status"),
+        sa.Index("ix_claims_status_due_at", "status", "due_at"),
+    )
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    posting_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("postings.id", ondelete="CASCADE"))
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("users.id"))
+    kind: so.Mapped[str] = so.mapped_column(sa.String(10))
+    status: so.Mapped[str] = so.mapped_column(sa.String(12))
+    message: so.Mapped[str | None] = so.mapped_column(sa.String(500))
+    claimed_at: so.Mapped[datetime]
+    due_at: so.Mapped[datetime | None]
+    fulfilled_at: so.Mapped[datetime | None]
+    confirmed_at: so.Mapped[datetime | None]
+    ended_at: so.Mapped[datetime | None]
+    check_in_at: so.Mapped[datetime | None]
+    check_out_at: so.Mapped[datetime | None]
+    note: so.Mapped[str | None] = so.mapped_column(sa.String(2000))
+    photo_urls: so.Mapped[list[str]] = so.mapped_column(sa.JSON, default=list)
+    rating: so.Mapped[int | None]
+    feedback: so.Mapped[str | None] = so.mapped_column(sa.String(1000))
+    energy_debited: so.Mapped[int] = so.mapped_column(default=0, server_default="0")

@@ -1,0 +1,52 @@
+"""Inbox rows that double as the push outbox, and device tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from app.clock import utcnow
+from app.models.base import Base
+
+# pending -> sending (leased by a dispatcher) -> sent | failed; skipped when muted
+PUSH_STATUSES = ("pending", "sending", "sent", "failed", "skipped")
+
+
+class Notification(Base):
+    __tablename__ = "notifications"
+    __table_args__ = (
+        sa.Index("ix_notifications_user_id_id", "user_id", "id"),
+        sa.Index("ix_notifications_push_status_next_attempt_at", "push_status", "next_attempt_at"),
+        sa.Index("ix_notifications_created_at", "created_at"),
+    )
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"))
+    kind: so.Mapped[str] = so.mapped_column(sa.String(32))
+    title: so.Mapped[str] = so.mapped_column(sa.String(120))
+    body: so.Mapped[str] = so.mapped_column(sa.String(500))
+    data: so.Mapped[dict] = so.mapped_column(sa.JSON, default=dict)
+    dedupe_key: so.Mapped[str] = so.mapped_column(sa.String(160), unique=True)
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    read_at: so.Mapped[datetime | None]
+    push_status: so.Mapped[str] = so.mapped_column(sa.String(10), default="pending")
+    push_attempts: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+    next_attempt_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    lease_expires_at: so.Mapped[datetime | None]
+    sent_at: so.Mapped[datetime | None]
+    last_error: so.Mapped[str | None] = so.mapped_column(sa.String(500))
+
+
+class Device(Base):
+    __tablename__ = "devices"
+    __table_args__ = (sa.Index("ix_devices_user_id", "user_id"),)
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"))
+    token: so.Mapped[str] = so.mapped_column(sa.String(4096), unique=True)
+    platform: so.Mapped[str] = so.mapped_column(sa.String(10))
+    app_version: so.Mapped[str | None] = so.mapped_column(sa.String(40))
+    created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    last_seen_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)

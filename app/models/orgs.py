@@ -1,0 +1,37 @@
+"""Organisations (志愿组织) and their members."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from app.models.base import Base, Timestamped
+
+ORG_KINDS = ("community", "school", "enterprise", "party_branch", "ngo", "government")
+ORG_STATUSES = ("pending", "approved", "rejected")
+MEMBER_ROLES = ("coordinator", "member")
+
+
+class Org(Timestamped, Base):
+    __tablename__ = "orgs"
+    __table_args__ = (sa.Index("ix_orgs_district_status", "district", "status"),)
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    name: so.Mapped[str] = so.mapped_column(sa.String(80), unique=True)
+    kind: so.Mapped[str] = so.mapped_column(sa.String(20))
+    district: so.Mapped[str] = so.mapped_column(sa.String(32))
+    status: so.Mapped[str] = so.mapped_column(sa.String(10), default="pending")
+    applicant_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
+    member_count: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+
+
+class OrgMember(Timestamped, Base):
+    __tablename__ = "org_members"
+    __table_args__ = (sa.UniqueConstraint("org_id", "user_id", name="uq_org_members_org_user"),)
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    org_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("orgs.id", ondelete="CASCADE"))
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    role: so.Mapped[str] = so.mapped_column(sa.String(12))
+
+    org: so.Mapped[Org] = so.relationship(lazy="joined")

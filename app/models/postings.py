@@ -1,0 +1,101 @@
+"""Postings: the five micro-postings (五微) in one table."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from app.models.base import Base, Timestamped
+
+POSTING_KINDS = ("wish", "project", "charity", "service", "energy")
+POSTING_STATUSES = ("pending_review", "open", "claimed", "full", "closed", "rejected", "cancelled", "expired")
+
+# Geocells: a fixed grid of GEOCELL_DEG degrees. A radius query turns into a
+# short list of cells, each an index range, so it never scans the table.
+GEOCELL_DEG = 0.02
+_GEOCELL_STRIDE = 100_000
+
+
+def geocell_index(lat: float, lng: float) -> tuple[int, int]:
+    return math.floor((lat + 90) / GEOCELL_DEG), math.floor((lng + 180) / GEOCELL_DEG)
+
+
+def geocell_for(lat: float | None, lng: float | None) -> int | None:
+    if lat is None or lng is None:
+        return None
+    row, col = geocell_index(lat, lng)
+    return row * _GEOCELL_STRIDE + col
+
+
+def geocells_covering(lat: float, lng: float, radius_km: float) -> list[int]:
+    """The cells of the bounding box of a circle (a superset of the circle)."""
+    dlat = radius_km / 111.32
+    dlng = radius_km / (111.32 * max(math.cos(math.radians(lat)), 0.01))
+    row0, col0 = geocell_index(max(lat - dlat, -90), max(lng - dlng, -180))
+    row1, col1 = geocell_index(min(lat + dlat, 90), min(lng + dlng, 180))
+    return [row * _GEOCELL_STRIDE + col for row in range(row0, row1 + 1) for col in range(col0, col1 + 1)]
+
+
+class Posting(Timestamped, Base):
+    __tablename__ = "postings"
+    __table_args__ = (
+        sa.Index("ix_postings_status_kind_geocell", "status", "kind", "geocell"),
+        sa.Index("ix_postings_status_expires_at", "status", "expires_at"),
+        sa.Index("ix_postings_status_starts_at", "status", "starts_at"),
+        sa.Index("ix_postings_district_status", "district", "status"),
+        sa.Index("ix_postings_org_id", "org_id"),
+        sa.Index("ix_postings_author_id", "author_id"),
+        sa.CheckConstraint("claimed_count >= 0", name="claimed_count_not_negative"),
+        sa.CheckConstraint("capacity IS NULL OR claimed_count <= capacity", name="claimed_count_within_capacity"),
+    )
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    kind: so.Mapped[str] = so.mapped_column(sa.String(10))
+    title: so.Mapped[str] = so.mapped_column(sa.String(80))
+    description: so.Mapped[str] = so.mapped_column(sa.String(2000))
+    status: so.Mapped[str] = so.mapped_column(sa.String(16))
+    district: so.Mapped[str] = so.mapped_column(sa.String(32))
+    address: so.Mapped[str | None] = so.mapped_column(sa.String(200))
+    lat: so.Mapped[float | None]
+    lng: so.Mapped[float | None]
+    geocell: so.Mapped[int | None]
+    org_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("orgs.id", ondelete="SET NULL"))
+    author_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("users.id"))
+    capacity: so.Mapped[int | None]
+    claimed_count: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+    waitlist_count: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+    starts_at: so.Mapped[datetime | None]
+    ends_at: so.Mapped[datetime | None]
+    expires_at: so.Mapped[datetime | None]
+    claim_ttl_hours: so.Mapped[int | None]
+    energy_cost: so.Mapped[int | None]
+    beneficiary_name: so.Mapped[str | None] = so.mapped_column(sa.String(40))
+    beneficiary_phone: so.Mapped[str | None] = so.mapped_column(sa.String(20))
+    beneficiary_address: so.Mapped[str | None] = so.mapped_column(sa.String(200))
+    review_note: so.Mapped[str | None] = so.mapped_column(sa.String(500))
+    reviewed_by: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
+    reviewed_at: so.Mapped[datetime | None]
+    cancel_reason: so.Mapped[str | None] = so.mapped_column(sa.String(500))
+    photo_urls: so.Mapped[list[str]] = so.mapped_column(sa.JSON, default=list)
+
+    tags: so.Mapped[list[PostingTag]] = so.relationship(
+        lazy="selectin", cascade="all, delete-orphan", order_by="PostingTag.position"
+    )
+
+    @property
+    def tag_names(self) -> list[str]:
+        return [t.tag for t in self.tags]
+
+
+class PostingTag(Base):
+    """One tag of a posting; a table of its own so the feed filters by index."""
+
+    __tablename__ = "posting_tags"
+    __table_args__ = (sa.Index("ix_posting_tags_tag_posting_id", "tag", "posting_id"),)
+
+    posting_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("postings.id", ondelete="CASCADE"), primary_key=True)
+    tag: so.Mapped[str] = so.mapped_column(sa.String(20), primary_key=True)
+    position: so.Mapped[int] = so.mapped_column(default=0)

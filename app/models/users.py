@@ -1,0 +1,93 @@
+"""Users and volunteers (志愿者)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from app.clock import utcnow
+from app.models.base import Base, Timestamped
+
+STAR_THRESHOLDS_HOURS = (100, 300, 600, 1000, 1500)
+
+
+class User(Timestamped, Base):
+    __tablename__ = "users"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    phone: so.Mapped[str] = so.mapped_column(sa.String(20), unique=True)
+    email: so.Mapped[str | None] = so.mapped_column(sa.String(254), unique=True)
+    password_hash: so.Mapped[str] = so.mapped_column(sa.String(255))
+    display_name: so.Mapped[str] = so.mapped_column(sa.String(40))
+    is_admin: so.Mapped[bool] = so.mapped_column(default=False, server_default=sa.false())
+    locale: so.Mapped[str] = so.mapped_column(sa.String(10), default="zh-CN", server_default="zh-CN")
+    timezone: so.Mapped[str] = so.mapped_column(sa.String(64), default="Asia/Shanghai", server_default="Asia/Shanghai")
+    # Quiet hours as "HH:MM" local times; both null = off.
+    quiet_start: so.Mapped[str | None] = so.mapped_column(sa.String(5))
+    quiet_end: so.Mapped[str | None] = so.mapped_column(sa.String(5))
+    muted_kinds: so.Mapped[list[str]] = so.mapped_column(sa.JSON, default=list)
+    nearby_alerts: so.Mapped[bool] = so.mapped_column(default=True, server_default=sa.true())
+
+    volunteer: so.Mapped[Volunteer | None] = so.relationship(back_populates="user", uselist=False, lazy="selectin")
+
+    @property
+    def phone_masked(self) -> str:
+        national = self.phone[3:] if self.phone.startswith("+86") else self.phone
+        if len(national) < 7:
+            return "*" * len(national)
+        return national[:3] + "*" * (len(national) - 7) + national[-4:]
+
+    def __repr__(self) -> str:
+        return f"<User {self.id}>"
+
+
+class Volunteer(Timestamped, Base):
+    """A registered volunteer (注册志愿者): one per user."""
+
+    __tablename__ = "volunteers"
+    __table_args__ = (
+        sa.CheckConstraint("energy_balance >= 0", name="energy_balance_not_negative"),
+        sa.CheckConstraint("active_wish_claims >= 0", name="active_wish_claims_not_negative"),
+        sa.Index("ix_volunteers_district_home", "district", "home_lat", "home_lng"),
+    )
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), unique=True)
+    volunteer_no: so.Mapped[str | None] = so.mapped_column(sa.String(20), unique=True)
+    real_name: so.Mapped[str] = so.mapped_column(sa.String(40))
+    id_hash: so.Mapped[str] = so.mapped_column(sa.String(64), unique=True)
+    id_masked: so.Mapped[str] = so.mapped_column(sa.String(18))
+    gender: so.Mapped[str | None] = so.mapped_column(sa.String(10))
+    birth_date: so.Mapped[date | None]
+    skills: so.Mapped[list[str]] = so.mapped_column(sa.JSON, default=list)
+    district: so.Mapped[str] = so.mapped_column(sa.String(32))
+    home_lat: so.Mapped[float | None]
+    home_lng: so.Mapped[float | None]
+    push_radius_km: so.Mapped[float] = so.mapped_column(default=3.0, server_default="3")
+    verified: so.Mapped[bool] = so.mapped_column(default=False, server_default=sa.false())
+    credit_minutes: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+    honor_minutes: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+    energy_balance: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+    active_wish_claims: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+    registered_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+
+    user: so.Mapped[User] = so.relationship(back_populates="volunteer")
+
+    @property
+    def credit_hours(self) -> float:
+        return round(self.credit_minutes / 60, 1)
+
+    @property
+    def honor_hours(self) -> float:
+        return round(self.honor_minutes / 60, 1)
+
+    @property
+    def star_level(self) -> int:
+        return star_level_for_minutes(self.credit_minutes + self.honor_minutes)
+
+
+def star_level_for_minutes(minutes: int) -> int:
+    """Star level 0-5 (星级志愿者) by total hours at 100/300/600/1000/1500 h."""
+    return sum(1 for hours in STAR_THRESHOLDS_HOURS if minutes >= hours * 60)

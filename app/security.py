@@ -1,0 +1,88 @@
+"""Authentication glue: flask-jwt-extended callbacks in the error envelope,
+and the rate-limit keys for the account endpoints."""
+
+from __future__ import annotations
+
+from flask import Flask, request
+from flask_jwt_extended import get_current_user, verify_jwt_in_request
+from flask_jwt_extended.exceptions import WrongTokenError
+
+from app.errors import error_response
+from app.extensions import jwt
+from app.models import User
+
+
+def register_jwt_callbacks(app: Flask) -> None:
+    from app.services import tokens
+
+    @jwt.user_identity_loader
+    def user_identity(user):
+        return str(user.id) if isinstance(user, User) else str(user)
+
+    @jwt.user_lookup_loader
+    def load_user(_header, payload):
+        from app.extensions import db
+
+        try:
+            return db.session.get(User, int(payload["sub"]))
+        except (TypeError, ValueError):
+            return None
+
+    @jwt.token_in_blocklist_loader
+    def token_revoked(_header, payload) -> bool:
+        return tokens.is_revoked(payload)
+
+    @jwt.unauthorized_loader
+    def missing_token(_reason):
+        return error_response(401, "authorization_required")
+
+    @jwt.invalid_token_loader
+    def invalid_token(_reason):
+        return error_response(401, "invalid_token")
+
+    @jwt.expired_token_loader
+    def expired_token(_header, _payload):
+        return error_response(401, "token_expired")
+
+    @jwt.revoked_token_loader
+    def revoked_token(_header, _payload):
+        return error_response(401, "token_revoked")
+
+    @jwt.user_lookup_error_loader
+    def unknown_user(_header, _payload):
+        return error_response(401, "invalid_token")
+
+    @jwt.needs_fresh_token_loader
+    def needs_fresh(_header, _payload):
+        return error_response(401, "invalid_token")
+
+    @jwt.token_verification_failed_loader
+    def verification_failed(_header, _payload):
+        return error_response(401, "invalid_token")
+
+    @app.errorhandler(WrongTokenError)
+    def wrong_token_type(_exc):
+        return error_response(401, "wrong_token_type")
+
+
+def current_user() -> User:
+    """The authenticated user of this request (the view is @jwt_required)."""
+    return get_current_user()
+
+
+def optional_user() -> User | None:
+    """The user behind a valid token if there is one; public views use it."""
+    if not request.headers.get("Authorization"):
+        return None
+    verify_jwt_in_request(optional=True)
+    return get_current_user()
+
+
+def phone_rate_key() -> str:
+    """Rate-limit key for login/register: the phone (or email) in the body."""
+    body = request.get_json(silent=True)
+    if isinstance(body, dict):
+        ident = body.get("phone") or body.get("email")
+        if isinstance(ident, str) and ident:
+            return "acct:" + ident.strip().lower().removeprefix("+86")
+    return "acct:" + (request.remote_addr or "-")

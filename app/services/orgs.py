@@ -1,0 +1,93 @@
+"""Organisations (志愿组织): application, approval, members."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy.exc import IntegrityError
+
+from app.errors import Conflict, Forbidden, Invalid, NotFound
+from app.extensions import db
+from app.models import Org, OrgMember, User
+from app.services.permissions import is_coordinator_of
+
+
+def get_org(org_id: int) -> Org:
+    return db.session.get(Org, org_id) or _not_found()
+
+
+def _not_found():
+    raise NotFound()
+
+
+def apply_for_org(user: User, name: str, kind: str, district: str) -> Org:
+    """An application: the org waits for an admin; the applicant becomes its
+    first coordinator now, with powers once it is approved."""
+    if district not in current_app.config["DISTRICTS"]:
+        raise Invalid("district", "unknown district")
+    org = Org(name=name.strip(), kind=kind, district=district, status="pending", applicant_id=user.id, member_count=1)
+    db.session.add(org)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        raise Conflict("org_name_taken") from None
+    db.session.add(OrgMember(org_id=org.id, user_id=user.id, role="coordinator"))
+    db.session.commit()
+    return org
+
+
+def approve_org(admin: User, org_id: int) -> Org:
+    if not admin.is_admin:
+        raise Forbidden("admin_required")
+    done = db.session.execute(
+        sa.update(Org).where(Org.id == org_id, Org.status == "pending").values(status="approved")
+    ).rowcount
+    if not done:
+        get_org(org_id)
+        db.session.rollback()
+        raise Conflict("org_not_pending")
+    db.session.commit()
+    return get_org(org_id)
+
+
+def _require_manager(user: User, org: Org) -> None:
+    if not (user.is_admin or is_coordinator_of(user, org.id)):
+        raise Forbidden("coordinator_required")
+
+
+def add_member(user: User, org_id: int, member_id: int, role: str) -> OrgMember:
+    org = get_org(org_id)
+    _require_manager(user, org)
+    if db.session.get(User, member_id) is None:
+        raise Invalid("user_id", "no such user")
+    member = OrgMember(org_id=org.id, user_id=member_id, role=role)
+    db.session.add(member)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        raise Conflict("already_member") from None
+    db.session.execute(sa.update(Org).where(Org.id == org.id).values(member_count=Org.member_count + 1))
+    db.session.commit()
+    return member
+
+
+def remove_member(user: User, org_id: int, member_id: int) -> None:
+    org = get_org(org_id)
+    if member_id != user.id:
+        _require_manager(user, org)
+    member = db.session.scalar(sa.select(OrgMember).where(OrgMember.org_id == org.id, OrgMember.user_id == member_id))
+    if member is None:
+        raise NotFound()
+    if member.role == "coordinator":
+        others = db.session.scalar(
+            sa.select(sa.func.count())
+            .select_from(OrgMember)
+            .where(OrgMember.org_id == org.id, OrgMember.role == "coordinator", OrgMember.user_id != member_id)
+        )
+        if not others:
+            raise Conflict("last_coordinator")
+    db.session.delete(member)
+    db.session.execute(sa.update(Org).where(Org.id == org.id).values(member_count=Org.member_count - 1))
+    db.session.commit()

@@ -1,0 +1,102 @@
+"""Access and refresh tokens: rotation with reuse detection.
+
+A login opens a *family*. Each refresh spends its token (a conditional UPDATE,
+so two racing refreshes cannot both win) and issues the next one in the same
+family. A spent token presented again means it was copied: the whole family
+is revoked and its access tokens stop working too.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import sqlalchemy as sa
+from flask import current_app
+from flask_jwt_extended import create_access_token, create_refresh_token
+
+from app.clock import utcnow
+from app.errors import Unauthorized
+from app.extensions import db
+from app.models import RefreshToken, User
+
+
+def issue_tokens(user: User, family_id: str | None = None) -> dict[str, str]:
+    """Create an access and a refresh token; the caller commits."""
+    family_id = family_id or str(uuid.uuid4())
+    jti = str(uuid.uuid4())
+    now = utcnow()
+    db.session.add(
+        RefreshToken(
+            jti=jti,
+            family_id=family_id,
+            user_id=user.id,
+            issued_at=now,
+            expires_at=now + current_app.config["JWT_REFRESH_TOKEN_EXPIRES"],
+        )
+    )
+    return {
+        "access_token": create_access_token(identity=user, additional_claims={"fam": family_id}),
+        "refresh_token": create_refresh_token(identity=user, additional_claims={"fam": family_id, "jti": jti}),
+    }
+
+
+def rotate_refresh_token(user: User, payload: dict) -> dict[str, str]:
+    """Spend the presented refresh token and issue the next of its family."""
+    now = utcnow()
+    spent = db.session.execute(
+        sa.update(RefreshToken)
+        .where(
+            RefreshToken.jti == payload["jti"],
+            RefreshToken.user_id == user.id,
+            RefreshToken.used_at.is_(None),
+            RefreshToken.revoked_at.is_(None),
+        )
+        .values(used_at=now)
+    ).rowcount
+    if spent != 1:
+        row = db.session.scalar(sa.select(RefreshToken).where(RefreshToken.jti == payload["jti"]))
+        if row is not None and row.used_at is not None:
+            _revoke(RefreshToken.family_id == row.family_id, now)
+            db.session.commit()
+            raise Unauthorized("refresh_token_reused")
+        db.session.rollback()
+        raise Unauthorized("token_revoked")
+    pair = issue_tokens(user, family_id=payload.get("fam"))
+    db.session.commit()
+    return pair
+
+
+def revoke_family(payload: dict) -> None:
+    row = db.session.scalar(sa.select(RefreshToken).where(RefreshToken.jti == payload.get("jti")))
+    if row is not None:
+        _revoke(RefreshToken.family_id == row.family_id, utcnow())
+    db.session.commit()
+
+
+def revoke_all_for_user(user_id: int) -> None:
+    """Revoke every family of a user; the caller commits."""
+    _revoke(RefreshToken.user_id == user_id, utcnow())
+
+
+def _revoke(condition, now: datetime) -> None:
+    db.session.execute(
+        sa.update(RefreshToken).where(condition, RefreshToken.revoked_at.is_(None)).values(revoked_at=now)
+    )
+
+
+def is_revoked(payload: dict) -> bool:
+    """Blocklist check. A refresh token that was spent but not revoked is let
+    through so that rotate_refresh_token can detect the reuse."""
+    if payload.get("type") == "refresh":
+        row = db.session.scalar(sa.select(RefreshToken).where(RefreshToken.jti == payload.get("jti")))
+        return row is None or (row.revoked_at is not None and row.used_at is None)
+    family = payload.get("fam")
+    if not family:
+        return True
+    revoked = db.session.scalar(
+        sa.select(RefreshToken.id)
+        .where(RefreshToken.family_id == family, RefreshToken.revoked_at.is_not(None))
+        .limit(1)
+    )
+    return revoked is not None

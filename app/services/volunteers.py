@@ -1,0 +1,59 @@
+"""Volunteer registration (志愿者注册)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from flask import current_app
+from sqlalchemy.exc import IntegrityError
+
+from app.clock import utcnow
+from app.errors import Conflict, Invalid
+from app.extensions import db
+from app.models import User, Volunteer
+from app.validators import mask_id_number, validate_id_number
+
+VOLUNTEER_FIELDS = ("real_name", "gender", "skills", "district", "push_radius_km")
+
+
+def id_number_hash(number: str) -> str:
+    """Keyed hash of a normalised ID number: equal numbers match, nothing reverses."""
+    key = current_app.config["ID_HASH_KEY"].encode()
+    return hmac.new(key, number.encode(), hashlib.sha256).hexdigest()
+
+
+def register_volunteer(user: User, data: dict) -> Volunteer:
+    """Create or update the caller's volunteer profile (PUT semantics)."""
+    try:
+        number, born = validate_id_number(data["id_number"], utcnow().date())
+    except ValueError as exc:
+        raise Invalid("id_number", f"ID number {exc}") from None
+    if data.get("birth_date") and data["birth_date"] != born:
+        raise Invalid("birth_date", "does not match the ID number")
+    if data["district"] not in current_app.config["DISTRICTS"]:
+        raise Invalid("district", "unknown district")
+
+    volunteer = user.volunteer
+    if volunteer is None:
+        volunteer = Volunteer(user_id=user.id, registered_at=utcnow())
+        db.session.add(volunteer)
+    volunteer.id_hash = id_number_hash(number)
+    volunteer.id_masked = mask_id_number(number)
+    volunteer.birth_date = born
+    for field in VOLUNTEER_FIELDS:
+        if field in data and data[field] is not None:
+            setattr(volunteer, field, data[field])
+    home = data.get("home")
+    if "home" in data:
+        volunteer.home_lat, volunteer.home_lng = (home["lat"], home["lng"]) if home else (None, None)
+    try:
+        db.session.flush()
+        if volunteer.volunteer_no is None:
+            # Assigned once, from the row id: stable, unique, never reused.
+            volunteer.volunteer_no = f"NB{volunteer.id:08d}"
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise Conflict("id_number_taken") from None
+    return volunteer

@@ -1,0 +1,1 @@
+"""The mobile API: one flask-smorest Blueprint per resource; views are thin."""

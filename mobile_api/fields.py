@@ -1,0 +1,73 @@
+"""Shared marshmallow fields and the base schema of the API."""
+
+from __future__ import annotations
+
+import re
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
+
+from app.clock import as_utc, isoformat
+from app.validators import normalize_cn_mobile
+
+
+class BaseSchema(Schema):
+    """Unknown fields in a body are an error (422)."""
+
+    class Meta:
+        unknown = RAISE
+
+
+class UTCDateTime(fields.DateTime):
+    """RFC 3339 in UTC, ``2026-11-26T10:00:00Z``; offsets are converted."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return isoformat(value)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        parsed = super()._deserialize(value, attr, data, **kwargs)
+        return as_utc(parsed)
+
+
+class Phone(fields.String):
+    """A mainland mobile number, loaded as E.164."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return normalize_cn_mobile(text)
+        except ValueError:
+            raise ValidationError("Not a valid mainland mobile number.") from None
+
+
+class HttpsUrl(fields.Url):
+    def __init__(self, **kwargs):
+        super().__init__(schemes={"https"}, require_tld=True, **kwargs)
+
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class Location(BaseSchema):
+    lat = fields.Float(required=True, validate=validate.Range(-90, 90), allow_nan=False)
+    lng = fields.Float(required=True, validate=validate.Range(-180, 180), allow_nan=False)
+
+
+class QuietHours(BaseSchema):
+    start = fields.String(required=True, validate=validate.Regexp(_HHMM, error="Use HH:MM."))
+    end = fields.String(required=True, validate=validate.Regexp(_HHMM, error="Use HH:MM."))
+
+
+def page_of(item_schema: type[Schema], name: str) -> type[Schema]:
+    """The list envelope ``{"items": [...], "next_cursor": ...}``."""
+    return Schema.from_dict(
+        {
+            "items": fields.List(fields.Nested(item_schema), required=True),
+            "next_cursor": fields.String(allow_none=True, required=True),
+        },
+        name=name,
+    )
+
+
+class PageQuery(BaseSchema):
+    limit = fields.Integer(load_default=20, validate=validate.Range(1, 100))
+    cursor = fields.String(load_default=None)

@@ -1,0 +1,64 @@
+"""Organisations (志愿组织)."""
+
+from __future__ import annotations
+
+from flask_jwt_extended import jwt_required
+from flask_smorest import Blueprint
+
+from app.security import current_user
+from app.services import orgs
+from mobile_api.schemas import OrgCreateSchema, OrgMemberCreateSchema, OrgMemberSchema, OrgSchema
+
+blp = Blueprint("orgs", __name__, url_prefix="/api/v1/orgs", description="Organisations")
+AUTH = {"security": [{"bearerAuth": []}]}
+
+
+@blp.route("", methods=["POST"])
+@jwt_required()
+@blp.arguments(OrgCreateSchema)
+@blp.response(201, OrgSchema)
+@blp.alt_response(409, description="org_name_taken")
+@blp.doc(**AUTH)
+def apply_for_org(body):
+    """Apply for a new organisation; an admin approves it."""
+    return orgs.apply_for_org(current_user(), **body)
+
+
+@blp.route("/<int:org_id>", methods=["GET"])
+@jwt_required()
+@blp.response(200, OrgSchema)
+@blp.doc(**AUTH)
+def get_org(org_id):
+    """One organisation."""
+    return orgs.get_org(org_id)
+
+
+@blp.route("/<int:org_id>/approve", methods=["POST"])
+@jwt_required()
+@blp.response(200, OrgSchema)
+@blp.alt_response(409, description="org_not_pending")
+@blp.doc(**AUTH)
+def approve_org(org_id):
+    """Approve a pending organisation (admins)."""
+    return orgs.approve_org(current_user(), org_id)
+
+
+@blp.route("/<int:org_id>/members", methods=["POST"])
+@jwt_required()
+@blp.arguments(OrgMemberCreateSchema)
+@blp.response(201, OrgMemberSchema)
+@blp.alt_response(409, description="already_member")
+@blp.doc(**AUTH)
+def add_member(body, org_id):
+    """Add a member or coordinator (the org's coordinators, admins)."""
+    return orgs.add_member(current_user(), org_id, body["user_id"], body["role"])
+
+
+@blp.route("/<int:org_id>/members/<int:user_id>", methods=["DELETE"])
+@jwt_required()
+@blp.response(204)
+@blp.alt_response(409, description="last_coordinator")
+@blp.doc(**AUTH)
+def remove_member(org_id, user_id):
+    """Remove a member (the org's coordinators, admins, or the member)."""
+    orgs.remove_member(current_user(), org_id, user_id)

@@ -1,0 +1,184 @@
+"""Schemas by role: ``XSchema`` (out), ``XCreateSchema``, ``XUpdateSchema``, ``XQuerySchema``."""
+
+from __future__ import annotations
+
+from flask import current_app
+from marshmallow import ValidationError, fields, validate, validates, validates_schema
+
+from app.models.orgs import MEMBER_ROLES, ORG_KINDS
+from app.services.permissions import memberships
+from mobile_api.fields import BaseSchema, Location, Phone, QuietHours, UTCDateTime
+
+LOCALES = ("zh-CN", "en")
+
+
+def _known_timezone(value: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError("Unknown time zone.") from None
+
+
+def _known_district(value: str) -> None:
+    if value not in current_app.config["DISTRICTS"]:
+        raise ValidationError("Unknown district. One of: " + ", ".join(current_app.config["DISTRICTS"]))
+
+
+# --- accounts ---------------------------------------------------------------
+
+
+class VolunteerSchema(BaseSchema):
+    volunteer_no = fields.String()
+    real_name = fields.String()
+    id_number_masked = fields.String(attribute="id_masked")
+    gender = fields.String(allow_none=True)
+    birth_date = fields.Date(allow_none=True)
+    skills = fields.List(fields.String())
+    district = fields.String()
+    home = fields.Method("dump_home", allow_none=True, metadata={"type": "object"})
+    push_radius_km = fields.Float()
+    verified = fields.Boolean()
+    credit_hours = fields.Float()
+    honor_hours = fields.Float()
+    star_level = fields.Integer()
+    energy_balance = fields.Integer()
+    active_claims = fields.Integer(attribute="active_wish_claims")
+    registered_at = UTCDateTime()
+
+    def dump_home(self, volunteer):
+        if volunteer.home_lat is None:
+            return None
+        return {"lat": volunteer.home_lat, "lng": volunteer.home_lng}
+
+
+class UserOrgSchema(BaseSchema):
+    id = fields.Integer()
+    name = fields.String()
+    role = fields.String()
+
+
+class UserSchema(BaseSchema):
+    id = fields.Integer()
+    phone_masked = fields.String()
+    display_name = fields.String()
+    email = fields.String(allow_none=True)
+    roles = fields.Method("dump_roles", metadata={"type": "array", "items": {"type": "string"}})
+    locale = fields.String()
+    timezone = fields.String()
+    quiet_hours = fields.Method("dump_quiet_hours", allow_none=True, metadata={"type": "object"})
+    volunteer = fields.Nested(VolunteerSchema, allow_none=True)
+    orgs = fields.Method("dump_orgs", metadata={"type": "array", "items": {"$ref": "#/components/schemas/UserOrg"}})
+    created_at = UTCDateTime()
+
+    def dump_roles(self, user):
+        roles = ["user"]
+        if user.volunteer is not None:
+            roles.append("volunteer")
+        if any(role == "coordinator" and org.status == "approved" for org, role in memberships(user)):
+            roles.append("coordinator")
+        if user.is_admin:
+            roles.append("admin")
+        return roles
+
+    def dump_quiet_hours(self, user):
+        if not user.quiet_start:
+            return None
+        return {"start": user.quiet_start, "end": user.quiet_end}
+
+    def dump_orgs(self, user):
+        return [{"id": org.id, "name": org.name, "role": role} for org, role in memberships(user)]
+
+
+class RegisterSchema(BaseSchema):
+    phone = Phone(required=True)
+    password = fields.String(required=True, validate=validate.Length(min=8, max=128), load_only=True)
+    display_name = fields.String(required=True, validate=validate.Length(min=1, max=40))
+    email = fields.Email(load_default=None, validate=validate.Length(max=254))
+
+
+class LoginSchema(BaseSchema):
+    phone = Phone()
+    email = fields.Email()
+    password = fields.String(required=True, validate=validate.Length(max=128), load_only=True)
+
+    @validates_schema
+    def one_identifier(self, data, **_kwargs):
+        if ("phone" in data) == ("email" in data):
+            raise ValidationError("Give either phone or email.", "_schema")
+
+
+class TokenPairSchema(BaseSchema):
+    access_token = fields.String(required=True)
+    refresh_token = fields.String(required=True)
+
+
+class AuthResultSchema(TokenPairSchema):
+    user = fields.Nested(UserSchema, required=True)
+
+
+class UserUpdateSchema(BaseSchema):
+    display_name = fields.String(validate=validate.Length(min=1, max=40))
+    email = fields.Email(allow_none=True, validate=validate.Length(max=254))
+    locale = fields.String(validate=validate.OneOf(LOCALES))
+    timezone = fields.String(validate=_known_timezone)
+    quiet_hours = fields.Nested(QuietHours, allow_none=True)
+
+
+class PasswordChangeSchema(BaseSchema):
+    old_password = fields.String(required=True, validate=validate.Length(max=128))
+    new_password = fields.String(required=True, validate=validate.Length(min=8, max=128))
+
+
+class VolunteerRegisterSchema(BaseSchema):
+    real_name = fields.String(required=True, validate=validate.Length(min=1, max=40))
+    id_number = fields.String(required=True, validate=validate.Length(min=1, max=18))
+    gender = fields.String(validate=validate.OneOf(("male", "female", "other")), allow_none=True)
+    birth_date = fields.Date(allow_none=True)
+    skills = fields.List(
+        fields.String(validate=validate.Length(min=1, max=20)), load_default=list, validate=validate.Length(max=20)
+    )
+    district = fields.String(required=True, validate=_known_district)
+    home = fields.Nested(Location, allow_none=True)
+    push_radius_km = fields.Float(validate=validate.Range(0.5, 50), allow_nan=False)
+
+    @validates("skills")
+    def unique_skills(self, value, **_kwargs):
+        if len(set(value)) != len(value):
+            raise ValidationError("Skills must be unique.")
+
+
+# --- organisations ------------------------------------------------------------
+
+
+class OrgSchema(BaseSchema):
+    id = fields.Integer()
+    name = fields.String()
+    kind = fields.String()
+    district = fields.String()
+    status = fields.String()
+    member_count = fields.Integer()
+    created_at = UTCDateTime()
+
+
+class OrgCreateSchema(BaseSchema):
+    name = fields.String(required=True, validate=validate.Length(min=2, max=80))
+    kind = fields.String(required=True, validate=validate.OneOf(ORG_KINDS))
+    district = fields.String(required=True, validate=_known_district)
+
+
+class OrgMemberCreateSchema(BaseSchema):
+    user_id = fields.Integer(required=True, strict=True)
+    role = fields.String(required=True, validate=validate.OneOf(MEMBER_ROLES))
+
+
+class OrgMemberSchema(BaseSchema):
+    org_id = fields.Integer()
+    user_id = fields.Integer()
+    role = fields.String()
+    created_at = UTCDateTime()
+
+
+class HealthSchema(BaseSchema):
+    status = fields.String()

@@ -1,0 +1,75 @@
+"""Notification texts, zh-CN first, then en. ``{title}`` etc. come from notify()'s context."""
+
+from __future__ import annotations
+
+TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
+    # kind: {locale: (title, body)}
+    "posting_approved": {
+        "zh-CN": ("发布已通过审核", "您发布的「{title}」已通过审核，现已公开。"),
+        "en": ("Posting approved", "Your posting “{title}” was approved and is now public."),
+    },
+    "posting_rejected": {
+        "zh-CN": ("发布未通过审核", "您发布的「{title}」未通过审核：{reason}"),
+        "en": ("Posting rejected", "Your posting “{title}” was rejected: {reason}"),
+    },
+    "posting_expiring": {
+        "zh-CN": ("心愿即将到期", "「{title}」将在 24 小时内到期，可以延长有效期。"),
+        "en": ("Posting expiring soon", "“{title}” expires within 24 hours; you can extend it."),
+    },
+    "posting_expired": {
+        "zh-CN": ("心愿已到期", "「{title}」已到期下架。"),
+        "en": ("Posting expired", "“{title}” has expired."),
+    },
+    "wish_claimed": {
+        "zh-CN": ("心愿被认领啦", "{volunteer}认领了您的「{title}」。"),
+        "en": ("Your wish was claimed", "{volunteer} claimed “{title}”."),
+    },
+    "claim_due_soon": {
+        "zh-CN": ("认领即将超时", "您认领的「{title}」将在 24 小时内超时，请尽快完成。"),
+        "en": ("Claim due soon", "Your claim on “{title}” is due within 24 hours."),
+    },
+    "claim_released": {
+        "zh-CN": ("认领已释放", "「{title}」的认领已超时释放。"),
+        "en": ("Claim released", "The claim on “{title}” was released because it was overdue."),
+    },
+    "claim_fulfilled": {
+        "zh-CN": ("心愿已完成", "「{title}」已由志愿者完成，请确认并评价。"),
+        "en": ("Marked as done", "“{title}” was marked as done; please confirm and rate it."),
+    },
+    "claim_confirmed": {
+        "zh-CN": ("服务已确认", "「{title}」已确认完成，感谢您的付出！"),
+        "en": ("Confirmed", "“{title}” was confirmed. Thank you!"),
+    },
+    "claim_cancelled": {
+        "zh-CN": ("认领已取消", "「{title}」已取消，您的认领随之取消。"),
+        "en": ("Claim cancelled", "“{title}” was cancelled, and your claim with it."),
+    },
+    "waitlist_promoted": {
+        "zh-CN": ("候补成功", "您已从候补转为正式报名「{title}」。"),
+        "en": ("You are in", "You moved from the waitlist to a place on “{title}”."),
+    },
+    "event_reminder": {
+        "zh-CN": ("活动提醒", "您报名的「{title}」将于{when}开始。"),
+        "en": ("Reminder", "“{title}” starts {when}."),
+    },
+    "nearby_posting": {
+        "zh-CN": ("附近有新心愿", "距您约 {distance_km} 公里：「{title}」"),
+        "en": ("A wish near you", "About {distance_km} km from you: “{title}”"),
+    },
+}
+
+NOTIFICATION_KINDS = tuple(TEMPLATES)
+LOCALES = ("zh-CN", "en")
+
+
+class _Blank(dict):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def render(kind: str, locale: str, context: dict) -> tuple[str, str]:
+    """Title and body of ``kind`` in ``locale`` (zh-CN when unknown)."""
+    texts = TEMPLATES[kind]
+    title, body = texts.get(locale) or texts["zh-CN"]
+    values = _Blank({k: v for k, v in context.items() if v is not None})
+    return title.format_map(values), body.format_map(values)

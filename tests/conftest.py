@@ -1,0 +1,92 @@
+"""Fixtures in the flaskr style: ``app``, ``client``, ``runner``.
+
+The suite runs on SQLite by default and on PostgreSQL when TEST_DATABASE_URL
+is set. The schema is built once per session; every test starts from empty
+tables and a reset clock.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import sqlalchemy as sa
+
+from app import clock, create_app
+from app.config import TestConfig, database_url
+from app.extensions import db
+
+
+def _test_db_url(tmp_path_factory) -> str:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        return database_url(url)
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite'}"
+
+
+@pytest.fixture(scope="session")
+def db_url(tmp_path_factory) -> str:
+    return _test_db_url(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def _schema(db_url):
+    app = create_app({**_config_dict(), "SQLALCHEMY_DATABASE_URI": db_url})
+    with app.app_context():
+        db.drop_all()
+        db.create_all()
+        db.session.remove()
+        db.engine.dispose()
+    yield
+    with app.app_context():
+        db.drop_all()
+        db.engine.dispose()
+
+
+def _config_dict() -> dict:
+    return {k: getattr(TestConfig, k) for k in dir(TestConfig) if k.isupper()}
+
+
+def _empty_tables() -> None:
+    tables = [t.name for t in reversed(db.metadata.sorted_tables)]
+    with db.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for name in tables:
+                conn.execute(sa.text(f"DELETE FROM {name}"))
+
+
+@pytest.fixture
+def app(_schema, db_url):
+    """A fresh app on empty tables. No app context is pushed during the test,
+    so every request gets its own session as in production; code that needs
+    one uses ``with app.app_context():`` (the factories do)."""
+    app = create_app({**_config_dict(), "SQLALCHEMY_DATABASE_URI": db_url})
+    yield app
+    clock.reset()
+    with app.app_context():
+        db.session.remove()
+        _empty_tables()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def is_postgres(db_url) -> bool:
+    return db_url.startswith("postgresql")
+
+
+@pytest.fixture
+def postgres_only(is_postgres):
+    if not is_postgres:
+        pytest.skip("needs PostgreSQL (set TEST_DATABASE_URL)")

@@ -1,0 +1,125 @@
+"""Small factories in the CTFd style: each takes overrides and returns plain
+values (ids, phones, auth headers), so tests never hold detached ORM objects."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from flask import Flask
+
+from app.extensions import db
+from app.models import Org, OrgMember
+from app.services import accounts, tokens, volunteers
+from app.validators import id_check_char
+
+PASSWORD = "correct-horse-battery"
+_seq = itertools.count(1)
+
+
+@dataclass
+class Account:
+    id: int
+    phone: str
+    password: str
+    access_token: str
+    refresh_token: str
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+    @property
+    def refresh_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.refresh_token}"}
+
+
+def next_phone() -> str:
+    return f"+86139{next(_seq):08d}"
+
+
+def id_number(seq: int | None = None, born: str = "19900101") -> str:
+    """A valid mainland ID number (Ningbo Haishu region code)."""
+    seq = next(_seq) if seq is None else seq
+    first17 = f"330203{born}{seq % 1000:03d}"
+    return first17 + id_check_char(first17)
+
+
+def make_user(
+    app: Flask,
+    *,
+    phone: str | None = None,
+    password: str = PASSWORD,
+    name: str | None = None,
+    email: str | None = None,
+    admin: bool = False,
+) -> Account:
+    with app.app_context():
+        phone = phone or next_phone()
+        user = accounts.create_user(phone, password, name or f"用户{phone[-4:]}", email, is_admin=admin)
+        pair = tokens.issue_tokens(user)
+        db.session.commit()
+        return Account(user.id, phone, password, pair["access_token"], pair["refresh_token"])
+
+
+def make_volunteer(
+    app: Flask,
+    account: Account | None = None,
+    *,
+    district: str = "haishu",
+    skills: list[str] | None = None,
+    home: tuple[float, float] | None = (29.87, 121.55),
+    push_radius_km: float = 3.0,
+    **user_kwargs,
+) -> Account:
+    account = account or make_user(app, **user_kwargs)
+    with app.app_context():
+        from app.models import User
+
+        user = db.session.get(User, account.id)
+        volunteers.register_volunteer(
+            user,
+            {
+                "real_name": "张三丰",
+                "id_number": id_number(account.id + 100),
+                "district": district,
+                "skills": skills or [],
+                "home": {"lat": home[0], "lng": home[1]} if home else None,
+                "push_radius_km": push_radius_km,
+            },
+        )
+    return account
+
+
+def make_org(
+    app: Flask,
+    coordinator: Account | None = None,
+    *,
+    name: str | None = None,
+    kind: str = "community",
+    district: str = "haishu",
+    status: str = "approved",
+) -> tuple[int, Account]:
+    """An org (approved by default) with ``coordinator`` as its coordinator."""
+    coordinator = coordinator or make_user(app)
+    with app.app_context():
+        org = Org(
+            name=name or f"社区{next(_seq)}",
+            kind=kind,
+            district=district,
+            status=status,
+            applicant_id=coordinator.id,
+            member_count=1,
+        )
+        db.session.add(org)
+        db.session.flush()
+        db.session.add(OrgMember(org_id=org.id, user_id=coordinator.id, role="coordinator"))
+        db.session.commit()
+        return org.id, coordinator
+
+
+def add_member(app: Flask, org_id: int, account: Account, role: str = "member") -> None:
+    with app.app_context():
+        db.session.add(OrgMember(org_id=org_id, user_id=account.id, role=role))
+        db.session.commit()
