@@ -182,3 +182,30 @@ class OrgMemberSchema(BaseSchema):
 
 class HealthSchema(BaseSchema):
     status = fields.String()
+
+
+# --- claims -------------------------------------------------------------------
+
+
+class PersonSchema(BaseSchema):
+    id = fields.Integer()
+    display_name = fields.String()
+
+
+class ClaimSchema(BaseSchema):
+    id = fields.Integer()
+    posting_id = fields.Integer()
+    kind = fields.String()
+    status = fields.String()
+    message = fields.String(allow_none=True)
+    volunteer = fields.Nested(PersonSchema, attribute="user")
+    claimed_at = UTCDateTime()
+    due_at = UTCDateTime(allow_none=True)
+    fulfilled_at = UTCDateTime(allow_none=True)
+    confirmed_at = UTCDateTime(allow_none=True)
+    check_in_at = UTCDateTime(allow_none=True)
+    check_out_at = UTCDateTime(allow_none=True)
+    note = fields.String(allow_none=True)
+    photo_urls = fields.List(fields.String())
+    rating = fields.Integer(allow_none=True)
+    feedback = fields.String(allow_none=True)

@@ -123,3 +123,63 @@ def add_member(app: Flask, org_id: int, account: Account, role: str = "member") 
     with app.app_context():
         db.session.add(OrgMember(org_id=org_id, user_id=account.id, role=role))
         db.session.commit()
+
+
+def make_posting(
+    app: Flask,
+    author: Account,
+    *,
+    kind: str = "wish",
+    status: str = "open",
+    org_id: int | None = None,
+    title: str = "帮独居老人修水龙头",
+    lat: float | None = 29.87,
+    lng: float | None = 121.55,
+    district: str = "haishu",
+    capacity: int | None = None,
+    tags: list[str] | None = None,
+    **fields,
+) -> int:
+    """Insert a posting directly (no policy checks); returns its id."""
+    from datetime import timedelta
+
+    from app.clock import utcnow
+    from app.models import Posting, PostingTag
+    from app.models.postings import geocell_for
+
+    defaults = {
+        "wish": {"capacity": 1, "expires_at": utcnow() + timedelta(days=30), "claim_ttl_hours": 168},
+        "project": {
+            "capacity": 20,
+            "starts_at": utcnow() + timedelta(days=2),
+            "ends_at": utcnow() + timedelta(days=2, hours=3),
+        },
+        "charity": {
+            "capacity": None,
+            "starts_at": utcnow() + timedelta(days=2),
+            "ends_at": utcnow() + timedelta(days=2, hours=3),
+        },
+        "service": {"capacity": 5},
+        "energy": {"capacity": 10, "energy_cost": 50},
+    }[kind]
+    values = {**defaults, **fields}
+    if capacity is not None or kind == "charity":
+        values["capacity"] = capacity
+    with app.app_context():
+        posting = Posting(
+            kind=kind,
+            status=status,
+            title=title,
+            description="详情",
+            district=district,
+            lat=lat,
+            lng=lng,
+            geocell=geocell_for(lat, lng),
+            org_id=org_id,
+            author_id=author.id,
+            **values,
+        )
+        posting.tags = [PostingTag(tag=t, position=i) for i, t in enumerate(tags or [])]
+        db.session.add(posting)
+        db.session.commit()
+        return posting.id

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from app.models.base import Base, Timestamped
+from app.models.users import User
 
 CLAIM_STATUSES = ("active", "waitlisted", "fulfilled", "confirmed", "withdrawn", "released", "cancelled", "no_show")
 # A user holds at most one claim in these states per posting (unique index).
@@ -49,3 +50,5 @@ class Claim(Timestamped, Base):
     rating: so.Mapped[int | None]
     feedback: so.Mapped[str | None] = so.mapped_column(sa.String(1000))
     energy_debited: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+
+    user: so.Mapped[User] = so.relationship(lazy="joined", innerjoin=True)

@@ -1,0 +1,52 @@
+"""Energy points (微能量): an append-only ledger and a balance that never goes below 0.
+
+The balance lives on the volunteer row and moves only by conditional UPDATE;
+each movement appends one ledger row in the same transaction.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.models import EnergyEntry, Volunteer
+
+
+def credit(
+    user_id: int, points: int, *, reason: str, claim_id: int | None = None, posting_id: int | None = None
+) -> int:
+    """Add points; returns the new balance. The caller commits."""
+    return _move(user_id, points, reason=reason, claim_id=claim_id, posting_id=posting_id)
+
+
+def refund(
+    user_id: int, points: int, *, reason: str, claim_id: int | None = None, posting_id: int | None = None
+) -> int:
+    return _move(user_id, points, reason=reason, claim_id=claim_id, posting_id=posting_id)
+
+
+def debit(
+    user_id: int, points: int, *, reason: str, claim_id: int | None = None, posting_id: int | None = None
+) -> int | None:
+    """Take points if the balance allows; returns the new balance, or None
+    when it does not (nothing is written then)."""
+    return _move(user_id, -points, reason=reason, claim_id=claim_id, posting_id=posting_id)
+
+
+def _move(user_id: int, delta: int, *, reason: str, claim_id: int | None, posting_id: int | None) -> int | None:
+    stmt = sa.update(Volunteer).where(Volunteer.user_id == user_id)
+    if delta < 0:
+        stmt = stmt.where(Volunteer.energy_balance >= -delta)
+    balance = db.session.execute(
+        stmt.values(energy_balance=Volunteer.energy_balance + delta)
+        .returning(Volunteer.energy_balance)
+        .execution_options(synchronize_session=False)
+    ).scalar()
+    if balance is None:
+        return None
+    db.session.add(
+        EnergyEntry(
+            user_id=user_id, delta=delta, balance_after=balance, reason=reason, claim_id=claim_id, posting_id=posting_id
+        )
+    )
+    return balance
