@@ -84,6 +84,9 @@ class Config:
 
     SCHEDULER_EMBEDDED = env_bool("SCHEDULER_EMBEDDED", False)
 
+    # Open wish claims (status active) one volunteer may hold at once.
+    ACTIVE_WISH_CLAIM_LIMIT = env_int("ACTIVE_WISH_CLAIM_LIMIT", 3)
+
     API_TITLE = "甬·志愿 API"
     API_VERSION = "v1"
     OPENAPI_VERSION = "3.0.3"

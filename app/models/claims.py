@@ -50,5 +50,7 @@ class Claim(Timestamped, Base):
     rating: so.Mapped[int | None]
     feedback: so.Mapped[str | None] = so.mapped_column(sa.String(1000))
     energy_debited: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+    # Service time: reported at fulfilment, attested at confirmation, measured at check-out.
+    minutes: so.Mapped[int | None]
 
     user: so.Mapped[User] = so.relationship(lazy="joined", innerjoin=True)
