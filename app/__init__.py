@@ -67,6 +67,7 @@ def create_app(config: type | Mapping | None = None) -> Flask:
     security.register_jwt_callbacks(app)
     register_error_handlers(app)
     _register_request_id(app)
+    _register_json_only(app)
     _register_blueprints(app)
     _register_docs_assets(app)
 
@@ -93,6 +94,19 @@ def _register_request_id(app: Flask) -> None:
     def echo_request_id(response):
         response.headers["X-Request-ID"] = getattr(g, "request_id", None) or uuid.uuid4().hex
         return response
+
+
+def _register_json_only(app: Flask) -> None:
+    """A body that is not JSON is refused (415) rather than read as empty."""
+    from werkzeug.exceptions import UnsupportedMediaType
+
+    @app.before_request
+    def require_json_body() -> None:
+        if request.url_rule is None or request.method not in ("POST", "PUT", "PATCH"):
+            return
+        has_body = bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        if has_body and not request.is_json:
+            raise UnsupportedMediaType()
 
 
 def _register_docs_assets(app: Flask) -> None:

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 # slug -> (zh-CN, en). The slug is the contract; the text is for people.
 MESSAGES: dict[str, tuple[str, str]] = {
     "bad_request": ("请求无效", "The request is invalid."),
+    "invalid_json": ("请求内容不是有效的 JSON", "The body is not valid JSON."),
     "validation_error": ("输入有误，请检查后重试", "The input is invalid."),
     "authorization_required": ("请先登录", "An access token is required."),
     "invalid_token": ("登录凭证无效", "The token is invalid."),
@@ -167,6 +168,9 @@ def _handle_http_exception(exc: HTTPException):
     if isinstance(data, dict):
         slug = data.get("error") or None
         message = data.get("message") or None
+    if code == 400 and slug is None and isinstance(getattr(exc, "exc", None), ValueError):
+        # webargs aborts 400 with the JSONDecodeError / UnicodeDecodeError it hit.
+        slug = "invalid_json"
     headers = {}
     if code == 405 and exc.get_response() is not None:
         allow = exc.get_response().headers.get("Allow")

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
-from app.errors import Conflict, Forbidden, Invalid, NotFound
+from app.errors import AppError, Conflict, Forbidden, Invalid, NotFound
 from app.extensions import db
 from app.models import Org, OrgMember, User
 from app.services.permissions import is_coordinator_of
@@ -74,20 +74,34 @@ def add_member(user: User, org_id: int, member_id: int, role: str) -> OrgMember:
 
 
 def remove_member(user: User, org_id: int, member_id: int) -> None:
-    org = get_org(org_id)
-    if member_id != user.id:
-        _require_manager(user, org)
-    member = db.session.scalar(sa.select(OrgMember).where(OrgMember.org_id == org.id, OrgMember.user_id == member_id))
-    if member is None:
-        raise NotFound()
-    if member.role == "coordinator":
-        others = db.session.scalar(
-            sa.select(sa.func.count())
-            .select_from(OrgMember)
-            .where(OrgMember.org_id == org.id, OrgMember.role == "coordinator", OrgMember.user_id != member_id)
+    """Remove a member; the org keeps at least one coordinator."""
+    # The member_count UPDATE comes first because it locks the org row: two
+    # coordinators removing each other then run one after the other, and the
+    # second sees the first's removal when it counts the remaining coordinators.
+    locked = db.session.execute(
+        sa.update(Org).where(Org.id == org_id).values(member_count=Org.member_count - 1)
+    ).rowcount
+    try:
+        if not locked:
+            raise NotFound()
+        org = db.session.get(Org, org_id, populate_existing=True)
+        if member_id != user.id:
+            _require_manager(user, org)
+        member = db.session.scalar(
+            sa.select(OrgMember).where(OrgMember.org_id == org.id, OrgMember.user_id == member_id)
         )
-        if not others:
-            raise Conflict("last_coordinator")
+        if member is None:
+            raise NotFound()
+        if member.role == "coordinator":
+            others = db.session.scalar(
+                sa.select(sa.func.count())
+                .select_from(OrgMember)
+                .where(OrgMember.org_id == org.id, OrgMember.role == "coordinator", OrgMember.user_id != member_id)
+            )
+            if not others:
+                raise Conflict("last_coordinator")
+    except AppError:
+        db.session.rollback()
+        raise
     db.session.delete(member)
-    db.session.execute(sa.update(Org).where(Org.id == org.id).values(member_count=Org.member_count - 1))
     db.session.commit()
