@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 from flask import Flask
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from app.errors import AppError
 from app.validators import normalize_cn_mobile
@@ -34,6 +34,7 @@ def create_admin(phone: str, password: str, name: str) -> None:
 
 
 @click.command("seed")
+@with_appcontext
 def seed() -> None:
     """Create demo data (idempotent): an admin, two orgs, coordinators, volunteers."""
     from app.seed import seed_demo_data

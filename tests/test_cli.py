@@ -1,0 +1,156 @@
+"""``flask users create-admin`` and ``flask seed``, through ``runner.invoke``."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from app.extensions import db
+from app.models import Org, OrgMember, RefreshToken, User, Volunteer
+from app.seed import ADMIN, DEMO_PASSWORD, ORGS, VOLUNTEERS
+from tests.factories import make_user
+
+CREATE_ADMIN = ["users", "create-admin", "--phone", "13800000009", "--password", "admin-pass-1", "--name", "管理员"]
+
+
+def counts(app) -> dict[str, int]:
+    with app.app_context():
+        return {
+            model.__tablename__: db.session.scalar(sa.select(sa.func.count()).select_from(model))
+            for model in (User, Org, OrgMember, Volunteer, RefreshToken)
+        }
+
+
+def login(client, phone: str, password: str):
+    return client.post("/api/v1/auth/login", json={"phone": phone, "password": password})
+
+
+# --- users create-admin ------------------------------------------------------
+
+
+def test_create_admin(app, runner, client):
+    result = runner.invoke(args=CREATE_ADMIN)
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        admin = db.session.scalars(sa.select(User)).one()
+        assert (admin.phone, admin.display_name, admin.is_admin) == ("+8613800000009", "管理员", True)
+        assert admin.password_hash.startswith("$argon2id$")
+        assert result.output.strip() == f"admin {admin.id} 138****0009"
+    resp = login(client, "13800000009", "admin-pass-1")
+    assert resp.status_code == 200
+    assert "admin" in resp.get_json()["user"]["roles"]
+
+
+def test_created_admin_can_approve_orgs(app, runner, client):
+    runner.invoke(args=CREATE_ADMIN)
+    token = login(client, "13800000009", "admin-pass-1").get_json()["access_token"]
+    applicant = make_user(app)
+    org = client.post(
+        "/api/v1/orgs", headers=applicant.headers, json={"name": "新社区", "kind": "community", "district": "beilun"}
+    ).get_json()
+    resp = client.post(f"/api/v1/orgs/{org['id']}/approve", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status_code == 200 and resp.get_json()["status"] == "approved"
+
+
+def test_create_admin_twice_promotes_and_resets_password(app, runner, client):
+    existing = make_user(app, phone="+8613800000009", name="老用户")
+    result = runner.invoke(args=CREATE_ADMIN)
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"admin {existing.id} 138****0009"
+    assert counts(app)["users"] == 1
+    with app.app_context():
+        user = db.session.get(User, existing.id)
+        assert user.is_admin and user.display_name == "老用户"
+    assert login(client, existing.phone, "admin-pass-1").status_code == 200
+    assert login(client, existing.phone, existing.password).status_code == 401
+    again = runner.invoke(args=CREATE_ADMIN)
+    assert again.exit_code == 0 and counts(app)["users"] == 1
+
+
+def test_create_admin_rejects_a_bad_phone(app, runner):
+    result = runner.invoke(
+        args=["users", "create-admin", "--phone", "12345", "--password", "admin-pass-1", "--name", "x"]
+    )
+    assert result.exit_code == 2
+    assert "not a mainland mobile number" in result.output
+    assert counts(app)["users"] == 0
+
+
+def test_create_admin_rejects_a_short_password(app, runner):
+    result = runner.invoke(
+        args=["users", "create-admin", "--phone", "13800000009", "--password", "short", "--name", "x"]
+    )
+    assert result.exit_code == 2
+    assert "at least 8 characters" in result.output
+    assert counts(app)["users"] == 0
+
+
+def test_create_admin_needs_every_option(app, runner):
+    result = runner.invoke(args=["users", "create-admin", "--phone", "13800000009"])
+    assert result.exit_code == 2
+    assert "Missing option" in result.output
+    assert counts(app)["users"] == 0
+
+
+def test_create_admin_reports_a_taken_email_free_conflict(app, runner):
+    """A clash the service raises comes out as a click error, not a traceback."""
+    make_user(app, phone="+8613800000010")
+    result = runner.invoke(
+        args=["users", "create-admin", "--phone", "+86 138 0000 0010", "--password", "admin-pass-1", "--name", "x"]
+    )
+    assert result.exit_code == 0, result.output
+    assert counts(app)["users"] == 1
+
+
+# --- seed ------------------------------------------------------------------------------
+
+
+def test_seed_creates_demo_data(app, runner, client):
+    result = runner.invoke(args=["seed"])
+    assert result.exit_code == 0, result.output
+    assert counts(app) == {
+        "users": 1 + len(ORGS) + len(VOLUNTEERS),
+        "orgs": len(ORGS),
+        "org_members": len(ORGS),
+        "volunteers": len(VOLUNTEERS),
+        "refresh_tokens": 0,
+    }
+    assert "created admin" in result.output
+    with app.app_context():
+        assert db.session.scalars(sa.select(User.phone).where(User.is_admin)).all() == [ADMIN[0]]
+        assert set(db.session.scalars(sa.select(Org.status))) == {"approved"}
+        numbers = db.session.scalars(sa.select(Volunteer.volunteer_no)).all()
+        assert len(set(numbers)) == len(VOLUNTEERS) and all(numbers)
+    # The demo accounts can sign in and see what the seed made.
+    admin = login(client, ADMIN[0], DEMO_PASSWORD)
+    assert admin.status_code == 200 and "admin" in admin.get_json()["user"]["roles"]
+    coordinator = login(client, ORGS[0][3], DEMO_PASSWORD).get_json()["user"]
+    assert "coordinator" in coordinator["roles"]
+    assert coordinator["orgs"][0]["name"] == ORGS[0][0]
+    volunteer = login(client, VOLUNTEERS[0][0], DEMO_PASSWORD).get_json()["user"]
+    assert volunteer["volunteer"]["real_name"] == VOLUNTEERS[0][2]
+    assert volunteer["volunteer"]["id_number_masked"] == VOLUNTEERS[0][3][:4] + "*" * 10 + VOLUNTEERS[0][3][-4:]
+
+
+def test_seed_is_idempotent(app, runner):
+    first = runner.invoke(args=["seed"])
+    assert first.exit_code == 0, first.output
+    after_first = counts(app)
+    second = runner.invoke(args=["seed"])
+    assert second.exit_code == 0, second.output
+    assert counts(app) == after_first
+    assert "created" not in second.output
+    assert second.output.count("kept") == 1 + len(ORGS) + len(VOLUNTEERS)
+
+
+def test_seed_fills_in_what_is_missing(app, runner):
+    runner.invoke(args=["seed"])
+    full = counts(app)
+    with app.app_context():
+        db.session.execute(sa.delete(Volunteer))
+        db.session.execute(sa.delete(Org).where(Org.name == ORGS[1][0]))
+        db.session.commit()
+    result = runner.invoke(args=["seed"])
+    assert result.exit_code == 0, result.output
+    assert counts(app) == full
+    assert result.output.count("created volunteer") == len(VOLUNTEERS)
+    assert "created org" in result.output
