@@ -77,6 +77,11 @@ def create_app(config: type | Mapping | None = None) -> Flask:
     return app
 
 
+    if app.config.get("SCHEDULER_EMBEDDED") and not app.testing:
+        from app.scheduler import start_embedded
+
+        # Only under `flask run`, in the process that serves (not the reloader's watcher).
+        start_embedded(app)
 def _register_blueprints(app: Flask) -> None:
     from mobile_api import auth, health, me, orgs
 

@@ -1,4 +1,5 @@
-"""Command-line tools: ``flask users create-admin``, ``flask seed``."""
+"""Command-line tools: ``flask users create-admin``, ``flask seed``, ``flask scheduler run``,
+``flask jobs list``, ``flask jobs run NAME``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 
 from app.errors import AppError
+from app.scheduler import JOB_NAMES
 from app.validators import normalize_cn_mobile
 
 users_cli = AppGroup("users", help="Manage accounts.")
@@ -43,6 +45,48 @@ def seed() -> None:
         click.echo(line)
 
 
+scheduler_cli = AppGroup("scheduler", help="The job scheduler (its own process in production).")
+
+
+@scheduler_cli.command("run")
+def scheduler_run() -> None:
+    """Run every job on its interval until SIGTERM or Ctrl-C."""
+    from flask import current_app
+
+    from app.scheduler import run_scheduler
+
+    run_scheduler(current_app._get_current_object())
+
+
+jobs_cli = AppGroup("jobs", help="Scheduler jobs, one at a time.")
+
+
+@jobs_cli.command("list")
+def jobs_list() -> None:
+    """Show the jobs, their intervals and the variables that set them."""
+    from flask import current_app
+
+    from app.scheduler import JOBS, interval_of
+
+    for spec in JOBS:
+        seconds = interval_of(current_app, spec)
+        click.echo(f"{spec.name:<24} every {seconds:>6}s  {spec.interval_key:<36} {spec.summary}")
+
+
+@jobs_cli.command("run")
+@click.argument("name", type=click.Choice(JOB_NAMES))
+@click.option("--batch-size", type=click.IntRange(min=1), help="Rows per batch (default JOB_BATCH_SIZE).")
+@click.option("--time-budget", type=click.FloatRange(min=0), help="Seconds after which no new batch starts.")
+def jobs_run(name: str, batch_size: int | None, time_budget: float | None) -> None:
+    """Run one job once, to completion unless --time-budget says otherwise, and print its counts."""
+    from app.scheduler import job_spec, run_job
+
+    result = run_job(job_spec(name).ref, batch_size=batch_size, time_budget=time_budget)
+    click.echo(f"{name} " + " ".join(f"{key}={value}" for key, value in result.items()))
+
+
 def register_cli(app: Flask) -> None:
     app.cli.add_command(users_cli)
     app.cli.add_command(seed)
+    app.cli.add_command(scheduler_cli)
+    app.cli.add_command(jobs_cli)

@@ -83,6 +83,14 @@ class Config:
     FIREBASE_CREDENTIALS = os.environ.get("FIREBASE_CREDENTIALS")
 
     SCHEDULER_EMBEDDED = env_bool("SCHEDULER_EMBEDDED", False)
+    # Seconds between runs of each scheduler job (app/scheduler.py has the table),
+    # and the most rows one batch (one transaction) of a job moves.
+    JOB_EXPIRE_POSTINGS_SECONDS = env_int("JOB_EXPIRE_POSTINGS_SECONDS", 60)
+    JOB_RELEASE_OVERDUE_CLAIMS_SECONDS = env_int("JOB_RELEASE_OVERDUE_CLAIMS_SECONDS", 60)
+    JOB_REMIND_UPCOMING_SECONDS = env_int("JOB_REMIND_UPCOMING_SECONDS", 60)
+    JOB_DISPATCH_PUSH_SECONDS = env_int("JOB_DISPATCH_PUSH_SECONDS", 2)
+    JOB_PURGE_SECONDS = env_int("JOB_PURGE_SECONDS", 86400)
+    JOB_BATCH_SIZE = env_int("JOB_BATCH_SIZE", 1000)
 
     # Open wish claims (status active) one volunteer may hold at once.
     ACTIVE_WISH_CLAIM_LIMIT = env_int("ACTIVE_WISH_CLAIM_LIMIT", 3)

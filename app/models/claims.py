@@ -50,6 +50,11 @@ class Claim(Timestamped, Base):
     rating: so.Mapped[int | None]
     feedback: so.Mapped[str | None] = so.mapped_column(sa.String(1000))
     energy_debited: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+    # Scheduler markers (app/jobs.py), so each reminder is queued once: when the
+    # claimant was told the wish is due soon (claim_due_soon), and how far the
+    # event reminders got (1 = the 24-hour one, 2 = the 1-hour one).
+    due_reminded_at: so.Mapped[datetime | None]
+    reminder_stage: so.Mapped[int] = so.mapped_column(sa.SmallInteger, default=0, server_default="0")
     # Service time: reported at fulfilment, attested at confirmation, measured at check-out.
     minutes: so.Mapped[int | None]
 
