@@ -3,21 +3,33 @@
 ``notify()`` writes one row per user inside the caller's transaction, so the
 message "your wish was claimed" commits or rolls back with the claim itself.
 The dispatcher (notifications.dispatch) sends pending rows later.
+
+A row is written ready for the dispatcher:
+
+- its text rendered in the user's language (``locale``, zh-CN by default),
+  times shown in the user's time zone;
+- ``push_status`` ``pending`` with ``next_attempt_at`` now, or the end of the
+  user's quiet hours when they are in them (the inbox row is there at once);
+- ``skipped`` (reason ``muted`` in ``last_error``) when the user muted the kind:
+  the inbox keeps it, no push goes out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
 from app.clock import utcnow
 from app.extensions import db
 from app.models import Notification, User
-from notifications.templates import NOTIFICATION_KINDS, render
+from notifications.templates import NOTIFICATION_KINDS, encode_params, render, zone
 
 # ids a push may carry for deep links; values always strings (FCM rule)
 DATA_KEYS = ("posting_id", "claim_id", "org_id")
+_INSERT_CHUNK = 1000  # rows per INSERT, well under PostgreSQL's 65,535 parameters
 
 
 def notify(user_ids: Iterable[int], kind: str, *, dedupe: str, **context) -> int:
@@ -26,32 +38,82 @@ def notify(user_ids: Iterable[int], kind: str, *, dedupe: str, **context) -> int
     ``dedupe`` names the event (e.g. ``"claim:42"``); the row's unique
     ``dedupe_key`` is ``kind:dedupe:user``, so the same event twice writes
     one row per user. Muted kinds keep the inbox row but skip the push.
+    ``context`` fills the texts (``title``, ``volunteer``, ``when``, …) and
+    its ``posting_id``/``claim_id``/``org_id`` go into ``data`` for deep links.
     """
+    ids = {int(u) for u in user_ids if u is not None}
+    return notify_each(kind, {user_id: {} for user_id in ids}, dedupe=dedupe, **context)
+
+
+def notify_each(kind: str, contexts: Mapping[int, Mapping[str, Any]], *, dedupe: str, **common) -> int:
+    """Like :func:`notify`, with a context per user on top of ``common`` (e.g. each
+    volunteer's own ``distance_km``); one SELECT and one INSERT per 1,000 users."""
     if kind not in NOTIFICATION_KINDS:
         raise ValueError(f"unknown notification kind {kind!r}")
-    ids = sorted({int(u) for u in user_ids if u is not None})
+    per_user = {int(u): dict(c or {}) for u, c in contexts.items() if u is not None}
+    ids = sorted(per_user)
     if not ids:
         return 0
-    users = db.session.execute(sa.select(User.id, User.locale, User.muted_kinds).where(User.id.in_(ids))).all()
-    data = {"kind": kind, **{k: str(context[k]) for k in DATA_KEYS if context.get(k) is not None}}
+    users = db.session.execute(
+        sa.select(User.id, User.locale, User.timezone, User.quiet_start, User.quiet_end, User.muted_kinds).where(
+            User.id.in_(ids)
+        )
+    ).all()
     now = utcnow()
     rows = []
-    for user_id, locale, muted in users:
-        title, body = render(kind, locale, context)
+    for user_id, locale, tz, quiet_start, quiet_end, muted in users:
+        context = {**common, **per_user[user_id]}
+        params = encode_params(kind, context)
+        title, body = render(kind, locale, params, tz)
+        is_muted = kind in (muted or [])
         rows.append(
             {
                 "user_id": user_id,
                 "kind": kind,
-                "title": title[:120],
-                "body": body[:500],
-                "data": data,
+                "title": _clip(title, 120),
+                "body": _clip(body, 500),
+                "data": push_data(kind, context),
+                "params": params,
                 "dedupe_key": f"{kind}:{dedupe}:{user_id}"[:160],
                 "created_at": now,
-                "push_status": "skipped" if kind in (muted or []) else "pending",
-                "next_attempt_at": now,
+                "push_status": "skipped" if is_muted else "pending",
+                "last_error": "muted" if is_muted else None,
+                "next_attempt_at": quiet_hours_end(now, tz, quiet_start, quiet_end) or now,
             }
         )
-    return insert_ignoring_duplicates(rows)
+    return sum(insert_ignoring_duplicates(rows[i : i + _INSERT_CHUNK]) for i in range(0, len(rows), _INSERT_CHUNK))
+
+
+def push_data(kind: str, context: Mapping[str, Any]) -> dict[str, str]:
+    """The deep-link payload: ``kind`` and the ids it concerns, all strings."""
+    return {"kind": kind, **{k: str(context[k]) for k in DATA_KEYS if context.get(k) is not None}}
+
+
+def quiet_hours_end(now: datetime, tz: str | None, start: str | None, end: str | None) -> datetime | None:
+    """When ``now`` lies inside the quiet hours ``start``–``end`` ("HH:MM", local to
+    ``tz``, Asia/Shanghai by default), the UTC moment they end; otherwise None.
+
+    ``22:00``–``07:00`` spans midnight: 23:30 and 06:59 are inside, 07:00 is not.
+    Equal or missing bounds mean no quiet hours.
+    """
+    if not start or not end or start == end:
+        return None
+    try:
+        begins, ends = time.fromisoformat(start), time.fromisoformat(end)
+    except ValueError:
+        return None
+    local_zone = zone(tz)
+    local = now.astimezone(local_zone)
+    clock = local.time().replace(tzinfo=None)
+    if begins < ends:
+        if not begins <= clock < ends:
+            return None
+        end_day = local.date()
+    else:
+        if ends <= clock < begins:
+            return None
+        end_day = local.date() + timedelta(days=1) if clock >= begins else local.date()
+    return datetime.combine(end_day, ends, tzinfo=local_zone).astimezone(UTC)
 
 
 def insert_ignoring_duplicates(rows: list[dict]) -> int:
@@ -70,3 +132,7 @@ def insert_ignoring_duplicates(rows: list[dict]) -> int:
         .returning(Notification.id)
     )
     return len(db.session.execute(stmt).all())
+
+
+def _clip(text: str, size: int) -> str:
+    return text if len(text) <= size else text[: size - 1] + "…"

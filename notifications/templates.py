@@ -1,6 +1,20 @@
-"""Notification texts, zh-CN first, then en. ``{title}`` etc. come from notify()'s context."""
+"""Notification texts, zh-CN first, then en. ``{title}`` etc. come from notify()'s context.
+
+A text is rendered in the user's language when the row is written (that is
+what the push says) and again in the language a client asks for when the
+inbox is read, from the params kept on the row."""
 
 from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from app.clock import as_utc
+
+SHANGHAI = "Asia/Shanghai"
 
 TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
     # kind: {locale: (title, body)}
@@ -60,6 +74,40 @@ TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
 
 NOTIFICATION_KINDS = tuple(TEMPLATES)
 LOCALES = ("zh-CN", "en")
+DEFAULT_LOCALE = "zh-CN"
+
+# Kinds a person must see now: Android priority high, APNs priority 10.
+TIME_CRITICAL_KINDS = frozenset(
+    {"wish_claimed", "claim_due_soon", "event_reminder", "waitlist_promoted", "claim_cancelled"}
+)
+
+_DATETIME = "$datetime"
+
+
+def placeholders(kind: str) -> frozenset[str]:
+    """The ``{names}`` the texts of ``kind`` use, in any language."""
+    names = set()
+    for title, body in TEMPLATES[kind].values():
+        for text in (title, body):
+            names.update(name for _, name, _, _ in string.Formatter().parse(text) if name)
+    return frozenset(names)
+
+
+def encode_params(kind: str, context: Mapping[str, Any]) -> dict[str, Any]:
+    """The context values the texts of ``kind`` need, as JSON (kept on the row so the
+    inbox can show the message again in another language)."""
+    params: dict[str, Any] = {}
+    for name in placeholders(kind):
+        value = context.get(name)
+        if value is None:
+            continue
+        if isinstance(value, datetime):
+            params[name] = {_DATETIME: as_utc(value).isoformat()}
+        elif isinstance(value, bool) or not isinstance(value, int | float | str):
+            params[name] = str(value)
+        else:
+            params[name] = value
+    return params
 
 
 class _Blank(dict):
@@ -67,9 +115,35 @@ class _Blank(dict):
         return ""
 
 
-def render(kind: str, locale: str, context: dict) -> tuple[str, str]:
-    """Title and body of ``kind`` in ``locale`` (zh-CN when unknown)."""
+def render(kind: str, locale: str | None, context: Mapping[str, Any], tz: str | None = None) -> tuple[str, str]:
+    """Title and body of ``kind`` in ``locale`` (zh-CN when unknown).
+
+    Times are shown in ``tz`` (Asia/Shanghai by default); distances with one
+    decimal. ``context`` may be notify()'s keyword arguments or stored params.
+    """
     texts = TEMPLATES[kind]
-    title, body = texts.get(locale) or texts["zh-CN"]
-    values = _Blank({k: v for k, v in context.items() if v is not None})
+    title, body = texts.get(locale or DEFAULT_LOCALE) or texts[DEFAULT_LOCALE]
+    english = locale == "en"
+    values = _Blank({k: _display(v, english, tz) for k, v in context.items() if v is not None})
     return title.format_map(values), body.format_map(values)
+
+
+def _display(value: Any, english: bool, tz: str | None) -> str:
+    if isinstance(value, dict) and _DATETIME in value:
+        value = datetime.fromisoformat(value[_DATETIME])
+    if isinstance(value, datetime):
+        local = as_utc(value).astimezone(zone(tz))
+        if english:
+            return local.strftime("on %d %b at %H:%M").replace("on 0", "on ")
+        return f"{local.month}月{local.day}日 {local:%H:%M}"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
+
+
+def zone(name: str | None) -> ZoneInfo:
+    """The user's time zone, Asia/Shanghai when unset or unknown."""
+    try:
+        return ZoneInfo(name or SHANGHAI)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo(SHANGHAI)

@@ -28,6 +28,9 @@ class Notification(Base):
     title: so.Mapped[str] = so.mapped_column(sa.String(120))
     body: so.Mapped[str] = so.mapped_column(sa.String(500))
     data: so.Mapped[dict] = so.mapped_column(sa.JSON, default=dict)
+    # The template values (title, volunteer, when, ...) so the inbox can be
+    # shown again in the language a client asks for (Accept-Language).
+    params: so.Mapped[dict | None] = so.mapped_column(sa.JSON)
     dedupe_key: so.Mapped[str] = so.mapped_column(sa.String(160), unique=True)
     created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
     read_at: so.Mapped[datetime | None]

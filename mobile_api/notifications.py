@@ -1,0 +1,101 @@
+"""Notifications — 消息: device tokens, the inbox and notification settings."""
+
+from __future__ import annotations
+
+from flask import request
+from flask_jwt_extended import jwt_required
+from flask_smorest import Blueprint
+
+from app.security import current_user
+from mobile_api.fields import page_of
+from mobile_api.schemas import (
+    DeviceCreateSchema,
+    DeviceSchema,
+    MarkReadSchema,
+    NotificationQuerySchema,
+    NotificationSchema,
+    NotificationSettingsSchema,
+    UnreadSchema,
+)
+from notifications import devices, inbox
+
+blp = Blueprint(
+    "notifications", __name__, url_prefix="/api/v1/me", description="Push devices, the inbox and notification settings"
+)
+AUTH = {"security": [{"bearerAuth": []}]}
+
+
+def requested_language() -> str | None:
+    """The language the client asked for with Accept-Language, or None (stored texts)."""
+    if not request.headers.get("Accept-Language"):
+        return None
+    best = request.accept_languages.best_match(["zh-CN", "zh", "en"])
+    if best is None:
+        return None
+    return "en" if best == "en" else "zh-CN"
+
+
+@blp.route("/devices", methods=["POST"])
+@jwt_required()
+@blp.arguments(DeviceCreateSchema)
+@blp.response(201, DeviceSchema)
+@blp.doc(**AUTH)
+def register_device(body):
+    """Register this phone's push token; a token known under another account moves here."""
+    return devices.register_device(current_user(), body["token"], body["platform"], body.get("app_version"))
+
+
+@blp.route("/devices/<path:token>", methods=["DELETE"])
+@jwt_required()
+@blp.response(204)
+@blp.alt_response(404, description="not_found: the token is not registered to you")
+@blp.doc(**AUTH)
+def unregister_device(token: str):
+    """Stop pushes to this phone (sign-out)."""
+    devices.unregister_device(current_user(), token)
+
+
+@blp.route("/notifications", methods=["GET"])
+@jwt_required()
+@blp.arguments(NotificationQuerySchema, location="query")
+@blp.response(200, page_of(NotificationSchema, "NotificationPage"))
+@blp.doc(**AUTH)
+def list_notifications(query):
+    """The inbox, newest first; ``unread=true`` for unread only."""
+    items, next_cursor = inbox.list_inbox(
+        current_user(),
+        unread_only=query["unread"],
+        cursor=query["cursor"],
+        limit=query["limit"],
+        language=requested_language(),
+    )
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@blp.route("/notifications/read", methods=["POST"])
+@jwt_required()
+@blp.arguments(MarkReadSchema)
+@blp.response(200, UnreadSchema)
+@blp.doc(**AUTH)
+def mark_read(body):
+    """Mark notifications read (the given ids, or all); returns the unread count left."""
+    return {"unread": inbox.mark_read(current_user(), body.get("ids"))}
+
+
+@blp.route("/notification-settings", methods=["GET"])
+@jwt_required()
+@blp.response(200, NotificationSettingsSchema)
+@blp.doc(**AUTH)
+def get_settings():
+    """Muted kinds, quiet hours and nearby alerts (微呼百应)."""
+    return devices.notification_settings(current_user())
+
+
+@blp.route("/notification-settings", methods=["PUT"])
+@jwt_required()
+@blp.arguments(NotificationSettingsSchema)
+@blp.response(200, NotificationSettingsSchema)
+@blp.doc(**AUTH)
+def put_settings(body):
+    """Change the notification settings; fields left out stay as they are."""
+    return devices.update_notification_settings(current_user(), body)

@@ -1,0 +1,282 @@
+"""Firebase Cloud Messaging through firebase-admin (``PUSH_BACKEND=fcm``).
+
+Messages go out with ``messaging.send_each`` in chunks of at most 500 (the
+SDK's limit), never with an empty list. Each message carries the deep-link
+``data``, a ``collapse_key`` per posting, ``android.priority=high`` for
+time-critical kinds and the unread count as the APNs badge.
+
+Configuration (read by :meth:`FcmSender.from_config`):
+
+``FIREBASE_CREDENTIALS``
+    A service-account key: a file path, or the JSON text itself.
+``FCM_ENDPOINT``
+    Base URL of the FCM HTTP v1 API (default ``https://fcm.googleapis.com``);
+    messages are POSTed to ``{FCM_ENDPOINT}/v1/projects/{project_id}/messages:send``.
+    The OAuth token exchange goes to the key's own ``token_uri``. Together
+    they let the real client talk to any server speaking FCM (tests use
+    ``tests/fake_fcm.py`` on loopback).
+``FCM_TIMEOUT_SECONDS`` (default 10)
+    Per-request HTTP timeout. The SDK's default (120 s) would hold a
+    dispatcher's lease for minutes on one slow connection.
+``FCM_SDK_RETRIES`` (default 4) and ``FCM_SDK_BACKOFF_SECONDS`` (default 0.5)
+    The SDK's own urllib3 retries of HTTP 500/503, as firebase-admin ships
+    them. Tests set the back-off to 0. ``Retry-After`` is not slept on inside
+    the SDK: the dispatcher turns it into the row's ``next_attempt_at``.
+
+Private API used — firebase-admin must stay pinned (requirements.txt: 7.7.0):
+firebase-admin has no public setting for the FCM URL. :func:`point_at_endpoint`
+sets ``firebase_admin.messaging._MessagingService._fcm_url`` (an instance
+attribute that ``__init__`` fills from the class constant ``FCM_URL``,
+``https://fcm.googleapis.com/v1/projects/{0}/messages:send``) on the app's
+service, obtained with ``messaging._get_messaging_service(app)``, and mounts a
+``requests`` adapter for the endpoint on ``service._client.session`` (the
+SDK only mounts its pooled adapter for ``https://fcm.googleapis.com``).
+It checks those attributes exist and fails loudly if an upgrade renamed them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import firebase_admin
+import requests.adapters
+from firebase_admin import credentials, exceptions, messaging
+from google.auth.transport.requests import Request as GoogleAuthRequest
+from urllib3.util.retry import Retry
+
+from notifications.senders import PushMessage, PushResult
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 500  # messaging.send_each refuses more
+DEFAULT_ENDPOINT = "https://fcm.googleapis.com"
+
+# Per-token answers that mean the token is dead for good.
+_DEAD_TOKEN_ERRORS = (messaging.UnregisteredError, messaging.SenderIdMismatchError)
+# Transient answers: back off and try again.
+_TRANSIENT_ERRORS = (
+    messaging.QuotaExceededError,
+    exceptions.ResourceExhaustedError,
+    exceptions.UnavailableError,
+    exceptions.InternalError,
+    exceptions.DeadlineExceededError,
+)
+
+_app_names = itertools.count(1)
+
+
+def load_certificate(value: str | Mapping[str, Any]) -> credentials.Certificate:
+    """A service-account certificate from a file path, the JSON text, or a mapping."""
+    if isinstance(value, Mapping):
+        return credentials.Certificate(dict(value))
+    text = value.strip()
+    if text.startswith("{"):
+        return credentials.Certificate(json.loads(text))
+    return credentials.Certificate(text)
+
+
+def sdk_retry(retries: int = 4, backoff: float = 0.5) -> Retry:
+    """firebase-admin's own retry policy (``_http_client.DEFAULT_RETRY_CONFIG``) with
+    tunable status retries and back-off, and without sleeping on ``Retry-After``."""
+    return Retry(
+        connect=1,
+        read=1,
+        status=retries,
+        status_forcelist=[500, 503],
+        raise_on_status=False,
+        backoff_factor=backoff,
+        allowed_methods=None,
+        respect_retry_after_header=False,
+    )
+
+
+def point_at_endpoint(
+    app: firebase_admin.App, endpoint: str, *, retry: Retry, pool_size: int = MAX_BATCH
+) -> messaging._MessagingService:
+    """Make ``app``'s messaging service send to ``{endpoint}/v1/projects/{project}/messages:send``.
+
+    Uses the private ``_MessagingService._fcm_url`` and ``_client.session`` of
+    firebase-admin 7.7.0 (see the module docstring).
+    """
+    service = messaging._get_messaging_service(app)
+    if not hasattr(service, "_fcm_url") or not hasattr(getattr(service, "_client", None), "session"):
+        raise RuntimeError(
+            "firebase-admin no longer has _MessagingService._fcm_url/_client.session; "
+            "FCM_ENDPOINT cannot be applied. Keep firebase-admin pinned to 7.7.0 "
+            "or update notifications/senders/fcm.py."
+        )
+    base = endpoint.rstrip("/")
+    service._fcm_url = f"{base}/v1/projects/{service._project_id}/messages:send"
+    # send_each runs up to 500 requests at once; a smaller pool would open and
+    # throw away a connection per request beyond its size.
+    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=retry)
+    service._client.session.mount(base + "/", adapter)
+    return service
+
+
+class FcmSender:
+    """Sends through the real firebase-admin client; one firebase App per sender."""
+
+    name = "fcm"
+
+    def __init__(
+        self,
+        service_account: str | Mapping[str, Any],
+        endpoint: str = DEFAULT_ENDPOINT,
+        *,
+        timeout: float = 10.0,
+        sdk_retries: int = 4,
+        sdk_backoff: float = 0.5,
+    ) -> None:
+        certificate = load_certificate(service_account)
+        self.project_id = certificate.project_id
+        self.endpoint = endpoint.rstrip("/")
+        self.app = firebase_admin.initialize_app(
+            certificate,
+            {"httpTimeout": timeout, "projectId": certificate.project_id},
+            name=f"yz-push-{next(_app_names)}",
+        )
+        self._service = point_at_endpoint(self.app, self.endpoint, retry=sdk_retry(sdk_retries, sdk_backoff))
+        self._credential = self.app.credential.get_credential()
+        self._auth_request = GoogleAuthRequest()
+        self._refresh_lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> FcmSender:
+        secret = config.get("FIREBASE_CREDENTIALS")
+        if not secret:
+            raise ValueError("PUSH_BACKEND=fcm needs FIREBASE_CREDENTIALS (a key file path or its JSON)")
+        return cls(
+            secret,
+            config.get("FCM_ENDPOINT") or DEFAULT_ENDPOINT,
+            timeout=float(config.get("FCM_TIMEOUT_SECONDS", 10)),
+            sdk_retries=int(config.get("FCM_SDK_RETRIES", 4)),
+            sdk_backoff=float(config.get("FCM_SDK_BACKOFF_SECONDS", 0.5)),
+        )
+
+    @property
+    def messages_url(self) -> str:
+        return self._service._fcm_url
+
+    def close(self) -> None:
+        """Release the firebase App (its HTTP sessions)."""
+        firebase_admin.delete_app(self.app)
+
+    def send(self, messages: Sequence[PushMessage]) -> list[PushResult]:
+        results: list[PushResult] = []
+        if not messages:
+            return results
+        try:
+            self._ensure_access_token()
+        except Exception as exc:  # noqa: BLE001 - any auth failure is transient for every message
+            log.warning("fcm token exchange failed: %s", exc)
+            error = _short(f"auth: {type(exc).__name__}: {exc}")
+            return [PushResult("retry", error) for _ in messages]
+        for start in range(0, len(messages), MAX_BATCH):
+            chunk = messages[start : start + MAX_BATCH]
+            if chunk:
+                results.extend(self._send_chunk(chunk))
+        return results
+
+    def _ensure_access_token(self) -> None:
+        """Exchange the key for an access token once, before 500 threads would each try."""
+        if self._credential.valid:
+            return
+        with self._refresh_lock:
+            if not self._credential.valid:
+                self._credential.refresh(self._auth_request)
+
+    def _send_chunk(self, chunk: Sequence[PushMessage]) -> list[PushResult]:
+        try:
+            batch = messaging.send_each([build_message(m) for m in chunk], app=self.app)
+        except ValueError as exc:
+            if len(chunk) == 1:
+                return [PushResult("failed", _short(f"invalid message: {exc}"))]
+            # One malformed message fails the whole call: send one by one to find it.
+            return [result for message in chunk for result in self._send_chunk([message])]
+        except exceptions.FirebaseError as exc:
+            log.warning("fcm send_each failed as a whole: %s", exc)
+            return [PushResult("retry", _short(f"{type(exc).__name__}: {exc}")) for _ in chunk]
+        return [classify(response) for response in batch.responses]
+
+
+def build_message(message: PushMessage) -> messaging.Message:
+    """The FCM HTTP v1 message for one token; platform blocks only for its platform."""
+    android = apns = webpush = None
+    # A token of an unknown platform gets every block; FCM applies the one that fits.
+    every = message.platform not in ("android", "ios", "web")
+    if every or message.platform == "android":
+        android = messaging.AndroidConfig(
+            priority="high" if message.high_priority else "normal",
+            collapse_key=message.collapse_key,
+        )
+    if every or message.platform == "ios":
+        headers = {"apns-priority": "10" if message.high_priority else "5"}
+        if message.collapse_key:
+            headers["apns-collapse-id"] = message.collapse_key
+        apns = messaging.APNSConfig(
+            headers=headers,
+            payload=messaging.APNSPayload(aps=messaging.Aps(badge=message.badge, sound="default")),
+        )
+    if every or message.platform == "web":
+        webpush = messaging.WebpushConfig(headers={"Urgency": "high" if message.high_priority else "normal"})
+    return messaging.Message(
+        token=message.token,
+        notification=messaging.Notification(title=message.title, body=message.body),
+        data={k: str(v) for k, v in message.data.items()},
+        android=android,
+        apns=apns,
+        webpush=webpush,
+    )
+
+
+def classify(response: messaging.SendResponse) -> PushResult:
+    """Map one ``send_each`` response to an outcome (see DESIGN.md, Push)."""
+    if response.success:
+        return PushResult("sent", message_id=response.message_id)
+    exc = response.exception
+    error = _short(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, _DEAD_TOKEN_ERRORS):
+        return PushResult("dead_token", error)
+    if isinstance(exc, exceptions.InvalidArgumentError) and names_the_token(exc):
+        return PushResult("dead_token", error)
+    if isinstance(exc, _TRANSIENT_ERRORS):
+        return PushResult("retry", error, retry_after=_retry_after(exc))
+    return PushResult("failed", error)
+
+
+def names_the_token(exc: exceptions.FirebaseError) -> bool:
+    """Whether an INVALID_ARGUMENT is about the registration token (not the payload).
+
+    FCM says so in a ``google.rpc.BadRequest`` detail whose field violation is
+    ``message.token``, and in its message ("...registration token...").
+    """
+    response = getattr(exc, "http_response", None)
+    if response is not None:
+        try:
+            details = response.json().get("error", {}).get("details", [])
+        except (ValueError, AttributeError):
+            details = []
+        for detail in details if isinstance(details, list) else []:
+            for violation in (detail or {}).get("fieldViolations", []) if isinstance(detail, dict) else []:
+                if isinstance(violation, dict) and violation.get("field") == "message.token":
+                    return True
+    return "registration token" in str(exc).lower()
+
+
+def _retry_after(exc: exceptions.FirebaseError) -> float | None:
+    response = getattr(exc, "http_response", None)
+    value = response.headers.get("Retry-After") if response is not None else None
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None  # an HTTP date; the exponential back-off covers it
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 500 else text[:497] + "..."

@@ -1,0 +1,59 @@
+"""The test sender: keeps every push in memory and can be scripted to fail."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from notifications.senders import OUTCOMES, PushMessage, PushResult
+
+
+class MemorySender:
+    """Records pushes in ``sent``; ``fail(token, outcome)`` scripts a token's answer.
+
+    Thread-safe, so two dispatchers in two threads can share one.
+    """
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.sent: list[PushMessage] = []
+        self.calls: list[int] = []  # size of every send() call
+        self._scripted: dict[str, tuple[PushResult, int | None]] = {}
+        self._lock = threading.Lock()
+
+    def fail(self, token: str, outcome: str, error: str | None = None, times: int | None = None) -> None:
+        """Answer ``outcome`` (dead_token, retry or failed) for ``token``, ``times`` times (None = always)."""
+        if outcome not in OUTCOMES or outcome == "sent":
+            raise ValueError(f"not a failure outcome: {outcome!r}")
+        self._scripted[token] = (PushResult(outcome, error or outcome.upper()), times)  # type: ignore[arg-type]
+
+    def send(self, messages: Sequence[PushMessage]) -> list[PushResult]:
+        results = []
+        with self._lock:
+            self.calls.append(len(messages))
+            for message in messages:
+                scripted = self._scripted.get(message.token)
+                if scripted is not None:
+                    result, times = scripted
+                    if times is not None:
+                        if times <= 1:
+                            del self._scripted[message.token]
+                        else:
+                            self._scripted[message.token] = (result, times - 1)
+                    results.append(result)
+                    continue
+                self.sent.append(message)
+                results.append(PushResult("sent", message_id=f"memory/{len(self.sent)}"))
+        return results
+
+    def to(self, token: str) -> list[PushMessage]:
+        """The pushes delivered to ``token``."""
+        with self._lock:
+            return [m for m in self.sent if m.token == token]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.sent.clear()
+            self.calls.clear()
+            self._scripted.clear()
