@@ -59,7 +59,10 @@ def create_app(config: type | Mapping | None = None) -> Flask:
     migrate.init_app(app, db, render_as_batch=True, compare_type=True)
     jwt.init_app(app)
     limiter.init_app(app)
-    api.init_app(app)
+    from mobile_api.openapi import ErrorResponsesPlugin, ErrorSchema
+
+    api.ERROR_SCHEMA = ErrorSchema  # documents our envelope, not flask-smorest's
+    api.init_app(app, spec_kwargs={"extra_plugins": [ErrorResponsesPlugin()]})
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
 
     from app import security

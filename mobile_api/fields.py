@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, missing, validate
 
 from app.clock import as_utc, isoformat
 from app.validators import normalize_cn_mobile
@@ -71,3 +73,23 @@ def page_of(item_schema: type[Schema], name: str) -> type[Schema]:
 class PageQuery(BaseSchema):
     limit = fields.Integer(load_default=20, validate=validate.Range(1, 100))
     cursor = fields.String(load_default=None)
+
+
+class _FromSource:
+    """Dump ``source(obj)`` rather than an attribute; the spec still documents
+    the field's real shape (a ``fields.Method`` could only say "object")."""
+
+    def __init__(self, *args, source: Callable[[Any], Any], **kwargs):
+        super().__init__(*args, dump_only=True, **kwargs)
+        self.source = source
+
+    def get_value(self, obj, attr, accessor=None, default=missing):
+        return self.source(obj)
+
+
+class NestedFrom(_FromSource, fields.Nested):
+    """A nested object computed from the whole object: ``NestedFrom(Location, source=f)``."""
+
+
+class ListFrom(_FromSource, fields.List):
+    """A list computed from the whole object: ``ListFrom(fields.Nested(S), source=f)``."""

@@ -7,7 +7,7 @@ from marshmallow import ValidationError, fields, validate, validates, validates_
 
 from app.models.orgs import MEMBER_ROLES, ORG_KINDS
 from app.services.permissions import memberships
-from mobile_api.fields import BaseSchema, Location, PageQuery, Phone, QuietHours, UTCDateTime
+from mobile_api.fields import BaseSchema, ListFrom, Location, NestedFrom, PageQuery, Phone, QuietHours, UTCDateTime
 from notifications.templates import NOTIFICATION_KINDS
 
 LOCALES = ("zh-CN", "en")
@@ -38,7 +38,11 @@ class VolunteerSchema(BaseSchema):
     birth_date = fields.Date(allow_none=True)
     skills = fields.List(fields.String())
     district = fields.String()
-    home = fields.Method("dump_home", allow_none=True, metadata={"type": "object"})
+    home = NestedFrom(
+        Location,
+        allow_none=True,
+        source=lambda v: None if v.home_lat is None else {"lat": v.home_lat, "lng": v.home_lng},
+    )
     push_radius_km = fields.Float()
     verified = fields.Boolean()
     credit_hours = fields.Float()
@@ -47,11 +51,6 @@ class VolunteerSchema(BaseSchema):
     energy_balance = fields.Integer()
     active_claims = fields.Integer(attribute="active_wish_claims")
     registered_at = UTCDateTime()
-
-    def dump_home(self, volunteer):
-        if volunteer.home_lat is None:
-            return None
-        return {"lat": volunteer.home_lat, "lng": volunteer.home_lng}
 
 
 class UserOrgSchema(BaseSchema):
@@ -68,9 +67,16 @@ class UserSchema(BaseSchema):
     roles = fields.Method("dump_roles", metadata={"type": "array", "items": {"type": "string"}})
     locale = fields.String()
     timezone = fields.String()
-    quiet_hours = fields.Method("dump_quiet_hours", allow_none=True, metadata={"type": "object"})
+    quiet_hours = NestedFrom(
+        QuietHours,
+        allow_none=True,
+        source=lambda u: {"start": u.quiet_start, "end": u.quiet_end} if u.quiet_start else None,
+    )
     volunteer = fields.Nested(VolunteerSchema, allow_none=True)
-    orgs = fields.Method("dump_orgs", metadata={"type": "array", "items": {"$ref": "#/components/schemas/UserOrg"}})
+    orgs = ListFrom(
+        fields.Nested(UserOrgSchema),
+        source=lambda u: [{"id": org.id, "name": org.name, "role": role} for org, role in memberships(u)],
+    )
     created_at = UTCDateTime()
 
     def dump_roles(self, user):
@@ -82,14 +88,6 @@ class UserSchema(BaseSchema):
         if user.is_admin:
             roles.append("admin")
         return roles
-
-    def dump_quiet_hours(self, user):
-        if not user.quiet_start:
-            return None
-        return {"start": user.quiet_start, "end": user.quiet_end}
-
-    def dump_orgs(self, user):
-        return [{"id": org.id, "name": org.name, "role": role} for org, role in memberships(user)]
 
 
 class RegisterSchema(BaseSchema):
