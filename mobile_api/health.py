@@ -6,8 +6,8 @@ import logging
 
 import sqlalchemy as sa
 from flask_smorest import Blueprint
+from werkzeug.exceptions import ServiceUnavailable
 
-from app.errors import error_response
 from app.extensions import db
 from mobile_api.schemas import HealthSchema
 
@@ -32,5 +32,6 @@ def readyz():
     except Exception:  # noqa: BLE001 - any failure means not ready
         log.warning("readiness check failed", exc_info=True)
         db.session.rollback()
-        return error_response(503, "service_unavailable")
+        # Raised, not returned: a returned body would be dumped through HealthSchema.
+        raise ServiceUnavailable() from None
     return {"status": "ok"}
