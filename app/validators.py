@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from datetime import date
 
 import phonenumbers
 
 ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 ID_CHECK_CHARS = "10X98765432"  # ISO 7064 MOD 11-2, indexed by the weighted sum mod 11
+_ID_SHAPE = re.compile(r"[0-9]{17}[0-9X]")
 _MOBILE_TYPES = {phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE}
 
 
@@ -37,13 +40,16 @@ def id_check_char(first17: str) -> str:
 def validate_id_number(raw: str, today: date) -> tuple[str, date]:
     """Check an 18-character mainland resident ID number.
 
-    Returns the normalised number (upper-case X) and the birth date in it;
-    raises ValueError naming what is wrong: length, birth date or check digit.
+    Returns the normalised number (ASCII digits, upper-case X) and the birth
+    date in it; raises ValueError naming what is wrong: length, birth date or
+    check digit.
     """
-    text = (raw or "").strip().upper()
+    # NFKC turns the full-width digits of Chinese input methods into ASCII, so
+    # one person's number has one spelling (and one keyed hash).
+    text = unicodedata.normalize("NFKC", raw or "").strip().upper()
     if len(text) != 18:
         raise ValueError("must be 18 characters")
-    if not text[:17].isdigit() or not (text[17].isdigit() or text[17] == "X"):
+    if not _ID_SHAPE.fullmatch(text):
         raise ValueError("must be 17 digits followed by a digit or X")
     if text[0] == "0":
         raise ValueError("has an invalid region code")

@@ -181,6 +181,16 @@ def test_same_id_number_with_lowercase_x_is_the_same_person(app, client):
     assert resp.status_code == 409 and resp.get_json()["error"] == "id_number_taken"
 
 
+def test_full_width_digits_are_the_same_id_number(app, client):
+    """No way round de-duplication by typing the number in full-width digits."""
+    owner = make_user(app)
+    other = make_user(app)
+    assert client.put(URL, headers=owner.headers, json=body()).status_code == 200
+    full_width = VALID_ID.translate(str.maketrans("0123456789", "０１２３４５６７８９"))
+    resp = client.put(URL, headers=other.headers, json=body(id_number=full_width))
+    assert resp.status_code == 409 and resp.get_json()["error"] == "id_number_taken"
+
+
 def test_failed_update_keeps_the_old_profile(app, client):
     owner = make_user(app)
     other = make_user(app)
