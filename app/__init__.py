@@ -86,9 +86,9 @@ def create_app(config: type | Mapping | None = None) -> Flask:
         # Only under `flask run`, in the process that serves (not the reloader's watcher).
         start_embedded(app)
 def _register_blueprints(app: Flask) -> None:
-    from mobile_api import auth, health, me, notifications, orgs
+    from mobile_api import auth, health, me, notifications, orgs, postings
 
-    for module in (health, auth, me, orgs, notifications):
+    for module in (health, auth, me, orgs, postings, notifications):
         api.register_blueprint(module.blp)
 
 

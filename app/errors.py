@@ -49,6 +49,14 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "org_not_approved": ("该组织尚未通过审核", "The organisation is not approved."),
     "already_member": ("已经是该组织成员", "The user is already a member."),
     "last_coordinator": ("不能移除最后一位协调员", "The last coordinator cannot be removed."),
+    # postings (issue 3)
+    "posting_not_pending": ("该发布不在待审核状态", "The posting is not waiting for review."),
+    "posting_claimed": (
+        "已有人认领，只能延长有效期",
+        "Something is already claimed; only the expiry can be extended.",
+    ),
+    "posting_not_editable": ("该发布已结束，不能修改", "The posting has ended and cannot be changed."),
+    "posting_not_cancellable": ("该发布已结束，不能取消", "The posting has ended and cannot be cancelled."),
     "payload_too_large": ("请求内容过大（上限 1 MiB）", "The request body is larger than 1 MiB."),
     "unsupported_media_type": ("请使用 JSON", "The body must be JSON."),
     "rate_limited": ("请求过于频繁，请稍后再试", "Too many requests; try again later."),

@@ -43,6 +43,8 @@ class Posting(Timestamped, Base):
     __tablename__ = "postings"
     __table_args__ = (
         sa.Index("ix_postings_status_kind_geocell", "status", "kind", "geocell"),
+        # the feed's default order (newest first) as a backward index scan
+        sa.Index("ix_postings_status_created_at_id", "status", "created_at", "id"),
         sa.Index("ix_postings_status_expires_at", "status", "expires_at"),
         sa.Index("ix_postings_status_starts_at", "status", "starts_at"),
         sa.Index("ix_postings_district_status", "district", "status"),

@@ -1,0 +1,104 @@
+"""Great-circle distance in Python and in SQL, and the index ranges of a radius query.
+
+A radius query never scans a table: it becomes a few ranges of the ``geocell``
+index (``app.models.postings``), then a bounding box, then the exact haversine
+distance on the few rows left. The SQL distance is the same formula on both
+databases, so what is filtered, sorted and paged on is one deterministic value.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+
+import sqlalchemy as sa
+
+from app.models.postings import geocells_covering
+
+EARTH_RADIUS_KM = 6371.0088  # mean radius (IUGG)
+KM_PER_DEG_LAT = 111.32
+
+
+def haversine_km(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
+    """Great-circle distance in kilometres between two WGS-84 points."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dphi = math.radians(lat2 - lat1)
+    dlmb = math.radians(lng2 - lng1)
+    a = math.sin(dphi / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dlmb / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
+
+
+def distance_km_sql(lat_col, lng_col, lat: float, lng: float) -> sa.ColumnElement[float]:
+    """The haversine distance from (``lat``, ``lng``) to a row's point, as SQL.
+
+    Uses only sin/cos/asin/sqrt/radians, which PostgreSQL has and SQLite has
+    when built with its math functions (registered below when it is not).
+    """
+    half_dlat = sa.func.sin(sa.func.radians(lat_col - lat) / 2)
+    half_dlng = sa.func.sin(sa.func.radians(lng_col - lng) / 2)
+    a = half_dlat * half_dlat + math.cos(math.radians(lat)) * sa.func.cos(sa.func.radians(lat_col)) * (
+        half_dlng * half_dlng
+    )
+    return sa.type_coerce(2 * EARTH_RADIUS_KM * sa.func.asin(sa.func.sqrt(a)), sa.Float)
+
+
+def bounding_box(lat: float, lng: float, radius_km: float) -> tuple[float, float, float, float]:
+    """(min_lat, max_lat, min_lng, max_lng) of a box that contains the circle."""
+    dlat = radius_km / KM_PER_DEG_LAT
+    # The widest part of the circle is at the latitude closest to a pole.
+    far_lat = min(abs(lat) + dlat, 89.9)
+    dlng = radius_km / (KM_PER_DEG_LAT * max(math.cos(math.radians(far_lat)), 0.01))
+    return lat - dlat, lat + dlat, lng - dlng, lng + dlng
+
+
+def geocell_ranges(lat: float, lng: float, radius_km: float) -> list[tuple[int, int]]:
+    """The geocells covering the circle as inclusive ranges of consecutive cells
+    (one per row of the grid), each a single B-tree range scan."""
+    ranges: list[tuple[int, int]] = []
+    for cell in sorted(geocells_covering(lat, lng, radius_km)):
+        if ranges and ranges[-1][1] == cell - 1:
+            ranges[-1] = (ranges[-1][0], cell)
+        else:
+            ranges.append((cell, cell))
+    return ranges
+
+
+def within_radius(lat_col, lng_col, geocell_col, lat: float, lng: float, radius_km: float) -> sa.ColumnElement[bool]:
+    """Rows whose point lies within ``radius_km`` of (``lat``, ``lng``): the geocell
+    ranges (index), the bounding box (cheap) and the exact distance."""
+    min_lat, max_lat, min_lng, max_lng = bounding_box(lat, lng, radius_km)
+    cells = sa.or_(*(geocell_col.between(lo, hi) for lo, hi in geocell_ranges(lat, lng, radius_km)))
+    return sa.and_(
+        cells,
+        lat_col.between(min_lat, max_lat),
+        lng_col.between(min_lng, max_lng),
+        distance_km_sql(lat_col, lng_col, lat, lng) <= radius_km,
+    )
+
+
+_MATH = {
+    "sin": math.sin,
+    "cos": math.cos,
+    "asin": math.asin,
+    "sqrt": math.sqrt,
+    "radians": math.radians,
+}
+
+
+@sa.event.listens_for(sa.engine.Engine, "connect")
+def _sqlite_math_functions(dbapi_connection, _record) -> None:
+    """Give SQLite the math functions of distance_km_sql when its build lacks them."""
+    if not isinstance(dbapi_connection, sqlite3.Connection):
+        return
+    try:
+        dbapi_connection.execute("SELECT sin(0), cos(0), asin(0), sqrt(1), radians(0)").fetchone()
+    except sqlite3.OperationalError:
+        for name, fn in _MATH.items():
+            dbapi_connection.create_function(name, 1, _null_safe(fn), deterministic=True)
+
+
+def _null_safe(fn):
+    def wrapped(value):
+        return None if value is None else fn(value)
+
+    return wrapped

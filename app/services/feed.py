@@ -1,0 +1,144 @@
+"""The wish wall (心愿墙): ``GET /postings`` with filters, nearby search and keyset pages.
+
+Every order ends in the primary key, so a page boundary is one exact point
+in the order and the next page is "rows strictly after it": rows inserted
+meanwhile neither repeat nor hide an item. A nearby search is a few ranges of
+the ``(status, kind, geocell)`` index, a bounding box, then the exact
+haversine distance (``app.geo``); ``sort=distance`` pages on (distance, id),
+the distance being the very SQL value the database filtered on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from app.errors import Invalid
+from app.extensions import db
+from app.geo import distance_km_sql, within_radius
+from app.models import Posting, PostingTag, User
+from app.models.postings import POSTING_KINDS, POSTING_STATUSES
+from app.services import pagination
+from app.services.postings import HIDDEN_STATUSES, PostingView, views_of, visible_clause
+
+SORTS = ("newest", "distance", "ending_soon")
+DEFAULT_RADIUS_KM = 3.0
+MAX_RADIUS_KM = 50.0
+# "ending soon" orders by when a posting stops taking claims; those that never
+# do come last (a far-future stand-in keeps the keyset comparison total).
+NEVER = datetime(9999, 12, 31, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Near:
+    lat: float
+    lng: float
+    radius_km: float = DEFAULT_RADIUS_KM
+
+
+def list_postings(
+    viewer: User | None,
+    *,
+    kinds: Sequence[str] | None = None,
+    statuses: Sequence[str] | None = None,
+    district: str | None = None,
+    tags: Sequence[str] | None = None,
+    org_id: int | None = None,
+    author_id: int | None = None,
+    near: Near | None = None,
+    sort: str = "newest",
+    cursor: str | None = None,
+    limit: int = 20,
+) -> tuple[list[PostingView], str | None]:
+    """One page of postings ``viewer`` may see, and the cursor of the next page.
+
+    ``statuses`` defaults to ``open``; pending and rejected postings appear only
+    to those who may see them. ``kinds`` and ``tags`` match any of the values.
+    """
+    if sort not in SORTS:
+        raise Invalid("sort", "One of: " + ", ".join(SORTS), location="query")
+    if sort == "distance" and near is None:
+        raise Invalid("sort", "sort=distance needs near=lat,lng.", location="query")
+    statuses = list(dict.fromkeys(statuses or ["open"]))
+    kinds = list(dict.fromkeys(kinds or POSTING_KINDS))
+    for name, values, allowed in (("status", statuses, POSTING_STATUSES), ("kind", kinds, POSTING_KINDS)):
+        if not set(values) <= set(allowed):
+            raise Invalid(name, "One of: " + ", ".join(allowed), location="query")
+    if near is not None and not 0 < near.radius_km <= MAX_RADIUS_KM:
+        raise Invalid("radius_km", f"Between 0 and {MAX_RADIUS_KM:g} km.", location="query")
+
+    # status and kind are always named, so (status, kind, geocell) serves the
+    # nearby search even when the client asks for every kind.
+    where = [_one_or_any(Posting.status, statuses), _one_or_any(Posting.kind, kinds)]
+    if set(statuses) & set(HIDDEN_STATUSES):
+        where.append(visible_clause(viewer))
+    if district is not None:
+        where.append(Posting.district == district)
+    if org_id is not None:
+        where.append(Posting.org_id == org_id)
+    if author_id is not None:
+        where.append(Posting.author_id == author_id)
+    if tags:
+        where.append(
+            sa.exists().where(
+                PostingTag.posting_id == Posting.id, _one_or_any(PostingTag.tag, list(dict.fromkeys(tags)))
+            )
+        )
+    distance = None
+    if near is not None:
+        distance = distance_km_sql(Posting.lat, Posting.lng, near.lat, near.lng)
+        where.append(within_radius(Posting.lat, Posting.lng, Posting.geocell, near.lat, near.lng, near.radius_km))
+
+    order = _order(sort, distance)
+    columns = [Posting] if distance is None else [Posting, distance.label("distance_km")]
+    stmt = sa.select(*columns).where(*where)
+    if cursor:
+        stmt = stmt.where(pagination.after(order, _decode(cursor, sort)))
+    rows = db.session.execute(stmt.order_by(*pagination.order_by(order)).limit(limit + 1)).all()
+
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = pagination.encode_cursor([sort, *_key(sort, rows[-1])])
+    postings = [row[0] for row in rows]
+    distances = {row[0].id: row[1] for row in rows} if distance is not None else None
+    return views_of(viewer, postings, distances=distances), next_cursor
+
+
+def _decode(cursor: str, sort: str) -> list[Any]:
+    """The (sort value, id) a cursor of this ``sort`` ends at; 422 for anything else."""
+    name, value, last_id = pagination.decode_cursor(cursor, 3)
+    expected = (int, float) if sort == "distance" else datetime
+    if name != sort or not isinstance(value, expected) or not isinstance(last_id, int):
+        raise Invalid("cursor", "Not a valid cursor for this sort order.", location="query")
+    return [value, last_id]
+
+
+def _one_or_any(column, values: Sequence[Any]) -> sa.ColumnElement[bool]:
+    return column == values[0] if len(values) == 1 else column.in_(values)
+
+
+def _ending_at() -> sa.ColumnElement[datetime]:
+    """When a posting stops taking claims: its expiry, else its end."""
+    return sa.func.coalesce(Posting.expires_at, Posting.ends_at, sa.literal(NEVER, Posting.expires_at.type))
+
+
+def _order(sort: str, distance) -> list[tuple[Any, bool]]:
+    if sort == "distance":
+        return [(distance, False), (Posting.id, False)]
+    if sort == "ending_soon":
+        return [(_ending_at(), False), (Posting.id, False)]
+    return [(Posting.created_at, True), (Posting.id, True)]
+
+
+def _key(sort: str, row) -> list[Any]:
+    posting = row[0]
+    if sort == "distance":
+        return [row[1], posting.id]
+    if sort == "ending_soon":
+        return [posting.expires_at or posting.ends_at or NEVER, posting.id]
+    return [posting.created_at, posting.id]

@@ -1,0 +1,113 @@
+"""The five micro-postings (五微): post, browse, review, edit, cancel."""
+
+from __future__ import annotations
+
+from flask_jwt_extended import jwt_required
+from flask_smorest import Blueprint
+
+from app.security import current_user, optional_user
+from app.services import feed, postings
+from mobile_api.fields import page_of
+from mobile_api.schemas import (
+    CancelSchema,
+    PostingCreateSchema,
+    PostingQuerySchema,
+    PostingSchema,
+    PostingUpdateSchema,
+    RejectSchema,
+)
+
+blp = Blueprint("postings", __name__, url_prefix="/api/v1/postings", description="The five micro-postings (五微)")
+AUTH = {"security": [{"bearerAuth": []}]}
+PUBLIC = {"security": [{}, {"bearerAuth": []}]}
+PostingPageSchema = page_of(PostingSchema, "PostingPage")
+
+
+@blp.route("", methods=["POST"])
+@jwt_required()
+@blp.arguments(PostingCreateSchema)
+@blp.response(201, PostingSchema)
+@blp.alt_response(403, description="coordinator_required, volunteer_required")
+@blp.alt_response(409, description="org_not_approved")
+@blp.doc(**AUTH)
+def create_posting(body):
+    """Post a wish, project, charity activity, service or energy reward."""
+    return postings.create_posting(current_user(), body)
+
+
+@blp.route("", methods=["GET"])
+@blp.arguments(PostingQuerySchema, location="query")
+@blp.response(200, PostingPageSchema)
+@blp.doc(**PUBLIC)
+def list_postings(query):
+    """The wish wall: filters, nearby search, keyset pages (public)."""
+    near = query.get("near")
+    items, next_cursor = feed.list_postings(
+        optional_user(),
+        kinds=query.get("kind"),
+        statuses=query.get("status"),
+        district=query.get("district"),
+        tags=query.get("tag"),
+        org_id=query.get("org_id"),
+        author_id=query.get("author_id"),
+        near=feed.Near(near["lat"], near["lng"], query["radius_km"]) if near else None,
+        sort=query["sort"],
+        cursor=query["cursor"],
+        limit=query["limit"],
+    )
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@blp.route("/<int:posting_id>", methods=["GET"])
+@blp.response(200, PostingSchema)
+@blp.doc(**PUBLIC)
+def get_posting(posting_id):
+    """One posting (public; pending and rejected ones only for those allowed)."""
+    return postings.get_posting(optional_user(), posting_id)
+
+
+@blp.route("/<int:posting_id>", methods=["PATCH"])
+@jwt_required()
+@blp.arguments(PostingUpdateSchema)
+@blp.response(200, PostingSchema)
+@blp.alt_response(403, description="poster_required, coordinator_required")
+@blp.alt_response(409, description="posting_claimed, posting_not_editable")
+@blp.doc(**AUTH)
+def update_posting(body, posting_id):
+    """Edit (author, the org's coordinators); once claimed only expires_at may be extended."""
+    return postings.update_posting(current_user(), posting_id, body)
+
+
+@blp.route("/<int:posting_id>/approve", methods=["POST"])
+@jwt_required()
+@blp.response(200, PostingSchema)
+@blp.alt_response(403, description="coordinator_required")
+@blp.alt_response(409, description="posting_not_pending")
+@blp.doc(**AUTH)
+def approve_posting(posting_id):
+    """Approve a pending posting (coordinators of its org or district; admins)."""
+    return postings.approve_posting(current_user(), posting_id)
+
+
+@blp.route("/<int:posting_id>/reject", methods=["POST"])
+@jwt_required()
+@blp.arguments(RejectSchema)
+@blp.response(200, PostingSchema)
+@blp.alt_response(403, description="coordinator_required")
+@blp.alt_response(409, description="posting_not_pending")
+@blp.doc(**AUTH)
+def reject_posting(body, posting_id):
+    """Reject a pending posting with a reason the author is told."""
+    return postings.reject_posting(current_user(), posting_id, body["reason"])
+
+
+@blp.route("/<int:posting_id>/cancel", methods=["POST"])
+@jwt_required()
+@blp.arguments(CancelSchema)
+@blp.response(200, PostingSchema)
+@blp.alt_response(403, description="poster_required")
+@blp.alt_response(409, description="posting_not_cancellable")
+@blp.doc(**AUTH)
+def cancel_posting(body, posting_id):
+    """Cancel (author, the org's coordinators); live claims are cancelled and told."""
+    return postings.cancel_posting(current_user(), posting_id, body.get("reason"))
