@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 import sqlalchemy as sa
 from flask import Flask, g, request, send_from_directory
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import Config
 from app.errors import register_error_handlers
@@ -39,6 +40,10 @@ def create_app(config: type | Mapping | None = None) -> Flask:
         app.config.from_object(config)
     elif config is not None:
         app.config.from_mapping(config)
+    if app.config.get("TRUSTED_PROXIES"):
+        # The per-IP rate limit needs the client's address, not the proxy's.
+        hops = int(app.config["TRUSTED_PROXIES"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     os.makedirs(app.instance_path, exist_ok=True)
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
         path = os.path.join(app.instance_path, "yongzhiyuan.sqlite")

@@ -10,6 +10,7 @@ from flask_jwt_extended.exceptions import WrongTokenError
 from app.errors import error_response
 from app.extensions import jwt
 from app.models import User
+from app.validators import normalize_cn_mobile
 
 
 def register_jwt_callbacks(app: Flask) -> None:
@@ -79,10 +80,20 @@ def optional_user() -> User | None:
 
 
 def phone_rate_key() -> str:
-    """Rate-limit key for login/register: the phone (or email) in the body."""
+    """Rate-limit key for login/register: the phone (or email) in the body.
+
+    The phone is normalised the way the schema will normalise it, so that
+    ``13812345678``, ``+86 138 1234 5678`` and full-width digits share one
+    budget; otherwise re-spelling the number would reset the limit.
+    """
     body = request.get_json(silent=True)
     if isinstance(body, dict):
-        ident = body.get("phone") or body.get("email")
-        if isinstance(ident, str) and ident:
-            return "acct:" + ident.strip().lower().removeprefix("+86")
+        phone, email = body.get("phone"), body.get("email")
+        if isinstance(phone, str) and phone.strip():
+            try:
+                return "acct:" + normalize_cn_mobile(phone)
+            except ValueError:
+                return "acct:" + phone.strip()
+        if isinstance(email, str) and email.strip():
+            return "acct:" + email.strip().lower()
     return "acct:" + (request.remote_addr or "-")
