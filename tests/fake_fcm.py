@@ -8,7 +8,7 @@ It speaks the two protocols firebase-admin uses for messaging:
   scope and an unexpired ``exp``; the answer is a bearer access token;
 - FCM HTTP v1 (``POST /v1/projects/{project}/messages:send``): the bearer
   token must be one it issued, and the body is validated the way FCM does —
-  exactly one of ``token``/``topic``/``condition``, ``data`` values strings
+  exactly one of ``token``/``topic``/``condition`` (or ``fid``), ``data`` values strings
   only (and no reserved keys), ``android.priority`` normal/high, an integer
   APNs badge, the payload at most 4 KiB — answering FCM's own error bodies
   (``google.rpc.Status`` with an ``FcmError`` detail) so the SDK raises its
@@ -48,6 +48,7 @@ MESSAGING_SCOPES = {
     "https://www.googleapis.com/auth/cloud-platform",
 }
 MAX_PAYLOAD_BYTES = 4096
+TARGETS = ("token", "topic", "condition", "fid")  # fid: a Firebase installation ID
 RESERVED_DATA_KEYS = {"from", "notification", "message_type", "collapse_key"}
 FCM_ERROR = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
@@ -115,9 +116,7 @@ class FakeFcm:
 
     def start(self) -> FakeFcm:
         handler = type("FakeFcmHandler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self._server.request_queue_size = 1024
+        self._server = _Server(("127.0.0.1", 0), handler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-fcm", daemon=True)
         self._thread.start()
         return self
@@ -253,9 +252,9 @@ def validate_message(message: Any) -> tuple[str, str] | None:
     """FCM's checks on a message: None when valid, else (field, description)."""
     if not isinstance(message, dict):
         return "message", "Invalid JSON payload: message must be an object"
-    targets = [k for k in ("token", "topic", "condition") if message.get(k) not in (None, "")]
+    targets = [k for k in TARGETS if message.get(k) not in (None, "")]
     if len(targets) != 1:
-        return "message", "Exactly one of token, topic or condition must be specified"
+        return "message", "Exactly one of token, topic, condition or fid must be specified"
     target = targets[0]
     if not isinstance(message[target], str):
         return f"message.{target}", f"Invalid value at 'message.{target}' (TYPE_STRING)"
@@ -275,7 +274,7 @@ def validate_message(message: Any) -> tuple[str, str] | None:
     aps = (((message.get("apns") or {}).get("payload") or {}).get("aps")) or {}
     if "badge" in aps and (not isinstance(aps["badge"], int) or isinstance(aps["badge"], bool)):
         return "message.apns.payload.aps.badge", "Invalid value at 'message.apns.payload.aps.badge'"
-    payload = {k: v for k, v in message.items() if k not in ("token", "topic", "condition")}
+    payload = {k: v for k, v in message.items() if k not in TARGETS}
     if len(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()) > MAX_PAYLOAD_BYTES:
         return "message", "Message is too big"
     return None
@@ -288,6 +287,13 @@ def error_body(status: int, rpc_status: str, message: str, fcm_code: str | None,
     if field_name:
         details.append({"@type": BAD_REQUEST, "fieldViolations": [{"field": field_name, "description": message}]})
     return {"error": {"code": status, "message": message, "status": rpc_status, "details": details}}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # send_each opens up to 500 connections at once; the default backlog of 5
+    # would drop SYNs and turn them into connect timeouts
+    request_queue_size = 1024
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -374,7 +380,7 @@ class _Handler(BaseHTTPRequestHandler):
                         status,
                         token,
                         body,
-                        {k: v for k, v in self.headers.items()},
+                        {k.lower(): v for k, v in self.headers.items()},
                         error,
                     )
                 )

@@ -32,6 +32,12 @@ service, obtained with ``messaging._get_messaging_service(app)``, and mounts a
 ``requests`` adapter for the endpoint on ``service._client.session`` (the
 SDK only mounts its pooled adapter for ``https://fcm.googleapis.com``).
 It checks those attributes exist and fails loudly if an upgrade renamed them.
+
+Targets: firebase-admin 7.7 marks ``Message.token`` deprecated in favour of
+``fid`` (Firebase installation IDs). The app registers FCM registration tokens
+(``POST /me/devices``), which FCM HTTP v1 takes as ``message.token``, so that
+is what we send; the warning is silenced here rather than in every log line.
+Moving to FIDs is a change of the app's registration, not of this module.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import itertools
 import json
 import logging
 import threading
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -68,6 +75,8 @@ _TRANSIENT_ERRORS = (
 )
 
 _app_names = itertools.count(1)
+
+warnings.filterwarnings("ignore", message=r"Message\.token is deprecated", category=DeprecationWarning)
 
 
 def load_certificate(value: str | Mapping[str, Any]) -> credentials.Certificate:
