@@ -151,14 +151,26 @@ class _Run:
         return moved
 
 
-def _batch_of(model, rule: Sequence[sa.ColumnElement[bool]], limit: int):
-    """``id IN (up to limit ids matching rule, skipping rows another batch holds)``.
+def _batch_of(model, rule: Sequence[sa.ColumnElement[bool]], limit: int) -> sa.ColumnElement[bool]:
+    """``id IN (up to limit ids matching rule)``, rows another batch holds skipped.
 
-    The rule is repeated in the outer statement by the callers so that a row
-    changed since the subquery saw it is re-checked against its latest version.
+    Callers repeat the rule in the outer statement, so a row changed since the
+    subquery saw it is re-checked against its latest version.
     """
-    ids = sa.select(model.id).where(*rule).limit(limit).with_for_update(skip_locked=True).correlate(None)
-    return model.id.in_(ids.scalar_subquery())
+    ids = sa.select(model.id).where(*rule).limit(limit)
+    if db.session.get_bind().dialect.name != "postgresql":
+        # SQLite: no row locks, one writer, and an uncorrelated IN list built once.
+        # (Not a CTE: sqlite3 opens no transaction for a statement starting with WITH.)
+        return model.id.in_(ids.correlate(None).scalar_subquery())
+    # PostgreSQL: the ids come from a materialised CTE. As a plain ``IN (SELECT …
+    # LIMIT n FOR UPDATE SKIP LOCKED)`` the subquery may be rescanned per candidate
+    # row, skip the rows this very statement just updated, and so move more than n.
+    batch = (
+        ids.with_for_update(skip_locked=True)
+        .cte(f"{model.__tablename__}_batch")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
+    )
+    return model.id.in_(sa.select(batch.c.id))
 
 
 def _notify_events(kind: str, events: Iterable[tuple[Sequence[int], str, dict[str, Any]]]) -> int:
@@ -254,9 +266,18 @@ def release_overdue_claims(*, batch_size: int | None = None, time_budget: float 
 def _release_batch(limit: int, counts: Counter[str]) -> int:
     now = utcnow()
     rule = (Claim.status == "active", Claim.kind == "wish", Claim.due_at < now)
+    # The claims service locks a posting before its claims; so does this batch, or a
+    # volunteer withdrawing right now could deadlock with it. Postings a request is
+    # busy with are left for the next run (SKIP LOCKED).
+    overdue = sa.select(Claim.posting_id).where(*rule).limit(limit).scalar_subquery()
+    posting_ids = db.session.scalars(
+        sa.select(Posting.id).where(Posting.id.in_(overdue)).order_by(Posting.id).with_for_update(skip_locked=True)
+    ).all()
+    if not posting_ids:
+        return 0
     released = db.session.execute(
         sa.update(Claim)
-        .where(_batch_of(Claim, rule, limit), *rule)
+        .where(Claim.posting_id.in_(posting_ids), *rule)
         .values(status="released", ended_at=now, updated_at=now)
         .returning(Claim.id, Claim.posting_id, Claim.user_id)
         .execution_options(synchronize_session=False)
@@ -467,7 +488,10 @@ def purge(*, batch_size: int | None = None, time_budget: float | None = None) ->
 
 
 def _delete(model, rule: Sequence[sa.ColumnElement[bool]], limit: int) -> int:
-    result = db.session.execute(
-        sa.delete(model).where(_batch_of(model, rule, limit), *rule).execution_options(synchronize_session=False)
+    deleted = db.session.execute(
+        sa.delete(model)
+        .where(_batch_of(model, rule, limit), *rule)
+        .returning(model.id)
+        .execution_options(synchronize_session=False)
     )
-    return result.rowcount
+    return len(deleted.all())
