@@ -773,3 +773,37 @@ def test_a_cancelled_posting_is_seen_by_those_who_claimed_it(app, client, world)
         assert [item["id"] for item in listed] == ([posting_id] if code == 200 else [])
     item = client.get(f"/api/v1/postings/{posting_id}", headers=claimant.headers).get_json()
     assert item["my_claim"]["status"] == "cancelled"
+
+
+def test_two_reviewers_racing_one_wins(app, world, postgres_only):
+    import threading
+
+    posting_id = make_posting(app, world["resident"], status="pending_review")
+    reviewers = [world["coordinator"], world["other_coordinator"], world["admin"]] * 3
+    barrier = threading.Barrier(len(reviewers))
+    codes = []
+
+    def review(i: int, account) -> None:
+        client = app.test_client()
+        action = "approve" if i % 2 else "reject"
+        barrier.wait()
+        resp = client.post(
+            f"/api/v1/postings/{posting_id}/{action}",
+            json=None if i % 2 else {"reason": "重复"},
+            headers=account.headers,
+        )
+        codes.append((action, resp.status_code, resp.get_json().get("error")))
+
+    threads = [threading.Thread(target=review, args=(i, a)) for i, a in enumerate(reviewers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [c for c in codes if c[1] == 200]
+    assert len(winners) == 1, codes
+    assert sorted(c[1:] for c in codes if c[1] != 200) == [(409, "posting_not_pending")] * (len(reviewers) - 1)
+    with app.app_context():
+        row = db.session.get(Posting, posting_id)
+        assert row.status == ("open" if winners[0][0] == "approve" else "rejected")
+        kinds = db.session.scalars(sa.select(Notification.kind).where(Notification.user_id == world["resident"].id))
+        assert list(kinds) == ["posting_approved" if winners[0][0] == "approve" else "posting_rejected"]

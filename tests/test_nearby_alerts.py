@@ -1,0 +1,262 @@
+"""微呼百应: nearby volunteers hear of a wish when it opens."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from app import clock
+from app.extensions import db
+from app.models import Notification, Posting, User
+from notifications import nearby
+from tests.factories import make_org, make_posting, make_user, make_volunteer
+
+NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 in Ningbo
+WISH = (29.87, 121.55)
+KM_PER_DEG_LAT = 111.195
+
+
+def north(km: float) -> tuple[float, float]:
+    """A point ``km`` due north of the wish."""
+    return WISH[0] + km / KM_PER_DEG_LAT, WISH[1]
+
+
+def volunteer(app, km: float | None, radius: float = 3.0, skills=None, **kwargs):
+    return make_volunteer(
+        app, home=north(km) if km is not None else None, push_radius_km=radius, skills=skills, **kwargs
+    )
+
+
+def alerts(app, kind: str = "nearby_posting") -> dict[int, Notification]:
+    with app.app_context():
+        rows = db.session.scalars(sa.select(Notification).where(Notification.kind == kind)).all()
+        db.session.expunge_all()
+        return {row.user_id: row for row in rows}
+
+
+def post_wish(client, coordinator, org_id, **overrides) -> int:
+    body = {
+        "kind": "wish",
+        "title": "陪张奶奶去医院",
+        "description": "周三上午",
+        "district": "haishu",
+        "org_id": org_id,
+        "location": {"lat": WISH[0], "lng": WISH[1]},
+        **overrides,
+    }
+    resp = client.post("/api/v1/postings", json=body, headers=coordinator.headers)
+    assert resp.status_code == 201, resp.get_json()
+    return resp.get_json()["id"]
+
+
+def run_alerts(app, posting_id: int) -> int:
+    with app.app_context():
+        count = nearby.alert_nearby_volunteers(db.session.get(Posting, posting_id))
+        db.session.commit()
+        return count
+
+
+@pytest.fixture
+def org(app):
+    clock.freeze(NOW)
+    return make_org(app)
+
+
+def test_volunteers_within_their_own_radius_hear_of_an_open_wish(app, client, org):
+    org_id, coordinator = org
+    close = volunteer(app, 0.5)
+    wide = volunteer(app, 8.0, radius=10.0)
+    edge = volunteer(app, 45.0, radius=50.0)
+    too_far = volunteer(app, 5.0, radius=3.0)
+    beyond_max = volunteer(app, 55.0, radius=50.0)
+    silent = volunteer(app, 0.3)
+    homeless = volunteer(app, None)
+    with app.app_context():
+        db.session.execute(sa.update(User).where(User.id == silent.id).values(nearby_alerts=False))
+        db.session.commit()
+    make_volunteer(app, coordinator, home=north(0.1))  # the author is a volunteer too
+
+    posting_id = post_wish(client, coordinator, org_id)
+
+    got = alerts(app)
+    assert set(got) == {close.id, wide.id, edge.id}
+    assert {too_far.id, beyond_max.id, silent.id, homeless.id, coordinator.id}.isdisjoint(got)
+    note = got[wide.id]
+    assert note.data == {"kind": "nearby_posting", "posting_id": str(posting_id)}
+    assert "8.0" in note.body and "陪张奶奶去医院" in note.body
+    assert note.dedupe_key == f"nearby_posting:posting:{posting_id}:{wide.id}"
+    assert "0.5" in got[close.id].body
+
+
+def test_tags_must_meet_skills(app, client, org):
+    org_id, coordinator = org
+    carer = volunteer(app, 1.0, skills=["助老", "陪伴"])
+    tutor = volunteer(app, 1.0, skills=["助学"])
+    anyone = volunteer(app, 1.0, skills=[])
+    post_wish(client, coordinator, org_id, tags=["助老", "就医"])
+    assert set(alerts(app)) == {carer.id}
+
+    post_wish(client, coordinator, org_id, title="无标签心愿")
+    assert {n.user_id for n in _all_alerts(app)} == {carer.id, tutor.id, anyone.id}
+
+
+def _all_alerts(app) -> list[Notification]:
+    with app.app_context():
+        rows = db.session.scalars(sa.select(Notification).where(Notification.kind == "nearby_posting")).all()
+        db.session.expunge_all()
+        return rows
+
+
+def test_a_residents_wish_alerts_only_once_approved(app, client, org):
+    org_id, coordinator = org
+    near = volunteer(app, 1.0)
+    resident = make_user(app)
+    resp = client.post(
+        "/api/v1/postings",
+        json={
+            "kind": "wish",
+            "title": "帮忙换灯泡",
+            "description": "客厅",
+            "district": "haishu",
+            "location": {"lat": WISH[0], "lng": WISH[1]},
+        },
+        headers=resident.headers,
+    )
+    posting_id = resp.get_json()["id"]
+    assert alerts(app) == {}
+    client.post(f"/api/v1/postings/{posting_id}/approve", headers=coordinator.headers)
+    assert set(alerts(app)) == {near.id}
+
+
+@pytest.mark.parametrize("kind", ["project", "charity", "service", "energy"])
+def test_only_wishes_alert(app, org, kind):
+    org_id, coordinator = org
+    volunteer(app, 1.0)
+    posting_id = make_posting(app, coordinator, kind=kind, org_id=org_id, lat=WISH[0], lng=WISH[1])
+    assert run_alerts(app, posting_id) == 0
+    assert alerts(app) == {}
+
+
+def test_a_wish_without_a_place_or_not_open_alerts_nobody(app, org):
+    _, coordinator = org
+    volunteer(app, 1.0)
+    for fields in ({"lat": None, "lng": None}, {"status": "pending_review"}, {"status": "claimed"}):
+        assert run_alerts(app, make_posting(app, coordinator, **fields)) == 0
+    assert alerts(app) == {}
+
+
+def test_at_most_three_alerts_a_day_in_the_volunteers_time_zone(app, org):
+    _, coordinator = org
+    clock.freeze(datetime(2026, 3, 1, 15, 0, tzinfo=UTC))  # 23:00 in Ningbo
+    shanghai = volunteer(app, 1.0)
+    london = volunteer(app, 1.0)
+    with app.app_context():
+        db.session.execute(sa.update(User).where(User.id == london.id).values(timezone="Europe/London"))
+        db.session.commit()
+
+    counts = [run_alerts(app, make_posting(app, coordinator, title=f"心愿{i}")) for i in range(4)]
+    assert counts == [2, 2, 2, 0]
+
+    clock.advance(timedelta(hours=1, minutes=30))  # 00:30 in Ningbo, still 16:30 in London
+    assert run_alerts(app, make_posting(app, coordinator, title="新的一天")) == 1
+    by_user = {}
+    for note in _all_alerts(app):
+        by_user.setdefault(note.user_id, []).append(note)
+    assert (len(by_user[shanghai.id]), len(by_user[london.id])) == (4, 3)
+
+
+def test_nearest_first_up_to_the_per_wish_limit(app, org, monkeypatch):
+    _, coordinator = org
+    monkeypatch.setattr(nearby, "PER_POSTING_LIMIT", 3)
+    by_distance = [volunteer(app, km, radius=10) for km in (4.0, 0.5, 2.5, 1.0, 3.0)]
+    capped = volunteer(app, 0.2, radius=10)
+    # the nearest volunteer had their three alerts today already
+    earlier = [make_posting(app, coordinator, title=f"早前{i}", lat=30.5, lng=121.0) for i in range(3)]
+    with app.app_context():
+        for posting_id in earlier:
+            nearby.notify_each("nearby_posting", {capped.id: {"distance_km": 1}}, dedupe=f"posting:{posting_id}")
+        db.session.commit()
+    posting_id = make_posting(app, coordinator)
+    assert run_alerts(app, posting_id) == 3
+    got = {n.user_id for n in _all_alerts(app) if n.data.get("posting_id") == str(posting_id)}
+    assert got == {by_distance[1].id, by_distance[3].id, by_distance[2].id}  # 0.5, 1.0, 2.5 km
+
+
+def test_running_again_alerts_nobody_twice_and_respects_the_limit(app, org, monkeypatch):
+    _, coordinator = org
+    first = volunteer(app, 1.0)
+    posting_id = make_posting(app, coordinator)
+    assert run_alerts(app, posting_id) == 1
+    assert run_alerts(app, posting_id) == 0
+
+    # released and open again: a volunteer who moved nearby meanwhile hears of it
+    newcomer = volunteer(app, 2.0)
+    assert run_alerts(app, posting_id) == 1
+    assert sorted(n.user_id for n in _all_alerts(app)) == sorted([first.id, newcomer.id])
+
+    # but the wish never reaches more volunteers than the limit in all
+    monkeypatch.setattr(nearby, "PER_POSTING_LIMIT", 2)
+    volunteer(app, 0.5)
+    assert run_alerts(app, posting_id) == 0
+
+
+def test_alerts_are_one_bulk_insert(app, org):
+    """A fixed number of statements whatever the number of volunteers."""
+    _, coordinator = org
+
+    def statements_for(posting_id: int) -> list[str]:
+        seen = []
+
+        def record(_conn, _cursor, statement, *_args):
+            seen.append(statement)
+
+        with app.app_context():
+            engine = db.engine
+            sa.event.listen(engine, "before_cursor_execute", record)
+            try:
+                nearby.alert_nearby_volunteers(db.session.get(Posting, posting_id))
+                db.session.commit()
+            finally:
+                sa.event.remove(engine, "before_cursor_execute", record)
+        return seen
+
+    for km in (0.5, 1.0, 1.5):
+        volunteer(app, km)
+    few = statements_for(make_posting(app, coordinator))
+    for i in range(30):
+        volunteer(app, 0.1 + i * 0.05)
+    many = statements_for(make_posting(app, coordinator, title="第二个"))
+    assert len(many) == len(few)
+    inserts = [s for s in many if s.lstrip().upper().startswith("INSERT INTO NOTIFICATIONS")]
+    assert len(inserts) == 1
+    assert len(_all_alerts(app)) == 3 + 33
+
+
+def test_wishes_opening_at_once_never_push_a_volunteer_past_the_daily_limit(app, org, postgres_only):
+    import threading
+
+    _, coordinator = org
+    target = volunteer(app, 1.0)
+    wishes = [make_posting(app, coordinator, title=f"同时{i}") for i in range(8)]
+    barrier = threading.Barrier(len(wishes))
+    errors = []
+
+    def open_wish(posting_id: int) -> None:
+        try:
+            with app.app_context():
+                posting = db.session.get(Posting, posting_id)
+                barrier.wait()
+                nearby.alert_nearby_volunteers(posting)
+                db.session.commit()
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_wish, args=(w,)) for w in wishes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert [n.user_id for n in _all_alerts(app)] == [target.id] * nearby.DAILY_LIMIT
