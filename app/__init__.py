@@ -76,24 +76,27 @@ def create_app(config: type | Mapping | None = None) -> Flask:
     register_error_handlers(app)
     _register_request_id(app)
     _register_json_only(app)
+    from app import idempotency
+
+    idempotency.init_app(app)
     _register_blueprints(app)
     _register_docs_assets(app)
 
     from app.cli import register_cli
 
     register_cli(app)
-    return app
-
-
     if app.config.get("SCHEDULER_EMBEDDED") and not app.testing:
         from app.scheduler import start_embedded
 
         # Only under `flask run`, in the process that serves (not the reloader's watcher).
         start_embedded(app)
-def _register_blueprints(app: Flask) -> None:
-    from mobile_api import auth, health, me, notifications, orgs, postings
+    return app
 
-    for module in (health, auth, me, orgs, postings, notifications):
+
+def _register_blueprints(app: Flask) -> None:
+    from mobile_api import auth, claims, health, me, notifications, orgs, postings, stats
+
+    for module in (health, auth, me, orgs, postings, notifications, claims, stats):
         api.register_blueprint(module.blp)
 
 

@@ -6,9 +6,16 @@ from flask_jwt_extended import jwt_required
 from flask_smorest import Blueprint
 
 from app.security import current_user
-from app.services import accounts, volunteers
+from app.services import accounts, claims, energy, records, volunteers
+from mobile_api.fields import PageQuery, page_of
 from mobile_api.schemas import (
+    ClaimQuerySchema,
+    EnergySchema,
+    MyClaimSchema,
     PasswordChangeSchema,
+    RecordQuerySchema,
+    RecordSchema,
+    RecordSummarySchema,
     UserSchema,
     UserUpdateSchema,
     VolunteerRegisterSchema,
@@ -17,6 +24,8 @@ from mobile_api.schemas import (
 
 blp = Blueprint("me", __name__, url_prefix="/api/v1/me", description="The signed-in user")
 AUTH = {"security": [{"bearerAuth": []}]}
+MyClaimPage = page_of(MyClaimSchema, "MyClaimPage")
+RecordPage = page_of(RecordSchema, "RecordPage")
 
 
 @blp.route("", methods=["GET"])
@@ -58,3 +67,50 @@ def change_password(body):
 def register_volunteer(body):
     """Register (or update) as a volunteer — 志愿者注册."""
     return volunteers.register_volunteer(current_user(), body)
+
+
+@blp.route("/claims", methods=["GET"])
+@jwt_required()
+@blp.arguments(ClaimQuerySchema, location="query")
+@blp.response(200, MyClaimPage)
+@blp.doc(**AUTH)
+def my_claims(query):
+    """My claims, newest first, each with its posting (``?status=`` filters)."""
+    items, next_cursor = claims.list_my_claims(
+        current_user(), statuses=query["status"], cursor=query["cursor"], limit=query["limit"]
+    )
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@blp.route("/records", methods=["GET"])
+@jwt_required()
+@blp.arguments(RecordQuerySchema, location="query")
+@blp.response(200, RecordPage)
+@blp.doc(**AUTH)
+def my_records(query):
+    """My service records (志愿服务记录), newest first (``?kind=credit|honor``)."""
+    items, next_cursor = records.list_records(
+        current_user(), kind=query["kind"], cursor=query["cursor"], limit=query["limit"]
+    )
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@blp.route("/records/summary", methods=["GET"])
+@jwt_required()
+@blp.response(200, RecordSummarySchema)
+@blp.doc(**AUTH)
+def my_records_summary():
+    """My hours by kind and by month."""
+    return records.records_summary(current_user())
+
+
+@blp.route("/energy", methods=["GET"])
+@jwt_required()
+@blp.arguments(PageQuery, location="query")
+@blp.response(200, EnergySchema)
+@blp.doc(**AUTH)
+def my_energy(query):
+    """My energy balance (微能量) and its ledger, newest first."""
+    user = current_user()
+    items, next_cursor = energy.ledger_page(user.id, cursor=query["cursor"], limit=query["limit"])
+    return {"balance": energy.balance_of(user.id), "items": items, "next_cursor": next_cursor}

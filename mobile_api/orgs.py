@@ -6,11 +6,21 @@ from flask_jwt_extended import jwt_required
 from flask_smorest import Blueprint
 
 from app.security import current_user
-from app.services import orgs
-from mobile_api.schemas import OrgCreateSchema, OrgMemberCreateSchema, OrgMemberSchema, OrgSchema
+from app.services import orgs, records
+from mobile_api.fields import page_of
+from mobile_api.schemas import (
+    HonorRecordCreateSchema,
+    OrgCreateSchema,
+    OrgMemberCreateSchema,
+    OrgMemberSchema,
+    OrgSchema,
+    RecordQuerySchema,
+    RecordSchema,
+)
 
 blp = Blueprint("orgs", __name__, url_prefix="/api/v1/orgs", description="Organisations")
 AUTH = {"security": [{"bearerAuth": []}]}
+OrgRecordPage = page_of(RecordSchema, "OrgRecordPage")
 
 
 @blp.route("", methods=["POST"])
@@ -62,3 +72,29 @@ def add_member(body, org_id):
 def remove_member(org_id, user_id):
     """Remove a member (the org's coordinators, admins, or the member)."""
     orgs.remove_member(current_user(), org_id, user_id)
+
+
+@blp.route("/<int:org_id>/records", methods=["POST"])
+@jwt_required()
+@blp.arguments(HonorRecordCreateSchema)
+@blp.response(201, RecordSchema)
+@blp.alt_response(403, description="coordinator_required")
+@blp.alt_response(422, description="volunteer_required, not_org_volunteer")
+@blp.doc(**AUTH)
+def add_honor_record(body, org_id):
+    """Give honor hours (荣誉时长) to a volunteer of the org, with a reason (coordinators)."""
+    return records.add_honor_record(current_user(), org_id, body)
+
+
+@blp.route("/<int:org_id>/records", methods=["GET"])
+@jwt_required()
+@blp.arguments(RecordQuerySchema, location="query")
+@blp.response(200, OrgRecordPage)
+@blp.alt_response(403, description="coordinator_required")
+@blp.doc(**AUTH)
+def list_org_records(query, org_id):
+    """The org's service records, newest first (coordinators, admins)."""
+    items, next_cursor = records.list_org_records(
+        current_user(), org_id, kind=query["kind"], cursor=query["cursor"], limit=query["limit"]
+    )
+    return {"items": items, "next_cursor": next_cursor}

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from flask import current_app
-from marshmallow import ValidationError, fields, validate, validates, validates_schema
+from marshmallow import ValidationError, fields, post_load, validate, validates, validates_schema
 
+from app.models.claims import CLAIM_STATUSES
 from app.models.orgs import MEMBER_ROLES, ORG_KINDS
 from app.models.postings import POSTING_KINDS, POSTING_STATUSES
 from app.services.permissions import memberships
+from app.services.records import RECORD_KINDS
 from mobile_api.fields import (
     BaseSchema,
     HttpsUrl,
@@ -219,6 +221,208 @@ class ClaimSchema(BaseSchema):
     photo_urls = fields.List(fields.String())
     rating = fields.Integer(allow_none=True)
     feedback = fields.String(allow_none=True)
+    minutes = fields.Integer(
+        allow_none=True, metadata={"description": "Service time: reported, attested or measured at check-out."}
+    )
+    ended_at = UTCDateTime(allow_none=True)
+    energy_debited = fields.Integer(metadata={"description": "Energy points taken at claim time (微能量)."})
+
+
+class ClaimPostingSchema(BaseSchema):
+    """The posting a claim belongs to, in brief."""
+
+    id = fields.Integer()
+    kind = fields.String()
+    title = fields.String()
+    status = fields.String()
+    district = fields.String()
+    address = fields.String(allow_none=True)
+    location = fields.Method("dump_location", allow_none=True, metadata={"type": "object"})
+    org_id = fields.Integer(allow_none=True)
+    starts_at = UTCDateTime(allow_none=True)
+    ends_at = UTCDateTime(allow_none=True)
+    expires_at = UTCDateTime(allow_none=True)
+    energy_cost = fields.Integer(allow_none=True)
+
+    def dump_location(self, posting):
+        if posting.lat is None or posting.lng is None:
+            return None
+        return {"lat": posting.lat, "lng": posting.lng}
+
+
+class MyClaimSchema(ClaimSchema):
+    posting = fields.Nested(ClaimPostingSchema, attribute="posting_brief", allow_none=True)
+
+
+class ClaimQuerySchema(PageQuery):
+    status = fields.List(
+        fields.String(),
+        load_default=None,
+        metadata={"description": "Repeatable or comma-separated: " + ", ".join(CLAIM_STATUSES)},
+    )
+
+    @post_load
+    def split_statuses(self, data, **_kwargs):
+        if data.get("status"):
+            statuses = [part.strip() for item in data["status"] for part in item.split(",") if part.strip()]
+            unknown = sorted(set(statuses) - set(CLAIM_STATUSES))
+            if unknown:
+                raise ValidationError(f"Unknown status {', '.join(unknown)}.", "status")
+            data["status"] = statuses
+        return data
+
+
+class ClaimCreateSchema(BaseSchema):
+    message = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+
+
+class ClaimFulfilSchema(BaseSchema):
+    note = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    photo_urls = fields.List(
+        HttpsUrl(validate=validate.Length(max=500)), load_default=list, validate=validate.Length(max=9)
+    )
+    minutes = fields.Integer(
+        strict=True,
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(0, 1440),
+        metadata={"description": "Time spent; credited rounded down to the half hour."},
+    )
+
+
+class ClaimConfirmSchema(BaseSchema):
+    rating = fields.Integer(
+        strict=True,
+        load_default=None,
+        validate=validate.Range(1, 5),
+        metadata={"description": "1-5; required for a wish or a service."},
+    )
+    feedback = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
+    minutes = fields.Integer(
+        strict=True,
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(0, 1440),
+        metadata={"description": "A wish's credited time; defaults to what the volunteer reported."},
+    )
+
+
+class SiteLocationSchema(Location):
+    """Where the phone is when checking in or out."""
+
+
+# --- service records and energy -----------------------------------------------------
+
+
+class RecordSchema(BaseSchema):
+    id = fields.Integer()
+    volunteer_id = fields.Integer()
+    posting_id = fields.Integer(allow_none=True)
+    claim_id = fields.Integer(allow_none=True)
+    org_id = fields.Integer(allow_none=True)
+    kind = fields.String(metadata={"enum": list(RECORD_KINDS)})
+    posting_kind = fields.String(allow_none=True)
+    activity = fields.String()
+    minutes = fields.Integer()
+    hours = fields.Method("dump_hours", metadata={"type": "number"})
+    started_at = UTCDateTime(allow_none=True)
+    ended_at = UTCDateTime(allow_none=True)
+    place = fields.String(allow_none=True)
+    content = fields.String(allow_none=True)
+    evaluation = fields.String(allow_none=True)
+    rating = fields.Integer(allow_none=True)
+    recorded_by = fields.Integer(allow_none=True)
+    created_at = UTCDateTime()
+
+    def dump_hours(self, record):
+        return round(record.minutes / 60, 1)
+
+
+class RecordQuerySchema(PageQuery):
+    kind = fields.String(load_default=None, validate=validate.OneOf(RECORD_KINDS))
+
+
+class RecordMonthSchema(BaseSchema):
+    month = fields.String(metadata={"description": "YYYY-MM in the user's time zone"})
+    credit_hours = fields.Float()
+    honor_hours = fields.Float()
+    records = fields.Integer()
+
+
+class RecordSummarySchema(BaseSchema):
+    credit_hours = fields.Float()
+    honor_hours = fields.Float()
+    total_hours = fields.Float()
+    records = fields.Integer()
+    star_level = fields.Integer()
+    by_kind = fields.Dict(keys=fields.String(), values=fields.Float(), metadata={"description": "credit / honor"})
+    by_posting_kind = fields.Dict(keys=fields.String(), values=fields.Float())
+    by_month = fields.List(fields.Nested(RecordMonthSchema))
+
+
+class HonorRecordCreateSchema(BaseSchema):
+    """Honor hours (荣誉时长) for a volunteer of the org: ``volunteer_id`` (or
+    ``user_id``), ``minutes`` (or ``hours``) and the reason."""
+
+    volunteer_id = fields.Integer(strict=True, metadata={"description": "The volunteer's user id."})
+    user_id = fields.Integer(strict=True, load_only=True, metadata={"description": "Same as volunteer_id."})
+    minutes = fields.Integer(strict=True, validate=validate.Range(1, 6000))
+    hours = fields.Float(load_only=True, validate=validate.Range(min=0, max=100, min_inclusive=False), allow_nan=False)
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    activity = fields.String(validate=validate.Length(min=1, max=80))
+    place = fields.String(validate=validate.Length(max=200))
+    started_at = UTCDateTime(load_default=None)
+    ended_at = UTCDateTime(load_default=None)
+
+    @validates_schema
+    def one_of_each(self, data, **_kwargs):
+        if ("volunteer_id" in data) == ("user_id" in data):
+            raise ValidationError("Give volunteer_id.", "volunteer_id")
+        if ("minutes" in data) == ("hours" in data):
+            raise ValidationError("Give minutes (or hours).", "minutes")
+
+    @post_load
+    def normalise(self, data, **_kwargs):
+        if "user_id" in data:
+            data["volunteer_id"] = data.pop("user_id")
+        if "hours" in data:
+            data["minutes"] = max(1, round(data.pop("hours") * 60))
+        return data
+
+
+class EnergyEntrySchema(BaseSchema):
+    id = fields.Integer()
+    delta = fields.Integer()
+    balance_after = fields.Integer()
+    reason = fields.String(
+        metadata={"description": "redeem, refund_withdrawn, refund_cancelled, service_hours, wish_confirmed"}
+    )
+    claim_id = fields.Integer(allow_none=True)
+    posting_id = fields.Integer(allow_none=True)
+    created_at = UTCDateTime()
+
+
+class EnergySchema(BaseSchema):
+    balance = fields.Integer(required=True)
+    items = fields.List(fields.Nested(EnergyEntrySchema), required=True)
+    next_cursor = fields.String(allow_none=True, required=True)
+
+
+# --- stats ---------------------------------------------------------------------------
+
+
+class StatsQuerySchema(BaseSchema):
+    district = fields.String(load_default=None, validate=_known_district)
+
+
+class StatsSchema(BaseSchema):
+    district = fields.String(allow_none=True)
+    volunteers = fields.Integer()
+    wishes_posted = fields.Integer()
+    wishes_claimed = fields.Integer()
+    wishes_fulfilled = fields.Integer()
+    credit_hours = fields.Float()
+    postings_by_kind = fields.Dict(keys=fields.String(), values=fields.Integer())
 
 
 # --- notifications --------------------------------------------------------------

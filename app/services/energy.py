@@ -2,6 +2,10 @@
 
 The balance lives on the volunteer row and moves only by conditional UPDATE;
 each movement appends one ledger row in the same transaction.
+
+Ledger reasons: ``redeem`` (a reward claimed, debit), ``refund_withdrawn`` and
+``refund_cancelled`` (its points back), ``service_hours`` (10 per credited
+hour), ``wish_confirmed`` (5 per confirmed wish). One entry per (claim, reason).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import EnergyEntry, Volunteer
+from app.services.pagination import paginate
 
 
 def credit(
@@ -50,3 +55,15 @@ def _move(user_id: int, delta: int, *, reason: str, claim_id: int | None, postin
         )
     )
     return balance
+
+
+def balance_of(user_id: int) -> int:
+    """The user's energy balance (0 without a volunteer profile)."""
+    balance = db.session.scalar(sa.select(Volunteer.energy_balance).where(Volunteer.user_id == user_id))
+    return balance or 0
+
+
+def ledger_page(user_id: int, *, cursor: str | None, limit: int) -> tuple[list[EnergyEntry], str | None]:
+    """The user's ledger entries, newest first."""
+    stmt = sa.select(EnergyEntry).where(EnergyEntry.user_id == user_id)
+    return paginate(db.session, stmt, [(EnergyEntry.id, True)], cursor, limit, lambda e: [e.id])

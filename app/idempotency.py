@@ -1,0 +1,204 @@
+"""``Idempotency-Key`` for every authenticated POST (幂等键).
+
+A phone on a bad network retries; the retry must not claim twice or pay twice.
+For a POST that carries the header and a valid token, the key is stored per
+user in ``idempotency_keys``:
+
+1. Before the view runs, a row (user, key, request fingerprint) is INSERTed
+   and committed. The unique (user_id, key) index makes that INSERT the lock:
+   of ten identical requests at once exactly one inserts and runs.
+2. After the view, the row keeps the response's status and body for 24 h.
+3. A later request with the same key gets, without running anything:
+   the stored response again (header ``Idempotent-Replayed: true``) when the
+   fingerprint (method, path, query and JSON body) matches; 422
+   ``idempotency_key_reused`` when it does not; 409
+   ``idempotency_key_in_progress`` while the first is still running.
+
+Responses that did not do anything — 5xx, 401, 429 — are not kept: the row is
+deleted so the client's retry runs for real. A first request that died without
+answering (a killed worker) leaves its row unfinished; after ``LEASE`` a retry
+takes it over. Rows older than ``TTL`` count as absent (the scheduler's purge
+job deletes them). POSTs without a token (register, login) are not covered:
+keys belong to a user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import timedelta
+
+import sqlalchemy as sa
+from flask import Flask, Response, g, request
+from flask_jwt_extended import decode_token
+from sqlalchemy.exc import IntegrityError
+
+from app.clock import utcnow
+from app.errors import Conflict, Invalid
+from app.extensions import db
+from app.models import IdempotencyKey
+
+log = logging.getLogger(__name__)
+
+HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+TTL = timedelta(hours=24)
+# A first request unfinished after this long died; a retry may run instead.
+LEASE = timedelta(seconds=60)
+MAX_KEY_LENGTH = 255
+# Outcomes that changed nothing; the key is released so a retry runs.
+_NOT_KEPT = frozenset({401, 429})
+
+
+def init_app(app: Flask) -> None:
+    """Apply the Idempotency-Key rules to every POST of every blueprint."""
+    app.before_request(_claim_key)
+    app.after_request(_store_response)
+
+
+def _claim_key() -> Response | None:
+    if request.method != "POST" or request.url_rule is None:
+        return None
+    key = request.headers.get(HEADER)
+    if key is None:
+        return None
+    user_id = _user_id()
+    if user_id is None:
+        return None  # the view answers 401, or it is an anonymous POST
+    if not _valid_key(key):
+        raise Invalid(HEADER, f"Use 1 to {MAX_KEY_LENGTH} printable ASCII characters.", location="headers")
+    fingerprint = request_fingerprint()
+    for _ in range(3):
+        now = utcnow()
+        row_id = _insert_key(user_id, key, fingerprint, now)
+        if row_id is not None:
+            g.idempotency_key_id = row_id
+            return None
+        row = db.session.scalar(
+            sa.select(IdempotencyKey).where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
+        )
+        if row is None:
+            continue  # purged in between: insert again
+        if row.created_at <= now - TTL:
+            _delete_key(row.id, created_at=row.created_at)
+            continue
+        if row.request_hash != fingerprint:
+            db.session.rollback()
+            raise Invalid(
+                HEADER,
+                "This key was already used for a different request.",
+                slug="idempotency_key_reused",
+                location="headers",
+            )
+        if row.status_code is not None:
+            response = Response(row.response_body or "", status=row.status_code, mimetype="application/json")
+            response.headers[REPLAYED_HEADER] = "true"
+            db.session.rollback()
+            return response
+        if row.created_at <= now - LEASE and _take_over(row.id, row.created_at, now):
+            g.idempotency_key_id = row.id
+            return None
+        db.session.rollback()
+        raise Conflict("idempotency_key_in_progress")
+    raise Conflict("idempotency_key_in_progress")
+
+
+def _store_response(response: Response) -> Response:
+    row_id = g.pop("idempotency_key_id", None)
+    if row_id is None:
+        return response
+    try:
+        # Whatever the view left uncommitted is not part of its outcome.
+        db.session.rollback()
+        if response.status_code >= 500 or response.status_code in _NOT_KEPT:
+            _delete_key(row_id)
+        else:
+            db.session.execute(
+                sa.update(IdempotencyKey)
+                .where(IdempotencyKey.id == row_id)
+                .values(
+                    status_code=response.status_code,
+                    response_body=response.get_data(as_text=True),
+                    completed_at=utcnow(),
+                )
+            )
+            db.session.commit()
+    except Exception:  # noqa: BLE001 - the view's answer stands; the key's lease expires
+        db.session.rollback()
+        log.exception("could not store the idempotent response request_id=%s", getattr(g, "request_id", "-"))
+    return response
+
+
+def request_fingerprint() -> str:
+    """SHA-256 of method, path, query string and body; a JSON body is hashed in a
+    canonical form, so key order and spacing do not matter."""
+    body = request.get_data(cache=True)
+    try:
+        canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    except (ValueError, UnicodeDecodeError):
+        canonical = body
+    digest = hashlib.sha256()
+    for part in (request.method.encode(), request.path.encode(), request.query_string, canonical):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def _user_id() -> int | None:
+    """The user of the bearer token (access or refresh), if it decodes."""
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        return None
+    try:
+        return int(decode_token(header[7:].strip())["sub"])
+    except Exception:  # noqa: BLE001 - any bad token: the view gives the 401
+        return None
+
+
+def _valid_key(key: str) -> bool:
+    return 0 < len(key) <= MAX_KEY_LENGTH and all(32 < ord(ch) < 127 for ch in key)
+
+
+def _insert_key(user_id: int, key: str, fingerprint: str, now) -> int | None:
+    try:
+        row_id = db.session.execute(
+            sa.insert(IdempotencyKey)
+            .values(
+                user_id=user_id,
+                key=key,
+                method=request.method,
+                path=request.path[:255],
+                request_hash=fingerprint,
+                created_at=now,
+            )
+            .returning(IdempotencyKey.id)
+        ).scalar_one()
+        db.session.commit()
+        return row_id
+    except IntegrityError:
+        db.session.rollback()
+        return None
+
+
+def _delete_key(row_id: int, *, created_at=None) -> None:
+    stmt = sa.delete(IdempotencyKey).where(IdempotencyKey.id == row_id)
+    if created_at is not None:
+        stmt = stmt.where(IdempotencyKey.created_at == created_at)
+    db.session.execute(stmt)
+    db.session.commit()
+
+
+def _take_over(row_id: int, created_at, now) -> bool:
+    """Restart an abandoned first request; only one retry wins the row."""
+    taken = db.session.execute(
+        sa.update(IdempotencyKey)
+        .where(
+            IdempotencyKey.id == row_id,
+            IdempotencyKey.status_code.is_(None),
+            IdempotencyKey.created_at == created_at,
+        )
+        .values(created_at=now)
+    ).rowcount
+    db.session.commit()
+    return bool(taken)
