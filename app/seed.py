@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import sqlalchemy as sa
 
+from app.clock import utcnow
 from app.extensions import db
-from app.models import Org, OrgMember, User, Volunteer
-from app.services import accounts, volunteers
+from app.models import Org, OrgMember, Posting, User, Volunteer
+from app.services import accounts, postings, volunteers
 
 DEMO_PASSWORD = "demo-pass-2026"
 
@@ -69,3 +71,147 @@ def seed_demo_data() -> Iterator[str]:
             yield f"created volunteer {phone}"
         else:
             yield f"kept volunteer {phone}"
+    yield from _seed_postings()
+
+
+# Postings of every kind around 鼓楼 and 鄞州, Ningbo: (author phone, org name or None, body).
+# Times are days from now at a local (UTC+8) hour, so the demo never shows stale events.
+POSTINGS = (
+    (
+        "+8613800000001",
+        "鼓楼街道志愿服务站",
+        {
+            "kind": "wish",
+            "title": "为独居的张阿婆买一台收音机",
+            "description": "张阿婆今年 82 岁，眼睛不好，想听越剧和新闻。",
+            "district": "haishu",
+            "address": "鼓楼街道公园路社区服务中心",
+            "location": {"lat": 29.8735, "lng": 121.5492},
+            "tags": ["助老", "陪伴"],
+            "beneficiary": {"name": "张阿婆", "phone": "+8613812340001", "address": "公园路 18 号 2 单元 301 室"},
+        },
+    ),
+    (
+        "+8613800000001",
+        "鼓楼街道志愿服务站",
+        {
+            "kind": "project",
+            "title": "周末社区环境整治",
+            "description": "清理楼道杂物、擦洗宣传栏，手套和工具由服务站提供。",
+            "district": "haishu",
+            "address": "鼓楼街道中山西路 2 号",
+            "location": {"lat": 29.8712, "lng": 121.5521},
+            "tags": ["环保"],
+            "capacity": 20,
+            "schedule": (3, 9, 3),
+        },
+    ),
+    (
+        "+8613800000001",
+        "鼓楼街道志愿服务站",
+        {
+            "kind": "charity",
+            "title": "爱心义剪进社区",
+            "description": "为社区老人免费理发，欢迎有理发手艺的志愿者报名。",
+            "district": "haishu",
+            "address": "鼓楼街道文化家园",
+            "location": {"lat": 29.8680, "lng": 121.5560},
+            "tags": ["助老"],
+            "schedule": (5, 14, 2),
+        },
+    ),
+    (
+        "+8613800000001",
+        "鼓楼街道志愿服务站",
+        {
+            "kind": "energy",
+            "title": "爱心超市：大米一袋（5 kg）",
+            "description": "用志愿服务积累的能量值兑换，凭兑换码到服务站领取。",
+            "district": "haishu",
+            "address": "鼓楼街道志愿服务站爱心超市",
+            "location": {"lat": 29.8741, "lng": 121.5475},
+            "capacity": 30,
+            "energy_cost": 100,
+        },
+    ),
+    (
+        "+8613800000002",
+        "鄞州区青年志愿者协会",
+        {
+            "kind": "project",
+            "title": "小学生课后作业辅导",
+            "description": "每周两次，辅导三至六年级学生完成作业。",
+            "district": "yinzhou",
+            "address": "鄞州区四明中路社区学堂",
+            "location": {"lat": 29.8173, "lng": 121.5589},
+            "tags": ["助学"],
+            "capacity": 8,
+            "schedule": (2, 16, 2),
+        },
+    ),
+    (
+        "+8613800000002",
+        "鄞州区青年志愿者协会",
+        {
+            "kind": "wish",
+            "title": "给留守儿童送一套课外书",
+            "description": "小明喜欢科普读物，希望有一套适合四年级的科普丛书。",
+            "district": "yinzhou",
+            "location": {"lat": 29.8205, "lng": 121.5601},
+            "tags": ["助学"],
+            "beneficiary": {"name": "李小明"},
+        },
+    ),
+    (
+        "+8613900000001",
+        None,
+        {
+            "kind": "service",
+            "title": "上门修理小家电",
+            "description": "电饭煲、台灯、电风扇等小家电的简单维修，周末可约。",
+            "district": "haishu",
+            "location": {"lat": 29.8740, "lng": 121.5460},
+            "tags": ["家电维修"],
+            "capacity": 5,
+        },
+    ),
+    (
+        "+8613900000003",  # a resident's own wish waits for a coordinator's review
+        None,
+        {
+            "kind": "wish",
+            "title": "想借一台轮椅给奶奶用两周",
+            "description": "奶奶脚踝扭伤，医生建议两周内少走路，家里没有轮椅。",
+            "district": "jiangbei",
+            "location": {"lat": 29.8905, "lng": 121.5552},
+            "tags": ["助老"],
+        },
+    ),
+)
+
+
+def _seed_postings() -> Iterator[str]:
+    """Postings of every kind near 29.87, 121.55, through the posting rules (so
+    the coordinators' wishes open and alert nearby volunteers, the resident's waits)."""
+    now = utcnow()
+    local_midnight = (now + timedelta(hours=8)).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(hours=8)
+    present = 0
+    for phone, org_name, template in POSTINGS:
+        author = db.session.scalar(sa.select(User).where(User.phone == phone))
+        exists = db.session.scalar(
+            sa.select(Posting.id).where(Posting.author_id == author.id, Posting.title == template["title"])
+        )
+        if exists is not None:
+            present += 1
+            continue
+        body = {k: v for k, v in template.items() if k != "schedule"}
+        if org_name is not None:
+            body["org_id"] = db.session.scalar(sa.select(Org.id).where(Org.name == org_name))
+        if "schedule" in template:
+            days, hour, hours = template["schedule"]
+            body["starts_at"] = local_midnight + timedelta(days=days, hours=hour)
+            body["ends_at"] = body["starts_at"] + timedelta(hours=hours)
+        view = postings.create_posting(author, body)
+        yield f"created {view.kind} {view.id} {view.title} ({view.status})"
+    if present:
+        yield f"{present} demo postings already there"
