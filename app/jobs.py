@@ -41,7 +41,7 @@ from app.clock import utcnow
 from app.extensions import db
 from app.models import Claim, Device, IdempotencyKey, Notification, Posting, RefreshToken
 from app.services.claims import release_wish_slots
-from notifications import notify
+from notifications import notify_many
 from notifications.dispatch import current_sender, dispatch_pending
 from notifications.nearby import alert_nearby_volunteers
 
@@ -174,8 +174,8 @@ def _batch_of(model, rule: Sequence[sa.ColumnElement[bool]], limit: int) -> sa.C
 
 
 def _notify_events(kind: str, events: Iterable[tuple[Sequence[int], str, dict[str, Any]]]) -> int:
-    """Queue one notification per (user ids, dedupe, context) event; returns the new rows."""
-    return sum(notify(user_ids, kind, dedupe=dedupe, **context) for user_ids, dedupe, context in events)
+    """Queue one notification per (user ids, dedupe, context) event of a batch; returns the new rows."""
+    return notify_many(kind, events)
 
 
 def _stamp(value) -> str:

@@ -48,39 +48,62 @@ def notify(user_ids: Iterable[int], kind: str, *, dedupe: str, **context) -> int
 def notify_each(kind: str, contexts: Mapping[int, Mapping[str, Any]], *, dedupe: str, **common) -> int:
     """Like :func:`notify`, with a context per user on top of ``common`` (e.g. each
     volunteer's own ``distance_km``); one SELECT and one INSERT per 1,000 users."""
+    return _queue(kind, [(contexts, dedupe, common)])
+
+
+def notify_many(kind: str, events: Iterable[tuple[Iterable[int], str, Mapping[str, Any]]]) -> int:
+    """Many events of one kind at once, e.g. a scheduler batch: each ``(user_ids,
+    dedupe, context)`` writes exactly what ``notify(user_ids, kind, dedupe=dedupe,
+    **context)`` would, but the whole batch costs one SELECT of its users and one
+    INSERT per 1,000 rows instead of two statements per event."""
+    return _queue(kind, [({u: {} for u in user_ids}, dedupe, context) for user_ids, dedupe, context in events])
+
+
+def _queue(kind: str, events: list[tuple[Mapping[int, Mapping[str, Any]], str, Mapping[str, Any]]]) -> int:
+    """Write the rows of ``events``, each ``(per-user contexts, dedupe, common context)``."""
     if kind not in NOTIFICATION_KINDS:
         raise ValueError(f"unknown notification kind {kind!r}")
-    per_user = {int(u): dict(c or {}) for u, c in contexts.items() if u is not None}
-    ids = sorted(per_user)
+    events = [
+        ({int(u): dict(c or {}) for u, c in contexts.items() if u is not None}, dedupe, common)
+        for contexts, dedupe, common in events
+    ]
+    ids = sorted({user_id for per_user, _, _ in events for user_id in per_user})
     if not ids:
         return 0
-    users = db.session.execute(
-        sa.select(User.id, User.locale, User.timezone, User.quiet_start, User.quiet_end, User.muted_kinds).where(
-            User.id.in_(ids)
+    users = {
+        row.id: row
+        for row in db.session.execute(
+            sa.select(User.id, User.locale, User.timezone, User.quiet_start, User.quiet_end, User.muted_kinds).where(
+                User.id.in_(ids)
+            )
         )
-    ).all()
+    }
     now = utcnow()
     rows = []
-    for user_id, locale, tz, quiet_start, quiet_end, muted in users:
-        context = {**common, **per_user[user_id]}
-        params = encode_params(kind, context)
-        title, body = render(kind, locale, params, tz)
-        is_muted = kind in (muted or [])
-        rows.append(
-            {
-                "user_id": user_id,
-                "kind": kind,
-                "title": _clip(title, 120),
-                "body": _clip(body, 500),
-                "data": push_data(kind, context),
-                "params": params,
-                "dedupe_key": f"{kind}:{dedupe}:{user_id}"[:160],
-                "created_at": now,
-                "push_status": "skipped" if is_muted else "pending",
-                "last_error": "muted" if is_muted else None,
-                "next_attempt_at": quiet_hours_end(now, tz, quiet_start, quiet_end) or now,
-            }
-        )
+    for per_user, dedupe, common in events:
+        for user_id in sorted(per_user):
+            user = users.get(user_id)
+            if user is None:
+                continue
+            context = {**common, **per_user[user_id]}
+            params = encode_params(kind, context)
+            title, body = render(kind, user.locale, params, user.timezone)
+            is_muted = kind in (user.muted_kinds or [])
+            rows.append(
+                {
+                    "user_id": user_id,
+                    "kind": kind,
+                    "title": _clip(title, 120),
+                    "body": _clip(body, 500),
+                    "data": push_data(kind, context),
+                    "params": params,
+                    "dedupe_key": f"{kind}:{dedupe}:{user_id}"[:160],
+                    "created_at": now,
+                    "push_status": "skipped" if is_muted else "pending",
+                    "last_error": "muted" if is_muted else None,
+                    "next_attempt_at": quiet_hours_end(now, user.timezone, user.quiet_start, user.quiet_end) or now,
+                }
+            )
     return sum(insert_ignoring_duplicates(rows[i : i + _INSERT_CHUNK]) for i in range(0, len(rows), _INSERT_CHUNK))
 
 
@@ -125,13 +148,11 @@ def insert_ignoring_duplicates(rows: list[dict]) -> int:
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    stmt = (
-        insert(Notification)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        .returning(Notification.id)
-    )
-    return len(db.session.execute(stmt).all())
+    stmt = insert(Notification).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(Notification.id)
+    # Rows as executemany parameters, not .values(rows): SQLAlchemy then sends them
+    # as multi-row VALUES from one cached statement ("insertmanyvalues"), where a
+    # 1,000-row .values() would be compiled afresh each time (~0.7 s).
+    return len(db.session.execute(stmt, rows).all())
 
 
 def _clip(text: str, size: int) -> str:

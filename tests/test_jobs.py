@@ -16,7 +16,7 @@ from app import clock, jobs
 from app.extensions import db
 from app.models import Claim, Device, IdempotencyKey, Notification, Posting, RefreshToken, User, Volunteer
 from app.services import claims
-from notifications import notify
+from notifications import notify, notify_many
 from tests.factories import make_posting, make_user, make_volunteer
 
 T0 = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
@@ -414,6 +414,63 @@ def test_dispatch_push_drains_the_outbox_to_the_sender(app):
     assert len(sender.sent) == 3
 
 
+# --- batched notifications ---------------------------------------------------------------------------------------
+
+
+def test_a_batch_of_events_writes_the_rows_notify_would(app):
+    """Jobs queue a batch's notifications with notify_many(); each row must be what
+    notify() writes for that event: language, time zone, quiet hours, mutes, key."""
+    from app.models import User as UserModel
+
+    zh, en, quiet, muted = (make_user(app) for _ in range(4))
+    with app.app_context():
+        db.session.get(UserModel, en.id).locale = "en"
+        db.session.get(UserModel, en.id).timezone = "Europe/London"
+        db.session.get(UserModel, quiet.id).quiet_start = "09:00"  # T0 is 10:00 in Shanghai
+        db.session.get(UserModel, quiet.id).quiet_end = "12:00"
+        db.session.get(UserModel, muted.id).muted_kinds = ["event_reminder"]
+        db.session.commit()
+    starts = T0 + timedelta(hours=5)
+    events = [
+        ([zh.id, en.id], "claim:1:1h", {"title": "义务理发", "when": starts, "posting_id": 7, "claim_id": 1}),
+        ([quiet.id, muted.id, zh.id], "claim:2:1h", {"title": "社区清洁", "when": starts, "posting_id": 8}),
+    ]
+    columns = (
+        "user_id",
+        "kind",
+        "title",
+        "body",
+        "data",
+        "params",
+        "dedupe_key",
+        "created_at",
+        "push_status",
+        "last_error",
+        "next_attempt_at",
+    )
+
+    def rows() -> list[tuple]:
+        with app.app_context():
+            found = db.session.scalars(sa.select(Notification).order_by(Notification.dedupe_key)).all()
+            return [tuple(getattr(n, c) for c in columns) for n in found]
+
+    with app.app_context():
+        assert notify_many("event_reminder", events) == 5
+        assert notify_many("event_reminder", events) == 0
+        db.session.commit()
+    batched = rows()
+    with app.app_context():
+        db.session.execute(sa.delete(Notification))
+        for user_ids, dedupe, context in events:
+            notify(user_ids, "event_reminder", dedupe=dedupe, **context)
+        db.session.commit()
+    assert batched == rows()
+    by_user = {row[0]: row for row in batched if row[6].startswith("event_reminder:claim:2:")}
+    assert by_user[muted.id][8:10] == ("skipped", "muted")
+    assert by_user[quiet.id][10] > T0  # held until the quiet hours end
+    assert "“义务理发” starts" in next(row[3] for row in batched if row[0] == en.id)
+
+
 # --- how a run works ---------------------------------------------------------------------------------------------
 
 
@@ -442,7 +499,7 @@ def test_a_failing_batch_rolls_back_whole(app, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("push outbox unavailable")
 
-    monkeypatch.setattr(jobs, "notify", broken)
+    monkeypatch.setattr(jobs, "notify_many", broken)
     with pytest.raises(RuntimeError):
         run(app, "expire_postings")
     assert posting_row(app, wish).status == "open"
