@@ -19,7 +19,8 @@ deleted so the client's retry runs for real. A first request that died without
 answering (a killed worker) leaves its row unfinished; after ``LEASE`` a retry
 takes it over. Rows older than ``TTL`` count as absent (the scheduler's purge
 job deletes them). POSTs without a token (register, login) are not covered:
-keys belong to a user.
+keys belong to a user; nor are token refresh and logout, whose answers carry
+live tokens that must not be stored.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ LEASE = timedelta(seconds=60)
 MAX_KEY_LENGTH = 255
 # Outcomes that changed nothing; the key is released so a retry runs.
 _NOT_KEPT = frozenset({401, 429})
+# Token refresh and logout: a stored answer would keep live tokens in the table.
+UNCOVERED_BLUEPRINTS = frozenset({"auth"})
 
 
 def init_app(app: Flask) -> None:
@@ -58,7 +61,7 @@ def init_app(app: Flask) -> None:
 
 
 def _claim_key() -> Response | None:
-    if request.method != "POST" or request.url_rule is None:
+    if request.method != "POST" or request.url_rule is None or request.blueprint in UNCOVERED_BLUEPRINTS:
         return None
     key = request.headers.get(HEADER)
     if key is None:
@@ -101,7 +104,9 @@ def _claim_key() -> Response | None:
             return None
         db.session.rollback()
         raise Conflict("idempotency_key_in_progress")
-    raise Conflict("idempotency_key_in_progress")
+    # The row could neither be written nor found (e.g. the token's user is
+    # gone): the view decides, without a key.
+    return None
 
 
 def _store_response(response: Response) -> Response:

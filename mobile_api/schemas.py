@@ -346,6 +346,8 @@ class RecordMonthSchema(BaseSchema):
     month = fields.String(metadata={"description": "YYYY-MM in the user's time zone"})
     credit_hours = fields.Float()
     honor_hours = fields.Float()
+    credit_minutes = fields.Integer()
+    honor_minutes = fields.Integer()
     records = fields.Integer()
 
 
@@ -353,6 +355,8 @@ class RecordSummarySchema(BaseSchema):
     credit_hours = fields.Float()
     honor_hours = fields.Float()
     total_hours = fields.Float()
+    credit_minutes = fields.Integer()
+    honor_minutes = fields.Integer()
     records = fields.Integer()
     star_level = fields.Integer()
     by_kind = fields.Dict(keys=fields.String(), values=fields.Float(), metadata={"description": "credit / honor"})

@@ -433,7 +433,8 @@ TRANSITIONS = [
     ("wish", "confirmed", "confirm", "poster", 409, "claim_not_fulfilled"),
     ("wish", "withdrawn", "confirm", "poster", 409, "claim_not_fulfilled"),
     ("service", "fulfilled", "confirm", "claimant", 200, "confirmed"),
-    ("service", "fulfilled", "confirm", "poster", 403, "claimant_required"),
+    ("service", "fulfilled", "confirm", "poster", 200, "confirmed"),
+    ("service", "fulfilled", "confirm", "stranger", 404, "not_found"),
     ("service", "active", "confirm", "claimant", 409, "claim_not_fulfilled"),
     ("energy", "active", "confirm", "poster", 200, "confirmed"),
     ("energy", "active", "confirm", "claimant", 403, "poster_required"),
@@ -502,7 +503,10 @@ def test_transition(app, client, world, kind, before, action, who, code, outcome
     posting_id, claim_id = _setup_claim(app, world, kind, before)
     claimant = world["alice"] if kind != "service" else world["resident"]
     poster = {"wish": world["resident"], "service": world["bob"]}.get(kind, world["coordinator"])
-    actor = {"claimant": claimant, "poster": poster, "coordinator": world["coordinator"]}[who]
+    if who == "stranger":
+        actor = make_volunteer(app)
+    else:
+        actor = {"claimant": claimant, "poster": poster, "coordinator": world["coordinator"]}[who]
     if action == "no-show":
         clock.advance(timedelta(hours=3))
     body = {}

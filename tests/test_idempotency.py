@@ -240,3 +240,10 @@ def test_get_requests_ignore_the_header(app, client):
     resp = client.get("/api/v1/me", headers={**user.headers, "Idempotency-Key": "g"})
     assert resp.status_code == 200
     assert key_rows(app) == []
+
+
+def test_token_refresh_is_not_stored(app, client):
+    user = make_user(app)
+    resp = client.post("/api/v1/auth/refresh", headers={**user.refresh_headers, "Idempotency-Key": "r"})
+    assert resp.status_code == 200
+    assert key_rows(app) == []  # the answer holds live tokens

@@ -483,9 +483,24 @@ def test_summary_by_kind_and_by_month(app, client, event):
     assert summary["records"] == 2
     assert summary["by_kind"] == {"credit": 2.0, "honor": 1.5}
     assert summary["by_posting_kind"] == {"project": 2.0}
+    assert (summary["credit_minutes"], summary["honor_minutes"]) == (120, 90)
     assert summary["by_month"] == [
-        {"month": "2026-11", "credit_hours": 2.0, "honor_hours": 0.0, "records": 1},
-        {"month": "2026-12", "credit_hours": 0.0, "honor_hours": 1.5, "records": 1},
+        {
+            "month": "2026-11",
+            "credit_hours": 2.0,
+            "honor_hours": 0.0,
+            "credit_minutes": 120,
+            "honor_minutes": 0,
+            "records": 1,
+        },
+        {
+            "month": "2026-12",
+            "credit_hours": 0.0,
+            "honor_hours": 1.5,
+            "credit_minutes": 0,
+            "honor_minutes": 90,
+            "records": 1,
+        },
     ]
     assert summary["star_level"] == 0
 

@@ -161,15 +161,21 @@ def claim_posting(user: User, posting_id: int, message: str | None = None) -> Cl
     counters; a wish by the volunteer's active-claim allowance; an energy
     reward by the balance. Any refusal rolls everything back.
     """
-    posting = db.session.get(Posting, posting_id)
+    # The columns a claim needs, none of which changes once a posting can be
+    # claimed (PATCH is refused then); its state is left to the guarded UPDATE.
+    posting = db.session.execute(
+        sa.select(Posting.kind, Posting.title, Posting.author_id, Posting.energy_cost, Posting.claim_ttl_hours).where(
+            Posting.id == posting_id
+        )
+    ).first()
     if posting is None:
         raise NotFound()
-    if posting.author_id == user.id:
+    kind, title, author_id = posting.kind, posting.title, posting.author_id
+    if author_id == user.id:
         raise Forbidden("own_posting")
-    kind = posting.kind
     if kind in VOLUNTEER_KINDS and user.volunteer is None:
         raise Forbidden("volunteer_required")
-    title, author_id, cost = posting.title, posting.author_id, posting.energy_cost or 0
+    cost = posting.energy_cost or 0
     ttl_hours = posting.claim_ttl_hours or current_app.config.get("DEFAULT_CLAIM_TTL_HOURS", DEFAULT_CLAIM_TTL_HOURS)
     now = utcnow()
 
@@ -517,8 +523,9 @@ def confirm_claim(
     - wish: the poster or a coordinator confirms the fulfilment; the wish
       closes, the claimant gets one credit record (the minutes given here, or
       those reported at fulfilment) and energy (10 per hour plus 5).
-    - service: the resident who booked it (or a coordinator) confirms and rates
-      the provider's work; the provider's record gets the evaluation.
+    - service: the resident who booked it (or the poster, or a coordinator)
+      confirms and rates the provider's work; the provider's record gets the
+      evaluation.
     - energy: the poster or a coordinator confirms the hand-over of the reward.
     """
     access = claim_access(user, claim_id)
@@ -564,8 +571,8 @@ def confirm_claim(
         )
         tell = claimant_id
     elif kind == "service":
-        if not (access.is_claimant or access.is_coordinator or access.is_admin):
-            raise Forbidden("claimant_required")
+        if not (access.is_claimant or access.manages_posting):
+            raise Forbidden("poster_required")
         if not _move(claim_id, ("fulfilled",), **values):
             db.session.rollback()
             raise Conflict("claim_not_fulfilled")

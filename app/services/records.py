@@ -215,6 +215,8 @@ def records_summary(user: User) -> dict:
         "credit_hours": _hours(by_kind["credit"]),
         "honor_hours": _hours(by_kind["honor"]),
         "total_hours": _hours(by_kind["credit"] + by_kind["honor"]),
+        "credit_minutes": by_kind["credit"],
+        "honor_minutes": by_kind["honor"],
         "records": len(rows),
         "star_level": volunteer.star_level if volunteer is not None else 0,
         "by_kind": {kind: _hours(minutes) for kind, minutes in by_kind.items()},
@@ -224,6 +226,8 @@ def records_summary(user: User) -> dict:
                 "month": month,
                 "credit_hours": _hours(bucket["credit"]),
                 "honor_hours": _hours(bucket["honor"]),
+                "credit_minutes": bucket["credit"],
+                "honor_minutes": bucket["honor"],
                 "records": bucket["records"],
             }
             for month, bucket in sorted(by_month.items())
