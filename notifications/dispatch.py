@@ -172,10 +172,10 @@ def claim_batch(limit: int, now: datetime, lease: datetime) -> list[ClaimedRow]:
     # an alias, so the subquery is not correlated to the table being updated
     n = Notification.__table__.alias("due")
     expired = sa.select(n.c.id).where(n.c.push_status == "sending", n.c.lease_expires_at < now).order_by(n.c.id)
+    # ORDER BY next_attempt_at alone, so the index hands rows over in order and
+    # LIMIT stops early (an id tie-break would make PostgreSQL sort every due row).
     due = (
-        sa.select(n.c.id)
-        .where(n.c.push_status == "pending", n.c.next_attempt_at <= now)
-        .order_by(n.c.next_attempt_at, n.c.id)
+        sa.select(n.c.id).where(n.c.push_status == "pending", n.c.next_attempt_at <= now).order_by(n.c.next_attempt_at)
     )
     rows: list[ClaimedRow] = []
     try:

@@ -23,6 +23,9 @@ requests.
 
 Use :meth:`FakeFcm.service_account` for a freshly generated key whose
 ``token_uri`` points at the fake; no key is ever written to the repository.
+
+``GET /_fake/stats`` answers the counters (and the process's CPU time), and
+``python -m tests.fake_fcm`` serves it in a process of its own (bench/push.py).
 """
 
 from __future__ import annotations
@@ -101,7 +104,8 @@ class FakeFcm:
         self.requests: list[RecordedRequest] = []
         self.messages: list[dict] = []
         self.token_exchanges = 0
-        self.sends = 0
+        self.sends = 0  # send requests answered, and of those
+        self.accepted = 0  # answered 200
         self._lock = threading.Lock()
         self._scripts: dict[str, Script] = {}
         self._public_keys: dict[str, Any] = {}  # client_email -> public key
@@ -191,6 +195,7 @@ class FakeFcm:
             self.requests.clear()
             self.messages.clear()
             self.sends = 0
+            self.accepted = 0
             self._release.clear()
 
     # --- inspection --------------------------------------------------------------
@@ -298,6 +303,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's connection pool expects
+    # Headers and body leave in two writes; with Nagle on, the body waits for the
+    # client's delayed ACK of the headers (40 ms on Linux) on every response.
+    disable_nagle_algorithm = True
     fake: FakeFcm
     _retry_after: int | None = None
 
@@ -316,6 +324,20 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(raw)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client gave up (a timeout)
+
+    def do_GET(self) -> None:
+        if urllib.parse.urlsplit(self.path).path == "/_fake/stats":
+            fake = self.fake
+            with fake._lock:
+                stats = {
+                    "sends": fake.sends,
+                    "accepted": fake.accepted,
+                    "token_exchanges": fake.token_exchanges,
+                    "cpu_seconds": time.process_time(),  # of the whole process: meaningful when run alone
+                }
+            self._reply(200, stats)
+            return
+        self._reply(404, error_body(404, "NOT_FOUND", "Not found.", None))
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -373,6 +395,8 @@ class _Handler(BaseHTTPRequestHandler):
                 headers["Retry-After"] = str(self._retry_after)
         with fake._lock:
             fake.sends += 1
+            if status == 200:
+                fake.accepted += 1
             if fake.record:
                 fake.requests.append(
                     RecordedRequest(
@@ -405,3 +429,23 @@ class _Handler(BaseHTTPRequestHandler):
             return http_status, error_body(http_status, rpc_status, text, fcm_code, field_name), script.error
         message_id = f"projects/{fake.project_id}/messages/{next(fake._ids)}:{int(time.time() * 1000)}"
         return 200, {"name": message_id}, None
+
+
+def main() -> None:
+    """``python -m tests.fake_fcm``: serve in this process (benchmarks run it apart from
+    the client, so the two do not share a GIL). Prints one JSON line with ``url`` and a
+    fresh ``service_account``, then serves until stdin closes."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--project", default="yz-fake-project")
+    parser.add_argument("--record", action="store_true", help="keep every request in memory")
+    args = parser.parse_args()
+    with FakeFcm(args.project, record=args.record) as fake:
+        print(json.dumps({"url": fake.url, "service_account": fake.service_account()}), flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main()
