@@ -1,8 +1,8 @@
 """Great-circle distance in Python and in SQL, and the index ranges of a radius query.
 
-A radius query never scans a table: it becomes a few ranges of the ``geocell``
-index (``app.models.postings``), then a bounding box, then the exact haversine
-distance on the few rows left. The SQL distance is the same formula on both
+A radius query never scans a table: it becomes a short list of ``geocell``
+values (``app.models.postings``) looked up in an index, then a bounding box,
+then the exact haversine distance on the few rows left. The SQL distance is the same formula on both
 databases, so what is filtered, sorted and paged on is one deterministic value.
 """
 
@@ -51,25 +51,17 @@ def bounding_box(lat: float, lng: float, radius_km: float) -> tuple[float, float
     return lat - dlat, lat + dlat, lng - dlng, lng + dlng
 
 
-def geocell_ranges(lat: float, lng: float, radius_km: float) -> list[tuple[int, int]]:
-    """The geocells covering the circle as inclusive ranges of consecutive cells
-    (one per row of the grid), each a single B-tree range scan."""
-    ranges: list[tuple[int, int]] = []
-    for cell in sorted(geocells_covering(lat, lng, radius_km)):
-        if ranges and ranges[-1][1] == cell - 1:
-            ranges[-1] = (ranges[-1][0], cell)
-        else:
-            ranges.append((cell, cell))
-    return ranges
-
-
 def within_radius(lat_col, lng_col, geocell_col, lat: float, lng: float, radius_km: float) -> sa.ColumnElement[bool]:
-    """Rows whose point lies within ``radius_km`` of (``lat``, ``lng``): the geocell
-    ranges (index), the bounding box (cheap) and the exact distance."""
+    """Rows whose point lies within ``radius_km`` of (``lat``, ``lng``): the covering
+    geocells (an index condition), the bounding box (cheap) and the exact distance.
+
+    The cells are one ``IN`` list rather than OR-ed ranges: PostgreSQL turns it
+    into ``geocell = ANY(...)``, a condition a single (index-only) scan can use,
+    where OR-ed ranges would need a bitmap scan that must visit the heap.
+    """
     min_lat, max_lat, min_lng, max_lng = bounding_box(lat, lng, radius_km)
-    cells = sa.or_(*(geocell_col.between(lo, hi) for lo, hi in geocell_ranges(lat, lng, radius_km)))
     return sa.and_(
-        cells,
+        geocell_col.in_(geocells_covering(lat, lng, radius_km)),
         lat_col.between(min_lat, max_lat),
         lng_col.between(min_lng, max_lng),
         distance_km_sql(lat_col, lng_col, lat, lng) <= radius_km,

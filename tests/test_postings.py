@@ -241,7 +241,8 @@ def test_posting_stores_every_field(app, client, world):
     body = body_for(
         "project",
         world["org_id"],
-        address="鼓楼街道社区中心",
+        title="  周末助老  ",
+        address="鼓楼街道社区中心 ",
         tags=[" 助老 ", "陪伴"],
         photo_urls=["https://img.example.com/1.jpg"],
         expires_at=iso(NOW + timedelta(days=1)),
@@ -250,6 +251,7 @@ def test_posting_stores_every_field(app, client, world):
     assert resp.status_code == 201
     got = resp.get_json()
     assert got["tags"] == ["助老", "陪伴"]
+    assert got["title"] == "周末助老"
     assert got["location"] == {"lat": 29.87, "lng": 121.55}
     assert got["address"] == "鼓楼街道社区中心"
     assert got["capacity"] == 10

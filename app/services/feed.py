@@ -94,11 +94,28 @@ def list_postings(
         where.append(within_radius(Posting.lat, Posting.lng, Posting.geocell, near.lat, near.lng, near.radius_km))
 
     order = _order(sort, distance)
-    columns = [Posting] if distance is None else [Posting, distance.label("distance_km")]
-    stmt = sa.select(*columns).where(*where)
     if cursor:
-        stmt = stmt.where(pagination.after(order, _decode(cursor, sort)))
-    rows = db.session.execute(stmt.order_by(*pagination.order_by(order)).limit(limit + 1)).all()
+        where.append(pagination.after(order, _decode(cursor, sort)))
+    if distance is None:
+        stmt = sa.select(Posting).where(*where).order_by(*pagination.order_by(order)).limit(limit + 1)
+    else:
+        # Find the page's ids first, then read those rows: the inner query needs
+        # only columns of the geocell index, so PostgreSQL answers it from the
+        # index alone instead of visiting every candidate row in the heap.
+        page = (
+            sa.select(Posting.id.label("id"), distance.label("distance_km"))
+            .where(*where)
+            .order_by(*pagination.order_by(order))
+            .limit(limit + 1)
+            .subquery("page")
+        )
+        outer = [(page.c.distance_km if column is distance else column, desc) for column, desc in order]
+        stmt = (
+            sa.select(Posting, page.c.distance_km)
+            .join(page, page.c.id == Posting.id)
+            .order_by(*pagination.order_by(outer))
+        )
+    rows = db.session.execute(stmt).all()
 
     next_cursor = None
     if len(rows) > limit:

@@ -150,7 +150,7 @@ def create_posting(author: User, data: Mapping[str, Any]) -> PostingView:
     for_org = org is not None and (author.is_admin or org.id in coordinator_org_ids(author))
     _check_poster(policy, author, org, for_org, data)
 
-    values = {name: data.get(name) for name in _PLAIN_FIELDS}
+    values = _trimmed({name: data.get(name) for name in _PLAIN_FIELDS})
     values["photo_urls"] = values["photo_urls"] or []
     _apply_location(values, data.get("location"))
     if policy.has_beneficiary:
@@ -260,6 +260,14 @@ def _check_fields(
             raise Invalid("energy_cost", "Required: the energy points this reward costs (more than 0).")
     elif values.get("energy_cost") is not None and "energy_cost" in changed:
         raise Invalid("energy_cost", f"Only an energy reward has an energy cost, not a {policy.kind}.")
+
+
+def _trimmed(values: dict[str, Any]) -> dict[str, Any]:
+    """Texts without surrounding blanks; a blank address is no address."""
+    for name in ("title", "description", "address"):
+        if isinstance(values.get(name), str):
+            values[name] = values[name].strip() or None
+    return values
 
 
 def _apply_location(values: dict[str, Any], location: Mapping[str, float] | None) -> None:
@@ -544,7 +552,7 @@ def update_posting(user: User, posting_id: int, changes: Mapping[str, Any]) -> P
 
     current = {name: getattr(posting, name) for name in (*_PLAIN_FIELDS, *_BENEFICIARY_FIELDS)}
     current.update(lat=posting.lat, lng=posting.lng, geocell=posting.geocell)
-    new: dict[str, Any] = {name: changes[name] for name in _PLAIN_FIELDS if name in changes}
+    new: dict[str, Any] = _trimmed({name: changes[name] for name in _PLAIN_FIELDS if name in changes})
     if "photo_urls" in new and new["photo_urls"] is None:
         new["photo_urls"] = []
     if "location" in changes:

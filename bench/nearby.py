@@ -1,0 +1,229 @@
+"""Benchmark: the nearby-open-wishes query on 1,000,000 postings over Ningbo.
+
+On PostgreSQL (default ``postgresql://postgres@127.0.0.1:5432/yz_bench_p``, or
+``BENCH_DATABASE_URL``; the database is created if missing), bulk-loads N
+postings (default 1,000,000) with generate_series — no ORM: half of them
+spread evenly over the whole city (lat 29.2–30.35, lng 121.0–122.0), half
+clustered around the old town (29.87, 121.55; normal, sigma ~9 km), of every
+kind and status (about 200,000 open wishes). It then runs R random centres
+(default 200, drawn from the same mixture, so most fall where postings are)
+through ``app.services.feed.list_postings`` — the code behind
+``GET /api/v1/postings?kind=wish&near=lat,lng&radius_km=3&limit=20`` — once
+with ``sort=distance`` and once with the default ``sort=newest``, and prints
+p50/p95/max per query, then ``EXPLAIN (ANALYZE, BUFFERS)`` of the query at the
+densest point (the old town) and at one random centre.
+
+    .venv/bin/python bench/nearby.py [--postings 1000000] [--queries 200] [--reload]
+
+The table is reused when it already holds N postings (``--reload`` rebuilds it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app import create_app  # noqa: E402
+from app.config import database_url  # noqa: E402
+from app.extensions import db  # noqa: E402
+from app.models.postings import GEOCELL_DEG  # noqa: E402
+from app.services.feed import Near, list_postings  # noqa: E402
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/yz_bench_p"
+AUTHORS = 10_000
+CENTRE = (29.87, 121.55)
+CITY = (29.2, 30.35, 121.0, 122.0)  # min lat, max lat, min lng, max lng
+SIGMA_DEG = 0.08
+
+
+def ensure_database(url: str) -> None:
+    engine = sa.create_engine(url)
+    name = engine.url.database
+    admin = sa.create_engine(engine.url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        if not conn.scalar(sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}):
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    engine.dispose()
+
+
+def load(conn: sa.Connection, postings: int) -> None:
+    """Authors, then postings in one INSERT … SELECT over generate_series.
+
+    Positions: even g uniform over the city, odd g a Box-Muller normal around
+    the old town. Kinds: half wishes. Statuses: 40 % open. The geocell is the
+    same formula as ``app.models.postings.geocell_for``.
+    """
+    conn.execute(
+        sa.text(
+            """
+            INSERT INTO users (id, phone, password_hash, display_name, is_admin, locale, timezone,
+                               muted_kinds, nearby_alerts, created_at, updated_at)
+            SELECT g, '+86139' || lpad(g::text, 8, '0'), 'bench', '用户' || g, false, 'zh-CN',
+                   'Asia/Shanghai', '[]'::json, true, now() - interval '400 days', now() - interval '400 days'
+            FROM generate_series(1, :authors) AS g
+            """
+        ),
+        {"authors": AUTHORS},
+    )
+    conn.execute(sa.text("SELECT setval(pg_get_serial_sequence('users', 'id'), :n)"), {"n": AUTHORS})
+    conn.execute(
+        sa.text(
+            """
+            INSERT INTO postings (kind, title, description, status, district, author_id, capacity,
+                                  claimed_count, waitlist_count, expires_at, claim_ttl_hours,
+                                  lat, lng, geocell, photo_urls, created_at, updated_at)
+            SELECT kind, '心愿 #' || g, '社区独居老人需要志愿者上门帮忙。', status,
+                   (ARRAY['haishu','jiangbei','beilun','zhenhai','yinzhou','fenghua','yuyao','cixi',
+                          'ninghai','xiangshan'])[g % 10 + 1],
+                   g % :authors + 1, CASE WHEN kind = 'wish' THEN 1 ELSE 20 END, 0, 0,
+                   CASE WHEN kind = 'wish' THEN created_at + interval '30 days' END,
+                   CASE WHEN kind = 'wish' THEN 168 END,
+                   lat, lng,
+                   floor((lat + 90) / CAST(:deg AS float8))::bigint * 100000
+                     + floor((lng + 180) / CAST(:deg AS float8))::bigint,
+                   '[]'::json, created_at, created_at
+            FROM (
+                SELECT g,
+                       CASE WHEN g % 2 = 0 THEN :lat0 + random() * (:lat1 - :lat0)
+                            ELSE least(greatest(:clat + :sigma * sqrt(-2 * ln(1 - random()))
+                                                 * cos(2 * pi() * random()), :lat0), :lat1) END AS lat,
+                       CASE WHEN g % 2 = 0 THEN :lng0 + random() * (:lng1 - :lng0)
+                            ELSE least(greatest(:clng + :sigma * sqrt(-2 * ln(1 - random()))
+                                                 * cos(2 * pi() * random()), :lng0), :lng1) END AS lng,
+                       CASE WHEN g % 20 < 10 THEN 'wish' WHEN g % 20 < 13 THEN 'project'
+                            WHEN g % 20 < 15 THEN 'charity' WHEN g % 20 < 18 THEN 'service'
+                            ELSE 'energy' END AS kind,
+                       (ARRAY['open','open','open','open','claimed','claimed','closed','closed','expired',
+                              'cancelled'])[(g / 20) % 10 + 1] AS status,
+                       now() - (g::float8 / :n) * interval '365 days' AS created_at
+                FROM generate_series(1, :n) AS g
+            ) AS p
+            """
+        ),
+        {
+            "n": postings,
+            "authors": AUTHORS,
+            "deg": GEOCELL_DEG,
+            "lat0": CITY[0],
+            "lat1": CITY[1],
+            "lng0": CITY[2],
+            "lng1": CITY[3],
+            "clat": CENTRE[0],
+            "clng": CENTRE[1],
+            "sigma": SIGMA_DEG,
+        },
+    )
+
+
+def random_centre(rng: random.Random) -> tuple[float, float]:
+    if rng.random() < 0.5:
+        return rng.uniform(CITY[0], CITY[1]), rng.uniform(CITY[2], CITY[3])
+    return rng.gauss(CENTRE[0], SIGMA_DEG), rng.gauss(CENTRE[1], SIGMA_DEG)
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def run(centres: list[tuple[float, float]], sort: str) -> tuple[list[float], list[int]]:
+    timings, counts = [], []
+    for lat, lng in centres:
+        started = time.perf_counter()
+        items, _ = list_postings(None, kinds=["wish"], near=Near(lat, lng, 3.0), sort=sort, limit=20)
+        timings.append((time.perf_counter() - started) * 1000)
+        counts.append(len(items))
+        db.session.rollback()  # end the read transaction, as a request would
+    return timings, counts
+
+
+def explain(lat: float, lng: float, sort: str) -> str:
+    """EXPLAIN (ANALYZE, BUFFERS) of the exact statement list_postings sends."""
+    captured = []
+
+    def capture(_conn, _cursor, statement, parameters, _context, _many):
+        if "distance_km" in statement and not captured:
+            captured.append((statement, parameters))
+
+    sa.event.listen(db.engine, "before_cursor_execute", capture)
+    try:
+        list_postings(None, kinds=["wish"], near=Near(lat, lng, 3.0), sort=sort, limit=20)
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", capture)
+    statement, parameters = captured[0]
+    raw = db.session.connection().connection.driver_connection
+    with raw.cursor() as cursor:
+        cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    db.session.rollback()
+    return plan
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--postings", type=int, default=1_000_000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--reload", action="store_true", help="rebuild the table even if it is full")
+    args = parser.parse_args()
+
+    url = database_url(os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
+    ensure_database(url)
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "TESTING": True, "RATELIMIT_ENABLED": False})
+    with app.app_context():
+        have = 0
+        if sa.inspect(db.engine).has_table("postings"):
+            have = db.session.scalar(sa.text("SELECT count(*) FROM postings"))
+            db.session.rollback()
+        if args.reload or have != args.postings:
+            db.drop_all()
+            db.create_all()
+            started = time.perf_counter()
+            with db.engine.begin() as conn:
+                load(conn, args.postings)
+            loaded = time.perf_counter() - started
+            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(sa.text("VACUUM ANALYZE postings"))
+                conn.execute(sa.text("VACUUM ANALYZE users"))
+            print(f"loaded {args.postings:,} postings in {loaded:.1f} s (+ VACUUM ANALYZE)")
+        else:
+            print(f"reusing {have:,} postings in {db.engine.url.database}")
+        stats = db.session.execute(
+            sa.text(
+                "SELECT count(*) FILTER (WHERE status = 'open' AND kind = 'wish'),"
+                " pg_size_pretty(pg_table_size('postings')),"
+                " pg_size_pretty(pg_relation_size('ix_postings_status_kind_geocell')) FROM postings"
+            )
+        ).one()
+        db.session.rollback()
+        print(f"open wishes: {stats[0]:,}; table {stats[1]}; (status, kind, geocell) index {stats[2]}")
+
+        rng = random.Random(args.seed)
+        centres = [random_centre(rng) for _ in range(args.queries)]
+        run([random_centre(rng) for _ in range(20)], "distance")  # warm the pool and the cache
+        print(f"\n{args.queries} random centres, open wishes within 3 km, 20 items, through feed.list_postings:")
+        print(f"{'sort':<10} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'mean items':>11}")
+        for sort in ("distance", "newest"):
+            timings, counts = run(centres, sort)
+            print(
+                f"{sort:<10} {percentile(timings, 50):8.2f} {percentile(timings, 95):8.2f} {max(timings):8.2f}"
+                f" {statistics.mean(counts):11.1f}"
+            )
+        for label, (lat, lng) in (("the old town (densest)", CENTRE), ("a random centre", centres[0])):
+            for sort in ("distance", "newest"):
+                print(f"\nEXPLAIN (ANALYZE, BUFFERS), sort={sort}, {label} {lat:.4f},{lng:.4f}:")
+                print(explain(lat, lng, sort))
+
+
+if __name__ == "__main__":
+    main()
