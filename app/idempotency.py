@@ -31,6 +31,7 @@ import logging
 from datetime import timedelta
 
 import sqlalchemy as sa
+from apispec import BasePlugin
 from flask import Flask, Response, g, request
 from flask_jwt_extended import decode_token
 from sqlalchemy.exc import IntegrityError
@@ -55,9 +56,42 @@ UNCOVERED_BLUEPRINTS = frozenset({"auth"})
 
 
 def init_app(app: Flask) -> None:
-    """Apply the Idempotency-Key rules to every POST of every blueprint."""
+    """Apply the Idempotency-Key rules to every POST of every blueprint, and say
+    so in the OpenAPI document (call after ``api.init_app``, before the blueprints)."""
     app.before_request(_claim_key)
     app.after_request(_store_response)
+    from app.extensions import api
+
+    plugin = IdempotencyKeyDocs()
+    plugin.init_spec(api.spec)
+    api.spec.plugins.append(plugin)
+
+
+class IdempotencyKeyDocs(BasePlugin):
+    """Document the optional ``Idempotency-Key`` header on every authenticated POST."""
+
+    PARAMETER = {
+        "in": "header",
+        "name": HEADER,
+        "required": False,
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+        "description": (
+            "Makes a retry safe: the first answer for (user, key) is kept for 24 h and replayed "
+            "(with `Idempotent-Replayed: true`) for the same request; the same key with another "
+            "body → 422 `idempotency_key_reused`; while the first is still running → 409 "
+            "`idempotency_key_in_progress`."
+        ),
+    }
+
+    def operation_helper(self, path=None, operations=None, **kwargs) -> None:
+        operation = (operations or {}).get("post")
+        if not isinstance(operation, dict) or not operation.get("security"):
+            return
+        if path and path.startswith("/api/v1/auth/"):
+            return
+        parameters = operation.setdefault("parameters", [])
+        if not any(isinstance(p, dict) and p.get("name") == HEADER for p in parameters):
+            parameters.append(dict(self.PARAMETER))
 
 
 def _claim_key() -> Response | None:

@@ -247,3 +247,12 @@ def test_token_refresh_is_not_stored(app, client):
     resp = client.post("/api/v1/auth/refresh", headers={**user.refresh_headers, "Idempotency-Key": "r"})
     assert resp.status_code == 200
     assert key_rows(app) == []  # the answer holds live tokens
+
+
+def test_the_header_is_documented_on_authenticated_posts(client):
+    spec = client.get("/api/v1/openapi.json").get_json()
+    claim_post = spec["paths"]["/api/v1/postings/{posting_id}/claims"]["post"]
+    assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in claim_post["parameters"])
+    assert not any(
+        p.get("name") == "Idempotency-Key" for p in spec["paths"]["/api/v1/auth/login"]["post"].get("parameters", [])
+    )
