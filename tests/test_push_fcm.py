@@ -25,7 +25,7 @@ from notifications import notify
 from notifications.dispatch import MAX_ATTEMPTS, current_sender, dispatch_pending
 from notifications.senders import PushMessage, get_sender
 from notifications.senders.fcm import FcmSender
-from tests.factories import make_user
+from tests.factories import make_posting, make_user, make_volunteer
 from tests.fake_fcm import GOOGLE_TOKEN_AUDIENCE, FakeFcm, validate_message
 
 NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)  # noon in Shanghai, outside any quiet hours
@@ -125,6 +125,35 @@ def test_claimed_wish_reaches_each_of_the_posters_devices_once(fcm_app, fake, cl
     inbox = client.get("/api/v1/me/notifications", headers=poster.headers).get_json()["items"]
     assert [(i["title"], i["data"]) for i in inbox] == [("心愿被认领啦", android["data"])]
     assert dispatch(fcm_app)["claimed"] == 0
+
+
+def test_claiming_a_wish_through_the_api_pushes_to_the_poster(fcm_app, fake, client):
+    """The whole path: POST /claims writes the row in the claim's transaction; the dispatcher pushes it."""
+    clock.freeze(NOW)
+    poster = make_user(fcm_app, name="王奶奶")
+    volunteer = make_volunteer(fcm_app, name="小陈")
+    posting_id = make_posting(fcm_app, poster, title="帮忙买菜")
+    for token, platform in (("poster-android", "android"), ("poster-iphone", "ios")):
+        resp = client.post("/api/v1/me/devices", json={"token": token, "platform": platform}, headers=poster.headers)
+        assert resp.status_code == 201
+    client.post(
+        "/api/v1/me/devices", json={"token": "volunteer-phone", "platform": "android"}, headers=volunteer.headers
+    )
+
+    resp = client.post(f"/api/v1/postings/{posting_id}/claims", json={}, headers=volunteer.headers)
+    assert resp.status_code == 201, resp.get_json()
+    claim_id = resp.get_json()["id"]
+    assert dispatch(fcm_app)["sent"] == 1
+
+    expected = {"kind": "wish_claimed", "posting_id": str(posting_id), "claim_id": str(claim_id)}
+    assert sorted(m["token"] for m in fake.messages) == ["poster-android", "poster-iphone"]
+    for message in fake.messages:
+        assert message["notification"] == {"title": "心愿被认领啦", "body": "小陈认领了您的「帮忙买菜」。"}
+        assert message["data"] == expected
+    assert dispatch(fcm_app)["claimed"] == 0
+    assert len(fake.messages) == 2  # exactly one push per device
+    inbox = client.get("/api/v1/me/notifications", headers=poster.headers).get_json()["items"]
+    assert [(item["kind"], item["data"]) for item in inbox] == [("wish_claimed", expected)]
 
 
 def test_the_inbox_row_exists_even_when_push_fails(fcm_app, fake, client):
