@@ -330,6 +330,12 @@ def test_accept_language_en_gives_english(client):
     assert body["message"] == "An access token is required."
 
 
+@pytest.mark.parametrize("header", ["en", "en-GB", "en-US", "EN", "fr, en;q=0.8"])
+def test_english_variants(client, header):
+    resp = client.get("/nope", headers={"Accept-Language": header})
+    assert resp.get_json()["message"] == "Not found."
+
+
 def test_accept_language_with_weights_prefers_english(client):
     resp = client.get("/nope", headers={"Accept-Language": "en-US,en;q=0.9,zh-CN;q=0.5"})
     assert resp.get_json()["message"] == MESSAGES["not_found"][1]
