@@ -13,9 +13,16 @@ with ``sort=distance`` and once with the default ``sort=newest``, and prints
 p50/p95/max per query, then ``EXPLAIN (ANALYZE, BUFFERS)`` of the query at the
 densest point (the old town) and at one random centre.
 
-    .venv/bin/python bench/nearby.py [--postings 1000000] [--queries 200] [--reload]
+With ``--volunteers V`` it also loads V volunteers (homes from the same
+mixture; push radius 3 km for 70 %, 5 km for 20 %, 10–50 km for the rest; one
+or two of six skills) and times ``notifications.nearby.alert_nearby_volunteers``
+(微呼百应) for 50 wishes opening at random points, each in a transaction that
+is rolled back, printing p50/p95 and how many volunteers each wish reached.
 
-The table is reused when it already holds N postings (``--reload`` rebuilds it).
+    .venv/bin/python bench/nearby.py [--postings 1000000] [--queries 200] [--volunteers 1000000] [--reload]
+
+The tables are reused when they already hold N postings and V volunteers
+(``--reload`` rebuilds them).
 """
 
 from __future__ import annotations
@@ -125,6 +132,93 @@ def load(conn: sa.Connection, postings: int) -> None:
     )
 
 
+def load_volunteers(conn: sa.Connection, volunteers: int) -> None:
+    """Users AUTHORS+1 … AUTHORS+V, each a volunteer with a home in the city."""
+    conn.execute(sa.text("DELETE FROM volunteers"))
+    conn.execute(sa.text("DELETE FROM users WHERE id > :authors"), {"authors": AUTHORS})
+    conn.execute(
+        sa.text(
+            """
+            INSERT INTO users (id, phone, password_hash, display_name, is_admin, locale, timezone,
+                               muted_kinds, nearby_alerts, created_at, updated_at)
+            SELECT :authors + g, '+86138' || lpad(g::text, 8, '0'), 'bench', '志愿者' || g, false, 'zh-CN',
+                   'Asia/Shanghai', '[]'::json, g % 10 <> 0, now(), now()
+            FROM generate_series(1, :v) AS g
+            """
+        ),
+        {"v": volunteers, "authors": AUTHORS},
+    )
+    conn.execute(sa.text("SELECT setval(pg_get_serial_sequence('users', 'id'), :n)"), {"n": AUTHORS + volunteers})
+    conn.execute(
+        sa.text(
+            """
+            INSERT INTO volunteers (user_id, volunteer_no, real_name, id_hash, id_masked, skills, district,
+                                    home_lat, home_lng, push_radius_km, registered_at, created_at, updated_at)
+            SELECT :authors + g, 'NB' || lpad(g::text, 8, '0'), '志愿者', md5(g::text), '3302**********0000',
+                   json_build_array((ARRAY['助老','助学','陪伴','维修','环保','心理'])[g % 6 + 1],
+                                    (ARRAY['助老','助学','陪伴','维修','环保','心理'])[(g / 6) % 6 + 1]),
+                   'haishu',
+                   CASE WHEN g % 2 = 0 THEN :lat0 + random() * (:lat1 - :lat0)
+                        ELSE least(greatest(:clat + :sigma * sqrt(-2 * ln(1 - random()))
+                                             * cos(2 * pi() * random()), :lat0), :lat1) END,
+                   CASE WHEN g % 2 = 0 THEN :lng0 + random() * (:lng1 - :lng0)
+                        ELSE least(greatest(:clng + :sigma * sqrt(-2 * ln(1 - random()))
+                                             * cos(2 * pi() * random()), :lng0), :lng1) END,
+                   CASE WHEN g % 10 < 7 THEN 3 WHEN g % 10 < 9 THEN 5 ELSE 10 + (g % 41) END,
+                   now(), now(), now()
+            FROM generate_series(1, :v) AS g
+            """
+        ),
+        {
+            "v": volunteers,
+            "authors": AUTHORS,
+            "lat0": CITY[0],
+            "lat1": CITY[1],
+            "lng0": CITY[2],
+            "lng1": CITY[3],
+            "clat": CENTRE[0],
+            "clng": CENTRE[1],
+            "sigma": SIGMA_DEG,
+        },
+    )
+
+
+def time_alerts(rng: random.Random, wishes: int = 50) -> None:
+    """alert_nearby_volunteers for wishes opening at random points (rolled back)."""
+    from app.models import Posting, PostingTag
+    from app.models.postings import geocell_for
+    from notifications.nearby import alert_nearby_volunteers
+
+    timings, reached = [], []
+    for i in range(wishes):
+        lat, lng = random_centre(rng)
+        posting = Posting(
+            kind="wish",
+            status="open",
+            title=f"附近心愿 {i}",
+            description="d",
+            district="haishu",
+            lat=lat,
+            lng=lng,
+            geocell=geocell_for(lat, lng),
+            author_id=1,
+            capacity=1,
+        )
+        if i % 2:
+            posting.tags = [PostingTag(tag="助老", position=0)]
+        db.session.add(posting)
+        db.session.flush()
+        started = time.perf_counter()
+        reached.append(alert_nearby_volunteers(posting))
+        timings.append((time.perf_counter() - started) * 1000)
+        db.session.rollback()
+    print(f"\n{wishes} wishes opening (half tagged 助老), alert_nearby_volunteers:")
+    print(
+        f"p50 {percentile(timings, 50):.1f} ms, p95 {percentile(timings, 95):.1f} ms, max {max(timings):.1f} ms;"
+        f" volunteers reached per wish: median {statistics.median(reached):.0f}, max {max(reached)}"
+    )
+
+
 def random_centre(rng: random.Random) -> tuple[float, float]:
     if rng.random() < 0.5:
         return rng.uniform(CITY[0], CITY[1]), rng.uniform(CITY[2], CITY[3])
@@ -173,6 +267,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--postings", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--volunteers", type=int, default=0, help="also time nearby alerts with this many")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--reload", action="store_true", help="rebuild the table even if it is full")
     args = parser.parse_args()
@@ -198,6 +293,17 @@ def main() -> None:
             print(f"loaded {args.postings:,} postings in {loaded:.1f} s (+ VACUUM ANALYZE)")
         else:
             print(f"reusing {have:,} postings in {db.engine.url.database}")
+        if args.volunteers:
+            have = db.session.scalar(sa.text("SELECT count(*) FROM volunteers"))
+            db.session.rollback()
+            if args.reload or have != args.volunteers:
+                started = time.perf_counter()
+                with db.engine.begin() as conn:
+                    load_volunteers(conn, args.volunteers)
+                with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                    conn.execute(sa.text("VACUUM ANALYZE volunteers"))
+                    conn.execute(sa.text("VACUUM ANALYZE users"))
+                print(f"loaded {args.volunteers:,} volunteers in {time.perf_counter() - started:.1f} s")
         stats = db.session.execute(
             sa.text(
                 "SELECT count(*) FILTER (WHERE status = 'open' AND kind = 'wish'),"
@@ -223,6 +329,8 @@ def main() -> None:
             for sort in ("distance", "newest"):
                 print(f"\nEXPLAIN (ANALYZE, BUFFERS), sort={sort}, {label} {lat:.4f},{lng:.4f}:")
                 print(explain(lat, lng, sort))
+        if args.volunteers:
+            time_alerts(rng)
 
 
 if __name__ == "__main__":

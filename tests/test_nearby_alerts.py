@@ -196,10 +196,14 @@ def test_running_again_alerts_nobody_twice_and_respects_the_limit(app, org, monk
     assert run_alerts(app, posting_id) == 1
     assert sorted(n.user_id for n in _all_alerts(app)) == sorted([first.id, newcomer.id])
 
-    # but the wish never reaches more volunteers than the limit in all
+    # those told before count towards the limit as they come up, nearest first
     monkeypatch.setattr(nearby, "PER_POSTING_LIMIT", 2)
-    volunteer(app, 0.5)
-    assert run_alerts(app, posting_id) == 0
+    farther = volunteer(app, 2.5)
+    assert run_alerts(app, posting_id) == 0  # 1.0 km and 2.0 km were told: the limit is reached
+    closer = volunteer(app, 0.5)
+    assert run_alerts(app, posting_id) == 1  # nearer than both: told, then the 1.0 km one fills the limit
+    told = {n.user_id for n in _all_alerts(app)}
+    assert closer.id in told and farther.id not in told
 
 
 def test_alerts_are_one_bulk_insert(app, org):
@@ -260,3 +264,27 @@ def test_wishes_opening_at_once_never_push_a_volunteer_past_the_daily_limit(app,
         thread.join()
     assert errors == []
     assert [n.user_id for n in _all_alerts(app)] == [target.id] * nearby.DAILY_LIMIT
+
+
+def test_the_walk_crosses_pages_and_rings_nearest_first(app, org, monkeypatch):
+    _, coordinator = org
+    monkeypatch.setattr(nearby, "_PAGE", 2)
+    ring_one = [volunteer(app, km) for km in (2.5, 0.5, 1.5, 1.0, 2.0)]
+    wide = volunteer(app, 6.0, radius=10.0)
+    widest = volunteer(app, 20.0, radius=30.0)
+    volunteer(app, 6.0, radius=5.0)  # out of their own radius
+    skilled_out = volunteer(app, 0.7, skills=["助学"])
+
+    posting_id = make_posting(app, coordinator)
+    assert run_alerts(app, posting_id) == 8
+    assert {n.user_id for n in _all_alerts(app)} == {a.id for a in ring_one} | {wide.id, widest.id, skilled_out.id}
+
+    monkeypatch.setattr(nearby, "PER_POSTING_LIMIT", 6)
+    tagged = make_posting(app, coordinator, title="需要助老", tags=["助老"])
+    told = run_alerts(app, tagged)
+    got = {n.user_id for n in _all_alerts(app) if n.data.get("posting_id") == str(tagged)}
+    assert told == 0 and got == set()  # nobody has the skill
+    untagged = make_posting(app, coordinator, title="第三个")
+    assert run_alerts(app, untagged) == 6
+    got = {n.user_id for n in _all_alerts(app) if n.data.get("posting_id") == str(untagged)}
+    assert got == {a.id for a in ring_one} | {skilled_out.id}  # the six nearest; 6 km and 20 km left out

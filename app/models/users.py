@@ -51,6 +51,9 @@ class Volunteer(Timestamped, Base):
         sa.CheckConstraint("energy_balance >= 0", name="energy_balance_not_negative"),
         sa.CheckConstraint("active_wish_claims >= 0", name="active_wish_claims_not_negative"),
         sa.Index("ix_volunteers_district_home", "district", "home_lat", "home_lng"),
+        # Nearby alerts (notifications/nearby.py): the volunteers around a point,
+        # nearest first, answered from the index alone on PostgreSQL.
+        sa.Index("ix_volunteers_home", "home_lat", "home_lng", postgresql_include=["push_radius_km", "user_id"]),
     )
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
