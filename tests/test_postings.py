@@ -81,8 +81,8 @@ WHO_MAY_POST = [
     ("coordinator", "wish", "org_id", 201, "open"),
     ("coordinator", "wish", None, 201, "pending_review"),
     ("admin", "wish", None, 201, "open"),
-    ("member", "wish", "org_id", 403, "coordinator_required"),
-    ("other_coordinator", "wish", "org_id", 403, "coordinator_required"),
+    ("member", "wish", "org_id", 201, "pending_review"),  # a resident's wish, routed to the org's review
+    ("other_coordinator", "wish", "org_id", 201, "pending_review"),
     ("resident", "project", None, 403, "coordinator_required"),
     ("volunteer", "project", None, 403, "coordinator_required"),
     ("member", "project", "org_id", 403, "coordinator_required"),
@@ -321,6 +321,23 @@ def test_who_may_not_review(app, client, world, reviewer, code, slug):
         assert resp.get_json()["error"] == slug
     with app.app_context():
         assert db.session.get(Posting, posting_id).status == "pending_review"
+
+
+def test_a_residents_wish_named_for_an_org_is_reviewed_by_its_coordinators(app, client, world):
+    """The org's coordinators review it even when the org sits in another district."""
+    resp = post(client, world["resident"], body_for("wish", world["far_org_id"], title="想学用智能手机"))
+    assert resp.status_code == 201
+    assert (resp.get_json()["status"], resp.get_json()["org"]["id"]) == ("pending_review", world["far_org_id"])
+    posting_id = resp.get_json()["id"]
+    assert client.get(f"/api/v1/postings/{posting_id}", headers=world["far_coordinator"].headers).status_code == 200
+    resp = client.post(f"/api/v1/postings/{posting_id}/approve", headers=world["far_coordinator"].headers)
+    assert resp.status_code == 200
+    assert resp.get_json()["status"] == "open"
+    # naming an org does not let a resident post for someone else
+    beneficiary = {"name": "王大爷"}
+    resp = post(client, world["resident"], body_for("wish", world["org_id"], beneficiary=beneficiary))
+    assert resp.status_code == 403
+    assert resp.get_json()["error"] == "coordinator_required"
 
 
 def test_reviewing_an_open_posting_is_a_conflict(client, world):

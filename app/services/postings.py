@@ -194,8 +194,13 @@ def _named_org(org_id: int | None) -> Org | None:
 
 
 def _check_poster(policy: KindPolicy, author: User, org: Org | None, for_org: bool, data: Mapping) -> None:
-    """403 unless ``author`` may post this kind (for ``org``)."""
-    if org is not None and not for_org:
+    """403 unless ``author`` may post this kind (for ``org``).
+
+    Anyone may name an org on a wish of their own: it then waits for that org's
+    coordinators (or the district's) to review it. Every other kind is posted
+    for an org only by its coordinators.
+    """
+    if org is not None and not for_org and policy.posted_by != ANYONE:
         raise Forbidden("coordinator_required")
     if policy.posted_by == COORDINATORS and org is None:
         if author.is_admin or coordinator_org_ids(author):
