@@ -219,8 +219,20 @@ def claim_posting(user: User, posting_id: int, message: str | None = None) -> Cl
             posting_id=posting_id,
             claim_id=claim.id,
         )
-    db.session.commit()
+    _commit_keeping_loaded()
     return claim
+
+
+def _commit_keeping_loaded() -> None:
+    """Commit without expiring what the session holds: the claim just written is
+    exactly what is returned, so reading it back would be a wasted round trip."""
+    session = db.session()
+    expire = session.expire_on_commit
+    session.expire_on_commit = False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = expire
 
 
 def _open_for_claims(posting_id: int, kind: str, now: datetime) -> list[sa.ColumnElement[bool]]:
