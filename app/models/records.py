@@ -19,6 +19,8 @@ class ServiceRecord(Base):
     __table_args__ = (
         sa.CheckConstraint("minutes >= 0", name="minutes_not_negative"),
         sa.Index("ix_service_records_volunteer_id_id", "volunteer_id", "id"),
+        # an org's records, newest first (GET /orgs/{id}/records)
+        sa.Index("ix_service_records_org_id_id", "org_id", "id"),
     )
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
