@@ -410,6 +410,12 @@ TRANSITIONS = [
     ("wish", "cancelled", "withdraw", "claimant", 409, "claim_not_active"),
     ("wish", "active", "withdraw", "poster", 403, "claimant_required"),
     ("project", "waitlisted", "withdraw", "claimant", 200, "withdrawn"),
+    ("project", "active", "withdraw", "claimant", 200, "withdrawn"),
+    ("charity", "active", "withdraw", "claimant", 200, "withdrawn"),
+    ("service", "active", "withdraw", "claimant", 200, "withdrawn"),
+    ("energy", "active", "withdraw", "claimant", 200, "withdrawn"),
+    ("service", "fulfilled", "withdraw", "claimant", 409, "claim_not_active"),
+    ("project", "confirmed", "withdraw", "claimant", 409, "claim_not_active"),
     ("project", "no_show", "withdraw", "claimant", 409, "claim_not_active"),
     ("energy", "confirmed", "withdraw", "claimant", 409, "claim_not_active"),
     # fulfil: the claimant of a wish from active; the provider of a service
@@ -454,6 +460,15 @@ TRANSITIONS = [
     ("charity", "active", "check-in", "claimant", 200, "active"),
     ("charity", "active", "check-in", "coordinator", 403, "claimant_required"),
     ("charity", "active", "check-out", "claimant", 409, "not_checked_in"),
+    ("project", "confirmed", "check-in", "claimant", 409, "claim_not_active"),
+    ("project", "no_show", "check-in", "claimant", 409, "claim_not_active"),
+    ("project", "withdrawn", "check-out", "claimant", 409, "claim_not_active"),
+    ("project", "waitlisted", "check-out", "claimant", 409, "claim_not_active"),
+    ("service", "active", "check-in", "claimant", 409, "wrong_claim_kind"),
+    ("project", "confirmed", "no-show", "coordinator", 409, "claim_not_active"),
+    ("energy", "active", "no-show", "coordinator", 409, "wrong_claim_kind"),
+    ("wish", "no_show", "confirm", "poster", 409, "claim_not_fulfilled"),
+    ("charity", "waitlisted", "fulfil", "claimant", 409, "wrong_claim_kind"),
 ]
 
 
