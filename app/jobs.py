@@ -30,9 +30,8 @@ import logging
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
@@ -173,11 +172,6 @@ def _batch_of(model, rule: Sequence[sa.ColumnElement[bool]], limit: int) -> sa.C
     return model.id.in_(sa.select(batch.c.id))
 
 
-def _notify_events(kind: str, events: Iterable[tuple[Sequence[int], str, dict[str, Any]]]) -> int:
-    """Queue one notification per (user ids, dedupe, context) event of a batch; returns the new rows."""
-    return notify_many(kind, events)
-
-
 def _stamp(value) -> str:
     return value.strftime("%Y%m%dT%H%M%SZ")
 
@@ -206,7 +200,7 @@ def _expire_batch(limit: int) -> int:
         .returning(Posting.id, Posting.author_id, Posting.title)
         .execution_options(synchronize_session=False)
     ).all()
-    _notify_events(
+    notify_many(
         "posting_expired",
         (
             ([author_id], f"posting:{posting_id}", {"title": title, "posting_id": posting_id})
@@ -233,7 +227,7 @@ def _warn_expiring_batch(limit: int) -> int:
         .returning(Posting.id, Posting.author_id, Posting.title, Posting.expires_at)
         .execution_options(synchronize_session=False)
     ).all()
-    _notify_events(
+    notify_many(
         "posting_expiring",
         (
             (
@@ -303,7 +297,7 @@ def _release_batch(limit: int, counts: Counter[str]) -> int:
             postings[row.id] = row
     # Sorted, so two batches touching the same volunteers lock them in one order.
     release_wish_slots(sorted(user_id for _, _, user_id in released))
-    _notify_events(
+    notify_many(
         "claim_released",
         (
             (
@@ -347,7 +341,7 @@ def _remind_due_batch(limit: int) -> int:
         .execution_options(synchronize_session=False)
     ).all()
     titles = _titles({posting_id for _, posting_id, _, _ in rows})
-    _notify_events(
+    notify_many(
         "claim_due_soon",
         (
             (
@@ -416,7 +410,7 @@ def _remind_event_batch(limit: int, stage: int, lead: timedelta, label: str) -> 
             sa.select(Posting.id, Posting.title, Posting.starts_at).where(Posting.id.in_({r.posting_id for r in rows}))
         )
     }
-    _notify_events(
+    notify_many(
         "event_reminder",
         (
             (
