@@ -39,6 +39,11 @@ A row ends as:
 
 Push is at-least-once: a dispatcher that dies after FCM accepted a message but
 before recording it sends that message again once its lease expires.
+
+``PUSH_LEASE_SECONDS`` (config, default 300) is the lease: longer than the
+slowest batch can take (500 messages in parallel, each at most a few
+FCM_TIMEOUT_SECONDS with the SDK's retries), short enough that a dead
+dispatcher's rows go out again within minutes.
 """
 
 from __future__ import annotations
