@@ -48,13 +48,12 @@ def _config_dict() -> dict:
 
 
 def _empty_tables() -> None:
-    tables = [t.name for t in reversed(db.metadata.sorted_tables)]
+    # DELETE, not TRUNCATE: on PostgreSQL a TRUNCATE of every table costs about
+    # 0.3 s per test, DELETE of a few rows a few milliseconds. Ids keep growing,
+    # so no test may assume an id.
     with db.engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-        else:
-            for name in tables:
-                conn.execute(sa.text(f"DELETE FROM {name}"))
+        for table in reversed(db.metadata.sorted_tables):
+            conn.execute(table.delete())
 
 
 @pytest.fixture
