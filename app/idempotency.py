@@ -150,6 +150,7 @@ def _store_response(response: Response) -> Response:
     try:
         # Whatever the view left uncommitted is not part of its outcome.
         db.session.rollback()
+        _without_flush_wait()
         if response.status_code >= 500 or response.status_code in _NOT_KEPT:
             _delete_key(row_id)
         else:
@@ -201,6 +202,7 @@ def _valid_key(key: str) -> bool:
 
 def _insert_key(user_id: int, key: str, fingerprint: str, now) -> int | None:
     try:
+        _without_flush_wait()
         row_id = db.session.execute(
             sa.insert(IdempotencyKey)
             .values(
@@ -218,6 +220,21 @@ def _insert_key(user_id: int, key: str, fingerprint: str, now) -> int | None:
     except IntegrityError:
         db.session.rollback()
         return None
+
+
+def _without_flush_wait() -> None:
+    """PostgreSQL: this transaction's commit does not wait for its WAL to reach
+    disk (``synchronous_commit`` off, for this transaction only).
+
+    The key rows are bookkeeping around the request's own transaction, which
+    commits synchronously and so flushes the WAL written before it — the key
+    row included. Only the stored answer can be lost, in a database crash
+    within a fraction of a second of the request; the row then stays unfinished
+    and a retry after ``LEASE`` runs again, where the claim's unique index and
+    state guards answer (409) instead of a replay. Two fsyncs a request saved.
+    """
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
 
 
 def _delete_key(row_id: int, *, created_at=None) -> None:
