@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from app import clock
 from app.extensions import db
-from app.models import Claim, EnergyEntry, IdempotencyKey, Posting, Volunteer
+from app.models import Claim, EnergyEntry, IdempotencyKey, Posting, ServiceRecord, Volunteer
 from tests.factories import make_org, make_posting, make_user, make_volunteer
 
 pytestmark = pytest.mark.usefixtures("postgres_only")
@@ -204,3 +204,39 @@ def test_claims_and_withdrawals_mixed_keep_the_counters_true(app):
     assert claimed == by_status.get("active", 0) == 10
     assert waitlisted == by_status.get("waitlisted", 0) == 14
     assert status == "full"
+
+
+def test_confirming_at_once_pays_once(app):
+    resident = make_user(app)
+    wish = make_posting(app, resident, kind="wish")
+    volunteer = make_volunteer(app)
+    client = app.test_client()
+    claim_id = client.post(f"/api/v1/postings/{wish}/claims", json={}, headers=volunteer.headers).get_json()["id"]
+    client.post(f"/api/v1/claims/{claim_id}/fulfil", json={"note": "好了", "minutes": 60}, headers=volunteer.headers)
+    calls = [("POST", f"/api/v1/claims/{claim_id}/confirm", resident.headers, {"rating": 5})] * 10
+    results = at_once(app, calls)
+    assert outcomes(results) == Counter({(200, "confirmed"): 1, (409, "claim_not_fulfilled"): 9})
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count(ServiceRecord.id))) == 1
+        row = db.session.execute(sa.select(Volunteer.credit_minutes, Volunteer.energy_balance)).one()
+    assert tuple(row) == (60, 15)
+
+
+def test_checking_in_and_out_at_once_counts_once(app):
+    org_id, coordinator = make_org(app)
+    start = clock.utcnow() + timedelta(minutes=10)
+    project = make_posting(
+        app, coordinator, kind="project", org_id=org_id, starts_at=start, ends_at=start + timedelta(hours=2)
+    )
+    volunteer = make_volunteer(app)
+    client = app.test_client()
+    claim_id = client.post(f"/api/v1/postings/{project}/claims", json={}, headers=volunteer.headers).get_json()["id"]
+    site = {"lat": 29.87, "lng": 121.55}
+    results = at_once(app, [("POST", f"/api/v1/claims/{claim_id}/check-in", volunteer.headers, site)] * 8)
+    assert outcomes(results) == Counter({(200, "active"): 1, (409, "already_checked_in"): 7})
+    clock.advance(timedelta(hours=1, minutes=5))
+    results = at_once(app, [("POST", f"/api/v1/claims/{claim_id}/check-out", volunteer.headers, site)] * 8)
+    assert outcomes(results) == Counter({(200, "confirmed"): 1, (409, "claim_not_active"): 7})
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count(ServiceRecord.id))) == 1
+        assert db.session.scalar(sa.select(Volunteer.credit_minutes)) == 60
