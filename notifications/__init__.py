@@ -16,6 +16,7 @@ A row is written ready for the dispatcher:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
@@ -140,19 +141,50 @@ def quiet_hours_end(now: datetime, tz: str | None, start: str | None, end: str |
 
 
 def insert_ignoring_duplicates(rows: list[dict]) -> int:
-    """INSERT … ON CONFLICT (dedupe_key) DO NOTHING on either database."""
+    """INSERT … ON CONFLICT (dedupe_key) DO NOTHING on either database; returns the rows written."""
     if not rows:
         return 0
-    dialect = db.session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+    if db.session.get_bind().dialect.name == "postgresql":
+        return _insert_unnest(rows)
+    from sqlalchemy.dialects.sqlite import insert
+
     stmt = insert(Notification).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(Notification.id)
     # Rows as executemany parameters, not .values(rows): SQLAlchemy then sends them
-    # as multi-row VALUES from one cached statement ("insertmanyvalues"), where a
-    # 1,000-row .values() would be compiled afresh each time (~0.7 s).
+    # as multi-row VALUES from one cached statement, where a 1,000-row .values()
+    # would be compiled afresh each time.
     return len(db.session.execute(stmt, rows).all())
+
+
+def _insert_unnest(rows: list[dict]) -> int:
+    """PostgreSQL: the rows as one array per column, ``INSERT … SELECT FROM unnest(…)``.
+
+    Eleven parameters instead of eleven per row: a 1,000-row multi-VALUES INSERT
+    spends most of its time in the driver turning 11,000 placeholders into
+    ``$n``; this form is about five times faster for a scheduler batch.
+    """
+    table = Notification.__table__
+    dialect = db.session.get_bind().dialect
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    params, arrays, values = {}, [], []
+    for i, name in enumerate(names):
+        column = table.c[name]
+        column_values = [row.get(name) for row in rows]
+        if isinstance(column.type, sa.JSON):
+            # JSON travels as text and is cast per element (there is no json[] input of dicts)
+            column_values = [None if v is None else json.dumps(v) for v in column_values]
+            arrays.append(f"CAST(:p{i} AS text[])")
+            values.append(f"CAST(c{i} AS json)")
+        else:
+            arrays.append(f"CAST(:p{i} AS {column.type.compile(dialect=dialect)}[])")
+            values.append(f"c{i}")
+        params[f"p{i}"] = column_values
+    aliases = ", ".join(f"c{i}" for i in range(len(names)))
+    stmt = sa.text(
+        f"INSERT INTO {table.name} ({', '.join(names)}) "
+        f"SELECT {', '.join(values)} FROM unnest({', '.join(arrays)}) AS batch({aliases}) "
+        "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
+    )
+    return len(db.session.execute(stmt, params).all())
 
 
 def _clip(text: str, size: int) -> str:
