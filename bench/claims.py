@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--contested", type=int, default=200, help="wishes every client tries in phase 3")
     parser.add_argument("--idempotency", action="store_true", help="send an Idempotency-Key with every claim")
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--db", default=DEFAULT_DB)
+    parser.add_argument("--db", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))
     args = parser.parse_args()
 
     url = database_url(args.db)
