@@ -84,6 +84,12 @@ class Config:
     PUSH_BACKEND = os.environ.get("PUSH_BACKEND", "log")
     FCM_ENDPOINT = os.environ.get("FCM_ENDPOINT", "https://fcm.googleapis.com")
     FIREBASE_CREDENTIALS = os.environ.get("FIREBASE_CREDENTIALS")
+    # One FCM request's timeout, and firebase-admin's own retries of 5xx answers.
+    FCM_TIMEOUT_SECONDS = float(os.environ.get("FCM_TIMEOUT_SECONDS") or 10)
+    FCM_SDK_RETRIES = env_int("FCM_SDK_RETRIES", 4)
+    FCM_SDK_BACKOFF_SECONDS = float(os.environ.get("FCM_SDK_BACKOFF_SECONDS") or 0.5)
+    # How long a dispatcher owns the rows it claimed before another may take them.
+    PUSH_LEASE_SECONDS = env_int("PUSH_LEASE_SECONDS", 300)
 
     SCHEDULER_EMBEDDED = env_bool("SCHEDULER_EMBEDDED", False)
     # Seconds between runs of each scheduler job (app/scheduler.py has the table),

@@ -90,11 +90,11 @@ class Posting(Timestamped, Base):
     reviewed_by: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
     reviewed_at: so.Mapped[datetime | None]
     cancel_reason: so.Mapped[str | None] = so.mapped_column(sa.String(500))
-    photo_urls: so.Mapped[list[str]] = so.mapped_column(sa.JSON, default=list)
-
     # The expires_at its poster was last warned about (posting_expiring, app/jobs.py);
     # a new deadline (the poster extended it) earns a new warning.
     expiry_warned_for: so.Mapped[datetime | None]
+    photo_urls: so.Mapped[list[str]] = so.mapped_column(sa.JSON, default=list)
+
     tags: so.Mapped[list[PostingTag]] = so.relationship(
         lazy="selectin", cascade="all, delete-orphan", order_by="PostingTag.position"
     )
