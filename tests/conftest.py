@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 
 import pytest
-import sqlalchemy as sa
 
 from app import clock, create_app
 from app.config import TestConfig, database_url
