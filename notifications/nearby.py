@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from app.clock import utcnow
 from app.extensions import db
 from app.geo import bounding_box, distance_km_sql
-from app.models import Notification, Posting, User, Volunteer
+from app.models import Claim, Notification, Posting, User, Volunteer
 from notifications import notify_each
 
 KIND = "nearby_posting"
@@ -56,13 +56,16 @@ def alert_nearby_volunteers(posting: Posting) -> int:
     _serialise_alerts()
     dedupe = f"posting:{posting.id}"
     tags = set(posting.tag_names)
+    # Whoever held a claim on it knows it already (a released claimant lost it
+    # for being overdue: "a wish near you" would be noise).
+    past_claimants = set(db.session.scalars(sa.select(Claim.user_id).where(Claim.posting_id == posting.id)))
     chosen: dict[int, dict] = {}
     reached = 0  # volunteers this wish has reached, earlier or now
     for page in _nearest_volunteers(posting):
         eligible = [
             (user_id, km, tz)
             for user_id, km, skills, tz, wants_alerts in page
-            if wants_alerts and (not tags or tags.intersection(skills or ()))
+            if wants_alerts and user_id not in past_claimants and (not tags or tags.intersection(skills or ()))
         ]
         if not eligible:
             continue

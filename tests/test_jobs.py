@@ -171,7 +171,7 @@ def test_expiry_warning_leaves_updated_at_alone(app):
 
 def test_overdue_claim_is_released_the_wish_reopens_and_both_are_told_once(app):
     poster = make_user(app)
-    volunteer = make_volunteer(app, home=None)
+    volunteer = make_volunteer(app)  # lives next to the wish too, but let it lapse
     neighbour = make_volunteer(app)  # lives next to the wish, alerts on
     wish = make_posting(app, poster, claim_ttl_hours=72)
     claim_id = claim(app, volunteer, wish)
@@ -193,7 +193,8 @@ def test_overdue_claim_is_released_the_wish_reopens_and_both_are_told_once(app):
     assert wish_allowance(app, volunteer) == 0
     data = {"kind": "claim_released", "posting_id": str(wish), "claim_id": str(claim_id)}
     assert sorted(notes(app, "claim_released")) == sorted([(poster.id, data), (volunteer.id, data)])
-    # Back on the board: the neighbour hears of it (微呼百应); the poster never does.
+    # Back on the board: the neighbour hears of it (微呼百应); the poster never
+    # does, nor the volunteer whose claim lapsed.
     assert [user_id for user_id, _ in notes(app, "nearby_posting")] == [neighbour.id]
 
     again = run(app, "release_overdue_claims")
