@@ -276,18 +276,23 @@ class ClaimCreateSchema(BaseSchema):
     message = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
 
 
+def _minutes_field(description: str) -> fields.Integer:
+    """Optional minutes of service in one day (0-1440)."""
+    return fields.Integer(
+        strict=True,
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(0, 1440),
+        metadata={"description": description},
+    )
+
+
 class ClaimFulfilSchema(BaseSchema):
     note = fields.String(required=True, validate=validate.Length(min=1, max=2000))
     photo_urls = fields.List(
         HttpsUrl(validate=validate.Length(max=500)), load_default=list, validate=validate.Length(max=9)
     )
-    minutes = fields.Integer(
-        strict=True,
-        load_default=None,
-        allow_none=True,
-        validate=validate.Range(0, 1440),
-        metadata={"description": "Time spent; credited rounded down to the half hour."},
-    )
+    minutes = _minutes_field("Time spent; credited rounded down to the half hour.")
 
 
 class ClaimConfirmSchema(BaseSchema):
@@ -298,13 +303,7 @@ class ClaimConfirmSchema(BaseSchema):
         metadata={"description": "1-5; required for a wish or a service."},
     )
     feedback = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
-    minutes = fields.Integer(
-        strict=True,
-        load_default=None,
-        allow_none=True,
-        validate=validate.Range(0, 1440),
-        metadata={"description": "A wish's credited time; defaults to what the volunteer reported."},
-    )
+    minutes = _minutes_field("A wish's credited time; defaults to what the volunteer reported.")
 
 
 class SiteLocationSchema(Location):

@@ -506,14 +506,19 @@ def fulfil_claim(
         notify_user = claim.user_id
     else:
         raise Conflict("wrong_claim_kind")
+    return _tell_and_commit(notify_user, "claim_fulfilled", posting, claim_id, volunteer=claim.user.display_name)
+
+
+def _tell_and_commit(user_id: int, kind: str, posting: Posting, claim_id: int, **context) -> Claim:
+    """The last step of a claim transition: queue its notification, commit both."""
     notify(
-        [notify_user],
-        "claim_fulfilled",
+        [user_id],
+        kind,
         dedupe=f"claim:{claim_id}",
         title=posting.title,
-        volunteer=claim.user.display_name,
         posting_id=posting.id,
         claim_id=claim_id,
+        **context,
     )
     db.session.commit()
     return db.session.get(Claim, claim_id)
@@ -604,16 +609,7 @@ def confirm_claim(
         tell = claim.user_id
     else:
         raise Conflict("wrong_claim_kind")
-    notify(
-        [tell],
-        "claim_confirmed",
-        dedupe=f"claim:{claim_id}",
-        title=posting.title,
-        posting_id=posting.id,
-        claim_id=claim_id,
-    )
-    db.session.commit()
-    return db.session.get(Claim, claim_id)
+    return _tell_and_commit(tell, "claim_confirmed", posting, claim_id)
 
 
 def _optional(value: int | None) -> sa.ColumnElement:
@@ -683,16 +679,7 @@ def check_out(user: User, claim_id: int, lat: float, lng: float) -> Claim:
         ended_at=max(ended, checked_in_at),
         recorded_by=posting.author_id,
     )
-    notify(
-        [user.id],
-        "claim_confirmed",
-        dedupe=f"claim:{claim_id}",
-        title=posting.title,
-        posting_id=posting.id,
-        claim_id=claim_id,
-    )
-    db.session.commit()
-    return db.session.get(Claim, claim_id)
+    return _tell_and_commit(user.id, "claim_confirmed", posting, claim_id)
 
 
 def mark_no_show(user: User, claim_id: int) -> Claim:
