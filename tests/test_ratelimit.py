@@ -272,3 +272,42 @@ def test_storage_uri_from_the_environment_is_used(tmp_path):
     result = _run_probe(tmp_path, RATELIMIT_ENABLED="1", RATELIMIT_STORAGE_URI="bogus://nowhere")
     assert result.returncode != 0
     assert "bogus" in result.stderr
+
+
+# --- Redis storage (production) -------------------------------------------------------
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture
+def redis_storage():
+    """A Redis database for the limiter's counters, emptied before and after."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError:
+        pytest.skip(f"needs Redis at {REDIS_URL} (.ci/run starts one)")
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+
+
+def test_counters_live_in_redis(limited, redis_storage):
+    """With RATELIMIT_STORAGE_URI=redis://… the budget is kept in Redis, where
+    every web process sees it: spent there, refused here."""
+    import redis
+
+    app = limited(phone="3/minute", RATELIMIT_STORAGE_URI=redis_storage)
+    make_user(app, phone="+8613812345678")
+    client = app.test_client()
+    for _ in range(3):
+        assert login(client).status_code == 401
+    assert_429(login(client))
+    store = redis.Redis.from_url(redis_storage)
+    keys = [key.decode() for key in store.keys("*")]
+    assert any("auth-phone" in key for key in keys), keys
+    # Another process finds the budget spent: clearing Redis gives it back.
+    store.flushdb()
+    assert login(client).status_code == 401
