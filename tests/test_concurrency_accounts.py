@@ -97,6 +97,27 @@ def test_same_id_number_from_many_accounts_registers_once(app, postgres_only):
         assert len(rows) == 1 and rows[0].volunteer_no == f"NB{rows[0].id:08d}"
 
 
+def test_one_account_registering_from_many_threads_gets_one_volunteer_row(app, postgres_only):
+    """A double tap on "register": every request succeeds and updates one row,
+    none is told its own ID number is taken."""
+    account = make_user(app)
+
+    def volunteer(client, i):
+        resp = client.put(
+            "/api/v1/me/volunteer",
+            headers=account.headers,
+            json={"real_name": "陈晓", "id_number": "330203199001011236", "district": "haishu", "skills": [f"s{i}"]},
+        )
+        return resp.status_code, resp.get_json().get("volunteer_no")
+
+    results = race(app, 8, volunteer)
+    with app.app_context():
+        rows = db.session.scalars(sa.select(Volunteer)).all()
+        assert len(rows) == 1
+        assert rows[0].user_id == account.id
+        assert Counter(results) == {(200, rows[0].volunteer_no): 8}
+
+
 def test_one_refresh_token_spent_by_many_threads_wins_once(app, postgres_only):
     """Two devices presenting one refresh token at once: one rotation wins; the
     others count as reuse and the family is revoked (stolen-token rule)."""

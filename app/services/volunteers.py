@@ -34,26 +34,36 @@ def register_volunteer(user: User, data: dict) -> Volunteer:
     if data["district"] not in current_app.config["DISTRICTS"]:
         raise Invalid("district", "unknown district")
 
-    volunteer = user.volunteer
-    if volunteer is None:
-        volunteer = Volunteer(user_id=user.id, registered_at=utcnow())
-        db.session.add(volunteer)
+    # Two first registrations of one account can race (a double tap): the
+    # loser's INSERT hits the unique user_id, and it retries as an update of
+    # the winner's row. Any other unique violation is the ID number's.
+    for attempt in range(2):
+        volunteer = user.volunteer
+        if volunteer is None:
+            volunteer = Volunteer(user_id=user.id, registered_at=utcnow())
+            db.session.add(volunteer)
+        _apply(volunteer, data, number, born)
+        try:
+            db.session.flush()
+            if volunteer.volunteer_no is None:
+                # Assigned once, from the row id: stable, unique, never reused.
+                volunteer.volunteer_no = f"NB{volunteer.id:08d}"
+            db.session.commit()
+            return volunteer
+        except IntegrityError:
+            db.session.rollback()
+            if attempt or user.volunteer is None:
+                break
+    raise Conflict("id_number_taken")
+
+
+def _apply(volunteer: Volunteer, data: dict, number: str, born) -> None:
     volunteer.id_hash = id_number_hash(number)
     volunteer.id_masked = mask_id_number(number)
     volunteer.birth_date = born
     for field in VOLUNTEER_FIELDS:
         if field in data and data[field] is not None:
             setattr(volunteer, field, data[field])
-    home = data.get("home")
     if "home" in data:
+        home = data["home"]
         volunteer.home_lat, volunteer.home_lng = (home["lat"], home["lng"]) if home else (None, None)
-    try:
-        db.session.flush()
-        if volunteer.volunteer_no is None:
-            # Assigned once, from the row id: stable, unique, never reused.
-            volunteer.volunteer_no = f"NB{volunteer.id:08d}"
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        raise Conflict("id_number_taken") from None
-    return volunteer
