@@ -159,6 +159,9 @@ def test_claim_needs_a_token(client, app, world):
     wish = make_posting(app, world["resident"], kind="wish")
     resp = client.post(f"/api/v1/postings/{wish}/claims", json={})
     assert resp.status_code == 401
+    assert resp.get_json()["error"] == "authorization_required"
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(Claim)) == 0
 
 
 def test_claim_body_is_validated(app, client, world):
@@ -168,6 +171,7 @@ def test_claim_body_is_validated(app, client, world):
     assert "message" in resp.get_json()["errors"]["json"]
     resp = claim(client, world["alice"], wish, surprise=1)
     assert resp.status_code == 422
+    assert resp.get_json()["errors"]["json"] == {"surprise": ["Unknown field."]}
 
 
 def test_active_wish_claim_limit(app, client, world):

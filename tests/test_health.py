@@ -71,5 +71,7 @@ def test_readyz_recovers_after_a_failure(app, client, monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(sqlalchemy.orm.Session, "execute", flaky)
-    assert client.get("/readyz").status_code == 503
-    assert client.get("/readyz").status_code == 200
+    failed = client.get("/readyz")
+    assert (failed.status_code, failed.get_json()["error"]) == (503, "service_unavailable")
+    recovered = client.get("/readyz")
+    assert (recovered.status_code, recovered.get_json()) == (200, {"status": "ok"})

@@ -382,6 +382,7 @@ def test_reject_with_a_reason(app, client, world):
 def test_review_of_an_unknown_posting_is_404(client, world):
     resp = client.post("/api/v1/postings/2000000000/approve", headers=world["admin"].headers)
     assert resp.status_code == 404
+    assert resp.get_json()["error"] == "not_found"
 
 
 # --- visibility ---------------------------------------------------------------------

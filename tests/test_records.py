@@ -374,6 +374,10 @@ def test_honor_hours_body_is_validated(app, client, body):
     org_id, coordinator = make_org(app)
     resp = client.post(f"/api/v1/orgs/{org_id}/records", json=body, headers=coordinator.headers)
     assert resp.status_code == 422
+    assert resp.get_json()["error"] == "validation_error"
+    assert resp.get_json()["errors"]
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(ServiceRecord)) == 0
 
 
 def test_honor_hours_only_from_the_orgs_coordinators(app, client):
