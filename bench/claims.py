@@ -48,10 +48,10 @@ from flask_jwt_extended import create_access_token  # noqa: E402
 
 from app import create_app  # noqa: E402
 from app.clock import utcnow  # noqa: E402
-from app.config import database_url  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.models import Claim, Posting, User, Volunteer  # noqa: E402
 from app.services.accounts import hash_password  # noqa: E402
+from bench.dbsetup import ensure_database  # noqa: E402
 
 DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/yz_bench_d"
 SECRET = "bench-secret-key-that-is-long-enough-for-hs256"
@@ -72,8 +72,7 @@ def main() -> None:
     parser.add_argument("--db", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))
     args = parser.parse_args()
 
-    url = database_url(args.db)
-    ensure_database(args.db)
+    url = ensure_database(args.db, fresh=True)
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": SECRET, "JWT_SECRET_KEY": SECRET})
     print(f"seeding {args.db} ...", flush=True)
     world = seed(app, args)
@@ -112,15 +111,6 @@ def main() -> None:
 
 
 # --- setup ----------------------------------------------------------------------------
-
-
-def ensure_database(url: str) -> None:
-    base, name = url.rsplit("/", 1)
-    engine = sa.create_engine(database_url(base + "/postgres"), isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
 
 
 def seed(app, args) -> dict:

@@ -28,22 +28,11 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app import create_app, jobs  # noqa: E402
-from app.config import database_url  # noqa: E402
 from app.extensions import db  # noqa: E402
+from bench.dbsetup import ensure_database  # noqa: E402
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/yz_bench_s"
 AUTHORS = 20_000
-
-
-def ensure_database(url: str) -> None:
-    engine = sa.create_engine(url)
-    name = engine.url.database
-    admin = sa.create_engine(engine.url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        if not conn.scalar(sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}):
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    engine.dispose()
 
 
 def load(conn: sa.Connection, postings: int, expired: int) -> None:
@@ -103,8 +92,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1000)
     args = parser.parse_args()
 
-    url = database_url(os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
-    ensure_database(url)
+    url = ensure_database(os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SCHEDULER_EMBEDDED": False, "PUSH_BACKEND": "log"})
     with app.app_context():
         engine = db.engine

@@ -40,27 +40,16 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app import create_app  # noqa: E402
-from app.config import database_url  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.models.postings import GEOCELL_DEG  # noqa: E402
 from app.services.feed import Near, list_postings  # noqa: E402
+from bench.dbsetup import ensure_database  # noqa: E402
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/yz_bench_p"
 AUTHORS = 10_000
 CENTRE = (29.87, 121.55)
 CITY = (29.2, 30.35, 121.0, 122.0)  # min lat, max lat, min lng, max lng
 SIGMA_DEG = 0.08
-
-
-def ensure_database(url: str) -> None:
-    engine = sa.create_engine(url)
-    name = engine.url.database
-    admin = sa.create_engine(engine.url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        if not conn.scalar(sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}):
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    engine.dispose()
 
 
 def load(conn: sa.Connection, postings: int) -> None:
@@ -272,8 +261,7 @@ def main() -> None:
     parser.add_argument("--reload", action="store_true", help="rebuild the table even if it is full")
     args = parser.parse_args()
 
-    url = database_url(os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
-    ensure_database(url)
+    url = ensure_database(os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "TESTING": True, "RATELIMIT_ENABLED": False})
     with app.app_context():
         have = 0

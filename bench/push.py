@@ -48,6 +48,7 @@ from google.auth.transport.requests import AuthorizedSession  # noqa: E402
 from app import create_app  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.models import Device, Notification, User  # noqa: E402
+from bench.dbsetup import ensure_database  # noqa: E402
 from notifications import notify_each  # noqa: E402
 from notifications.dispatch import dispatch_until_empty  # noqa: E402
 from notifications.senders import PushMessage, PushResult  # noqa: E402
@@ -72,7 +73,7 @@ def main() -> None:
     try:
         app = create_app(
             {
-                "SQLALCHEMY_DATABASE_URI": prepare_database(args.db),
+                "SQLALCHEMY_DATABASE_URI": ensure_database(args.db),
                 "PUSH_BACKEND": "fcm",
                 "FCM_ENDPOINT": fake["url"],
                 "FIREBASE_CREDENTIALS": json.dumps(fake["service_account"]),
@@ -189,21 +190,6 @@ def start_fake() -> tuple[subprocess.Popen, dict]:
 def fake_stats(fake: dict) -> dict:
     with urllib.request.urlopen(fake["url"] + "/_fake/stats", timeout=10) as resp:
         return json.loads(resp.read())
-
-
-def prepare_database(url: str) -> str:
-    """Create the PostgreSQL database if it is missing; returns the SQLAlchemy URL."""
-    from app.config import database_url
-
-    url = database_url(url)
-    if url.startswith("postgresql"):
-        name = url.rsplit("/", 1)[1]
-        admin = sa.create_engine(url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            if not conn.scalar(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}):
-                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
-    return url
 
 
 def seed(n: int) -> float:
