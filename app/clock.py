@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+# The zone when neither the user nor DEFAULT_TIMEZONE names a valid one.
+FALLBACK_TIMEZONE = "Asia/Shanghai"
 
 _offset = timedelta(0)
 _frozen: datetime | None = None
@@ -47,3 +51,33 @@ def isoformat(value: datetime | None) -> str | None:
     if value is None:
         return None
     return as_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def default_timezone() -> str:
+    """``DEFAULT_TIMEZONE`` of the running app (Asia/Shanghai outside one)."""
+    from flask import current_app, has_app_context
+
+    if has_app_context():
+        return current_app.config.get("DEFAULT_TIMEZONE") or FALLBACK_TIMEZONE
+    return FALLBACK_TIMEZONE
+
+
+def zone(name: str | None = None) -> ZoneInfo:
+    """The zone ``name`` (a user's own), else ``DEFAULT_TIMEZONE``, else Asia/Shanghai.
+
+    The one place a time zone is chosen: quiet hours, "today", months of a
+    summary and the times shown in notifications all come through here.
+    """
+    for candidate in (name, default_timezone(), FALLBACK_TIMEZONE):
+        if candidate:
+            try:
+                return ZoneInfo(candidate)
+            except (ZoneInfoNotFoundError, ValueError):
+                continue
+    return ZoneInfo(FALLBACK_TIMEZONE)
+
+
+def local_midnight(now: datetime, tz: str | None = None) -> datetime:
+    """The start of ``now``'s day in the zone ``tz`` (see :func:`zone`)."""
+    local_zone = zone(tz)
+    return datetime.combine(now.astimezone(local_zone).date(), time(0), tzinfo=local_zone)

@@ -103,6 +103,10 @@ class Config:
 
     # Open wish claims (status active) one volunteer may hold at once.
     ACTIVE_WISH_CLAIM_LIMIT = env_int("ACTIVE_WISH_CLAIM_LIMIT", 3)
+    # A fulfilled claim nobody confirms is confirmed by the scheduler after this many days.
+    AUTO_CONFIRM_DAYS = env_int("AUTO_CONFIRM_DAYS", 7)
+    # An event's claims are settled this many hours after its end (checked out, no-show).
+    EVENT_SETTLE_HOURS = env_int("EVENT_SETTLE_HOURS", 24)
 
     API_TITLE = "甬·志愿 API"
     API_VERSION = "v1"

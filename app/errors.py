@@ -74,6 +74,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "event_not_ended": ("活动尚未结束", "The activity has not ended yet."),
     "event_ended": ("活动已结束", "The activity has ended."),
     "not_org_volunteer": ("该用户不是本组织的志愿者", "This user is not a volunteer of the organisation."),
+    "own_claim": ("不能确认自己的服务", "You cannot confirm your own work."),
+    "own_record": ("不能给自己记录时长", "You cannot award hours to yourself."),
+    "own_verification": ("不能核验自己的身份", "You cannot verify your own identity."),
+    "minutes_above_reported": ("确认时长不能超过志愿者填报的时长", "The minutes may be lowered, not raised."),
     "idempotency_key_reused": (
         "该幂等键已用于另一个不同的请求",
         "This Idempotency-Key was already used for a different request.",

@@ -1,9 +1,14 @@
-"""Great-circle distance in Python and in SQL, and the index ranges of a radius query.
+"""One Earth model: great-circle distance in Python and in SQL, bounding boxes and geocells.
 
 A radius query never scans a table: it becomes a short list of ``geocell``
-values (``app.models.postings``) looked up in an index, then a bounding box,
-then the exact haversine distance on the few rows left. The SQL distance is the same formula on both
-databases, so what is filtered, sorted and paged on is one deterministic value.
+values (a column of ``postings``) looked up in an index, then a bounding box,
+then the exact haversine distance on the few rows left. The SQL distance is the
+same formula on both databases, so what is filtered, sorted and paged on is one
+deterministic value. The box and the cells are derived from the same sphere as
+the distance (``EARTH_RADIUS_KM``), with a small margin, so that a point the
+distance puts inside the radius is never cut off by the box.
+
+This module imports nothing of the app: models use it too.
 """
 
 from __future__ import annotations
@@ -13,10 +18,16 @@ import sqlite3
 
 import sqlalchemy as sa
 
-from app.models.postings import geocells_covering
-
 EARTH_RADIUS_KM = 6371.0088  # mean radius (IUGG)
-KM_PER_DEG_LAT = 111.32
+# Kilometres per degree of latitude on that sphere (about 111.195).
+KM_PER_DEG_LAT = EARTH_RADIUS_KM * math.pi / 180
+# The box is a prefilter: widened by this fraction so rounding never drops a rim point.
+_BOX_MARGIN = 1e-6
+
+# Geocells: a fixed grid of GEOCELL_DEG degrees. A radius query turns into a
+# short list of cells, each an index range, so it never scans the table.
+GEOCELL_DEG = 0.02
+_GEOCELL_STRIDE = 100_000
 
 
 def haversine_km(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
@@ -44,11 +55,32 @@ def distance_km_sql(lat_col, lng_col, lat: float, lng: float) -> sa.ColumnElemen
 
 def bounding_box(lat: float, lng: float, radius_km: float) -> tuple[float, float, float, float]:
     """(min_lat, max_lat, min_lng, max_lng) of a box that contains the circle."""
-    dlat = radius_km / KM_PER_DEG_LAT
+    reach = radius_km * (1 + _BOX_MARGIN)
+    dlat = reach / KM_PER_DEG_LAT
     # The widest part of the circle is at the latitude closest to a pole.
     far_lat = min(abs(lat) + dlat, 89.9)
-    dlng = radius_km / (KM_PER_DEG_LAT * max(math.cos(math.radians(far_lat)), 0.01))
+    dlng = reach / (KM_PER_DEG_LAT * max(math.cos(math.radians(far_lat)), 0.01))
     return lat - dlat, lat + dlat, lng - dlng, lng + dlng
+
+
+def geocell_index(lat: float, lng: float) -> tuple[int, int]:
+    return math.floor((lat + 90) / GEOCELL_DEG), math.floor((lng + 180) / GEOCELL_DEG)
+
+
+def geocell_for(lat: float | None, lng: float | None) -> int | None:
+    """The cell of a point (None without one): the value stored in ``postings.geocell``."""
+    if lat is None or lng is None:
+        return None
+    row, col = geocell_index(lat, lng)
+    return row * _GEOCELL_STRIDE + col
+
+
+def geocells_covering(lat: float, lng: float, radius_km: float) -> list[int]:
+    """The cells of the bounding box of a circle (a superset of the circle)."""
+    min_lat, max_lat, min_lng, max_lng = bounding_box(lat, lng, radius_km)
+    row0, col0 = geocell_index(max(min_lat, -90), max(min_lng, -180))
+    row1, col1 = geocell_index(min(max_lat, 90), min(max_lng, 180))
+    return [row * _GEOCELL_STRIDE + col for row in range(row0, row1 + 1) for col in range(col0, col1 + 1)]
 
 
 def within_radius(lat_col, lng_col, geocell_col, lat: float, lng: float, radius_km: float) -> sa.ColumnElement[bool]:

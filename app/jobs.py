@@ -1,8 +1,11 @@
 """Scheduler jobs (定时任务): plain, idempotent, set-based functions.
 
-A job needs an app context (the scheduler's wrapper or ``flask jobs run``
-gives it one) and nothing from a request. It works in bounded batches; one
-batch is one transaction that
+The rules of how postings and claims end live in the services
+(``app.services.postings.ending``, ``app.services.claims.deadlines``,
+``…finishing.auto_confirm``, ``…reminders``); a job here only runs them in
+bounded batches. A job needs an app context (the scheduler's wrapper or
+``flask jobs run`` gives it one) and nothing from a request. One batch is one
+transaction that
 
 1. takes the job's lease: on PostgreSQL ``pg_try_advisory_xact_lock`` on a
    stable per-job key, so two scheduler processes never work one job at the
@@ -17,10 +20,6 @@ batch is one transaction that
 A run ends when a batch comes back short (nothing left), when its time budget
 is spent, or when a stop was requested (SIGTERM): the batch in flight commits
 or rolls back whole. Each run logs one line with its counts and duration.
-
-The reminders remember what they sent on the row itself
-(``Posting.expiry_warned_for``, ``Claim.due_reminded_at``,
-``Claim.reminder_stage``), so a run never rescans events it already handled.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
@@ -38,27 +37,18 @@ from flask import current_app
 
 from app.clock import utcnow
 from app.extensions import db
-from app.models import Claim, Device, IdempotencyKey, Notification, Posting, RefreshToken
-from app.services.claims import release_wish_slots
-from notifications import notify_many
+from app.models import Device, IdempotencyKey, Notification, RefreshToken
+from app.services.batches import batch_of
+from app.services.claims import deadlines, finishing, reminders
+from app.services.postings import ending
 from notifications.dispatch import current_sender, dispatch_pending
-from notifications.nearby import alert_nearby_volunteers
 
 log = logging.getLogger(__name__)
 
-EXPIRY_WARNING = timedelta(hours=24)  # posting_expiring this long before expires_at
-DUE_WARNING = timedelta(hours=24)  # claim_due_soon this long before due_at
-# (stage, lead time, label) of the event reminders, the nearest first
-EVENT_REMINDERS = ((2, timedelta(hours=1), "1h"), (1, timedelta(hours=24), "24h"))
 DISPATCH_BATCH_SIZE = 500
 IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
 DEVICE_IDLE_TTL = timedelta(days=270)
 READ_NOTIFICATION_TTL = timedelta(days=180)
-
-# A posting expires while nobody holds it: still in review, or open and unclaimed.
-EXPIRABLE_STATUSES = ("open", "pending_review")
-EVENT_KINDS = ("project", "charity")
-EVENT_LIVE_STATUSES = ("open", "full")
 
 JobResult = dict[str, int]
 
@@ -150,283 +140,73 @@ class _Run:
         return moved
 
 
-def _batch_of(model, rule: Sequence[sa.ColumnElement[bool]], limit: int) -> sa.ColumnElement[bool]:
-    """``id IN (up to limit ids matching rule)``, rows another batch holds skipped.
-
-    Callers repeat the rule in the outer statement, so a row changed since the
-    subquery saw it is re-checked against its latest version.
-    """
-    ids = sa.select(model.id).where(*rule).limit(limit)
-    if db.session.get_bind().dialect.name != "postgresql":
-        # SQLite: no row locks, one writer, and an uncorrelated IN list built once.
-        # (Not a CTE: sqlite3 opens no transaction for a statement starting with WITH.)
-        return model.id.in_(ids.correlate(None).scalar_subquery())
-    # PostgreSQL: the ids come from a materialised CTE. As a plain ``IN (SELECT …
-    # LIMIT n FOR UPDATE SKIP LOCKED)`` the subquery may be rescanned per candidate
-    # row, skip the rows this very statement just updated, and so move more than n.
-    batch = (
-        ids.with_for_update(skip_locked=True)
-        .cte(f"{model.__tablename__}_batch")
-        .prefix_with("MATERIALIZED", dialect="postgresql")
-    )
-    return model.id.in_(sa.select(batch.c.id))
-
-
-def _stamp(value) -> str:
-    return value.strftime("%Y%m%dT%H%M%SZ")
-
-
 # --- expire_postings ---------------------------------------------------------------------------------------------
 
 
 def expire_postings(*, batch_size: int | None = None, time_budget: float | None = None) -> JobResult:
-    """Postings nobody holds (``open`` and unclaimed, or still ``pending_review``) past
-    ``expires_at`` become ``expired`` and their poster is told (``posting_expired``).
-    Within 24 h of ``expires_at`` the poster is warned once per deadline
-    (``posting_expiring``); extending ``expires_at`` earns a new warning later."""
-    with _Run("expire_postings", ("expired", "warned"), batch_size, time_budget, lease=True) as run:
-        run.drain("expired", _expire_batch)
-        run.drain("warned", _warn_expiring_batch)
+    """Every posting ends: events, services and rewards past ``ends_at`` are
+    ``closed``; postings past ``expires_at`` that nothing live holds are ``expired``
+    (poster told); posters are warned 24 h before ``expires_at``, once per deadline."""
+    with _Run("expire_postings", ("closed", "expired", "warned"), batch_size, time_budget, lease=True) as run:
+        run.drain("closed", ending.close_ended)
+        run.drain("expired", ending.expire_due)
+        run.drain("warned", ending.warn_expiring)
     return run.result
-
-
-def _expire_batch(limit: int) -> int:
-    now = utcnow()
-    rule = (Posting.status.in_(EXPIRABLE_STATUSES), Posting.expires_at < now, Posting.claimed_count == 0)
-    rows = db.session.execute(
-        sa.update(Posting)
-        .where(_batch_of(Posting, rule, limit), *rule)
-        .values(status="expired", updated_at=now)
-        .returning(Posting.id, Posting.author_id, Posting.title)
-        .execution_options(synchronize_session=False)
-    ).all()
-    notify_many(
-        "posting_expired",
-        (
-            ([author_id], f"posting:{posting_id}", {"title": title, "posting_id": posting_id})
-            for posting_id, author_id, title in rows
-        ),
-    )
-    return len(rows)
-
-
-def _warn_expiring_batch(limit: int) -> int:
-    now = utcnow()
-    rule = (
-        Posting.status.in_(EXPIRABLE_STATUSES),
-        Posting.claimed_count == 0,
-        Posting.expires_at >= now,
-        Posting.expires_at <= now + EXPIRY_WARNING,
-        sa.or_(Posting.expiry_warned_for.is_(None), Posting.expiry_warned_for != Posting.expires_at),
-    )
-    rows = db.session.execute(
-        sa.update(Posting)
-        .where(_batch_of(Posting, rule, limit), *rule)
-        # A marker, not an edit: updated_at stays as the poster left it.
-        .values(expiry_warned_for=Posting.expires_at, updated_at=Posting.updated_at)
-        .returning(Posting.id, Posting.author_id, Posting.title, Posting.expires_at)
-        .execution_options(synchronize_session=False)
-    ).all()
-    notify_many(
-        "posting_expiring",
-        (
-            (
-                [author_id],
-                f"posting:{posting_id}:{_stamp(expires_at)}",
-                {"title": title, "posting_id": posting_id, "when": expires_at},
-            )
-            for posting_id, author_id, title, expires_at in rows
-        ),
-    )
-    return len(rows)
 
 
 # --- release_overdue_claims --------------------------------------------------------------------------------------
 
+CLAIM_COUNTERS = (
+    "released",
+    "reopened",
+    "reminded",
+    "checked_out",
+    "no_show",
+    "waitlist_cancelled",
+    "bookings_released",
+    "auto_confirmed",
+)
+
 
 def release_overdue_claims(*, batch_size: int | None = None, time_budget: float | None = None) -> JobResult:
-    """Active wish claims past ``due_at`` become ``released``: the wish is ``open`` again
-    (and again eligible for nearby alerts), the volunteer gets the claim allowance
-    back, and both the poster and the volunteer are told (``claim_released``).
-    Within 24 h of ``due_at`` the volunteer is reminded once (``claim_due_soon``)."""
-    with _Run(
-        "release_overdue_claims", ("released", "reopened", "reminded"), batch_size, time_budget, lease=True
-    ) as run:
-        run.drain("released", lambda limit: _release_batch(limit, run.counts))
-        run.drain("reminded", _remind_due_batch)
+    """Every claim ends: active claims past ``due_at`` are ``released`` (the wish
+    reopens, or expires if its own deadline passed; both sides told) and their
+    claimants reminded 24 h before; events are settled ``EVENT_SETTLE_HOURS``
+    after their end (checked in → checked out at the end, never came → no_show,
+    still waiting → cancelled; a service's bookings never done → released);
+    fulfilled claims nobody confirmed within ``AUTO_CONFIRM_DAYS`` are confirmed."""
+    with _Run("release_overdue_claims", CLAIM_COUNTERS, batch_size, time_budget, lease=True) as run:
+
+        def release(limit: int) -> int:
+            released, reopened = deadlines.release_overdue(limit)
+            run.counts["reopened"] += reopened
+            return released
+
+        run.drain("released", release)
+        run.drain("reminded", reminders.remind_due)
+        run.drain("checked_out", deadlines.settle_checked_in)
+        run.drain("no_show", deadlines.settle_no_shows)
+        run.drain("waitlist_cancelled", deadlines.settle_waitlist)
+        run.drain("bookings_released", deadlines.release_unfinished_bookings)
+        run.drain("auto_confirmed", finishing.auto_confirm)
     return run.result
-
-
-def _release_batch(limit: int, counts: Counter[str]) -> int:
-    now = utcnow()
-    rule = (Claim.status == "active", Claim.kind == "wish", Claim.due_at < now)
-    # The claims service locks a posting before its claims; so does this batch, or a
-    # volunteer withdrawing right now could deadlock with it. Postings a request is
-    # busy with are left for the next run (SKIP LOCKED).
-    overdue = sa.select(Claim.posting_id).where(*rule).limit(limit).scalar_subquery()
-    posting_ids = db.session.scalars(
-        sa.select(Posting.id).where(Posting.id.in_(overdue)).order_by(Posting.id).with_for_update(skip_locked=True)
-    ).all()
-    if not posting_ids:
-        return 0
-    released = db.session.execute(
-        sa.update(Claim)
-        .where(Claim.posting_id.in_(posting_ids), *rule)
-        .values(status="released", ended_at=now, updated_at=now)
-        .returning(Claim.id, Claim.posting_id, Claim.user_id)
-        .execution_options(synchronize_session=False)
-    ).all()
-    if not released:
-        return 0
-    by_count: dict[int, list[int]] = defaultdict(list)
-    for posting_id, count in Counter(posting_id for _, posting_id, _ in released).items():
-        by_count[count].append(posting_id)
-    postings = {}
-    for count, posting_ids in by_count.items():
-        for row in db.session.execute(
-            sa.update(Posting)
-            .where(Posting.id.in_(posting_ids))
-            .values(
-                claimed_count=sa.case((Posting.claimed_count >= count, Posting.claimed_count - count), else_=0),
-                status=sa.case((Posting.status.in_(("claimed", "full")), "open"), else_=Posting.status),
-                updated_at=now,
-            )
-            .returning(Posting.id, Posting.author_id, Posting.title, Posting.status, Posting.expires_at)
-            .execution_options(synchronize_session=False)
-        ):
-            postings[row.id] = row
-    # Sorted, so two batches touching the same volunteers lock them in one order.
-    release_wish_slots(sorted(user_id for _, _, user_id in released))
-    notify_many(
-        "claim_released",
-        (
-            (
-                [postings[posting_id].author_id, user_id],
-                f"claim:{claim_id}",
-                {"title": postings[posting_id].title, "posting_id": posting_id, "claim_id": claim_id},
-            )
-            for claim_id, posting_id, user_id in released
-            if posting_id in postings
-        ),
-    )
-    reopened = [p.id for p in postings.values() if p.status == "open" and (p.expires_at is None or p.expires_at > now)]
-    counts["reopened"] += len(reopened)
-    _alert_reopened(reopened)
-    return len(released)
-
-
-def _alert_reopened(posting_ids: list[int]) -> None:
-    """A wish back on the board is news again for the volunteers nearby (微呼百应)."""
-    if not posting_ids:
-        return
-    reopened = sa.select(Posting).where(Posting.id.in_(posting_ids)).order_by(Posting.id)
-    for posting in db.session.scalars(reopened.execution_options(populate_existing=True)):
-        alert_nearby_volunteers(posting)
-
-
-def _remind_due_batch(limit: int) -> int:
-    now = utcnow()
-    rule = (
-        Claim.status == "active",
-        Claim.kind == "wish",
-        Claim.due_at >= now,
-        Claim.due_at <= now + DUE_WARNING,
-        Claim.due_reminded_at.is_(None),
-    )
-    rows = db.session.execute(
-        sa.update(Claim)
-        .where(_batch_of(Claim, rule, limit), *rule)
-        .values(due_reminded_at=now, updated_at=Claim.updated_at)
-        .returning(Claim.id, Claim.posting_id, Claim.user_id, Claim.due_at)
-        .execution_options(synchronize_session=False)
-    ).all()
-    titles = _titles({posting_id for _, posting_id, _, _ in rows})
-    notify_many(
-        "claim_due_soon",
-        (
-            (
-                [user_id],
-                f"claim:{claim_id}",
-                {"title": titles.get(posting_id), "posting_id": posting_id, "claim_id": claim_id, "when": due_at},
-            )
-            for claim_id, posting_id, user_id, due_at in rows
-        ),
-    )
-    return len(rows)
-
-
-def _titles(posting_ids: set[int]) -> dict[int, str]:
-    if not posting_ids:
-        return {}
-    return dict(db.session.execute(sa.select(Posting.id, Posting.title).where(Posting.id.in_(posting_ids))).all())
 
 
 # --- remind_upcoming ---------------------------------------------------------------------------------------------
 
 
 def remind_upcoming(*, batch_size: int | None = None, time_budget: float | None = None) -> JobResult:
-    """Volunteers with an active place on a project or charity (微项目/微公益) are reminded
+    """Volunteers with an active place on an event (微项目/微公益) are reminded
     (``event_reminder``) 24 h and again 1 h before it starts, once each; someone who
     signs up later gets the reminders still due, never one for a window already past."""
-    with _Run("remind_upcoming", ("reminded_24h", "reminded_1h"), batch_size, time_budget, lease=True) as run:
-        for stage, lead, label in EVENT_REMINDERS:
+    counters = tuple(f"reminded_{label}" for _, _, label in reversed(reminders.EVENT_REMINDERS))
+    with _Run("remind_upcoming", counters, batch_size, time_budget, lease=True) as run:
+        for stage, lead, label in reminders.EVENT_REMINDERS:
             run.drain(
                 f"reminded_{label}",
-                lambda limit, stage=stage, lead=lead, label=label: _remind_event_batch(limit, stage, lead, label),
+                lambda limit, stage=stage, lead=lead, label=label: reminders.remind_event(limit, stage, lead, label),
             )
     return run.result
-
-
-def _remind_event_batch(limit: int, stage: int, lead: timedelta, label: str) -> int:
-    now = utcnow()
-    # Each stage owns its own window, so a claim inside the last hour never gets the 24-hour text.
-    nearer = [s_lead for s, s_lead, _ in EVENT_REMINDERS if s > stage]
-    window_start = now + max(nearer) if nearer else now
-    events = sa.select(Posting.id).where(
-        Posting.kind.in_(EVENT_KINDS),
-        Posting.status.in_(EVENT_LIVE_STATUSES),
-        Posting.starts_at > window_start,
-        Posting.starts_at <= now + lead,
-    )
-    rule = (
-        Claim.status == "active",
-        Claim.kind.in_(EVENT_KINDS),
-        Claim.reminder_stage < stage,
-        Claim.check_in_at.is_(None),
-        Claim.posting_id.in_(events.scalar_subquery()),
-    )
-    rows = db.session.execute(
-        sa.update(Claim)
-        .where(_batch_of(Claim, rule, limit), *rule)
-        .values(reminder_stage=stage, updated_at=Claim.updated_at)
-        .returning(Claim.id, Claim.posting_id, Claim.user_id)
-        .execution_options(synchronize_session=False)
-    ).all()
-    if not rows:
-        return 0
-    postings = {
-        p.id: p
-        for p in db.session.execute(
-            sa.select(Posting.id, Posting.title, Posting.starts_at).where(Posting.id.in_({r.posting_id for r in rows}))
-        )
-    }
-    notify_many(
-        "event_reminder",
-        (
-            (
-                [user_id],
-                f"claim:{claim_id}:{label}",
-                {
-                    "title": postings[posting_id].title,
-                    "when": postings[posting_id].starts_at,
-                    "posting_id": posting_id,
-                    "claim_id": claim_id,
-                },
-            )
-            for claim_id, posting_id, user_id in rows
-        ),
-    )
-    return len(rows)
 
 
 # --- dispatch_push -----------------------------------------------------------------------------------------------
@@ -484,7 +264,7 @@ def purge(*, batch_size: int | None = None, time_budget: float | None = None) ->
 def _delete(model, rule: Sequence[sa.ColumnElement[bool]], limit: int) -> int:
     deleted = db.session.execute(
         sa.delete(model)
-        .where(_batch_of(model, rule, limit), *rule)
+        .where(batch_of(model, rule, limit), *rule)
         .returning(model.id)
         .execution_options(synchronize_session=False)
     )

@@ -17,11 +17,13 @@ overlapping it. Several scheduler processes may run: the per-job lease
 
 Job (every, by default; the environment variable that sets it) and what it does:
 
-- ``expire_postings`` (60 s; ``JOB_EXPIRE_POSTINGS_SECONDS``): unclaimed postings
-  past ``expires_at`` → ``expired``; the poster is warned 24 h before.
-- ``release_overdue_claims`` (60 s; ``JOB_RELEASE_OVERDUE_CLAIMS_SECONDS``): wish
-  claims past ``due_at`` → ``released``, the wish reopened; the claimant is
-  reminded 24 h before.
+- ``expire_postings`` (60 s; ``JOB_EXPIRE_POSTINGS_SECONDS``): events, services
+  and rewards past ``ends_at`` → ``closed``; postings past ``expires_at`` that
+  nothing live holds → ``expired``; the poster is warned 24 h before.
+- ``release_overdue_claims`` (60 s; ``JOB_RELEASE_OVERDUE_CLAIMS_SECONDS``): claims
+  past ``due_at`` → ``released``, the wish reopened (the claimant is reminded
+  24 h before); events settled ``EVENT_SETTLE_HOURS`` after their end; fulfilled
+  claims confirmed after ``AUTO_CONFIRM_DAYS``.
 - ``remind_upcoming`` (60 s; ``JOB_REMIND_UPCOMING_SECONDS``): volunteers of a
   project or charity reminded 24 h and 1 h before it starts.
 - ``dispatch_push`` (2 s; ``JOB_DISPATCH_PUSH_SECONDS``): drain the outbox to the
@@ -69,11 +71,15 @@ class JobSpec:
 
 
 JOBS = (
-    JobSpec("expire_postings", "JOB_EXPIRE_POSTINGS_SECONDS", "expire unclaimed postings; warn posters 24 h ahead"),
+    JobSpec(
+        "expire_postings",
+        "JOB_EXPIRE_POSTINGS_SECONDS",
+        "close postings past their end, expire those past their deadline; warn posters 24 h ahead",
+    ),
     JobSpec(
         "release_overdue_claims",
         "JOB_RELEASE_OVERDUE_CLAIMS_SECONDS",
-        "release overdue wish claims; remind claimants 24 h ahead",
+        "release overdue claims (remind 24 h ahead), settle ended events, auto-confirm fulfilled claims",
     ),
     JobSpec("remind_upcoming", "JOB_REMIND_UPCOMING_SECONDS", "remind volunteers 24 h and 1 h before an event"),
     JobSpec("dispatch_push", "JOB_DISPATCH_PUSH_SECONDS", "send pending notifications to the push sender"),

@@ -3,13 +3,14 @@ and the rate-limit keys for the account endpoints."""
 
 from __future__ import annotations
 
-from flask import Flask, request
+from flask import Flask, g, request
 from flask_jwt_extended import get_current_user, verify_jwt_in_request
 from flask_jwt_extended.exceptions import WrongTokenError
 
 from app.errors import error_response
 from app.extensions import jwt
 from app.models import User
+from app.services.permissions import Actor
 from app.validators import normalize_cn_mobile
 
 
@@ -71,12 +72,33 @@ def current_user() -> User:
     return get_current_user()
 
 
-def optional_user() -> User | None:
-    """The user behind a valid token if there is one; public views use it."""
-    if not request.headers.get("Authorization"):
-        return None
-    verify_jwt_in_request(optional=True)
-    return get_current_user()
+def current_actor() -> Actor:
+    """The actor of this request (the view is @jwt_required), built once."""
+    actor = g.get("actor")
+    if actor is None:
+        actor = g.actor = Actor(get_current_user())
+    return actor
+
+
+def actor_for(user: User) -> Actor:
+    """The request's actor when it is ``user``, else a new one (a user just signed in)."""
+    actor = g.get("actor")
+    if actor is not None and actor.id == user.id:
+        return actor
+    return Actor(user)
+
+
+def optional_actor() -> Actor:
+    """The actor behind a valid token if there is one, else an anonymous actor;
+    public views use it."""
+    actor = g.get("actor")
+    if actor is None:
+        user = None
+        if request.headers.get("Authorization"):
+            verify_jwt_in_request(optional=True)
+            user = get_current_user()
+        actor = g.actor = Actor(user)
+    return actor
 
 
 def phone_rate_key() -> str:

@@ -11,6 +11,7 @@ from app.clock import utcnow
 from app.extensions import db
 from app.models import Org, OrgMember, Posting, User, Volunteer
 from app.services import accounts, postings, volunteers
+from app.services.permissions import Actor
 
 DEMO_PASSWORD = "demo-pass-2026"
 
@@ -211,7 +212,7 @@ def _seed_postings() -> Iterator[str]:
             days, hour, hours = template["schedule"]
             body["starts_at"] = local_midnight + timedelta(days=days, hours=hour)
             body["ends_at"] = body["starts_at"] + timedelta(hours=hours)
-        view = postings.create_posting(author, body)
+        view = postings.create_posting(Actor(author), body)
         yield f"created {view.kind} {view.id} {view.title} ({view.status})"
     if present:
         yield f"{present} demo postings already there"

@@ -41,8 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app import create_app  # noqa: E402
 from app.extensions import db  # noqa: E402
-from app.models.postings import GEOCELL_DEG  # noqa: E402
+from app.geo import GEOCELL_DEG  # noqa: E402
 from app.services.feed import Near, list_postings  # noqa: E402
+from app.services.permissions import Actor  # noqa: E402
 from bench.dbsetup import ensure_database  # noqa: E402
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/yz_bench_p"
@@ -57,7 +58,7 @@ def load(conn: sa.Connection, postings: int) -> None:
 
     Positions: even g uniform over the city, odd g a Box-Muller normal around
     the old town. Kinds: half wishes. Statuses: 40 % open. The geocell is the
-    same formula as ``app.models.postings.geocell_for``.
+    same formula as ``app.geo.geocell_for``.
     """
     conn.execute(
         sa.text(
@@ -174,8 +175,8 @@ def load_volunteers(conn: sa.Connection, volunteers: int) -> None:
 
 def time_alerts(rng: random.Random, wishes: int = 50) -> None:
     """alert_nearby_volunteers for wishes opening at random points (rolled back)."""
+    from app.geo import geocell_for
     from app.models import Posting, PostingTag
-    from app.models.postings import geocell_for
     from notifications.nearby import alert_nearby_volunteers
 
     timings, reached = [], []
@@ -223,7 +224,7 @@ def run(centres: list[tuple[float, float]], sort: str) -> tuple[list[float], lis
     timings, counts = [], []
     for lat, lng in centres:
         started = time.perf_counter()
-        items, _ = list_postings(None, kinds=["wish"], near=Near(lat, lng, 3.0), sort=sort, limit=20)
+        items, _ = list_postings(Actor(None), kinds=["wish"], near=Near(lat, lng, 3.0), sort=sort, limit=20)
         timings.append((time.perf_counter() - started) * 1000)
         counts.append(len(items))
         db.session.rollback()  # end the read transaction, as a request would
@@ -240,7 +241,7 @@ def explain(lat: float, lng: float, sort: str) -> str:
 
     sa.event.listen(db.engine, "before_cursor_execute", capture)
     try:
-        list_postings(None, kinds=["wish"], near=Near(lat, lng, 3.0), sort=sort, limit=20)
+        list_postings(Actor(None), kinds=["wish"], near=Near(lat, lng, 3.0), sort=sort, limit=20)
     finally:
         sa.event.remove(db.engine, "before_cursor_execute", capture)
     statement, parameters = captured[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask_jwt_extended import jwt_required
 from flask_smorest import Blueprint
 
-from app.security import current_user
+from app.security import current_actor
 from app.services import claims
 from mobile_api.fields import page_of
 from mobile_api.schemas import (
@@ -37,7 +37,7 @@ def claim_posting(body, posting_id):
     """Claim a posting: take on a wish, sign up, book a service, redeem a reward.
 
     The claim is ``active``, or ``waitlisted`` when a project or charity is full."""
-    return claims.claim_posting(current_user(), posting_id, body.get("message"))
+    return claims.claim_posting(current_actor(), posting_id, body.get("message"))
 
 
 @blp.route("/postings/<int:posting_id>/claims", methods=["GET"])
@@ -49,7 +49,7 @@ def claim_posting(body, posting_id):
 def list_posting_claims(query, posting_id):
     """A posting's claims in sign-up order (its poster, coordinators, admins)."""
     items, next_cursor = claims.list_posting_claims(
-        current_user(), posting_id, statuses=query["status"], cursor=query["cursor"], limit=query["limit"]
+        current_actor(), posting_id, statuses=query["status"], cursor=query["cursor"], limit=query["limit"]
     )
     return {"items": items, "next_cursor": next_cursor}
 
@@ -60,7 +60,7 @@ def list_posting_claims(query, posting_id):
 @blp.doc(**AUTH)
 def get_claim(claim_id):
     """One claim (its claimant, the poster, the posting's coordinators, admins)."""
-    return claims.get_claim(current_user(), claim_id)
+    return claims.get_claim(current_actor(), claim_id)
 
 
 @blp.route("/claims/<int:claim_id>/withdraw", methods=["POST"])
@@ -70,7 +70,7 @@ def get_claim(claim_id):
 @blp.doc(**AUTH)
 def withdraw_claim(claim_id):
     """Give the claim up; its place goes to the first waitlisted claim."""
-    return claims.withdraw_claim(current_user(), claim_id)
+    return claims.withdraw_claim(current_actor(), claim_id)
 
 
 @blp.route("/claims/<int:claim_id>/fulfil", methods=["POST"])
@@ -81,7 +81,7 @@ def withdraw_claim(claim_id):
 @blp.doc(**AUTH)
 def fulfil_claim(body, claim_id):
     """Mark done: the claimant of a wish, or the provider of a service."""
-    return claims.fulfil_claim(current_user(), claim_id, body["note"], body["photo_urls"], body["minutes"])
+    return claims.fulfil_claim(current_actor(), claim_id, body["note"], body["photo_urls"], body["minutes"])
 
 
 @blp.route("/claims/<int:claim_id>/confirm", methods=["POST"])
@@ -92,7 +92,7 @@ def fulfil_claim(body, claim_id):
 @blp.doc(**AUTH)
 def confirm_claim(body, claim_id):
     """Confirm and rate; writes the service record and the energy."""
-    return claims.confirm_claim(current_user(), claim_id, body["rating"], body["feedback"], body["minutes"])
+    return claims.confirm_claim(current_actor(), claim_id, body["rating"], body["feedback"], body["minutes"])
 
 
 @blp.route("/claims/<int:claim_id>/check-in", methods=["POST"])
@@ -104,7 +104,7 @@ def confirm_claim(body, claim_id):
 @blp.doc(**AUTH)
 def check_in(body, claim_id):
     """Check in on site (签到): within 500 m, from 30 minutes before the start."""
-    return claims.check_in(current_user(), claim_id, body["lat"], body["lng"])
+    return claims.check_in(current_actor(), claim_id, body["lat"], body["lng"])
 
 
 @blp.route("/claims/<int:claim_id>/check-out", methods=["POST"])
@@ -116,7 +116,7 @@ def check_in(body, claim_id):
 @blp.doc(**AUTH)
 def check_out(body, claim_id):
     """Check out on site (签退); writes the credit-hours record."""
-    return claims.check_out(current_user(), claim_id, body["lat"], body["lng"])
+    return claims.check_out(current_actor(), claim_id, body["lat"], body["lng"])
 
 
 @blp.route("/claims/<int:claim_id>/no-show", methods=["POST"])
@@ -126,4 +126,4 @@ def check_out(body, claim_id):
 @blp.doc(**AUTH)
 def mark_no_show(claim_id):
     """Mark a volunteer who never came (coordinators, after the end)."""
-    return claims.mark_no_show(current_user(), claim_id)
+    return claims.mark_no_show(current_actor(), claim_id)

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from flask import current_app
 from marshmallow import RAISE, Schema, ValidationError, fields, missing, validate
 
 from app.clock import as_utc, isoformat
@@ -20,13 +21,23 @@ class BaseSchema(Schema):
 
 
 class UTCDateTime(fields.DateTime):
-    """RFC 3339 in UTC, ``2026-11-26T10:00:00Z``; offsets are converted."""
+    """RFC 3339, answered in UTC (``2026-11-26T10:00:00Z``). Input must carry its
+    offset (``Z`` or ``+08:00``): a phone's local time without one is refused,
+    never guessed. Years outside 2000-2100 are refused."""
+
+    MIN_YEAR, MAX_YEAR = 2000, 2100
 
     def _serialize(self, value, attr, obj, **kwargs):
         return isoformat(value)
 
     def _deserialize(self, value, attr, data, **kwargs):
         parsed = super()._deserialize(value, attr, data, **kwargs)
+        if parsed.tzinfo is None or parsed.utcoffset() is None:
+            raise ValidationError(
+                "Give the time with its offset, e.g. 2026-11-26T18:00:00+08:00 or 2026-11-26T10:00:00Z."
+            )
+        if not self.MIN_YEAR <= parsed.year <= self.MAX_YEAR:
+            raise ValidationError(f"The year must be between {self.MIN_YEAR} and {self.MAX_YEAR}.")
         return as_utc(parsed)
 
 
@@ -93,3 +104,22 @@ class NestedFrom(_FromSource, fields.Nested):
 
 class ListFrom(_FromSource, fields.List):
     """A list computed from the whole object: ``ListFrom(fields.Nested(S), source=f)``."""
+
+
+def known_timezone(value: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError("Unknown time zone.") from None
+
+
+def known_district(value: str) -> None:
+    if value not in current_app.config["DISTRICTS"]:
+        raise ValidationError("Unknown district. One of: " + ", ".join(current_app.config["DISTRICTS"]))
+
+
+def not_blank(value: str) -> None:
+    if not value.strip():
+        raise ValidationError("Must not be blank.")

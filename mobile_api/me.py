@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask_jwt_extended import jwt_required
 from flask_smorest import Blueprint
 
-from app.security import current_user
+from app.security import current_actor, current_user
 from app.services import accounts, claims, energy, records, volunteers
 from mobile_api.fields import PageQuery, page_of
 from mobile_api.schemas import (
@@ -77,7 +77,7 @@ def register_volunteer(body):
 def my_claims(query):
     """My claims, newest first, each with its posting (``?status=`` filters)."""
     items, next_cursor = claims.list_my_claims(
-        current_user(), statuses=query["status"], cursor=query["cursor"], limit=query["limit"]
+        current_actor(), statuses=query["status"], cursor=query["cursor"], limit=query["limit"]
     )
     return {"items": items, "next_cursor": next_cursor}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask_jwt_extended import jwt_required
 from flask_smorest import Blueprint
 
-from app.security import current_user, optional_user
+from app.security import current_actor, optional_actor
 from app.services import feed, postings
 from mobile_api.fields import page_of
 from mobile_api.schemas import (
@@ -32,7 +32,7 @@ PostingPageSchema = page_of(PostingSchema, "PostingPage")
 @blp.doc(**AUTH)
 def create_posting(body):
     """Post a wish, project, charity activity, service or energy reward."""
-    return postings.create_posting(current_user(), body)
+    return postings.create_posting(current_actor(), body)
 
 
 @blp.route("", methods=["GET"])
@@ -43,7 +43,7 @@ def list_postings(query):
     """The wish wall: filters, nearby search, keyset pages (public)."""
     near = query.get("near")
     items, next_cursor = feed.list_postings(
-        optional_user(),
+        optional_actor(),
         kinds=query.get("kind"),
         statuses=query.get("status"),
         district=query.get("district"),
@@ -63,7 +63,7 @@ def list_postings(query):
 @blp.doc(**PUBLIC)
 def get_posting(posting_id):
     """One posting (public; pending and rejected ones only for those allowed)."""
-    return postings.get_posting(optional_user(), posting_id)
+    return postings.get_posting(optional_actor(), posting_id)
 
 
 @blp.route("/<int:posting_id>", methods=["PATCH"])
@@ -75,7 +75,7 @@ def get_posting(posting_id):
 @blp.doc(**AUTH)
 def update_posting(body, posting_id):
     """Edit (author, the org's coordinators); once claimed only expires_at may be extended."""
-    return postings.update_posting(current_user(), posting_id, body)
+    return postings.update_posting(current_actor(), posting_id, body)
 
 
 @blp.route("/<int:posting_id>/approve", methods=["POST"])
@@ -86,7 +86,7 @@ def update_posting(body, posting_id):
 @blp.doc(**AUTH)
 def approve_posting(posting_id):
     """Approve a pending posting (coordinators of its org or district; admins)."""
-    return postings.approve_posting(current_user(), posting_id)
+    return postings.approve_posting(current_actor(), posting_id)
 
 
 @blp.route("/<int:posting_id>/reject", methods=["POST"])
@@ -98,7 +98,7 @@ def approve_posting(posting_id):
 @blp.doc(**AUTH)
 def reject_posting(body, posting_id):
     """Reject a pending posting with a reason the author is told."""
-    return postings.reject_posting(current_user(), posting_id, body["reason"])
+    return postings.reject_posting(current_actor(), posting_id, body["reason"])
 
 
 @blp.route("/<int:posting_id>/cancel", methods=["POST"])
@@ -110,4 +110,4 @@ def reject_posting(body, posting_id):
 @blp.doc(**AUTH)
 def cancel_posting(body, posting_id):
     """Cancel (author, the org's coordinators); live claims are cancelled and told."""
-    return postings.cancel_posting(current_user(), posting_id, body.get("reason"))
+    return postings.cancel_posting(current_actor(), posting_id, body.get("reason"))

@@ -23,10 +23,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from app.clock import utcnow
+from app.clock import utcnow, zone
 from app.extensions import db
 from app.models import Notification, User
-from notifications.templates import NOTIFICATION_KINDS, encode_params, render, zone
+from notifications.templates import NOTIFICATION_KINDS, encode_params, render
 
 # ids a push may carry for deep links; values always strings (FCM rule)
 DATA_KEYS = ("posting_id", "claim_id", "org_id")
@@ -115,7 +115,7 @@ def push_data(kind: str, context: Mapping[str, Any]) -> dict[str, str]:
 
 def quiet_hours_end(now: datetime, tz: str | None, start: str | None, end: str | None) -> datetime | None:
     """When ``now`` lies inside the quiet hours ``start``–``end`` ("HH:MM", local to
-    ``tz``, Asia/Shanghai by default), the UTC moment they end; otherwise None.
+    ``tz``, ``DEFAULT_TIMEZONE`` when unset), the UTC moment they end; otherwise None.
 
     ``22:00``–``07:00`` spans midnight: 23:30 and 06:59 are inside, 07:00 is not.
     Equal or missing bounds mean no quiet hours.

@@ -7,7 +7,7 @@ A volunteer is told when all hold:
   50 km: no search goes beyond a 50 km box around the wish);
 - their skills share a tag with the wish, when the wish has tags;
 - they have had fewer than 3 such alerts today (midnight in their time zone,
-  Asia/Shanghai by default).
+  ``DEFAULT_TIMEZONE`` when they set none).
 
 At most 500 volunteers per wish, nearest first. The search walks outwards in
 rings (1, 3, 10, 50 km) and in pages of 1,000 volunteers ordered by distance,
@@ -22,15 +22,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime, time
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 
-from app.clock import utcnow
+from app.clock import local_midnight, utcnow
 from app.extensions import db
 from app.geo import bounding_box, distance_km_sql
 from app.models import Claim, Notification, Posting, User, Volunteer
+from app.policy import POLICIES
 from notifications import notify_each
 
 KIND = "nearby_posting"
@@ -38,7 +37,6 @@ MAX_RADIUS_KM = 50.0
 RINGS_KM = (1.0, 3.0, 10.0, MAX_RADIUS_KM)
 DAILY_LIMIT = 3
 PER_POSTING_LIMIT = 500
-DEFAULT_TIMEZONE = "Asia/Shanghai"
 _PAGE = 1000
 
 
@@ -51,7 +49,7 @@ def alert_nearby_volunteers(posting: Posting) -> int:
     Volunteers told of this wish before (it reopened) count towards the 500
     where they come up in the nearest-first walk, and are not told again.
     """
-    if posting.kind != "wish" or posting.status != "open" or posting.lat is None or posting.lng is None:
+    if not POLICIES[posting.kind].nearby_alerts or posting.status != "open" or posting.lat is None:
         return 0
     _serialise_alerts()
     dedupe = f"posting:{posting.id}"
@@ -157,7 +155,7 @@ def _alerts_today(zones: dict[int, str | None]) -> Counter[int]:
     if not zones:
         return Counter()
     now = utcnow()
-    midnights = {user_id: _local_midnight(now, tz) for user_id, tz in zones.items()}
+    midnights = {user_id: local_midnight(now, tz) for user_id, tz in zones.items()}
     rows = db.session.execute(
         sa.select(Notification.user_id, Notification.created_at).where(
             Notification.user_id.in_(list(zones)),
@@ -166,11 +164,3 @@ def _alerts_today(zones: dict[int, str | None]) -> Counter[int]:
         )
     )
     return Counter(user_id for user_id, created_at in rows if created_at >= midnights[user_id])
-
-
-def _local_midnight(now: datetime, tz: str | None) -> datetime:
-    try:
-        zone = ZoneInfo(tz or DEFAULT_TIMEZONE)
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = ZoneInfo(DEFAULT_TIMEZONE)
-    return datetime.combine(now.astimezone(zone).date(), time(0), tzinfo=zone)

@@ -10,11 +10,8 @@ import string
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from app.clock import as_utc
-
-SHANGHAI = "Asia/Shanghai"
+from app.clock import as_utc, zone
 
 TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
     # kind: {locale: (title, body)}
@@ -65,6 +62,10 @@ TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
     "event_reminder": {
         "zh-CN": ("活动提醒", "您报名的「{title}」将于{when}开始。"),
         "en": ("Reminder", "“{title}” starts {when}."),
+    },
+    "claim_no_show": {
+        "zh-CN": ("活动缺席", "您报名的「{title}」已结束，您未签到，记为缺席。"),
+        "en": ("Marked absent", "“{title}” has ended and you did not check in; you were marked absent."),
     },
     "nearby_posting": {
         "zh-CN": ("附近有新心愿", "距您约 {distance_km} 公里：「{title}」"),
@@ -118,7 +119,7 @@ class _Blank(dict):
 def render(kind: str, locale: str | None, context: Mapping[str, Any], tz: str | None = None) -> tuple[str, str]:
     """Title and body of ``kind`` in ``locale`` (zh-CN when unknown).
 
-    Times are shown in ``tz`` (Asia/Shanghai by default); distances with one
+    Times are shown in ``tz`` (``DEFAULT_TIMEZONE`` when unset); distances with one
     decimal. ``context`` may be notify()'s keyword arguments or stored params.
     """
     texts = TEMPLATES[kind]
@@ -139,11 +140,3 @@ def _display(value: Any, english: bool, tz: str | None) -> str:
     if isinstance(value, float):
         return f"{value:.1f}"
     return str(value)
-
-
-def zone(name: str | None) -> ZoneInfo:
-    """The user's time zone, Asia/Shanghai when unset or unknown."""
-    try:
-        return ZoneInfo(name or SHANGHAI)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo(SHANGHAI)

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from datetime import timedelta
 
+import sqlalchemy as sa
 from flask import Flask
 
+from app.clock import utcnow
 from app.extensions import db
-from app.models import Org, OrgMember
+from app.geo import geocell_for
+from app.models import Claim, Org, OrgMember, Posting, PostingTag, Volunteer
+from app.policy import PLACE_CLAIM_STATUSES, POLICIES
 from app.services import accounts, tokens, volunteers
 from app.validators import id_check_char
 
@@ -125,6 +130,26 @@ def add_member(app: Flask, org_id: int, account: Account, role: str = "member") 
         db.session.commit()
 
 
+# The capacity a factory posting gets for each capacity rule of the policy.
+_CAPACITY = {"one": 1, "slots": 20, "optional": None, "stock": 10}
+
+
+def posting_defaults(kind: str) -> dict:
+    """Column values a valid posting of ``kind`` needs, read from the kind's policy."""
+    policy = POLICIES[kind]
+    now = utcnow()
+    values: dict = {"capacity": _CAPACITY[policy.capacity]}
+    if policy.default_expiry_days:
+        values["expires_at"] = now + timedelta(days=policy.default_expiry_days)
+    if policy.claim_ttl_hours:
+        values["claim_ttl_hours"] = policy.claim_ttl_hours
+    if policy.needs_schedule:
+        values.update(starts_at=now + timedelta(days=2), ends_at=now + timedelta(days=2, hours=3))
+    if policy.has_energy_cost:
+        values["energy_cost"] = 50
+    return values
+
+
 def make_posting(
     app: Flask,
     author: Account,
@@ -141,29 +166,9 @@ def make_posting(
     **fields,
 ) -> int:
     """Insert a posting directly (no policy checks); returns its id."""
-    from datetime import timedelta
-
-    from app.clock import utcnow
-    from app.models import Posting, PostingTag
-    from app.models.postings import geocell_for
-
-    defaults = {
-        "wish": {"capacity": 1, "expires_at": utcnow() + timedelta(days=30), "claim_ttl_hours": 168},
-        "project": {
-            "capacity": 20,
-            "starts_at": utcnow() + timedelta(days=2),
-            "ends_at": utcnow() + timedelta(days=2, hours=3),
-        },
-        "charity": {
-            "capacity": None,
-            "starts_at": utcnow() + timedelta(days=2),
-            "ends_at": utcnow() + timedelta(days=2, hours=3),
-        },
-        "service": {"capacity": 5},
-        "energy": {"capacity": 10, "energy_cost": 50},
-    }[kind]
+    defaults = posting_defaults(kind)
     values = {**defaults, **fields}
-    if capacity is not None or kind == "charity":
+    if capacity is not None or POLICIES[kind].capacity == "optional":
         values["capacity"] = capacity
     with app.app_context():
         posting = Posting(
@@ -183,3 +188,36 @@ def make_posting(
         db.session.add(posting)
         db.session.commit()
         return posting.id
+
+
+def make_claim(app: Flask, posting_id: int, claimant: Account, status: str = "active", **fields) -> int:
+    """Insert ``claimant``'s claim on a posting straight into ``status``, with the
+    posting's counters (and a wish's allowance) as the claim services keep them."""
+    with app.app_context():
+        posting = db.session.get(Posting, posting_id)
+        policy = POLICIES[posting.kind]
+        now = utcnow()
+        values = {
+            "claimed_at": now,
+            "photo_urls": [],
+            "due_at": now + timedelta(hours=policy.claim_ttl_hours) if policy.claim_ttl_hours else None,
+            "fulfilled_at": now if status == "fulfilled" else None,
+            "minutes": 60 if status == "fulfilled" else None,
+            **fields,
+        }
+        claim = Claim(posting_id=posting_id, user_id=claimant.id, kind=posting.kind, status=status, **values)
+        db.session.add(claim)
+        if status in PLACE_CLAIM_STATUSES:
+            posting.claimed_count += 1
+            if policy.capacity == "one":
+                posting.status = "claimed"
+        elif status == "waitlisted":
+            posting.waitlist_count += 1
+        if policy.counts_toward_claim_limit and status == "active":
+            db.session.execute(
+                sa.update(Volunteer)
+                .where(Volunteer.user_id == claimant.id)
+                .values(active_wish_claims=Volunteer.active_wish_claims + 1)
+            )
+        db.session.commit()
+        return claim.id

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from app import clock
 from app.extensions import db
 from app.models import Claim, EnergyEntry, Notification, Posting, Volunteer
-from tests.factories import add_member, make_org, make_posting, make_user, make_volunteer
+from tests.factories import add_member, make_claim, make_org, make_posting, make_user, make_volunteer
 
 
 def claim(client, account, posting_id, **body):
@@ -198,7 +198,7 @@ def test_fulfilling_frees_a_place_in_the_limit(app, client, world):
     app.config["ACTIVE_WISH_CLAIM_LIMIT"] = 1
     first, second = (make_posting(app, world["resident"], kind="wish") for _ in range(2))
     claim_id = claim(client, world["alice"], first).get_json()["id"]
-    assert act(client, world["alice"], claim_id, "fulfil", note="修好了").status_code == 200
+    assert act(client, world["alice"], claim_id, "fulfil", note="修好了", minutes=40).status_code == 200
     assert claim(client, world["alice"], second).status_code == 201
 
 
@@ -340,16 +340,17 @@ def test_wish_confirmed_by_a_coordinator_with_attested_minutes(app, client, worl
     assert act(client, world["alice"], claim_id, "fulfil", note="送到了", minutes=100).status_code == 200
     resp = act(client, other_coordinator, claim_id, "confirm", rating=4, minutes=45)
     assert resp.status_code == 200, resp.get_json()
-    assert resp.get_json()["minutes"] == 30  # rounded down to the half hour
+    assert resp.get_json()["minutes"] == 45  # lowered by the confirmer
     volunteer = volunteer_row(app, world["alice"].id)
-    assert (volunteer.credit_minutes, volunteer.energy_balance) == (30, 10)
+    # energy counts whole half hours: 45 min → 5 points, plus 5 for the wish
+    assert (volunteer.credit_minutes, volunteer.energy_balance) == (45, 10)
 
 
-def test_wish_confirmed_without_minutes_pays_five_points(app, client, world):
+def test_wish_confirmed_with_no_time_pays_five_points(app, client, world):
     wish = make_posting(app, world["resident"], kind="wish")
     claim_id = claim(client, world["alice"], wish).get_json()["id"]
-    act(client, world["alice"], claim_id, "fulfil", note="done")
-    assert act(client, world["resident"], claim_id, "confirm", rating=3).status_code == 200
+    act(client, world["alice"], claim_id, "fulfil", note="done", minutes=20)
+    assert act(client, world["resident"], claim_id, "confirm", rating=3, minutes=0).status_code == 200
     volunteer = volunteer_row(app, world["alice"].id)
     assert (volunteer.credit_minutes, volunteer.energy_balance) == (0, 5)
     with app.app_context():
@@ -360,7 +361,7 @@ def test_wish_confirmed_without_minutes_pays_five_points(app, client, world):
 def test_confirm_needs_a_rating_for_a_wish(app, client, world):
     wish = make_posting(app, world["resident"], kind="wish")
     claim_id = claim(client, world["alice"], wish).get_json()["id"]
-    act(client, world["alice"], claim_id, "fulfil", note="done")
+    act(client, world["alice"], claim_id, "fulfil", note="done", minutes=60)
     resp = act(client, world["resident"], claim_id, "confirm")
     assert resp.status_code == 422
     assert "rating" in resp.get_json()["errors"]["json"]
@@ -372,10 +373,10 @@ def test_fulfil_validates_photos(app, client, world):
     wish = make_posting(app, world["resident"], kind="wish")
     claim_id = claim(client, world["alice"], wish).get_json()["id"]
     ten = [f"https://img.example.com/{i}.jpg" for i in range(10)]
-    assert act(client, world["alice"], claim_id, "fulfil", note="x", photo_urls=ten).status_code == 422
-    plain = act(client, world["alice"], claim_id, "fulfil", note="x", photo_urls=["http://img.example.com/a.jpg"])
-    assert plain.status_code == 422
-    assert act(client, world["alice"], claim_id, "fulfil", photo_urls=[]).status_code == 422  # note required
+    assert act(client, world["alice"], claim_id, "fulfil", note="x", minutes=5, photo_urls=ten).status_code == 422
+    http = ["http://img.example.com/a.jpg"]
+    assert act(client, world["alice"], claim_id, "fulfil", note="x", minutes=5, photo_urls=http).status_code == 422
+    assert act(client, world["alice"], claim_id, "fulfil", minutes=5, photo_urls=[]).status_code == 422  # note
     assert claim_row(app, claim_id).status == "active"
 
 
@@ -435,19 +436,19 @@ TRANSITIONS = [
     ("project", "active", "fulfil", "claimant", 409, "wrong_claim_kind"),
     ("energy", "active", "fulfil", "claimant", 409, "wrong_claim_kind"),
     # confirm: a wish from fulfilled (poster/coordinator); a service from fulfilled
-    # (the resident); an energy hand-over from active (poster/coordinator)
+    # (the resident, never its provider); an energy hand-over from active (poster/coordinator)
     ("wish", "fulfilled", "confirm", "poster", 200, "confirmed"),
     ("wish", "fulfilled", "confirm", "coordinator", 200, "confirmed"),
-    ("wish", "fulfilled", "confirm", "claimant", 403, "poster_required"),
+    ("wish", "fulfilled", "confirm", "claimant", 403, "own_claim"),
     ("wish", "active", "confirm", "poster", 409, "claim_not_fulfilled"),
     ("wish", "confirmed", "confirm", "poster", 409, "claim_not_fulfilled"),
     ("wish", "withdrawn", "confirm", "poster", 409, "claim_not_fulfilled"),
     ("service", "fulfilled", "confirm", "claimant", 200, "confirmed"),
-    ("service", "fulfilled", "confirm", "poster", 200, "confirmed"),
+    ("service", "fulfilled", "confirm", "poster", 403, "own_claim"),  # the provider
     ("service", "fulfilled", "confirm", "stranger", 404, "not_found"),
     ("service", "active", "confirm", "claimant", 409, "claim_not_fulfilled"),
     ("energy", "active", "confirm", "poster", 200, "confirmed"),
-    ("energy", "active", "confirm", "claimant", 403, "poster_required"),
+    ("energy", "active", "confirm", "claimant", 403, "own_claim"),
     ("energy", "withdrawn", "confirm", "poster", 409, "claim_not_active"),
     ("project", "active", "confirm", "coordinator", 409, "wrong_claim_kind"),
     # no-show: coordinators, on an on-site claim (the activity has ended in these rows)
@@ -488,33 +489,7 @@ def _setup_claim(app, world, kind: str, status: str) -> tuple[int, int]:
         times = {"starts_at": now - timedelta(hours=1), "ends_at": now + timedelta(hours=2)}
     posting_id = make_posting(app, author, kind=kind, org_id=org_id, energy_cost=0, **times)
     claimant = world["alice"] if kind != "service" else world["resident"]
-    with app.app_context():
-        row = Claim(
-            posting_id=posting_id,
-            user_id=claimant.id,
-            kind=kind,
-            status=status,
-            claimed_at=now,
-            photo_urls=[],
-            due_at=now + timedelta(days=1) if kind == "wish" else None,
-        )
-        db.session.add(row)
-        placed = status in ("active", "fulfilled", "confirmed", "no_show")
-        db.session.execute(
-            sa.update(Posting)
-            .where(Posting.id == posting_id)
-            .values(
-                claimed_count=1 if placed else 0,
-                waitlist_count=1 if status == "waitlisted" else 0,
-                status="claimed" if kind == "wish" and placed else "open",
-            )
-        )
-        if kind == "wish" and status == "active":
-            db.session.execute(
-                sa.update(Volunteer).where(Volunteer.user_id == claimant.id).values(active_wish_claims=1)
-            )
-        db.session.commit()
-        return posting_id, row.id
+    return posting_id, make_claim(app, posting_id, claimant, status, fulfilled_at=None, minutes=None)
 
 
 @pytest.mark.parametrize(("kind", "before", "action", "who", "code", "outcome"), TRANSITIONS)
@@ -530,7 +505,7 @@ def test_transition(app, client, world, kind, before, action, who, code, outcome
         clock.advance(timedelta(hours=3))
     body = {}
     if action == "fulfil":
-        body = {"note": "done"}
+        body = {"note": "done", "minutes": 60}
     elif action == "confirm":
         body = {"rating": 5}
     elif action in ("check-in", "check-out"):

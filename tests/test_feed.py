@@ -10,9 +10,8 @@ import sqlalchemy as sa
 
 from app import clock
 from app.extensions import db
-from app.geo import haversine_km
+from app.geo import geocell_for, haversine_km
 from app.models import Posting
-from app.models.postings import geocell_for
 from tests.factories import make_org, make_posting, make_user
 
 NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
@@ -280,7 +279,7 @@ def test_geocell_follows_every_write(app, author):
 
 def _fill_city(rows: int) -> None:
     """``rows`` postings over Ningbo straight in SQL, then fresh statistics."""
-    from app.models.postings import GEOCELL_DEG
+    from app.geo import GEOCELL_DEG
 
     db.session.execute(
         sa.text(
@@ -305,6 +304,7 @@ def _fill_city(rows: int) -> None:
 
 def test_the_nearby_query_reads_the_geocell_index(app, client, author, postgres_only):
     from app.services.feed import Near, list_postings
+    from app.services.permissions import Actor
 
     with app.app_context():
         _fill_city(60_000)
@@ -317,7 +317,7 @@ def test_the_nearby_query_reads_the_geocell_index(app, client, author, postgres_
 
             sa.event.listen(db.engine, "before_cursor_execute", capture)
             try:
-                items, _ = list_postings(None, kinds=["wish"], near=Near(29.87, 121.55, 3.0), sort="distance")
+                items, _ = list_postings(Actor(None), kinds=["wish"], near=Near(29.87, 121.55, 3.0), sort="distance")
             finally:
                 sa.event.remove(db.engine, "before_cursor_execute", capture)
             assert items and all(item.distance_km <= 3.0 for item in items)

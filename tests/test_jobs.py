@@ -15,7 +15,8 @@ import sqlalchemy as sa
 from app import clock, jobs
 from app.extensions import db
 from app.models import Claim, Device, IdempotencyKey, Notification, Posting, RefreshToken, User, Volunteer
-from app.services import claims
+from app.services import claims, lifecycle
+from app.services.permissions import Actor
 from notifications import notify, notify_many
 from tests.factories import make_posting, make_user, make_volunteer
 
@@ -36,7 +37,7 @@ def run(app, job: str, **options) -> dict[str, int]:
 
 def claim(app, account, posting_id: int) -> int:
     with app.app_context():
-        return claims.claim_posting(db.session.get(User, account.id), posting_id).id
+        return claims.claim_posting(Actor(db.session.get(User, account.id)), posting_id).id
 
 
 def notes(app, kind: str) -> list[tuple[int, dict]]:
@@ -238,8 +239,8 @@ def test_fulfilled_and_withdrawn_claims_are_never_released(app):
     fulfilled = claim(app, volunteer, fulfilled_wish)
     withdrawn = claim(app, other, withdrawn_wish)
     with app.app_context():
-        claims.fulfil_claim(db.session.get(User, volunteer.id), fulfilled, "修好了")
-        claims.withdraw_claim(db.session.get(User, other.id), withdrawn)
+        claims.fulfil_claim(Actor(db.session.get(User, volunteer.id)), fulfilled, "修好了", minutes=60)
+        claims.withdraw_claim(Actor(db.session.get(User, other.id)), withdrawn)
 
     clock.advance(timedelta(hours=2))
     result = run(app, "release_overdue_claims")
@@ -250,7 +251,7 @@ def test_fulfilled_and_withdrawn_claims_are_never_released(app):
     assert notes(app, "claim_released") == []
 
 
-def test_a_released_wish_already_past_its_deadline_is_not_advertised_and_then_expires(app):
+def test_a_wish_released_after_its_deadline_expires_at_once_unadvertised(app):
     poster = make_user(app)
     volunteer = make_volunteer(app, home=None)
     make_volunteer(app)  # a neighbour who would be alerted
@@ -260,12 +261,10 @@ def test_a_released_wish_already_past_its_deadline_is_not_advertised_and_then_ex
     clock.advance(timedelta(hours=25))
     result = run(app, "release_overdue_claims")
     assert (result["released"], result["reopened"]) == (1, 0)
-    assert posting_row(app, wish).status == "open"
-    assert notes(app, "nearby_posting") == []
-
-    assert run(app, "expire_postings")["expired"] == 1
     assert posting_row(app, wish).status == "expired"
+    assert notes(app, "nearby_posting") == []
     assert [user_id for user_id, _ in notes(app, "posting_expired")] == [poster.id]
+    assert run(app, "expire_postings")["expired"] == 0
 
 
 # --- remind_upcoming ---------------------------------------------------------------------------------------------
@@ -285,7 +284,7 @@ def test_event_reminders_go_out_once_24_hours_and_once_1_hour_before_the_start(a
     charity = make_posting(app, coordinator, kind="charity", starts_at=starts, ends_at=starts + timedelta(hours=2))
     quitter_claim = claim(app, quitter, charity)
     with app.app_context():
-        claims.withdraw_claim(db.session.get(User, quitter.id), quitter_claim)
+        claims.withdraw_claim(Actor(db.session.get(User, quitter.id)), quitter_claim)
 
     clock.freeze(starts - timedelta(hours=24, minutes=1))
     assert run(app, "remind_upcoming")["reminded_24h"] == 0
@@ -486,8 +485,8 @@ def test_batches_are_bounded_and_a_run_stops_on_its_budget_or_a_stop_request(app
     jobs.clear_stop()
 
     result = run(app, "expire_postings", batch_size=2)
-    # 2 + 2 + 1 expired, then one (empty) batch for the warnings
-    assert (result["expired"], result["batches"]) == (5, 4)
+    # one (empty) batch closing events, 2 + 2 + 1 expired, one (empty) batch for the warnings
+    assert (result["expired"], result["batches"]) == (5, 5)
     assert {posting_row(app, pid).status for pid in wishes} == {"expired"}
     assert len(notes(app, "posting_expired")) == 5
 
@@ -500,7 +499,7 @@ def test_a_failing_batch_rolls_back_whole(app, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("push outbox unavailable")
 
-    monkeypatch.setattr(jobs, "notify_many", broken)
+    monkeypatch.setattr(lifecycle, "notify_many", broken)
     with pytest.raises(RuntimeError):
         run(app, "expire_postings")
     assert posting_row(app, wish).status == "open"
@@ -520,7 +519,7 @@ def test_each_run_logs_one_line_with_its_counts(app, caplog):
     assert len(lines) == 2
     busy, idle = lines
     assert busy.levelno == logging.INFO
-    assert "job expire_postings expired=1 warned=0 batches=2 lease_busy=0 duration_ms=" in busy.getMessage()
+    assert "job expire_postings closed=0 expired=1 warned=0 batches=3 lease_busy=0 duration_ms=" in busy.getMessage()
     assert idle.levelno == logging.DEBUG
     assert "expired=0" in idle.getMessage()
 
@@ -560,9 +559,11 @@ def test_jobs_run_runs_one_job_once(app):
 
     result = runner.invoke(args=["jobs", "run", "expire_postings"])
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == "expire_postings expired=1 warned=0 batches=2 lease_busy=0"
+    assert result.output.strip() == "expire_postings closed=0 expired=1 warned=0 batches=3 lease_busy=0"
     assert posting_row(app, wish).status == "expired"
-    assert runner.invoke(args=["jobs", "run", "expire_postings"]).output.startswith("expire_postings expired=0 ")
+    assert runner.invoke(args=["jobs", "run", "expire_postings"]).output.startswith(
+        "expire_postings closed=0 expired=0 "
+    )
 
     unknown = runner.invoke(args=["jobs", "run", "feed_the_cat"])
     assert unknown.exit_code == 2

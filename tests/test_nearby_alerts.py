@@ -9,13 +9,13 @@ import sqlalchemy as sa
 
 from app import clock
 from app.extensions import db
+from app.geo import KM_PER_DEG_LAT
 from app.models import Notification, Posting, User
 from notifications import nearby
 from tests.factories import make_org, make_posting, make_user, make_volunteer
 
 NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 in Ningbo
 WISH = (29.87, 121.55)
-KM_PER_DEG_LAT = 111.195
 
 
 def north(km: float) -> tuple[float, float]:

@@ -10,8 +10,8 @@ import sqlalchemy as sa
 
 from app import clock
 from app.extensions import db
+from app.geo import geocell_for
 from app.models import AuditEntry, Claim, Notification, Posting, PostingTag
-from app.models.postings import geocell_for
 from tests.factories import add_member, make_org, make_posting, make_user, make_volunteer
 
 NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 in Ningbo
@@ -344,9 +344,12 @@ def test_a_residents_wish_named_for_an_org_is_reviewed_by_its_coordinators(app, 
 def test_reviewing_an_open_posting_is_a_conflict(client, world):
     resp = post(client, world["coordinator"], body_for("project", world["org_id"]))
     posting_id = resp.get_json()["id"]
-    resp = client.post(f"/api/v1/postings/{posting_id}/approve", headers=world["other_coordinator"].headers)
+    resp = client.post(f"/api/v1/postings/{posting_id}/approve", headers=world["co_coordinator"].headers)
     assert resp.status_code == 409
     assert resp.get_json()["error"] == "posting_not_pending"
+    # a coordinator of another org in the district does not review this org's postings
+    resp = client.post(f"/api/v1/postings/{posting_id}/approve", headers=world["other_coordinator"].headers)
+    assert resp.status_code == 403
     # a coordinator of another district may see the open posting, not review it
     resp = client.post(f"/api/v1/postings/{posting_id}/approve", headers=world["far_coordinator"].headers)
     assert resp.status_code == 403
@@ -370,10 +373,9 @@ def test_reject_with_a_reason(app, client, world):
         assert note.user_id == world["resident"].id
         assert "描述不清楚" in note.body
 
-    # rejected: the author (and admins) still see it, the district's reviewers no longer do
-    assert client.get(f"/api/v1/postings/{posting_id}", headers=world["resident"].headers).status_code == 200
-    assert client.get(f"/api/v1/postings/{posting_id}", headers=world["admin"].headers).status_code == 200
-    assert client.get(f"/api/v1/postings/{posting_id}", headers=world["coordinator"].headers).status_code == 404
+    # rejected: the author, the district's coordinators (its managers) and admins still see it
+    for viewer, code in (("resident", 200), ("admin", 200), ("coordinator", 200), ("far_coordinator", 404)):
+        assert client.get(f"/api/v1/postings/{posting_id}", headers=world[viewer].headers).status_code == code
     again = client.post(f"/api/v1/postings/{posting_id}/approve", headers=world["admin"].headers)
     assert again.status_code == 409
     assert again.get_json()["error"] == "posting_not_pending"
@@ -393,7 +395,8 @@ VISIBILITY = {
     "resident": (True, True),  # the author
     "volunteer": (False, False),
     "member": (False, False),
-    "coordinator": (True, False),  # coordinates in the posting's district: reviews pending ones
+    # a coordinator in the district of an org-less wish manages it: sees it in every state
+    "coordinator": (True, True),
     "far_coordinator": (False, False),
     "admin": (True, True),
 }
@@ -585,7 +588,7 @@ def _open_wish(app, world, **fields) -> int:
 
 @pytest.mark.parametrize(
     ("editor", "code"),
-    [("resident", 200), ("admin", 200), ("volunteer", 403), ("coordinator", 403)],
+    [("resident", 200), ("admin", 200), ("volunteer", 403), ("coordinator", 200), ("far_coordinator", 403)],
 )
 def test_who_may_edit_a_residents_wish(app, client, world, editor, code):
     posting_id = _open_wish(app, world)
@@ -789,7 +792,7 @@ def test_a_cancelled_posting_is_seen_by_those_who_claimed_it(app, client, world)
     claimant = make_volunteer(app)
     _claim(app, posting_id, claimant, "active")
     assert client.post(f"/api/v1/postings/{posting_id}/cancel", headers=world["resident"].headers).status_code == 200
-    for viewer, code in ((claimant, 200), (world["volunteer"], 404), (world["coordinator"], 404)):
+    for viewer, code in ((claimant, 200), (world["volunteer"], 404), (world["far_coordinator"], 404)):
         assert client.get(f"/api/v1/postings/{posting_id}", headers=viewer.headers).status_code == code
         listed = client.get("/api/v1/postings?status=cancelled", headers=viewer.headers).get_json()["items"]
         assert [item["id"] for item in listed] == ([posting_id] if code == 200 else [])

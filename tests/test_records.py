@@ -10,8 +10,7 @@ import sqlalchemy as sa
 from app import clock
 from app.extensions import db
 from app.models import Claim, ServiceRecord, Volunteer
-from app.models.users import star_level_for_minutes
-from app.services.records import minutes_between, points_for_minutes, round_down_half_hour
+from app.policy import minutes_between, points_for_minutes, star_level
 from tests.factories import add_member, make_org, make_posting, make_user, make_volunteer
 
 SITE = {"lat": 29.87, "lng": 121.55}
@@ -32,6 +31,13 @@ def act(client, account, claim_id, action, **body):
 def volunteer_row(app, user_id) -> Volunteer:
     with app.app_context():
         row = db.session.scalar(sa.select(Volunteer).where(Volunteer.user_id == user_id))
+        db.session.expunge(row)
+        return row
+
+
+def claim_row(app, claim_id) -> Claim:
+    with app.app_context():
+        row = db.session.get(Claim, claim_id)
         db.session.expunge(row)
         return row
 
@@ -72,11 +78,10 @@ def signed_up(client, event) -> int:
 
 
 @pytest.mark.parametrize(
-    ("minutes", "credited", "points"),
-    [(0, 0, 0), (29, 0, 0), (30, 30, 5), (59, 30, 5), (60, 60, 10), (89, 60, 10), (90, 90, 15), (179, 150, 25)],
+    ("minutes", "points"),
+    [(0, 0), (29, 0), (30, 5), (59, 5), (60, 10), (89, 10), (90, 15), (179, 25)],
 )
-def test_rounding_down_to_the_half_hour(minutes, credited, points):
-    assert round_down_half_hour(minutes) == credited
+def test_energy_counts_whole_half_hours(minutes, points):
     assert points_for_minutes(minutes) == points
 
 
@@ -90,7 +95,7 @@ def test_minutes_between_counts_whole_minutes():
     [(0, 0), (99.99, 0), (100, 1), (299, 1), (300, 2), (600, 3), (999, 3), (1000, 4), (1499, 4), (1500, 5), (9000, 5)],
 )
 def test_star_levels_at_the_thresholds(hours, level):
-    assert star_level_for_minutes(round(hours * 60)) == level
+    assert star_level(round(hours * 60)) == level
 
 
 def test_star_level_counts_honor_hours_too(app, client):
@@ -114,7 +119,7 @@ def test_star_level_counts_honor_hours_too(app, client):
 # --- check-in and check-out ------------------------------------------------------------------
 
 
-def test_check_in_and_out_writes_a_rounded_credit_record(app, client, event):
+def test_check_in_and_out_credits_the_time_within_the_event(app, client, event):
     claim_id = signed_up(client, event)
     clock.freeze(START - timedelta(minutes=10))
     resp = act(client, event["volunteer"], claim_id, "check-in", **NEAR)
@@ -122,35 +127,34 @@ def test_check_in_and_out_writes_a_rounded_credit_record(app, client, event):
     assert resp.get_json()["check_in_at"] == "2026-11-28T00:50:00Z"
     assert resp.get_json()["status"] == "active"
 
-    clock.freeze(START + timedelta(hours=2, minutes=19))  # 2 h 29 min on site
+    clock.freeze(START + timedelta(hours=2, minutes=19))  # 2 h 29 min on site, 2 h 19 min of the event
     resp = act(client, event["volunteer"], claim_id, "check-out", **SITE)
     assert resp.status_code == 200, resp.get_json()
     body = resp.get_json()
     assert body["status"] == "confirmed"
     assert body["check_out_at"] == "2026-11-28T03:19:00Z"
-    assert body["minutes"] == 120
+    assert body["minutes"] == 139
 
     records = client.get("/api/v1/me/records", headers=event["volunteer"].headers).get_json()["items"]
     assert len(records) == 1
     record = records[0]
     assert record["kind"] == "credit"
-    assert record["minutes"] == 120
-    assert record["hours"] == 2.0
+    assert record["minutes"] == 139
+    assert record["hours"] == 2.3
+    assert (record["started_at"], record["ended_at"]) == ("2026-11-28T01:00:00Z", "2026-11-28T03:19:00Z")
     assert record["activity"] == "社区垃圾分类宣传"
     assert record["place"] == "海曙区鼓楼街道"
     assert record["org_id"] == event["org_id"]
     assert record["posting_id"] == event["project"]
-    assert record["started_at"] == "2026-11-28T00:50:00Z"
-    assert record["ended_at"] == "2026-11-28T03:19:00Z"
     assert record["recorded_by"] == event["coordinator"].id
     assert record["volunteer_id"] == event["volunteer"].id
     for field in ("content", "evaluation", "created_at", "id"):
         assert field in record
 
     volunteer = volunteer_row(app, event["volunteer"].id)
-    assert (volunteer.credit_minutes, volunteer.honor_minutes, volunteer.energy_balance) == (120, 0, 20)
+    assert (volunteer.credit_minutes, volunteer.honor_minutes, volunteer.energy_balance) == (139, 0, 20)
     me = client.get("/api/v1/me", headers=event["volunteer"].headers).get_json()["volunteer"]
-    assert (me["credit_hours"], me["energy_balance"]) == (2.0, 20)
+    assert (me["credit_hours"], me["energy_balance"]) == (2.3, 20)
 
 
 def test_credit_stops_at_the_end(app, client, event):
@@ -285,44 +289,57 @@ def test_no_show_by_another_orgs_coordinator_is_hidden(app, client, event):
 # --- services ------------------------------------------------------------------------------
 
 
-def test_service_provider_marks_done_and_gets_the_hours(app, client):
+def test_service_hours_wait_for_the_residents_confirmation(app, client):
     provider = make_volunteer(app, name="理发师傅")
     resident = make_user(app)
     service = make_posting(app, provider, kind="service", capacity=3, title="上门理发", address="鼓楼社区活动室")
     claim_id = claim(client, resident, service).get_json()["id"]
 
-    resp = act(client, resident, claim_id, "fulfil", note="x")
+    resp = act(client, resident, claim_id, "fulfil", note="x", minutes=50)
     assert resp.status_code == 403
     assert resp.get_json()["error"] == "provider_required"
 
+    clock.freeze(clock.utcnow().replace(microsecond=0))
     resp = act(client, provider, claim_id, "fulfil", note="理发完成", minutes=50)
     assert resp.status_code == 200, resp.get_json()
-    assert (resp.get_json()["status"], resp.get_json()["minutes"]) == ("fulfilled", 30)
-    provider_row = volunteer_row(app, provider.id)
-    assert (provider_row.credit_minutes, provider_row.energy_balance) == (30, 5)
-    record = client.get("/api/v1/me/records", headers=provider.headers).get_json()["items"][0]
-    assert (record["volunteer_id"], record["minutes"], record["place"]) == (provider.id, 30, "鼓楼社区活动室")
-    assert record["content"] == "理发完成"
-    assert client.get("/api/v1/me/records", headers=resident.headers).get_json()["items"] == []
+    assert (resp.get_json()["status"], resp.get_json()["minutes"]) == ("fulfilled", 50)
+    # marked done is not credited: nothing until the resident confirms
+    assert (volunteer_row(app, provider.id).credit_minutes, volunteer_row(app, provider.id).energy_balance) == (0, 0)
+    assert client.get("/api/v1/me/records", headers=provider.headers).get_json()["items"] == []
+    # the provider never confirms their own service
+    resp = act(client, provider, claim_id, "confirm", rating=5)
+    assert (resp.status_code, resp.get_json()["error"]) == (403, "own_claim")
 
     resp = act(client, resident, claim_id, "confirm", rating=4, feedback="手艺好")
     assert resp.status_code == 200, resp.get_json()
     assert resp.get_json()["status"] == "confirmed"
     record = client.get("/api/v1/me/records", headers=provider.headers).get_json()["items"][0]
-    assert (record["evaluation"], record["rating"]) == ("手艺好", 4)
-    assert volunteer_row(app, provider.id).credit_minutes == 30  # confirming pays nothing more
+    assert (record["volunteer_id"], record["minutes"], record["place"]) == (provider.id, 50, "鼓楼社区活动室")
+    assert (record["content"], record["evaluation"], record["rating"]) == ("理发完成", "手艺好", 4)
+    assert record["ended_at"] == clock.isoformat(clock.utcnow())
+    assert record["started_at"] == clock.isoformat(clock.utcnow() - timedelta(minutes=50))
+    assert client.get("/api/v1/me/records", headers=resident.headers).get_json()["items"] == []
+    provider_row = volunteer_row(app, provider.id)
+    assert (provider_row.credit_minutes, provider_row.energy_balance) == (50, 5)
 
 
-def test_service_hours_default_to_its_time_slot(app, client):
+def test_service_hours_are_the_reported_minutes_never_its_time_slot(app, client):
     provider = make_volunteer(app)
     resident = make_user(app)
     start = clock.utcnow() + timedelta(days=1)
     service = make_posting(
-        app, provider, kind="service", starts_at=start, ends_at=start + timedelta(minutes=100), capacity=1
+        app, provider, kind="service", starts_at=start, ends_at=start + timedelta(days=400), capacity=1
     )
     claim_id = claim(client, resident, service).get_json()["id"]
-    resp = act(client, provider, claim_id, "fulfil", note="done")
+    assert act(client, provider, claim_id, "fulfil", note="done").status_code == 422  # minutes required
+    assert act(client, provider, claim_id, "fulfil", note="done", minutes=481).status_code == 422
+    resp = act(client, provider, claim_id, "fulfil", note="done", minutes=90)
     assert resp.get_json()["minutes"] == 90
+    resp = act(client, resident, claim_id, "confirm", rating=5, minutes=120)
+    assert (resp.status_code, resp.get_json()["error"]) == (422, "minutes_above_reported")
+    assert claim_row(app, claim_id).status == "fulfilled"
+    assert act(client, resident, claim_id, "confirm", rating=5).status_code == 200
+    assert volunteer_row(app, provider.id).credit_minutes == 90
 
 
 # --- honor hours --------------------------------------------------------------------------

@@ -211,7 +211,7 @@ def test_the_scheduler_process_runs_its_jobs_and_stops_cleanly_on_sigterm(sqlite
 
         assert out.wait_for(every_job_ran), out.text
         assert "scheduler started: expire_postings every 1s" in out.text
-        assert "job expire_postings expired=1 warned=0 batches=2 lease_busy=0" in out.text
+        assert "job expire_postings closed=0 expired=1 warned=0 batches=3 lease_busy=0" in out.text
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:
@@ -273,7 +273,7 @@ def test_sigterm_in_the_middle_of_a_run_leaves_no_batch_half_done(sqlite_file):
     assert 0 < done < total, text[-2000:]  # it stopped early ...
     assert done % batch == 0  # ... between batches ...
     assert notified == done  # ... and every expired wish's poster was told
-    assert f"job expire_postings expired={done} " in text
+    assert f"job expire_postings closed=0 expired={done} " in text
     assert text.rstrip().endswith("scheduler stopped")
 
 
@@ -294,7 +294,7 @@ def test_flask_run_with_the_reloader_starts_one_embedded_scheduler(sqlite_file):
     proc = _spawn(["run", "--reload", "--port", str(_free_port())], env)
     out = _Output(proc)
     try:
-        assert out.wait_for(lambda text: "job expire_postings expired=1" in text), out.text
+        assert out.wait_for(lambda text: "job expire_postings closed=0 expired=1" in text), out.text
         # Give a second (wrongly started) scheduler time to show itself.
         out.wait_for(lambda text: False, timeout=3)
     finally:
@@ -305,7 +305,7 @@ def test_flask_run_with_the_reloader_starts_one_embedded_scheduler(sqlite_file):
             _stop_group(proc)
     text = out.finish()
     assert text.count("embedded scheduler started") == 1, text
-    assert text.count("job expire_postings expired=1") == 1
+    assert text.count("job expire_postings closed=0 expired=1") == 1
     with setup.app_context():
         assert db.session.get(Posting, wish).status == "expired"
         db.engine.dispose()

@@ -53,7 +53,7 @@ def test_stats_count_per_district(app, client):
 
     claim(client, haishu[0], claimed)
     done = claim(client, haishu[1], fulfilled)
-    act(client, haishu[1], done, "fulfil", note="ok")
+    act(client, haishu[1], done, "fulfil", note="ok", minutes=30)
     finished = claim(client, haishu[2], confirmed)
     act(client, haishu[2], finished, "fulfil", note="ok", minutes=60)
     act(client, resident, finished, "confirm", rating=5)
@@ -74,7 +74,7 @@ def test_stats_count_per_district(app, client):
         "wishes_posted": 4,
         "wishes_claimed": 3,
         "wishes_fulfilled": 2,
-        "credit_hours": 2.5,  # 1 h confirmed wish + 1.5 h on site
+        "credit_hours": 2.7,  # 1 h confirmed wish + 1 h 40 min on site
         "postings_by_kind": {**EMPTY_KINDS, "wish": 4, "project": 1, "energy": 1},
     }
     city = client.get("/api/v1/stats").get_json()

@@ -13,7 +13,7 @@ from app import clock, create_app
 from app.config import NINGBO_DISTRICTS
 from app.extensions import db
 from app.models import Volunteer
-from app.models.users import STAR_THRESHOLDS_HOURS, star_level_for_minutes
+from app.policy import STAR_THRESHOLDS_HOURS, star_level
 from tests.conftest import _config_dict
 from tests.factories import id_number, make_user
 
@@ -347,7 +347,7 @@ def test_districts_from_the_environment(monkeypatch):
     ],
 )
 def test_star_level_for_minutes(hours, minutes, level):
-    assert star_level_for_minutes(hours * 60 + minutes) == level
+    assert star_level(hours * 60 + minutes) == level
 
 
 def test_star_thresholds():

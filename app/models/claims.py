@@ -9,11 +9,10 @@ import sqlalchemy.orm as so
 
 from app.models.base import Base, Timestamped
 from app.models.users import User
+from app.policy import LIVE_CLAIM_STATUSES, sql_in
 
-CLAIM_STATUSES = ("active", "waitlisted", "fulfilled", "confirmed", "withdrawn", "released", "cancelled", "no_show")
-# A user holds at most one claim in these states per posting (unique index).
-LIVE_CLAIM_STATUSES = ("active", "waitlisted", "fulfilled")
-_LIVE = sa.text("status IN ('active', 'waitlisted', 'fulfilled')")
+# A user holds at most one live claim per posting.
+_LIVE = sa.text(sql_in("status", LIVE_CLAIM_STATUSES))
 
 
 class Claim(Timestamped, Base):
@@ -30,6 +29,8 @@ class Claim(Timestamped, Base):
         sa.Index("ix_claims_posting_id_status", "posting_id", "status", "id"),
         sa.Index("ix_claims_user_id_status", "user_id", "status"),
         sa.Index("ix_claims_status_due_at", "status", "due_at"),
+        # fulfilled claims waiting for confirmation (auto-confirm)
+        sa.Index("ix_claims_status_fulfilled_at", "status", "fulfilled_at"),
     )
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
@@ -55,7 +56,9 @@ class Claim(Timestamped, Base):
     # event reminders got (1 = the 24-hour one, 2 = the 1-hour one).
     due_reminded_at: so.Mapped[datetime | None]
     reminder_stage: so.Mapped[int] = so.mapped_column(sa.SmallInteger, default=0, server_default="0")
-    # Service time: reported at fulfilment, attested at confirmation, measured at check-out.
+    # Service time: reported at fulfilment (possibly lowered at confirmation), measured at check-out.
     minutes: so.Mapped[int | None]
+    # Confirmed by the scheduler after AUTO_CONFIRM_DAYS, nobody having confirmed it.
+    auto_confirmed: so.Mapped[bool] = so.mapped_column(default=False, server_default=sa.false())
 
     user: so.Mapped[User] = so.relationship(lazy="joined", innerjoin=True)

@@ -2,41 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from app.models.base import Base, Timestamped
-
-POSTING_KINDS = ("wish", "project", "charity", "service", "energy")
-POSTING_STATUSES = ("pending_review", "open", "claimed", "full", "closed", "rejected", "cancelled", "expired")
-
-# Geocells: a fixed grid of GEOCELL_DEG degrees. A radius query turns into a
-# short list of cells, each an index range, so it never scans the table.
-GEOCELL_DEG = 0.02
-_GEOCELL_STRIDE = 100_000
-
-
-def geocell_index(lat: float, lng: float) -> tuple[int, int]:
-    return math.floor((lat + 90) / GEOCELL_DEG), math.floor((lng + 180) / GEOCELL_DEG)
-
-
-def geocell_for(lat: float | None, lng: float | None) -> int | None:
-    if lat is None or lng is None:
-        return None
-    row, col = geocell_index(lat, lng)
-    return row * _GEOCELL_STRIDE + col
-
-
-def geocells_covering(lat: float, lng: float, radius_km: float) -> list[int]:
-    """The cells of the bounding box of a circle (a superset of the circle)."""
-    dlat = radius_km / 111.32
-    dlng = radius_km / (111.32 * max(math.cos(math.radians(lat)), 0.01))
-    row0, col0 = geocell_index(max(lat - dlat, -90), max(lng - dlng, -180))
-    row1, col1 = geocell_index(min(lat + dlat, 90), min(lng + dlng, 180))
-    return [row * _GEOCELL_STRIDE + col for row in range(row0, row1 + 1) for col in range(col0, col1 + 1)]
 
 
 class Posting(Timestamped, Base):
@@ -56,6 +27,8 @@ class Posting(Timestamped, Base):
         sa.Index("ix_postings_status_created_at_id", "status", "created_at", "id"),
         sa.Index("ix_postings_status_expires_at", "status", "expires_at"),
         sa.Index("ix_postings_status_starts_at", "status", "starts_at"),
+        # closing events, services and rewards at their end (expire_postings)
+        sa.Index("ix_postings_status_ends_at", "status", "ends_at"),
         sa.Index("ix_postings_district_status", "district", "status"),
         sa.Index("ix_postings_org_id", "org_id"),
         sa.Index("ix_postings_author_id", "author_id"),

@@ -9,8 +9,7 @@ import sqlalchemy.orm as so
 
 from app.clock import utcnow
 from app.models.base import Base, Timestamped
-
-STAR_THRESHOLDS_HOURS = (100, 300, 600, 1000, 1500)
+from app.policy import hours, star_level
 
 
 class User(Timestamped, Base):
@@ -23,14 +22,17 @@ class User(Timestamped, Base):
     display_name: so.Mapped[str] = so.mapped_column(sa.String(40))
     is_admin: so.Mapped[bool] = so.mapped_column(default=False, server_default=sa.false())
     locale: so.Mapped[str] = so.mapped_column(sa.String(10), default="zh-CN", server_default="zh-CN")
-    timezone: so.Mapped[str] = so.mapped_column(sa.String(64), default="Asia/Shanghai", server_default="Asia/Shanghai")
+    # The user's own zone; null: the deployment's DEFAULT_TIMEZONE (app.clock.zone).
+    timezone: so.Mapped[str | None] = so.mapped_column(sa.String(64))
     # Quiet hours as "HH:MM" local times; both null = off.
     quiet_start: so.Mapped[str | None] = so.mapped_column(sa.String(5))
     quiet_end: so.Mapped[str | None] = so.mapped_column(sa.String(5))
     muted_kinds: so.Mapped[list[str]] = so.mapped_column(sa.JSON, default=list)
     nearby_alerts: so.Mapped[bool] = so.mapped_column(default=True, server_default=sa.true())
 
-    volunteer: so.Mapped[Volunteer | None] = so.relationship(back_populates="user", uselist=False, lazy="selectin")
+    volunteer: so.Mapped[Volunteer | None] = so.relationship(
+        back_populates="user", uselist=False, lazy="selectin", foreign_keys="Volunteer.user_id"
+    )
 
     @property
     def phone_masked(self) -> str:
@@ -69,28 +71,27 @@ class Volunteer(Timestamped, Base):
     home_lat: so.Mapped[float | None]
     home_lng: so.Mapped[float | None]
     push_radius_km: so.Mapped[float] = so.mapped_column(default=3.0, server_default="3")
+    # Identity checked in person (ID card against real name) by a coordinator of an
+    # org the volunteer belongs to; reset when the name or ID number changes.
     verified: so.Mapped[bool] = so.mapped_column(default=False, server_default=sa.false())
+    verified_at: so.Mapped[datetime | None]
+    verified_by: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
     credit_minutes: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
     honor_minutes: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
     energy_balance: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
     active_wish_claims: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
     registered_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
 
-    user: so.Mapped[User] = so.relationship(back_populates="volunteer")
+    user: so.Mapped[User] = so.relationship(back_populates="volunteer", foreign_keys=[user_id])
 
     @property
     def credit_hours(self) -> float:
-        return round(self.credit_minutes / 60, 1)
+        return hours(self.credit_minutes)
 
     @property
     def honor_hours(self) -> float:
-        return round(self.honor_minutes / 60, 1)
+        return hours(self.honor_minutes)
 
     @property
     def star_level(self) -> int:
-        return star_level_for_minutes(self.credit_minutes + self.honor_minutes)
-
-
-def star_level_for_minutes(minutes: int) -> int:
-    """Star level 0-5 (星级志愿者) by total hours at 100/300/600/1000/1500 h."""
-    return sum(1 for hours in STAR_THRESHOLDS_HOURS if minutes >= hours * 60)
+        return star_level(self.credit_minutes + self.honor_minutes)

@@ -20,10 +20,11 @@ import sqlalchemy as sa
 from app.errors import Invalid
 from app.extensions import db
 from app.geo import distance_km_sql, within_radius
-from app.models import Posting, PostingTag, User
-from app.models.postings import POSTING_KINDS, POSTING_STATUSES
+from app.models import Posting, PostingTag
+from app.policy import HIDDEN_POSTING_STATUSES, POSTING_KINDS, POSTING_STATUSES
 from app.services import pagination
-from app.services.postings import HIDDEN_STATUSES, PostingView, views_of, visible_clause
+from app.services.permissions import Actor
+from app.services.postings import PostingView, views_of
 
 SORTS = ("newest", "distance", "ending_soon")
 DEFAULT_RADIUS_KM = 3.0
@@ -41,7 +42,7 @@ class Near:
 
 
 def list_postings(
-    viewer: User | None,
+    viewer: Actor,
     *,
     kinds: Sequence[str] | None = None,
     statuses: Sequence[str] | None = None,
@@ -74,8 +75,8 @@ def list_postings(
     # status and kind are always named, so (status, kind, geocell) serves the
     # nearby search even when the client asks for every kind.
     where = [_one_or_any(Posting.status, statuses), _one_or_any(Posting.kind, kinds)]
-    if set(statuses) & set(HIDDEN_STATUSES):
-        where.append(visible_clause(viewer))
+    if set(statuses) & set(HIDDEN_POSTING_STATUSES):
+        where.append(viewer.visible_postings())
     if district is not None:
         where.append(Posting.district == district)
     if org_id is not None:

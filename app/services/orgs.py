@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from app.errors import AppError, Conflict, Forbidden, Invalid, NotFound
 from app.extensions import db
 from app.models import Org, OrgMember, User
-from app.services.permissions import is_coordinator_of
+from app.services.permissions import Actor
 
 
 def get_org(org_id: int) -> Org:
@@ -20,11 +20,12 @@ def _not_found():
     raise NotFound()
 
 
-def apply_for_org(user: User, name: str, kind: str, district: str) -> Org:
+def apply_for_org(actor: Actor, name: str, kind: str, district: str) -> Org:
     """An application: the org waits for an admin; the applicant becomes its
     first coordinator now, with powers once it is approved."""
     if district not in current_app.config["DISTRICTS"]:
         raise Invalid("district", "unknown district")
+    user = actor.user
     org = Org(name=name.strip(), kind=kind, district=district, status="pending", applicant_id=user.id, member_count=1)
     db.session.add(org)
     try:
@@ -37,8 +38,8 @@ def apply_for_org(user: User, name: str, kind: str, district: str) -> Org:
     return org
 
 
-def approve_org(admin: User, org_id: int) -> Org:
-    if not admin.is_admin:
+def approve_org(actor: Actor, org_id: int) -> Org:
+    if not actor.is_admin:
         raise Forbidden("admin_required")
     done = db.session.execute(
         sa.update(Org).where(Org.id == org_id, Org.status == "pending").values(status="approved")
@@ -51,14 +52,14 @@ def approve_org(admin: User, org_id: int) -> Org:
     return get_org(org_id)
 
 
-def _require_manager(user: User, org: Org) -> None:
-    if not (user.is_admin or is_coordinator_of(user, org.id)):
+def _require_manager(actor: Actor, org: Org) -> None:
+    if not actor.manages_org(org.id):
         raise Forbidden("coordinator_required")
 
 
-def add_member(user: User, org_id: int, member_id: int, role: str) -> OrgMember:
+def add_member(actor: Actor, org_id: int, member_id: int, role: str) -> OrgMember:
     org = get_org(org_id)
-    _require_manager(user, org)
+    _require_manager(actor, org)
     if db.session.get(User, member_id) is None:
         raise Invalid("user_id", "no such user")
     member = OrgMember(org_id=org.id, user_id=member_id, role=role)
@@ -73,7 +74,7 @@ def add_member(user: User, org_id: int, member_id: int, role: str) -> OrgMember:
     return member
 
 
-def remove_member(user: User, org_id: int, member_id: int) -> None:
+def remove_member(actor: Actor, org_id: int, member_id: int) -> None:
     """Remove a member; the org keeps at least one coordinator."""
     # The member_count UPDATE comes first because it locks the org row: two
     # coordinators removing each other then run one after the other, and the
@@ -85,8 +86,8 @@ def remove_member(user: User, org_id: int, member_id: int) -> None:
         if not locked:
             raise NotFound()
         org = db.session.get(Org, org_id, populate_existing=True)
-        if member_id != user.id:
-            _require_manager(user, org)
+        if member_id != actor.id:
+            _require_manager(actor, org)
         member = db.session.scalar(
             sa.select(OrgMember).where(OrgMember.org_id == org.id, OrgMember.user_id == member_id)
         )

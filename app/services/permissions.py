@@ -1,46 +1,227 @@
-"""Who may act for an organisation."""
+"""Who may do what: one actor per request, with named predicates.
+
+Every service asks the actor, never its own copy of a rule. The rules:
+
+- An org's coordinators (members with role ``coordinator`` of an *approved*
+  org) and admins **manage the org**.
+- A posting's **coordinators** are admins and the coordinators of its org; a
+  posting without an org whose kind is district-managed (a resident's wish)
+  is coordinated by the coordinators of any approved org of its district.
+- A posting's **managers** are its author and its coordinators: they edit
+  and cancel it, see its claims, hand over rewards, mark no-shows.
+- A posting's **reviewers** are its coordinators other than its author:
+  nobody approves their own posting.
+- A posting's **contacts** (who see the beneficiary's phone and exact
+  address) are its managers and the holder of an active or fulfilled claim.
+- **Nobody confirms their own work**: the person whose hours a claim earns
+  (the claimant, or a service's provider) never confirms it, nor does a
+  claimant confirm the hand-over of their own reward; nobody gives
+  themself honor hours.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import cached_property
+
 import sqlalchemy as sa
 
+from app.errors import Forbidden
 from app.extensions import db
-from app.models import Org, OrgMember, User
+from app.models import Claim, Org, OrgMember, Posting, User
+from app.policy import (
+    CONTACT_CLAIM_STATUSES,
+    FULFIL_CONFIRM,
+    HAND_OVER,
+    HIDDEN_POSTING_STATUSES,
+    POLICIES,
+    PROVIDER,
+    kinds_where,
+)
+
+DISTRICT_MANAGED_KINDS = kinds_where(district_managed=True)
 
 
-def coordinator_org_ids(user: User) -> set[int]:
-    """Ids of the approved orgs the user coordinates."""
-    rows = db.session.scalars(
-        sa.select(OrgMember.org_id)
-        .join(Org, Org.id == OrgMember.org_id)
-        .where(OrgMember.user_id == user.id, OrgMember.role == "coordinator", Org.status == "approved")
-    )
-    return set(rows)
+class Actor:
+    """The user behind a request (or nobody), and what they coordinate.
 
+    Built once per request (``app.security.current_actor``); the orgs are read
+    on first use, in one query, and kept for the rest of the request.
+    """
 
-def is_coordinator_of(user: User | None, org_id: int | None) -> bool:
-    if user is None or org_id is None:
-        return False
-    return org_id in coordinator_org_ids(user)
+    def __init__(self, user: User | None) -> None:
+        self.user = user
+        self.id: int | None = user.id if user is not None else None
+        self.is_admin = bool(user is not None and user.is_admin)
 
+    def __repr__(self) -> str:
+        return f"<Actor {self.id}{' admin' if self.is_admin else ''}>"
 
-def coordinates_in_district(user: User, district: str) -> bool:
-    """True when the user coordinates an approved org of that district."""
-    found = db.session.scalar(
-        sa.select(OrgMember.id)
-        .join(Org, Org.id == OrgMember.org_id)
-        .where(
-            OrgMember.user_id == user.id,
-            OrgMember.role == "coordinator",
-            Org.status == "approved",
-            Org.district == district,
+    @property
+    def signed_in(self) -> bool:
+        return self.user is not None
+
+    @property
+    def is_volunteer(self) -> bool:
+        return self.user is not None and self.user.volunteer is not None
+
+    @cached_property
+    def coordinated(self) -> dict[int, str]:
+        """The approved orgs this user coordinates: id -> district."""
+        if self.id is None:
+            return {}
+        rows = db.session.execute(
+            sa.select(Org.id, Org.district)
+            .join(OrgMember, OrgMember.org_id == Org.id)
+            .where(OrgMember.user_id == self.id, OrgMember.role == "coordinator", Org.status == "approved")
         )
-        .limit(1)
-    )
-    return found is not None
+        return dict(rows.tuples().all())
+
+    @property
+    def districts(self) -> frozenset[str]:
+        """The districts of the orgs this user coordinates."""
+        return frozenset(self.coordinated.values())
+
+    @property
+    def is_coordinator(self) -> bool:
+        return bool(self.coordinated)
+
+    def roles(self) -> list[str]:
+        """``user``, and ``volunteer``, ``coordinator``, ``admin`` where they apply."""
+        roles = ["user"]
+        if self.is_volunteer:
+            roles.append("volunteer")
+        if self.is_coordinator:
+            roles.append("coordinator")
+        if self.is_admin:
+            roles.append("admin")
+        return roles
+
+    # --- orgs ------------------------------------------------------------------------------------------------
+
+    def coordinates_org(self, org_id: int | None) -> bool:
+        return org_id is not None and org_id in self.coordinated
+
+    def manages_org(self, org_id: int | None) -> bool:
+        return self.is_admin or self.coordinates_org(org_id)
+
+    # --- postings --------------------------------------------------------------------------------------------
+
+    def coordinates_posting(self, posting: Posting) -> bool:
+        """An admin, a coordinator of its org, or (org-less wish) of its district."""
+        if self.is_admin:
+            return True
+        if posting.org_id is not None:
+            return self.coordinates_org(posting.org_id)
+        return posting.kind in DISTRICT_MANAGED_KINDS and posting.district in self.districts
+
+    def is_author(self, posting: Posting) -> bool:
+        return self.id is not None and posting.author_id == self.id
+
+    def manages_posting(self, posting: Posting) -> bool:
+        return self.is_author(posting) or self.coordinates_posting(posting)
+
+    def reviews_posting(self, posting: Posting) -> bool:
+        return self.coordinates_posting(posting) and not self.is_author(posting)
+
+    def is_contact(self, posting: Posting, claim_status: str | None) -> bool:
+        """May see the beneficiary's phone and exact address (and the exact point)."""
+        return self.manages_posting(posting) or claim_status in CONTACT_CLAIM_STATUSES
+
+    def may_view_posting(self, posting: Posting, held_claim: Callable[[], bool]) -> bool:
+        """Public postings: everyone. Hidden ones (pending, rejected, cancelled): its
+        managers; a cancelled one also whoever held a claim on it (``held_claim``,
+        asked only then)."""
+        if posting.status not in HIDDEN_POSTING_STATUSES:
+            return True
+        if self.manages_posting(posting):
+            return True
+        return posting.status == "cancelled" and self.signed_in and held_claim()
+
+    def visible_postings(self) -> sa.ColumnElement[bool]:
+        """:meth:`may_view_posting` as SQL, for lists."""
+        public = Posting.status.not_in(HIDDEN_POSTING_STATUSES)
+        if self.id is None:
+            return public
+        if self.is_admin:
+            return sa.true()
+        held = sa.exists().where(Claim.posting_id == Posting.id, Claim.user_id == self.id)
+        return sa.or_(
+            public,
+            self._coordinated_postings(),
+            Posting.author_id == self.id,
+            sa.and_(Posting.status == "cancelled", held),
+        )
+
+    def reviewable_postings(self) -> sa.ColumnElement[bool]:
+        """:meth:`reviews_posting` as SQL: the review queue's filter."""
+        if self.id is None:
+            return sa.false()
+        return sa.and_(self._coordinated_postings(), Posting.author_id != self.id)
+
+    def _coordinated_postings(self) -> sa.ColumnElement[bool]:
+        """:meth:`coordinates_posting` as SQL."""
+        if self.is_admin:
+            return sa.true()
+        clauses = []
+        if self.coordinated:
+            clauses.append(Posting.org_id.in_(sorted(self.coordinated)))
+            clauses.append(
+                sa.and_(
+                    Posting.org_id.is_(None),
+                    Posting.kind.in_(DISTRICT_MANAGED_KINDS),
+                    Posting.district.in_(sorted(self.districts)),
+                )
+            )
+        return sa.or_(*clauses) if clauses else sa.false()
+
+    # --- claims ----------------------------------------------------------------------------------------------
+
+    def may_see_claim(self, claim: Claim, posting: Posting) -> bool:
+        return claim.user_id == self.id or self.manages_posting(posting)
+
+    def credited_user_id(self, claim: Claim, posting: Posting) -> int | None:
+        """Whose hours this claim earns (None: none)."""
+        credited = POLICIES[posting.kind].credited
+        if credited is None:
+            return None
+        return posting.author_id if credited == PROVIDER else claim.user_id
+
+    def may_fulfil(self, claim: Claim, posting: Posting) -> bool:
+        """Marking done is for the one who did the work (a wish's claimant, a
+        service's provider)."""
+        policy = POLICIES[posting.kind]
+        return policy.finish == FULFIL_CONFIRM and self.id == self.credited_user_id(claim, posting)
+
+    def require_may_confirm(self, claim: Claim, posting: Posting) -> None:
+        """403 unless this actor may confirm the claim: ``own_claim`` for the one
+        whose work (or reward) it is, ``poster_required`` for anyone else not allowed.
+
+        - wish: its managers (poster, coordinators);
+        - service: the resident who booked it, or its coordinators;
+        - energy (hand-over): its managers.
+        """
+        policy = POLICIES[posting.kind]
+        credited = self.credited_user_id(claim, posting)
+        if self.id is not None and (self.id == credited or (policy.finish == HAND_OVER and self.id == claim.user_id)):
+            raise Forbidden("own_claim")
+        if policy.credited == PROVIDER:
+            allowed = claim.user_id == self.id or self.coordinates_posting(posting)
+        else:
+            allowed = self.manages_posting(posting)
+        if not allowed:
+            raise Forbidden("poster_required")
+
+    def require_may_award(self, org_id: int, volunteer_id: int) -> None:
+        """Honor hours: the org's coordinators and admins, never to themself."""
+        if not self.manages_org(org_id):
+            raise Forbidden("coordinator_required")
+        if volunteer_id == self.id:
+            raise Forbidden("own_record")
 
 
 def memberships(user: User) -> list[tuple[Org, str]]:
+    """Every org the user belongs to (any status), with their role."""
     rows = db.session.execute(
         sa.select(Org, OrgMember.role)
         .join(OrgMember, OrgMember.org_id == Org.id)

@@ -11,41 +11,23 @@ read-modify-write.
 from __future__ import annotations
 
 from datetime import datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
-from flask import current_app
 
-from app.clock import as_utc, utcnow
+from app.clock import as_utc, utcnow, zone
 from app.errors import Forbidden, Invalid
 from app.extensions import db
 from app.models import Claim, OrgMember, Posting, ServiceRecord, User, Volunteer
+from app.policy import DONE_CLAIM_STATUSES, MAX_HONOR_MINUTES, hours, points_for_minutes
 from app.services import energy
+from app.services.audit import audit
 from app.services.orgs import get_org
 from app.services.pagination import paginate
-from app.services.permissions import is_coordinator_of
+from app.services.permissions import Actor
 
-HALF_HOUR = 30
-# 微能量: 10 points per credited hour, paid per whole half hour.
-POINTS_PER_HALF_HOUR = 5
-WISH_CONFIRMED_POINTS = 5
 RECORD_KINDS = ("credit", "honor")
 # The record's evaluation when the confirmer wrote no feedback (服务评价).
 RATING_WORDS = {5: "优秀", 4: "良好", 3: "合格", 2: "基本合格", 1: "不合格"}
-
-
-def round_down_half_hour(minutes: float) -> int:
-    """Credited minutes: whole half hours only (89 → 60, 90 → 90)."""
-    return max(0, int(minutes) // HALF_HOUR * HALF_HOUR)
-
-
-def minutes_between(start: datetime, end: datetime) -> int:
-    """Whole minutes from ``start`` to ``end`` (0 when ``end`` is not later)."""
-    return max(0, int((end - start).total_seconds() // 60))
-
-
-def points_for_minutes(minutes: int) -> int:
-    return round_down_half_hour(minutes) // HALF_HOUR * POINTS_PER_HALF_HOUR
 
 
 def evaluation_for(rating: int | None, feedback: str | None) -> str | None:
@@ -71,12 +53,17 @@ def write_credit_record(
     """Write the one credit record of a claim, add its minutes to the volunteer's
     credit hours and pay its energy, all in the caller's transaction.
 
-    ``minutes`` are rounded down to the half hour here. Energy is 10 points per
-    credited hour (ledger reason ``service_hours``) plus ``bonus_points``
-    (reason ``wish_confirmed``). A user without a volunteer profile (a
-    coordinator providing a service) gets the record but no counters.
+    Energy is 10 points per credited hour, whole half hours only (ledger reason
+    ``service_hours``), plus ``bonus_points`` (reason ``wish_confirmed``). A
+    user without a volunteer profile (a coordinator providing a service) gets
+    the record but no counters. A claim that already has its record (a service
+    fulfilled before confirmations were required) only gets the evaluation.
     """
-    minutes = round_down_half_hour(minutes)
+    existing = db.session.scalar(sa.select(ServiceRecord).where(ServiceRecord.claim_id == claim_id))
+    if existing is not None:
+        existing.evaluation = evaluation[:1000] if evaluation else existing.evaluation
+        existing.rating = rating if rating is not None else existing.rating
+        return existing
     record = ServiceRecord(
         volunteer_id=user_id,
         posting_id=posting.id,
@@ -118,13 +105,15 @@ def _place_of(posting: Posting) -> str | None:
     return posting.district
 
 
-def add_honor_record(coordinator: User, org_id: int, data: dict) -> ServiceRecord:
+def add_honor_record(actor: Actor, org_id: int, data: dict) -> ServiceRecord:
     """Honor hours (荣誉时长) given by a coordinator of ``org_id`` to one of its
-    volunteers, with a reason. They add to ``honor_minutes`` only."""
+    volunteers, with a reason: at most 24 hours a record, never to themself,
+    each one in the audit log. They add to ``honor_minutes`` only."""
     org = get_org(org_id)
-    if not (coordinator.is_admin or is_coordinator_of(coordinator, org.id)):
-        raise Forbidden("coordinator_required")
     user_id = data["volunteer_id"]
+    actor.require_may_award(org.id, user_id)
+    if not 0 < data["minutes"] <= MAX_HONOR_MINUTES:
+        raise Invalid("minutes", f"From 1 to {MAX_HONOR_MINUTES} minutes (24 hours) a record.")
     if db.session.scalar(sa.select(Volunteer.id).where(Volunteer.user_id == user_id)) is None:
         raise Invalid("volunteer_id", "This user is not a registered volunteer.", slug="volunteer_required")
     if not _serves_org(user_id, org.id):
@@ -145,15 +134,26 @@ def add_honor_record(coordinator: User, org_id: int, data: dict) -> ServiceRecor
         ended_at=ended_at,
         place=data.get("place") or org.district,
         content=data["reason"],
-        recorded_by=coordinator.id,
+        recorded_by=actor.id,
         created_at=now,
     )
     db.session.add(record)
+    db.session.flush()
     db.session.execute(
         sa.update(Volunteer)
         .where(Volunteer.user_id == user_id)
         .values(honor_minutes=Volunteer.honor_minutes + data["minutes"])
         .execution_options(synchronize_session=False)
+    )
+    audit(
+        actor.id,
+        "record.honor",
+        "service_record",
+        record.id,
+        volunteer_id=user_id,
+        org_id=org.id,
+        minutes=data["minutes"],
+        reason=data["reason"],
     )
     db.session.commit()
     return record
@@ -169,7 +169,7 @@ def _serves_org(user_id: int, org_id: int) -> bool:
     served = db.session.scalar(
         sa.select(Claim.id)
         .join(Posting, Posting.id == Claim.posting_id)
-        .where(Claim.user_id == user_id, Posting.org_id == org_id, Claim.status.in_(("fulfilled", "confirmed")))
+        .where(Claim.user_id == user_id, Posting.org_id == org_id, Claim.status.in_(DONE_CLAIM_STATUSES))
         .limit(1)
     )
     return served is not None
@@ -186,11 +186,11 @@ def list_records(user: User, *, kind: str | None, cursor: str | None, limit: int
 def records_summary(user: User) -> dict:
     """Hours by record kind (credit/honor), by posting kind and by month.
 
-    Months are calendar months in the user's time zone (Asia/Shanghai by
-    default), by when the service ended. Figures come from the records; the
+    Months are calendar months in the user's time zone (``DEFAULT_TIMEZONE``
+    when unset), by when the service ended. Figures come from the records; the
     star level from the volunteer's counters, which the records fill.
     """
-    tz = _zone(user.timezone)
+    tz = zone(user.timezone)
     rows = db.session.execute(
         sa.select(
             ServiceRecord.kind,
@@ -212,20 +212,20 @@ def records_summary(user: User) -> dict:
         bucket["records"] += 1
     volunteer = user.volunteer
     return {
-        "credit_hours": _hours(by_kind["credit"]),
-        "honor_hours": _hours(by_kind["honor"]),
-        "total_hours": _hours(by_kind["credit"] + by_kind["honor"]),
+        "credit_hours": hours(by_kind["credit"]),
+        "honor_hours": hours(by_kind["honor"]),
+        "total_hours": hours(by_kind["credit"] + by_kind["honor"]),
         "credit_minutes": by_kind["credit"],
         "honor_minutes": by_kind["honor"],
         "records": len(rows),
         "star_level": volunteer.star_level if volunteer is not None else 0,
-        "by_kind": {kind: _hours(minutes) for kind, minutes in by_kind.items()},
-        "by_posting_kind": {kind: _hours(minutes) for kind, minutes in sorted(by_posting_kind.items())},
+        "by_kind": {kind: hours(minutes) for kind, minutes in by_kind.items()},
+        "by_posting_kind": {kind: hours(minutes) for kind, minutes in sorted(by_posting_kind.items())},
         "by_month": [
             {
                 "month": month,
-                "credit_hours": _hours(bucket["credit"]),
-                "honor_hours": _hours(bucket["honor"]),
+                "credit_hours": hours(bucket["credit"]),
+                "honor_hours": hours(bucket["honor"]),
                 "credit_minutes": bucket["credit"],
                 "honor_minutes": bucket["honor"],
                 "records": bucket["records"],
@@ -235,24 +235,13 @@ def records_summary(user: User) -> dict:
     }
 
 
-def _hours(minutes: int) -> float:
-    return round(minutes / 60, 1)
-
-
-def _zone(name: str | None) -> ZoneInfo:
-    try:
-        return ZoneInfo(name or current_app.config["DEFAULT_TIMEZONE"])
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("Asia/Shanghai")
-
-
 def list_org_records(
-    user: User, org_id: int, *, kind: str | None, cursor: str | None, limit: int
+    actor: Actor, org_id: int, *, kind: str | None, cursor: str | None, limit: int
 ) -> tuple[list, str | None]:
     """An org's records (its postings' credit records and the honor records it
     gave), newest first, for its coordinators and admins."""
     org = get_org(org_id)
-    if not (user.is_admin or is_coordinator_of(user, org.id)):
+    if not actor.manages_org(org.id):
         raise Forbidden("coordinator_required")
     stmt = sa.select(ServiceRecord).where(ServiceRecord.org_id == org.id)
     if kind:

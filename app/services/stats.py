@@ -1,10 +1,11 @@
 """Public figures (数据看板), for the whole city or one district.
 
 - ``volunteers``: registered volunteers (by their own district);
-- ``wishes_posted``: wishes that went public (not pending review, not rejected);
-- ``wishes_claimed``: of those, wishes a volunteer took on and has not given up
-  (a live or finished claim: active, fulfilled, confirmed);
-- ``wishes_fulfilled``: wishes marked done (fulfilled or confirmed);
+- ``wishes_posted``: public wishes (``PUBLIC_POSTING_STATUSES``: the ones
+  anybody can see, on the wall or finished);
+- ``wishes_claimed``: wishes a volunteer took on and has not given up
+  (``TAKEN_CLAIM_STATUSES``: active, fulfilled, confirmed);
+- ``wishes_fulfilled``: wishes marked done (``DONE_CLAIM_STATUSES``);
 - ``credit_hours``: credit hours served on postings (by the posting's district);
 - ``postings_by_kind``: public postings of each kind.
 
@@ -18,14 +19,13 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import Claim, Posting, ServiceRecord, Volunteer
-from app.models.postings import POSTING_KINDS
+from app.policy import DONE_CLAIM_STATUSES, POSTING_KINDS, PUBLIC_POSTING_STATUSES, TAKEN_CLAIM_STATUSES, hours
 
 CACHE_SECONDS = 60
-UNPUBLISHED = ("pending_review", "rejected")
 
 
 def city_stats(district: str | None = None) -> dict:
-    published = Posting.status.not_in(UNPUBLISHED)
+    published = Posting.status.in_(PUBLIC_POSTING_STATUSES)
 
     def in_district(stmt: sa.Select, column) -> sa.Select:
         return stmt.where(column == district) if district else stmt
@@ -60,8 +60,8 @@ def city_stats(district: str | None = None) -> dict:
         "district": district,
         "volunteers": volunteers or 0,
         "wishes_posted": by_kind["wish"],
-        "wishes_claimed": wishes_with_claims(("active", "fulfilled", "confirmed")),
-        "wishes_fulfilled": wishes_with_claims(("fulfilled", "confirmed")),
-        "credit_hours": round((credit_minutes or 0) / 60, 1),
+        "wishes_claimed": wishes_with_claims(TAKEN_CLAIM_STATUSES),
+        "wishes_fulfilled": wishes_with_claims(DONE_CLAIM_STATUSES),
+        "credit_hours": hours(credit_minutes),
         "postings_by_kind": by_kind,
     }

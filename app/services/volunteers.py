@@ -5,13 +5,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from app.clock import utcnow
-from app.errors import Conflict, Invalid
+from app.errors import Conflict, Forbidden, Invalid, NotFound
 from app.extensions import db
-from app.models import User, Volunteer
+from app.models import OrgMember, User, Volunteer
+from app.services.audit import audit
+from app.services.permissions import Actor
 from app.validators import mask_id_number, validate_id_number
 
 VOLUNTEER_FIELDS = ("real_name", "gender", "skills", "district", "push_radius_km")
@@ -58,7 +61,11 @@ def register_volunteer(user: User, data: dict) -> Volunteer:
 
 
 def _apply(volunteer: Volunteer, data: dict, number: str, born) -> None:
-    volunteer.id_hash = id_number_hash(number)
+    id_hash = id_number_hash(number)
+    if volunteer.verified and (id_hash != volunteer.id_hash or data["real_name"] != volunteer.real_name):
+        # What a coordinator checked is no longer what the profile says.
+        volunteer.verified, volunteer.verified_at, volunteer.verified_by = False, None, None
+    volunteer.id_hash = id_hash
     volunteer.id_masked = mask_id_number(number)
     volunteer.birth_date = born
     for field in VOLUNTEER_FIELDS:
@@ -67,3 +74,23 @@ def _apply(volunteer: Volunteer, data: dict, number: str, born) -> None:
     if "home" in data:
         home = data["home"]
         volunteer.home_lat, volunteer.home_lng = (home["lat"], home["lng"]) if home else (None, None)
+
+
+def verify_volunteer(actor: Actor, org_id: int, user_id: int) -> Volunteer:
+    """实名核验: a coordinator of the org (or an admin) has checked a member's ID card
+    against their real name in person. Never one's own; audited."""
+    if not actor.manages_org(org_id):
+        raise Forbidden("coordinator_required")
+    if user_id == actor.id:
+        raise Forbidden("own_verification")
+    member = db.session.scalar(
+        sa.select(OrgMember.id).where(OrgMember.org_id == org_id, OrgMember.user_id == user_id).limit(1)
+    )
+    volunteer = db.session.scalar(sa.select(Volunteer).where(Volunteer.user_id == user_id))
+    if member is None or volunteer is None:
+        raise NotFound()
+    if not volunteer.verified:
+        volunteer.verified, volunteer.verified_at, volunteer.verified_by = True, utcnow(), actor.id
+        audit(actor.id, "volunteer.verify", "volunteer", volunteer.id, org_id=org_id, user_id=user_id)
+        db.session.commit()
+    return volunteer

@@ -1,0 +1,267 @@
+"""The rulebook: every kind of posting as data, every status set, the hours arithmetic.
+
+The five kinds (五微) share one ``postings`` table and one ``claims`` table and
+differ only by the policy below; services, jobs, schemas and the tests read
+this module instead of asking ``if kind == ...``. Nothing here touches the
+database, so models may import it too.
+
+Posting states::
+
+    pending_review ──approve──▶ open ──(claims)──▶ claimed | full ──▶ closed
+                  └─reject──▶ rejected      any live state ──cancel──▶ cancelled
+    open | pending_review ──expires_at passed, no live claim──▶ expired
+    open | claimed | full ──ends_at passed (events, services, rewards)──▶ closed
+
+Claim states::
+
+    active ──fulfil──▶ fulfilled ──confirm (or the scheduler)──▶ confirmed  (wish, service)
+    active ──hand over──▶ confirmed                                         (energy)
+    active ──check in, check out (or settlement)──▶ confirmed              (project, charity)
+    waitlisted ──a place frees──▶ active                                    (project, charity)
+    active | waitlisted ──withdraw──▶ withdrawn
+    active, never checked in, event over ──▶ no_show
+    active past its deadline ──▶ released        live, posting gone or over ──▶ cancelled
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+POSTING_KINDS = ("wish", "project", "charity", "service", "energy")
+POSTING_STATUSES = ("pending_review", "open", "claimed", "full", "closed", "rejected", "cancelled", "expired")
+CLAIM_STATUSES = ("active", "waitlisted", "fulfilled", "confirmed", "withdrawn", "released", "cancelled", "no_show")
+
+# --- posting status sets ---------------------------------------------------------------------------------------
+
+# Seen only by the people concerned (404 for everyone else): not yet published,
+# refused, or taken down (a wish withdrawn while still under review was never public).
+HIDDEN_POSTING_STATUSES = ("pending_review", "rejected", "cancelled")
+# Everything else is public: the wish wall, a posting's page, the public figures.
+PUBLIC_POSTING_STATUSES = tuple(s for s in POSTING_STATUSES if s not in HIDDEN_POSTING_STATUSES)
+# Not over yet: such a posting may still be edited or cancelled.
+LIVE_POSTING_STATUSES = ("pending_review", "open", "claimed", "full")
+# Published and not over: the states that end by themselves at ends_at or expires_at.
+RUNNING_POSTING_STATUSES = ("open", "claimed", "full")
+
+# --- claim status sets -----------------------------------------------------------------------------------------
+
+# Still going: a user holds at most one per posting (a unique partial index).
+LIVE_CLAIM_STATUSES = ("active", "waitlisted", "fulfilled")
+# Holding (or having used) one of the posting's places: counted in ``claimed_count``.
+# Only withdrawn, released and cancelled give a place back.
+PLACE_CLAIM_STATUSES = ("active", "fulfilled", "confirmed", "no_show")
+# The claimant is one of the beneficiary's contacts (sees the phone and address).
+CONTACT_CLAIM_STATUSES = ("active", "fulfilled")
+# The work was done (marked done, or done and confirmed).
+DONE_CLAIM_STATUSES = ("fulfilled", "confirmed")
+# Taken on and not given up: what the public figures call a claimed wish.
+TAKEN_CLAIM_STATUSES = ("active", "fulfilled", "confirmed")
+# Over: nothing more happens to such a claim.
+FINISHED_CLAIM_STATUSES = tuple(s for s in CLAIM_STATUSES if s not in LIVE_CLAIM_STATUSES)
+
+
+def sql_in(column: str, values: tuple[str, ...]) -> str:
+    """``column IN ('a', 'b')`` as SQL text, for partial-index predicates built from a set above."""
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+# --- the kinds -------------------------------------------------------------------------------------------------
+
+# Who may post a kind.
+ANYONE = "anyone"  # any signed-in user, for themself (a coordinator also for a beneficiary)
+COORDINATORS = "coordinators"  # coordinators of the org named in org_id (admins too)
+PROVIDERS = "providers"  # the provider: a registered volunteer, or a coordinator for an org
+
+# How a claim is finished.
+FULFIL_CONFIRM = "fulfil_confirm"  # the one who did the work marks it done; the other side confirms
+CHECK_IN_OUT = "check_in_out"  # on site: check in, check out
+HAND_OVER = "hand_over"  # the posting's managers hand the reward over
+
+# Whose service hours a finished claim carries.
+CLAIMANT = "claimant"
+PROVIDER = "provider"  # the posting's author
+
+
+@dataclass(frozen=True)
+class KindPolicy:
+    """The rules of one kind of posting."""
+
+    kind: str
+    posted_by: str
+    # A resident's posting waits for review (pending_review); one posted for an org does not.
+    reviewed: bool
+    # Without an org, the coordinators of the posting's district manage it (review,
+    # edit, cancel, confirm, see the contact); with one, the org's coordinators do.
+    district_managed: bool
+    # "one": exactly one claim; "slots": N places (required); "optional": N or
+    # unlimited (None); "stock": N items in stock (required).
+    capacity: str
+    claimant_is_volunteer: bool  # False: any resident may claim (book a service)
+    waitlist: bool  # a claim beyond capacity waits in line
+    finish: str
+    credited: str | None  # whose hours a finished claim is (None: no hours)
+    needs_schedule: bool = False  # starts_at and ends_at required
+    default_expiry_days: int | None = None
+    max_expiry_days: int | None = None
+    claim_ttl_hours: int | None = None  # a claim's deadline (due_at); None: no deadline
+    # Active claims count towards the volunteer's ACTIVE_WISH_CLAIM_LIMIT.
+    counts_toward_claim_limit: bool = False
+    # The poster is told of each new claim (wish_claimed).
+    poster_told_of_claims: bool = False
+    event_reminders: bool = False  # claimants reminded 24 h and 1 h before starts_at
+    has_energy_cost: bool = False
+    has_beneficiary: bool = False
+    # Closed once ends_at has passed (a wish ends by confirmation or expiry instead).
+    closes_at_end: bool = True
+    # Live claims settled EVENT_SETTLE_HOURS after ends_at: "on_site" (checked in →
+    # checked out at the end, never came → no_show, still waiting → cancelled),
+    # "release" (a booking never marked done → released); None: left as they are.
+    settlement: str | None = None
+    auto_confirm: bool = False  # fulfilled claims confirmed by the scheduler after AUTO_CONFIRM_DAYS
+    confirm_bonus_points: int = 0  # energy on top of the hours when confirmed
+    nearby_alerts: bool = False  # 微呼百应: volunteers around it are told when it opens
+
+    @property
+    def capacity_required(self) -> bool:
+        return self.capacity in ("slots", "stock")
+
+    @property
+    def on_site(self) -> bool:
+        return self.finish == CHECK_IN_OUT
+
+
+POLICIES: dict[str, KindPolicy] = {
+    policy.kind: policy
+    for policy in (
+        KindPolicy(
+            "wish",  # 微心愿
+            posted_by=ANYONE,
+            reviewed=True,
+            district_managed=True,
+            capacity="one",
+            claimant_is_volunteer=True,
+            waitlist=False,
+            finish=FULFIL_CONFIRM,
+            credited=CLAIMANT,
+            default_expiry_days=30,
+            max_expiry_days=90,
+            claim_ttl_hours=168,
+            counts_toward_claim_limit=True,
+            poster_told_of_claims=True,
+            has_beneficiary=True,
+            closes_at_end=False,
+            auto_confirm=True,
+            confirm_bonus_points=5,
+            nearby_alerts=True,
+        ),
+        KindPolicy(
+            "project",  # 微项目
+            posted_by=COORDINATORS,
+            reviewed=False,
+            district_managed=False,
+            capacity="slots",
+            claimant_is_volunteer=True,
+            waitlist=True,
+            finish=CHECK_IN_OUT,
+            credited=CLAIMANT,
+            needs_schedule=True,
+            event_reminders=True,
+            settlement="on_site",
+        ),
+        KindPolicy(
+            "charity",  # 微公益
+            posted_by=COORDINATORS,
+            reviewed=False,
+            district_managed=False,
+            capacity="optional",
+            claimant_is_volunteer=True,
+            waitlist=True,
+            finish=CHECK_IN_OUT,
+            credited=CLAIMANT,
+            needs_schedule=True,
+            event_reminders=True,
+            settlement="on_site",
+        ),
+        KindPolicy(
+            "service",  # 微服务
+            posted_by=PROVIDERS,
+            reviewed=False,
+            district_managed=False,
+            capacity="optional",
+            claimant_is_volunteer=False,
+            waitlist=False,
+            finish=FULFIL_CONFIRM,
+            credited=PROVIDER,
+            settlement="release",
+            auto_confirm=True,
+        ),
+        KindPolicy(
+            "energy",  # 微能量 (爱心超市)
+            posted_by=COORDINATORS,
+            reviewed=False,
+            district_managed=False,
+            capacity="stock",
+            claimant_is_volunteer=True,
+            waitlist=False,
+            finish=HAND_OVER,
+            credited=None,
+            has_energy_cost=True,
+        ),
+    )
+}
+
+
+def kinds_where(**rule: object) -> tuple[str, ...]:
+    """The kinds whose policy has every ``attribute=value`` of ``rule``, e.g.
+    ``kinds_where(waitlist=True)``; for set-based SQL (``Posting.kind.in_(...)``)."""
+    return tuple(k for k, p in POLICIES.items() if all(getattr(p, name) == value for name, value in rule.items()))
+
+
+# --- hours, minutes and energy ----------------------------------------------------------------------------------
+
+HALF_HOUR = 30
+# Minutes a volunteer may report for one fulfilled wish or service (8 hours).
+MAX_REPORTED_MINUTES = 480
+# Credit minutes one on-site claim (check-in to check-out) may earn.
+MAX_ON_SITE_MINUTES = 12 * 60
+# Honor minutes one record may carry.
+MAX_HONOR_MINUTES = 24 * 60
+# 微能量: 10 points per credited hour, paid per whole half hour.
+POINTS_PER_HALF_HOUR = 5
+# Check-in opens this long before starts_at, within this distance of the site.
+CHECK_IN_OPENS_BEFORE = timedelta(minutes=30)
+CHECK_IN_RADIUS_KM = 0.5
+
+
+def hours(minutes: int | None) -> float:
+    """Minutes as hours with one decimal, the way every figure in the API states them."""
+    return round((minutes or 0) / 60, 1)
+
+
+def minutes_between(start, end) -> int:
+    """Whole minutes from ``start`` to ``end`` (0 when ``end`` is not later)."""
+    return max(0, int((end - start).total_seconds() // 60))
+
+
+def points_for_minutes(minutes: int) -> int:
+    """Energy for credited minutes: 10 points an hour, whole half hours only (89 min → 10)."""
+    return max(0, int(minutes)) // HALF_HOUR * POINTS_PER_HALF_HOUR
+
+
+def on_site_credit(checked_in, checked_out, starts_at, ends_at) -> tuple[object, int]:
+    """(start, minutes) credited to an on-site claim: the overlap of
+    check-in..check-out with the event's starts_at..ends_at, at most 12 hours.
+    A missing bound (an event posted before both were required) leaves that
+    side to the claim's own time."""
+    start = max(checked_in, starts_at) if starts_at is not None else checked_in
+    end = min(checked_out, ends_at) if ends_at is not None else checked_out
+    return start, min(minutes_between(start, end), MAX_ON_SITE_MINUTES)
+
+
+STAR_THRESHOLDS_HOURS = (100, 300, 600, 1000, 1500)
+
+
+def star_level(minutes: int) -> int:
+    """Star level 0-5 (星级志愿者) by credit + honor hours at 100/300/600/1000/1500 h."""
+    return sum(1 for threshold in STAR_THRESHOLDS_HOURS if minutes >= threshold * 60)

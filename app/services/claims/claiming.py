@@ -1,0 +1,101 @@
+"""Claiming (认领 / 报名 / 预约 / 兑换): race-free, in one transaction."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from app.clock import utcnow
+from app.errors import Conflict, Forbidden, NotFound
+from app.extensions import db
+from app.models import Claim, Posting
+from app.policy import POLICIES
+from app.services import energy
+from app.services.claims.places import take_claim_allowance, take_place, why_not_taken
+from app.services.permissions import Actor
+from notifications import notify
+
+
+def claim_posting(actor: Actor, posting_id: int, message: str | None = None) -> Claim:
+    """Claim a posting in one transaction.
+
+    The INSERT of the claim is guarded by the unique index of live claims per
+    (posting, user); the place by a conditional UPDATE of the posting's
+    counters; a wish by the volunteer's active-claim allowance; an energy
+    reward by the balance. Any refusal rolls everything back.
+    """
+    # The columns a claim needs, none of which changes once a posting can be
+    # claimed (PATCH is refused then); its state is left to the guarded UPDATE.
+    posting = db.session.execute(
+        sa.select(Posting.kind, Posting.title, Posting.author_id, Posting.energy_cost, Posting.claim_ttl_hours).where(
+            Posting.id == posting_id
+        )
+    ).first()
+    if posting is None:
+        raise NotFound()
+    user = actor.user
+    policy = POLICIES[posting.kind]
+    if posting.author_id == user.id:
+        raise Forbidden("own_posting")
+    if policy.claimant_is_volunteer and not actor.is_volunteer:
+        raise Forbidden("volunteer_required")
+    ttl_hours = posting.claim_ttl_hours or policy.claim_ttl_hours
+    now = utcnow()
+
+    claim = Claim(
+        posting_id=posting_id,
+        user_id=user.id,
+        kind=posting.kind,
+        status="active",
+        message=message,
+        claimed_at=now,
+        photo_urls=[],
+        due_at=now + timedelta(hours=ttl_hours) if ttl_hours else None,
+    )
+    db.session.add(claim)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        raise Conflict("duplicate_claim") from None
+
+    place = take_place(posting_id, policy, now)
+    if place is None:
+        db.session.rollback()
+        raise why_not_taken(posting_id, policy, now)
+    claim.status = place
+    if place == "active" and policy.counts_toward_claim_limit and not take_claim_allowance(user.id):
+        db.session.rollback()
+        raise Conflict("active_claim_limit")
+    cost = posting.energy_cost or 0
+    if policy.has_energy_cost and cost:
+        if energy.debit(user.id, cost, reason="redeem", claim_id=claim.id, posting_id=posting_id) is None:
+            db.session.rollback()
+            raise Conflict("insufficient_energy")
+        claim.energy_debited = cost
+    if policy.poster_told_of_claims:
+        notify(
+            [posting.author_id],
+            "wish_claimed",
+            dedupe=f"claim:{claim.id}",
+            title=posting.title,
+            volunteer=user.display_name,
+            posting_id=posting_id,
+            claim_id=claim.id,
+        )
+    _commit_keeping_loaded()
+    return claim
+
+
+def _commit_keeping_loaded() -> None:
+    """Commit without expiring what the session holds: the claim just written is
+    exactly what is returned, so reading it back would be a wasted round trip."""
+    session = db.session()
+    expire = session.expire_on_commit
+    session.expire_on_commit = False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = expire

@@ -1,0 +1,115 @@
+"""On site (project, charity): check-in, check-out, no-show.
+
+Check-out credits the overlap of check-in..check-out with the event's
+starts_at..ends_at, at most 12 hours; an event's settlement
+(``app.services.claims.settling``) checks out at the end whoever forgot.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from app.clock import utcnow
+from app.errors import Conflict, Forbidden, Invalid
+from app.extensions import db
+from app.geo import haversine_km
+from app.models import Claim, Posting
+from app.policy import CHECK_IN_OPENS_BEFORE, CHECK_IN_RADIUS_KM, on_site_credit
+from app.services import records
+from app.services.claims.access import ClaimAccess, claim_access, claimant_access, move, refused, tell_and_commit
+from app.services.permissions import Actor
+
+
+def check_in(actor: Actor, claim_id: int, lat: float, lng: float) -> Claim:
+    """签到: the claimant, on site (within 500 m), from 30 minutes before the start
+    until the end. Only once."""
+    access = _on_site_claim(actor, claim_id)
+    posting = access.posting
+    now = utcnow()
+    opens = posting.starts_at - CHECK_IN_OPENS_BEFORE if posting.starts_at is not None else None
+    if (opens is not None and now < opens) or (posting.ends_at is not None and now >= posting.ends_at):
+        raise Conflict("check_in_not_open")
+    _require_on_site(posting, lat, lng)
+    if not move(claim_id, ("active",), Claim.user_id == actor.id, Claim.check_in_at.is_(None), check_in_at=now):
+        raise refused(claim_id)
+    db.session.commit()
+    return db.session.get(Claim, claim_id)
+
+
+def check_out(actor: Actor, claim_id: int, lat: float, lng: float) -> Claim:
+    """签退: the claimant, on site. Writes the credit record (see :func:`credit_attendance`)."""
+    access = _on_site_claim(actor, claim_id)
+    posting = access.posting
+    now = utcnow()
+    _require_on_site(posting, lat, lng)
+    row = db.session.execute(
+        sa.update(Claim)
+        .where(
+            Claim.id == claim_id,
+            Claim.user_id == actor.id,
+            Claim.status == "active",
+            Claim.check_in_at.is_not(None),
+            Claim.check_out_at.is_(None),
+        )
+        .values(status="confirmed", check_out_at=now, confirmed_at=now, ended_at=now)
+        .returning(Claim.check_in_at)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is None:
+        db.session.rollback()
+        claim = db.session.get(Claim, claim_id)
+        if claim.status == "active" and claim.check_in_at is None:
+            raise Conflict("not_checked_in")
+        raise Conflict("claim_not_active")
+    credit_attendance(posting, claim_id, actor.id, row[0], now)
+    return tell_and_commit([actor.id], "claim_confirmed", posting, claim_id)
+
+
+def credit_attendance(posting: Posting, claim_id: int, user_id: int, checked_in: datetime, checked_out: datetime):
+    """The credit of a checked-out claim: its minutes (the overlap with the event,
+    at most 12 hours) on the claim and in one record, recorded by the organiser."""
+    started, minutes = on_site_credit(checked_in, checked_out, posting.starts_at, posting.ends_at)
+    move(claim_id, ("confirmed",), minutes=minutes)
+    records.write_credit_record(
+        user_id=user_id,
+        posting=posting,
+        claim_id=claim_id,
+        minutes=minutes,
+        started_at=started,
+        ended_at=started + timedelta(minutes=minutes),
+        recorded_by=posting.author_id,
+    )
+
+
+def mark_no_show(actor: Actor, claim_id: int) -> Claim:
+    """缺席: a manager of the posting marks an active claim that never checked in,
+    once the activity has ended. The place stays counted: it was taken and not used."""
+    access = claim_access(actor, claim_id)
+    posting = access.posting
+    if not access.manages_posting:
+        raise Forbidden("coordinator_required")
+    if not access.policy.on_site:
+        raise Conflict("wrong_claim_kind")
+    now = utcnow()
+    end = posting.ends_at or posting.starts_at
+    if end is None or now < end:
+        raise Conflict("event_not_ended")
+    if not move(claim_id, ("active",), Claim.check_in_at.is_(None), status="no_show", ended_at=now):
+        raise refused(claim_id)
+    return tell_and_commit([access.claim.user_id], "claim_no_show", posting, claim_id)
+
+
+def _on_site_claim(actor: Actor, claim_id: int) -> ClaimAccess:
+    access = claimant_access(actor, claim_id)
+    if not access.policy.on_site:
+        raise Conflict("wrong_claim_kind")
+    return access
+
+
+def _require_on_site(posting: Posting, lat: float, lng: float) -> None:
+    if posting.lat is None or posting.lng is None:
+        return  # a posting without a point has no site to be near
+    if haversine_km(lat, lng, posting.lat, posting.lng) > CHECK_IN_RADIUS_KM:
+        raise Invalid("location", "You are more than 500 m from the site.", slug="too_far_from_site")

@@ -1,0 +1,225 @@
+"""Places (名额): taking one, waiting for one, giving one back.
+
+Posting counters: ``claimed_count`` counts the claims that hold or held a
+place (``PLACE_CLAIM_STATUSES``) and ``waitlist_count`` the ``waitlisted``
+ones; ``Volunteer.active_wish_claims`` counts a volunteer's active claims of
+the kinds that count towards ``ACTIVE_WISH_CLAIM_LIMIT``. Each moves only by
+a conditional UPDATE, here and nowhere else.
+
+Lock order, everywhere: the new claim row, then the posting row, then other
+claim rows, then the volunteer row — so two transactions never wait on each
+other in a circle.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+from flask import current_app
+
+from app.errors import AppError, Conflict, NotFound
+from app.extensions import db
+from app.models import Claim, Posting, Volunteer
+from app.policy import POLICIES, KindPolicy
+from app.services.batches import batch_of
+from app.services.lifecycle import expired_or_reopened, tell_expired, titles
+from notifications import notify
+from notifications.nearby import alert_nearby_volunteers
+
+
+def open_for_claims(posting_id: int, policy: KindPolicy, now: datetime) -> list[sa.ColumnElement[bool]]:
+    """The posting still takes claims: before its deadline and, for the kinds that
+    close at their end, before its end."""
+    conditions = [Posting.id == posting_id, sa.or_(Posting.expires_at.is_(None), Posting.expires_at > now)]
+    if policy.closes_at_end:
+        conditions.append(sa.or_(Posting.ends_at.is_(None), Posting.ends_at > now))
+    return conditions
+
+
+def take_place(posting_id: int, policy: KindPolicy, now: datetime) -> str | None:
+    """Take a place (``"active"``), a place in line (``"waitlisted"``) or nothing (None)."""
+    window = open_for_claims(posting_id, policy, now)
+    has_room = sa.or_(Posting.capacity.is_(None), Posting.claimed_count < Posting.capacity)
+    if policy.capacity == "one":
+        new_status: sa.ColumnElement | str = "claimed"
+    else:
+        new_status = sa.case(
+            (sa.and_(Posting.capacity.is_not(None), Posting.claimed_count + 1 >= Posting.capacity), "full"),
+            else_=Posting.status,
+        )
+    # A place may free between the two statements; a second round takes it.
+    for _ in range(2):
+        taken = db.session.execute(
+            sa.update(Posting)
+            .where(*window, Posting.status == "open", has_room)
+            .values(claimed_count=Posting.claimed_count + 1, status=new_status)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if taken:
+            return "active"
+        if not policy.waitlist:
+            return None
+        queued = db.session.execute(
+            sa.update(Posting)
+            .where(
+                *window,
+                Posting.status.in_(("open", "full")),
+                Posting.capacity.is_not(None),
+                Posting.claimed_count >= Posting.capacity,
+            )
+            .values(waitlist_count=Posting.waitlist_count + 1)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if queued:
+            return "waitlisted"
+    return None
+
+
+def why_not_taken(posting_id: int, policy: KindPolicy, now: datetime) -> AppError:
+    """After the rollback: which rule refused the place."""
+    posting = db.session.get(Posting, posting_id)
+    if posting is None:
+        return NotFound()
+    if policy.capacity == "one" and posting.status == "claimed":
+        return Conflict("already_claimed")
+    window_open = (posting.expires_at is None or posting.expires_at > now) and (
+        not policy.closes_at_end or posting.ends_at is None or posting.ends_at > now
+    )
+    full = posting.capacity is not None and posting.claimed_count >= posting.capacity
+    if window_open and (posting.status == "full" or (posting.status == "open" and full)):
+        return Conflict("posting_full")
+    return Conflict("posting_not_open")
+
+
+def take_claim_allowance(user_id: int) -> bool:
+    """One more active claim towards the volunteer's limit, if the limit allows."""
+    limit = current_app.config["ACTIVE_WISH_CLAIM_LIMIT"]
+    return bool(
+        db.session.execute(
+            sa.update(Volunteer)
+            .where(Volunteer.user_id == user_id, Volunteer.active_wish_claims < limit)
+            .values(active_wish_claims=Volunteer.active_wish_claims + 1)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    )
+
+
+def return_claim_allowance(user_ids: list[int]) -> None:
+    """Give back one unit of each volunteer's allowance (sorted: one lock order)."""
+    for user_id in sorted(user_ids):
+        db.session.execute(
+            sa.update(Volunteer)
+            .where(Volunteer.user_id == user_id, Volunteer.active_wish_claims > 0)
+            .values(active_wish_claims=Volunteer.active_wish_claims - 1)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def lock_posting(posting_id: int) -> None:
+    """Take the posting's row lock before any claim row (PostgreSQL; SQLite's
+    single writer needs none), the order every claim transaction uses."""
+    db.session.execute(sa.select(Posting.id).where(Posting.id == posting_id).with_for_update())
+
+
+def leave_waitlist(left: Mapping[int, int]) -> None:
+    """``left[posting_id]`` waitlisted claims have left the line."""
+    for posting_id, count in left.items():
+        db.session.execute(
+            sa.update(Posting)
+            .where(Posting.id == posting_id, Posting.waitlist_count >= count)
+            .values(waitlist_count=Posting.waitlist_count - count)
+            .execution_options(synchronize_session=False)
+        )
+
+
+@dataclass
+class GivenBack:
+    promoted: list[tuple[int, int, int]] = field(default_factory=list)  # (claim id, user id, posting id)
+    reopened: list[int] = field(default_factory=list)  # postings open again
+    expired: list[int] = field(default_factory=list)  # postings whose deadline had passed meanwhile
+
+
+def give_back_places(freed: Mapping[int, int]) -> GivenBack:
+    """``freed[posting_id]`` claims that held a place have let it go (withdrawn,
+    released, cancelled). In each posting the oldest waitlisted claims take the
+    places (and are told); the places nobody takes go back to the posting, which
+    reopens — or, past its deadline with nothing live left, expires (its poster
+    told). Reopened postings are news again for the volunteers nearby.
+
+    Runs in the caller's transaction, which holds the postings' rows.
+    """
+    result = GivenBack()
+    freed = {posting_id: count for posting_id, count in freed.items() if count > 0}
+    if not freed:
+        return result
+    kinds = dict(db.session.execute(sa.select(Posting.id, Posting.kind).where(Posting.id.in_(freed))).all())
+    remaining: dict[int, list[int]] = defaultdict(list)
+    for posting_id, count in sorted(freed.items()):
+        if POLICIES[kinds[posting_id]].waitlist:
+            promoted = _promote_waitlisted(posting_id, count)
+            if promoted:
+                leave_waitlist({posting_id: len(promoted)})
+                result.promoted += [(claim_id, user_id, posting_id) for claim_id, user_id in promoted]
+                count -= len(promoted)
+        if count:
+            remaining[count].append(posting_id)
+
+    ended = []
+    for count, posting_ids in remaining.items():
+        rows = db.session.execute(
+            sa.update(Posting)
+            .where(Posting.id.in_(posting_ids), Posting.claimed_count >= count)
+            .values(
+                claimed_count=Posting.claimed_count - count,
+                status=sa.case((Posting.status.in_(("claimed", "full")), expired_or_reopened()), else_=Posting.status),
+            )
+            .returning(Posting.id, Posting.status, Posting.author_id, Posting.title)
+            .execution_options(synchronize_session=False)
+        ).all()
+        for posting_id, status, author_id, title in rows:
+            if status == "expired":
+                ended.append((posting_id, author_id, title))
+            elif status == "open":
+                result.reopened.append(posting_id)
+    result.expired = [posting_id for posting_id, _, _ in ended]
+    tell_expired(ended)
+    names = titles({posting_id for _, _, posting_id in result.promoted})
+    for claim_id, user_id, posting_id in result.promoted:
+        notify(
+            [user_id],
+            "waitlist_promoted",
+            dedupe=f"claim:{claim_id}",
+            title=names[posting_id],
+            posting_id=posting_id,
+            claim_id=claim_id,
+        )
+    _alert_reopened(result.reopened)
+    return result
+
+
+def _promote_waitlisted(posting_id: int, count: int) -> list[tuple[int, int]]:
+    """The ``count`` oldest waitlisted claims become active: (claim id, user id)."""
+    # SKIP LOCKED: two withdrawals at once promote different claims, and a
+    # waitlisted claimant withdrawing right now is passed over, not waited for.
+    rule = (Claim.posting_id == posting_id, Claim.status == "waitlisted")
+    rows = db.session.execute(
+        sa.update(Claim)
+        .where(batch_of(Claim, rule, count, order_by=Claim.id), *rule)
+        .values(status="active")
+        .returning(Claim.id, Claim.user_id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return sorted((row[0], row[1]) for row in rows)
+
+
+def _alert_reopened(posting_ids: list[int]) -> None:
+    """A posting back on the board is news again for the volunteers nearby (微呼百应)."""
+    if not posting_ids:
+        return
+    reopened = sa.select(Posting).where(Posting.id.in_(posting_ids)).order_by(Posting.id)
+    for posting in db.session.scalars(reopened.execution_options(populate_existing=True)):
+        alert_nearby_volunteers(posting)

@@ -1,0 +1,101 @@
+"""Posting one of the five micro-postings (五微)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from app.clock import utcnow
+from app.errors import Conflict, Forbidden, Invalid
+from app.extensions import db
+from app.models import Org, Posting
+from app.policy import ANYONE, COORDINATORS, POLICIES, PROVIDERS, KindPolicy
+from app.services.permissions import Actor
+from app.services.postings.fields import (
+    PLAIN_FIELDS,
+    apply_location,
+    check_fields,
+    no_beneficiary,
+    tag_rows,
+    trimmed,
+)
+from app.services.postings.views import PostingView, view_of
+from notifications.nearby import alert_nearby_volunteers
+
+
+def create_posting(actor: Actor, data: Mapping[str, Any]) -> PostingView:
+    """Post a wish, project, charity activity, service or energy reward.
+
+    ``data`` is the validated body of ``POST /postings``. A resident's wish
+    waits for review (``pending_review``); everything posted for an org, and
+    every other kind, is ``open`` at once.
+    """
+    policy = POLICIES[data["kind"]]
+    author = actor.user
+    now = utcnow()
+    org = _named_org(data.get("org_id"))
+    for_org = org is not None and actor.manages_org(org.id)
+    _check_poster(policy, actor, org, for_org, data)
+
+    values = trimmed({name: data.get(name) for name in PLAIN_FIELDS})
+    values["photo_urls"] = values["photo_urls"] or []
+    apply_location(values, data.get("location"))
+    if policy.has_beneficiary:
+        beneficiary = data.get("beneficiary") or {}
+        # A resident's own wish: the resident is the beneficiary and the contact.
+        values["beneficiary_name"] = beneficiary.get("name") or author.display_name
+        values["beneficiary_phone"] = beneficiary.get("phone") if beneficiary else author.phone
+        values["beneficiary_address"] = beneficiary.get("address")
+    elif data.get("beneficiary"):
+        raise no_beneficiary(policy)
+    check_fields(policy, values, now, changed=set(values), creating=True)
+
+    reviewed = policy.reviewed and not (for_org or actor.is_admin)
+    posting = Posting(
+        kind=policy.kind,
+        status="pending_review" if reviewed else "open",
+        org_id=org.id if org else None,
+        author_id=author.id,
+        claimed_count=0,
+        waitlist_count=0,
+        **values,
+    )
+    posting.tags = tag_rows(data.get("tags") or [])
+    db.session.add(posting)
+    db.session.flush()
+    if posting.status == "open":
+        alert_nearby_volunteers(posting)
+    db.session.commit()
+    return view_of(actor, posting)
+
+
+def _named_org(org_id: int | None) -> Org | None:
+    if org_id is None:
+        return None
+    org = db.session.get(Org, org_id)
+    if org is None:
+        raise Invalid("org_id", "No such organisation.")
+    if org.status != "approved":
+        raise Conflict("org_not_approved")
+    return org
+
+
+def _check_poster(policy: KindPolicy, actor: Actor, org: Org | None, for_org: bool, data: Mapping) -> None:
+    """403 unless ``actor`` may post this kind (for ``org``).
+
+    Anyone may name an org on a wish of their own: it then waits for that org's
+    coordinators to review it. Every other kind is posted for an org only by
+    its coordinators.
+    """
+    if org is not None and not for_org and policy.posted_by != ANYONE:
+        raise Forbidden("coordinator_required")
+    if policy.posted_by == COORDINATORS and org is None:
+        if actor.is_admin or actor.is_coordinator:
+            raise Invalid("org_id", f"Name the organisation this {policy.kind} is posted for.")
+        raise Forbidden("coordinator_required")
+    if policy.posted_by == PROVIDERS and org is None:
+        if not (actor.is_volunteer or actor.is_admin or actor.is_coordinator):
+            raise Forbidden("volunteer_required")
+    if data.get("beneficiary") and policy.has_beneficiary and not (for_org or actor.is_admin):
+        # A resident posts a wish for themself; only a coordinator posts for someone else.
+        raise Forbidden("coordinator_required")

@@ -1,0 +1,122 @@
+"""What a posting's fields must be, kind by kind (the policy's field rules).
+
+Used on create and on every edit, against the whole posting as it would be.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import current_app
+
+from app.errors import Invalid
+from app.geo import geocell_for
+from app.models import PostingTag
+from app.policy import KindPolicy
+
+# Body fields that map one-to-one onto columns.
+PLAIN_FIELDS = (
+    "title",
+    "description",
+    "district",
+    "address",
+    "capacity",
+    "starts_at",
+    "ends_at",
+    "expires_at",
+    "claim_ttl_hours",
+    "energy_cost",
+    "photo_urls",
+)
+BENEFICIARY_FIELDS = ("beneficiary_name", "beneficiary_phone", "beneficiary_address")
+# Columns a reviewer looked at: a resident changing one sends the posting back to review.
+REVIEWED_COLUMNS = frozenset(
+    {"title", "description", "district", "address", "lat", "lng", "photo_urls", "tags", *BENEFICIARY_FIELDS}
+)
+
+
+def check_fields(
+    policy: KindPolicy, values: dict[str, Any], now: datetime, changed: set[str], creating: bool = False
+) -> None:
+    """422 unless ``values`` (the whole posting) fit ``policy``; fills defaults.
+
+    Rules relative to now (in the future, within 90 days) apply to the fields
+    being set, so an edit of the title does not trip over an old start time.
+    """
+    district = values.get("district")
+    if "district" in changed and district not in current_app.config["DISTRICTS"]:
+        raise Invalid("district", "Unknown district.")
+
+    capacity = values.get("capacity")
+    if policy.capacity == "one":
+        if capacity not in (None, 1):
+            raise Invalid("capacity", "A wish is taken on by exactly one volunteer; its capacity is 1.")
+        values["capacity"] = 1
+    elif policy.capacity_required and capacity is None:
+        what = "the stock of this reward" if policy.capacity == "stock" else "the number of places"
+        raise Invalid("capacity", f"Required: {what}.")
+
+    starts_at, ends_at = values.get("starts_at"), values.get("ends_at")
+    if policy.needs_schedule:
+        for name, value in (("starts_at", starts_at), ("ends_at", ends_at)):
+            if value is None:
+                raise Invalid(name, f"Required for a {policy.kind}.")
+    if starts_at is not None and ends_at is not None and starts_at >= ends_at:
+        raise Invalid("ends_at", "Must be after starts_at.")
+    if ends_at is not None and "ends_at" in changed and ends_at <= now:
+        raise Invalid("ends_at", "Must be in the future.")
+
+    if values.get("expires_at") is None and policy.default_expiry_days and creating:
+        values["expires_at"] = now + timedelta(days=policy.default_expiry_days)
+    expires_at = values.get("expires_at")
+    if expires_at is not None and "expires_at" in changed:
+        if expires_at <= now:
+            raise Invalid("expires_at", "Must be in the future.")
+        if policy.max_expiry_days and expires_at > now + timedelta(days=policy.max_expiry_days):
+            raise Invalid("expires_at", f"At most {policy.max_expiry_days} days from now.")
+
+    if policy.claim_ttl_hours:
+        if values.get("claim_ttl_hours") is None:
+            values["claim_ttl_hours"] = policy.claim_ttl_hours
+    elif values.get("claim_ttl_hours") is not None and "claim_ttl_hours" in changed:
+        raise Invalid("claim_ttl_hours", f"A {policy.kind} has no claim deadline.")
+
+    if policy.has_energy_cost:
+        if not values.get("energy_cost"):
+            raise Invalid("energy_cost", "Required: the energy points this reward costs (more than 0).")
+    elif values.get("energy_cost") is not None and "energy_cost" in changed:
+        raise Invalid("energy_cost", f"Only an energy reward has an energy cost, not a {policy.kind}.")
+
+
+def no_beneficiary(policy: KindPolicy) -> Invalid:
+    return Invalid("beneficiary", f"Only a wish has a beneficiary, not a {policy.kind}.")
+
+
+def trimmed(values: dict[str, Any]) -> dict[str, Any]:
+    """Texts without surrounding blanks; a blank address is no address."""
+    for name in ("title", "description", "address"):
+        if isinstance(values.get(name), str):
+            values[name] = values[name].strip() or None
+    return values
+
+
+def apply_location(values: dict[str, Any], location: Mapping[str, float] | None) -> None:
+    """Set lat/lng and keep the geocell (the nearby index) in step with them."""
+    lat, lng = (location["lat"], location["lng"]) if location else (None, None)
+    values.update(lat=lat, lng=lng, geocell=geocell_for(lat, lng))
+
+
+def tag_rows(tags: Sequence[str]) -> list[PostingTag]:
+    return [PostingTag(tag=tag, position=i) for i, tag in enumerate(normalise_tags(tags))]
+
+
+def normalise_tags(tags: Iterable[str]) -> list[str]:
+    """Trimmed, de-duplicated, in the order given."""
+    seen: dict[str, None] = {}
+    for tag in tags:
+        text = tag.strip()
+        if text:
+            seen.setdefault(text, None)
+    return list(seen)

@@ -1,0 +1,85 @@
+"""Review (审核): a resident's wish waits for its coordinators before it goes public.
+
+Every state change is a conditional UPDATE whose WHERE clause is the rule
+("only a pending posting can be approved"), so two reviewers racing, or an
+edit racing a claim, cannot both win.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from app.clock import utcnow
+from app.errors import Conflict, Forbidden
+from app.extensions import db
+from app.models import Posting
+from app.services.audit import audit
+from app.services.batches import stamp
+from app.services.permissions import Actor
+from app.services.postings.views import PostingView, view_of, visible_posting
+from notifications import notify
+from notifications.nearby import alert_nearby_volunteers
+
+
+def approve_posting(actor: Actor, posting_id: int) -> PostingView:
+    """pending_review → open; the author is told and, for a wish, nearby volunteers."""
+    posting = _review(actor, posting_id, "open", None)
+    alert_nearby_volunteers(posting)
+    db.session.commit()
+    return view_of(actor, posting)
+
+
+def reject_posting(actor: Actor, posting_id: int, reason: str) -> PostingView:
+    """pending_review → rejected with a reason the author is told."""
+    _review(actor, posting_id, "rejected", reason.strip())
+    db.session.commit()
+    return view_of(actor, db.session.get(Posting, posting_id))
+
+
+def _review(actor: Actor, posting_id: int, status: str, reason: str | None) -> Posting:
+    """One reviewer's decision on a pending posting, told to its author and audited
+    (the caller commits). A posting re-reviewed after an edit is told again."""
+    posting = visible_posting(actor, posting_id)
+    if not actor.reviews_posting(posting):
+        raise Forbidden("coordinator_required")
+    now = utcnow()
+    transition(
+        posting,
+        "pending_review",
+        "posting_not_pending",
+        status=status,
+        reviewed_by=actor.id,
+        reviewed_at=now,
+        review_note=reason,
+    )
+    kind = "posting_approved" if status == "open" else "posting_rejected"
+    context = {"reason": reason} if reason else {}
+    notify(
+        [posting.author_id],
+        kind,
+        dedupe=f"posting:{posting.id}:{stamp(now)}",
+        title=posting.title,
+        posting_id=posting.id,
+        **context,
+    )
+    audit(actor.id, f"posting.{'approve' if status == 'open' else 'reject'}", "posting", posting.id, **context)
+    return posting
+
+
+def transition(posting: Posting, from_status: str | Sequence[str], conflict: str, **values: Any) -> None:
+    """One conditional UPDATE from ``from_status``; 409 ``conflict`` if the posting
+    is no longer there (someone else won)."""
+    allowed = [from_status] if isinstance(from_status, str) else list(from_status)
+    done = db.session.execute(
+        sa.update(Posting)
+        .where(Posting.id == posting.id, Posting.status.in_(allowed))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not done:
+        db.session.rollback()
+        raise Conflict(conflict)
+    db.session.refresh(posting)

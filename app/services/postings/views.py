@@ -1,0 +1,124 @@
+"""A posting as one viewer sees it: what is public, and what only its contacts see."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from app.errors import NotFound
+from app.extensions import db
+from app.models import Claim, Org, Posting, User
+from app.policy import LIVE_CLAIM_STATUSES
+from app.services.permissions import Actor
+from app.validators import mask_name
+
+
+@dataclass
+class PostingView:
+    """A posting as one viewer sees it: the row plus what depends on the viewer."""
+
+    posting: Posting
+    author: dict[str, Any]
+    org: dict[str, Any] | None
+    beneficiary: dict[str, Any]
+    my_claim: Claim | None = None
+    distance_km: float | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        # Everything else is the posting's own column.
+        return getattr(self.posting, name)
+
+    @property
+    def location(self) -> dict[str, float] | None:
+        if self.posting.lat is None or self.posting.lng is None:
+            return None
+        return {"lat": self.posting.lat, "lng": self.posting.lng}
+
+    @property
+    def reject_reason(self) -> str | None:
+        return self.posting.review_note if self.posting.status == "rejected" else None
+
+
+def get_posting(actor: Actor, posting_id: int) -> PostingView:
+    """One posting as ``actor`` may see it; 404 if they may not."""
+    return view_of(actor, visible_posting(actor, posting_id))
+
+
+def visible_posting(actor: Actor, posting_id: int) -> Posting:
+    posting = db.session.get(Posting, posting_id)
+    if posting is None or not actor.may_view_posting(posting, lambda: _held_claim(actor, posting)):
+        raise NotFound()
+    return posting
+
+
+def _held_claim(actor: Actor, posting: Posting) -> bool:
+    held = sa.select(Claim.id).where(Claim.posting_id == posting.id, Claim.user_id == actor.id).limit(1)
+    return db.session.scalar(held) is not None
+
+
+def view_of(actor: Actor, posting: Posting) -> PostingView:
+    """The full view of one posting: the beneficiary's contact for those allowed."""
+    return views_of(actor, [posting], detail=True)[0]
+
+
+def views_of(
+    actor: Actor,
+    postings: Sequence[Posting],
+    *,
+    detail: bool = False,
+    distances: Mapping[int, float] | None = None,
+) -> list[PostingView]:
+    """Views of many postings in a fixed number of queries (authors, orgs, the
+    viewer's claims), never one per posting. Lists (``detail=False``) never
+    carry a beneficiary's phone or address."""
+    if not postings:
+        return []
+    ids = [p.id for p in postings]
+    authors = dict(
+        db.session.execute(
+            sa.select(User.id, User.display_name).where(User.id.in_({p.author_id for p in postings}))
+        ).all()
+    )
+    org_ids = {p.org_id for p in postings if p.org_id is not None}
+    orgs = dict(db.session.execute(sa.select(Org.id, Org.name).where(Org.id.in_(org_ids))).all()) if org_ids else {}
+    claims = viewer_claims(actor, ids) if actor.signed_in else {}
+
+    views = []
+    for posting in postings:
+        my_claim = claims.get(posting.id)
+        contact = detail and actor.is_contact(posting, my_claim.status if my_claim else None)
+        views.append(
+            PostingView(
+                posting=posting,
+                author={"id": posting.author_id, "display_name": authors.get(posting.author_id)},
+                org={"id": posting.org_id, "name": orgs.get(posting.org_id)} if posting.org_id else None,
+                beneficiary=_beneficiary(posting, contact),
+                my_claim=my_claim,
+                distance_km=round(distances[posting.id], 3) if distances and posting.id in distances else None,
+            )
+        )
+    return views
+
+
+def viewer_claims(actor: Actor, posting_ids: Sequence[int]) -> dict[int, Claim]:
+    """The viewer's claim on each posting: the live one, else the latest (one query)."""
+    rows = db.session.scalars(
+        sa.select(Claim).where(Claim.user_id == actor.id, Claim.posting_id.in_(posting_ids)).order_by(Claim.id)
+    )
+    chosen: dict[int, Claim] = {}
+    for claim in rows:
+        current = chosen.get(claim.posting_id)
+        if current is None or claim.status in LIVE_CLAIM_STATUSES or current.status not in LIVE_CLAIM_STATUSES:
+            chosen[claim.posting_id] = claim
+    return chosen
+
+
+def _beneficiary(posting: Posting, contact: bool) -> dict[str, Any]:
+    beneficiary: dict[str, Any] = {"name_masked": mask_name(posting.beneficiary_name)}
+    if contact and posting.beneficiary_name is not None:
+        beneficiary["phone"] = posting.beneficiary_phone
+        beneficiary["address"] = posting.beneficiary_address
+    return beneficiary

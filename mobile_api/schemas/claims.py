@@ -1,0 +1,123 @@
+"""Claims (认领) and finishing them."""
+
+from __future__ import annotations
+
+from marshmallow import ValidationError, fields, post_load, validate
+
+from app.policy import CLAIM_STATUSES, MAX_REPORTED_MINUTES
+from mobile_api.fields import BaseSchema, HttpsUrl, Location, PageQuery, UTCDateTime
+
+
+class PersonSchema(BaseSchema):
+    id = fields.Integer()
+    display_name = fields.String()
+
+
+class ClaimSchema(BaseSchema):
+    id = fields.Integer()
+    posting_id = fields.Integer()
+    kind = fields.String()
+    status = fields.String()
+    message = fields.String(allow_none=True)
+    volunteer = fields.Nested(PersonSchema, attribute="user")
+    claimed_at = UTCDateTime()
+    due_at = UTCDateTime(allow_none=True)
+    fulfilled_at = UTCDateTime(allow_none=True)
+    confirmed_at = UTCDateTime(allow_none=True)
+    check_in_at = UTCDateTime(allow_none=True)
+    check_out_at = UTCDateTime(allow_none=True)
+    note = fields.String(allow_none=True)
+    photo_urls = fields.List(fields.String())
+    rating = fields.Integer(allow_none=True)
+    feedback = fields.String(allow_none=True)
+    minutes = fields.Integer(
+        allow_none=True,
+        metadata={
+            "description": "Service time: reported at fulfilment (lowered at confirmation), or measured on site."
+        },
+    )
+    ended_at = UTCDateTime(allow_none=True)
+    auto_confirmed = fields.Boolean(metadata={"description": "Confirmed by the scheduler, nobody having confirmed it."})
+    energy_debited = fields.Integer(metadata={"description": "Energy points taken at claim time (微能量)."})
+
+
+class ClaimPostingSchema(BaseSchema):
+    """The posting a claim belongs to, in brief."""
+
+    id = fields.Integer()
+    kind = fields.String()
+    title = fields.String()
+    status = fields.String()
+    district = fields.String()
+    address = fields.String(allow_none=True)
+    location = fields.Method("dump_location", allow_none=True, metadata={"type": "object"})
+    org_id = fields.Integer(allow_none=True)
+    starts_at = UTCDateTime(allow_none=True)
+    ends_at = UTCDateTime(allow_none=True)
+    expires_at = UTCDateTime(allow_none=True)
+    energy_cost = fields.Integer(allow_none=True)
+
+    def dump_location(self, posting):
+        if posting.lat is None or posting.lng is None:
+            return None
+        return {"lat": posting.lat, "lng": posting.lng}
+
+
+class MyClaimSchema(ClaimSchema):
+    posting = fields.Nested(ClaimPostingSchema, attribute="posting_brief", allow_none=True)
+
+
+class ClaimQuerySchema(PageQuery):
+    status = fields.List(
+        fields.String(),
+        load_default=None,
+        metadata={"description": "Repeatable or comma-separated: " + ", ".join(CLAIM_STATUSES)},
+    )
+
+    @post_load
+    def split_statuses(self, data, **_kwargs):
+        if data.get("status"):
+            statuses = [part.strip() for item in data["status"] for part in item.split(",") if part.strip()]
+            unknown = sorted(set(statuses) - set(CLAIM_STATUSES))
+            if unknown:
+                raise ValidationError(f"Unknown status {', '.join(unknown)}.", "status")
+            data["status"] = statuses
+        return data
+
+
+class ClaimCreateSchema(BaseSchema):
+    message = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+
+
+class ClaimFulfilSchema(BaseSchema):
+    note = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    photo_urls = fields.List(
+        HttpsUrl(validate=validate.Length(max=500)), load_default=list, validate=validate.Length(max=9)
+    )
+    minutes = fields.Integer(
+        required=True,
+        strict=True,
+        validate=validate.Range(1, MAX_REPORTED_MINUTES),
+        metadata={"description": f"The time the work took, 1-{MAX_REPORTED_MINUTES} minutes."},
+    )
+
+
+class ClaimConfirmSchema(BaseSchema):
+    rating = fields.Integer(
+        strict=True,
+        load_default=None,
+        validate=validate.Range(1, 5),
+        metadata={"description": "1-5; required for a wish or a service."},
+    )
+    feedback = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
+    minutes = fields.Integer(
+        strict=True,
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(0, MAX_REPORTED_MINUTES),
+        metadata={"description": "The minutes to credit: the reported ones (default) or fewer, never more."},
+    )
+
+
+class SiteLocationSchema(Location):
+    """Where the phone is when checking in or out."""

@@ -1,0 +1,74 @@
+"""Devices, the inbox and notification settings."""
+
+from __future__ import annotations
+
+from marshmallow import ValidationError, fields, validate, validates
+
+from mobile_api.fields import BaseSchema, PageQuery, QuietHours, UTCDateTime
+from notifications.templates import NOTIFICATION_KINDS
+
+DEVICE_PLATFORMS = ("android", "ios", "web")
+
+
+class DeviceCreateSchema(BaseSchema):
+    token = fields.String(
+        required=True,
+        validate=[validate.Length(min=1, max=4096), validate.Regexp(r"^\S+$", error="A token has no spaces.")],
+        metadata={"description": "The FCM registration token of this app install."},
+    )
+    platform = fields.String(required=True, validate=validate.OneOf(DEVICE_PLATFORMS))
+    app_version = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=40))
+
+
+class DeviceSchema(BaseSchema):
+    token = fields.String()
+    platform = fields.String()
+    app_version = fields.String(allow_none=True)
+    created_at = UTCDateTime()
+    last_seen_at = UTCDateTime()
+
+
+class NotificationSchema(BaseSchema):
+    id = fields.Integer()
+    kind = fields.String(metadata={"enum": list(NOTIFICATION_KINDS)})
+    title = fields.String()
+    body = fields.String()
+    data = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        metadata={"description": "Deep-link payload, the same as the push: kind, posting_id, claim_id."},
+    )
+    created_at = UTCDateTime()
+    read_at = UTCDateTime(allow_none=True)
+
+
+class NotificationQuerySchema(PageQuery):
+    unread = fields.Boolean(load_default=False, metadata={"description": "Only unread notifications."})
+
+
+class MarkReadSchema(BaseSchema):
+    ids = fields.List(
+        fields.Integer(strict=True),
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=1000),
+        metadata={"description": "Notifications to mark read; absent or null marks all."},
+    )
+
+
+class UnreadSchema(BaseSchema):
+    unread = fields.Integer(required=True)
+
+
+class NotificationSettingsSchema(BaseSchema):
+    muted_kinds = fields.List(
+        fields.String(validate=validate.OneOf(NOTIFICATION_KINDS)),
+        validate=validate.Length(max=len(NOTIFICATION_KINDS) * 2),
+    )
+    quiet_hours = fields.Nested(QuietHours, allow_none=True, metadata={"description": "Local times; null = off."})
+    nearby_alerts = fields.Boolean()
+
+    @validates("quiet_hours")
+    def quiet_hours_span_time(self, value, **_kwargs):
+        if value and value.get("start") is not None and value.get("start") == value.get("end"):
+            raise ValidationError("start and end must differ.")

@@ -1,0 +1,174 @@
+"""The five micro-postings (五微)."""
+
+from __future__ import annotations
+
+from marshmallow import ValidationError, fields, validate, validates_schema
+
+from app.policy import POSTING_KINDS, POSTING_STATUSES
+from mobile_api.fields import BaseSchema, HttpsUrl, Location, PageQuery, Phone, UTCDateTime, known_district, not_blank
+from mobile_api.schemas.claims import ClaimSchema, PersonSchema
+
+
+def _unique_tags(value: list[str]) -> None:
+    if len({tag.strip() for tag in value}) != len(value):
+        raise ValidationError("Tags must be unique.")
+
+
+class LatLng(fields.String):
+    """``near=29.87,121.55``: WGS-84 latitude and longitude, loaded as ``{lat, lng}``."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        parts = text.split(",")
+        try:
+            lat, lng = (float(part) for part in parts) if len(parts) == 2 else (None, None)
+        except ValueError:
+            lat = lng = None
+        if lat is None or not (-90 <= lat <= 90 and -180 <= lng <= 180):
+            raise ValidationError("Use lat,lng in decimal degrees, e.g. 29.87,121.55.")
+        return {"lat": lat, "lng": lng}
+
+
+_TITLE = {"validate": [validate.Length(min=1, max=80), not_blank]}
+_DESCRIPTION = {"validate": [validate.Length(min=1, max=2000), not_blank]}
+_ADDRESS = {
+    "allow_none": True,
+    "validate": validate.Length(max=200),
+    "metadata": {"description": "Public meeting place."},
+}
+_TAG_LIST = {
+    "validate": [validate.Length(max=10), _unique_tags],
+    "metadata": {"description": "At most 10 tags of at most 20 characters."},
+}
+_PHOTOS = {"validate": validate.Length(max=9), "metadata": {"description": "At most 9 https URLs."}}
+
+
+def _tag() -> fields.String:
+    return fields.String(validate=[validate.Length(min=1, max=20), not_blank])
+
+
+class PostingOrgSchema(BaseSchema):
+    id = fields.Integer()
+    name = fields.String()
+
+
+class BeneficiarySchema(BaseSchema):
+    name_masked = fields.String(allow_none=True, metadata={"description": "张* — shown to everyone."})
+    phone = fields.String(
+        allow_none=True,
+        metadata={"description": "Only for the active claimant, the author, the org's coordinators and admins."},
+    )
+    address = fields.String(
+        allow_none=True,
+        metadata={"description": "Exact address; only for the viewers who see the phone. Never in lists."},
+    )
+
+
+class BeneficiaryInputSchema(BaseSchema):
+    name = fields.String(required=True, validate=[validate.Length(min=1, max=40), not_blank])
+    phone = Phone(allow_none=True)
+    address = fields.String(allow_none=True, validate=validate.Length(max=200))
+
+
+class PostingSchema(BaseSchema):
+    id = fields.Integer()
+    kind = fields.String(metadata={"enum": list(POSTING_KINDS)})
+    title = fields.String()
+    description = fields.String()
+    status = fields.String(metadata={"enum": list(POSTING_STATUSES)})
+    district = fields.String()
+    address = fields.String(allow_none=True)
+    location = fields.Nested(Location, allow_none=True)
+    tags = fields.List(fields.String(), attribute="tag_names")
+    photo_urls = fields.List(fields.String())
+    org = fields.Nested(PostingOrgSchema, allow_none=True)
+    author = fields.Nested(PersonSchema)
+    capacity = fields.Integer(allow_none=True, metadata={"description": "null: unlimited."})
+    claimed_count = fields.Integer()
+    waitlist_count = fields.Integer()
+    starts_at = UTCDateTime(allow_none=True)
+    ends_at = UTCDateTime(allow_none=True)
+    expires_at = UTCDateTime(allow_none=True)
+    claim_ttl_hours = fields.Integer(allow_none=True)
+    energy_cost = fields.Integer(allow_none=True)
+    beneficiary = fields.Nested(BeneficiarySchema)
+    my_claim = fields.Nested(ClaimSchema, allow_none=True, metadata={"description": "The viewer's claim, if any."})
+    distance_km = fields.Float(allow_none=True, metadata={"description": "From `near`, when the feed was given one."})
+    reject_reason = fields.String(allow_none=True)
+    cancel_reason = fields.String(allow_none=True)
+    reviewed_at = UTCDateTime(allow_none=True)
+    created_at = UTCDateTime()
+    updated_at = UTCDateTime()
+
+
+class PostingCreateSchema(BaseSchema):
+    kind = fields.String(required=True, validate=validate.OneOf(POSTING_KINDS))
+    title = fields.String(required=True, **_TITLE)
+    description = fields.String(required=True, **_DESCRIPTION)
+    org_id = fields.Integer(strict=True, allow_none=True, metadata={"description": "The org this is posted for."})
+    district = fields.String(required=True, validate=known_district)
+    address = fields.String(**_ADDRESS)
+    location = fields.Nested(Location, allow_none=True)
+    tags = fields.List(_tag(), **_TAG_LIST)
+    photo_urls = fields.List(HttpsUrl(), **_PHOTOS)
+    capacity = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1, 100_000))
+    starts_at = UTCDateTime(allow_none=True)
+    ends_at = UTCDateTime(allow_none=True)
+    expires_at = UTCDateTime(allow_none=True, metadata={"description": "Wishes: within 90 days, default 30."})
+    claim_ttl_hours = fields.Integer(
+        strict=True, allow_none=True, validate=validate.Range(1, 720), metadata={"description": "Wishes; 168."}
+    )
+    energy_cost = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1, 100_000))
+    beneficiary = fields.Nested(
+        BeneficiaryInputSchema, allow_none=True, metadata={"description": "Wishes posted by a coordinator."}
+    )
+
+
+class PostingUpdateSchema(BaseSchema):
+    title = fields.String(**_TITLE)
+    description = fields.String(**_DESCRIPTION)
+    district = fields.String(validate=known_district)
+    address = fields.String(**_ADDRESS)
+    location = fields.Nested(Location, allow_none=True)
+    tags = fields.List(_tag(), **_TAG_LIST)
+    photo_urls = fields.List(HttpsUrl(), **_PHOTOS)
+    capacity = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1, 100_000))
+    starts_at = UTCDateTime(allow_none=True)
+    ends_at = UTCDateTime(allow_none=True)
+    expires_at = UTCDateTime(metadata={"description": "May always be extended (wishes: up to 90 days from now)."})
+    claim_ttl_hours = fields.Integer(strict=True, validate=validate.Range(1, 720))
+    energy_cost = fields.Integer(strict=True, validate=validate.Range(1, 100_000))
+    beneficiary = fields.Nested(BeneficiaryInputSchema)
+
+
+class PostingQuerySchema(PageQuery):
+    kind = fields.List(fields.String(validate=validate.OneOf(POSTING_KINDS)), metadata={"description": "Repeatable."})
+    status = fields.List(
+        fields.String(validate=validate.OneOf(POSTING_STATUSES)),
+        metadata={"description": "Repeatable; default open."},
+    )
+    district = fields.String(validate=known_district)
+    tag = fields.List(_tag(), validate=validate.Length(max=10), metadata={"description": "Repeatable; any of."})
+    org_id = fields.Integer()
+    author_id = fields.Integer()
+    near = LatLng(metadata={"description": "lat,lng — adds distance_km to each item.", "example": "29.87,121.55"})
+    radius_km = fields.Float(
+        load_default=3.0,
+        allow_nan=False,
+        validate=validate.Range(0, 50, min_inclusive=False),
+        metadata={"description": "With near; default 3, at most 50."},
+    )
+    sort = fields.String(load_default="newest", validate=validate.OneOf(("newest", "distance", "ending_soon")))
+
+    @validates_schema
+    def distance_needs_near(self, data, **_kwargs):
+        if data.get("sort") == "distance" and data.get("near") is None:
+            raise ValidationError("sort=distance needs near=lat,lng.", "sort")
+
+
+class RejectSchema(BaseSchema):
+    reason = fields.String(required=True, validate=[validate.Length(min=1, max=500), not_blank])
+
+
+class CancelSchema(BaseSchema):
+    reason = fields.String(allow_none=True, validate=validate.Length(max=500))

@@ -1,0 +1,25 @@
+"""Public figures (数据看板) and health checks."""
+
+from __future__ import annotations
+
+from marshmallow import fields
+
+from mobile_api.fields import BaseSchema, known_district
+
+
+class StatsQuerySchema(BaseSchema):
+    district = fields.String(load_default=None, validate=known_district)
+
+
+class StatsSchema(BaseSchema):
+    district = fields.String(allow_none=True)
+    volunteers = fields.Integer()
+    wishes_posted = fields.Integer()
+    wishes_claimed = fields.Integer()
+    wishes_fulfilled = fields.Integer()
+    credit_hours = fields.Float()
+    postings_by_kind = fields.Dict(keys=fields.String(), values=fields.Integer())
+
+
+class HealthSchema(BaseSchema):
+    status = fields.String()
