@@ -50,12 +50,12 @@ from app import create_app  # noqa: E402
 from app.clock import utcnow  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.models import Claim, Posting, User, Volunteer  # noqa: E402
+from app.policy import LIVE_CLAIM_STATUSES, PLACE_CLAIM_STATUSES  # noqa: E402
 from app.services.accounts import hash_password  # noqa: E402
 from bench.dbsetup import ensure_database  # noqa: E402
 
 DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/yz_bench_d"
 SECRET = "bench-secret-key-that-is-long-enough-for-hs256"
-LIVE = ("active", "waitlisted", "fulfilled")
 
 
 def main() -> None:
@@ -84,12 +84,14 @@ def main() -> None:
             flush=True,
         )
         distinct = [(f"/api/v1/postings/{w}/claims", t) for w, t in zip(world["wishes"], world["tokens"], strict=True)]
-        report("distinct", *run_phase(args, distinct))
+        cpu = server_cpu_seconds(server)
+        report("distinct", *run_phase(args, distinct), cpu=server_cpu_seconds(server) - cpu)
         check(app, world, hot_seen=None)
 
         hot = [(f"/api/v1/postings/{world['project']}/claims", t) for t in world["tokens"]]
+        cpu = server_cpu_seconds(server)
         results, elapsed = run_phase(args, hot)
-        report("hot", results, elapsed)
+        report("hot", results, elapsed, cpu=server_cpu_seconds(server) - cpu)
         check(app, world, hot_seen=results)
 
         contested = []
@@ -99,8 +101,9 @@ def main() -> None:
                 contested.append((f"/api/v1/postings/{wish}/claims", world["contested_tokens"][client][k]))
         # each client walks the wishes in its own order; interleave so that clients race
         ordered = [contested[c * args.contested + k] for k in range(args.contested) for c in range(args.clients)]
+        cpu = server_cpu_seconds(server)
         results, elapsed = run_phase(args, ordered)
-        report("contested", results, elapsed)
+        report("contested", results, elapsed, cpu=server_cpu_seconds(server) - cpu)
         winners = Counter(path for (path, _), (status, _, _, _) in zip(ordered, results, strict=True) if status == 201)
         assert len(winners) == args.contested and set(winners.values()) == {1}, "a contested wish had two winners"
         check(app, world, hot_seen=None)
@@ -300,7 +303,31 @@ def _client(items, port, idempotency):
 # --- figures and checks -----------------------------------------------------------------
 
 
-def report(name: str, results: list[tuple], elapsed: float) -> None:
+def server_cpu_seconds(server: subprocess.Popen) -> float:
+    """CPU time (user + system) of gunicorn's master and workers so far, from /proc:
+    steadier than a rate on a shared machine, and what a code change moves."""
+    pids = [server.pid]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == server.pid:
+                pids.append(int(entry))
+    ticks = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def report(name: str, results: list[tuple], elapsed: float, cpu: float | None = None) -> None:
     latencies = sorted(r[3] for r in results)
     outcomes = Counter((r[0], r[1]) for r in results)
 
@@ -311,6 +338,7 @@ def report(name: str, results: list[tuple], elapsed: float) -> None:
         f"{name:10s} {len(results):6d} requests in {elapsed:6.2f} s = {len(results) / elapsed:7.1f} claims/s   "
         f"latency ms p50 {pct(50):6.1f}  p95 {pct(95):6.1f}  p99 {pct(99):6.1f}  max {latencies[-1] * 1000:6.1f}   "
         f"mean {statistics.fmean(latencies) * 1000:6.1f}"
+        + (f"   server CPU {cpu * 1000 / len(results):5.2f} ms/request" if cpu is not None else "")
     )
     print(f"{'':10s} outcomes: {dict(sorted(outcomes.items()))}")
     unexpected = {k: v for k, v in outcomes.items() if k[0] >= 500 or k[0] in (401, 422)}
@@ -321,21 +349,21 @@ def check(app, world, hot_seen) -> None:
     with app.app_context():
         doubles = db.session.execute(
             sa.select(Claim.posting_id)
-            .where(Claim.kind == "wish", Claim.status.in_(LIVE))
+            .where(Claim.kind == "wish", Claim.status.in_(LIVE_CLAIM_STATUSES))
             .group_by(Claim.posting_id)
             .having(sa.func.count() > 1)
         ).all()
         assert not doubles, f"wishes with two live claims: {doubles[:10]}"
         twice = db.session.execute(
             sa.select(Claim.posting_id, Claim.user_id)
-            .where(Claim.status.in_(LIVE))
+            .where(Claim.status.in_(LIVE_CLAIM_STATUSES))
             .group_by(Claim.posting_id, Claim.user_id)
             .having(sa.func.count() > 1)
         ).all()
         assert not twice, f"volunteers holding two live claims on one posting: {twice[:10]}"
         held = (
             sa.select(Claim.posting_id, sa.func.count().label("n"))
-            .where(Claim.status.in_(("active", "fulfilled", "confirmed", "no_show")))
+            .where(Claim.status.in_(PLACE_CLAIM_STATUSES))
             .group_by(Claim.posting_id)
             .subquery()
         )
