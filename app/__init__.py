@@ -16,6 +16,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from app.config import Config
 from app.errors import register_error_handlers
 from app.extensions import api, db, jwt, limiter, migrate
+from app.secrets import ensure_keys
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -34,8 +35,12 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 def create_app(config: type | Mapping | None = None) -> Flask:
     """Build the app. ``config`` is a Config class or a mapping of overrides."""
-    app = Flask(__name__, instance_relative_config=True, static_folder=None)
+    overrides = config if isinstance(config, Mapping) else {}
+    # instance/ holds the SQLite default and development keys; INSTANCE_PATH moves it.
+    instance_path = overrides.get("INSTANCE_PATH") or os.environ.get("INSTANCE_PATH") or None
+    app = Flask(__name__, instance_path=instance_path, instance_relative_config=True, static_folder=None)
     app.config.from_object(Config)
+    app.json.sort_keys = False  # keys in the order the schemas give them
     if isinstance(config, type):
         app.config.from_object(config)
     elif config is not None:
@@ -45,6 +50,7 @@ def create_app(config: type | Mapping | None = None) -> Flask:
         hops = int(app.config["TRUSTED_PROXIES"])
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     os.makedirs(app.instance_path, exist_ok=True)
+    ensure_keys(app)
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
         path = os.path.join(app.instance_path, "yongzhiyuan.sqlite")
         app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{path}"
@@ -63,6 +69,9 @@ def create_app(config: type | Mapping | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, render_as_batch=True, compare_type=True)
     jwt.init_app(app)
+    from app import inputs
+
+    inputs.init_app(app)  # before the limiter, which reads the body for its keys
     limiter.init_app(app)
     from mobile_api.openapi import ErrorResponsesPlugin, ErrorSchema
 
@@ -75,7 +84,6 @@ def create_app(config: type | Mapping | None = None) -> Flask:
     security.register_jwt_callbacks(app)
     register_error_handlers(app)
     _register_request_id(app)
-    _register_json_only(app)
     from app import idempotency
 
     idempotency.init_app(app)
@@ -110,19 +118,6 @@ def _register_request_id(app: Flask) -> None:
     def echo_request_id(response):
         response.headers["X-Request-ID"] = getattr(g, "request_id", None) or uuid.uuid4().hex
         return response
-
-
-def _register_json_only(app: Flask) -> None:
-    """A body that is not JSON is refused (415) rather than read as empty."""
-    from werkzeug.exceptions import UnsupportedMediaType
-
-    @app.before_request
-    def require_json_body() -> None:
-        if request.url_rule is None or request.method not in ("POST", "PUT", "PATCH"):
-            return
-        has_body = bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-        if has_body and not request.is_json:
-            raise UnsupportedMediaType()
 
 
 def _register_docs_assets(app: Flask) -> None:

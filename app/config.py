@@ -51,10 +51,14 @@ def database_url(url: str | None) -> str | None:
 
 
 class Config:
-    SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-change-me")
-    JWT_SECRET_KEY = os.environ.get("JWT_SECRET_KEY") or SECRET_KEY
+    # production (the default): the keys below are required and checked at start-up;
+    # development (`make run`): missing keys are generated into instance/dev-keys.json.
+    APP_ENV = os.environ.get("APP_ENV", "production")
+    # Each key on its own, at least 32 bytes (app/secrets.py says why and checks).
+    SECRET_KEY = os.environ.get("SECRET_KEY")
+    JWT_SECRET_KEY = os.environ.get("JWT_SECRET_KEY")
     # Keyed hash of ID-card numbers; changing it breaks de-duplication.
-    ID_HASH_KEY = os.environ.get("ID_HASH_KEY") or SECRET_KEY
+    ID_HASH_KEY = os.environ.get("ID_HASH_KEY")
 
     SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("DATABASE_URL"))
     SQLALCHEMY_ENGINE_OPTIONS: dict = {}
@@ -116,14 +120,14 @@ class Config:
     OPENAPI_SWAGGER_UI_PATH = "docs"
     OPENAPI_SWAGGER_UI_URL = "/api/v1/docs/static/"
 
-    JSON_SORT_KEYS = False
     TESTING = False
 
 
 class TestConfig(Config):
     TESTING = True
+    APP_ENV = "development"
     SECRET_KEY = "test-secret-key-that-is-long-enough-for-hs256"
-    JWT_SECRET_KEY = SECRET_KEY
+    JWT_SECRET_KEY = "test-jwt-key-that-is-long-enough-for-hs256"
     ID_HASH_KEY = "test-id-hash-key"
     SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("TEST_DATABASE_URL"))
     RATELIMIT_ENABLED = False

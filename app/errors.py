@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 MESSAGES: dict[str, tuple[str, str]] = {
     "bad_request": ("请求无效", "The request is invalid."),
     "invalid_json": ("请求内容不是有效的 JSON", "The body is not valid JSON."),
+    "invalid_cursor": ("翻页标记无效或已过期，请从第一页重新加载", "The page cursor is invalid or stale; start again."),
     "validation_error": ("输入有误，请检查后重试", "The input is invalid."),
     "authorization_required": ("请先登录", "An access token is required."),
     "invalid_token": ("登录凭证无效", "The token is invalid."),
@@ -189,8 +190,18 @@ def error_body(code: int, slug: str | None = None, message: str | None = None, e
         "message": message or message_for(slug, code),
     }
     if errors is not None:
-        body["errors"] = errors
+        body["errors"] = _string_keys(errors)
     return body
+
+
+def _string_keys(value: Any) -> Any:
+    """Messages keyed by text only: marshmallow keys a list's items by position (ints),
+    and JSON (and a sorted dump) needs one kind of key."""
+    if isinstance(value, dict):
+        return {str(key): _string_keys(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_string_keys(item) for item in value]
+    return value
 
 
 def error_response(code: int, slug: str | None = None, message: str | None = None, errors: Any = None, headers=None):
