@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Mapping
 
 import sqlalchemy as sa
-from flask import Flask, g, request, send_from_directory
+from flask import Flask, current_app, g, request, send_from_directory
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import Config
@@ -19,6 +19,10 @@ from app.extensions import api, db, jwt, limiter, migrate
 from app.secrets import ensure_keys
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Blueprints whose answers carry tokens even to a request without one (sign-up, login).
+TOKEN_BLUEPRINTS = frozenset({"auth"})
+# Blueprints whose writes share one per-user budget (RATELIMIT_USER_WRITES).
+WRITE_LIMITED_BLUEPRINTS = ("me", "orgs", "postings", "notifications", "claims")
 
 
 @sa.event.listens_for(sa.engine.Engine, "connect")
@@ -102,9 +106,20 @@ def create_app(config: type | Mapping | None = None) -> Flask:
 
 
 def _register_blueprints(app: Flask) -> None:
+    from app.security import user_rate_key
     from mobile_api import auth, claims, health, me, notifications, orgs, postings, stats
 
+    writes = limiter.shared_limit(
+        lambda: current_app.config["RATELIMIT_USER_WRITES"],
+        scope="user-writes",
+        key_func=user_rate_key,
+        methods=["POST", "PUT", "PATCH", "DELETE"],
+    )
     for module in (health, auth, me, orgs, postings, notifications, claims, stats):
+        # The limiter and the blueprints live as long as the process; mark once.
+        if module.blp.name in WRITE_LIMITED_BLUEPRINTS and not getattr(module.blp, "user_writes_limited", False):
+            writes(module.blp)
+            module.blp.user_writes_limited = True
         api.register_blueprint(module.blp)
 
 
@@ -115,8 +130,12 @@ def _register_request_id(app: Flask) -> None:
         g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
 
     @app.after_request
-    def echo_request_id(response):
+    def common_headers(response):
         response.headers["X-Request-ID"] = getattr(g, "request_id", None) or uuid.uuid4().hex
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        if request.headers.get("Authorization") or request.blueprint in TOKEN_BLUEPRINTS:
+            # an answer for one person (or holding their tokens) is kept by no cache
+            response.headers["Cache-Control"] = "no-store"
         return response
 
 

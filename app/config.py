@@ -75,6 +75,18 @@ class Config:
     RATELIMIT_HEADERS_ENABLED = True
     RATELIMIT_AUTH_IP = os.environ.get("RATELIMIT_AUTH_IP", "30/minute")
     RATELIMIT_AUTH_PHONE = os.environ.get("RATELIMIT_AUTH_PHONE", "10/minute")
+    # Writes (POST/PUT/PATCH/DELETE) of one signed-in user, all resources together;
+    # a password change has its own, tighter budget.
+    RATELIMIT_USER_WRITES = os.environ.get("RATELIMIT_USER_WRITES", "60/minute;1000/day")
+    RATELIMIT_PASSWORD = os.environ.get("RATELIMIT_PASSWORD", "5/minute;20/day")
+    # Redis down or hung: count in this process's memory meanwhile (and say so in
+    # the log) instead of failing requests; give up on Redis after this long.
+    RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
+    RATELIMIT_SWALLOW_ERRORS = True
+    RATELIMIT_STORAGE_OPTIONS = {
+        "socket_timeout": float(os.environ.get("RATELIMIT_STORAGE_TIMEOUT_SECONDS") or 0.5),
+        "socket_connect_timeout": float(os.environ.get("RATELIMIT_STORAGE_TIMEOUT_SECONDS") or 0.5),
+    }
     # Reverse proxies (load balancer, nginx) in front of the app: their
     # X-Forwarded-For/-Proto are believed this many hops deep. 0 trusts none.
     TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0)

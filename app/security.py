@@ -1,10 +1,10 @@
 """Authentication glue: flask-jwt-extended callbacks in the error envelope,
-and the rate-limit keys for the account endpoints."""
+the actor of a request, and the rate-limit keys."""
 
 from __future__ import annotations
 
 from flask import Flask, g, request
-from flask_jwt_extended import get_current_user, verify_jwt_in_request
+from flask_jwt_extended import decode_token, get_current_user, verify_jwt_in_request
 from flask_jwt_extended.exceptions import WrongTokenError
 
 from app.errors import error_response
@@ -119,3 +119,23 @@ def phone_rate_key() -> str:
         if isinstance(email, str) and email.strip():
             return "acct:" + email.strip().lower()
     return "acct:" + (request.remote_addr or "-")
+
+
+def bearer_payload() -> dict | None:
+    """The claims of the request's bearer token when its signature and expiry hold
+    (revocation is not asked here: that is the view's, or the caller's, to check)."""
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        return None
+    try:
+        return decode_token(header[7:].strip())
+    except Exception:  # noqa: BLE001 - any bad token: the view answers 401
+        return None
+
+
+def user_rate_key() -> str:
+    """Rate-limit key of the per-user budgets: the signed-in user, else the client's address."""
+    payload = bearer_payload()
+    if payload is not None and payload.get("sub"):
+        return f"user:{payload['sub']}"
+    return f"ip:{request.remote_addr or '-'}"

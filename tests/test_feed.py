@@ -263,8 +263,8 @@ def test_distance_order_and_radius_match_brute_force(app, client, author, seed, 
         items = walk(client, f"/api/v1/postings?near={lat},{lng}&radius_km={radius}&sort=distance&limit=9")
         assert [item["id"] for item in items] == [pid for _, pid in truth]
         for item, (km, _) in zip(items, truth, strict=True):
-            assert item["distance_km"] == pytest.approx(km, abs=1e-3)
-            assert item["distance_km"] <= radius + 1e-9
+            # wishes: strangers see the distance to 0.1 km (see test_postings, privacy)
+            assert item["distance_km"] == pytest.approx(km, abs=0.05 + 1e-9)
         # the same set under the default order, each with its distance
         newest = walk(client, f"/api/v1/postings?near={lat},{lng}&radius_km={radius}&limit=50")
         assert sorted(item["id"] for item in newest) == sorted(pid for _, pid in truth)
