@@ -3,7 +3,10 @@ the actor of a request, and the rate-limit keys."""
 
 from __future__ import annotations
 
-from flask import Flask, g, request
+import hashlib
+import hmac
+
+from flask import Flask, current_app, g, request
 from flask_jwt_extended import decode_token, get_current_user, verify_jwt_in_request
 from flask_jwt_extended.exceptions import WrongTokenError
 
@@ -106,19 +109,25 @@ def phone_rate_key() -> str:
 
     The phone is normalised the way the schema will normalise it, so that
     ``13812345678``, ``+86 138 1234 5678`` and full-width digits share one
-    budget; otherwise re-spelling the number would reset the limit.
+    budget; otherwise re-spelling the number would reset the limit. The key is
+    a keyed hash of it: the limiter writes its keys to Redis and to the log,
+    where a phone number has no business.
     """
     body = request.get_json(silent=True)
+    identifier = None
     if isinstance(body, dict):
         phone, email = body.get("phone"), body.get("email")
         if isinstance(phone, str) and phone.strip():
             try:
-                return "acct:" + normalize_cn_mobile(phone)
+                identifier = normalize_cn_mobile(phone)
             except ValueError:
-                return "acct:" + phone.strip()
-        if isinstance(email, str) and email.strip():
-            return "acct:" + email.strip().lower()
-    return "acct:" + (request.remote_addr or "-")
+                identifier = phone.strip()
+        elif isinstance(email, str) and email.strip():
+            identifier = email.strip().lower()
+    if identifier is None:
+        return "acct:" + (request.remote_addr or "-")
+    digest = hmac.new(current_app.config["SECRET_KEY"].encode(), identifier.encode(), hashlib.sha256)
+    return "acct:" + digest.hexdigest()[:24]
 
 
 def bearer_payload() -> dict | None:
