@@ -5,11 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import re
-import sqlite3
 import uuid
 from collections.abc import Mapping
 
-import sqlalchemy as sa
 from flask import Flask, current_app, g, request, send_from_directory
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -23,18 +21,6 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 TOKEN_BLUEPRINTS = frozenset({"auth"})
 # Blueprints whose writes share one per-user budget (RATELIMIT_USER_WRITES).
 WRITE_LIMITED_BLUEPRINTS = ("me", "orgs", "postings", "notifications", "claims")
-
-
-@sa.event.listens_for(sa.engine.Engine, "connect")
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    """WAL, a busy timeout and foreign keys for every SQLite connection."""
-    if isinstance(dbapi_connection, sqlite3.Connection):
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=10000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
 
 
 def create_app(config: type | Mapping | None = None) -> Flask:
@@ -58,13 +44,9 @@ def create_app(config: type | Mapping | None = None) -> Flask:
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
         path = os.path.join(app.instance_path, "yongzhiyuan.sqlite")
         app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{path}"
-    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
-        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
-            "pool_pre_ping": True,
-            "pool_size": 10,
-            "max_overflow": 20,
-            **app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}),
-        }
+    from app import database
+
+    database.init_app(app)
 
     logging.basicConfig(
         level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"

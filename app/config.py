@@ -62,6 +62,14 @@ class Config:
 
     SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("DATABASE_URL"))
     SQLALCHEMY_ENGINE_OPTIONS: dict = {}
+    # How long a web request may wait on PostgreSQL (app/database.py): to connect,
+    # for a pooled connection, for a statement (server-side), and for any answer at
+    # all (client-side, for a server that hangs). Jobs get JOB_STATEMENT_TIMEOUT_MS.
+    DB_CONNECT_TIMEOUT_SECONDS = env_int("DB_CONNECT_TIMEOUT_SECONDS", 3)
+    DB_POOL_TIMEOUT_SECONDS = float(os.environ.get("DB_POOL_TIMEOUT_SECONDS") or 3)
+    DB_STATEMENT_TIMEOUT_MS = env_int("DB_STATEMENT_TIMEOUT_MS", 5000)
+    DB_CLIENT_TIMEOUT_SECONDS = float(os.environ.get("DB_CLIENT_TIMEOUT_SECONDS") or 8)
+    JOB_STATEMENT_TIMEOUT_MS = env_int("JOB_STATEMENT_TIMEOUT_MS", 60000)
 
     JWT_ACCESS_TOKEN_EXPIRES = timedelta(minutes=env_int("JWT_ACCESS_MINUTES", 15))
     JWT_REFRESH_TOKEN_EXPIRES = timedelta(days=env_int("JWT_REFRESH_DAYS", 30))
