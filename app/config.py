@@ -114,6 +114,8 @@ class Config:
     FCM_SDK_BACKOFF_SECONDS = float(os.environ.get("FCM_SDK_BACKOFF_SECONDS") or 0.5)
     # How long a dispatcher owns the rows it claimed before another may take them.
     PUSH_LEASE_SECONDS = env_int("PUSH_LEASE_SECONDS", 300)
+    # A push that meets only transient errors is retried this long after it was written.
+    PUSH_RETRY_HOURS = float(os.environ.get("PUSH_RETRY_HOURS") or 24)
 
     SCHEDULER_EMBEDDED = env_bool("SCHEDULER_EMBEDDED", False)
     # Seconds between runs of each scheduler job (app/scheduler.py has the table),

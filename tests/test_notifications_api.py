@@ -122,7 +122,7 @@ def test_inbox_lists_my_notifications_newest_first(client, app):
     first = body["items"][0]
     assert set(first) == {"id", "kind", "title", "body", "data", "created_at", "read_at"}
     assert first["kind"] == "claim_confirmed"
-    assert first["data"] == {"kind": "claim_confirmed", "posting_id": "102"}
+    assert first["data"] == {"kind": "claim_confirmed", "posting_id": "102", "notification_id": str(first["id"])}
     assert first["created_at"].endswith("Z")
     assert first["read_at"] is None
 

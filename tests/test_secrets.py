@@ -66,3 +66,12 @@ def test_development_generates_keys_once_and_keeps_them_private(tmp_path):
     assert json.loads(path.read_text()) == keys
     again = create_app(config)
     assert {name: again.config[name] for name in KEYS} == keys
+
+
+def test_a_push_lease_shorter_than_the_longest_send_is_refused(tmp_path):
+    """Another dispatcher would take over rows whose send is still in flight and
+    send them again."""
+    with pytest.raises(UnsafeConfiguration) as refused:
+        production(tmp_path, **GOOD, PUSH_BACKEND="fcm", FCM_TIMEOUT_SECONDS=60, PUSH_LEASE_SECONDS=300)
+    assert "PUSH_LEASE_SECONDS (300) must exceed the longest send" in str(refused.value)
+    production(tmp_path, **GOOD, PUSH_BACKEND="fcm", FCM_TIMEOUT_SECONDS=60, PUSH_LEASE_SECONDS=600)
