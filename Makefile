@@ -3,6 +3,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 export FLASK_APP := wsgi
+# make run and the migration check are development: missing keys are generated
+# into instance/dev-keys.json. Production sets APP_ENV=production (the default
+# when unset) and its own keys.
+export APP_ENV ?= development
 
 .PHONY: install run test lint check-migrations clean
 

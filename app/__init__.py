@@ -5,37 +5,32 @@ from __future__ import annotations
 import logging
 import os
 import re
-import sqlite3
 import uuid
 from collections.abc import Mapping
 
-import sqlalchemy as sa
-from flask import Flask, g, request, send_from_directory
+from flask import Flask, current_app, g, request, send_from_directory
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import Config
 from app.errors import register_error_handlers
 from app.extensions import api, db, jwt, limiter, migrate
+from app.secrets import ensure_keys
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
-
-@sa.event.listens_for(sa.engine.Engine, "connect")
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    """WAL, a busy timeout and foreign keys for every SQLite connection."""
-    if isinstance(dbapi_connection, sqlite3.Connection):
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=10000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
+# Blueprints whose answers carry tokens even to a request without one (sign-up, login).
+TOKEN_BLUEPRINTS = frozenset({"auth"})
+# Blueprints whose writes share one per-user budget (RATELIMIT_USER_WRITES).
+WRITE_LIMITED_BLUEPRINTS = ("me", "orgs", "postings", "notifications", "claims")
 
 
 def create_app(config: type | Mapping | None = None) -> Flask:
     """Build the app. ``config`` is a Config class or a mapping of overrides."""
-    app = Flask(__name__, instance_relative_config=True, static_folder=None)
+    overrides = config if isinstance(config, Mapping) else {}
+    # instance/ holds the SQLite default and development keys; INSTANCE_PATH moves it.
+    instance_path = overrides.get("INSTANCE_PATH") or os.environ.get("INSTANCE_PATH") or None
+    app = Flask(__name__, instance_path=instance_path, instance_relative_config=True, static_folder=None)
     app.config.from_object(Config)
+    app.json.sort_keys = False  # keys in the order the schemas give them
     if isinstance(config, type):
         app.config.from_object(config)
     elif config is not None:
@@ -45,16 +40,13 @@ def create_app(config: type | Mapping | None = None) -> Flask:
         hops = int(app.config["TRUSTED_PROXIES"])
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     os.makedirs(app.instance_path, exist_ok=True)
+    ensure_keys(app)
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
         path = os.path.join(app.instance_path, "yongzhiyuan.sqlite")
         app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{path}"
-    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
-        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
-            "pool_pre_ping": True,
-            "pool_size": 10,
-            "max_overflow": 20,
-            **app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}),
-        }
+    from app import database
+
+    database.init_app(app)
 
     logging.basicConfig(
         level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -63,6 +55,9 @@ def create_app(config: type | Mapping | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, render_as_batch=True, compare_type=True)
     jwt.init_app(app)
+    from app import inputs
+
+    inputs.init_app(app)  # before the limiter, which reads the body for its keys
     limiter.init_app(app)
     from mobile_api.openapi import ErrorResponsesPlugin, ErrorSchema
 
@@ -75,7 +70,6 @@ def create_app(config: type | Mapping | None = None) -> Flask:
     security.register_jwt_callbacks(app)
     register_error_handlers(app)
     _register_request_id(app)
-    _register_json_only(app)
     from app import idempotency
 
     idempotency.init_app(app)
@@ -94,9 +88,20 @@ def create_app(config: type | Mapping | None = None) -> Flask:
 
 
 def _register_blueprints(app: Flask) -> None:
+    from app.security import user_rate_key
     from mobile_api import auth, claims, health, me, notifications, orgs, postings, stats
 
+    writes = limiter.shared_limit(
+        lambda: current_app.config["RATELIMIT_USER_WRITES"],
+        scope="user-writes",
+        key_func=user_rate_key,
+        methods=["POST", "PUT", "PATCH", "DELETE"],
+    )
     for module in (health, auth, me, orgs, postings, notifications, claims, stats):
+        # The limiter and the blueprints live as long as the process; mark once.
+        if module.blp.name in WRITE_LIMITED_BLUEPRINTS and not getattr(module.blp, "user_writes_limited", False):
+            writes(module.blp)
+            module.blp.user_writes_limited = True
         api.register_blueprint(module.blp)
 
 
@@ -107,22 +112,13 @@ def _register_request_id(app: Flask) -> None:
         g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
 
     @app.after_request
-    def echo_request_id(response):
+    def common_headers(response):
         response.headers["X-Request-ID"] = getattr(g, "request_id", None) or uuid.uuid4().hex
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        if request.headers.get("Authorization") or request.blueprint in TOKEN_BLUEPRINTS:
+            # an answer for one person (or holding their tokens) is kept by no cache
+            response.headers["Cache-Control"] = "no-store"
         return response
-
-
-def _register_json_only(app: Flask) -> None:
-    """A body that is not JSON is refused (415) rather than read as empty."""
-    from werkzeug.exceptions import UnsupportedMediaType
-
-    @app.before_request
-    def require_json_body() -> None:
-        if request.url_rule is None or request.method not in ("POST", "PUT", "PATCH"):
-            return
-        has_body = bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-        if has_body and not request.is_json:
-            raise UnsupportedMediaType()
 
 
 def _register_docs_assets(app: Flask) -> None:

@@ -85,8 +85,24 @@ def jobs_run(name: str, batch_size: int | None, time_budget: float | None) -> No
     click.echo(f"{name} " + " ".join(f"{key}={value}" for key, value in result.items()))
 
 
+@click.command("doctor")
+@with_appcontext
+def doctor() -> None:
+    """Check a production install: keys, database and migrations, Redis, push
+    credentials, the scheduler's heartbeat. Exits 1 when anything is wrong."""
+    from app.doctor import run_checks
+
+    failed = False
+    for name, problem in run_checks():
+        click.echo(f"{'ok  ' if problem is None else 'FAIL'} {name:<11}{'' if problem is None else problem}")
+        failed = failed or problem is not None
+    if failed:
+        raise SystemExit(1)
+
+
 def register_cli(app: Flask) -> None:
     app.cli.add_command(users_cli)
     app.cli.add_command(seed)
     app.cli.add_command(scheduler_cli)
     app.cli.add_command(jobs_cli)
+    app.cli.add_command(doctor)

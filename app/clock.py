@@ -48,9 +48,10 @@ def as_utc(value: datetime) -> datetime:
 
 
 def isoformat(value: datetime | None) -> str | None:
+    """RFC 3339 in UTC to the second, ``2026-11-26T10:00:00Z`` (four-digit years always)."""
     if value is None:
         return None
-    return as_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return as_utc(value).replace(tzinfo=None, microsecond=0).isoformat() + "Z"
 
 
 def default_timezone() -> str:

@@ -51,13 +51,25 @@ def database_url(url: str | None) -> str | None:
 
 
 class Config:
-    SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-change-me")
-    JWT_SECRET_KEY = os.environ.get("JWT_SECRET_KEY") or SECRET_KEY
+    # production (the default): the keys below are required and checked at start-up;
+    # development (`make run`): missing keys are generated into instance/dev-keys.json.
+    APP_ENV = os.environ.get("APP_ENV", "production")
+    # Each key on its own, at least 32 bytes (app/secrets.py says why and checks).
+    SECRET_KEY = os.environ.get("SECRET_KEY")
+    JWT_SECRET_KEY = os.environ.get("JWT_SECRET_KEY")
     # Keyed hash of ID-card numbers; changing it breaks de-duplication.
-    ID_HASH_KEY = os.environ.get("ID_HASH_KEY") or SECRET_KEY
+    ID_HASH_KEY = os.environ.get("ID_HASH_KEY")
 
     SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("DATABASE_URL"))
     SQLALCHEMY_ENGINE_OPTIONS: dict = {}
+    # How long a web request may wait on PostgreSQL (app/database.py): to connect,
+    # for a pooled connection, for a statement (server-side), and for any answer at
+    # all (client-side, for a server that hangs). Jobs get JOB_STATEMENT_TIMEOUT_MS.
+    DB_CONNECT_TIMEOUT_SECONDS = env_int("DB_CONNECT_TIMEOUT_SECONDS", 3)
+    DB_POOL_TIMEOUT_SECONDS = float(os.environ.get("DB_POOL_TIMEOUT_SECONDS") or 3)
+    DB_STATEMENT_TIMEOUT_MS = env_int("DB_STATEMENT_TIMEOUT_MS", 5000)
+    DB_CLIENT_TIMEOUT_SECONDS = float(os.environ.get("DB_CLIENT_TIMEOUT_SECONDS") or 8)
+    JOB_STATEMENT_TIMEOUT_MS = env_int("JOB_STATEMENT_TIMEOUT_MS", 60000)
 
     JWT_ACCESS_TOKEN_EXPIRES = timedelta(minutes=env_int("JWT_ACCESS_MINUTES", 15))
     JWT_REFRESH_TOKEN_EXPIRES = timedelta(days=env_int("JWT_REFRESH_DAYS", 30))
@@ -71,6 +83,18 @@ class Config:
     RATELIMIT_HEADERS_ENABLED = True
     RATELIMIT_AUTH_IP = os.environ.get("RATELIMIT_AUTH_IP", "30/minute")
     RATELIMIT_AUTH_PHONE = os.environ.get("RATELIMIT_AUTH_PHONE", "10/minute")
+    # Writes (POST/PUT/PATCH/DELETE) of one signed-in user, all resources together;
+    # a password change has its own, tighter budget.
+    RATELIMIT_USER_WRITES = os.environ.get("RATELIMIT_USER_WRITES", "60/minute;1000/day")
+    RATELIMIT_PASSWORD = os.environ.get("RATELIMIT_PASSWORD", "5/minute;20/day")
+    # Redis down or hung: count in this process's memory meanwhile (and say so in
+    # the log) instead of failing requests; give up on Redis after this long.
+    RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
+    RATELIMIT_SWALLOW_ERRORS = True
+    RATELIMIT_STORAGE_OPTIONS = {
+        "socket_timeout": float(os.environ.get("RATELIMIT_STORAGE_TIMEOUT_SECONDS") or 0.5),
+        "socket_connect_timeout": float(os.environ.get("RATELIMIT_STORAGE_TIMEOUT_SECONDS") or 0.5),
+    }
     # Reverse proxies (load balancer, nginx) in front of the app: their
     # X-Forwarded-For/-Proto are believed this many hops deep. 0 trusts none.
     TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0)
@@ -90,6 +114,8 @@ class Config:
     FCM_SDK_BACKOFF_SECONDS = float(os.environ.get("FCM_SDK_BACKOFF_SECONDS") or 0.5)
     # How long a dispatcher owns the rows it claimed before another may take them.
     PUSH_LEASE_SECONDS = env_int("PUSH_LEASE_SECONDS", 300)
+    # A push that meets only transient errors is retried this long after it was written.
+    PUSH_RETRY_HOURS = float(os.environ.get("PUSH_RETRY_HOURS") or 24)
 
     SCHEDULER_EMBEDDED = env_bool("SCHEDULER_EMBEDDED", False)
     # Seconds between runs of each scheduler job (app/scheduler.py has the table),
@@ -116,14 +142,14 @@ class Config:
     OPENAPI_SWAGGER_UI_PATH = "docs"
     OPENAPI_SWAGGER_UI_URL = "/api/v1/docs/static/"
 
-    JSON_SORT_KEYS = False
     TESTING = False
 
 
 class TestConfig(Config):
     TESTING = True
+    APP_ENV = "development"
     SECRET_KEY = "test-secret-key-that-is-long-enough-for-hs256"
-    JWT_SECRET_KEY = SECRET_KEY
+    JWT_SECRET_KEY = "test-jwt-key-that-is-long-enough-for-hs256"
     ID_HASH_KEY = "test-id-hash-key"
     SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("TEST_DATABASE_URL"))
     RATELIMIT_ENABLED = False

@@ -11,6 +11,8 @@ Every status >= 400 leaves the app as::
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from http import HTTPStatus
 from typing import Any
 
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 MESSAGES: dict[str, tuple[str, str]] = {
     "bad_request": ("请求无效", "The request is invalid."),
     "invalid_json": ("请求内容不是有效的 JSON", "The body is not valid JSON."),
+    "invalid_cursor": ("翻页标记无效或已过期，请从第一页重新加载", "The page cursor is invalid or stale; start again."),
     "validation_error": ("输入有误，请检查后重试", "The input is invalid."),
     "authorization_required": ("请先登录", "An access token is required."),
     "invalid_token": ("登录凭证无效", "The token is invalid."),
@@ -189,8 +192,18 @@ def error_body(code: int, slug: str | None = None, message: str | None = None, e
         "message": message or message_for(slug, code),
     }
     if errors is not None:
-        body["errors"] = errors
+        body["errors"] = _string_keys(errors)
     return body
+
+
+def _string_keys(value: Any) -> Any:
+    """Messages keyed by text only: marshmallow keys a list's items by position (ints),
+    and JSON (and a sorted dump) needs one kind of key."""
+    if isinstance(value, dict):
+        return {str(key): _string_keys(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_string_keys(item) for item in value]
+    return value
 
 
 def error_response(code: int, slug: str | None = None, message: str | None = None, errors: Any = None, headers=None):
@@ -237,11 +250,56 @@ def _retry_after_for(limit) -> int | None:
         return None
 
 
+# While the database is out, each kind of failure is logged once every few
+# seconds (with how many were not), never a traceback per request.
+OUTAGE_LOG_SECONDS = 10
+RETRY_AFTER_SECONDS = 5
+_outages: dict[str, list[float]] = {}  # kind -> [last logged (monotonic), not logged since]
+_outages_lock = threading.Lock()
+
+
 def _handle_unexpected(exc: Exception):
+    from app.database import is_unreachable
+
+    if is_unreachable(exc):
+        _log_outage(exc)
+        _forget_session()
+        return error_response(503, "service_unavailable", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     log.exception("unhandled error request_id=%s", getattr(g, "request_id", "-"))
     body = error_body(500)
     body["request_id"] = getattr(g, "request_id", None)
     return body, 500
+
+
+def _log_outage(exc: Exception) -> None:
+    cause = getattr(exc, "orig", None) or exc
+    kind = f"{type(cause).__module__}.{type(cause).__name__}"
+    now = time.monotonic()
+    with _outages_lock:
+        last, quiet = _outages.get(kind, (0.0, 0))
+        if now - last < OUTAGE_LOG_SECONDS:
+            _outages[kind] = [last, quiet + 1]
+            return
+        _outages[kind] = [now, 0]
+    detail = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else kind
+    log.warning(
+        "database unavailable: %s: %s (%d more since the last line) request_id=%s",
+        kind,
+        detail,
+        quiet,
+        getattr(g, "request_id", "-"),
+    )
+
+
+def _forget_session() -> None:
+    """Drop the request's session: its connection may be dead, and rolling back
+    on it would wait on the database again."""
+    from app.extensions import db
+
+    try:
+        db.session.close()
+    except Exception:  # noqa: BLE001 - the connection is gone; the pool replaces it
+        db.session.invalidate()
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -7,7 +7,9 @@ user in ``idempotency_keys``:
 1. Before the view runs, a row (user, key, request fingerprint) is INSERTed
    and committed. The unique (user_id, key) index makes that INSERT the lock:
    of ten identical requests at once exactly one inserts and runs.
-2. After the view, the row keeps the response's status and body for 24 h.
+2. After the view, the row keeps the response's status and body for 24 h,
+   the body encrypted (AES-GCM, a key derived from ``SECRET_KEY``): a replay
+   may carry a beneficiary's contact, which must not rest in a table in clear.
 3. A later request with the same key gets, without running anything:
    the stored response again (header ``Idempotent-Replayed: true``) when the
    fingerprint (method, path, query and JSON body) matches; 422
@@ -25,15 +27,20 @@ live tokens that must not be stored.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
+import os
 from datetime import timedelta
 
 import sqlalchemy as sa
 from apispec import BasePlugin
-from flask import Flask, Response, g, request
-from flask_jwt_extended import decode_token
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from flask import Flask, Response, current_app, g, request
 from sqlalchemy.exc import IntegrityError
 
 from app.clock import utcnow
@@ -49,6 +56,7 @@ TTL = timedelta(hours=24)
 # A first request unfinished after this long died; a retry may run instead.
 LEASE = timedelta(seconds=60)
 MAX_KEY_LENGTH = 255
+SEALED_PREFIX = "v1."
 # Outcomes that changed nothing; the key is released so a retry runs.
 _NOT_KEPT = frozenset({401, 429})
 # Token refresh and logout: a stored answer would keep live tokens in the table.
@@ -110,7 +118,7 @@ def _claim_key() -> Response | None:
         now = utcnow()
         row_id = _insert_key(user_id, key, fingerprint, now)
         if row_id is not None:
-            g.idempotency_key_id = row_id
+            g.idempotency_key_id, g.idempotency_owner = row_id, (user_id, key)
             return None
         row = db.session.scalar(
             sa.select(IdempotencyKey).where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
@@ -129,12 +137,18 @@ def _claim_key() -> Response | None:
                 location="headers",
             )
         if row.status_code is not None:
-            response = Response(row.response_body or "", status=row.status_code, mimetype="application/json")
+            body = _unseal(row.response_body, user_id, key)
+            if body is None:
+                # Sealed under a SECRET_KEY since rotated: the answer cannot be
+                # replayed; the request runs again and its own guards answer.
+                _delete_key(row.id, created_at=row.created_at)
+                continue
+            response = Response(body, status=row.status_code, mimetype="application/json")
             response.headers[REPLAYED_HEADER] = "true"
             db.session.rollback()
             return response
         if row.created_at <= now - LEASE and _take_over(row.id, row.created_at, now):
-            g.idempotency_key_id = row.id
+            g.idempotency_key_id, g.idempotency_owner = row.id, (user_id, key)
             return None
         db.session.rollback()
         raise Conflict("idempotency_key_in_progress")
@@ -147,6 +161,7 @@ def _store_response(response: Response) -> Response:
     row_id = g.pop("idempotency_key_id", None)
     if row_id is None:
         return response
+    user_id, key = g.pop("idempotency_owner")
     try:
         # Whatever the view left uncommitted is not part of its outcome.
         db.session.rollback()
@@ -159,7 +174,7 @@ def _store_response(response: Response) -> Response:
                 .where(IdempotencyKey.id == row_id)
                 .values(
                     status_code=response.status_code,
-                    response_body=response.get_data(as_text=True),
+                    response_body=_seal(response.get_data(as_text=True), user_id, key),
                     completed_at=utcnow(),
                 )
             )
@@ -168,6 +183,32 @@ def _store_response(response: Response) -> Response:
         db.session.rollback()
         log.exception("could not store the idempotent response request_id=%s", getattr(g, "request_id", "-"))
     return response
+
+
+def _cipher() -> AESGCM:
+    """AES-256-GCM under a key derived from SECRET_KEY for this one purpose."""
+    secret = current_app.config["SECRET_KEY"].encode()
+    return AESGCM(HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"yz.idempotency.v1").derive(secret))
+
+
+def _seal(body: str, user_id: int, key: str) -> str:
+    """A stored answer, encrypted: replays may hold a beneficiary's phone and
+    address, which must not sit in a table in clear for 24 h. Bound to its
+    (user, key), so a row copied to another key does not open."""
+    nonce = os.urandom(12)
+    sealed = _cipher().encrypt(nonce, body.encode(), f"{user_id}:{key}".encode())
+    return SEALED_PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode()
+
+
+def _unseal(stored: str | None, user_id: int, key: str) -> str | None:
+    """The answer stored by :func:`_seal`; None when it no longer opens (SECRET_KEY rotated)."""
+    if not stored or not stored.startswith(SEALED_PREFIX):
+        return stored or ""  # rows written before answers were sealed
+    try:
+        raw = base64.urlsafe_b64decode(stored[len(SEALED_PREFIX) :])
+        return _cipher().decrypt(raw[:12], raw[12:], f"{user_id}:{key}".encode()).decode()
+    except (ValueError, InvalidTag):
+        return None
 
 
 def request_fingerprint() -> str:
@@ -186,14 +227,22 @@ def request_fingerprint() -> str:
 
 
 def _user_id() -> int | None:
-    """The user of the bearer token (access or refresh), if it decodes."""
-    header = request.headers.get("Authorization", "")
-    if not header.startswith("Bearer "):
+    """The user of a valid, unrevoked bearer token: a revoked session gets no
+    replay (the view answers it 401), however recent its stored answer."""
+    from app.security import bearer_payload
+    from app.services.tokens import is_revoked
+
+    payload = bearer_payload()
+    if payload is None:
         return None
     try:
-        return int(decode_token(header[7:].strip())["sub"])
-    except Exception:  # noqa: BLE001 - any bad token: the view gives the 401
+        user_id = int(payload["sub"])
+    except (KeyError, TypeError, ValueError):
         return None
+    if is_revoked(payload):
+        db.session.rollback()
+        return None
+    return user_id
 
 
 def _valid_key(key: str) -> bool:

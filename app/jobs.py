@@ -36,8 +36,9 @@ import sqlalchemy as sa
 from flask import current_app
 
 from app.clock import utcnow
+from app.database import job_limits
 from app.extensions import db
-from app.models import Device, IdempotencyKey, Notification, RefreshToken
+from app.models import Device, IdempotencyKey, JobRun, Notification, RefreshToken
 from app.services.batches import batch_of
 from app.services.claims import deadlines, finishing, reminders
 from app.services.postings import ending
@@ -78,6 +79,28 @@ def take_lease(job: str) -> bool:
     return bool(db.session.execute(sa.select(sa.func.pg_try_advisory_xact_lock(lease_key(job)))).scalar())
 
 
+def record_heartbeat(job: str, duration_ms: int, error: str | None) -> None:
+    """The job's row in ``job_runs`` (``flask doctor`` reads it), in its own short
+    transaction; a database that cannot take it costs the run nothing else."""
+    now = utcnow()
+    values = {"job": job, "last_finished_at": now, "last_duration_ms": duration_ms, "last_error": error, "runs": 1}
+    if error is None:
+        values["last_ok_at"] = now
+    if db.session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(JobRun).values(**values)
+    update = {k: stmt.excluded[k] for k in values if k not in ("job", "runs")}
+    stmt = stmt.on_conflict_do_update(index_elements=["job"], set_={**update, "runs": JobRun.runs + 1})
+    try:
+        db.session.execute(stmt)
+        db.session.commit()
+    except Exception:  # noqa: BLE001 - the run's own outcome is already logged
+        db.session.rollback()
+        log.warning("job %s: could not record its heartbeat", job, exc_info=True)
+
+
 class _Run:
     """One run of a job: its batches, counts, budget and log line."""
 
@@ -106,6 +129,7 @@ class _Run:
         # Idle runs (most of them) go to DEBUG so a healthy log is not a wall of zeros.
         level = logging.INFO if exc_type or self.lease_busy or any(moved.values()) else logging.DEBUG
         log.log(level, "job %s %s %s duration_ms=%d", self.job, fields, outcome, duration_ms)
+        record_heartbeat(self.job, duration_ms, None if exc_type is None else f"{exc_type.__name__}: {exc}")
 
     @property
     def result(self) -> JobResult:
@@ -125,14 +149,16 @@ class _Run:
                 return
 
     def batch(self, step: Callable[[int], int]) -> int | None:
-        """One batch in one transaction; None when the lease is held elsewhere."""
+        """One batch in one transaction (with the jobs' own statement timeout);
+        None when the lease is held elsewhere."""
         try:
-            if self.lease and not take_lease(self.job):
-                db.session.rollback()
-                self.lease_busy = True
-                return None
-            moved = step(self.batch_size)
-            db.session.commit()
+            with job_limits(db.session, current_app.config["JOB_STATEMENT_TIMEOUT_MS"]):
+                if self.lease and not take_lease(self.job):
+                    db.session.rollback()
+                    self.lease_busy = True
+                    return None
+                moved = step(self.batch_size)
+                db.session.commit()
         except BaseException:
             db.session.rollback()
             raise

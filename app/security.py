@@ -1,10 +1,13 @@
 """Authentication glue: flask-jwt-extended callbacks in the error envelope,
-and the rate-limit keys for the account endpoints."""
+the actor of a request, and the rate-limit keys."""
 
 from __future__ import annotations
 
-from flask import Flask, g, request
-from flask_jwt_extended import get_current_user, verify_jwt_in_request
+import hashlib
+import hmac
+
+from flask import Flask, current_app, g, request
+from flask_jwt_extended import decode_token, get_current_user, verify_jwt_in_request
 from flask_jwt_extended.exceptions import WrongTokenError
 
 from app.errors import error_response
@@ -106,16 +109,42 @@ def phone_rate_key() -> str:
 
     The phone is normalised the way the schema will normalise it, so that
     ``13812345678``, ``+86 138 1234 5678`` and full-width digits share one
-    budget; otherwise re-spelling the number would reset the limit.
+    budget; otherwise re-spelling the number would reset the limit. The key is
+    a keyed hash of it: the limiter writes its keys to Redis and to the log,
+    where a phone number has no business.
     """
     body = request.get_json(silent=True)
+    identifier = None
     if isinstance(body, dict):
         phone, email = body.get("phone"), body.get("email")
         if isinstance(phone, str) and phone.strip():
             try:
-                return "acct:" + normalize_cn_mobile(phone)
+                identifier = normalize_cn_mobile(phone)
             except ValueError:
-                return "acct:" + phone.strip()
-        if isinstance(email, str) and email.strip():
-            return "acct:" + email.strip().lower()
-    return "acct:" + (request.remote_addr or "-")
+                identifier = phone.strip()
+        elif isinstance(email, str) and email.strip():
+            identifier = email.strip().lower()
+    if identifier is None:
+        return "acct:" + (request.remote_addr or "-")
+    digest = hmac.new(current_app.config["SECRET_KEY"].encode(), identifier.encode(), hashlib.sha256)
+    return "acct:" + digest.hexdigest()[:24]
+
+
+def bearer_payload() -> dict | None:
+    """The claims of the request's bearer token when its signature and expiry hold
+    (revocation is not asked here: that is the view's, or the caller's, to check)."""
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        return None
+    try:
+        return decode_token(header[7:].strip())
+    except Exception:  # noqa: BLE001 - any bad token: the view answers 401
+        return None
+
+
+def user_rate_key() -> str:
+    """Rate-limit key of the per-user budgets: the signed-in user, else the client's address."""
+    payload = bearer_payload()
+    if payload is not None and payload.get("sub"):
+        return f"user:{payload['sub']}"
+    return f"ip:{request.remote_addr or '-'}"

@@ -49,7 +49,7 @@ from flask_jwt_extended import create_access_token  # noqa: E402
 from app import create_app  # noqa: E402
 from app.clock import utcnow  # noqa: E402
 from app.extensions import db  # noqa: E402
-from app.models import Claim, Posting, User, Volunteer  # noqa: E402
+from app.models import Claim, Posting, RefreshToken, User, Volunteer  # noqa: E402
 from app.policy import LIVE_CLAIM_STATUSES, PLACE_CLAIM_STATUSES  # noqa: E402
 from app.services.accounts import hash_password  # noqa: E402
 from bench.dbsetup import ensure_database  # noqa: E402
@@ -73,7 +73,9 @@ def main() -> None:
     args = parser.parse_args()
 
     url = ensure_database(args.db, fresh=True)
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SECRET_KEY": SECRET, "JWT_SECRET_KEY": SECRET})
+    app = create_app(
+        {"SQLALCHEMY_DATABASE_URI": url, "APP_ENV": "development", "SECRET_KEY": SECRET, "JWT_SECRET_KEY": SECRET}
+    )
     print(f"seeding {args.db} ...", flush=True)
     world = seed(app, args)
     server = start_gunicorn(args)
@@ -194,6 +196,10 @@ def seed(app, args) -> dict:
             starts_at=now + timedelta(days=2),
             ends_at=now + timedelta(days=2, hours=3),
         )[0]
+        # The tokens' family, as a login would have opened it (a family nobody issued is revoked).
+        db.session.add(
+            RefreshToken(jti="bench", family_id="bench", user_id=user_ids[0], expires_at=now + timedelta(days=1))
+        )
         db.session.commit()
         expiry = timedelta(hours=2)
         tokens = [
@@ -214,6 +220,7 @@ def start_gunicorn(args) -> subprocess.Popen:
     env = {
         **os.environ,
         "DATABASE_URL": args.db,
+        "APP_ENV": "development",
         "SECRET_KEY": SECRET,
         "JWT_SECRET_KEY": SECRET,
         "RATELIMIT_ENABLED": "0",

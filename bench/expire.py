@@ -93,7 +93,9 @@ def main() -> None:
     args = parser.parse_args()
 
     url = ensure_database(os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SCHEDULER_EMBEDDED": False, "PUSH_BACKEND": "log"})
+    app = create_app(
+        {"SQLALCHEMY_DATABASE_URI": url, "APP_ENV": "development", "SCHEDULER_EMBEDDED": False, "PUSH_BACKEND": "log"}
+    )
     with app.app_context():
         engine = db.engine
         with engine.begin() as conn:

@@ -263,7 +263,9 @@ def main() -> None:
     args = parser.parse_args()
 
     url = ensure_database(os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "TESTING": True, "RATELIMIT_ENABLED": False})
+    app = create_app(
+        {"SQLALCHEMY_DATABASE_URI": url, "APP_ENV": "development", "TESTING": True, "RATELIMIT_ENABLED": False}
+    )
     with app.app_context():
         have = 0
         if sa.inspect(db.engine).has_table("postings"):

@@ -74,6 +74,7 @@ def main() -> None:
         app = create_app(
             {
                 "SQLALCHEMY_DATABASE_URI": ensure_database(args.db),
+                "APP_ENV": "development",
                 "PUSH_BACKEND": "fcm",
                 "FCM_ENDPOINT": fake["url"],
                 "FIREBASE_CREDENTIALS": json.dumps(fake["service_account"]),

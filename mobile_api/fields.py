@@ -7,17 +7,52 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import current_app
-from marshmallow import RAISE, Schema, ValidationError, fields, missing, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, missing, pre_load, validate
 
 from app.clock import as_utc, isoformat
+from app.inputs import MAX_ID, has_forbidden_chars
 from app.validators import normalize_cn_mobile
 
 
 class BaseSchema(Schema):
-    """Unknown fields in a body are an error (422)."""
+    """Unknown fields in a body are an error (422); so is text holding a NUL
+    character or an unpaired surrogate (PostgreSQL cannot store either)."""
 
     class Meta:
         unknown = RAISE
+
+    @pre_load
+    def refuse_unstorable_text(self, data, **_kwargs):
+        errors = _unstorable(data)
+        if errors:
+            raise ValidationError(errors)
+        return data
+
+
+def _unstorable(value: Any) -> Any:
+    """Where ``value`` holds text no database should get: the messages, shaped like marshmallow's."""
+    message = ["Text may not contain NUL characters or unpaired surrogates."]
+    if isinstance(value, str):
+        return message if has_forbidden_chars(value) else None
+    if isinstance(value, dict):
+        found = {}
+        for key, item in value.items():
+            if isinstance(key, str) and has_forbidden_chars(key):
+                found["_schema"] = message
+            inner = _unstorable(item)
+            if inner:
+                found[key] = inner
+        return found or None
+    if isinstance(value, list):
+        found = {i: inner for i, item in enumerate(value) if (inner := _unstorable(item))}
+        return found or None
+    return None
+
+
+def Id(**kwargs) -> fields.Integer:  # noqa: N802 - a field factory, used like a field class
+    """A database id in a body or a query: an integer from 1 to the database's maximum."""
+    kwargs.setdefault("strict", True)
+    return fields.Integer(validate=validate.Range(1, MAX_ID), **kwargs)
 
 
 class UTCDateTime(fields.DateTime):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from flask import current_app
 from flask_jwt_extended import jwt_required
 from flask_smorest import Blueprint
 
-from app.security import current_actor, current_user
+from app.extensions import limiter
+from app.security import current_actor, current_user, user_rate_key
 from app.services import accounts, claims, energy, records, volunteers
 from mobile_api.fields import PageQuery, page_of
 from mobile_api.schemas import (
@@ -49,6 +51,7 @@ def update_me(body):
 
 
 @blp.route("/password", methods=["POST"])
+@limiter.limit(lambda: current_app.config["RATELIMIT_PASSWORD"], key_func=user_rate_key, scope="password")
 @jwt_required()
 @blp.arguments(PasswordChangeSchema)
 @blp.response(204)

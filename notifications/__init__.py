@@ -109,8 +109,14 @@ def _queue(kind: str, events: list[tuple[Mapping[int, Mapping[str, Any]], str, M
 
 
 def push_data(kind: str, context: Mapping[str, Any]) -> dict[str, str]:
-    """The deep-link payload: ``kind`` and the ids it concerns, all strings."""
+    """The deep-link payload kept on the row: ``kind`` and the ids it concerns, all strings."""
     return {"kind": kind, **{k: str(context[k]) for k in DATA_KEYS if context.get(k) is not None}}
+
+
+def push_payload(notification_id: int, data: Mapping[str, Any] | None) -> dict[str, str]:
+    """What a push (and its inbox item) carries: the row's data and its own id,
+    so the app can drop a push that arrives twice."""
+    return {**{str(k): str(v) for k, v in (data or {}).items()}, "notification_id": str(notification_id)}
 
 
 def quiet_hours_end(now: datetime, tz: str | None, start: str | None, end: str | None) -> datetime | None:

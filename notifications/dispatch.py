@@ -24,13 +24,15 @@ A row ends as:
     devices' errors are kept in ``last_error``.
 ``pending`` again
     no device accepted it and some answered a transient error (quota,
-    unavailable, internal, timeout): retried after an exponential back-off
-    with jitter (30 s, 1 min, 2 min, … capped at 1 h; at least the provider's
-    ``Retry-After``). Also a row whose user is in quiet hours right now: it
-    waits until they end, and that does not count as an attempt.
+    unavailable, internal, a connection that never opened): retried after an
+    exponential back-off with jitter (30 s, 1 min, 2 min, … capped at 1 h; at
+    least the provider's ``Retry-After``), for ``PUSH_RETRY_HOURS`` (24) after
+    the notification was written. Also a row whose user is in quiet hours
+    right now: it waits until they end, and that does not count as an attempt.
 ``failed``
-    a permanent error, or still transient after 8 attempts; ``last_error``
-    keeps the error.
+    a permanent error, or still transient ``PUSH_RETRY_HOURS`` after it was
+    written (or after ``MAX_ATTEMPTS`` claims, which only dispatchers dying
+    over and over reach); ``last_error`` keeps the error.
 ``skipped``
     nothing to send, with the reason in ``last_error``: ``muted`` (the user
     muted the kind), ``no_devices`` (the user has no registered device) or
@@ -38,12 +40,15 @@ A row ends as:
     row is the message either way: push is best effort, the inbox is the truth.
 
 Push is at-least-once: a dispatcher that dies after FCM accepted a message but
-before recording it sends that message again once its lease expires.
+before recording it sends that message again once its lease expires. Every
+push carries ``notification_id`` in its ``data``, so the app can drop a
+repeat. A send whose answer timed out is not repeated (see senders/fcm.py).
 
 ``PUSH_LEASE_SECONDS`` (config, default 300) is the lease: longer than the
-slowest batch can take (500 messages in parallel, each at most a few
-FCM_TIMEOUT_SECONDS with the SDK's retries), short enough that a dead
-dispatcher's rows go out again within minutes.
+slowest batch can take (500 messages in parallel, each at most
+``longest_send_seconds`` — the app refuses to start with ``PUSH_BACKEND=fcm``
+and a lease that is not), short enough that a dead dispatcher's rows go out
+again within minutes.
 """
 
 from __future__ import annotations
@@ -59,17 +64,20 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from flask import current_app
 
-from app.clock import utcnow
+from app.clock import as_utc, utcnow
 from app.extensions import db
 from app.models import Device, Notification, User
-from notifications import quiet_hours_end
+from notifications import push_payload, quiet_hours_end
 from notifications.senders import PushMessage, PushResult, PushSender, get_sender
 from notifications.templates import TIME_CRITICAL_KINDS
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 8
+# Claims of one row before it is given up whatever its age: only dispatchers that
+# die over and over reach it (24 h of transient errors take about 40 attempts).
+MAX_ATTEMPTS = 100
 DEFAULT_LEASE_SECONDS = 300  # well above a 500-message send_each with 10 s timeouts and SDK retries
+DEFAULT_RETRY_HOURS = 24
 RETRY_BASE_SECONDS = 30
 RETRY_CAP_SECONDS = 3600
 
@@ -99,6 +107,7 @@ class ClaimedRow:
     data: dict
     push_attempts: int
     last_error: str | None
+    created_at: datetime
 
 
 def dispatch_pending(batch_size: int = 500, sender: PushSender | None = None) -> dict[str, int]:
@@ -127,9 +136,10 @@ def dispatch_pending(batch_size: int = 500, sender: PushSender | None = None) ->
     for message, result in zip(messages, results, strict=True):
         by_row[message.notification_id].append((message, result))
     done_at = utcnow()
+    horizon = timedelta(hours=float(current_app.config.get("PUSH_RETRY_HOURS", DEFAULT_RETRY_HOURS)))
     for row in rows:
         if row.id not in outcomes:
-            outcomes[row.id] = row_outcome(row, by_row[row.id], done_at)
+            outcomes[row.id] = row_outcome(row, by_row[row.id], done_at, horizon)
     dead_tokens = {m.token for pairs in by_row.values() for m, r in pairs if r.outcome == "dead_token"}
     counts["tokens_deleted"] = record_results(outcomes, lease, dead_tokens, claimed_at=now)
     for outcome in outcomes.values():
@@ -212,6 +222,7 @@ def _claim(pick: sa.Select, lease: datetime) -> list[ClaimedRow]:
             table.c.data,
             table.c.push_attempts,
             table.c.last_error,
+            table.c.created_at,
         )
     )
     return [ClaimedRow(*row) for row in db.session.execute(stmt).all()]
@@ -278,7 +289,7 @@ def plan_batch(rows: list[ClaimedRow], now: datetime) -> tuple[dict[int, Outcome
         if not devices.get(row.user_id):
             outcomes[row.id] = Outcome("skipped", "skipped", error="no_devices")
             continue
-        data = {str(k): str(v) for k, v in (row.data or {}).items()}
+        data = push_payload(row.id, row.data)
         posting_id = data.get("posting_id")
         for token, platform in devices[row.user_id]:
             messages.append(
@@ -318,20 +329,28 @@ def _send(sender: PushSender, messages: list[PushMessage]) -> list[PushResult]:
     return results
 
 
-def row_outcome(row: ClaimedRow, pairs: list[tuple[PushMessage, PushResult]], now: datetime) -> Outcome:
+def row_outcome(
+    row: ClaimedRow,
+    pairs: list[tuple[PushMessage, PushResult]],
+    now: datetime,
+    horizon: timedelta = timedelta(hours=DEFAULT_RETRY_HOURS),
+) -> Outcome:
     """Fold the per-device results of one row into its outcome."""
     results = [result for _, result in pairs]
-    errors = [r.error for r in results if r.outcome != "sent" and r.error]
+    # a send may carry a note too ("unconfirmed: …", an answer that timed out)
+    errors = [r.error for r in results if r.error]
     first_error = errors[0][:500] if errors else None
     if any(r.outcome == "sent" for r in results):
         return Outcome("sent", "sent", sent_at=now, error=first_error)
     transient = [r for r in results if r.outcome == "retry"]
     if transient:
         error = (transient[0].error or "transient error")[:500]
-        if row.push_attempts >= MAX_ATTEMPTS:
-            return Outcome("failed", "failed", error=error)
+        give_up_at = as_utc(row.created_at) + horizon
+        if now >= give_up_at or row.push_attempts >= MAX_ATTEMPTS:
+            return Outcome("failed", "failed", error=f"gave up: {error}"[:500])
         least = max((r.retry_after or 0.0) for r in transient)
-        return Outcome("pending", "retried", next_attempt_at=now + backoff(row.push_attempts, least), error=error)
+        retry_at = min(now + backoff(row.push_attempts, least), give_up_at)
+        return Outcome("pending", "retried", next_attempt_at=retry_at, error=error)
     if any(r.outcome == "failed" for r in results):
         return Outcome("failed", "failed", error=first_error)
     # every token was dead (and is deleted): the user has no device left

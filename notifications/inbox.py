@@ -15,6 +15,7 @@ from app.clock import utcnow
 from app.extensions import db
 from app.models import Notification, User
 from app.services.pagination import paginate
+from notifications import push_payload
 from notifications.templates import TEMPLATES, render
 
 
@@ -42,7 +43,8 @@ def _item(row: Notification, language: str | None, tz: str | None) -> dict[str, 
         "kind": row.kind,
         "title": title,
         "body": body,
-        "data": row.data or {},
+        # the same data as the push, notification_id included (the app drops repeats by it)
+        "data": push_payload(row.id, row.data),
         "created_at": row.created_at,
         "read_at": row.read_at,
     }

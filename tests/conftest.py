@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import os
 
-import pytest
+# Subprocesses the tests start (the scheduler, `flask run`, probes) run in
+# development mode, with generated keys; production's refusal is tested on purpose.
+os.environ.setdefault("APP_ENV", "development")
 
-from app import clock, create_app
-from app.config import TestConfig, database_url
-from app.extensions import db
+import pytest  # noqa: E402
+
+from app import clock, create_app  # noqa: E402
+from app.config import TestConfig, database_url  # noqa: E402
+from app.extensions import db  # noqa: E402
 
 
 def _test_db_url(tmp_path_factory) -> str:

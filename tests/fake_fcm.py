@@ -19,7 +19,9 @@ Every send request is recorded (``requests``; accepted messages in
 ``QUOTA_EXCEEDED`` (429), ``UNAVAILABLE`` (503), ``INTERNAL`` (500),
 ``INVALID_ARGUMENT`` (400, naming the token), ``SENDER_ID_MISMATCH`` (403) or
 to ``HANG`` (no answer until released), always or for the next ``times``
-requests.
+requests. ``delay`` (seconds) makes every send answer late: the message is
+accepted when it arrives, as FCM would have, and the answer follows the delay
+(a client whose timeout is shorter gives up on a message that was delivered).
 
 Use :meth:`FakeFcm.service_account` for a freshly generated key whose
 ``token_uri`` points at the fake; no key is ever written to the repository.
@@ -104,6 +106,7 @@ class FakeFcm:
         self.requests: list[RecordedRequest] = []
         self.messages: list[dict] = []
         self.token_exchanges = 0
+        self.delay = 0.0  # seconds every send answer is held back
         self.sends = 0  # send requests answered, and of those
         self.accepted = 0  # answered 200
         self._lock = threading.Lock()
@@ -196,6 +199,7 @@ class FakeFcm:
             self.messages.clear()
             self.sends = 0
             self.accepted = 0
+            self.delay = 0.0
             self._release.clear()
 
     # --- inspection --------------------------------------------------------------
@@ -410,6 +414,8 @@ class _Handler(BaseHTTPRequestHandler):
                 )
                 if status == 200:
                     fake.messages.append(body["message"])
+        if fake.delay:
+            time.sleep(fake.delay)
         self._reply(status, reply, headers)
 
     def _scripted_or_accepted(self, token: str | None, message: dict):

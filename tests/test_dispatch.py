@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from app import clock
 from app.extensions import db
 from app.models import Device, Notification, User
-from notifications import notify
+from notifications import notify, push_payload
 from notifications.dispatch import (
     MAX_ATTEMPTS,
     backoff,
@@ -88,11 +88,17 @@ def test_each_device_of_the_user_gets_one_push(app, sender):
         "tokens_deleted": 0,
     }
     assert sorted(m.token for m in sender.sent) == ["ipad", "phone"]
+    row_id = rows(app)[0].id
     phone, ipad = sender.to("phone")[0], sender.to("ipad")[0]
     for push in (phone, ipad):
         assert push.title == "心愿被认领啦"
         assert push.body == "小陈认领了您的「帮王奶奶买菜」。"
-        assert push.data == {"kind": "wish_claimed", "posting_id": "42", "claim_id": "7"}
+        assert push.data == {
+            "kind": "wish_claimed",
+            "posting_id": "42",
+            "claim_id": "7",
+            "notification_id": str(row_id),
+        }
         assert push.collapse_key == "posting-42"
         assert push.high_priority is True
     assert ipad.badge == 1 and phone.badge is None
@@ -101,7 +107,7 @@ def test_each_device_of_the_user_gets_one_push(app, sender):
     assert row.sent_at == NOW
     assert row.push_attempts == 1
     assert row.lease_expires_at is None
-    assert row.data == phone.data  # the inbox row carries the push's data
+    assert push_payload(row.id, row.data) == phone.data  # the inbox item carries the push's data
     assert dispatch(app)["claimed"] == 0  # nothing is sent twice
 
 
@@ -214,34 +220,48 @@ def test_a_token_registered_again_after_the_claim_is_kept(app, sender):
     assert tokens(app) == {"tok"}
 
 
-def test_transient_errors_back_off_then_fail_after_eight_attempts(app, sender):
+def test_transient_errors_back_off_and_are_retried_for_24_hours_then_fail(app, sender):
     clock.freeze(NOW)
     user = make_user(app)
     add_device(app, user.id, "flaky")
     sender.fail("flaky", "retry", "UnavailableError: The service is currently unavailable.")
     enqueue(app, [user.id])
 
-    waits = []
-    for attempt in range(1, MAX_ATTEMPTS):
+    waits, attempt = [], 0
+    while True:
         counts = dispatch(app)
-        assert counts["retried"] == 1, attempt
+        attempt += 1
         (row,) = rows(app)
+        if counts["failed"]:
+            break
+        assert counts["retried"] == 1, attempt
         assert (row.push_status, row.push_attempts) == ("pending", attempt)
         assert row.last_error == "UnavailableError: The service is currently unavailable."
         wait = (row.next_attempt_at - clock.utcnow()).total_seconds()
         ceiling = min(3600, 30 * 2 ** (attempt - 1))
-        assert ceiling / 2 <= wait <= ceiling
+        give_up = (NOW + timedelta(hours=24) - clock.utcnow()).total_seconds()
+        assert min(ceiling / 2, give_up) <= wait <= ceiling
         waits.append(wait)
         assert dispatch(app)["claimed"] == 0  # not due before its time
         clock.freeze(row.next_attempt_at)
-    assert waits == sorted(waits) or max(waits) > 60 * 15  # grows (jitter may not reorder across doublings)
-
-    counts = dispatch(app)
-    assert counts["failed"] == 1
-    (row,) = rows(app)
-    assert (row.push_status, row.push_attempts) == ("failed", MAX_ATTEMPTS)
-    assert row.last_error == "UnavailableError: The service is currently unavailable."
+    assert clock.utcnow() == NOW + timedelta(hours=24)  # the last retry waits for the horizon
+    assert 25 <= attempt < MAX_ATTEMPTS
+    assert waits[:6] == sorted(waits[:6]) or max(waits) > 60 * 15
+    assert (row.push_status, row.push_attempts) == ("failed", attempt)
+    assert row.last_error == "gave up: UnavailableError: The service is currently unavailable."
     assert dispatch(app)["claimed"] == 0
+
+
+def test_the_retry_horizon_is_configurable(app, sender):
+    app.config["PUSH_RETRY_HOURS"] = 0.01  # 36 s
+    clock.freeze(NOW)
+    user = make_user(app)
+    add_device(app, user.id, "flaky")
+    sender.fail("flaky", "retry", "UnavailableError: down")
+    enqueue(app, [user.id])
+    assert dispatch(app)["retried"] == 1
+    clock.advance(timedelta(seconds=40))
+    assert dispatch(app)["failed"] == 1
 
 
 def test_a_transient_error_then_success(app, sender):

@@ -256,3 +256,44 @@ def test_the_header_is_documented_on_authenticated_posts(client):
     assert not any(
         p.get("name") == "Idempotency-Key" for p in spec["paths"]["/api/v1/auth/login"]["post"].get("parameters", [])
     )
+
+
+def test_a_revoked_session_gets_no_replay(app, client, wish):
+    posting_id, volunteer = wish
+    path = f"/api/v1/postings/{posting_id}/claims"
+    assert post(client, path, volunteer, "k-r").status_code == 201
+    assert client.post("/api/v1/auth/logout", headers=volunteer.refresh_headers).status_code == 204
+    again = post(client, path, volunteer, "k-r")
+    assert (again.status_code, again.get_json()["error"]) == (401, "token_revoked")
+    assert "Idempotent-Replayed" not in again.headers
+
+
+def test_stored_answers_hold_no_contact_in_clear(app, client):
+    org_id, coordinator = make_org(app)
+    body = {
+        "kind": "wish",
+        "title": "想要一台收音机",
+        "description": "听新闻",
+        "district": "haishu",
+        "org_id": org_id,
+        "beneficiary": {"name": "张阿婆", "phone": "13812340001", "address": "公园路 18 号 2 单元 301 室"},
+    }
+    first = post(client, "/api/v1/postings", coordinator, "k-contact", body)
+    assert first.status_code == 201
+    assert first.get_json()["beneficiary"]["phone"] == "+8613812340001"
+    with app.app_context():
+        stored = db.session.scalar(sa.select(IdempotencyKey.response_body))
+    assert "13812340001" not in stored and "公园路" not in stored and "\\u516c" not in stored
+    again = post(client, "/api/v1/postings", coordinator, "k-contact", body)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json() == first.get_json()
+
+
+def test_after_a_key_rotation_the_request_runs_again_and_its_guards_answer(app, client, wish):
+    posting_id, volunteer = wish
+    path = f"/api/v1/postings/{posting_id}/claims"
+    assert post(client, path, volunteer, "k-rot").status_code == 201
+    app.config["SECRET_KEY"] = "a-rotated-secret-key-long-enough-for-all-uses"
+    again = post(client, path, volunteer, "k-rot")
+    assert (again.status_code, again.get_json()["error"]) == (409, "duplicate_claim")
+    assert count(app, Claim) == 1

@@ -122,7 +122,7 @@ def test_inbox_lists_my_notifications_newest_first(client, app):
     first = body["items"][0]
     assert set(first) == {"id", "kind", "title", "body", "data", "created_at", "read_at"}
     assert first["kind"] == "claim_confirmed"
-    assert first["data"] == {"kind": "claim_confirmed", "posting_id": "102"}
+    assert first["data"] == {"kind": "claim_confirmed", "posting_id": "102", "notification_id": str(first["id"])}
     assert first["created_at"].endswith("Z")
     assert first["read_at"] is None
 
@@ -140,7 +140,7 @@ def test_inbox_pages_with_a_cursor(client, app):
     assert cursor is None
     assert len(seen) == 5 and seen == sorted(seen, reverse=True)
     bad = client.get("/api/v1/me/notifications?cursor=not-a-cursor", headers=me.headers)
-    assert bad.status_code == 422
+    assert (bad.status_code, bad.get_json()["error"]) == (400, "invalid_cursor")
 
 
 def test_unread_filter_and_mark_read(client, app):

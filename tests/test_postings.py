@@ -832,3 +832,31 @@ def test_two_reviewers_racing_one_wins(app, world, postgres_only):
         assert row.status == ("open" if winners[0][0] == "approve" else "rejected")
         kinds = db.session.scalars(sa.select(Notification.kind).where(Notification.user_id == world["resident"].id))
         assert list(kinds) == ["posting_approved" if winners[0][0] == "approve" else "posting_rejected"]
+
+
+def test_a_wishs_point_is_exact_only_for_its_contacts(app, client, world):
+    """Strangers see the point to about 100 m and the distance to 0.1 km; a
+    project's venue is public."""
+    wish = make_posting(app, world["resident"], lat=29.876543, lng=121.554321)
+    org_project = make_posting(
+        app, world["coordinator"], kind="project", org_id=world["org_id"], lat=29.876543, lng=121.554321
+    )
+    near = "near=29.87,121.55&radius_km=5"
+    for viewer, exact in (("anonymous", False), ("volunteer", False), ("resident", True), ("coordinator", True)):
+        headers = world[viewer].headers if viewer != "anonymous" else {}
+        page = client.get(f"/api/v1/postings/{wish}", headers=headers).get_json()
+        listed = {
+            item["id"]: item for item in client.get(f"/api/v1/postings?{near}", headers=headers).get_json()["items"]
+        }
+        if exact:
+            assert page["location"] == {"lat": 29.876543, "lng": 121.554321}
+            assert (
+                listed[wish]["distance_km"]
+                == round(listed[wish]["distance_km"], 3)
+                != round(listed[wish]["distance_km"], 1)
+            )
+        else:
+            assert page["location"] == {"lat": 29.877, "lng": 121.554}
+            assert listed[wish]["location"] == {"lat": 29.877, "lng": 121.554}
+            assert listed[wish]["distance_km"] == round(listed[wish]["distance_km"], 1)
+        assert listed[org_project]["location"] == {"lat": 29.876543, "lng": 121.554321}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -22,7 +23,7 @@ from app import clock
 from app.extensions import db
 from app.models import Device, Notification
 from notifications import notify
-from notifications.dispatch import MAX_ATTEMPTS, current_sender, dispatch_pending
+from notifications.dispatch import current_sender, dispatch_pending
 from notifications.senders import PushMessage, get_sender
 from notifications.senders.fcm import FcmSender
 from tests.factories import make_posting, make_user, make_volunteer
@@ -110,9 +111,15 @@ def test_claimed_wish_reaches_each_of_the_posters_devices_once(fcm_app, fake, cl
     assert counts["sent"] == 1 and counts["pushes"] == 2
     assert sorted(m["token"] for m in fake.messages) == ["poster-android", "poster-iphone"]
     android, iphone = fake.messages_to("poster-android")[0], fake.messages_to("poster-iphone")[0]
+    row_id = str(the_row(fcm_app).id)
     for message in (android, iphone):
         assert message["notification"] == {"title": "心愿被认领啦", "body": "小陈认领了您的「帮王奶奶买菜」。"}
-        assert message["data"] == {"kind": "wish_claimed", "posting_id": "42", "claim_id": "7"}
+        assert message["data"] == {
+            "kind": "wish_claimed",
+            "posting_id": "42",
+            "claim_id": "7",
+            "notification_id": row_id,
+        }
     assert android["android"] == {"priority": "high", "collapse_key": "posting-42"}
     assert iphone["apns"]["headers"] == {"apns-priority": "10", "apns-collapse-id": "posting-42"}
     assert iphone["apns"]["payload"]["aps"]["badge"] == 1
@@ -145,7 +152,13 @@ def test_claiming_a_wish_through_the_api_pushes_to_the_poster(fcm_app, fake, cli
     claim_id = resp.get_json()["id"]
     assert dispatch(fcm_app)["sent"] == 1
 
-    expected = {"kind": "wish_claimed", "posting_id": str(posting_id), "claim_id": str(claim_id)}
+    inbox_id = client.get("/api/v1/me/notifications", headers=poster.headers).get_json()["items"][0]["id"]
+    expected = {
+        "kind": "wish_claimed",
+        "posting_id": str(posting_id),
+        "claim_id": str(claim_id),
+        "notification_id": str(inbox_id),
+    }
     assert sorted(m["token"] for m in fake.messages) == ["poster-android", "poster-iphone"]
     for message in fake.messages:
         assert message["notification"] == {"title": "心愿被认领啦", "body": "小陈认领了您的「帮忙买菜」。"}
@@ -235,33 +248,72 @@ def test_internal_errors_exhaust_the_sdk_retries_then_back_off(fcm_app, fake):
     assert NOW + timedelta(seconds=15) <= row.next_attempt_at <= NOW + timedelta(seconds=30)
 
 
-def test_a_hanging_fcm_times_out_and_is_retried(fcm_app, fake):
+def test_an_answer_that_times_out_is_never_sent_again(fcm_app, fake):
+    """A request FCM received but did not answer in time was most likely delivered:
+    neither the SDK nor the dispatcher sends it a second time."""
     clock.freeze(NOW)
     user = make_user(fcm_app)
     add_device(fcm_app, user.id, "phone")
-    fake.script("phone", "HANG", times=2)  # the SDK retries a read timeout once
+    fake.script("phone", "HANG", times=5)
+    claim_wish(fcm_app, user.id)
+    assert dispatch(fcm_app)["sent"] == 1
+    row = the_row(fcm_app)
+    assert row.push_status == "sent"
+    assert row.last_error.startswith("unconfirmed: DeadlineExceededError")
+    clock.advance(timedelta(hours=1))
+    assert dispatch(fcm_app)["claimed"] == 0
+    assert len(fake.requests_for("phone")) == 1
+
+
+def test_fcm_slower_than_the_timeout_delivers_each_message_once(fcm_app, fake):
+    clock.freeze(NOW)
+    users = [make_user(fcm_app) for _ in range(6)]
+    for user in users:
+        add_device(fcm_app, user.id, f"phone-{user.id}")
+        claim_wish(fcm_app, user.id, claim_id=user.id)
+    fake.delay = 0.8  # FCM_TIMEOUT_SECONDS is 0.5: every answer comes too late
+    assert dispatch(fcm_app)["sent"] == 6
+    fake.delay = 0
+    clock.advance(timedelta(hours=2))
+    assert dispatch(fcm_app)["claimed"] == 0
+    delivered = Counter(m["token"] for m in fake.messages)
+    assert sorted(delivered.values()) == [1] * 6
+
+
+def test_a_connection_that_never_opens_is_retried(fcm_app, fake):
+    clock.freeze(NOW)
+    user = make_user(fcm_app)
+    add_device(fcm_app, user.id, "phone")
+    fcm_app.config["FCM_ENDPOINT"] = "http://127.0.0.1:1"
     claim_wish(fcm_app, user.id)
     assert dispatch(fcm_app)["retried"] == 1
-    row = the_row(fcm_app)
-    assert row.push_status == "pending"
-    assert "timed out" in row.last_error.lower()
-    clock.freeze(row.next_attempt_at)
-    assert dispatch(fcm_app)["sent"] == 1
-    assert len(fake.messages_to("phone")) == 1
+    assert the_row(fcm_app).push_status == "pending"
 
 
-def test_still_failing_after_eight_attempts_is_failed_with_the_error_kept(fcm_app, fake):
+@pytest.mark.parametrize("header", ["inf", "1e308", "99999999999", "nan", "-5"])
+def test_an_absurd_retry_after_is_bounded(fcm_app, fake, header):
+    clock.freeze(NOW)
+    user = make_user(fcm_app)
+    add_device(fcm_app, user.id, "phone")
+    fake.script("phone", "QUOTA_EXCEEDED", times=1, retry_after=header)
+    claim_wish(fcm_app, user.id)
+    assert dispatch(fcm_app)["retried"] == 1
+    wait = (the_row(fcm_app).next_attempt_at - NOW).total_seconds()
+    assert 0 <= wait <= 3600
+
+
+def test_still_failing_after_the_retry_horizon_is_failed_with_the_error_kept(fcm_app, fake):
     clock.freeze(NOW)
     user = make_user(fcm_app)
     add_device(fcm_app, user.id, "phone")
     fake.script("phone", "INTERNAL")
     claim_wish(fcm_app, user.id)
-    for _ in range(MAX_ATTEMPTS):
+    for _ in range(14):  # every 2 hours: 26 h in all
         dispatch(fcm_app)
         clock.advance(timedelta(hours=2))
     row = the_row(fcm_app)
-    assert (row.push_status, row.push_attempts) == ("failed", MAX_ATTEMPTS)
-    assert row.last_error == "InternalError: Internal error encountered."
+    assert row.push_status == "failed" and row.push_attempts == 13
+    assert row.last_error == "gave up: InternalError: Internal error encountered."
     assert dispatch(fcm_app)["claimed"] == 0
     assert fake.messages == []
 

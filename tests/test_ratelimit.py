@@ -311,3 +311,73 @@ def test_counters_live_in_redis(limited, redis_storage):
     # Another process finds the budget spent: clearing Redis gives it back.
     store.flushdb()
     assert login(client).status_code == 401
+
+
+# --- per-user budgets for writes ------------------------------------------------------
+
+
+def test_writes_share_a_per_user_budget_with_retry_after(limited):
+    from tests.factories import make_posting, make_volunteer
+
+    app = limited(RATELIMIT_USER_WRITES="3/minute")
+    client = app.test_client()
+    author = make_user(app)
+    first, second = make_volunteer(app), make_volunteer(app)
+    wishes = [make_posting(app, author) for _ in range(5)]
+    # claims, devices and the profile share one budget
+    assert client.post(f"/api/v1/postings/{wishes[0]}/claims", json={}, headers=first.headers).status_code == 201
+    device = {"token": "tok-1", "platform": "android"}
+    assert client.post("/api/v1/me/devices", json=device, headers=first.headers).status_code == 201
+    assert client.patch("/api/v1/me", json={"display_name": "小王"}, headers=first.headers).status_code == 200
+    refused = client.post(f"/api/v1/postings/{wishes[1]}/claims", json={}, headers=first.headers)
+    assert_429(refused)
+    # reading is not writing, and another volunteer has a budget of their own
+    assert client.get("/api/v1/me", headers=first.headers).status_code == 200
+    assert client.post(f"/api/v1/postings/{wishes[1]}/claims", json={}, headers=second.headers).status_code == 201
+
+
+def test_a_password_change_has_its_own_tight_budget(limited):
+    app = limited(RATELIMIT_PASSWORD="2/minute")
+    client = app.test_client()
+    user = make_user(app)
+    wrong = {"old_password": "not-my-password", "new_password": "brand-new-password"}
+    for _ in range(2):
+        resp = client.post("/api/v1/me/password", json=wrong, headers=user.headers)
+        assert resp.status_code == 422
+    assert_429(client.post("/api/v1/me/password", json=wrong, headers=user.headers))
+
+
+def test_with_redis_gone_the_limiter_counts_in_memory_instead_of_failing(tmp_path):
+    """RATELIMIT_STORAGE_URI names a Redis nobody listens on: logins still answer
+    (never a 500), the limits still hold (counted in the process's memory), and
+    the log says so. In a fresh process: the limiter's state is per process."""
+    result = _run_probe(
+        tmp_path,
+        RATELIMIT_ENABLED="1",
+        RATELIMIT_STORAGE_URI="redis://127.0.0.1:1/0",
+        RATELIMIT_AUTH_PHONE="2/minute",
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["codes"] == [401, 401, 429]
+    assert "storage unreachable - falling back to in-memory storage" in result.stderr
+    # the limiter logs its keys: they never hold the phone number itself
+    assert "13812345678" not in result.stderr
+
+
+# --- headers on every answer -------------------------------------------------------------
+
+
+def test_security_headers_and_no_store_for_personal_answers(app, client):
+    user = make_user(app)
+    public = client.get("/api/v1/postings")
+    assert public.headers["X-Content-Type-Options"] == "nosniff"
+    assert "no-store" not in public.headers.get("Cache-Control", "")
+    assert client.get("/healthz").headers["X-Content-Type-Options"] == "nosniff"
+    personal = client.get("/api/v1/me", headers=user.headers)
+    assert personal.headers["Cache-Control"] == "no-store"
+    signed_in = client.post(LOGIN, json={"phone": user.phone, "password": PASSWORD})
+    assert signed_in.status_code == 200
+    assert signed_in.headers["Cache-Control"] == "no-store"
+    missing = client.get("/api/v1/nowhere")
+    assert missing.headers["X-Content-Type-Options"] == "nosniff"

@@ -185,7 +185,8 @@ def test_token_of_deleted_user(app, client):
     with app.app_context():
         db.session.execute(sa.delete(User).where(User.id == user.id))
         db.session.commit()
-    assert_401(client.get(ME, headers=user.headers), "invalid_token")
+    # its refresh tokens went with it: the access token's family no longer exists
+    assert_401(client.get(ME, headers=user.headers), "token_revoked")
 
 
 # --- wrong type -------------------------------------------------------------------
@@ -311,3 +312,14 @@ def test_rotate_service_refuses_other_users_token(app):
         assert info.value.slug == "token_revoked"
     (row,) = token_rows(app, owner.id)
     assert row.used_at is None
+
+
+def test_an_access_token_of_a_family_nobody_issued_is_revoked(app, client):
+    from flask_jwt_extended import create_access_token
+
+    user = make_user(app)
+    with app.app_context():
+        minted = create_access_token(identity=str(user.id), additional_claims={"fam": "never-issued"})
+    resp = client.get("/api/v1/me", headers={"Authorization": f"Bearer {minted}"})
+    assert (resp.status_code, resp.get_json()["error"]) == (401, "token_revoked")
+    assert client.get("/api/v1/me", headers=user.headers).status_code == 200

@@ -4,6 +4,7 @@ from app.models.audit import AuditEntry
 from app.models.base import Base
 from app.models.claims import Claim
 from app.models.energy import EnergyEntry
+from app.models.jobs import JobRun
 from app.models.notifications import Device, Notification
 from app.models.orgs import Org, OrgMember
 from app.models.postings import Posting, PostingTag
@@ -18,6 +19,7 @@ __all__ = [
     "Device",
     "EnergyEntry",
     "IdempotencyKey",
+    "JobRun",
     "Notification",
     "Org",
     "OrgMember",

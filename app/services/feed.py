@@ -128,11 +128,12 @@ def list_postings(
 
 
 def _decode(cursor: str, sort: str) -> list[Any]:
-    """The (sort value, id) a cursor of this ``sort`` ends at; 422 for anything else."""
+    """The (sort value, id) a cursor of this ``sort`` ends at; 400 for anything else
+    (a cursor of another sort order included)."""
     name, value, last_id = pagination.decode_cursor(cursor, 3)
     expected = (int, float) if sort == "distance" else datetime
     if name != sort or not isinstance(value, expected) or not isinstance(last_id, int):
-        raise Invalid("cursor", "Not a valid cursor for this sort order.", location="query")
+        raise pagination.invalid_cursor()
     return [value, last_id]
 
 

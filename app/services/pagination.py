@@ -1,44 +1,59 @@
 """Keyset (cursor) pagination: stable while rows are inserted.
 
-A cursor is the opaque, url-safe encoding of the sort key of the last item
-returned. The next page asks for rows strictly after it in the same order,
-so an insert between two pages neither repeats nor hides an item.
+A cursor is the sort key of the last item returned, signed with the app's
+``SECRET_KEY`` (itsdangerous): opaque to the client, and anything it did not
+get from us — forged, edited, or signed with a key since rotated — is a 400
+``invalid_cursor`` before it reaches a query. The next page asks for rows
+strictly after the key in the same order, so an insert between two pages
+neither repeats nor hides an item.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from flask import current_app
+from itsdangerous import BadData, URLSafeSerializer
 
 from app.clock import as_utc
-from app.errors import Invalid
+from app.errors import AppError
+from app.inputs import MAX_ID
 
 # (column, descending)
 Order = Sequence[tuple[Any, bool]]
 
 
+def invalid_cursor() -> AppError:
+    return AppError("invalid_cursor")
+
+
+def _serializer() -> URLSafeSerializer:
+    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="yz.cursor")
+
+
 def encode_cursor(values: Sequence[Any]) -> str:
     packed = [{"dt": as_utc(v).isoformat()} if isinstance(v, datetime) else v for v in values]
-    return base64.urlsafe_b64encode(json.dumps(packed, separators=(",", ":")).encode()).decode().rstrip("=")
+    return _serializer().dumps(packed)
 
 
 def decode_cursor(cursor: str, size: int) -> list[Any]:
+    """The key a cursor of ``size`` values carries; 400 ``invalid_cursor`` for anything else."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        packed = json.loads(raw)
+        packed = _serializer().loads(cursor)
         if not isinstance(packed, list) or len(packed) != size:
             raise ValueError
         values = [datetime.fromisoformat(v["dt"]) if isinstance(v, dict) else v for v in packed]
-        if any(not isinstance(v, int | float | str | datetime) or isinstance(v, bool) for v in values):
-            raise ValueError
-        return values
-    except (ValueError, TypeError, KeyError, UnicodeDecodeError):
-        raise Invalid("cursor", "Not a valid cursor.", location="query") from None
+    except (BadData, ValueError, TypeError, KeyError):
+        raise invalid_cursor() from None
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int | float | str | datetime):
+            raise invalid_cursor()
+        if isinstance(value, int) and not -MAX_ID <= value <= MAX_ID:
+            raise invalid_cursor()
+    return values
 
 
 def after(order: Order, values: Sequence[Any]) -> sa.ColumnElement[bool]:

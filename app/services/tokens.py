@@ -94,9 +94,11 @@ def is_revoked(payload: dict) -> bool:
     family = payload.get("fam")
     if not family:
         return True
-    revoked = db.session.scalar(
-        sa.select(RefreshToken.id)
-        .where(RefreshToken.family_id == family, RefreshToken.revoked_at.is_not(None))
-        .limit(1)
-    )
-    return revoked is not None
+    # A family nobody issued (a token minted elsewhere) counts as revoked, as does
+    # one whose tokens were revoked (logout, password change, reuse detected).
+    issued, revoked = db.session.execute(
+        sa.select(sa.func.count(RefreshToken.id), sa.func.count(RefreshToken.revoked_at)).where(
+            RefreshToken.family_id == family
+        )
+    ).one()
+    return issued == 0 or revoked > 0

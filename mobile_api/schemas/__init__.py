@@ -65,6 +65,7 @@ from mobile_api.schemas.records import (
 )
 from mobile_api.schemas.stats import (
     HealthSchema,
+    ReadinessSchema,
     StatsQuerySchema,
     StatsSchema,
 )
@@ -104,6 +105,7 @@ __all__ = [
     "PostingQuerySchema",
     "PostingSchema",
     "PostingUpdateSchema",
+    "ReadinessSchema",
     "RecordMonthSchema",
     "RecordQuerySchema",
     "RecordSchema",

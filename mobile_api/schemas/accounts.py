@@ -27,7 +27,6 @@ class VolunteerSchema(BaseSchema):
     real_name = fields.String()
     id_number_masked = fields.String(attribute="id_masked")
     gender = fields.String(allow_none=True)
-    birth_date = fields.Date(allow_none=True)
     skills = fields.List(fields.String())
     district = fields.String()
     home = NestedFrom(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import ValidationError, fields, validate, validates
 
-from mobile_api.fields import BaseSchema, PageQuery, QuietHours, UTCDateTime
+from mobile_api.fields import BaseSchema, Id, PageQuery, QuietHours, UTCDateTime
 from notifications.templates import NOTIFICATION_KINDS
 
 DEVICE_PLATFORMS = ("android", "ios", "web")
@@ -48,7 +48,7 @@ class NotificationQuerySchema(PageQuery):
 
 class MarkReadSchema(BaseSchema):
     ids = fields.List(
-        fields.Integer(strict=True),
+        Id(),
         load_default=None,
         allow_none=True,
         validate=validate.Length(max=1000),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from marshmallow import fields, validate
 
 from app.models.orgs import MEMBER_ROLES, ORG_KINDS
-from mobile_api.fields import BaseSchema, UTCDateTime, known_district
+from mobile_api.fields import BaseSchema, Id, UTCDateTime, known_district
 
 
 class OrgSchema(BaseSchema):
@@ -25,7 +25,7 @@ class OrgCreateSchema(BaseSchema):
 
 
 class OrgMemberCreateSchema(BaseSchema):
-    user_id = fields.Integer(required=True, strict=True)
+    user_id = Id(required=True)
     role = fields.String(required=True, validate=validate.OneOf(MEMBER_ROLES))
 
 

@@ -5,7 +5,17 @@ from __future__ import annotations
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from app.policy import POSTING_KINDS, POSTING_STATUSES
-from mobile_api.fields import BaseSchema, HttpsUrl, Location, PageQuery, Phone, UTCDateTime, known_district, not_blank
+from mobile_api.fields import (
+    BaseSchema,
+    HttpsUrl,
+    Id,
+    Location,
+    PageQuery,
+    Phone,
+    UTCDateTime,
+    known_district,
+    not_blank,
+)
 from mobile_api.schemas.claims import ClaimSchema, PersonSchema
 
 
@@ -105,7 +115,7 @@ class PostingCreateSchema(BaseSchema):
     kind = fields.String(required=True, validate=validate.OneOf(POSTING_KINDS))
     title = fields.String(required=True, **_TITLE)
     description = fields.String(required=True, **_DESCRIPTION)
-    org_id = fields.Integer(strict=True, allow_none=True, metadata={"description": "The org this is posted for."})
+    org_id = Id(allow_none=True, metadata={"description": "The org this is posted for."})
     district = fields.String(required=True, validate=known_district)
     address = fields.String(**_ADDRESS)
     location = fields.Nested(Location, allow_none=True)
@@ -149,8 +159,8 @@ class PostingQuerySchema(PageQuery):
     )
     district = fields.String(validate=known_district)
     tag = fields.List(_tag(), validate=validate.Length(max=10), metadata={"description": "Repeatable; any of."})
-    org_id = fields.Integer()
-    author_id = fields.Integer()
+    org_id = Id(strict=False)
+    author_id = Id(strict=False)
     near = LatLng(metadata={"description": "lat,lng — adds distance_km to each item.", "example": "29.87,121.55"})
     radius_km = fields.Float(
         load_default=3.0,

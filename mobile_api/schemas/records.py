@@ -6,7 +6,7 @@ from marshmallow import ValidationError, fields, post_load, validate, validates_
 
 from app.policy import MAX_HONOR_MINUTES, hours
 from app.services.records import RECORD_KINDS
-from mobile_api.fields import BaseSchema, PageQuery, UTCDateTime
+from mobile_api.fields import BaseSchema, Id, PageQuery, UTCDateTime
 
 
 class RecordSchema(BaseSchema):
@@ -63,8 +63,8 @@ class HonorRecordCreateSchema(BaseSchema):
     """Honor hours (荣誉时长) for a volunteer of the org: ``volunteer_id`` (or
     ``user_id``), ``minutes`` (or ``hours``; at most 24 hours a record) and the reason."""
 
-    volunteer_id = fields.Integer(strict=True, metadata={"description": "The volunteer's user id."})
-    user_id = fields.Integer(strict=True, load_only=True, metadata={"description": "Same as volunteer_id."})
+    volunteer_id = Id(metadata={"description": "The volunteer's user id."})
+    user_id = Id(load_only=True, metadata={"description": "Same as volunteer_id."})
     minutes = fields.Integer(strict=True, validate=validate.Range(1, MAX_HONOR_MINUTES))
     hours = fields.Float(
         load_only=True, validate=validate.Range(min=0, max=MAX_HONOR_MINUTES / 60, min_inclusive=False), allow_nan=False

@@ -22,4 +22,13 @@ class StatsSchema(BaseSchema):
 
 
 class HealthSchema(BaseSchema):
-    status = fields.String()
+    status = fields.String(required=True)
+
+
+class ReadinessSchema(HealthSchema):
+    checks = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        required=True,
+        metadata={"description": "Each dependency: ok, not used, or what is wrong (database, redis)."},
+    )

@@ -23,6 +23,14 @@ Configuration (read by :meth:`FcmSender.from_config`):
     them. Tests set the back-off to 0. ``Retry-After`` is not slept on inside
     the SDK: the dispatcher turns it into the row's ``next_attempt_at``.
 
+Never twice after a timeout: once a request has been sent, a read timeout
+means FCM may well have delivered it. The SDK does not resend it (``read``
+retries are off, where firebase-admin ships one), and the message counts as
+``sent`` with ``last_error`` "unconfirmed: …" instead of being retried; the
+app can drop a repeat anyway (``data.notification_id``). A connect timeout
+sent nothing and is retried. :func:`longest_send_seconds` is how long one
+send can take at worst; the dispatcher's lease must exceed it.
+
 Private API used — firebase-admin must stay pinned (requirements.txt: 7.7.0):
 firebase-admin has no public setting for the FCM URL. :func:`point_at_endpoint`
 sets ``firebase_admin.messaging._MessagingService._fcm_url`` (an instance
@@ -45,6 +53,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
@@ -52,6 +61,7 @@ from typing import Any
 
 import firebase_admin
 import requests.adapters
+import requests.exceptions
 from firebase_admin import credentials, exceptions, messaging
 from google.auth.transport.requests import Request as GoogleAuthRequest
 from urllib3.util.retry import Retry
@@ -89,12 +99,16 @@ def load_certificate(value: str | Mapping[str, Any]) -> credentials.Certificate:
     return credentials.Certificate(text)
 
 
+CONNECT_RETRIES = 1
+
+
 def sdk_retry(retries: int = 4, backoff: float = 0.5) -> Retry:
     """firebase-admin's own retry policy (``_http_client.DEFAULT_RETRY_CONFIG``) with
-    tunable status retries and back-off, and without sleeping on ``Retry-After``."""
+    tunable status retries and back-off, without sleeping on ``Retry-After``, and
+    without resending a request whose answer timed out (it may have been delivered)."""
     return Retry(
-        connect=1,
-        read=1,
+        connect=CONNECT_RETRIES,
+        read=False,
         status=retries,
         status_forcelist=[500, 503],
         raise_on_status=False,
@@ -102,6 +116,14 @@ def sdk_retry(retries: int = 4, backoff: float = 0.5) -> Retry:
         allowed_methods=None,
         respect_retry_after_header=False,
     )
+
+
+def longest_send_seconds(timeout: float, retries: int, backoff: float) -> float:
+    """The longest one message's send can take: the token exchange, then every
+    attempt (the first, connect retries, status retries) at its full timeout,
+    with urllib3's back-off between status retries (capped at 120 s each)."""
+    sleeps = sum(min(120.0, backoff * 2 ** (n - 1)) for n in range(1, retries + 1)) if backoff else 0.0
+    return timeout + (1 + CONNECT_RETRIES + retries) * timeout + sleeps
 
 
 def point_at_endpoint(
@@ -252,6 +274,10 @@ def classify(response: messaging.SendResponse) -> PushResult:
     error = _short(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, _DEAD_TOKEN_ERRORS):
         return PushResult("dead_token", error)
+    if isinstance(exc, exceptions.DeadlineExceededError) and _answer_timed_out(exc):
+        # The request reached FCM; only its answer is missing. Sending it again
+        # would deliver it twice far more often than it would save a message.
+        return PushResult("sent", _short(f"unconfirmed: {error}"))
     if isinstance(exc, exceptions.InvalidArgumentError) and names_the_token(exc):
         return PushResult("dead_token", error)
     if isinstance(exc, _TRANSIENT_ERRORS):
@@ -278,13 +304,29 @@ def names_the_token(exc: exceptions.FirebaseError) -> bool:
     return "registration token" in str(exc).lower()
 
 
+def _answer_timed_out(exc: exceptions.FirebaseError) -> bool:
+    """A read timeout (sent, unanswered), as opposed to a connect timeout (never sent)."""
+    cause = getattr(exc, "cause", None)
+    return isinstance(cause, requests.exceptions.ReadTimeout) and not isinstance(
+        cause, requests.exceptions.ConnectTimeout
+    )
+
+
+MAX_RETRY_AFTER_SECONDS = 3600.0
+
+
 def _retry_after(exc: exceptions.FirebaseError) -> float | None:
+    """FCM's ``Retry-After`` in seconds, bounded to [0, 1 h] (a huge or infinite
+    value must not stall a row forever, nor overflow a date)."""
     response = getattr(exc, "http_response", None)
     value = response.headers.get("Retry-After") if response is not None else None
     try:
-        return max(0.0, float(value)) if value else None
+        seconds = float(value) if value else None
     except ValueError:
         return None  # an HTTP date; the exponential back-off covers it
+    if seconds is None or not math.isfinite(seconds):
+        return None if seconds is None else MAX_RETRY_AFTER_SECONDS
+    return min(MAX_RETRY_AFTER_SECONDS, max(0.0, seconds))
 
 
 def _short(text: str) -> str:

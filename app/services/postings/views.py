@@ -11,9 +11,15 @@ import sqlalchemy as sa
 from app.errors import NotFound
 from app.extensions import db
 from app.models import Claim, Org, Posting, User
-from app.policy import LIVE_CLAIM_STATUSES
+from app.policy import LIVE_CLAIM_STATUSES, POLICIES
 from app.services.permissions import Actor
 from app.validators import mask_name
+
+# Where a beneficiary lives is for contacts: everyone else sees the point to 3
+# decimals (about 100 m) and distances to 0.1 km, or three distances from three
+# places would give the exact point back.
+COARSE_DEGREES = 3
+COARSE_KM = 1
 
 
 @dataclass
@@ -26,6 +32,7 @@ class PostingView:
     beneficiary: dict[str, Any]
     my_claim: Claim | None = None
     distance_km: float | None = None
+    exact_place: bool = True
 
     def __getattr__(self, name: str) -> Any:
         # Everything else is the posting's own column.
@@ -35,7 +42,9 @@ class PostingView:
     def location(self) -> dict[str, float] | None:
         if self.posting.lat is None or self.posting.lng is None:
             return None
-        return {"lat": self.posting.lat, "lng": self.posting.lng}
+        if self.exact_place:
+            return {"lat": self.posting.lat, "lng": self.posting.lng}
+        return {"lat": round(self.posting.lat, COARSE_DEGREES), "lng": round(self.posting.lng, COARSE_DEGREES)}
 
     @property
     def reject_reason(self) -> str | None:
@@ -89,15 +98,19 @@ def views_of(
     views = []
     for posting in postings:
         my_claim = claims.get(posting.id)
-        contact = detail and actor.is_contact(posting, my_claim.status if my_claim else None)
+        private = POLICIES[posting.kind].has_beneficiary
+        contact = (detail or private) and actor.is_contact(posting, my_claim.status if my_claim else None)
+        exact = contact or not private
+        distance = distances.get(posting.id) if distances else None
         views.append(
             PostingView(
                 posting=posting,
                 author={"id": posting.author_id, "display_name": authors.get(posting.author_id)},
                 org={"id": posting.org_id, "name": orgs.get(posting.org_id)} if posting.org_id else None,
-                beneficiary=_beneficiary(posting, contact),
+                beneficiary=_beneficiary(posting, detail and contact),
                 my_claim=my_claim,
-                distance_km=round(distances[posting.id], 3) if distances and posting.id in distances else None,
+                distance_km=None if distance is None else round(distance, 3 if exact else COARSE_KM),
+                exact_place=exact,
             )
         )
     return views

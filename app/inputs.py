@@ -1,0 +1,94 @@
+"""What a client may send: the bounds every request is held to before a view runs.
+
+No input a client can send yields a 5xx. The guards here run first, before the
+rate limiter reads the body and before idempotency fingerprints it:
+
+- ids in a path are at most ``MAX_ID`` (PostgreSQL's integer): anything larger
+  is 404, like any id that does not exist, instead of reaching the database as
+  an overflow (checked on the matched route's arguments: a converter that
+  refused the value would make werkzeug answer 405 for the other methods);
+- a body is at most ``MAX_CONTENT_LENGTH``, whether it says its length or is
+  chunked (413 — a chunked body is read up to the limit, never cut silently);
+- a JSON body nests at most ``MAX_JSON_DEPTH`` levels (400 ``invalid_json``),
+  checked on the bytes before any parser recurses into it;
+- a path or query string holds no NUL character and no lone surrogate (400);
+  JSON strings are checked field by field by the schemas (422, see
+  ``mobile_api.fields.BaseSchema``).
+"""
+
+from __future__ import annotations
+
+import re
+
+from flask import Flask, request
+from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
+
+from app.errors import AppError, NotFound
+
+MAX_ID = 2**31 - 1
+MAX_JSON_DEPTH = 32
+# A NUL, or a UTF-16 surrogate on its own (a valid pair never survives decoding as one).
+_FORBIDDEN = re.compile("[\x00\ud800-\udfff]")
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def has_forbidden_chars(text: str) -> bool:
+    return _FORBIDDEN.search(text) is not None
+
+
+def json_depth(body: bytes) -> int:
+    """How deep the brackets of a JSON document nest (strings skipped), without parsing it."""
+    depth = deepest = 0
+    for bracket in _JSON_BRACKETS.findall(_JSON_STRING.sub(b"", body)):
+        if bracket in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def init_app(app: Flask) -> None:
+    """Guard every request (call before the rate limiter's init_app)."""
+    app.before_request(_guard_request)
+
+
+def _guard_request() -> None:
+    if request.url_rule is None:
+        return  # 404/405 answer without reading anything
+    if any(isinstance(value, int) and value > MAX_ID for value in (request.view_args or {}).values()):
+        raise NotFound()
+    texts = [request.path, *request.args.keys(), *(v for vs in request.args.listvalues() for v in vs)]
+    if any(has_forbidden_chars(text) for text in texts):
+        raise AppError("bad_request", "The path or query holds a NUL character or an unpaired surrogate.")
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if not (request.content_length or chunked):
+        return
+    if not request.is_json:
+        raise UnsupportedMediaType()
+    body = _read_body(chunked)
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise AppError("invalid_json")
+
+
+def _read_body(chunked: bool) -> bytes:
+    """The whole body, cached for the views; 413 past MAX_CONTENT_LENGTH."""
+    limit = request.max_content_length
+    if chunked and limit is not None:
+        # Werkzeug stops a chunked stream at the limit without saying so; read one
+        # byte past it ourselves to tell "exactly the limit" from "more".
+        stream = request.environ["wsgi.input"]
+        data = bytearray()
+        while len(data) <= limit:
+            piece = stream.read(min(65536, limit + 1 - len(data)))
+            if not piece:
+                break
+            data += piece
+        if len(data) > limit:
+            raise RequestEntityTooLarge()
+        # What get_data() caches (werkzeug's own attribute): the views read this copy.
+        request._cached_data = bytes(data)
+    return request.get_data(cache=True)

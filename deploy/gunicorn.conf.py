@@ -1,0 +1,42 @@
+"""Gunicorn settings for the web processes (``gunicorn -c deploy/gunicorn.conf.py wsgi:app``).
+
+Gunicorn runs behind nginx (deploy/nginx.conf), which buffers whole requests
+and answers slow clients itself: a phone on a bad network never holds one of
+these threads. The values below are for that shape; each can be set from the
+environment.
+"""
+
+import multiprocessing
+import os
+
+
+def _env(name: str, default):
+    value = os.environ.get(name)
+    return type(default)(value) if value not in (None, "") else default
+
+
+# Where nginx reaches us; not a public address.
+bind = _env("GUNICORN_BIND", "127.0.0.1:8000")
+# Threads share one process's memory and connection pool: a few processes with
+# several threads each suits an I/O-bound API on few cores.
+worker_class = "gthread"
+workers = _env("WEB_CONCURRENCY", max(2, multiprocessing.cpu_count()))
+threads = _env("GUNICORN_THREADS", 8)
+# A worker that stops answering its arbiter for this long is restarted. Requests
+# themselves never wait on the database more than a few seconds (app/database.py).
+timeout = _env("GUNICORN_TIMEOUT", 30)
+graceful_timeout = _env("GUNICORN_GRACEFUL_TIMEOUT", 30)
+# nginx keeps idle upstream connections open and reuses them; a little longer
+# than its own keepalive_timeout towards us, so gunicorn never closes first.
+keepalive = _env("GUNICORN_KEEPALIVE", 75)
+# What a request line and its headers may be: the same bounds nginx applies.
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
+# Recycle workers now and then, staggered, so slow leaks never accumulate.
+max_requests = _env("GUNICORN_MAX_REQUESTS", 5000)
+max_requests_jitter = _env("GUNICORN_MAX_REQUESTS_JITTER", 500)
+# Only the proxy's X-Forwarded-* are believed (and TRUSTED_PROXIES=1 in the app).
+forwarded_allow_ips = _env("FORWARDED_ALLOW_IPS", "127.0.0.1")
+accesslog = _env("GUNICORN_ACCESS_LOG", "-")
+errorlog = "-"

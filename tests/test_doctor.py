@@ -1,0 +1,92 @@
+"""``flask doctor``: a production install checked before it opens its doors."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from flask_migrate import upgrade
+
+from app import clock, create_app
+from app.extensions import db
+from app.models import JobRun
+from app.scheduler import JOB_NAMES
+from app.secrets import KEYS
+from tests.conftest import _config_dict
+
+GOOD_KEYS = {name: f"{name.lower()}-" + "k" * 40 for name in KEYS}
+
+
+@pytest.fixture
+def production(tmp_path):
+    """A production app on a migrated SQLite file whose jobs all ran just now."""
+
+    def build(**config):
+        app = create_app(
+            {
+                **_config_dict(),
+                "TESTING": False,
+                "APP_ENV": "production",
+                **GOOD_KEYS,
+                "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'prod.sqlite'}",
+                **config,
+            }
+        )
+        with app.app_context():
+            upgrade()
+            for job in JOB_NAMES:
+                app.test_cli_runner().invoke(args=["jobs", "run", job])
+        return app
+
+    yield build
+
+
+def doctor(app):
+    result = app.test_cli_runner().invoke(args=["doctor"])
+    lines = dict(
+        line.split(None, 2)[1:3] if len(line.split(None, 2)) == 3 else (line.split()[1], "")
+        for line in result.output.strip().splitlines()
+    )
+    return result.exit_code, result.output, lines
+
+
+def test_a_healthy_install_passes(production):
+    code, output, _ = doctor(production())
+    assert code == 0, output
+    assert [line.split()[0] for line in output.strip().splitlines()] == ["ok"] * 6
+
+
+def test_a_stale_scheduler_a_missing_push_key_and_redis_fail(production):
+    app = production(PUSH_BACKEND="fcm", FIREBASE_CREDENTIALS=None, RATELIMIT_STORAGE_URI="redis://127.0.0.1:1/0")
+    with app.app_context():
+        db.session.execute(sa.update(JobRun).values(last_finished_at=clock.utcnow() - timedelta(hours=1)))
+        db.session.execute(sa.delete(JobRun).where(JobRun.job == "purge"))
+        db.session.commit()
+    code, output, lines = doctor(app)
+    assert code == 1
+    assert output.count("FAIL") == 3, output
+    assert "FIREBASE_CREDENTIALS is not set" in lines["push"]
+    assert "Redis" in lines["redis"]
+    assert "purge never ran" in lines["scheduler"] and "dispatch_push last ran" in lines["scheduler"]
+
+
+def test_an_unmigrated_database_fails(tmp_path):
+    app = create_app(
+        {
+            **_config_dict(),
+            "TESTING": False,
+            "APP_ENV": "production",
+            **GOOD_KEYS,
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'empty.sqlite'}",
+        }
+    )
+    code, output, lines = doctor(app)
+    assert code == 1
+    assert "flask db upgrade" in lines["migrations"]
+
+
+def test_development_keys_are_not_a_production_install(app):
+    code, output, lines = doctor(app)
+    assert code == 1
+    assert "development mode" in lines["keys"]
