@@ -4,7 +4,7 @@ from app.models.audit import AuditEntry
 from app.models.base import Base
 from app.models.claims import Claim
 from app.models.energy import EnergyEntry
-from app.models.notifications import Device, Notification
+from app.models.notifications import Device, Notification, PushWindow
 from app.models.orgs import Org, OrgMember
 from app.models.postings import Posting, PostingTag
 from app.models.records import ServiceRecord
@@ -23,6 +23,7 @@ __all__ = [
     "OrgMember",
     "Posting",
     "PostingTag",
+    "PushWindow",
     "RefreshToken",
     "ServiceRecord",
     "User",
