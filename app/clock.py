@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 # The zone when neither the user nor DEFAULT_TIMEZONE names a valid one.
@@ -82,3 +82,19 @@ def local_midnight(now: datetime, tz: str | None = None) -> datetime:
     """The start of ``now``'s day in the zone ``tz`` (see :func:`zone`)."""
     local_zone = zone(tz)
     return datetime.combine(now.astimezone(local_zone).date(), time(0), tzinfo=local_zone)
+
+
+def local_days(first: date | None, last: date | None, tz: str | None = None) -> tuple[datetime | None, datetime | None]:
+    """The UTC instants [start, end) of the local days ``first`` to ``last``
+    inclusive in the zone ``tz`` (see :func:`zone`); a missing bound stays None.
+    ``2026-03-01``–``2026-03-31`` in Asia/Shanghai is 2026-02-28T16:00Z to
+    2026-03-31T16:00Z."""
+    local_zone = zone(tz)
+
+    def midnight(day: date) -> datetime:
+        return datetime.combine(day, time(0), tzinfo=local_zone).astimezone(UTC)
+
+    return (
+        midnight(first) if first is not None else None,
+        midnight(last + timedelta(days=1)) if last is not None else None,
+    )

@@ -9,8 +9,8 @@ import sqlalchemy as sa
 
 from app.clock import utcnow
 from app.extensions import db
-from app.models import Org, OrgMember, Posting, User, Volunteer
-from app.services import accounts, postings, volunteers
+from app.models import Claim, Org, OrgMember, Posting, ServiceRecord, User, Volunteer
+from app.services import accounts, claims, orgs, postings, records, volunteers
 from app.services.permissions import Actor
 
 DEMO_PASSWORD = "demo-pass-2026"
@@ -73,6 +73,9 @@ def seed_demo_data() -> Iterator[str]:
         else:
             yield f"kept volunteer {phone}"
     yield from _seed_postings()
+    yield from _seed_application()
+    yield from _seed_records()
+    yield from _seed_withdrawal()
 
 
 # Postings of every kind around 鼓楼 and 鄞州, Ningbo: (author phone, org name or None, body).
@@ -216,3 +219,73 @@ def _seed_postings() -> Iterator[str]:
         yield f"created {view.kind} {view.id} {view.title} ({view.status})"
     if present:
         yield f"{present} demo postings already there"
+
+
+# An org application waiting for an admin (the admins' queue: GET /orgs?status=pending).
+APPLICATION = ("+8613800000003", "赵申请", "江北区邻里互助会", "ngo", "jiangbei")
+# A wish done and confirmed, and honor hours, so 鼓楼's records have something to export.
+RECORDED_WISH = {
+    "kind": "wish",
+    "title": "帮李大爷修理漏水的水龙头",
+    "description": "李大爷家厨房水龙头一直滴水，需要换一个阀芯。",
+    "district": "haishu",
+    "address": "鼓楼街道解放南路社区",
+    "location": {"lat": 29.8702, "lng": 121.5501},
+    "tags": ["维修"],
+    "beneficiary": {"name": "李大爷", "phone": "+8613812340002", "address": "解放南路 66 号 1 单元 502 室"},
+}
+HONOR = {"minutes": 120, "reason": "社区防汛值守两小时", "activity": "防汛值守"}
+
+
+def _seed_application() -> Iterator[str]:
+    phone, person, name, kind, district = APPLICATION
+    applicant, _ = _user(phone, person)
+    if db.session.scalar(sa.select(Org.id).where(Org.name == name)) is not None:
+        yield f"org application {name} already there"
+        return
+    org = orgs.apply_for_org(Actor(applicant), name, kind, district)
+    yield f"created org application {org.id} {name} ({org.status}), applicant {phone}"
+
+
+def _seed_records() -> Iterator[str]:
+    """Through the claim rules: 小陈 takes on 鼓楼's wish, marks it done, the
+    coordinator confirms it (a credit record) and gives 小陈 honor hours."""
+    coordinator = db.session.scalar(sa.select(User).where(User.phone == ORGS[0][3]))
+    volunteer = db.session.scalar(sa.select(User).where(User.phone == VOLUNTEERS[0][0]))
+    org_id = db.session.scalar(sa.select(Org.id).where(Org.name == ORGS[0][0]))
+    wish_id = db.session.scalar(
+        sa.select(Posting.id).where(Posting.author_id == coordinator.id, Posting.title == RECORDED_WISH["title"])
+    )
+    if wish_id is None:
+        wish_id = postings.create_posting(Actor(coordinator), {**RECORDED_WISH, "org_id": org_id}).id
+        claim = claims.claim_posting(Actor(volunteer), wish_id)
+        claims.fulfil_claim(Actor(volunteer), claim.id, "换好了阀芯，试过不再滴水。", minutes=90)
+        claims.confirm_claim(Actor(coordinator), claim.id, rating=5, feedback="修得又快又好，李大爷很满意。")
+        yield f"created a confirmed wish {wish_id} with its credit record for {VOLUNTEERS[0][0]}"
+    else:
+        yield f"recorded wish {wish_id} already there"
+    honored = db.session.scalar(
+        sa.select(ServiceRecord.id).where(
+            ServiceRecord.org_id == org_id, ServiceRecord.kind == "honor", ServiceRecord.content == HONOR["reason"]
+        )
+    )
+    if honored is None:
+        record = records.add_honor_record(Actor(coordinator), org_id, {"volunteer_id": volunteer.id, **HONOR})
+        yield f"created honor record {record.id} for {VOLUNTEERS[0][0]}"
+    else:
+        yield f"honor record {honored} already there"
+
+
+def _seed_withdrawal() -> Iterator[str]:
+    """阿芳 signs up for 鄞州's tutoring project, then withdraws (the coordinator is told)."""
+    volunteer = db.session.scalar(sa.select(User).where(User.phone == VOLUNTEERS[1][0]))
+    project_id = db.session.scalar(sa.select(Posting.id).where(Posting.title == "小学生课后作业辅导"))
+    withdrawn = db.session.scalar(
+        sa.select(Claim.id).where(Claim.posting_id == project_id, Claim.user_id == volunteer.id)
+    )
+    if withdrawn is not None:
+        yield f"withdrawn claim {withdrawn} already there"
+        return
+    claim = claims.claim_posting(Actor(volunteer), project_id)
+    claims.withdraw_claim(Actor(volunteer), claim.id)
+    yield f"created withdrawn claim {claim.id} on project {project_id}"

@@ -72,6 +72,15 @@ def list_notifications(query):
     return {"items": items, "next_cursor": next_cursor}
 
 
+@blp.route("/notifications/unread-count", methods=["GET"])
+@jwt_required()
+@blp.response(200, UnreadSchema)
+@blp.doc(**AUTH)
+def unread_count():
+    """How many notifications are unread (the app's badge)."""
+    return {"unread": inbox.unread_count(current_user().id)}
+
+
 @blp.route("/notifications/read", methods=["POST"])
 @jwt_required()
 @blp.arguments(MarkReadSchema)

@@ -2,26 +2,49 @@
 
 from __future__ import annotations
 
+from flask import Response, stream_with_context
 from flask_jwt_extended import jwt_required
 from flask_smorest import Blueprint
 
-from app.security import current_actor
-from app.services import orgs, records, volunteers
-from mobile_api.fields import page_of
+from app.errors import wants_english
+from app.security import current_actor, optional_actor
+from app.services import org_stats, orgs, record_exports, records, volunteers
+from mobile_api.fields import PageQuery, page_of
 from mobile_api.schemas import (
     HonorRecordCreateSchema,
     OrgCreateSchema,
     OrgMemberCreateSchema,
+    OrgMemberItemSchema,
     OrgMemberSchema,
+    OrgQuerySchema,
     OrgSchema,
+    OrgStatsQuerySchema,
+    OrgStatsSchema,
+    PeriodQuerySchema,
     RecordQuerySchema,
     RecordSchema,
+    RejectSchema,
     VolunteerVerificationSchema,
 )
 
 blp = Blueprint("orgs", __name__, url_prefix="/api/v1/orgs", description="Organisations")
 AUTH = {"security": [{"bearerAuth": []}]}
+PUBLIC = {"security": [{}, {"bearerAuth": []}]}
+OrgPage = page_of(OrgSchema, "OrgPage")
+OrgMemberPage = page_of(OrgMemberItemSchema, "OrgMemberPage")
 OrgRecordPage = page_of(RecordSchema, "OrgRecordPage")
+FILE = {"type": "string", "format": "binary"}
+
+
+@blp.route("", methods=["GET"])
+@blp.arguments(OrgQuerySchema, location="query")
+@blp.response(200, OrgPage)
+@blp.alt_response(401, description="authorization_required (mine=true without a token)")
+@blp.doc(**PUBLIC)
+def list_orgs(query):
+    """Organisations, oldest first (public: approved ones; admins: every status; mine=true: yours, with your role)."""
+    items, next_cursor = orgs.list_orgs(optional_actor(), **query)
+    return {"items": items, "next_cursor": next_cursor}
 
 
 @blp.route("", methods=["POST"])
@@ -36,22 +59,47 @@ def apply_for_org(body):
 
 
 @blp.route("/<int:org_id>", methods=["GET"])
-@jwt_required()
 @blp.response(200, OrgSchema)
-@blp.doc(**AUTH)
+@blp.alt_response(404, description="not_found (also an application you may not see)")
+@blp.doc(**PUBLIC)
 def get_org(org_id):
-    """One organisation."""
-    return orgs.get_org(org_id)
+    """One organisation (public when approved; an application: admins and its members)."""
+    return orgs.view_org(optional_actor(), org_id)
 
 
 @blp.route("/<int:org_id>/approve", methods=["POST"])
 @jwt_required()
 @blp.response(200, OrgSchema)
+@blp.alt_response(403, description="admin_required")
 @blp.alt_response(409, description="org_not_pending")
 @blp.doc(**AUTH)
 def approve_org(org_id):
     """Approve a pending organisation (admins)."""
     return orgs.approve_org(current_actor(), org_id)
+
+
+@blp.route("/<int:org_id>/reject", methods=["POST"])
+@jwt_required()
+@blp.arguments(RejectSchema)
+@blp.response(200, OrgSchema)
+@blp.alt_response(403, description="admin_required")
+@blp.alt_response(409, description="org_not_pending")
+@blp.doc(**AUTH)
+def reject_org(body, org_id):
+    """Reject a pending organisation with a reason the applicant is told (admins)."""
+    return orgs.reject_org(current_actor(), org_id, body["reason"])
+
+
+@blp.route("/<int:org_id>/members", methods=["GET"])
+@jwt_required()
+@blp.arguments(PageQuery, location="query")
+@blp.response(200, OrgMemberPage)
+@blp.alt_response(403, description="coordinator_required")
+@blp.doc(**AUTH)
+def list_members(query, org_id):
+    """The org's members and coordinators, in the order they joined (its coordinators, admins)."""
+    items, next_cursor = orgs.list_members(current_actor(), org_id, cursor=query["cursor"], limit=query["limit"])
+    return {"items": items, "next_cursor": next_cursor}
 
 
 @blp.route("/<int:org_id>/members", methods=["POST"])
@@ -109,3 +157,49 @@ def list_org_records(query, org_id):
         current_actor(), org_id, kind=query["kind"], cursor=query["cursor"], limit=query["limit"]
     )
     return {"items": items, "next_cursor": next_cursor}
+
+
+@blp.route("/<int:org_id>/records.csv", methods=["GET"])
+@jwt_required()
+@blp.arguments(PeriodQuerySchema, location="query")
+@blp.response(200, FILE, content_type="text/csv", description="UTF-8 with a BOM; one row per record.")
+@blp.alt_response(403, description="coordinator_required")
+@blp.doc(**AUTH)
+def export_records_csv(query, org_id):
+    """The org's service records as CSV, for the district office (its coordinators, admins)."""
+    chunks = record_exports.records_csv(current_actor(), org_id, query["first"], query["last"], wants_english())
+    return _download(chunks, record_exports.CSV_TYPE, record_exports.export_filename(org_id, **query, extension="csv"))
+
+
+@blp.route("/<int:org_id>/records.xlsx", methods=["GET"])
+@jwt_required()
+@blp.arguments(PeriodQuerySchema, location="query")
+@blp.response(200, FILE, content_type=record_exports.XLSX_TYPE, description="One sheet, one row per record.")
+@blp.alt_response(403, description="coordinator_required")
+@blp.doc(**AUTH)
+def export_records_xlsx(query, org_id):
+    """The org's service records as an Excel workbook (its coordinators, admins)."""
+    chunks = record_exports.records_xlsx(current_actor(), org_id, query["first"], query["last"], wants_english())
+    filename = record_exports.export_filename(org_id, **query, extension="xlsx")
+    return _download(chunks, record_exports.XLSX_TYPE, filename)
+
+
+def _download(chunks, content_type: str, filename: str) -> Response:
+    """A file streamed as it is produced; the request's context (and its
+    database session) lives until the last chunk is sent."""
+    return Response(
+        stream_with_context(chunks),
+        content_type=content_type,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
+    )
+
+
+@blp.route("/<int:org_id>/stats", methods=["GET"])
+@jwt_required()
+@blp.arguments(OrgStatsQuerySchema, location="query")
+@blp.response(200, OrgStatsSchema)
+@blp.alt_response(403, description="coordinator_required")
+@blp.doc(**AUTH)
+def org_figures(query, org_id):
+    """The org's figures per week or month in Asia/Shanghai (its coordinators, admins)."""
+    return org_stats.org_stats(current_actor(), org_id, query["first"], query["last"], query["interval"])

@@ -11,7 +11,12 @@ A row is written ready for the dispatcher:
 - ``push_status`` ``pending`` with ``next_attempt_at`` now, or the end of the
   user's quiet hours when they are in them (the inbox row is there at once);
 - ``skipped`` (reason ``muted`` in ``last_error``) when the user muted the kind:
-  the inbox keeps it, no push goes out.
+  the inbox keeps it, no push goes out;
+- ``skipped`` (reason ``batched``) for a kind of ``PUSH_INTERVALS`` when the user
+  already has a push of that kind due within the interval: one push per
+  interval, every message in the inbox. The windows live in ``push_windows``
+  (see :func:`claim_push_windows`), so two transactions writing at once cannot
+  both push the same user.
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ import sqlalchemy as sa
 
 from app.clock import utcnow, zone
 from app.extensions import db
-from app.models import Notification, User
-from notifications.templates import NOTIFICATION_KINDS, encode_params, render
+from app.models import Notification, PushWindow, User
+from notifications.templates import NOTIFICATION_KINDS, PUSH_INTERVALS, encode_params, render
 
 # ids a push may carry for deep links; values always strings (FCM rule)
 DATA_KEYS = ("posting_id", "claim_id", "org_id")
@@ -105,7 +110,70 @@ def _queue(kind: str, events: list[tuple[Mapping[int, Mapping[str, Any]], str, M
                     "next_attempt_at": quiet_hours_end(now, user.timezone, user.quiet_start, user.quiet_end) or now,
                 }
             )
+    if kind in PUSH_INTERVALS:
+        _coalesce_pushes(kind, rows)
     return sum(insert_ignoring_duplicates(rows[i : i + _INSERT_CHUNK]) for i in range(0, len(rows), _INSERT_CHUNK))
+
+
+def _coalesce_pushes(kind: str, rows: list[dict]) -> None:
+    """Keep the push of the first row per user whose push window is open; the
+    others keep their inbox row and skip the push (``batched``)."""
+    due: dict[int, datetime] = {}
+    for row in rows:
+        if row["push_status"] == "pending":
+            due.setdefault(row["user_id"], row["next_attempt_at"])
+    granted = claim_push_windows(kind, due, PUSH_INTERVALS[kind])
+    pushing: set[int] = set()
+    for row in rows:
+        user_id = row["user_id"]
+        if row["push_status"] != "pending":
+            continue
+        if user_id in granted and user_id not in pushing:
+            pushing.add(user_id)
+        else:
+            row.update(push_status="skipped", last_error="batched")
+
+
+def claim_push_windows(kind: str, due: Mapping[int, datetime], interval: timedelta) -> set[int]:
+    """The users of ``due`` (user id -> when their push would go) who may be pushed
+    ``kind`` now: those with no push of the kind due within ``interval`` before.
+
+    One ``INSERT … ON CONFLICT (user_id, kind) DO UPDATE … WHERE next_push_at <=
+    excluded.last_push_at RETURNING user_id`` per 1,000 users, in user order. A
+    user's window row is locked until the caller commits, so a concurrent
+    transaction wanting to push the same user waits, then sees the window this
+    one opened and skips; the rows are taken in one order, so two such batches
+    cannot deadlock. The window opens even when the notification row turns out
+    to be a duplicate (the same event queued twice, already pushed once).
+    """
+    if not due:
+        return set()
+    if db.session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    table = PushWindow.__table__
+    granted: set[int] = set()
+    users = sorted(due)
+    for i in range(0, len(users), _INSERT_CHUNK):
+        stmt = insert(table).values(
+            [
+                {
+                    "user_id": user_id,
+                    "kind": kind,
+                    "last_push_at": due[user_id],
+                    "next_push_at": due[user_id] + interval,
+                }
+                for user_id in users[i : i + _INSERT_CHUNK]
+            ]
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[table.c.user_id, table.c.kind],
+            set_={"last_push_at": stmt.excluded.last_push_at, "next_push_at": stmt.excluded.next_push_at},
+            where=table.c.next_push_at <= stmt.excluded.last_push_at,
+        ).returning(table.c.user_id)
+        granted.update(db.session.scalars(stmt))
+    return granted
 
 
 def push_data(kind: str, context: Mapping[str, Any]) -> dict[str, str]:

@@ -35,9 +35,11 @@ A row ends as:
     over and over reach); ``last_error`` keeps the error.
 ``skipped``
     nothing to send, with the reason in ``last_error``: ``muted`` (the user
-    muted the kind), ``no_devices`` (the user has no registered device) or
-    ``no_devices: …`` (every token turned out dead and was deleted). The inbox
-    row is the message either way: push is best effort, the inbox is the truth.
+    muted the kind), ``batched`` (set when the row was written: the user
+    already had a push of this kind within its ``PUSH_INTERVALS``),
+    ``no_devices`` (the user has no registered device) or ``no_devices: …``
+    (every token turned out dead and was deleted). The inbox row is the
+    message either way: push is best effort, the inbox is the truth.
 
 Push is at-least-once: a dispatcher that dies after FCM accepted a message but
 before recording it sends that message again once its lease expires. Every

@@ -66,5 +66,7 @@ def mark_read(user: User, ids: list[int] | None = None) -> int:
 
 
 def unread_count(user_id: int) -> int:
+    """The user's unread notifications: one COUNT over the partial index
+    ``ix_notifications_user_id_unread`` (``user_id`` where ``read_at IS NULL``)."""
     n = Notification
     return db.session.scalar(sa.select(sa.func.count()).where(n.user_id == user_id, n.read_at.is_(None))) or 0

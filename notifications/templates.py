@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from app.clock import as_utc, zone
@@ -67,6 +67,26 @@ TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
         "zh-CN": ("活动缺席", "您报名的「{title}」已结束，您未签到，记为缺席。"),
         "en": ("Marked absent", "“{title}” has ended and you did not check in; you were marked absent."),
     },
+    "claim_withdrawn": {
+        "zh-CN": ("志愿者取消了认领", "{volunteer}取消了对「{title}」的认领。"),
+        "en": ("A volunteer withdrew", "{volunteer} withdrew from “{title}”."),
+    },
+    "posting_submitted": {
+        "zh-CN": ("有新的发布待审核", "「{title}」等待您审核。"),
+        "en": ("New posting to review", "“{title}” is waiting for your review."),
+    },
+    "org_submitted": {
+        "zh-CN": ("新的组织申请", "「{org}」申请成为志愿组织，请审核。"),
+        "en": ("New organisation application", "“{org}” applied to become an organisation; please review it."),
+    },
+    "org_approved": {
+        "zh-CN": ("组织申请已通过", "「{org}」已通过审核，您现在可以以协调员身份发布和管理活动。"),
+        "en": ("Organisation approved", "“{org}” was approved; you can now post and manage as its coordinator."),
+    },
+    "org_rejected": {
+        "zh-CN": ("组织申请未通过", "「{org}」未通过审核：{reason}"),
+        "en": ("Organisation not approved", "“{org}” was not approved: {reason}"),
+    },
     "nearby_posting": {
         "zh-CN": ("附近有新心愿", "距您约 {distance_km} 公里：「{title}」"),
         "en": ("A wish near you", "About {distance_km} km from you: “{title}”"),
@@ -81,6 +101,11 @@ DEFAULT_LOCALE = "zh-CN"
 TIME_CRITICAL_KINDS = frozenset(
     {"wish_claimed", "claim_due_soon", "event_reminder", "waitlist_promoted", "claim_cancelled"}
 )
+
+# Kinds pushed at most once per interval per user: the inbox keeps every row,
+# the push goes out for the first and the rest are ``skipped`` (``batched``).
+# A district's coordinators are not woken for each of a burst of wishes.
+PUSH_INTERVALS: dict[str, timedelta] = {"posting_submitted": timedelta(minutes=10)}
 
 _DATETIME = "$datetime"
 

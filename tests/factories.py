@@ -221,3 +221,35 @@ def make_claim(app: Flask, posting_id: int, claimant: Account, status: str = "ac
             )
         db.session.commit()
         return claim.id
+
+
+# The six callers every coordinator route is tried with.
+ROLES = ("coordinator", "other_coordinator", "far_coordinator", "volunteer", "anonymous", "admin")
+
+
+def make_roles(app: Flask, district: str = "haishu", far_district: str = "yinzhou") -> dict:
+    """An approved org with its ``coordinator``; a ``other_coordinator`` of another
+    org in the same district; a ``far_coordinator`` of an org in another district;
+    a ``volunteer`` who is a plain member of the first org; an ``admin``; and
+    ``anonymous`` (no headers). ``org_id``, ``other_org_id`` and ``far_org_id``
+    name the orgs; ``headers[role]`` is what each sends."""
+    org_id, coordinator = make_org(app, district=district)
+    other_org_id, other_coordinator = make_org(app, district=district)
+    far_org_id, far_coordinator = make_org(app, district=far_district)
+    volunteer = make_volunteer(app, district=district)
+    add_member(app, org_id, volunteer)
+    admin = make_user(app, admin=True)
+    accounts = {
+        "coordinator": coordinator,
+        "other_coordinator": other_coordinator,
+        "far_coordinator": far_coordinator,
+        "volunteer": volunteer,
+        "admin": admin,
+    }
+    return {
+        **accounts,
+        "org_id": org_id,
+        "other_org_id": other_org_id,
+        "far_org_id": far_org_id,
+        "headers": {"anonymous": {}, **{role: account.headers for role, account in accounts.items()}},
+    }

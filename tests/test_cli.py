@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.models import Org, OrgMember, RefreshToken, User, Volunteer
-from app.seed import ADMIN, DEMO_PASSWORD, ORGS, VOLUNTEERS
+from app.models import Claim, Notification, Org, OrgMember, RefreshToken, ServiceRecord, User, Volunteer
+from app.seed import ADMIN, APPLICATION, DEMO_PASSWORD, ORGS, VOLUNTEERS
 from tests.factories import make_user
 
 CREATE_ADMIN = ["users", "create-admin", "--phone", "13800000009", "--password", "admin-pass-1", "--name", "管理员"]
@@ -108,16 +108,24 @@ def test_seed_creates_demo_data(app, runner, client):
     result = runner.invoke(args=["seed"])
     assert result.exit_code == 0, result.output
     assert counts(app) == {
-        "users": 1 + len(ORGS) + len(VOLUNTEERS),
-        "orgs": len(ORGS),
-        "org_members": len(ORGS),
+        "users": 1 + len(ORGS) + len(VOLUNTEERS) + 1,  # and the applicant of a pending org
+        "orgs": len(ORGS) + 1,
+        "org_members": len(ORGS) + 1,
         "volunteers": len(VOLUNTEERS),
         "refresh_tokens": 0,
     }
     assert "created admin" in result.output
     with app.app_context():
         assert db.session.scalars(sa.select(User.phone).where(User.is_admin)).all() == [ADMIN[0]]
-        assert set(db.session.scalars(sa.select(Org.status))) == {"approved"}
+        statuses = dict(db.session.execute(sa.select(Org.name, Org.status)).tuples().all())
+        assert statuses == {**{org[0]: "approved" for org in ORGS}, APPLICATION[2]: "pending"}
+        # the coordinators' side has something to show: records to export, a withdrawal
+        first_org = db.session.scalar(sa.select(Org.id).where(Org.name == ORGS[0][0]))
+        kinds = db.session.scalars(sa.select(ServiceRecord.kind).where(ServiceRecord.org_id == first_org)).all()
+        assert sorted(kinds) == ["credit", "honor"]
+        assert db.session.scalar(sa.select(sa.func.count()).where(Claim.status == "withdrawn")) == 1
+        told = set(db.session.scalars(sa.select(Notification.kind)))
+        assert {"org_submitted", "posting_submitted", "claim_withdrawn"} <= told
         numbers = db.session.scalars(sa.select(Volunteer.volunteer_no)).all()
         assert len(set(numbers)) == len(VOLUNTEERS) and all(numbers)
     # The demo accounts can sign in and see what the seed made.

@@ -145,6 +145,7 @@ def test_every_kind_renders_in_both_languages_without_placeholders_left():
         "volunteer": "V",
         "when": datetime(2026, 1, 1, tzinfo=UTC),
         "distance_km": 1.0,
+        "org": "O",
     }
     assert set(TEMPLATES) == set(NOTIFICATION_KINDS)
     for kind in NOTIFICATION_KINDS:

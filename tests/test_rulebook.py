@@ -20,8 +20,9 @@ import sqlalchemy as sa
 
 from app import clock
 from app.extensions import db
-from app.models import Claim
+from app.models import Claim, Posting
 from app.policy import POSTING_KINDS
+from app.services.permissions import reviewers_of
 from tests.factories import add_member, make_claim, make_org, make_posting, make_user, make_volunteer
 
 ROLES = ("author", "coordinator", "other_coordinator", "far_coordinator", "claimant", "volunteer", "admin", "anonymous")
@@ -191,3 +192,22 @@ def test_nobody_confirms_their_own_work_and_nothing_is_written(app, client, peop
     assert (code, body["error"]) == (403, slug)
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Claim).where(Claim.status == "confirmed")) == 0
+
+
+@pytest.mark.parametrize("kind", POSTING_KINDS)
+def test_the_review_queue_and_who_is_told_follow_the_review_column(app, client, people, kind):
+    """The same rule read three ways: who may approve (the table above), whose
+    queue lists the posting, and who is told it waits (``reviewers_of``)."""
+    posting_id, _ = _posting_with_claim(app, people, kind, "pending_review", None)
+    reviewers = {role for role, code in EXPECTED["review", kind].items() if code == 200}
+    for role in ROLES:
+        account = None if role == "anonymous" else people[role] if role != "author" else _author(people, kind)
+        queue = client.get("/api/v1/postings?status=pending_review", headers=account.headers if account else {})
+        listed = posting_id in [item["id"] for item in queue.get_json()["items"]]
+        assert listed == (role in reviewers), role
+    with app.app_context():
+        told = reviewers_of(db.session.get(Posting, posting_id))
+    expected = {people[role].id for role in reviewers}
+    if kind == "wish":
+        expected.add(people["org_author"].id)  # the first org's other coordinator reviews its district's wishes too
+    assert told == expected

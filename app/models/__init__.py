@@ -5,7 +5,7 @@ from app.models.base import Base
 from app.models.claims import Claim
 from app.models.energy import EnergyEntry
 from app.models.jobs import JobRun
-from app.models.notifications import Device, Notification
+from app.models.notifications import Device, Notification, PushWindow
 from app.models.orgs import Org, OrgMember
 from app.models.postings import Posting, PostingTag
 from app.models.records import ServiceRecord
@@ -25,6 +25,7 @@ __all__ = [
     "OrgMember",
     "Posting",
     "PostingTag",
+    "PushWindow",
     "RefreshToken",
     "ServiceRecord",
     "User",

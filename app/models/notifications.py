@@ -20,6 +20,13 @@ class Notification(Base):
         sa.Index("ix_notifications_user_id_id", "user_id", "id"),
         sa.Index("ix_notifications_push_status_next_attempt_at", "push_status", "next_attempt_at"),
         sa.Index("ix_notifications_created_at", "created_at"),
+        # The app's badge: a user's unread rows, counted from the index alone.
+        sa.Index(
+            "ix_notifications_user_id_unread",
+            "user_id",
+            sqlite_where=sa.text("read_at IS NULL"),
+            postgresql_where=sa.text("read_at IS NULL"),
+        ),
     )
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
@@ -40,6 +47,25 @@ class Notification(Base):
     lease_expires_at: so.Mapped[datetime | None]
     sent_at: so.Mapped[datetime | None]
     last_error: so.Mapped[str | None] = so.mapped_column(sa.String(500))
+
+
+class PushWindow(Base):
+    """The last push of a coalesced kind (``notifications.templates.PUSH_INTERVALS``)
+    a user was sent, and when the next may go: one row per (user, kind).
+
+    Claimed with one ``INSERT … ON CONFLICT DO UPDATE … WHERE next_push_at <=
+    :now`` per batch, so two transactions that both want to push the same user
+    queue on this row and only the first pushes.
+    """
+
+    __tablename__ = "push_windows"
+
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    kind: so.Mapped[str] = so.mapped_column(sa.String(32), primary_key=True)
+    # When the last push of the kind was due (now, or the end of quiet hours) ...
+    last_push_at: so.Mapped[datetime]
+    # ... and the earliest moment another may go.
+    next_push_at: so.Mapped[datetime]
 
 
 class Device(Base):

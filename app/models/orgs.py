@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
@@ -23,6 +25,11 @@ class Org(Timestamped, Base):
     status: so.Mapped[str] = so.mapped_column(sa.String(10), default="pending")
     applicant_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
     member_count: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+    # The admin's decision on the application (approve or reject) and, when
+    # rejected, the reason the applicant was told.
+    reviewed_by: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
+    reviewed_at: so.Mapped[datetime | None]
+    reject_reason: so.Mapped[str | None] = so.mapped_column(sa.String(500))
 
 
 class OrgMember(Timestamped, Base):

@@ -27,6 +27,8 @@ from app.services.permissions import Actor
 from app.services.postings import PostingView, views_of
 
 SORTS = ("newest", "distance", "ending_soon")
+# The review queue's default order: first come, first reviewed.
+OLDEST = "oldest"
 DEFAULT_RADIUS_KM = 3.0
 MAX_RADIUS_KM = 50.0
 # "ending soon" orders by when a posting stops taking claims; those that never
@@ -51,7 +53,7 @@ def list_postings(
     org_id: int | None = None,
     author_id: int | None = None,
     near: Near | None = None,
-    sort: str = "newest",
+    sort: str | None = None,
     cursor: str | None = None,
     limit: int = 20,
 ) -> tuple[list[PostingView], str | None]:
@@ -59,12 +61,20 @@ def list_postings(
 
     ``statuses`` defaults to ``open``; pending and rejected postings appear only
     to those who may see them. ``kinds`` and ``tags`` match any of the values.
+
+    ``status=pending_review`` alone is the review queue (审核队列): exactly the
+    postings ``viewer`` may review (``Actor.reviewable_postings``), oldest first
+    unless ``sort`` says otherwise. Asked with ``author_id`` = the viewer, it is
+    instead the viewer's own postings waiting for review.
     """
-    if sort not in SORTS:
+    statuses = list(dict.fromkeys(statuses or ["open"]))
+    review_queue = statuses == ["pending_review"] and (author_id is None or author_id != viewer.id)
+    if sort is None:
+        sort = OLDEST if review_queue else "newest"
+    elif sort not in SORTS:
         raise Invalid("sort", "One of: " + ", ".join(SORTS), location="query")
     if sort == "distance" and near is None:
         raise Invalid("sort", "sort=distance needs near=lat,lng.", location="query")
-    statuses = list(dict.fromkeys(statuses or ["open"]))
     kinds = list(dict.fromkeys(kinds or POSTING_KINDS))
     for name, values, allowed in (("status", statuses, POSTING_STATUSES), ("kind", kinds, POSTING_KINDS)):
         if not set(values) <= set(allowed):
@@ -75,7 +85,9 @@ def list_postings(
     # status and kind are always named, so (status, kind, geocell) serves the
     # nearby search even when the client asks for every kind.
     where = [_one_or_any(Posting.status, statuses), _one_or_any(Posting.kind, kinds)]
-    if set(statuses) & set(HIDDEN_POSTING_STATUSES):
+    if review_queue:
+        where.append(viewer.reviewable_postings())
+    elif set(statuses) & set(HIDDEN_POSTING_STATUSES):
         where.append(viewer.visible_postings())
     if district is not None:
         where.append(Posting.district == district)
@@ -151,7 +163,8 @@ def _order(sort: str, distance) -> list[tuple[Any, bool]]:
         return [(distance, False), (Posting.id, False)]
     if sort == "ending_soon":
         return [(_ending_at(), False), (Posting.id, False)]
-    return [(Posting.created_at, True), (Posting.id, True)]
+    descending = sort != OLDEST
+    return [(Posting.created_at, descending), (Posting.id, descending)]
 
 
 def _key(sort: str, row) -> list[Any]:

@@ -1,15 +1,39 @@
-"""Organisations (志愿组织): application, approval, members."""
+"""Organisations (志愿组织): application, review, the list, members.
+
+An application is an org in ``pending``: every admin is told
+(``org_submitted``); one of them approves or rejects it with a reason, and the
+applicant is told either way (``org_approved`` / ``org_rejected``). Approved
+orgs are public; an application is seen by admins and its own members.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
-from app.errors import AppError, Conflict, Forbidden, Invalid, NotFound
+from app.clock import utcnow
+from app.errors import AppError, Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from app.extensions import db
 from app.models import Org, OrgMember, User
-from app.services.permissions import Actor
+from app.services.audit import audit
+from app.services.pagination import paginate
+from app.services.permissions import Actor, admins
+from notifications import notify
+
+
+@dataclass
+class OrgView:
+    """An org as listed: the row, and the caller's role in it (``mine=true``)."""
+
+    org: Org
+    role: str | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.org, name)
 
 
 def get_org(org_id: int) -> Org:
@@ -20,9 +44,48 @@ def _not_found():
     raise NotFound()
 
 
+def view_org(actor: Actor, org_id: int) -> Org:
+    """One org as ``actor`` may see it: 404 for an application they may not see."""
+    org = db.session.get(Org, org_id)
+    if org is None or not actor.may_view_org(org):
+        raise NotFound()
+    return org
+
+
+def list_orgs(
+    actor: Actor,
+    *,
+    status: str | None = None,
+    district: str | None = None,
+    mine: bool = False,
+    cursor: str | None = None,
+    limit: int = 20,
+) -> tuple[list[OrgView], str | None]:
+    """Orgs ``actor`` may see, oldest first: approved ones for everyone, every
+    status for admins (``status=pending`` is the queue of applications).
+    ``mine`` gives the caller's own orgs, whatever their status, each with
+    the caller's role in it."""
+    if mine:
+        if not actor.signed_in:
+            raise Unauthorized()
+        stmt = (
+            sa.select(Org, OrgMember.role)
+            .join(OrgMember, OrgMember.org_id == Org.id)
+            .where(OrgMember.user_id == actor.id)
+        )
+    else:
+        stmt = sa.select(Org, sa.null()).where(actor.visible_orgs())
+    if status is not None:
+        stmt = stmt.where(Org.status == status)
+    if district is not None:
+        stmt = stmt.where(Org.district == district)
+    rows, next_cursor = paginate(db.session, stmt, [(Org.id, False)], cursor, limit, lambda r: [r[0].id], rows=True)
+    return [OrgView(org, role) for org, role in rows], next_cursor
+
+
 def apply_for_org(actor: Actor, name: str, kind: str, district: str) -> Org:
-    """An application: the org waits for an admin; the applicant becomes its
-    first coordinator now, with powers once it is approved."""
+    """An application: the org waits for an admin (every admin is told); the
+    applicant becomes its first coordinator now, with powers once it is approved."""
     if district not in current_app.config["DISTRICTS"]:
         raise Invalid("district", "unknown district")
     user = actor.user
@@ -34,22 +97,63 @@ def apply_for_org(actor: Actor, name: str, kind: str, district: str) -> Org:
         db.session.rollback()
         raise Conflict("org_name_taken") from None
     db.session.add(OrgMember(org_id=org.id, user_id=user.id, role="coordinator"))
+    reviewers = set(db.session.scalars(admins())) - {user.id}
+    notify(reviewers, "org_submitted", dedupe=f"org:{org.id}", org=org.name, org_id=org.id)
     db.session.commit()
     return org
 
 
 def approve_org(actor: Actor, org_id: int) -> Org:
+    """pending → approved (admins); the applicant is told."""
+    return _review(actor, org_id, "approved")
+
+
+def reject_org(actor: Actor, org_id: int, reason: str) -> Org:
+    """pending → rejected with a reason (admins); the applicant is told why."""
+    return _review(actor, org_id, "rejected", reason.strip())
+
+
+def _review(actor: Actor, org_id: int, status: str, reason: str | None = None) -> Org:
+    """An admin's decision on a pending application: one conditional UPDATE (two
+    admins deciding at once: one wins, the other gets 409), told to the
+    applicant and audited."""
     if not actor.is_admin:
         raise Forbidden("admin_required")
     done = db.session.execute(
-        sa.update(Org).where(Org.id == org_id, Org.status == "pending").values(status="approved")
+        sa.update(Org)
+        .where(Org.id == org_id, Org.status == "pending")
+        .values(status=status, reviewed_by=actor.id, reviewed_at=utcnow(), reject_reason=reason)
+        .execution_options(synchronize_session=False)
     ).rowcount
     if not done:
-        get_org(org_id)
         db.session.rollback()
+        get_org(org_id)
         raise Conflict("org_not_pending")
+    org = db.session.get(Org, org_id, populate_existing=True)
+    context = {"reason": reason} if reason else {}
+    kind = "org_approved" if status == "approved" else "org_rejected"
+    notify([org.applicant_id], kind, dedupe=f"org:{org.id}", org=org.name, org_id=org.id, **context)
+    audit(actor.id, f"org.{'approve' if status == 'approved' else 'reject'}", "org", org.id, **context)
     db.session.commit()
-    return get_org(org_id)
+    return org
+
+
+def list_members(actor: Actor, org_id: int, *, cursor: str | None, limit: int) -> tuple[list[dict], str | None]:
+    """The org's members and coordinators in the order they joined (its
+    coordinators and admins): ``{user: {id, display_name}, role, joined_at}``."""
+    org = get_org(org_id)
+    _require_manager(actor, org)
+    stmt = (
+        sa.select(OrgMember.id, OrgMember.user_id, User.display_name, OrgMember.role, OrgMember.created_at)
+        .join(User, User.id == OrgMember.user_id)
+        .where(OrgMember.org_id == org.id)
+    )
+    rows, next_cursor = paginate(db.session, stmt, [(OrgMember.id, False)], cursor, limit, lambda r: [r.id], rows=True)
+    items = [
+        {"user": {"id": user_id, "display_name": name}, "role": role, "joined_at": joined_at}
+        for _, user_id, name, role, joined_at in rows
+    ]
+    return items, next_cursor
 
 
 def _require_manager(actor: Actor, org: Org) -> None:

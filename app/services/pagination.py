@@ -77,14 +77,18 @@ def paginate(
     cursor: str | None,
     limit: int,
     key: Callable[[Any], Sequence[Any]],
+    *,
+    rows: bool = False,
 ) -> tuple[list[Any], str | None]:
     """Run ``stmt`` for one page; returns the items and the next cursor (or None).
 
-    ``key(item)`` gives the item's values of the ``order`` columns.
+    ``key(item)`` gives the item's values of the ``order`` columns. Items are
+    the first column of each row, or whole rows with ``rows=True``.
     """
     if cursor:
         stmt = stmt.where(after(order, decode_cursor(cursor, len(order))))
-    items = list(session.scalars(stmt.order_by(*order_by(order)).limit(limit + 1)))
+    page = stmt.order_by(*order_by(order)).limit(limit + 1)
+    items = list(session.execute(page).all() if rows else session.scalars(page))
     if len(items) <= limit:
         return items, None
     items = items[:limit]

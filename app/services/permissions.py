@@ -4,6 +4,8 @@ Every service asks the actor, never its own copy of a rule. The rules:
 
 - An org's coordinators (members with role ``coordinator`` of an *approved*
   org) and admins **manage the org**.
+- An approved org is public; a pending or rejected one (an application) is
+  seen by admins and the org's own members only.
 - A posting's **coordinators** are admins and the coordinators of its org; a
   posting without an org whose kind is district-managed (a resident's wish)
   is coordinated by the coordinators of any approved org of its district.
@@ -42,6 +44,17 @@ from app.policy import (
 DISTRICT_MANAGED_KINDS = kinds_where(district_managed=True)
 
 
+def _coordinators_of_approved_orgs() -> sa.Select:
+    """(user id, org id, district) of every coordinator of an approved org: the
+    one definition of "coordinates", read both ways (an actor's orgs, a posting's
+    reviewers)."""
+    return (
+        sa.select(OrgMember.user_id, Org.id, Org.district)
+        .join(Org, Org.id == OrgMember.org_id)
+        .where(OrgMember.role == "coordinator", Org.status == "approved")
+    )
+
+
 class Actor:
     """The user behind a request (or nobody), and what they coordinate.
 
@@ -70,11 +83,16 @@ class Actor:
         """The approved orgs this user coordinates: id -> district."""
         if self.id is None:
             return {}
-        rows = db.session.execute(
-            sa.select(Org.id, Org.district)
-            .join(OrgMember, OrgMember.org_id == Org.id)
-            .where(OrgMember.user_id == self.id, OrgMember.role == "coordinator", Org.status == "approved")
-        )
+        mine = _coordinators_of_approved_orgs().where(OrgMember.user_id == self.id).subquery()
+        rows = db.session.execute(sa.select(mine.c.id, mine.c.district))
+        return dict(rows.tuples().all())
+
+    @cached_property
+    def member_roles(self) -> dict[int, str]:
+        """Every org this user belongs to, whatever its status: id -> role."""
+        if self.id is None:
+            return {}
+        rows = db.session.execute(sa.select(OrgMember.org_id, OrgMember.role).where(OrgMember.user_id == self.id))
         return dict(rows.tuples().all())
 
     @property
@@ -104,6 +122,19 @@ class Actor:
 
     def manages_org(self, org_id: int | None) -> bool:
         return self.is_admin or self.coordinates_org(org_id)
+
+    def may_view_org(self, org: Org) -> bool:
+        """Approved orgs: everyone. An application (pending, rejected): admins and its members."""
+        return org.status == "approved" or self.is_admin or org.id in self.member_roles
+
+    def visible_orgs(self) -> sa.ColumnElement[bool]:
+        """:meth:`may_view_org` as SQL, for lists."""
+        if self.is_admin:
+            return sa.true()
+        approved = Org.status == "approved"
+        if not self.member_roles:
+            return approved
+        return sa.or_(approved, Org.id.in_(sorted(self.member_roles)))
 
     # --- postings --------------------------------------------------------------------------------------------
 
@@ -218,6 +249,28 @@ class Actor:
             raise Forbidden("coordinator_required")
         if volunteer_id == self.id:
             raise Forbidden("own_record")
+
+
+def admins() -> sa.Select:
+    """The ids of the admins (a partial index answers it)."""
+    return sa.select(User.id).where(User.is_admin)
+
+
+def reviewers_of(posting: Posting) -> set[int]:
+    """:meth:`Actor.reviews_posting` turned around: every user who may review
+    ``posting`` — admins and its coordinators (of its org, or for an org-less
+    district-managed posting of its district), never its author. One query."""
+    reviewers = admins()
+    coordinators = _coordinators_of_approved_orgs()
+    if posting.org_id is not None:
+        coordinators = coordinators.where(Org.id == posting.org_id)
+    elif posting.kind in DISTRICT_MANAGED_KINDS:
+        coordinators = coordinators.where(Org.district == posting.district)
+    else:
+        coordinators = None
+    if coordinators is not None:
+        reviewers = sa.union(reviewers, sa.select(coordinators.subquery().c.user_id))
+    return set(db.session.scalars(reviewers)) - {posting.author_id}
 
 
 def memberships(user: User) -> list[tuple[Org, str]]:

@@ -36,7 +36,7 @@ class NotificationSchema(BaseSchema):
     data = fields.Dict(
         keys=fields.String(),
         values=fields.String(),
-        metadata={"description": "Deep-link payload, the same as the push: kind, posting_id, claim_id."},
+        metadata={"description": "Deep-link payload, the same as the push: kind, posting_id, claim_id, org_id."},
     )
     created_at = UTCDateTime()
     read_at = UTCDateTime(allow_none=True)

@@ -4,18 +4,39 @@ from __future__ import annotations
 
 from marshmallow import fields, validate
 
-from app.models.orgs import MEMBER_ROLES, ORG_KINDS
-from mobile_api.fields import BaseSchema, Id, UTCDateTime, known_district
+from app.models.orgs import MEMBER_ROLES, ORG_KINDS, ORG_STATUSES
+from app.services.org_stats import INTERVALS
+from mobile_api.fields import BaseSchema, Id, PageQuery, UTCDateTime, known_district
+from mobile_api.schemas.claims import PersonSchema
+from mobile_api.schemas.records import PeriodQuerySchema
 
 
 class OrgSchema(BaseSchema):
     id = fields.Integer()
     name = fields.String()
-    kind = fields.String()
+    kind = fields.String(metadata={"enum": list(ORG_KINDS)})
     district = fields.String()
-    status = fields.String()
+    status = fields.String(metadata={"enum": list(ORG_STATUSES)})
     member_count = fields.Integer()
+    reject_reason = fields.String(allow_none=True, metadata={"description": "Why an admin rejected the application."})
+    reviewed_at = UTCDateTime(allow_none=True)
+    role = fields.String(
+        allow_none=True,
+        metadata={"description": "The caller's role in the org (coordinator, member) in lists with mine=true."},
+    )
     created_at = UTCDateTime()
+
+
+class OrgQuerySchema(PageQuery):
+    status = fields.String(
+        load_default=None,
+        validate=validate.OneOf(ORG_STATUSES),
+        metadata={"description": "Others than approved: admins (status=pending is the queue of applications)."},
+    )
+    district = fields.String(load_default=None, validate=known_district)
+    mine = fields.Boolean(
+        load_default=False, metadata={"description": "Only the caller's own orgs (any status), with their role."}
+    )
 
 
 class OrgCreateSchema(BaseSchema):
@@ -41,3 +62,36 @@ class OrgMemberSchema(BaseSchema):
     user_id = fields.Integer()
     role = fields.String()
     created_at = UTCDateTime()
+
+
+class OrgMemberItemSchema(BaseSchema):
+    user = fields.Nested(PersonSchema, required=True)
+    role = fields.String(required=True, metadata={"enum": list(MEMBER_ROLES)})
+    joined_at = UTCDateTime(required=True)
+
+
+class OrgStatsQuerySchema(PeriodQuerySchema):
+    interval = fields.String(load_default="month", validate=validate.OneOf(INTERVALS))
+
+
+class OrgPeriodSchema(BaseSchema):
+    period_start = fields.Date(
+        required=True, metadata={"description": "First day of the week (Monday) or month, Asia/Shanghai."}
+    )
+    postings_opened = fields.Integer(
+        required=True, metadata={"description": "Postings of the org created in the period and (still) public."}
+    )
+    claims = fields.Integer(required=True, metadata={"description": "Claims made on the org's postings."})
+    wishes_fulfilled = fields.Integer(
+        required=True, metadata={"description": "The org's wishes whose claim was marked done in the period."}
+    )
+    credit_hours = fields.Float(
+        required=True, metadata={"description": "Credit hours of the org's records served in the period."}
+    )
+    volunteers_active = fields.Integer(
+        required=True, metadata={"description": "Distinct volunteers with a record of the org in the period."}
+    )
+
+
+class OrgStatsSchema(BaseSchema):
+    series = fields.List(fields.Nested(OrgPeriodSchema), required=True)

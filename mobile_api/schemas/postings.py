@@ -5,6 +5,7 @@ from __future__ import annotations
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from app.policy import POSTING_KINDS, POSTING_STATUSES
+from app.services.feed import SORTS
 from mobile_api.fields import (
     BaseSchema,
     HttpsUrl,
@@ -155,7 +156,11 @@ class PostingQuerySchema(PageQuery):
     kind = fields.List(fields.String(validate=validate.OneOf(POSTING_KINDS)), metadata={"description": "Repeatable."})
     status = fields.List(
         fields.String(validate=validate.OneOf(POSTING_STATUSES)),
-        metadata={"description": "Repeatable; default open."},
+        metadata={
+            "description": "Repeatable; default open. `pending_review` alone is the review queue: what the caller "
+            "may review (never their own postings), oldest first; with `author_id` = the caller, their own "
+            "postings waiting for review."
+        },
     )
     district = fields.String(validate=known_district)
     tag = fields.List(_tag(), validate=validate.Length(max=10), metadata={"description": "Repeatable; any of."})
@@ -168,7 +173,11 @@ class PostingQuerySchema(PageQuery):
         validate=validate.Range(0, 50, min_inclusive=False),
         metadata={"description": "With near; default 3, at most 50."},
     )
-    sort = fields.String(load_default="newest", validate=validate.OneOf(("newest", "distance", "ending_soon")))
+    sort = fields.String(
+        load_default=None,
+        validate=validate.OneOf(SORTS),
+        metadata={"description": "Default newest (the review queue: oldest first)."},
+    )
 
     @validates_schema
     def distance_needs_near(self, data, **_kwargs):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from marshmallow import ValidationError, fields, post_load, validate, validates_schema
 
 from app.policy import MAX_HONOR_MINUTES, hours
@@ -107,3 +109,25 @@ class EnergySchema(BaseSchema):
     balance = fields.Integer(required=True)
     items = fields.List(fields.Nested(EnergyEntrySchema), required=True)
     next_cursor = fields.String(allow_none=True, required=True)
+
+
+class PeriodDate(fields.Date):
+    """A local day ``YYYY-MM-DD`` (Asia/Shanghai), year 2000–2100."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        day = super()._deserialize(value, attr, data, **kwargs)
+        if not date(2000, 1, 1) <= day <= date(2100, 12, 31):
+            raise ValidationError("The year must be between 2000 and 2100.")
+        return day
+
+
+class PeriodQuerySchema(BaseSchema):
+    """``from`` and ``to``: local days (Asia/Shanghai), both inclusive."""
+
+    first = PeriodDate(data_key="from", load_default=None, metadata={"description": "YYYY-MM-DD, inclusive."})
+    last = PeriodDate(data_key="to", load_default=None, metadata={"description": "YYYY-MM-DD, inclusive."})
+
+    @validates_schema
+    def in_order(self, data, **_kwargs):
+        if data.get("first") and data.get("last") and data["first"] > data["last"]:
+            raise ValidationError("from must not be after to.", "from")

@@ -12,7 +12,7 @@ from app.extensions import db
 from app.models import Claim, Posting
 from app.policy import LIVE_CLAIM_STATUSES, POLICIES
 from app.services import energy
-from app.services.claims.access import claimant_access, move, refused
+from app.services.claims.access import claimant_access, move, refused, tell_and_commit
 from app.services.claims.places import give_back_places, leave_waitlist, lock_posting, return_claim_allowance
 from app.services.permissions import Actor
 from notifications import notify
@@ -21,8 +21,9 @@ from notifications import notify
 def withdraw_claim(actor: Actor, claim_id: int) -> Claim:
     """The claimant gives the claim up (取消认领 / 取消报名). An active claim frees
     its place — the oldest waitlisted claim takes it — and is refunded its
-    energy; a wish reopens. A checked-in claim cannot be withdrawn, nor an
-    on-site claim once the activity has ended."""
+    energy; a wish reopens. The poster is told (``claim_withdrawn``). A
+    checked-in claim cannot be withdrawn, nor an on-site claim once the
+    activity has ended."""
     access = claimant_access(actor, claim_id)
     posting, policy = access.posting, access.policy
     debited = access.claim.energy_debited
@@ -42,8 +43,7 @@ def withdraw_claim(actor: Actor, claim_id: int) -> Claim:
             energy.refund(actor.id, debited, reason="refund_withdrawn", claim_id=claim_id, posting_id=posting.id)
     else:
         raise refused(claim_id)
-    db.session.commit()
-    return db.session.get(Claim, claim_id)
+    return tell_and_commit([posting.author_id], "claim_withdrawn", posting, claim_id, volunteer=actor.user.display_name)
 
 
 def cancel_claims_for_posting(posting: Posting) -> int:

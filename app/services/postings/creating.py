@@ -19,6 +19,7 @@ from app.services.postings.fields import (
     tag_rows,
     trimmed,
 )
+from app.services.postings.reviewing import ask_for_review
 from app.services.postings.views import PostingView, view_of
 from notifications.nearby import alert_nearby_volunteers
 
@@ -65,6 +66,8 @@ def create_posting(actor: Actor, data: Mapping[str, Any]) -> PostingView:
     db.session.flush()
     if posting.status == "open":
         alert_nearby_volunteers(posting)
+    else:
+        ask_for_review(posting)
     db.session.commit()
     return view_of(actor, posting)
 

@@ -25,7 +25,7 @@ from app.services.postings.fields import (
     normalise_tags,
     trimmed,
 )
-from app.services.postings.reviewing import transition
+from app.services.postings.reviewing import ask_for_review, transition
 from app.services.postings.views import PostingView, view_of, visible_posting
 
 
@@ -107,6 +107,9 @@ def update_posting(actor: Actor, posting_id: int, changes: Mapping[str, Any]) ->
                 sa.insert(PostingTag),
                 [{"posting_id": posting.id, "tag": t, "position": i} for i, t in enumerate(new_tags)],
             )
+    if new.get("status") == "pending_review":
+        db.session.refresh(posting)  # its reviewers are those of the edited district
+        ask_for_review(posting)
     db.session.commit()
     db.session.refresh(posting)
     return view_of(actor, posting)

@@ -1,5 +1,10 @@
 """Review (审核): a resident's wish waits for its coordinators before it goes public.
 
+Everyone who may review a posting is told when it starts waiting
+(``posting_submitted``: when posted, and when an edit sends it back); the push
+of that kind is coalesced to one per reviewer per 10 minutes (see
+``notifications.templates.PUSH_INTERVALS``), the inbox keeps each.
+
 Every state change is a conditional UPDATE whose WHERE clause is the rule
 ("only a pending posting can be approved"), so two reviewers racing, or an
 edit racing a claim, cannot both win.
@@ -18,10 +23,23 @@ from app.extensions import db
 from app.models import Posting
 from app.services.audit import audit
 from app.services.batches import stamp
-from app.services.permissions import Actor
+from app.services.permissions import Actor, reviewers_of
 from app.services.postings.views import PostingView, view_of, visible_posting
 from notifications import notify
 from notifications.nearby import alert_nearby_volunteers
+
+
+def ask_for_review(posting: Posting) -> None:
+    """``posting`` (just flushed in ``pending_review``) waits for review: tell its
+    reviewers, in the caller's transaction. One query finds them, one INSERT
+    writes their rows, however many coordinators the district has."""
+    notify(
+        reviewers_of(posting),
+        "posting_submitted",
+        dedupe=f"posting:{posting.id}:{stamp(utcnow())}",
+        title=posting.title,
+        posting_id=posting.id,
+    )
 
 
 def approve_posting(actor: Actor, posting_id: int) -> PostingView:
