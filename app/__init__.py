@@ -94,10 +94,23 @@ def create_app(config: type | Mapping | None = None) -> Flask:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from mobile_api import auth, claims, health, me, notifications, orgs, postings, stats
+    from mobile_api import (
+        auth,
+        calendar,
+        certificates,
+        claims,
+        health,
+        me,
+        notifications,
+        orgs,
+        postings,
+        stats,
+    )
 
-    for module in (health, auth, me, orgs, postings, notifications, claims, stats):
+    for module in (health, auth, me, orgs, postings, notifications, claims, stats, certificates, calendar):
         api.register_blueprint(module.blp)
+    # The public certificate check's HTML page (not part of the JSON API).
+    app.register_blueprint(certificates.pages)
 
 
 def _register_request_id(app: Flask) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 # The zone when neither the user nor DEFAULT_TIMEZONE names a valid one.
@@ -77,7 +77,16 @@ def zone(name: str | None = None) -> ZoneInfo:
     return ZoneInfo(FALLBACK_TIMEZONE)
 
 
+def local_date(value: datetime, tz: str | None = None) -> date:
+    """The calendar date of ``value`` in the zone ``tz`` (see :func:`zone`)."""
+    return as_utc(value).astimezone(zone(tz)).date()
+
+
+def day_start(day: date, tz: str | None = None) -> datetime:
+    """The moment ``day`` begins in the zone ``tz`` (an aware datetime in that zone)."""
+    return datetime.combine(day, time(0), tzinfo=zone(tz))
+
+
 def local_midnight(now: datetime, tz: str | None = None) -> datetime:
     """The start of ``now``'s day in the zone ``tz`` (see :func:`zone`)."""
-    local_zone = zone(tz)
-    return datetime.combine(now.astimezone(local_zone).date(), time(0), tzinfo=local_zone)
+    return day_start(local_date(now, tz), tz)

@@ -41,6 +41,22 @@ class UTCDateTime(fields.DateTime):
         return as_utc(parsed)
 
 
+_YYYY_MM_DD = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+class LocalDate(fields.Date):
+    """A calendar date ``YYYY-MM-DD`` (periods are dates in Asia/Shanghai, inclusive);
+    years outside 2000-2100 are refused."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str) or not _YYYY_MM_DD.fullmatch(value):
+            raise ValidationError("Use a date as YYYY-MM-DD.")
+        parsed = super()._deserialize(value, attr, data, **kwargs)
+        if not UTCDateTime.MIN_YEAR <= parsed.year <= UTCDateTime.MAX_YEAR:
+            raise ValidationError(f"The year must be between {UTCDateTime.MIN_YEAR} and {UTCDateTime.MAX_YEAR}.")
+        return parsed
+
+
 class Phone(fields.String):
     """A mainland mobile number, loaded as E.164."""
 

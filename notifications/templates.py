@@ -67,6 +67,10 @@ TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
         "zh-CN": ("活动缺席", "您报名的「{title}」已结束，您未签到，记为缺席。"),
         "en": ("Marked absent", "“{title}” has ended and you did not check in; you were marked absent."),
     },
+    "certificate_issued": {
+        "zh-CN": ("志愿服务证明已开具", "「{org}」为您开具的志愿服务证明（编号 {number}）已生成，可随时下载出示。"),
+        "en": ("Certificate issued", "Your certificate of volunteer service from “{org}” (No. {number}) is ready."),
+    },
     "nearby_posting": {
         "zh-CN": ("附近有新心愿", "距您约 {distance_km} 公里：「{title}」"),
         "en": ("A wish near you", "About {distance_km} km from you: “{title}”"),

@@ -2,6 +2,7 @@
 
 from app.models.audit import AuditEntry
 from app.models.base import Base
+from app.models.certificates import CalendarFeed, Certificate
 from app.models.claims import Claim
 from app.models.energy import EnergyEntry
 from app.models.notifications import Device, Notification
@@ -14,6 +15,8 @@ from app.models.users import User, Volunteer
 __all__ = [
     "AuditEntry",
     "Base",
+    "CalendarFeed",
+    "Certificate",
     "Claim",
     "Device",
     "EnergyEntry",

@@ -9,11 +9,12 @@ from sqlalchemy.exc import IntegrityError
 from app.errors import AppError, Conflict, Forbidden, Invalid, NotFound
 from app.extensions import db
 from app.models import Org, OrgMember, User
+from app.models.base import MAX_ID
 from app.services.permissions import Actor
 
 
 def get_org(org_id: int) -> Org:
-    return db.session.get(Org, org_id) or _not_found()
+    return (db.session.get(Org, org_id) if 0 < org_id <= MAX_ID else None) or _not_found()
 
 
 def _not_found():

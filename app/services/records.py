@@ -30,6 +30,13 @@ RECORD_KINDS = ("credit", "honor")
 RATING_WORDS = {5: "优秀", 4: "良好", 3: "合格", 2: "基本合格", 1: "不合格"}
 
 
+def served_at() -> sa.ColumnElement[datetime]:
+    """When a record's service happened, as SQL: its end, else its start, else
+    when it was recorded. Months of the summary and periods of certificates are
+    counted by it."""
+    return sa.func.coalesce(ServiceRecord.ended_at, ServiceRecord.started_at, ServiceRecord.created_at)
+
+
 def evaluation_for(rating: int | None, feedback: str | None) -> str | None:
     if feedback:
         return feedback
@@ -196,7 +203,7 @@ def records_summary(user: User) -> dict:
             ServiceRecord.kind,
             ServiceRecord.posting_kind,
             ServiceRecord.minutes,
-            sa.func.coalesce(ServiceRecord.ended_at, ServiceRecord.started_at, ServiceRecord.created_at),
+            served_at(),
         ).where(ServiceRecord.volunteer_id == user.id)
     ).all()
     by_kind = dict.fromkeys(RECORD_KINDS, 0)

@@ -1,0 +1,214 @@
+"""The certificate as a PDF (A4, Chinese), drawn with ReportLab.
+
+Chinese text uses ReportLab's built-in CID font STSong-Light (Adobe-GB1): the
+PDF names the font and carries no glyphs, and every PDF viewer with Chinese
+support (Adobe Reader, Preview, browsers, phones) draws it with its own Song
+typeface. The text stays real text (searchable, copyable, extracted by the
+tests). The table of records is a platypus Table that breaks across pages
+with its header repeated.
+"""
+
+from __future__ import annotations
+
+import io
+from xml.sax.saxutils import escape
+
+from reportlab.graphics.barcode.qr import QrCodeWidget
+from reportlab.graphics.shapes import Drawing
+from reportlab.lib import colors
+from reportlab.lib.enums import TA_CENTER, TA_RIGHT
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.styles import ParagraphStyle
+from reportlab.lib.units import mm
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+from reportlab.platypus import KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+
+from app.clock import local_date
+from app.models import Certificate
+from app.policy import hours
+
+FONT = "STSong-Light"
+KIND_NAMES = {"credit": "志愿时长", "honor": "荣誉时长"}
+QR_SIZE = 34 * mm
+_INK = colors.HexColor("#1f2937")
+_ACCENT = colors.HexColor("#b91c1c")
+_RULE = colors.HexColor("#9ca3af")
+_HEADER_FILL = colors.HexColor("#f3f4f6")
+
+
+def _font() -> str:
+    if FONT not in pdfmetrics.getRegisteredFontNames():
+        pdfmetrics.registerFont(UnicodeCIDFont(FONT))
+    return FONT
+
+
+def _styles() -> dict[str, ParagraphStyle]:
+    font = _font()
+    base = ParagraphStyle("base", fontName=font, fontSize=10.5, leading=16, textColor=_INK, wordWrap="CJK")
+    return {
+        "title": ParagraphStyle("title", parent=base, fontSize=24, leading=32, alignment=TA_CENTER, spaceAfter=2),
+        "subtitle": ParagraphStyle("subtitle", parent=base, fontSize=10, alignment=TA_CENTER, textColor=_RULE),
+        "body": ParagraphStyle("body", parent=base, fontSize=12, leading=22, firstLineIndent=24),
+        "label": ParagraphStyle("label", parent=base, textColor=colors.HexColor("#4b5563")),
+        "value": base,
+        "right": ParagraphStyle("right", parent=base, fontSize=12, leading=22, alignment=TA_RIGHT),
+        "cell": ParagraphStyle("cell", parent=base, fontSize=9, leading=12),
+        "caption": ParagraphStyle("caption", parent=base, fontSize=8, leading=11, alignment=TA_CENTER),
+        "small": ParagraphStyle("small", parent=base, fontSize=8, leading=11, textColor=colors.HexColor("#4b5563")),
+        "heading": ParagraphStyle("heading", parent=base, fontSize=13, leading=20, spaceBefore=10, spaceAfter=6),
+    }
+
+
+def _text(value: object) -> str:
+    """User-written text made safe for a Paragraph's markup."""
+    return escape("" if value is None else str(value))
+
+
+def _qr(url: str) -> Drawing:
+    widget = QrCodeWidget(url, barLevel="M")
+    left, bottom, right, top = widget.getBounds()
+    drawing = Drawing(QR_SIZE, QR_SIZE, transform=[QR_SIZE / (right - left), 0, 0, QR_SIZE / (top - bottom), 0, 0])
+    drawing.add(widget)
+    return drawing
+
+
+def render_certificate_pdf(certificate: Certificate, verify_url: str) -> bytes:
+    """The certificate as PDF bytes; ``verify_url`` is printed and drawn as a QR code."""
+    styles = _styles()
+    buffer = io.BytesIO()
+    doc = SimpleDocTemplate(
+        buffer,
+        pagesize=A4,
+        leftMargin=20 * mm,
+        rightMargin=20 * mm,
+        topMargin=18 * mm,
+        bottomMargin=20 * mm,
+        title=f"志愿服务证明 {certificate.number}",
+        author=certificate.org_name,
+        subject="志愿服务证明",
+        creator="甬·志愿",
+    )
+    width = doc.width
+    credit, honor = hours(certificate.credit_minutes), hours(certificate.honor_minutes)
+    issued_on = local_date(certificate.issued_at)
+    period = f"{certificate.period_from:%Y年%m月%d日} 至 {certificate.period_to:%Y年%m月%d日}"
+
+    story: list = [
+        Paragraph("志愿服务证明", styles["title"]),
+        Paragraph(f"证明编号：{_text(certificate.number)}", styles["subtitle"]),
+        Spacer(1, 8 * mm),
+        Paragraph(
+            f"兹证明 <u>{_text(certificate.real_name)}</u>（身份证号 {_text(certificate.id_masked)}，"
+            f"志愿者编号 {_text(certificate.volunteer_no)}）于 {period} 期间在"
+            f"<u>{_text(certificate.org_name)}</u>参加志愿服务，共有服务记录 {certificate.records_count} 条，"
+            f"累计志愿服务时长 {credit:.1f} 小时，荣誉时长 {honor:.1f} 小时。",
+            styles["body"],
+        ),
+        Paragraph("特此证明。", styles["body"]),
+        Spacer(1, 6 * mm),
+    ]
+
+    facts = [
+        ("姓名", certificate.real_name),
+        ("身份证号", certificate.id_masked),
+        ("志愿者编号", certificate.volunteer_no),
+        ("服务组织", certificate.org_name),
+        ("服务期间", period),
+        ("志愿服务时长", f"{credit:.1f} 小时"),
+        ("荣誉时长", f"{honor:.1f} 小时"),
+        ("服务记录", f"{certificate.records_count} 条"),
+        ("出具日期", f"{issued_on:%Y年%m月%d日}"),
+    ]
+    fact_table = Table(
+        [[Paragraph(label, styles["label"]), Paragraph(_text(value), styles["value"])] for label, value in facts],
+        colWidths=[28 * mm, width - QR_SIZE - 36 * mm],
+    )
+    fact_table.setStyle(
+        TableStyle(
+            [
+                ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
+                ("LINEBELOW", (0, 0), (-1, -1), 0.25, _RULE),
+                ("TOPPADDING", (0, 0), (-1, -1), 2),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 2),
+            ]
+        )
+    )
+    qr_block = Table(
+        [[_qr(verify_url)], [Paragraph("扫码核验真伪", styles["caption"])]],
+        colWidths=[QR_SIZE + 4 * mm],
+    )
+    qr_block.setStyle(TableStyle([("ALIGN", (0, 0), (-1, -1), "CENTER"), ("VALIGN", (0, 0), (-1, -1), "TOP")]))
+    summary = Table([[fact_table, qr_block]], colWidths=[width - QR_SIZE - 8 * mm, QR_SIZE + 8 * mm])
+    summary.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 0)]))
+    story += [
+        summary,
+        Spacer(1, 3 * mm),
+        Paragraph(f"核验地址：{_text(verify_url)}", styles["small"]),
+        Paragraph("服务记录明细", styles["heading"]),
+        _records_table(certificate, styles, width),
+        Spacer(1, 10 * mm),
+        # The sign-off stays in one piece at the end.
+        KeepTogether(
+            [
+                Paragraph(f"出具单位：{_text(certificate.org_name)}", styles["right"]),
+                Paragraph(f"出具日期：{issued_on:%Y年%m月%d日}", styles["right"]),
+                Spacer(1, 6 * mm),
+                Paragraph(
+                    "本证明依据《志愿服务记录与证明出具办法》，由记录上述服务的组织出具（谁记录谁证明）。"
+                    "证明内容经电子签名，可扫描二维码或访问核验地址查验真伪与当前状态。",
+                    styles["small"],
+                ),
+            ]
+        ),
+    ]
+
+    def decorate(canvas, page_doc) -> None:
+        canvas.saveState()
+        canvas.setFont(FONT, 8)
+        canvas.setFillColor(_RULE)
+        canvas.drawString(20 * mm, 10 * mm, f"志愿服务证明 {certificate.number}")
+        canvas.drawRightString(A4[0] - 20 * mm, 10 * mm, f"第 {page_doc.page} 页")
+        if certificate.status == "void":
+            canvas.setFillColor(_ACCENT)
+            canvas.setFillAlpha(0.25)
+            canvas.setFont(FONT, 72)
+            canvas.translate(A4[0] / 2, A4[1] / 2)
+            canvas.rotate(35)
+            canvas.drawCentredString(0, 0, "已作废 VOID")
+        canvas.restoreState()
+
+    doc.build(story, onFirstPage=decorate, onLaterPages=decorate)
+    return buffer.getvalue()
+
+
+def _records_table(certificate: Certificate, styles: dict[str, ParagraphStyle], width: float) -> Table:
+    """序号, 日期, 活动, 地点, 时长, 类型: one row per record, the header on every page."""
+    cell = styles["cell"]
+    header = [Paragraph(text, cell) for text in ("序号", "日期", "服务活动", "服务地点", "时长（小时）", "类型")]
+    rows = [header] + [
+        [
+            Paragraph(str(number), cell),
+            Paragraph(_text(record["date"]), cell),
+            Paragraph(_text(record["activity"]), cell),
+            Paragraph(_text(record["place"] or "—"), cell),
+            Paragraph(f"{hours(record['minutes']):.1f}", cell),
+            Paragraph(KIND_NAMES.get(record["kind"], _text(record["kind"])), cell),
+        ]
+        for number, record in enumerate(certificate.records, start=1)
+    ]
+    fixed = [12 * mm, 22 * mm, None, 44 * mm, 24 * mm, 20 * mm]
+    fixed[2] = width - sum(w for w in fixed if w)
+    table = Table(rows, colWidths=fixed, repeatRows=1)
+    table.setStyle(
+        TableStyle(
+            [
+                ("BACKGROUND", (0, 0), (-1, 0), _HEADER_FILL),
+                ("GRID", (0, 0), (-1, -1), 0.25, _RULE),
+                ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
+                ("TOPPADDING", (0, 0), (-1, -1), 3),
+                ("BOTTOMPADDING", (0, 0), (-1, -1), 3),
+            ]
+        )
+    )
+    return table
