@@ -11,6 +11,7 @@ with its header repeated.
 from __future__ import annotations
 
 import io
+import re
 from xml.sax.saxutils import escape
 
 from reportlab.graphics.barcode.qr import QrCodeWidget
@@ -29,6 +30,9 @@ from app.models import Certificate
 from app.policy import hours
 
 FONT = "STSong-Light"
+LATIN_FONT = "Helvetica"
+# A run of printable ASCII starting and ending with a visible character.
+_LATIN_RUN = re.compile(r"[!-~](?:[ -~]*[!-~])?")
 KIND_NAMES = {"credit": "志愿时长", "honor": "荣誉时长"}
 QR_SIZE = 34 * mm
 _INK = colors.HexColor("#1f2937")
@@ -61,8 +65,34 @@ def _styles() -> dict[str, ParagraphStyle]:
 
 
 def _text(value: object) -> str:
-    """User-written text made safe for a Paragraph's markup."""
-    return escape("" if value is None else str(value))
+    """Text made safe for a Paragraph's markup, its Latin letters and digits set in
+    Helvetica: every viewer has it, and the numbers, dates and codes then read
+    right even where the CJK font is drawn poorly."""
+    text = "" if value is None else str(value)
+    parts, last = [], 0
+    for run in _LATIN_RUN.finditer(text):
+        parts.append(escape(text[last : run.start()]))
+        parts.append(f'<font name="{LATIN_FONT}">{escape(run.group())}</font>')
+        last = run.end()
+    parts.append(escape(text[last:]))
+    return "".join(parts)
+
+
+def _draw(canvas, x: float, y: float, text: str, size: float, right: bool = False) -> None:
+    """Draw mixed Chinese and Latin text on the canvas, each run in its font."""
+    runs = []
+    last = 0
+    for run in _LATIN_RUN.finditer(text):
+        runs += [(text[last : run.start()], FONT), (run.group(), LATIN_FONT)]
+        last = run.end()
+    runs.append((text[last:], FONT))
+    runs = [(chunk, font) for chunk, font in runs if chunk]
+    if right:
+        x -= sum(pdfmetrics.stringWidth(chunk, font, size) for chunk, font in runs)
+    for chunk, font in runs:
+        canvas.setFont(font, size)
+        canvas.drawString(x, y, chunk)
+        x += pdfmetrics.stringWidth(chunk, font, size)
 
 
 def _qr(url: str) -> Drawing:
@@ -96,13 +126,17 @@ def render_certificate_pdf(certificate: Certificate, verify_url: str) -> bytes:
 
     story: list = [
         Paragraph("志愿服务证明", styles["title"]),
-        Paragraph(f"证明编号：{_text(certificate.number)}", styles["subtitle"]),
+        Paragraph(_text(f"证明编号：{certificate.number}"), styles["subtitle"]),
         Spacer(1, 8 * mm),
         Paragraph(
-            f"兹证明 <u>{_text(certificate.real_name)}</u>（身份证号 {_text(certificate.id_masked)}，"
-            f"志愿者编号 {_text(certificate.volunteer_no)}）于 {period} 期间在"
-            f"<u>{_text(certificate.org_name)}</u>参加志愿服务，共有服务记录 {certificate.records_count} 条，"
-            f"累计志愿服务时长 {credit:.1f} 小时，荣誉时长 {honor:.1f} 小时。",
+            _text("兹证明 ")
+            + f"<u>{_text(certificate.real_name)}</u>"
+            + _text(f"（身份证号 {certificate.id_masked}，志愿者编号 {certificate.volunteer_no}）于 {period} 期间在")
+            + f"<u>{_text(certificate.org_name)}</u>"
+            + _text(
+                f"参加志愿服务，共有服务记录 {certificate.records_count} 条，"
+                f"累计志愿服务时长 {credit:.1f} 小时，荣誉时长 {honor:.1f} 小时。"
+            ),
             styles["body"],
         ),
         Paragraph("特此证明。", styles["body"]),
@@ -144,15 +178,15 @@ def render_certificate_pdf(certificate: Certificate, verify_url: str) -> bytes:
     story += [
         summary,
         Spacer(1, 3 * mm),
-        Paragraph(f"核验地址：{_text(verify_url)}", styles["small"]),
+        Paragraph(_text(f"核验地址：{verify_url}"), styles["small"]),
         Paragraph("服务记录明细", styles["heading"]),
         _records_table(certificate, styles, width),
         Spacer(1, 10 * mm),
         # The sign-off stays in one piece at the end.
         KeepTogether(
             [
-                Paragraph(f"出具单位：{_text(certificate.org_name)}", styles["right"]),
-                Paragraph(f"出具日期：{issued_on:%Y年%m月%d日}", styles["right"]),
+                Paragraph(_text(f"出具单位：{certificate.org_name}"), styles["right"]),
+                Paragraph(_text(f"出具日期：{issued_on:%Y年%m月%d日}"), styles["right"]),
                 Spacer(1, 6 * mm),
                 Paragraph(
                     "本证明依据《志愿服务记录与证明出具办法》，由记录上述服务的组织出具（谁记录谁证明）。"
@@ -165,10 +199,9 @@ def render_certificate_pdf(certificate: Certificate, verify_url: str) -> bytes:
 
     def decorate(canvas, page_doc) -> None:
         canvas.saveState()
-        canvas.setFont(FONT, 8)
         canvas.setFillColor(_RULE)
-        canvas.drawString(20 * mm, 10 * mm, f"志愿服务证明 {certificate.number}")
-        canvas.drawRightString(A4[0] - 20 * mm, 10 * mm, f"第 {page_doc.page} 页")
+        _draw(canvas, 20 * mm, 10 * mm, f"志愿服务证明 {certificate.number}", 8)
+        _draw(canvas, A4[0] - 20 * mm, 10 * mm, f"第 {page_doc.page} 页", 8, right=True)
         if certificate.status == "void":
             canvas.setFillColor(_ACCENT)
             canvas.setFillAlpha(0.25)
@@ -188,11 +221,11 @@ def _records_table(certificate: Certificate, styles: dict[str, ParagraphStyle], 
     header = [Paragraph(text, cell) for text in ("序号", "日期", "服务活动", "服务地点", "时长（小时）", "类型")]
     rows = [header] + [
         [
-            Paragraph(str(number), cell),
+            Paragraph(_text(number), cell),
             Paragraph(_text(record["date"]), cell),
             Paragraph(_text(record["activity"]), cell),
             Paragraph(_text(record["place"] or "—"), cell),
-            Paragraph(f"{hours(record['minutes']):.1f}", cell),
+            Paragraph(_text(f"{hours(record['minutes']):.1f}"), cell),
             Paragraph(KIND_NAMES.get(record["kind"], _text(record["kind"])), cell),
         ]
         for number, record in enumerate(certificate.records, start=1)
