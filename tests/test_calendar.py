@@ -13,10 +13,9 @@ import pytest
 import sqlalchemy as sa
 from icalendar import Calendar
 
-from app import clock, create_app
+from app import clock
 from app.extensions import db
 from app.models import CalendarFeed, IdempotencyKey, Posting
-from tests.conftest import _config_dict
 from tests.factories import make_claim, make_org, make_posting, make_user, make_volunteer
 
 NOW = datetime(2026, 11, 30, 4, 0, tzinfo=UTC)
@@ -245,27 +244,8 @@ def test_a_wish_point_is_exact_only_for_its_contacts(app, client, signed_up):
 
 
 @pytest.fixture
-def limited(db_url):
-    made = []
-
-    def build(**config):
-        made.append(
-            create_app(
-                {
-                    **_config_dict(),
-                    "SQLALCHEMY_DATABASE_URI": db_url,
-                    "RATELIMIT_ENABLED": True,
-                    "RATELIMIT_STORAGE_URI": "memory://",
-                    **config,
-                }
-            )
-        )
-        return made[-1]
-
-    yield build
-    for made_app in made:
-        with made_app.app_context():
-            db.engine.dispose()
+def limited(make_app):
+    return lambda **config: make_app(RATELIMIT_ENABLED=True, RATELIMIT_STORAGE_URI="memory://", **config)
 
 
 def test_a_feed_url_is_rate_limited(limited, signed_up):

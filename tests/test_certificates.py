@@ -18,11 +18,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pypdf import PdfReader
 
-from app import clock, create_app
+from app import clock
 from app.extensions import db
 from app.models import AuditEntry, Certificate, Notification, Volunteer
 from app.services.certificates import CertificateKeyError, certificate_key, new_signing_key
-from tests.conftest import _config_dict
 from tests.factories import add_member, make_org, make_record, make_user, make_volunteer
 
 NOW = datetime(2026, 11, 30, 4, 0, tzinfo=UTC)  # 12:00 in Ningbo
@@ -378,24 +377,20 @@ def test_a_row_changed_in_the_database_no_longer_verifies(app, client, served):
     assert client.get(f"/verify/{cert['code']}").status_code == 404
 
 
-def _app_with(db_url, **config):
-    return create_app({**_config_dict(), "SQLALCHEMY_DATABASE_URI": db_url, **config})
-
-
-def test_key_rotation_keeps_old_certificates_verifying_while_the_old_key_is_listed(app, client, db_url, served):
+def test_key_rotation_keeps_old_certificates_verifying_while_the_old_key_is_listed(make_app, served):
     old_seed, old_public = new_signing_key()
     new_seed, _ = new_signing_key()
-    before = _app_with(db_url, CERTIFICATE_SIGNING_KEY=old_seed)
+    before = make_app(CERTIFICATE_SIGNING_KEY=old_seed)
     old_cert = issue(before.test_client(), served["volunteer"], served["org_id"]).get_json()
 
-    rotated = _app_with(db_url, CERTIFICATE_SIGNING_KEY=new_seed, CERTIFICATE_VERIFY_KEYS=f" {old_public} ")
+    rotated = make_app(CERTIFICATE_SIGNING_KEY=new_seed, CERTIFICATE_VERIFY_KEYS=f" {old_public} ")
     rotated_client = rotated.test_client()
     assert rotated_client.get(f"/api/v1/certificates/verify/{old_cert['code']}").status_code == 200
     new_cert = issue(rotated_client, served["volunteer"], served["org_id"]).get_json()
     assert new_cert["code"][:8] != old_cert["code"][:8]  # another key id
     assert rotated_client.get(f"/api/v1/certificates/verify/{new_cert['code']}").status_code == 200
 
-    forgotten = _app_with(db_url, CERTIFICATE_SIGNING_KEY=new_seed).test_client()
+    forgotten = make_app(CERTIFICATE_SIGNING_KEY=new_seed).test_client()
     assert forgotten.get(f"/api/v1/certificates/verify/{old_cert['code']}").status_code == 404
     assert forgotten.get(f"/api/v1/certificates/verify/{new_cert['code']}").status_code == 200
     with rotated.app_context():
@@ -403,21 +398,18 @@ def test_key_rotation_keeps_old_certificates_verifying_while_the_old_key_is_list
             before.extensions["certificate_keys"].signing_id.hex(),
             rotated.extensions["certificate_keys"].signing_id.hex(),
         }
-    for made in (before, rotated):
-        with made.app_context():
-            db.engine.dispose()
 
 
-def test_the_signing_key_is_required_in_production(db_url):
-    production = _app_with(db_url, TESTING=False, DEBUG=False, CERTIFICATE_SIGNING_KEY=None)
+def test_the_signing_key_is_required_in_production(make_app):
+    production = make_app(TESTING=False, DEBUG=False, CERTIFICATE_SIGNING_KEY=None)
     with pytest.raises(CertificateKeyError, match="CERTIFICATE_SIGNING_KEY is not set"):
         certificate_key(production)
-    debug = _app_with(db_url, TESTING=False, DEBUG=True, CERTIFICATE_SIGNING_KEY=None)
-    assert certificate_key(debug).signing_id == certificate_key(_app_with(db_url)).signing_id  # derived, stable
+    debug = make_app(TESTING=False, DEBUG=True, CERTIFICATE_SIGNING_KEY=None)
+    assert certificate_key(debug).signing_id == certificate_key(make_app()).signing_id  # derived, stable
 
 
 @pytest.mark.parametrize("form", ["seed", "pem"])
-def test_the_signing_key_is_read_as_a_seed_or_a_pem(db_url, form):
+def test_the_signing_key_is_read_as_a_seed_or_a_pem(make_app, form):
     key = Ed25519PrivateKey.generate()
     if form == "seed":
         raw = key.private_bytes(
@@ -428,7 +420,7 @@ def test_the_signing_key_is_read_as_a_seed_or_a_pem(db_url, form):
         text = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ).decode()
-    keys = certificate_key(_app_with(db_url, TESTING=False, CERTIFICATE_SIGNING_KEY=text))
+    keys = certificate_key(make_app(TESTING=False, CERTIFICATE_SIGNING_KEY=text))
     assert keys.signing.public_key().public_bytes_raw() == key.public_key().public_bytes_raw()
 
 
@@ -440,19 +432,17 @@ def test_the_signing_key_is_read_as_a_seed_or_a_pem(db_url, form):
         ("CERTIFICATE_VERIFY_KEYS", "c2hvcnQ="),
     ],
 )
-def test_an_unreadable_key_fails_with_its_name(db_url, name, value):
+def test_an_unreadable_key_fails_with_its_name(make_app, name, value):
     with pytest.raises(CertificateKeyError, match=name):
-        certificate_key(_app_with(db_url, **{name: value}))
+        certificate_key(make_app(**{name: value}))
 
 
-def test_verify_urls_use_the_public_base_url(app, client, db_url, served):
-    public = _app_with(db_url, PUBLIC_BASE_URL="https://zhiyuan.example.cn/")
+def test_verify_urls_use_the_public_base_url(make_app, served):
+    public = make_app(PUBLIC_BASE_URL="https://zhiyuan.example.cn/")
     cert = issue(public.test_client(), served["volunteer"], served["org_id"]).get_json()
     assert cert["verify_url"] == f"https://zhiyuan.example.cn/verify/{cert['code']}"
     pdf = public.test_client().get(f"/api/v1/certificates/{cert['id']}/pdf", headers=served["volunteer"].headers)
     assert cert["verify_url"] in "".join(pdf_pages(pdf.data)).replace("\n", "")
-    with public.app_context():
-        db.engine.dispose()
 
 
 # --- the PDF and the page ---------------------------------------------------------------------------------------
@@ -502,17 +492,8 @@ def test_the_verify_page_is_self_contained_and_mobile_friendly(app, client, serv
 
 
 @pytest.fixture
-def limited(db_url):
-    made = []
-
-    def build(**config):
-        made.append(_app_with(db_url, RATELIMIT_ENABLED=True, RATELIMIT_STORAGE_URI="memory://", **config))
-        return made[-1]
-
-    yield build
-    for made_app in made:
-        with made_app.app_context():
-            db.engine.dispose()
+def limited(make_app):
+    return lambda **config: make_app(RATELIMIT_ENABLED=True, RATELIMIT_STORAGE_URI="memory://", **config)
 
 
 def test_the_public_check_is_rate_limited_per_ip(limited, served):
@@ -559,15 +540,15 @@ def test_two_voids_at_once_void_once(app, served, postgres_only):
         )
 
 
-def test_keygen_prints_a_key_the_app_accepts(app, runner, db_url):
+def test_keygen_prints_a_key_the_app_accepts(runner, make_app):
     result = runner.invoke(args=["certificates", "keygen"])
     assert result.exit_code == 0, result.output
     seed = re.search(r"^CERTIFICATE_SIGNING_KEY=(\S+)$", result.output, re.M).group(1)
     public = re.search(r"public key .*: (\S+)$", result.output, re.M).group(1)
-    configured = _app_with(db_url, TESTING=False, CERTIFICATE_SIGNING_KEY=seed)
+    configured = make_app(TESTING=False, CERTIFICATE_SIGNING_KEY=seed)
     shown = configured.test_cli_runner().invoke(args=["certificates", "public-key"])
     assert shown.exit_code == 0 and shown.output.startswith(public)
-    unset = _app_with(db_url, TESTING=False, CERTIFICATE_SIGNING_KEY=None).test_cli_runner()
+    unset = make_app(TESTING=False, CERTIFICATE_SIGNING_KEY=None).test_cli_runner()
     failed = unset.invoke(args=["certificates", "public-key"])
     assert failed.exit_code != 0 and "CERTIFICATE_SIGNING_KEY is not set" in failed.output
 

@@ -129,30 +129,28 @@ def certificate_key(app: Flask) -> CertificateKeys:
 
 def load_private_key(text: str, name: str) -> Ed25519PrivateKey:
     """An Ed25519 private key from a PEM (PKCS#8) or the base64 of its 32-byte seed."""
-    text = text.strip()
-    try:
-        if text.startswith("-----BEGIN"):
-            key = serialization.load_pem_private_key(text.encode(), password=None)
-        else:
-            key = Ed25519PrivateKey.from_private_bytes(_b64_32(text))
-    except (ValueError, TypeError) as exc:
-        raise CertificateKeyError(f"{name} is not an Ed25519 private key (PEM or base64 of 32 bytes).") from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise CertificateKeyError(f"{name} must be an Ed25519 key.")
-    return key
+    return _load_key(text, name, Ed25519PrivateKey, lambda pem: serialization.load_pem_private_key(pem, password=None))
 
 
 def load_public_key(text: str, name: str) -> Ed25519PublicKey:
     """An Ed25519 public key from a PEM or the base64 of its 32 raw bytes."""
+    return _load_key(text, name, Ed25519PublicKey, serialization.load_pem_public_key)
+
+
+def _load_key(text: str, name: str, key_type: type, load_pem: Callable[[bytes], object]):
     text = text.strip()
     try:
         if text.startswith("-----BEGIN"):
-            key = serialization.load_pem_public_key(text.encode())
+            key = load_pem(text.encode())
+        elif key_type is Ed25519PrivateKey:
+            key = Ed25519PrivateKey.from_private_bytes(_b64_32(text))
         else:
             key = Ed25519PublicKey.from_public_bytes(_b64_32(text))
     except (ValueError, TypeError) as exc:
-        raise CertificateKeyError(f"{name} holds something that is not an Ed25519 public key.") from exc
-    if not isinstance(key, Ed25519PublicKey):
+        raise CertificateKeyError(
+            f"{name} holds something that is not an Ed25519 key (PEM or base64 of 32 bytes)."
+        ) from exc
+    if not isinstance(key, key_type):
         raise CertificateKeyError(f"{name} must hold Ed25519 keys.")
     return key
 
