@@ -20,7 +20,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Blueprints whose answers carry tokens even to a request without one (sign-up, login).
 TOKEN_BLUEPRINTS = frozenset({"auth"})
 # Blueprints whose writes share one per-user budget (RATELIMIT_USER_WRITES).
-WRITE_LIMITED_BLUEPRINTS = ("me", "orgs", "postings", "notifications", "claims")
+WRITE_LIMITED_BLUEPRINTS = ("me", "orgs", "postings", "notifications", "claims", "certificates", "calendar")
 
 
 def create_app(config: type | Mapping | None = None) -> Flask:
@@ -89,7 +89,18 @@ def create_app(config: type | Mapping | None = None) -> Flask:
 
 def _register_blueprints(app: Flask) -> None:
     from app.security import user_rate_key
-    from mobile_api import auth, claims, health, me, notifications, orgs, postings, stats
+    from mobile_api import (
+        auth,
+        calendar,
+        certificates,
+        claims,
+        health,
+        me,
+        notifications,
+        orgs,
+        postings,
+        stats,
+    )
 
     writes = limiter.shared_limit(
         lambda: current_app.config["RATELIMIT_USER_WRITES"],
@@ -97,12 +108,14 @@ def _register_blueprints(app: Flask) -> None:
         key_func=user_rate_key,
         methods=["POST", "PUT", "PATCH", "DELETE"],
     )
-    for module in (health, auth, me, orgs, postings, notifications, claims, stats):
+    for module in (health, auth, me, orgs, postings, notifications, claims, stats, certificates, calendar):
         # The limiter and the blueprints live as long as the process; mark once.
         if module.blp.name in WRITE_LIMITED_BLUEPRINTS and not getattr(module.blp, "user_writes_limited", False):
             writes(module.blp)
             module.blp.user_writes_limited = True
         api.register_blueprint(module.blp)
+    # The public certificate check's HTML page (not part of the JSON API).
+    app.register_blueprint(certificates.pages)
 
 
 def _register_request_id(app: Flask) -> None:

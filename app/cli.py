@@ -1,5 +1,5 @@
 """Command-line tools: ``flask users create-admin``, ``flask seed``, ``flask scheduler run``,
-``flask jobs list``, ``flask jobs run NAME``."""
+``flask jobs list``, ``flask jobs run NAME``, ``flask certificates keygen|public-key``."""
 
 from __future__ import annotations
 
@@ -100,9 +100,37 @@ def doctor() -> None:
         raise SystemExit(1)
 
 
+certificates_cli = AppGroup("certificates", help="The key that signs certificates (志愿服务证明).")
+
+
+@certificates_cli.command("keygen")
+def certificates_keygen() -> None:
+    """Print a new signing key (for CERTIFICATE_SIGNING_KEY) and its public key."""
+    from app.services.certificates import new_signing_key
+
+    seed, public = new_signing_key()
+    click.echo(f"CERTIFICATE_SIGNING_KEY={seed}")
+    click.echo(f"# public key (for CERTIFICATE_VERIFY_KEYS after the next rotation): {public}")
+
+
+@certificates_cli.command("public-key")
+def certificates_public_key() -> None:
+    """Print the public key of the configured signing key (keep it in CERTIFICATE_VERIFY_KEYS when rotating)."""
+    from flask import current_app
+
+    from app.services.certificates import CertificateKeyError, certificate_key, public_key_text
+
+    try:
+        keys = certificate_key(current_app)
+    except CertificateKeyError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{public_key_text(keys.signing.public_key())} key id {keys.signing_id.hex()}")
+
+
 def register_cli(app: Flask) -> None:
     app.cli.add_command(users_cli)
     app.cli.add_command(seed)
     app.cli.add_command(scheduler_cli)
     app.cli.add_command(jobs_cli)
     app.cli.add_command(doctor)
+    app.cli.add_command(certificates_cli)

@@ -78,10 +78,19 @@ def zone(name: str | None = None) -> ZoneInfo:
     return ZoneInfo(FALLBACK_TIMEZONE)
 
 
+def local_date(value: datetime, tz: str | None = None) -> date:
+    """The calendar date of ``value`` in the zone ``tz`` (see :func:`zone`)."""
+    return as_utc(value).astimezone(zone(tz)).date()
+
+
+def day_start(day: date, tz: str | None = None) -> datetime:
+    """The moment ``day`` begins in the zone ``tz`` (an aware datetime in that zone)."""
+    return datetime.combine(day, time(0), tzinfo=zone(tz))
+
+
 def local_midnight(now: datetime, tz: str | None = None) -> datetime:
     """The start of ``now``'s day in the zone ``tz`` (see :func:`zone`)."""
-    local_zone = zone(tz)
-    return datetime.combine(now.astimezone(local_zone).date(), time(0), tzinfo=local_zone)
+    return day_start(local_date(now, tz), tz)
 
 
 def local_days(first: date | None, last: date | None, tz: str | None = None) -> tuple[datetime | None, datetime | None]:
@@ -89,12 +98,7 @@ def local_days(first: date | None, last: date | None, tz: str | None = None) -> 
     inclusive in the zone ``tz`` (see :func:`zone`); a missing bound stays None.
     ``2026-03-01``–``2026-03-31`` in Asia/Shanghai is 2026-02-28T16:00Z to
     2026-03-31T16:00Z."""
-    local_zone = zone(tz)
-
-    def midnight(day: date) -> datetime:
-        return datetime.combine(day, time(0), tzinfo=local_zone).astimezone(UTC)
-
     return (
-        midnight(first) if first is not None else None,
-        midnight(last + timedelta(days=1)) if last is not None else None,
+        day_start(first, tz).astimezone(UTC) if first is not None else None,
+        day_start(last + timedelta(days=1), tz).astimezone(UTC) if last is not None else None,
     )

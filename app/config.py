@@ -95,12 +95,30 @@ class Config:
         "socket_timeout": float(os.environ.get("RATELIMIT_STORAGE_TIMEOUT_SECONDS") or 0.5),
         "socket_connect_timeout": float(os.environ.get("RATELIMIT_STORAGE_TIMEOUT_SECONDS") or 0.5),
     }
+    # Public certificate checks (/verify/{code} and its JSON twin), per client IP.
+    RATELIMIT_VERIFY_IP = os.environ.get("RATELIMIT_VERIFY_IP", "60/minute")
+    # Certificates one user may issue.
+    RATELIMIT_CERTIFICATE_ISSUE = os.environ.get("RATELIMIT_CERTIFICATE_ISSUE", "20/day")
+    # Calendar feed fetches per feed URL, and unknown feed URLs per client IP (only
+    # misses count: many users' calendar apps share a few fetching IPs).
+    RATELIMIT_CALENDAR_FEED = os.environ.get("RATELIMIT_CALENDAR_FEED", "60/hour")
+    RATELIMIT_CALENDAR_MISS_IP = os.environ.get("RATELIMIT_CALENDAR_MISS_IP", "120/minute")
     # Reverse proxies (load balancer, nginx) in front of the app: their
     # X-Forwarded-For/-Proto are believed this many hops deep. 0 trusts none.
     TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0)
 
     ARGON2_TIME_COST = env_int("ARGON2_TIME_COST", 3)
     ARGON2_MEMORY_COST = env_int("ARGON2_MEMORY_COST", 65536)
+
+    # Ed25519 key that signs certificates: a PEM private key or the base64 of a
+    # 32-byte seed (`flask certificates keygen`). Required outside TESTING/DEBUG.
+    CERTIFICATE_SIGNING_KEY = os.environ.get("CERTIFICATE_SIGNING_KEY") or None
+    # Earlier signing keys' public halves (PEM or base64 of 32 bytes), comma-separated:
+    # certificates they signed keep verifying after a rotation.
+    CERTIFICATE_VERIFY_KEYS = os.environ.get("CERTIFICATE_VERIFY_KEYS") or None
+    # Where the public reaches this app (https://zhiyuan.example.cn): verify URLs
+    # printed on certificates and calendar URLs are built on it. Unset: the request's host.
+    PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL") or None
 
     DISTRICTS = env_list("DISTRICTS", NINGBO_DISTRICTS)
     DEFAULT_TIMEZONE = os.environ.get("DEFAULT_TIMEZONE", "Asia/Shanghai")

@@ -87,12 +87,11 @@ def readiness(app: Flask) -> dict[str, str]:
 
 
 def check_keys(app: Flask) -> str | None:
-    from app.secrets import is_development, key_problems
+    from app.secrets import is_development, production_problems
 
     if is_development(app):
         return "development mode (APP_ENV=development): keys are generated, not for production"
-    problems = key_problems(app.config)
-    return "; ".join(problems) or None
+    return "; ".join(production_problems(app)) or None
 
 
 def check_migrations(app: Flask) -> str | None:

@@ -97,6 +97,13 @@ MESSAGES: dict[str, tuple[str, str]] = {
     ),
     "posting_not_editable": ("该发布已结束，不能修改", "The posting has ended and cannot be changed."),
     "posting_not_cancellable": ("该发布已结束，不能取消", "The posting has ended and cannot be cancelled."),
+    # certificates (issue 12)
+    "no_records": (
+        "该时段内没有您在该组织的服务记录",
+        "You have no service records with this organisation in the period.",
+    ),
+    "certificate_void": ("该证明已作废", "This certificate has already been voided."),
+    "own_certificate": ("不能作废自己的志愿服务证明", "You cannot void your own certificate."),
     "payload_too_large": ("请求内容过大（上限 1 MiB）", "The request body is larger than 1 MiB."),
     "unsupported_media_type": ("请使用 JSON", "The body must be JSON."),
     "rate_limited": ("请求过于频繁，请稍后再试", "Too many requests; try again later."),
@@ -235,12 +242,17 @@ def _handle_http_exception(exc: HTTPException):
         if allow:
             headers["Allow"] = allow
     if code == 429:
-        limit = getattr(exc, "limit", None)
-        retry_after = getattr(exc, "retry_after", None)
-        if retry_after is None and limit is not None:
-            retry_after = _retry_after_for(limit)
-        headers["Retry-After"] = str(retry_after or 60)
+        headers["Retry-After"] = retry_after(exc)
     return error_response(code, slug, message, errors, headers)
+
+
+def retry_after(exc: HTTPException) -> str:
+    """The Retry-After of a 429: seconds until the breached limit's window ends (60 if unknown)."""
+    limit = getattr(exc, "limit", None)
+    seconds = getattr(exc, "retry_after", None)
+    if seconds is None and limit is not None:
+        seconds = _retry_after_for(limit)
+    return str(seconds or 60)
 
 
 def _retry_after_for(limit) -> int | None:

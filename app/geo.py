@@ -30,6 +30,15 @@ GEOCELL_DEG = 0.02
 _GEOCELL_STRIDE = 100_000
 
 
+# A wish's point as shown to someone who is not one of its contacts: 3 decimals, about 100 m.
+APPROXIMATE_DECIMALS = 3
+
+
+def approximate(lat: float, lng: float) -> tuple[float, float]:
+    """The point rounded to about 100 m: the neighbourhood, not the door."""
+    return round(lat, APPROXIMATE_DECIMALS), round(lng, APPROXIMATE_DECIMALS)
+
+
 def haversine_km(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
     """Great-circle distance in kilometres between two WGS-84 points."""
     p1, p2 = math.radians(lat1), math.radians(lat2)

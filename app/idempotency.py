@@ -21,8 +21,8 @@ deleted so the client's retry runs for real. A first request that died without
 answering (a killed worker) leaves its row unfinished; after ``LEASE`` a retry
 takes it over. Rows older than ``TTL`` count as absent (the scheduler's purge
 job deletes them). POSTs without a token (register, login) are not covered:
-keys belong to a user; nor are token refresh and logout, whose answers carry
-live tokens that must not be stored.
+keys belong to a user; nor are token refresh, logout and a new calendar URL,
+whose answers carry live secrets that must not be stored.
 """
 
 from __future__ import annotations
@@ -59,8 +59,9 @@ MAX_KEY_LENGTH = 255
 SEALED_PREFIX = "v1."
 # Outcomes that changed nothing; the key is released so a retry runs.
 _NOT_KEPT = frozenset({401, 429})
-# Token refresh and logout: a stored answer would keep live tokens in the table.
-UNCOVERED_BLUEPRINTS = frozenset({"auth"})
+# Token refresh and logout, a new calendar URL: a stored answer would keep live
+# secrets in the table (and a retry of these is harmless).
+UNCOVERED_PATHS = ("/api/v1/auth/", "/api/v1/me/calendar")
 
 
 def init_app(app: Flask) -> None:
@@ -95,7 +96,7 @@ class IdempotencyKeyDocs(BasePlugin):
         operation = (operations or {}).get("post")
         if not isinstance(operation, dict) or not operation.get("security"):
             return
-        if path and path.startswith("/api/v1/auth/"):
+        if path and path.startswith(UNCOVERED_PATHS):
             return
         parameters = operation.setdefault("parameters", [])
         if not any(isinstance(p, dict) and p.get("name") == HEADER for p in parameters):
@@ -103,7 +104,7 @@ class IdempotencyKeyDocs(BasePlugin):
 
 
 def _claim_key() -> Response | None:
-    if request.method != "POST" or request.url_rule is None or request.blueprint in UNCOVERED_BLUEPRINTS:
+    if request.method != "POST" or request.url_rule is None or request.path.startswith(UNCOVERED_PATHS):
         return None
     key = request.headers.get(HEADER)
     if key is None:

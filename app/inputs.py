@@ -24,8 +24,8 @@ from flask import Flask, request
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from app.errors import AppError, NotFound
+from app.models.base import MAX_ID
 
-MAX_ID = 2**31 - 1
 MAX_JSON_DEPTH = 32
 # A NUL, or a UTF-16 surrogate on its own (a valid pair never survives decoding as one).
 _FORBIDDEN = re.compile("[\x00\ud800-\udfff]")

@@ -59,6 +59,9 @@ DONE_CLAIM_STATUSES = ("fulfilled", "confirmed")
 TAKEN_CLAIM_STATUSES = ("active", "fulfilled", "confirmed")
 # Over: nothing more happens to such a claim.
 FINISHED_CLAIM_STATUSES = tuple(s for s in CLAIM_STATUSES if s not in LIVE_CLAIM_STATUSES)
+# Given up or taken away before the work: the claimant no longer holds a place
+# (a calendar shows such a sign-up as cancelled).
+DROPPED_CLAIM_STATUSES = ("withdrawn", "released", "cancelled")
 
 
 def sql_in(column: str, values: tuple[str, ...]) -> str:
@@ -121,6 +124,9 @@ class KindPolicy:
     auto_confirm: bool = False  # fulfilled claims confirmed by the scheduler after AUTO_CONFIRM_DAYS
     confirm_bonus_points: int = 0  # energy on top of the hours when confirmed
     nearby_alerts: bool = False  # 微呼百应: volunteers around it are told when it opens
+    # A claim on it is something to be at or to get done by a time: it appears in
+    # the claimant's calendar feed (a reward hand-over does not).
+    in_calendar: bool = True
 
     @property
     def capacity_required(self) -> bool:
@@ -207,6 +213,7 @@ POLICIES: dict[str, KindPolicy] = {
             finish=HAND_OVER,
             credited=None,
             has_energy_cost=True,
+            in_calendar=False,
         ),
     )
 }

@@ -83,6 +83,18 @@ def push_problems(config) -> list[str]:
     return []
 
 
+def production_problems(app: Flask) -> list[str]:
+    """Everything production refuses: the three keys, and the certificate signing key."""
+    from app.services.certificates import CertificateKeyError, certificate_key
+
+    problems = key_problems(app.config)
+    try:
+        certificate_key(app)
+    except CertificateKeyError as exc:
+        problems.append(str(exc).split(":")[0])
+    return problems
+
+
 def ensure_keys(app: Flask) -> None:
     """Fill development keys, or refuse to start production with unsafe ones.
     Push settings that would duplicate messages are refused in every mode."""
@@ -96,7 +108,7 @@ def ensure_keys(app: Flask) -> None:
             for name in missing:
                 app.config[name] = stored[name]
         return
-    problems = key_problems(app.config)
+    problems = production_problems(app)
     if problems:
         raise UnsafeConfiguration(
             "refusing to start in production: "

@@ -10,7 +10,8 @@ from flask import current_app
 from marshmallow import RAISE, Schema, ValidationError, fields, missing, pre_load, validate
 
 from app.clock import as_utc, isoformat
-from app.inputs import MAX_ID, has_forbidden_chars
+from app.inputs import has_forbidden_chars
+from app.models.base import MAX_ID
 from app.validators import normalize_cn_mobile
 
 
@@ -74,6 +75,22 @@ class UTCDateTime(fields.DateTime):
         if not self.MIN_YEAR <= parsed.year <= self.MAX_YEAR:
             raise ValidationError(f"The year must be between {self.MIN_YEAR} and {self.MAX_YEAR}.")
         return as_utc(parsed)
+
+
+_YYYY_MM_DD = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+class LocalDate(fields.Date):
+    """A calendar date ``YYYY-MM-DD`` (periods are dates in Asia/Shanghai, inclusive);
+    years outside 2000-2100 are refused."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str) or not _YYYY_MM_DD.fullmatch(value):
+            raise ValidationError("Use a date as YYYY-MM-DD.")
+        parsed = super()._deserialize(value, attr, data, **kwargs)
+        if not UTCDateTime.MIN_YEAR <= parsed.year <= UTCDateTime.MAX_YEAR:
+            raise ValidationError(f"The year must be between {UTCDateTime.MIN_YEAR} and {UTCDateTime.MAX_YEAR}.")
+        return parsed
 
 
 class Phone(fields.String):

@@ -74,6 +74,22 @@ def app(_schema, db_url):
 
 
 @pytest.fixture
+def make_app(db_url):
+    """Build further apps on the test database with config overrides (the
+    limiter on, another key, …); their connections are closed afterwards."""
+    made = []
+
+    def build(**config):
+        made.append(create_app({**_config_dict(), "SQLALCHEMY_DATABASE_URI": db_url, **config}))
+        return made[-1]
+
+    yield build
+    for made_app in made:
+        with made_app.app_context():
+            db.engine.dispose()
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 

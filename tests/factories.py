@@ -13,7 +13,7 @@ from flask import Flask
 from app.clock import utcnow
 from app.extensions import db
 from app.geo import geocell_for
-from app.models import Claim, Org, OrgMember, Posting, PostingTag, Volunteer
+from app.models import Claim, Org, OrgMember, Posting, PostingTag, ServiceRecord, Volunteer
 from app.policy import PLACE_CLAIM_STATUSES, POLICIES
 from app.services import accounts, tokens, volunteers
 from app.validators import id_check_char
@@ -253,3 +253,37 @@ def make_roles(app: Flask, district: str = "haishu", far_district: str = "yinzho
         "far_org_id": far_org_id,
         "headers": {"anonymous": {}, **{role: account.headers for role, account in accounts.items()}},
     }
+
+
+def make_record(
+    app: Flask,
+    volunteer: Account,
+    org_id: int | None,
+    *,
+    minutes: int = 120,
+    kind: str = "credit",
+    ended_at=None,
+    activity: str = "社区垃圾分类宣传",
+    place: str | None = "海曙区鼓楼街道",
+    recorded_by: int | None = None,
+) -> int:
+    """Insert a service record straight into the table (no counters); returns its id."""
+    with app.app_context():
+        ended_at = ended_at or utcnow()
+        record = ServiceRecord(
+            volunteer_id=volunteer.id,
+            org_id=org_id,
+            kind=kind,
+            posting_kind="project" if kind == "credit" else None,
+            activity=activity,
+            minutes=minutes,
+            started_at=ended_at - timedelta(minutes=minutes),
+            ended_at=ended_at,
+            place=place,
+            content="服务内容",
+            recorded_by=recorded_by,
+            created_at=utcnow(),
+        )
+        db.session.add(record)
+        db.session.commit()
+        return record.id

@@ -13,9 +13,13 @@ from app.extensions import db
 from app.models import JobRun
 from app.scheduler import JOB_NAMES
 from app.secrets import KEYS
+from app.services.certificates import new_signing_key
 from tests.conftest import _config_dict
 
-GOOD_KEYS = {name: f"{name.lower()}-" + "k" * 40 for name in KEYS}
+GOOD_KEYS = {
+    **{name: f"{name.lower()}-" + "k" * 40 for name in KEYS},
+    "CERTIFICATE_SIGNING_KEY": new_signing_key()[0],
+}
 
 
 @pytest.fixture

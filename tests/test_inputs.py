@@ -6,8 +6,9 @@ import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.inputs import MAX_ID, json_depth
+from app.inputs import json_depth
 from app.models import Posting, User
+from app.models.base import MAX_ID
 from tests.factories import make_org, make_posting, make_user, make_volunteer
 
 HUGE = [MAX_ID + 1, 2**63, 2**64 + 5]

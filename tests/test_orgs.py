@@ -366,3 +366,9 @@ def test_two_coordinators_removing_each_other_at_once_leave_one(app, postgres_on
         assert codes == [204, 403]
         assert list(left.values()) == ["coordinator"]
         assert org_row(app, org_id).member_count == 1
+
+
+def test_an_org_id_beyond_the_integer_range_is_404(app, client):
+    account = make_user(app)
+    resp = client.get(f"/api/v1/orgs/{2**40}", headers=account.headers)
+    assert (resp.status_code, resp.get_json()["error"]) == (404, "not_found")

@@ -10,9 +10,13 @@ import pytest
 
 from app import create_app
 from app.secrets import KEYS, UnsafeConfiguration
+from app.services.certificates import new_signing_key
 from tests.conftest import _config_dict
 
-GOOD = {name: f"{name.lower()}-" + "k" * 40 for name in KEYS}
+GOOD = {
+    **{name: f"{name.lower()}-" + "k" * 40 for name in KEYS},
+    "CERTIFICATE_SIGNING_KEY": new_signing_key()[0],
+}
 
 
 def production(tmp_path, **keys):
@@ -34,6 +38,7 @@ def test_production_starts_with_three_good_keys(tmp_path):
         ({**GOOD, "SECRET_KEY": "dev-only-change-me"}, ["SECRET_KEY is a published default value"]),
         ({**GOOD, "ID_HASH_KEY": "short"}, ["ID_HASH_KEY is shorter than 32 bytes"]),
         ({**GOOD, "SECRET_KEY": "change-me-to-a-long-random-string"}, ["SECRET_KEY is a published default"]),
+        ({**GOOD, "CERTIFICATE_SIGNING_KEY": None}, ["CERTIFICATE_SIGNING_KEY is not set"]),
     ],
 )
 def test_production_refuses_unsafe_keys_and_says_which(tmp_path, keys, says):

@@ -2,6 +2,7 @@
 
 from app.models.audit import AuditEntry
 from app.models.base import Base
+from app.models.certificates import CalendarFeed, Certificate
 from app.models.claims import Claim
 from app.models.energy import EnergyEntry
 from app.models.jobs import JobRun
@@ -15,6 +16,8 @@ from app.models.users import User, Volunteer
 __all__ = [
     "AuditEntry",
     "Base",
+    "CalendarFeed",
+    "Certificate",
     "Claim",
     "Device",
     "EnergyEntry",

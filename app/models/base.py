@@ -9,6 +9,9 @@ import sqlalchemy.orm as so
 
 from app.clock import as_utc, utcnow
 
+# Ids are 32-bit integers on PostgreSQL: a larger id names no row (and must not reach the query).
+MAX_ID = 2**31 - 1
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",

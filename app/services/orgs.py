@@ -37,6 +37,7 @@ class OrgView:
 
 
 def get_org(org_id: int) -> Org:
+    """The org (ids come bounded: app/inputs.py for paths, the Id field for bodies)."""
     return db.session.get(Org, org_id) or _not_found()
 
 

@@ -20,7 +20,7 @@ from itsdangerous import BadData, URLSafeSerializer
 
 from app.clock import as_utc
 from app.errors import AppError
-from app.inputs import MAX_ID
+from app.models.base import MAX_ID
 
 # (column, descending)
 Order = Sequence[tuple[Any, bool]]

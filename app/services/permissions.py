@@ -15,6 +15,8 @@ Every service asks the actor, never its own copy of a rule. The rules:
   nobody approves their own posting.
 - A posting's **contacts** (who see the beneficiary's phone and exact
   address) are its managers and the holder of an active or fulfilled claim.
+- A certificate is seen by its volunteer and managed (voided) by the
+  managers of the org that certifies it, never by its own volunteer.
 - **Nobody confirms their own work**: the person whose hours a claim earns
   (the claimant, or a service's provider) never confirms it, nor does a
   claimant confirm the hand-over of their own reward; nobody gives
@@ -30,7 +32,7 @@ import sqlalchemy as sa
 
 from app.errors import Forbidden
 from app.extensions import db
-from app.models import Claim, Org, OrgMember, Posting, User
+from app.models import Certificate, Claim, Org, OrgMember, Posting, User
 from app.policy import (
     CONTACT_CLAIM_STATUSES,
     FULFIL_CONFIRM,
@@ -159,6 +161,11 @@ class Actor:
         """May see the beneficiary's phone and exact address (and the exact point)."""
         return self.manages_posting(posting) or claim_status in CONTACT_CLAIM_STATUSES
 
+    def sees_exact_point(self, posting: Posting, claim_status: str | None) -> bool:
+        """The exact point of a posting with a beneficiary (a wish: someone's home)
+        is for its contacts; others get it rounded (``app.geo.approximate``)."""
+        return not POLICIES[posting.kind].has_beneficiary or self.is_contact(posting, claim_status)
+
     def may_view_posting(self, posting: Posting, held_claim: Callable[[], bool]) -> bool:
         """Public postings: everyone. Hidden ones (pending, rejected, cancelled): its
         managers; a cancelled one also whoever held a claim on it (``held_claim``,
@@ -249,6 +256,20 @@ class Actor:
             raise Forbidden("coordinator_required")
         if volunteer_id == self.id:
             raise Forbidden("own_record")
+
+    # --- certificates ----------------------------------------------------------------------------------------
+
+    def may_see_certificate(self, certificate: Certificate) -> bool:
+        """Its volunteer, the certifying org's coordinators, admins."""
+        return certificate.volunteer_id == self.id or self.manages_org(certificate.org_id)
+
+    def require_may_void(self, certificate: Certificate) -> None:
+        """Voiding is for the certifying org's coordinators and admins, never on
+        their own certificate (403 ``own_certificate``)."""
+        if self.id is not None and certificate.volunteer_id == self.id:
+            raise Forbidden("own_certificate")
+        if not self.manages_org(certificate.org_id):
+            raise Forbidden("coordinator_required")
 
 
 def admins() -> sa.Select:

@@ -31,9 +31,9 @@ RATING_WORDS = {5: "优秀", 4: "良好", 3: "合格", 2: "基本合格", 1: "�
 
 
 def served_at() -> sa.ColumnElement[datetime]:
-    """When a record's service took place, for periods (months of a summary, an
-    export's from/to, an org's figures): its end, else its start, else when it
-    was recorded (an honor record may carry neither)."""
+    """When a record's service took place, as SQL, for every period (months of a
+    summary, an export's from/to, an org's figures, a certificate's period): its
+    end, else its start, else when it was recorded (an honor record may carry neither)."""
     return sa.func.coalesce(ServiceRecord.ended_at, ServiceRecord.started_at, ServiceRecord.created_at)
 
 

@@ -15,6 +15,14 @@ from mobile_api.schemas.accounts import (
     VolunteerRegisterSchema,
     VolunteerSchema,
 )
+from mobile_api.schemas.calendar import CalendarFeedSchema
+from mobile_api.schemas.certificates import (
+    CertificateCreateSchema,
+    CertificateSchema,
+    CertificateVerificationSchema,
+    CertificateVoidSchema,
+    verify_url_of,
+)
 from mobile_api.schemas.claims import (
     ClaimConfirmSchema,
     ClaimCreateSchema,
@@ -80,7 +88,12 @@ __all__ = [
     "AuthResultSchema",
     "BeneficiaryInputSchema",
     "BeneficiarySchema",
+    "CalendarFeedSchema",
     "CancelSchema",
+    "CertificateCreateSchema",
+    "CertificateSchema",
+    "CertificateVerificationSchema",
+    "CertificateVoidSchema",
     "ClaimConfirmSchema",
     "ClaimCreateSchema",
     "ClaimFulfilSchema",
@@ -135,4 +148,5 @@ __all__ = [
     "VolunteerRegisterSchema",
     "VolunteerSchema",
     "VolunteerVerificationSchema",
+    "verify_url_of",
 ]

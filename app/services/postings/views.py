@@ -10,16 +10,16 @@ import sqlalchemy as sa
 
 from app.errors import NotFound
 from app.extensions import db
+from app.geo import approximate
 from app.models import Claim, Org, Posting, User
-from app.policy import LIVE_CLAIM_STATUSES, POLICIES
+from app.policy import LIVE_CLAIM_STATUSES
 from app.services.permissions import Actor
 from app.validators import mask_name
 
-# Where a beneficiary lives is for contacts: everyone else sees the point to 3
-# decimals (about 100 m) and distances to 0.1 km, or three distances from three
-# places would give the exact point back.
-COARSE_DEGREES = 3
-COARSE_KM = 1
+# Where a beneficiary lives is for contacts (Actor.sees_exact_point): everyone
+# else sees the point rounded (app.geo.approximate) and distances to 0.1 km, or
+# three distances from three places would give the exact point back.
+COARSE_KM_DECIMALS = 1
 
 
 @dataclass
@@ -42,9 +42,10 @@ class PostingView:
     def location(self) -> dict[str, float] | None:
         if self.posting.lat is None or self.posting.lng is None:
             return None
-        if self.exact_place:
-            return {"lat": self.posting.lat, "lng": self.posting.lng}
-        return {"lat": round(self.posting.lat, COARSE_DEGREES), "lng": round(self.posting.lng, COARSE_DEGREES)}
+        lat, lng = self.posting.lat, self.posting.lng
+        if not self.exact_place:
+            lat, lng = approximate(lat, lng)
+        return {"lat": lat, "lng": lng}
 
     @property
     def reject_reason(self) -> str | None:
@@ -98,18 +99,18 @@ def views_of(
     views = []
     for posting in postings:
         my_claim = claims.get(posting.id)
-        private = POLICIES[posting.kind].has_beneficiary
-        contact = (detail or private) and actor.is_contact(posting, my_claim.status if my_claim else None)
-        exact = contact or not private
+        claim_status = my_claim.status if my_claim else None
+        contact = detail and actor.is_contact(posting, claim_status)
+        exact = actor.sees_exact_point(posting, claim_status)
         distance = distances.get(posting.id) if distances else None
         views.append(
             PostingView(
                 posting=posting,
                 author={"id": posting.author_id, "display_name": authors.get(posting.author_id)},
                 org={"id": posting.org_id, "name": orgs.get(posting.org_id)} if posting.org_id else None,
-                beneficiary=_beneficiary(posting, detail and contact),
+                beneficiary=_beneficiary(posting, contact),
                 my_claim=my_claim,
-                distance_km=None if distance is None else round(distance, 3 if exact else COARSE_KM),
+                distance_km=None if distance is None else round(distance, 3 if exact else COARSE_KM_DECIMALS),
                 exact_place=exact,
             )
         )

@@ -1,0 +1,215 @@
+"""Calendar feeds (日历订阅): a user's sign-ups as an RFC 5545 calendar.
+
+Each user may have one secret feed URL, ``/api/v1/calendar/{token}.ics``. The
+token is 256 random bits; only its SHA-256 is stored, so a copy of the
+database does not give anyone's calendar away. Asking for a new URL replaces
+the token (the old URL answers 404); deleting it revokes the feed.
+
+The feed holds one VEVENT per claim the user holds or held on a posting whose
+kind is ``in_calendar`` (wish, project, charity, service), whose time is at
+most 30 days past:
+
+- a posting with a start time is an event from ``starts_at`` to ``ends_at``
+  (an hour when it has no end);
+- otherwise the claim's deadline is the event: a wish's ``due_at`` (or a
+  service's ``ends_at``) as a half-hour event ending then — a VEVENT rather
+  than a VTODO because Google and Apple Calendar show subscribed events but
+  ignore to-dos;
+- a service booked with no time at all is shown at the moment it was booked.
+
+The UID is ``claim-{id}@{host}``, so a calendar app updates an event rather
+than adding a second one; a withdrawn, released or cancelled claim stays in
+the feed as ``STATUS:CANCELLED`` so the app removes it. ``LAST-MODIFIED`` and
+``DTSTAMP`` are the later of the claim's and the posting's ``updated_at``: the
+body changes only when something in it did, and the ETag (a digest of those
+versions) lets a polling app get a 304 after three small queries, without the
+calendar being built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from icalendar import Calendar, Event
+from sqlalchemy.exc import IntegrityError
+
+from app.clock import as_utc, utcnow, zone
+from app.errors import NotFound
+from app.extensions import db
+from app.geo import approximate
+from app.models import CalendarFeed, Claim, Posting, User
+from app.policy import DROPPED_CLAIM_STATUSES, kinds_where
+from app.services.permissions import Actor
+
+TOKEN_BYTES = 32
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
+# How far back the feed reaches, by the event's time.
+FEED_WINDOW = timedelta(days=30)
+# Calendar apps may keep a copy this long before asking again (Cache-Control).
+FEED_MAX_AGE_SECONDS = 900
+# Bump when the feed's text changes, so every ETag changes with it.
+FEED_FORMAT = "1"
+EVENT_WITHOUT_END = timedelta(hours=1)
+DEADLINE_EVENT = timedelta(minutes=30)
+CALENDAR_KINDS = kinds_where(in_calendar=True)
+_STATUS_TEXT = {
+    "active": "进行中",
+    "waitlisted": "候补中",
+    "fulfilled": "已完成，待确认",
+    "confirmed": "已完成",
+    "withdrawn": "已退出",
+    "released": "已超时释放",
+    "cancelled": "已取消",
+    "no_show": "缺席",
+}
+
+
+# --- the secret URL ---------------------------------------------------------------------------------------------
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_feed(user: User) -> str:
+    """A new secret token for ``user``'s feed, replacing any earlier one."""
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    # Two requests at once: the loser's INSERT hits the unique user_id and it
+    # retries, replacing the winner's token (the last answer is the live URL).
+    attempts = 3
+    while True:
+        db.session.execute(sa.delete(CalendarFeed).where(CalendarFeed.user_id == user.id))
+        db.session.add(CalendarFeed(user_id=user.id, token_hash=token_hash(token), created_at=utcnow()))
+        try:
+            db.session.commit()
+            return token
+        except IntegrityError:
+            db.session.rollback()
+            attempts -= 1
+            if not attempts:
+                raise
+
+
+def revoke_feed(user: User) -> None:
+    """Forget ``user``'s feed token; its URL answers 404 from now on."""
+    db.session.execute(sa.delete(CalendarFeed).where(CalendarFeed.user_id == user.id))
+    db.session.commit()
+
+
+# --- the feed ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Feed:
+    """The feed's ETag, and its body unless the caller already has this version."""
+
+    etag: str
+    body: bytes | None
+
+
+def feed(token: str, host: str, *, already_has: Callable[[str], bool]) -> Feed:
+    """The calendar behind ``token`` (404 for an unknown one). ``host`` names the
+    UIDs' domain; ``already_has(etag)`` says whether the client holds that version
+    (If-None-Match), in which case no body is built."""
+    user = _feed_owner(token)
+    actor = Actor(user)
+    cutoff = utcnow() - FEED_WINDOW
+    rule = [Claim.user_id == user.id, Claim.kind.in_(CALENDAR_KINDS), _event_end() >= cutoff]
+    versions = db.session.execute(
+        sa.select(Claim.id, Claim.status, Claim.updated_at, Posting.updated_at)
+        .join(Posting, Posting.id == Claim.posting_id)
+        .where(*rule)
+        .order_by(Claim.id)
+    ).all()
+    digest = hashlib.sha256()
+    for part in (FEED_FORMAT, host, user.timezone or "", actor.is_admin, sorted(actor.coordinated), *versions):
+        digest.update(repr(part).encode() + b"\n")
+    etag = digest.hexdigest()[:32]
+    if already_has(etag):
+        return Feed(etag, None)
+
+    rows = db.session.execute(
+        sa.select(Claim, Posting).join(Posting, Posting.id == Claim.posting_id).where(*rule).order_by(Claim.id)
+    ).all()
+    calendar = Calendar()
+    calendar.add("prodid", "-//甬·志愿//calendar feed//ZH")
+    calendar.add("version", "2.0")
+    calendar.add("calscale", "GREGORIAN")
+    calendar.add("x-wr-calname", "甬·志愿 · 我的报名")
+    # A hint to clients that choose their own polling interval.
+    calendar.add("refresh-interval", timedelta(hours=1), parameters={"VALUE": "DURATION"})
+    calendar.add("x-published-ttl", timedelta(hours=1))
+    for claim, posting in rows:
+        calendar.add_component(_event(actor, claim, posting, host))
+    return Feed(etag, calendar.to_ical())
+
+
+def _feed_owner(token: str) -> User:
+    if not _TOKEN_SHAPE.fullmatch(token):
+        raise NotFound()
+    user = db.session.scalar(
+        sa.select(User)
+        .join(CalendarFeed, CalendarFeed.user_id == User.id)
+        .where(CalendarFeed.token_hash == token_hash(token))
+    )
+    if user is None:
+        raise NotFound()
+    return user
+
+
+def _event_end() -> sa.ColumnElement[datetime]:
+    """When an event ends (see :func:`_span`), as SQL, for the 30-day window."""
+    return sa.case(
+        (Posting.starts_at.is_not(None), sa.func.coalesce(Posting.ends_at, Posting.starts_at)),
+        else_=sa.func.coalesce(Claim.due_at, Posting.ends_at, Claim.claimed_at),
+    )
+
+
+def _span(claim: Claim, posting: Posting) -> tuple[datetime, datetime, bool]:
+    """(start, end, is a deadline) of the claim's event."""
+    if posting.starts_at is not None:
+        return posting.starts_at, posting.ends_at or posting.starts_at + EVENT_WITHOUT_END, False
+    deadline = claim.due_at or posting.ends_at
+    if deadline is not None:
+        return deadline - DEADLINE_EVENT, deadline, True
+    return claim.claimed_at, claim.claimed_at + DEADLINE_EVENT, False
+
+
+def _event(actor: Actor, claim: Claim, posting: Posting, host: str) -> Event:
+    start, end, is_deadline = _span(claim, posting)
+    dropped = claim.status in DROPPED_CLAIM_STATUSES
+    summary = f"截止：{posting.title}" if is_deadline else posting.title
+    if dropped:
+        summary = f"【{_STATUS_TEXT[claim.status]}】{summary}"
+    modified = as_utc(max(claim.updated_at, posting.updated_at)).replace(microsecond=0)
+    lines = [f"状态：{_STATUS_TEXT.get(claim.status, claim.status)}"]
+    if claim.due_at is not None and not dropped:
+        due = as_utc(claim.due_at).astimezone(zone(actor.user.timezone))
+        lines.append(f"请在 {due:%Y-%m-%d %H:%M} 前完成")
+    if posting.description:
+        lines.append(posting.description[:1000])
+
+    event = Event()
+    event.add("uid", f"claim-{claim.id}@{host}")
+    event.add("dtstamp", modified)
+    event.add("last-modified", modified)
+    event.add("dtstart", as_utc(start))
+    event.add("dtend", as_utc(end))
+    event.add("summary", summary)
+    event.add("description", "\n".join(lines))
+    if posting.address:
+        event.add("location", posting.address)
+    if posting.lat is not None and posting.lng is not None:
+        point = (posting.lat, posting.lng)
+        event.add("geo", point if actor.sees_exact_point(posting, claim.status) else approximate(*point))
+    if dropped:
+        event.add("status", "CANCELLED")
+    else:
+        event.add("status", "TENTATIVE" if claim.status == "waitlisted" else "CONFIRMED")
+    return event

@@ -1,0 +1,399 @@
+"""Certificates of volunteer service (志愿服务证明): issue, sign, verify, void.
+
+China's record rules say whoever recorded the hours certifies them (谁记录谁证明):
+a certificate covers a volunteer's records *with one org* in a period, and
+the org's coordinators may void it.
+
+A certificate is a snapshot. When it is issued, the figures (credit and honor
+minutes, the number of records), the table of records and the names on it
+are copied into its row; nothing added or changed later moves them.
+
+Its public **code** is what a school or an employer checks at
+``/verify/{code}``::
+
+    base64url( version (1 byte) | key id (4) | certificate id (8, big-endian) | signature (64) )
+
+The signature is Ed25519 over :func:`signed_content`, a canonical
+serialisation of the row's certified content. Checking a code recomputes that
+content from the stored row and verifies the signature with the key the code
+names, so a guessed, altered or forged code, or a row altered in the database,
+answers 404. The key id is the first 4 bytes of the SHA-256 of the public key:
+after a rotation (``CERTIFICATE_SIGNING_KEY`` replaced) the old public key in
+``CERTIFICATE_VERIFY_KEYS`` keeps the certificates it signed verifying; drop
+it and they stop verifying.
+
+The certificate **number** (``NB-2026-000123``) is made from the year of issue
+(Asia/Shanghai) and the row's id: unique because the id is, readable over the
+phone, but not a secret (the code is).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+import sqlalchemy as sa
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from flask import Flask, current_app
+
+from app.clock import day_start, isoformat, local_date, utcnow
+from app.errors import Conflict, Forbidden, Invalid, NotFound
+from app.extensions import db
+from app.models import Certificate, ServiceRecord
+from app.models.base import MAX_ID
+from app.secrets import is_development
+from app.services.audit import audit
+from app.services.certificate_pdf import render_certificate_pdf
+from app.services.orgs import get_org
+from app.services.pagination import paginate
+from app.services.permissions import Actor
+from app.services.records import served_at
+from notifications import notify
+
+log = logging.getLogger(__name__)
+
+NUMBER_PREFIX = "NB"
+CODE_VERSION = 1
+KEY_ID_BYTES = 4
+_ID_BYTES = 8
+_SIGNATURE_BYTES = 64
+_CODE_BYTES = 1 + KEY_ID_BYTES + _ID_BYTES + _SIGNATURE_BYTES
+CODE_LENGTH = len(base64.urlsafe_b64encode(bytes(_CODE_BYTES)).rstrip(b"="))
+_CODE_SHAPE = re.compile(r"[A-Za-z0-9_-]+")
+# Domain separation: these bytes sign certificates of this app and nothing else.
+_SIGNED_PREFIX = b"yongzhiyuan/certificate/v1\n"
+
+
+# --- keys -------------------------------------------------------------------------------------------------------
+
+
+class CertificateKeyError(RuntimeError):
+    """The certificate keys are missing or unreadable; the message says what to set."""
+
+
+@dataclass(frozen=True)
+class CertificateKeys:
+    """The key that signs new certificates, and every public key that verifies (by key id)."""
+
+    signing: Ed25519PrivateKey
+    signing_id: bytes
+    verifying: dict[bytes, Ed25519PublicKey] = field(default_factory=dict)
+
+
+def key_id(public_key: Ed25519PublicKey) -> bytes:
+    """The first 4 bytes of the SHA-256 of the raw public key."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).digest()[:KEY_ID_BYTES]
+
+
+def certificate_key(app: Flask) -> CertificateKeys:
+    """The app's certificate keys, read from its configuration once.
+
+    ``CERTIFICATE_SIGNING_KEY`` is required in production (``app.secrets``
+    refuses to start without it); in development and tests a key is derived from
+    ``SECRET_KEY`` (certificates of a development instance verify only there).
+    Raises :class:`CertificateKeyError` naming the variable otherwise.
+    """
+    keys = app.extensions.get("certificate_keys")
+    if keys is not None:
+        return keys
+    configured = app.config.get("CERTIFICATE_SIGNING_KEY")
+    if configured:
+        signing = load_private_key(configured, "CERTIFICATE_SIGNING_KEY")
+    elif is_development(app):
+        seed = hashlib.sha256(b"yongzhiyuan development certificate key\0" + str(app.config["SECRET_KEY"]).encode())
+        signing = Ed25519PrivateKey.from_private_bytes(seed.digest())
+    else:
+        raise CertificateKeyError(
+            "CERTIFICATE_SIGNING_KEY is not set: certificates cannot be signed or verified. "
+            "Generate one with `flask certificates keygen` and set it in the environment."
+        )
+    verifying = {key_id(signing.public_key()): signing.public_key()}
+    for text in (app.config.get("CERTIFICATE_VERIFY_KEYS") or "").split(","):
+        if text.strip():
+            public = load_public_key(text, "CERTIFICATE_VERIFY_KEYS")
+            verifying.setdefault(key_id(public), public)
+    keys = CertificateKeys(signing=signing, signing_id=key_id(signing.public_key()), verifying=verifying)
+    app.extensions["certificate_keys"] = keys
+    return keys
+
+
+def load_private_key(text: str, name: str) -> Ed25519PrivateKey:
+    """An Ed25519 private key from a PEM (PKCS#8) or the base64 of its 32-byte seed."""
+    return _load_key(text, name, Ed25519PrivateKey, lambda pem: serialization.load_pem_private_key(pem, password=None))
+
+
+def load_public_key(text: str, name: str) -> Ed25519PublicKey:
+    """An Ed25519 public key from a PEM or the base64 of its 32 raw bytes."""
+    return _load_key(text, name, Ed25519PublicKey, serialization.load_pem_public_key)
+
+
+def _load_key(text: str, name: str, key_type: type, load_pem: Callable[[bytes], object]):
+    text = text.strip()
+    try:
+        if text.startswith("-----BEGIN"):
+            key = load_pem(text.encode())
+        elif key_type is Ed25519PrivateKey:
+            key = Ed25519PrivateKey.from_private_bytes(_b64_32(text))
+        else:
+            key = Ed25519PublicKey.from_public_bytes(_b64_32(text))
+    except (ValueError, TypeError) as exc:
+        raise CertificateKeyError(
+            f"{name} holds something that is not an Ed25519 key (PEM or base64 of 32 bytes)."
+        ) from exc
+    if not isinstance(key, key_type):
+        raise CertificateKeyError(f"{name} must hold Ed25519 keys.")
+    return key
+
+
+def _b64_32(text: str) -> bytes:
+    try:
+        raw = base64.b64decode(text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4), validate=True)
+    except binascii.Error as exc:
+        raise ValueError("not base64") from exc
+    if len(raw) != 32:
+        raise ValueError("not 32 bytes")
+    return raw
+
+
+def public_key_text(public_key: Ed25519PublicKey) -> str:
+    """The base64 of a public key's 32 raw bytes (the form CERTIFICATE_VERIFY_KEYS takes)."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode()
+
+
+def new_signing_key() -> tuple[str, str]:
+    """A fresh key: (the base64 seed for CERTIFICATE_SIGNING_KEY, its public key)."""
+    key = Ed25519PrivateKey.generate()
+    seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    return base64.b64encode(seed).decode(), public_key_text(key.public_key())
+
+
+# --- the signed content and the code ----------------------------------------------------------------------------
+
+
+def signed_content(certificate: Certificate) -> bytes:
+    """The canonical bytes a certificate's signature covers: everything the
+    certificate states (not its status, which voiding changes)."""
+    content = {
+        "id": certificate.id,
+        "number": certificate.number,
+        "volunteer": {
+            "volunteer_no": certificate.volunteer_no,
+            "real_name": certificate.real_name,
+            "id_number_masked": certificate.id_masked,
+        },
+        "org": {"id": certificate.org_id, "name": certificate.org_name},
+        "from": certificate.period_from.isoformat(),
+        "to": certificate.period_to.isoformat(),
+        "credit_minutes": certificate.credit_minutes,
+        "honor_minutes": certificate.honor_minutes,
+        "records_count": certificate.records_count,
+        "records": certificate.records,
+        "issued_at": isoformat(certificate.issued_at),
+    }
+    return _SIGNED_PREFIX + json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _encode_code(key: bytes, certificate_id: int, signature: bytes) -> str:
+    raw = bytes([CODE_VERSION]) + key + certificate_id.to_bytes(_ID_BYTES, "big") + signature
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _decode_code(code: str) -> tuple[bytes, int, bytes] | None:
+    """(key id, certificate id, signature), or None for anything not a well-formed code."""
+    if len(code) != CODE_LENGTH or not _CODE_SHAPE.fullmatch(code):
+        return None
+    raw = base64.urlsafe_b64decode(code + "=" * (-len(code) % 4))
+    # The last character carries spare bits: only the one canonical spelling is the code.
+    if len(raw) != _CODE_BYTES or raw[0] != CODE_VERSION or base64.urlsafe_b64encode(raw).rstrip(b"=") != code.encode():
+        return None
+    key = raw[1 : 1 + KEY_ID_BYTES]
+    certificate_id = int.from_bytes(raw[1 + KEY_ID_BYTES : 1 + KEY_ID_BYTES + _ID_BYTES], "big")
+    return key, certificate_id, raw[1 + KEY_ID_BYTES + _ID_BYTES :]
+
+
+def sign(certificate: Certificate, keys: CertificateKeys) -> None:
+    """Set the certificate's code (its id and number must be set)."""
+    signature = keys.signing.sign(signed_content(certificate))
+    certificate.code = _encode_code(keys.signing_id, certificate.id, signature)
+    certificate.key_id = keys.signing_id.hex()
+
+
+def verify_code(code: str) -> Certificate:
+    """The certificate a public code stands for, or 404 when the code is unknown,
+    malformed or altered, or the certificate's row no longer matches its signature."""
+    decoded = _decode_code(code)
+    if decoded is None:
+        raise NotFound()
+    key, certificate_id, signature = decoded
+    public_key = certificate_key(current_app).verifying.get(key)
+    if public_key is None or not 0 < certificate_id <= MAX_ID:
+        raise NotFound()
+    certificate = db.session.get(Certificate, certificate_id)
+    if certificate is None:
+        raise NotFound()
+    try:
+        public_key.verify(signature, signed_content(certificate))
+    except InvalidSignature:
+        if code == certificate.code:
+            # Our own code no longer matches its row: the row was changed behind our back.
+            log.error("certificate %s no longer matches its signature", certificate.id)
+        raise NotFound() from None
+    return certificate
+
+
+# --- issuing ----------------------------------------------------------------------------------------------------
+
+
+def issue_certificate(actor: Actor, org_id: int, first: date | None, last: date | None) -> Certificate:
+    """Certify the caller's records with ``org_id`` from ``first`` to ``last``
+    (dates in Asia/Shanghai, inclusive; no ``first``: since the first record,
+    no ``last``: today), and tell them (``certificate_issued``).
+
+    The org must be approved (409 ``org_not_approved``): a pending or rejected
+    org has recorded nothing and vouches for nothing. 422 ``no_records`` when
+    nothing falls in the period.
+    """
+    keys = certificate_key(current_app)  # a missing key fails here, before anything is written
+    volunteer = actor.user.volunteer
+    if volunteer is None:
+        raise Forbidden("volunteer_required")
+    org = get_org(org_id)
+    if org.status != "approved":
+        raise Conflict("org_not_approved")
+    now = utcnow()
+    today = local_date(now)
+    last = last or today
+    if last > today:
+        raise Invalid("to", "Must not be after today.")
+    if first is not None and first > last:
+        raise Invalid("from", "Must not be after to.")
+
+    when = served_at()
+    stmt = (
+        sa.select(ServiceRecord, when)
+        .where(
+            ServiceRecord.volunteer_id == actor.id,
+            ServiceRecord.org_id == org.id,
+            when < day_start(last + timedelta(days=1)),
+        )
+        .order_by(when, ServiceRecord.id)
+    )
+    if first is not None:
+        stmt = stmt.where(when >= day_start(first))
+    rows = db.session.execute(stmt).all()
+    if not rows:
+        raise Invalid("org_id", "You have no service records with this organisation in the period.", "no_records")
+
+    records = [
+        {
+            "id": record.id,
+            "date": local_date(served).isoformat(),
+            "activity": record.activity,
+            "place": record.place,
+            "minutes": record.minutes,
+            "kind": record.kind,
+        }
+        for record, served in rows
+    ]
+    certificate = Certificate(
+        volunteer_id=actor.id,
+        org_id=org.id,
+        volunteer_no=volunteer.volunteer_no,
+        real_name=volunteer.real_name,
+        id_masked=volunteer.id_masked,
+        org_name=org.name,
+        period_from=first or date.fromisoformat(records[0]["date"]),
+        period_to=last,
+        credit_minutes=sum(r["minutes"] for r in records if r["kind"] == "credit"),
+        honor_minutes=sum(r["minutes"] for r in records if r["kind"] == "honor"),
+        records_count=len(records),
+        records=records,
+        # Whole seconds: the signed text of the time must survive the database's round trip.
+        issued_at=now.replace(microsecond=0),
+        status="valid",
+    )
+    db.session.add(certificate)
+    db.session.flush()
+    certificate.number = f"{NUMBER_PREFIX}-{local_date(certificate.issued_at).year}-{certificate.id:06d}"
+    sign(certificate, keys)
+    audit(
+        actor.id,
+        "certificate.issue",
+        "certificate",
+        certificate.id,
+        number=certificate.number,
+        org_id=org.id,
+        period_from=certificate.period_from.isoformat(),
+        period_to=certificate.period_to.isoformat(),
+        credit_minutes=certificate.credit_minutes,
+        honor_minutes=certificate.honor_minutes,
+        records_count=certificate.records_count,
+    )
+    notify(
+        [actor.id],
+        "certificate_issued",
+        dedupe=f"certificate:{certificate.id}",
+        certificate_id=certificate.id,
+        org_id=org.id,
+        org=org.name,
+        number=certificate.number,
+    )
+    db.session.commit()
+    return certificate
+
+
+# --- reading and voiding ----------------------------------------------------------------------------------------
+
+
+def get_certificate(actor: Actor, certificate_id: int) -> Certificate:
+    """One certificate, for its volunteer, the org's coordinators and admins (404 for others)."""
+    certificate = db.session.get(Certificate, certificate_id) if 0 < certificate_id <= MAX_ID else None
+    if certificate is None or not actor.may_see_certificate(certificate):
+        raise NotFound()
+    return certificate
+
+
+def certificate_pdf(
+    actor: Actor, certificate_id: int, verify_url: Callable[[Certificate], str]
+) -> tuple[Certificate, bytes]:
+    """The certificate and its PDF (for those who may see it); ``verify_url(certificate)``
+    is the public check's address, printed and drawn as a QR code."""
+    certificate = get_certificate(actor, certificate_id)
+    return certificate, render_certificate_pdf(certificate, verify_url(certificate))
+
+
+def list_my_certificates(actor: Actor, *, cursor: str | None, limit: int) -> tuple[list[Certificate], str | None]:
+    """The caller's certificates, newest first."""
+    stmt = sa.select(Certificate).where(Certificate.volunteer_id == actor.id)
+    return paginate(db.session, stmt, [(Certificate.id, True)], cursor, limit, lambda c: [c.id])
+
+
+def void_certificate(actor: Actor, certificate_id: int, reason: str) -> Certificate:
+    """Void a certificate (the org's coordinators, admins; never one's own); the
+    public check then says ``void``. 409 ``certificate_void`` if it already is."""
+    certificate = get_certificate(actor, certificate_id)
+    actor.require_may_void(certificate)
+    now = utcnow()
+    done = db.session.execute(
+        sa.update(Certificate)
+        .where(Certificate.id == certificate.id, Certificate.status == "valid")
+        .values(status="void", voided_at=now, voided_by=actor.id, void_reason=reason)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not done:
+        db.session.rollback()
+        raise Conflict("certificate_void")
+    audit(actor.id, "certificate.void", "certificate", certificate.id, number=certificate.number, reason=reason)
+    db.session.commit()
+    return db.session.get(Certificate, certificate.id, populate_existing=True)
