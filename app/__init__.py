@@ -60,6 +60,10 @@ def create_app(config: type | Mapping | None = None) -> Flask:
         level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
 
+    from app.skills import load_skills
+
+    # Parsed once, so a malformed SKILLS stops the app at start, not at a request.
+    app.extensions["skills"] = load_skills(app.config.get("SKILLS"))
     db.init_app(app)
     migrate.init_app(app, db, render_as_batch=True, compare_type=True)
     jwt.init_app(app)
@@ -94,9 +98,9 @@ def create_app(config: type | Mapping | None = None) -> Flask:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from mobile_api import auth, claims, health, me, notifications, orgs, postings, stats
+    from mobile_api import auth, claims, health, me, notifications, orgs, postings, skills, stats
 
-    for module in (health, auth, me, orgs, postings, notifications, claims, stats):
+    for module in (health, auth, me, orgs, postings, skills, notifications, claims, stats):
         api.register_blueprint(module.blp)
 
 

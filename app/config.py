@@ -79,6 +79,9 @@ class Config:
     ARGON2_MEMORY_COST = env_int("ARGON2_MEMORY_COST", 65536)
 
     DISTRICTS = env_list("DISTRICTS", NINGBO_DISTRICTS)
+    # The skills vocabulary (app/skills.py): unset = the default list; else a JSON
+    # array of {"code", "name_zh", "name_en"}, inline or the path of a file.
+    SKILLS = os.environ.get("SKILLS")
     DEFAULT_TIMEZONE = os.environ.get("DEFAULT_TIMEZONE", "Asia/Shanghai")
 
     PUSH_BACKEND = os.environ.get("PUSH_BACKEND", "log")

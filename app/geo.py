@@ -24,6 +24,12 @@ KM_PER_DEG_LAT = EARTH_RADIUS_KM * math.pi / 180
 # The box is a prefilter: widened by this fraction so rounding never drops a rim point.
 _BOX_MARGIN = 1e-6
 
+# The widest radius any search uses (a feed's radius_km, a volunteer's push radius),
+# and the rings a nearest-first search walks outwards in, so that it stops at the
+# first ring that holds what it needs instead of reading the whole 50 km.
+MAX_RADIUS_KM = 50.0
+RINGS_KM = (1.0, 3.0, 10.0, MAX_RADIUS_KM)
+
 # Geocells: a fixed grid of GEOCELL_DEG degrees. A radius query turns into a
 # short list of cells, each an index range, so it never scans the table.
 GEOCELL_DEG = 0.02

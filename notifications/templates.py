@@ -67,9 +67,10 @@ TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
         "zh-CN": ("活动缺席", "您报名的「{title}」已结束，您未签到，记为缺席。"),
         "en": ("Marked absent", "“{title}” has ended and you did not check in; you were marked absent."),
     },
+    # Wishes, projects and charity activities alike (微呼百应): the texts name no kind.
     "nearby_posting": {
-        "zh-CN": ("附近有新心愿", "距您约 {distance_km} 公里：「{title}」"),
-        "en": ("A wish near you", "About {distance_km} km from you: “{title}”"),
+        "zh-CN": ("附近需要志愿者", "距您约 {distance_km} 公里：「{title}」"),
+        "en": ("Volunteers needed near you", "About {distance_km} km from you: “{title}”"),
     },
 }
 

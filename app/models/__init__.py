@@ -9,7 +9,7 @@ from app.models.orgs import Org, OrgMember
 from app.models.postings import Posting, PostingTag
 from app.models.records import ServiceRecord
 from app.models.tokens import IdempotencyKey, RefreshToken
-from app.models.users import User, Volunteer
+from app.models.users import User, Volunteer, VolunteerSkill
 
 __all__ = [
     "AuditEntry",
@@ -27,4 +27,5 @@ __all__ = [
     "ServiceRecord",
     "User",
     "Volunteer",
+    "VolunteerSkill",
 ]

@@ -63,6 +63,7 @@ from mobile_api.schemas.records import (
     RecordSchema,
     RecordSummarySchema,
 )
+from mobile_api.schemas.skills import SkillSchema
 from mobile_api.schemas.stats import (
     HealthSchema,
     StatsQuerySchema,
@@ -111,6 +112,7 @@ __all__ = [
     "RegisterSchema",
     "RejectSchema",
     "SiteLocationSchema",
+    "SkillSchema",
     "StatsQuerySchema",
     "StatsSchema",
     "TokenPairSchema",

@@ -8,7 +8,7 @@ from typing import Any
 from app.clock import utcnow
 from app.errors import Conflict, Forbidden, Invalid
 from app.extensions import db
-from app.models import Org, Posting
+from app.models import Org, Posting, PostingTag
 from app.policy import ANYONE, COORDINATORS, POLICIES, PROVIDERS, KindPolicy
 from app.services.permissions import Actor
 from app.services.postings.fields import (
@@ -60,7 +60,7 @@ def create_posting(actor: Actor, data: Mapping[str, Any]) -> PostingView:
         waitlist_count=0,
         **values,
     )
-    posting.tags = tag_rows(data.get("tags") or [])
+    posting.tags = [PostingTag(**row) for row in tag_rows(data.get("tags") or [], posting.lat, posting.lng)]
     db.session.add(posting)
     db.session.flush()
     if posting.status == "open":

@@ -9,9 +9,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from flask import current_app
 
 from app.errors import Invalid
+from app.extensions import db
 from app.geo import geocell_for
 from app.models import PostingTag
 from app.policy import KindPolicy
@@ -108,8 +110,21 @@ def apply_location(values: dict[str, Any], location: Mapping[str, float] | None)
     values.update(lat=lat, lng=lng, geocell=geocell_for(lat, lng))
 
 
-def tag_rows(tags: Sequence[str]) -> list[PostingTag]:
-    return [PostingTag(tag=tag, position=i) for i, tag in enumerate(normalise_tags(tags))]
+def tag_rows(tags: Sequence[str], lat: float | None, lng: float | None) -> list[dict[str, Any]]:
+    """The rows of a posting's tags, each with a copy of its point (the tag index
+    "for me" searches around a volunteer's home)."""
+    place = {"lat": lat, "lng": lng, "geocell": geocell_for(lat, lng)}
+    return [{"tag": tag, "position": i, **place} for i, tag in enumerate(normalise_tags(tags))]
+
+
+def move_tags(posting_id: int, lat: float | None, lng: float | None) -> None:
+    """The posting moved: its tags' copies of its point follow."""
+    db.session.execute(
+        sa.update(PostingTag)
+        .where(PostingTag.posting_id == posting_id)
+        .values(lat=lat, lng=lng, geocell=geocell_for(lat, lng))
+        .execution_options(synchronize_session=False)
+    )
 
 
 def normalise_tags(tags: Iterable[str]) -> list[str]:

@@ -26,6 +26,8 @@ class PostingView:
     beneficiary: dict[str, Any]
     my_claim: Claim | None = None
     distance_km: float | None = None
+    # "for me": the viewer's skills the tags name, and the distance from their home
+    match: dict[str, Any] | None = None
 
     def __getattr__(self, name: str) -> Any:
         # Everything else is the posting's own column.
@@ -70,10 +72,12 @@ def views_of(
     *,
     detail: bool = False,
     distances: Mapping[int, float] | None = None,
+    matches: Mapping[int, list[str]] | None = None,
 ) -> list[PostingView]:
     """Views of many postings in a fixed number of queries (authors, orgs, the
     viewer's claims), never one per posting. Lists (``detail=False``) never
-    carry a beneficiary's phone or address."""
+    carry a beneficiary's phone or address. ``distances`` (km) and ``matches``
+    (skills matched, for "for me") are per posting id."""
     if not postings:
         return []
     ids = [p.id for p in postings]
@@ -90,6 +94,7 @@ def views_of(
     for posting in postings:
         my_claim = claims.get(posting.id)
         contact = detail and actor.is_contact(posting, my_claim.status if my_claim else None)
+        distance_km = round(distances[posting.id], 3) if distances and posting.id in distances else None
         views.append(
             PostingView(
                 posting=posting,
@@ -97,7 +102,8 @@ def views_of(
                 org={"id": posting.org_id, "name": orgs.get(posting.org_id)} if posting.org_id else None,
                 beneficiary=_beneficiary(posting, contact),
                 my_claim=my_claim,
-                distance_km=round(distances[posting.id], 3) if distances and posting.id in distances else None,
+                distance_km=distance_km,
+                match={"skills": matches[posting.id], "distance_km": distance_km} if matches else None,
             )
         )
     return views

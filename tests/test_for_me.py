@@ -1,0 +1,177 @@
+"""For me (为我推荐): open postings near a volunteer's home, best match first, in keyset pages."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from app import clock
+from app.geo import KM_PER_DEG_LAT
+from tests.factories import make_claim, make_org, make_posting, make_user, make_volunteer
+
+NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+HOME = (29.87, 121.55)
+URL = "/api/v1/postings?for_me=true"
+
+
+def north(km: float) -> tuple[float, float]:
+    return HOME[0] + km / KM_PER_DEG_LAT, HOME[1]
+
+
+@pytest.fixture
+def org(app):
+    clock.freeze(NOW)
+    return make_org(app)
+
+
+def post(app, author, km: float, **fields) -> int:
+    lat, lng = north(km)
+    return make_posting(app, author, lat=lat, lng=lng, **fields)
+
+
+def page(client, account, query: str = "") -> dict:
+    resp = client.get(URL + query, headers=account.headers)
+    assert resp.status_code == 200, resp.get_json()
+    return resp.get_json()
+
+
+def ids(body: dict) -> list[int]:
+    return [item["id"] for item in body["items"]]
+
+
+def test_skills_first_then_distance_within_the_radius_and_open_only(app, client, org):
+    org_id, coordinator = org
+    me = make_volunteer(app, skills=["elderly"], home=HOME, push_radius_km=3)
+    other = make_volunteer(app)
+    matching = post(app, coordinator, 2.0, title="陪老人散步", tags=["助老", "陪伴"])
+    plain = post(app, coordinator, 0.5, title="搬书")
+    project = post(app, coordinator, 1.0, kind="project", org_id=org_id, tags=["elderly"])
+    beyond = post(app, coordinator, 3.5, tags=["助老"])
+    closed = post(app, coordinator, 0.2, status="closed", tags=["助老"])
+    taken = post(app, coordinator, 0.3)
+    make_claim(app, taken, other)  # claimed: no longer open
+    held = post(app, coordinator, 0.4, kind="charity", org_id=org_id)
+    make_claim(app, held, me)
+    mine = post(app, me, 0.1, tags=["助老"])
+    service = post(app, coordinator, 0.6, kind="service", tags=["助老"])
+    energy = post(app, coordinator, 0.7, kind="energy", org_id=org_id)
+    pending = post(app, coordinator, 0.8, status="pending_review")
+    nowhere = make_posting(app, coordinator, lat=None, lng=None, tags=["助老"])
+
+    body = page(client, me)
+    assert ids(body) == [project, matching, plain]
+    assert body["next_cursor"] is None
+    first, second, third = body["items"]
+    assert first["match"] == {"skills": ["elderly"], "distance_km": 1.0}
+    assert second["match"] == {"skills": ["elderly"], "distance_km": 2.0} and second["distance_km"] == 2.0
+    assert third["match"] == {"skills": [], "distance_km": 0.5}
+    left_out = {beyond, closed, taken, held, mine, service, energy, pending, nowhere}
+    assert left_out.isdisjoint(ids(body))
+
+    # the plain feed never carries a match
+    feed = client.get("/api/v1/postings", headers=me.headers).get_json()
+    assert all(item["match"] is None for item in feed["items"])
+
+
+def test_more_skills_matched_rank_first_then_the_nearest_deadline(app, client, org):
+    _, coordinator = org
+    me = make_volunteer(app, skills=["elderly", "repair", "driving"], home=HOME, push_radius_km=10)
+    both = post(app, coordinator, 8.0, tags=["维修", "助老", "elderly"])  # two tags name the same skill
+    one_far = post(app, coordinator, 3.0, tags=["driving"])
+    soon = post(app, coordinator, 1.0, tags=["repair"], expires_at=NOW + timedelta(days=2))
+    later = post(app, coordinator, 1.0, tags=["repair"], expires_at=NOW + timedelta(days=9))
+    never = post(app, coordinator, 1.0, tags=["repair"], expires_at=None)
+    none = post(app, coordinator, 0.1)
+
+    body = page(client, me)
+    assert ids(body) == [both, soon, later, never, one_far, none]
+    assert body["items"][0]["match"]["skills"] == ["elderly", "repair"]
+
+
+def test_a_volunteer_without_skills_gets_the_nearest_first(app, client, org):
+    _, coordinator = org
+    me = make_volunteer(app, skills=[], home=HOME, push_radius_km=50)
+    far = post(app, coordinator, 40.0, tags=["助老"])
+    near = post(app, coordinator, 0.5)
+    middle = post(app, coordinator, 5.0)
+    assert ids(page(client, me)) == [near, middle, far]
+
+
+def test_pages_never_repeat_or_skip_while_postings_open(app, client, org):
+    """Keyset pages over (skills matched, distance, deadline, id), across tiers and rings."""
+    org_id, coordinator = org
+    me = make_volunteer(app, skills=["elderly", "repair"], home=HOME, push_radius_km=30)
+    tags_by_tier = {2: ["助老", "repair"], 1: ["elderly"], 0: []}
+    placed = {}
+    for tier, tags in tags_by_tier.items():
+        for km in (0.4, 2.5, 2.5, 7.0, 25.0):
+            placed[post(app, coordinator, km, tags=tags, title=f"{tier}-{km}")] = (tier, km)
+
+    originals = set(placed)
+    seen: list[int] = []
+    cursor = None
+    while True:
+        body = page(client, me, f"&limit=2&cursor={cursor}" if cursor else "&limit=2")
+        seen += ids(body)
+        for item in body["items"]:
+            assert item["match"]["distance_km"] == item["distance_km"]
+        # postings opening between pages, before and after the cursor
+        for tier, km in ((2, 0.1), (0, 28.0)):
+            placed[post(app, coordinator, km, tags=tags_by_tier[tier], title=f"new {tier}-{km}")] = (tier, km)
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+
+    assert len(seen) == len(set(seen))
+    assert originals <= set(seen)
+    order = [placed[posting_id] for posting_id in seen]
+    assert order == sorted(order, key=lambda place: (-place[0], place[1]))
+
+
+def test_kind_narrows_it(app, client, org):
+    org_id, coordinator = org
+    me = make_volunteer(app, home=HOME)
+    post(app, coordinator, 0.5)
+    project = post(app, coordinator, 1.0, kind="project", org_id=org_id)
+    assert ids(page(client, me, "&kind=project")) == [project]
+    resp = client.get(URL + "&kind=service", headers=me.headers)
+    assert resp.status_code == 422 and "kind" in resp.get_json()["errors"]["query"]
+
+
+def test_who_may_ask(app, client, org):
+    assert client.get(URL).get_json()["error"] == "authorization_required"
+    assert client.get(URL).status_code == 401
+    resident = make_user(app)
+    resp = client.get(URL, headers=resident.headers)
+    assert (resp.status_code, resp.get_json()["error"]) == (403, "volunteer_required")
+    homeless = make_volunteer(app, home=None)
+    resp = client.get(URL, headers=homeless.headers)
+    assert (resp.status_code, resp.get_json()["error"]) == (422, "home_required")
+    assert "for_me" in resp.get_json()["errors"]["query"]
+
+
+@pytest.mark.parametrize(
+    "extra", ["&near=29.87,121.55", "&sort=distance&near=29.87,121.55", "&status=closed", "&tag=x"]
+)
+def test_for_me_has_its_own_place_and_order(app, client, org, extra):
+    me = make_volunteer(app, home=HOME)
+    resp = client.get(URL + extra, headers=me.headers)
+    assert resp.status_code == 422
+    assert resp.get_json()["error"] == "validation_error"
+
+
+def test_a_cursor_of_another_order_is_refused(app, client, org):
+    _, coordinator = org
+    me = make_volunteer(app, home=HOME)
+    for km in (0.5, 1.0, 1.5):
+        post(app, coordinator, km)
+    newest = client.get("/api/v1/postings?limit=1").get_json()["next_cursor"]
+    nearest = client.get("/api/v1/postings?limit=1&near=29.87,121.55&sort=distance").get_json()["next_cursor"]
+    for cursor in (newest, nearest, "not-a-cursor"):
+        resp = client.get(f"{URL}&cursor={cursor}", headers=me.headers)
+        assert resp.status_code == 422, cursor
+        assert "cursor" in resp.get_json()["errors"]["query"]
+    mine = page(client, me, "&limit=1")["next_cursor"]
+    resp = client.get(f"/api/v1/postings?near=29.87,121.55&sort=distance&cursor={mine}")
+    assert resp.status_code == 422
