@@ -185,7 +185,7 @@ def make_posting(
             author_id=author.id,
             **values,
         )
-        posting.tags = [PostingTag(**row) for row in tag_rows(tags or [], lat, lng)]
+        posting.tags = [PostingTag(**row) for row in tag_rows(tags or [], kind, status, lat, lng)]
         db.session.add(posting)
         db.session.commit()
         return posting.id

@@ -5,9 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from app import clock
-from app.geo import KM_PER_DEG_LAT
+from app.extensions import db
+from app.geo import KM_PER_DEG_LAT, geocell_for
+from app.models import Posting, PostingTag
 from tests.factories import make_claim, make_org, make_posting, make_user, make_volunteer
 
 NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
@@ -175,3 +178,69 @@ def test_a_cursor_of_another_order_is_refused(app, client, org):
     mine = page(client, me, "&limit=1")["next_cursor"]
     resp = client.get(f"/api/v1/postings?near=29.87,121.55&sort=distance&cursor={mine}")
     assert resp.status_code == 422
+
+
+def test_tags_carry_the_point_of_a_live_posting_only(app, client, org):
+    """The tag index "for me" searches holds live postings, at their current place."""
+    org_id, coordinator = org
+
+    def tag_points(posting_id: int) -> set[tuple]:
+        with app.app_context():
+            rows = db.session.execute(
+                sa.select(PostingTag.tag, PostingTag.lat, PostingTag.lng, PostingTag.geocell).where(
+                    PostingTag.posting_id == posting_id
+                )
+            )
+            return set(rows.tuples())
+
+    body = {
+        "kind": "wish",
+        "title": "陪老人聊天",
+        "description": "每周一次",
+        "district": "haishu",
+        "org_id": org_id,
+        "location": {"lat": 29.87, "lng": 121.55},
+        "tags": ["助老"],
+    }
+    wish = client.post("/api/v1/postings", json=body, headers=coordinator.headers).get_json()["id"]
+    assert tag_points(wish) == {("助老", 29.87, 121.55, geocell_for(29.87, 121.55))}
+    patch = client.patch(
+        f"/api/v1/postings/{wish}", json={"location": {"lat": 29.9, "lng": 121.6}}, headers=coordinator.headers
+    )
+    assert patch.status_code == 200
+    assert tag_points(wish) == {("助老", 29.9, 121.6, geocell_for(29.9, 121.6))}
+    patch = client.patch(f"/api/v1/postings/{wish}", json={"tags": ["维修", "助老"]}, headers=coordinator.headers)
+    assert patch.status_code == 200
+    place = (29.9, 121.6, geocell_for(29.9, 121.6))
+    assert tag_points(wish) == {("维修", *place), ("助老", *place)}
+    assert client.post(f"/api/v1/postings/{wish}/cancel", json={}, headers=coordinator.headers).status_code == 200
+    assert tag_points(wish) == {("维修", None, None, None), ("助老", None, None, None)}
+
+    service = client.post(
+        "/api/v1/postings",
+        json={**body, "kind": "service", "title": "上门理发", "capacity": 3},
+        headers=coordinator.headers,
+    )
+    assert service.status_code == 201, service.get_json()
+    assert tag_points(service.get_json()["id"]) == {("助老", None, None, None)}
+
+
+def test_postings_that_end_leave_the_tag_index(app, client, org):
+    org_id, coordinator = org
+    volunteer = make_volunteer(app)
+    project = post(app, coordinator, 1.0, kind="project", org_id=org_id, tags=["events"])
+    wish = post(app, coordinator, 1.0, tags=["events"], expires_at=NOW + timedelta(days=1))
+    claimed = post(app, coordinator, 1.0, tags=["events"])
+    claim_id = make_claim(app, claimed, volunteer, status="fulfilled")
+    assert (
+        client.post(f"/api/v1/claims/{claim_id}/confirm", json={"rating": 5}, headers=coordinator.headers).status_code
+        == 200
+    )
+    clock.advance(timedelta(days=3))
+    assert app.test_cli_runner().invoke(args=["jobs", "run", "expire_postings"]).exit_code == 0
+    with app.app_context():
+        rows = db.session.execute(sa.select(Posting.id, Posting.status).where(Posting.id.in_([project, wish, claimed])))
+        statuses = dict(rows.tuples().all())
+        placed = db.session.scalars(sa.select(PostingTag.posting_id).where(PostingTag.geocell.is_not(None))).all()
+    assert statuses == {project: "closed", wish: "expired", claimed: "closed"}
+    assert placed == []

@@ -79,20 +79,31 @@ class Posting(Timestamped, Base):
         return [t.tag for t in self.tags]
 
 
+_PLACED = sa.text("geocell IS NOT NULL")
+
+
 class PostingTag(Base):
     """One tag of a posting; a table of its own so the feed filters by index.
 
-    Each row carries a copy of its posting's point (``lat``, ``lng``,
-    ``geocell``; app.services.postings.fields keeps them in step), so the
-    postings that carry a tag around a point — the skills part of "for me" —
-    come from ``ix_posting_tags_tag_geocell`` alone, never from every posting
-    with that tag in the city.
+    While its posting can still be matched to volunteers (a live wish, project
+    or charity activity), each row carries a copy of the posting's point
+    (``lat``, ``lng``, ``geocell``; app.services.lifecycle.tag_place), so the
+    live postings that carry a tag around a point — the skills part of "for
+    me" — come from ``ix_posting_tags_tag_geocell`` alone, never from every
+    posting with that tag in the city's history.
     """
 
     __tablename__ = "posting_tags"
     __table_args__ = (
         sa.Index("ix_posting_tags_tag_posting_id", "tag", "posting_id"),
-        sa.Index("ix_posting_tags_tag_geocell", "tag", "geocell", postgresql_include=["lat", "lng", "posting_id"]),
+        sa.Index(
+            "ix_posting_tags_tag_geocell",
+            "tag",
+            "geocell",
+            postgresql_include=["lat", "lng", "posting_id"],
+            postgresql_where=_PLACED,
+            sqlite_where=_PLACED,
+        ),
     )
 
     posting_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("postings.id", ondelete="CASCADE"), primary_key=True)

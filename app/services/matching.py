@@ -15,28 +15,36 @@ Pages are keyset pages over exactly that order: the cursor is the last item's
 neither repeat nor hide an item.
 
 It never reads every posting in the radius. The order groups the postings into
-tiers by skills matched; inside a tier it is by distance, so each tier is
-walked outwards in rings (1, 3, 10, 50 km, cut at the volunteer's radius) and
-a page stops at the first ring that fills it. A tier with matches is read from
-``ix_posting_tags_tag_geocell`` — the rows of the tags that name the
-volunteer's skills around home (each tag row carries its posting's point),
-grouped per posting — and then only the tier's own postings are read. The tier
-without a match is read from ``ix_postings_status_kind_geocell`` (its
-deadline and author are in the index), each candidate's tags probed by
-primary key.
+tiers by skills matched, each ordered by distance, so each tier is walked
+outwards in rings (1, 3, 10, 50 km, cut at the volunteer's radius) and a page
+stops at the first ring that fills it. Postings that name a skill are found
+from ``ix_posting_tags_tag_geocell`` — the rows of the tags that name the
+volunteer's skills in the ring's box (each tag row carries its posting's
+point), counted per posting — and only those postings are read. The tier
+without a match is read from ``ix_postings_status_kind_geocell`` (its deadline
+and author are in the index), each candidate's tags probed by primary key.
+Each shape of statement is built once, with bound parameters.
 """
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from datetime import datetime
+from functools import cache, reduce
 from typing import NamedTuple
 
 import sqlalchemy as sa
 
 from app.errors import Forbidden, Invalid, Unauthorized
 from app.extensions import db
-from app.geo import RINGS_KM, distance_km_sql, within_radius
+from app.geo import (
+    RINGS_KM,
+    box_parameters,
+    distance_km_from_point,
+    point_parameters,
+    within_box_of_parameters,
+)
 from app.models import Claim, Posting, PostingTag, Volunteer
 from app.policy import LIVE_CLAIM_STATUSES, kinds_where
 from app.services import pagination
@@ -56,18 +64,6 @@ class Place(NamedTuple):
     distance_km: float
     deadline: datetime
     id: int
-
-
-class _Search(NamedTuple):
-    """What one volunteer's search needs, gathered once per page."""
-
-    user_id: int
-    lat: float
-    lng: float
-    radius_km: float
-    kinds: list[str]
-    tags: dict[str, str]  # tag -> the skill it names (the volunteer's skills only)
-    held: list[int]  # postings the volunteer holds a live claim on
 
 
 def postings_for_me(
@@ -90,23 +86,8 @@ def postings_for_me(
         raise Invalid("kind", "With for_me, one of: " + ", ".join(MATCHED_KINDS), location="query")
 
     skills = _known_skills(volunteer)
-    search = _Search(
-        user_id=volunteer.user_id,
-        lat=volunteer.home_lat,
-        lng=volunteer.home_lng,
-        radius_km=volunteer.push_radius_km,
-        kinds=kinds,
-        tags=vocabulary().tags_naming(skills),
-        held=list(
-            db.session.scalars(
-                sa.select(Claim.posting_id).where(
-                    Claim.user_id == volunteer.user_id, Claim.status.in_(LIVE_CLAIM_STATUSES)
-                )
-            )
-        ),
-    )
     start = _decode(cursor) if cursor else None
-    places = _page(search, len(skills), start, limit + 1)
+    places = _Search(volunteer, skills, kinds).page(start, limit + 1)
 
     next_cursor = None
     if len(places) > limit:
@@ -129,68 +110,125 @@ def _known_skills(volunteer: Volunteer) -> list[str]:
     return [code for code in dict.fromkeys(volunteer.skills or []) if code in known]
 
 
-def _page(search: _Search, most: int, start: Place | None, wanted: int) -> list[Place]:
-    """Up to ``wanted`` places after ``start``: tier by tier, ring by ring."""
-    found: list[Place] = []
-    for matched in range(min(start.matched, most) if start else most, -1, -1):
-        after = start if start is not None and start.matched == matched else None
-        for outer_km in _rings(search.radius_km):
-            if after is not None and outer_km < after.distance_km:
-                continue  # everything this close came before the cursor
-            rows = _tier_ring(search, matched, outer_km, after, wanted - len(found))
-            found += rows
-            if len(found) >= wanted:
-                return found
-            if rows:
-                after = rows[-1]
-    return found
+class _Search:
+    """One volunteer's search: the values its statements run with."""
+
+    def __init__(self, volunteer: Volunteer, skills: list[str], kinds: list[str]) -> None:
+        self.home = (volunteer.home_lat, volunteer.home_lng)
+        self.radius_km = volunteer.push_radius_km
+        self.array = db.session.get_bind().dialect.name == "postgresql"
+        names = vocabulary().tags_naming(skills)
+        self.skills = [[tag for tag, code in names.items() if code == skill] for skill in skills]
+        held = db.session.scalars(
+            sa.select(Claim.posting_id).where(Claim.user_id == volunteer.user_id, Claim.status.in_(LIVE_CLAIM_STATUSES))
+        ).all()
+        self.values = {
+            **point_parameters(*self.home),
+            "user_id": volunteer.user_id,
+            "kinds": kinds,
+            "tags": list(names),
+            **{f"skill_{i}": tags for i, tags in enumerate(self.skills)},
+            **({"held": held} if held else {}),
+        }
+
+    def page(self, start: Place | None, wanted: int) -> list[Place]:
+        """Up to ``wanted`` places after ``start``: tier by tier (most skills named
+        first), each nearest first, ring by ring, up to the first ring that fills
+        the page."""
+        found: list[Place] = []
+        most = len(self.skills)
+        for matched in range(min(start.matched, most) if start is not None else most, -1, -1):
+            after = start if start is not None and start.matched == matched else None
+            for outer_km in _rings(self.radius_km):
+                if after is not None and outer_km < after.distance_km:
+                    continue  # everything this close came before the cursor
+                rows = self.places(matched, outer_km, after, wanted - len(found))
+                found += rows
+                if len(found) >= wanted:
+                    return found
+                if rows:
+                    after = rows[-1]
+        return found
+
+    def places(self, matched: int, outer_km: float, after: Place | None, limit: int) -> list[Place]:
+        """The postings within ``outer_km`` of home whose tags name ``matched`` of
+        the volunteer's skills, after ``after``, in order."""
+        stmt = _statement(len(self.skills), bool(matched), "held" in self.values, after is not None, self.array)
+        values = {
+            **self.values,
+            **box_parameters(*self.home, outer_km),
+            "outer_km": outer_km,
+            "matched": matched,
+            "limit": limit,
+        }
+        if after is not None:
+            values.update(zip(("after_km", "after_due", "after_id"), after[1:], strict=True))
+        return [Place(matched, *row) for row in db.session.execute(stmt, values)]
+
+
+@cache
+def _statement(skills: int, named: bool, held: bool, after: bool, array: bool) -> sa.Select:
+    """The statement of one tier and ring for one shape of search, with bound
+    parameters (``_Search.places`` gives their values): built once per shape,
+    since building a statement costs more than running it.
+
+    ``named``: the postings whose tags name ``matched`` of the volunteer's
+    skills: the rows of those tags in the ring's box, from the tag index alone
+    (each tag row carries its posting's point), counted per posting; then only
+    those postings are read. Else the postings that name none, from the geocell
+    index. The distance is computed once, in the inner select, and the order and
+    the page are on the inner columns (PostgreSQL flattens the subquery).
+    """
+    param = sa.bindparam
+    if named:
+        # each skill counts once, whichever of its names the tags use
+        matched = reduce(
+            operator.add,
+            (
+                sa.func.max(sa.case((PostingTag.tag.in_(param(f"skill_{i}", expanding=True)), 1), else_=0))
+                for i in range(skills)
+            ),
+        )
+        tier = (
+            sa.select(PostingTag.posting_id)
+            .where(
+                PostingTag.tag.in_(param("tags", expanding=True)),
+                within_box_of_parameters(PostingTag.lat, PostingTag.lng, PostingTag.geocell, array=array),
+            )
+            .group_by(PostingTag.posting_id)
+            .having(matched == param("matched", type_=sa.Integer))
+            .subquery("tier")
+        )
+        inner = sa.select(Posting.id.label("id")).join(tier, tier.c.posting_id == Posting.id)
+    else:
+        inner = sa.select(Posting.id.label("id")).where(
+            within_box_of_parameters(Posting.lat, Posting.lng, Posting.geocell, array=array)
+        )
+        if skills:
+            names_one = sa.exists().where(
+                PostingTag.posting_id == Posting.id, PostingTag.tag.in_(param("tags", expanding=True))
+            )
+            inner = inner.where(~names_one)
+    deadline = sa.func.coalesce(Posting.expires_at, Posting.starts_at, sa.literal(NEVER, Posting.expires_at.type))
+    inner = inner.add_columns(
+        distance_km_from_point(Posting.lat, Posting.lng).label("km"), deadline.label("due")
+    ).where(
+        Posting.status == "open",
+        Posting.kind.in_(param("kinds", expanding=True)),
+        Posting.author_id != param("user_id", type_=sa.Integer),
+    )
+    if held:
+        inner = inner.where(Posting.id.not_in(param("held", expanding=True)))
+    c = inner.subquery("candidate").c
+    order = [(c.km, False), (c.due, False), (c.id, False)]
+    stmt = sa.select(c.km, c.due, c.id).where(c.km <= param("outer_km", type_=sa.Float))
+    if after:
+        stmt = stmt.where(pagination.after(order, [param("after_km"), param("after_due"), param("after_id")]))
+    return stmt.order_by(*pagination.order_by(order)).limit(param("limit", type_=sa.Integer))
 
 
 def _rings(radius_km: float) -> list[float]:
     return [km for km in RINGS_KM if km < radius_km] + [radius_km]
-
-
-def _tier_ring(search: _Search, matched: int, outer_km: float, after: Place | None, limit: int) -> list[Place]:
-    """The postings of one tier within ``outer_km`` of home, after ``after``, in order."""
-    distance = distance_km_sql(Posting.lat, Posting.lng, search.lat, search.lng)
-    deadline = sa.func.coalesce(Posting.expires_at, Posting.starts_at, sa.literal(NEVER, Posting.expires_at.type))
-    where = [
-        Posting.status == "open",
-        Posting.kind.in_(search.kinds),
-        Posting.author_id != search.user_id,
-    ]
-    if search.held:
-        where.append(Posting.id.not_in(search.held))
-    stmt = sa.select(Posting.id, distance, deadline)
-    if matched:
-        tier = _postings_matching(search, matched, outer_km)
-        stmt = stmt.join(tier, tier.c.posting_id == Posting.id)
-        where.append(distance <= outer_km)
-    else:
-        where.append(within_radius(Posting.lat, Posting.lng, Posting.geocell, search.lat, search.lng, outer_km))
-        if search.tags:
-            where.append(~sa.exists().where(PostingTag.posting_id == Posting.id, PostingTag.tag.in_(list(search.tags))))
-    order = [(distance, False), (deadline, False), (Posting.id, False)]
-    if after is not None:
-        where.append(pagination.after(order, after[1:]))
-    rows = db.session.execute(stmt.where(*where).order_by(*pagination.order_by(order)).limit(limit))
-    return [Place(matched, km, due, posting_id) for posting_id, km, due in rows]
-
-
-def _postings_matching(search: _Search, matched: int, outer_km: float) -> sa.Subquery:
-    """Ids of the postings within ``outer_km`` whose tags name exactly ``matched``
-    of the volunteer's skills, from the tag index alone."""
-    skill = sa.case(search.tags, value=PostingTag.tag)
-    return (
-        sa.select(PostingTag.posting_id)
-        .where(
-            PostingTag.tag.in_(list(search.tags)),
-            within_radius(PostingTag.lat, PostingTag.lng, PostingTag.geocell, search.lat, search.lng, outer_km),
-        )
-        .group_by(PostingTag.posting_id)
-        .having(sa.func.count(sa.distinct(skill)) == matched)
-        .subquery("tier")
-    )
 
 
 def _decode(cursor: str) -> Place:

@@ -49,6 +49,10 @@ def register_volunteer(user: User, data: dict) -> Volunteer:
         if volunteer is None:
             volunteer = Volunteer(user_id=user.id, registered_at=utcnow())
             db.session.add(volunteer)
+        else:
+            # One save of a profile at a time (a double tap): the second reads what
+            # the first wrote, so the row and its skills index never disagree.
+            db.session.refresh(volunteer, with_for_update=True)
         _apply(volunteer, data, number, born)
         try:
             db.session.flush()
@@ -83,7 +87,8 @@ def _apply(volunteer: Volunteer, data: dict, number: str, born) -> None:
 
 def index_skills(volunteer: Volunteer) -> None:
     """Rebuild the volunteer's rows of the skills index (``volunteer_skills``) from
-    the profile: one per skill, with the home and reach they are alerted within."""
+    the profile: one per skill, with the home and reach they are alerted within.
+    The caller holds the volunteer's row (a new one, or locked)."""
     db.session.execute(
         sa.delete(VolunteerSkill)
         .where(VolunteerSkill.user_id == volunteer.user_id)

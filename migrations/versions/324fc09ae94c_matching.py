@@ -6,8 +6,9 @@
   default vocabulary (助老 -> elderly, 家电维修 -> repair, ...); a text that
   names no skill is dropped, with one log line per volunteer naming what was
   dropped. The upgrade never fails on a skill.
-- posting_tags.lat / lng / geocell: a copy of the posting's point, and the
-  index (tag, geocell) that finds the postings carrying a tag around a point.
+- posting_tags.lat / lng / geocell: a copy of the posting's point while it can
+  be matched to volunteers (a live wish, project or charity activity), and the
+  index (tag, geocell) that finds those postings carrying a tag around a point.
 - ix_postings_status_kind_geocell (PostgreSQL) also covers expires_at,
   starts_at and author_id, so "for me" reads candidates from the index alone.
 - volunteers.rating_count / rating_total: the reputation, counted from the
@@ -145,9 +146,11 @@ def upgrade():
         " lat = (SELECT p.lat FROM postings p WHERE p.id = posting_tags.posting_id),"
         " lng = (SELECT p.lng FROM postings p WHERE p.id = posting_tags.posting_id),"
         " geocell = (SELECT p.geocell FROM postings p WHERE p.id = posting_tags.posting_id)"
+        " WHERE posting_id IN (SELECT id FROM postings WHERE kind IN ('wish', 'project', 'charity')"
+        " AND status IN ('pending_review', 'open', 'claimed', 'full'))"
     )
     with op.batch_alter_table('posting_tags', schema=None) as batch_op:
-        batch_op.create_index('ix_posting_tags_tag_geocell', ['tag', 'geocell'], unique=False, postgresql_include=['lat', 'lng', 'posting_id'])
+        batch_op.create_index('ix_posting_tags_tag_geocell', ['tag', 'geocell'], unique=False, postgresql_include=['lat', 'lng', 'posting_id'], postgresql_where=sa.text('geocell IS NOT NULL'), sqlite_where=sa.text('geocell IS NOT NULL'))
 
     if op.get_bind().dialect.name == 'postgresql':
         # INCLUDE columns exist on PostgreSQL only; SQLite's index is unchanged.
@@ -178,7 +181,7 @@ def downgrade():
         op.create_index('ix_postings_status_kind_geocell', 'postings', ['status', 'kind', 'geocell'], unique=False, postgresql_include=['lat', 'lng', 'created_at', 'id'])
 
     with op.batch_alter_table('posting_tags', schema=None) as batch_op:
-        batch_op.drop_index('ix_posting_tags_tag_geocell', postgresql_include=['lat', 'lng', 'posting_id'])
+        batch_op.drop_index('ix_posting_tags_tag_geocell', postgresql_include=['lat', 'lng', 'posting_id'], postgresql_where=sa.text('geocell IS NOT NULL'), sqlite_where=sa.text('geocell IS NOT NULL'))
         batch_op.drop_column('geocell')
         batch_op.drop_column('lng')
         batch_op.drop_column('lat')

@@ -60,7 +60,8 @@ def create_posting(actor: Actor, data: Mapping[str, Any]) -> PostingView:
         waitlist_count=0,
         **values,
     )
-    posting.tags = [PostingTag(**row) for row in tag_rows(data.get("tags") or [], posting.lat, posting.lng)]
+    rows = tag_rows(data.get("tags") or [], posting.kind, posting.status, posting.lat, posting.lng)
+    posting.tags = [PostingTag(**row) for row in rows]
     db.session.add(posting)
     db.session.flush()
     if posting.status == "open":

@@ -105,10 +105,10 @@ def update_posting(actor: Actor, posting_id: int, changes: Mapping[str, Any]) ->
             .execution_options(synchronize_session=False)
         )
         if new_tags:
-            rows = tag_rows(new_tags, merged["lat"], merged["lng"])
+            rows = tag_rows(new_tags, posting.kind, new.get("status", posting.status), merged["lat"], merged["lng"])
             db.session.execute(sa.insert(PostingTag), [{"posting_id": posting.id, **row} for row in rows])
     elif "lat" in new or "lng" in new:
-        move_tags(posting.id, merged["lat"], merged["lng"])
+        move_tags(posting.id, posting.kind, new.get("status", posting.status), merged["lat"], merged["lng"])
     db.session.commit()
     db.session.refresh(posting)
     return view_of(actor, posting)

@@ -17,6 +17,7 @@ from app.extensions import db
 from app.geo import geocell_for
 from app.models import PostingTag
 from app.policy import KindPolicy
+from app.services.lifecycle import tag_place
 
 # Body fields that map one-to-one onto columns.
 PLAIN_FIELDS = (
@@ -110,19 +111,19 @@ def apply_location(values: dict[str, Any], location: Mapping[str, float] | None)
     values.update(lat=lat, lng=lng, geocell=geocell_for(lat, lng))
 
 
-def tag_rows(tags: Sequence[str], lat: float | None, lng: float | None) -> list[dict[str, Any]]:
-    """The rows of a posting's tags, each with a copy of its point (the tag index
-    "for me" searches around a volunteer's home)."""
-    place = {"lat": lat, "lng": lng, "geocell": geocell_for(lat, lng)}
+def tag_rows(tags: Sequence[str], kind: str, status: str, lat: float | None, lng: float | None) -> list[dict]:
+    """The rows of a posting's tags, each with the copy of its point the tag index
+    keeps (:func:`app.services.lifecycle.tag_place`)."""
+    place = tag_place(kind, status, lat, lng)
     return [{"tag": tag, "position": i, **place} for i, tag in enumerate(normalise_tags(tags))]
 
 
-def move_tags(posting_id: int, lat: float | None, lng: float | None) -> None:
+def move_tags(posting_id: int, kind: str, status: str, lat: float | None, lng: float | None) -> None:
     """The posting moved: its tags' copies of its point follow."""
     db.session.execute(
         sa.update(PostingTag)
         .where(PostingTag.posting_id == posting_id)
-        .values(lat=lat, lng=lng, geocell=geocell_for(lat, lng))
+        .values(**tag_place(kind, status, lat, lng))
         .execution_options(synchronize_session=False)
     )
 
