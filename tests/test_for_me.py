@@ -12,6 +12,7 @@ from app.extensions import db
 from app.geo import KM_PER_DEG_LAT, geocell_for
 from app.models import Posting, PostingTag
 from tests.factories import make_claim, make_org, make_posting, make_user, make_volunteer
+from tests.statements import recorded
 
 NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
 HOME = (29.87, 121.55)
@@ -244,3 +245,77 @@ def test_postings_that_end_leave_the_tag_index(app, client, org):
         placed = db.session.scalars(sa.select(PostingTag.posting_id).where(PostingTag.geocell.is_not(None))).all()
     assert statuses == {project: "closed", wish: "expired", claimed: "closed"}
     assert placed == []
+
+
+# --- "for me" reads indexes (PostgreSQL) ------------------------------------------------------
+
+
+def _fill_city(rows: int) -> None:
+    """``rows`` postings around the old town straight in SQL, a third tagged 助老 or
+    维修 (with their point while live, as the app writes it), then statistics."""
+    db.session.execute(
+        sa.text(
+            """
+            INSERT INTO postings (kind, title, description, status, district, lat, lng, geocell, author_id,
+                                  capacity, claimed_count, waitlist_count, photo_urls, created_at, updated_at)
+            SELECT (ARRAY['wish','project','charity','service','energy'])[1 + g % 5], 't', 'd',
+                   (ARRAY['open','open','claimed','closed','expired'])[1 + (g / 5) % 5], 'haishu',
+                   lat, lng, floor((lat + 90) / 0.02)::bigint * 100000 + floor((lng + 180) / 0.02)::bigint,
+                   :author, 1, 0, 0, '[]', now(), now()
+            FROM (SELECT g, 29.7 + random() * 0.35 AS lat, 121.35 + random() * 0.4 AS lng
+                  FROM generate_series(1, :rows) AS g) AS points
+            """
+        ),
+        {"rows": rows, "author": db.session.scalar(sa.text("SELECT min(id) FROM users"))},
+    )
+    db.session.execute(
+        sa.text(
+            """
+            INSERT INTO posting_tags (posting_id, tag, position, lat, lng, geocell)
+            SELECT id, CASE WHEN id % 3 = 0 THEN '助老' ELSE '维修' END, 0,
+                   CASE WHEN live THEN lat END, CASE WHEN live THEN lng END, CASE WHEN live THEN geocell END
+            FROM (SELECT id, lat, lng, geocell,
+                         kind IN ('wish', 'project', 'charity') AND status IN ('open', 'claimed') AS live
+                  FROM postings WHERE id % 3 <> 1) AS p
+            """
+        )
+    )
+    db.session.commit()
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text("VACUUM ANALYZE postings"))  # statistics, and the visibility map
+        conn.execute(sa.text("VACUUM ANALYZE posting_tags"))
+
+
+def test_for_me_reads_the_tag_index_and_the_geocell_index(app, org, postgres_only):
+    from app.models import User
+    from app.services.matching import postings_for_me
+    from app.services.permissions import Actor
+
+    skilled = make_volunteer(app, skills=["elderly", "translation"], home=HOME, push_radius_km=3)
+    unmatched = make_volunteer(app, skills=["translation"], home=HOME, push_radius_km=3)  # no posting names it
+    with app.app_context():
+        _fill_city(60_000)
+    plans = []
+    for account in (skilled, unmatched):
+        with recorded(app) as seen, app.app_context():
+            items, _ = postings_for_me(Actor(db.session.get(User, account.id)), limit=20)
+            assert len(items) == 20 and all(item.distance_km <= 3.0 for item in items)
+            raw = db.session.connection().connection.driver_connection
+            for statement, parameters in seen:
+                if "candidate" in statement:
+                    with raw.cursor() as cursor:
+                        cursor.execute("EXPLAIN (FORMAT TEXT) " + statement, parameters)
+                        plans.append("\n".join(row[0] for row in cursor.fetchall()))
+    named = [plan for plan in plans if "Group" in plan]
+    unnamed = [plan for plan in plans if "Group" not in plan]
+    assert named and unnamed, plans
+    for plan in named:
+        # the tags that name a skill, around home, from the index alone; then those postings by key
+        assert "Index Only Scan using ix_posting_tags_tag_geocell" in plan, plan
+        assert "geocell = ANY" in plan and "Index Scan using pk_postings" in plan, plan
+    for plan in unnamed:
+        # the postings that name none: the geocell index alone, their tags probed by key
+        assert "Index Only Scan using ix_postings_status_kind_geocell" in plan, plan
+        assert "pk_posting_tags" in plan, plan
+    for plan in plans:
+        assert "Seq Scan" not in plan and "Bitmap Heap Scan" not in plan, plan

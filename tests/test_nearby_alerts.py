@@ -13,6 +13,7 @@ from app.geo import KM_PER_DEG_LAT
 from app.models import Notification, Posting, User
 from notifications import nearby
 from tests.factories import make_claim, make_org, make_posting, make_user, make_volunteer
+from tests.statements import recorded
 
 NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 in Ningbo
 WISH = (29.87, 121.55)
@@ -292,20 +293,10 @@ def test_alerts_are_one_bulk_insert(app, org):
     _, coordinator = org
 
     def statements_for(posting_id: int) -> list[str]:
-        seen = []
-
-        def record(_conn, _cursor, statement, *_args):
-            seen.append(statement)
-
-        with app.app_context():
-            engine = db.engine
-            sa.event.listen(engine, "before_cursor_execute", record)
-            try:
-                nearby.alert_nearby_volunteers(db.session.get(Posting, posting_id))
-                db.session.commit()
-            finally:
-                sa.event.remove(engine, "before_cursor_execute", record)
-        return seen
+        with recorded(app) as seen, app.app_context():
+            nearby.alert_nearby_volunteers(db.session.get(Posting, posting_id))
+            db.session.commit()
+        return [statement for statement, _ in seen]
 
     for km in (0.5, 1.0, 1.5):
         volunteer(app, km)

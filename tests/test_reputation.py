@@ -11,6 +11,7 @@ from app import clock
 from app.extensions import db
 from app.models import ServiceRecord, Volunteer
 from tests.factories import make_claim, make_org, make_posting, make_user, make_volunteer
+from tests.statements import recorded
 
 
 def act(client, account, path, **body):
@@ -113,18 +114,8 @@ def test_the_list_of_claims_reads_the_ratings_in_a_fixed_number_of_queries(app, 
     project = make_posting(app, coordinator, kind="project", org_id=org_id)
 
     def statements() -> int:
-        seen = []
-
-        def record(_conn, _cursor, statement, *_args):
-            seen.append(statement)
-
-        with app.app_context():
-            engine = db.engine
-        sa.event.listen(engine, "before_cursor_execute", record)
-        try:
+        with recorded(app) as seen:
             body = client.get(f"/api/v1/postings/{project}/claims", headers=coordinator.headers).get_json()
-        finally:
-            sa.event.remove(engine, "before_cursor_execute", record)
         assert all("rating" in item["volunteer"] for item in body["items"])
         return len(seen)
 
