@@ -11,8 +11,8 @@ from app import clock
 from app.extensions import db
 from app.geo import KM_PER_DEG_LAT, geocell_for
 from app.models import Posting, PostingTag
+from tests.database import analyze, fill_city, recorded
 from tests.factories import make_claim, make_org, make_posting, make_user, make_volunteer
-from tests.statements import recorded
 
 NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
 HOME = (29.87, 121.55)
@@ -250,24 +250,8 @@ def test_postings_that_end_leave_the_tag_index(app, client, org):
 # --- "for me" reads indexes (PostgreSQL) ------------------------------------------------------
 
 
-def _fill_city(rows: int) -> None:
-    """``rows`` postings around the old town straight in SQL, a third tagged 助老 or
-    维修 (with their point while live, as the app writes it), then statistics."""
-    db.session.execute(
-        sa.text(
-            """
-            INSERT INTO postings (kind, title, description, status, district, lat, lng, geocell, author_id,
-                                  capacity, claimed_count, waitlist_count, photo_urls, created_at, updated_at)
-            SELECT (ARRAY['wish','project','charity','service','energy'])[1 + g % 5], 't', 'd',
-                   (ARRAY['open','open','claimed','closed','expired'])[1 + (g / 5) % 5], 'haishu',
-                   lat, lng, floor((lat + 90) / 0.02)::bigint * 100000 + floor((lng + 180) / 0.02)::bigint,
-                   :author, 1, 0, 0, '[]', now(), now()
-            FROM (SELECT g, 29.7 + random() * 0.35 AS lat, 121.35 + random() * 0.4 AS lng
-                  FROM generate_series(1, :rows) AS g) AS points
-            """
-        ),
-        {"rows": rows, "author": db.session.scalar(sa.text("SELECT min(id) FROM users"))},
-    )
+def _tag_city() -> None:
+    """Tags on two postings in three: 助老 or 维修, with their point while live (as the app writes them)."""
     db.session.execute(
         sa.text(
             """
@@ -281,9 +265,7 @@ def _fill_city(rows: int) -> None:
         )
     )
     db.session.commit()
-    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sa.text("VACUUM ANALYZE postings"))  # statistics, and the visibility map
-        conn.execute(sa.text("VACUUM ANALYZE posting_tags"))
+    analyze("posting_tags")
 
 
 def test_for_me_reads_the_tag_index_and_the_geocell_index(app, org, postgres_only):
@@ -294,7 +276,8 @@ def test_for_me_reads_the_tag_index_and_the_geocell_index(app, org, postgres_onl
     skilled = make_volunteer(app, skills=["elderly", "translation"], home=HOME, push_radius_km=3)
     unmatched = make_volunteer(app, skills=["translation"], home=HOME, push_radius_km=3)  # no posting names it
     with app.app_context():
-        _fill_city(60_000)
+        fill_city(60_000)
+        _tag_city()
     plans = []
     for account in (skilled, unmatched):
         with recorded(app) as seen, app.app_context():

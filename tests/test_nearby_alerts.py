@@ -12,8 +12,8 @@ from app.extensions import db
 from app.geo import KM_PER_DEG_LAT
 from app.models import Notification, Posting, User
 from notifications import nearby
+from tests.database import recorded
 from tests.factories import make_claim, make_org, make_posting, make_user, make_volunteer
-from tests.statements import recorded
 
 NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 in Ningbo
 WISH = (29.87, 121.55)

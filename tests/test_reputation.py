@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from app import clock
 from app.extensions import db
 from app.models import ServiceRecord, Volunteer
+from tests.database import recorded
 from tests.factories import make_claim, make_org, make_posting, make_user, make_volunteer
-from tests.statements import recorded
 
 
 def act(client, account, path, **body):
