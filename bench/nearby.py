@@ -27,8 +27,8 @@ With ``--for-me`` (needs the volunteers) it sends R random volunteers through
 ``app.services.matching.postings_for_me`` — the code behind ``GET
 /api/v1/postings?for_me=true`` — for their first page and, where there is one,
 their second, printing p50/p95/max, then ``EXPLAIN (ANALYZE, BUFFERS)`` of
-every statement of one call for a volunteer in the old town and one with a
-30 km radius.
+every statement of one call for volunteers in the old town (3 km and 30 km
+radius) and at the sparse north-west edge of the city (10 km).
 
     .venv/bin/python bench/nearby.py [--postings 1000000] [--queries 200] [--volunteers 1000000] [--for-me] [--reload]
 
@@ -308,9 +308,9 @@ def time_for_me(rng: random.Random, volunteers: int, queries: int) -> None:
     print(f"items on the first page: mean {statistics.mean(counts):.1f}, fewer than 20: {sum(c < 20 for c in counts)}")
 
 
-def explain_for_me(radius_km: float) -> None:
+def explain_for_me(radius_km: float, near: tuple[float, float]) -> None:
     """EXPLAIN (ANALYZE, BUFFERS) of every statement of one postings_for_me call,
-    for the two-skill volunteer with this radius nearest the old town."""
+    for the two-skill volunteer with this radius nearest ``near``."""
     from app.models import User
     from app.services.matching import postings_for_me
 
@@ -319,7 +319,7 @@ def explain_for_me(radius_km: float) -> None:
             "SELECT user_id FROM volunteers WHERE json_array_length(skills) = 2 AND push_radius_km = :r"
             " ORDER BY (home_lat - :lat) ^ 2 + (home_lng - :lng) ^ 2 LIMIT 1"
         ),
-        {"r": radius_km, "lat": CENTRE[0], "lng": CENTRE[1]},
+        {"r": radius_km, "lat": near[0], "lng": near[1]},
     )
     user = db.session.get(User, user_id)
     volunteer = user.volunteer
@@ -465,8 +465,9 @@ def main() -> None:
             run_for_me = random.Random(args.seed)
             time_for_me(run_for_me, args.volunteers, 20)  # warm the cache
             time_for_me(run_for_me, args.volunteers, args.queries)
-            for radius_km in (3.0, 30.0):
-                explain_for_me(radius_km)
+            # the old town with the common radius and a wide one; the sparse north-west edge
+            for radius_km, near in ((3.0, CENTRE), (30.0, CENTRE), (10.0, (30.25, 121.1))):
+                explain_for_me(radius_km, near)
 
 
 if __name__ == "__main__":
