@@ -94,6 +94,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
     ),
     "posting_not_editable": ("该发布已结束，不能修改", "The posting has ended and cannot be changed."),
     "posting_not_cancellable": ("该发布已结束，不能取消", "The posting has ended and cannot be cancelled."),
+    # matching (issue 16)
+    "home_required": (
+        "请先在志愿者资料中设置家的位置",
+        "Set a home point in your volunteer profile first.",
+    ),
     "payload_too_large": ("请求内容过大（上限 1 MiB）", "The request body is larger than 1 MiB."),
     "unsupported_media_type": ("请使用 JSON", "The body must be JSON."),
     "rate_limited": ("请求过于频繁，请稍后再试", "Too many requests; try again later."),
