@@ -52,6 +52,10 @@ def create_app(config: type | Mapping | None = None) -> Flask:
         level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
 
+    from app.skills import load_skills
+
+    # Parsed once, so a malformed SKILLS stops the app at start, not at a request.
+    app.extensions["skills"] = load_skills(app.config.get("SKILLS"))
     db.init_app(app)
     migrate.init_app(app, db, render_as_batch=True, compare_type=True)
     jwt.init_app(app)
@@ -99,6 +103,7 @@ def _register_blueprints(app: Flask) -> None:
         notifications,
         orgs,
         postings,
+        skills,
         stats,
     )
 
@@ -108,7 +113,7 @@ def _register_blueprints(app: Flask) -> None:
         key_func=user_rate_key,
         methods=["POST", "PUT", "PATCH", "DELETE"],
     )
-    for module in (health, auth, me, orgs, postings, notifications, claims, stats, certificates, calendar):
+    for module in (health, auth, me, orgs, postings, skills, notifications, claims, stats, certificates, calendar):
         # The limiter and the blueprints live as long as the process; mark once.
         if module.blp.name in WRITE_LIMITED_BLUEPRINTS and not getattr(module.blp, "user_writes_limited", False):
             writes(module.blp)

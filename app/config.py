@@ -121,6 +121,9 @@ class Config:
     PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL") or None
 
     DISTRICTS = env_list("DISTRICTS", NINGBO_DISTRICTS)
+    # The skills vocabulary (app/skills.py): unset = the default list; else a JSON
+    # array of {"code", "name_zh", "name_en"}, inline or the path of a file.
+    SKILLS = os.environ.get("SKILLS")
     DEFAULT_TIMEZONE = os.environ.get("DEFAULT_TIMEZONE", "Asia/Shanghai")
 
     PUSH_BACKEND = os.environ.get("PUSH_BACKEND", "log")

@@ -104,6 +104,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
     ),
     "certificate_void": ("该证明已作废", "This certificate has already been voided."),
     "own_certificate": ("不能作废自己的志愿服务证明", "You cannot void your own certificate."),
+    # matching (issue 16)
+    "home_required": (
+        "请先在志愿者资料中设置家的位置",
+        "Set a home point in your volunteer profile first.",
+    ),
     "payload_too_large": ("请求内容过大（上限 1 MiB）", "The request body is larger than 1 MiB."),
     "unsupported_media_type": ("请使用 JSON", "The body must be JSON."),
     "rate_limited": ("请求过于频繁，请稍后再试", "Too many requests; try again later."),

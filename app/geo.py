@@ -17,12 +17,19 @@ import math
 import sqlite3
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 
 EARTH_RADIUS_KM = 6371.0088  # mean radius (IUGG)
 # Kilometres per degree of latitude on that sphere (about 111.195).
 KM_PER_DEG_LAT = EARTH_RADIUS_KM * math.pi / 180
 # The box is a prefilter: widened by this fraction so rounding never drops a rim point.
 _BOX_MARGIN = 1e-6
+
+# The widest radius any search uses (a feed's radius_km, a volunteer's push radius),
+# and the rings a nearest-first search walks outwards in, so that it stops at the
+# first ring that holds what it needs instead of reading the whole 50 km.
+MAX_RADIUS_KM = 50.0
+RINGS_KM = (1.0, 3.0, 10.0, MAX_RADIUS_KM)
 
 # Geocells: a fixed grid of GEOCELL_DEG degrees. A radius query turns into a
 # short list of cells, each an index range, so it never scans the table.
@@ -48,18 +55,38 @@ def haversine_km(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
     return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
 
 
-def distance_km_sql(lat_col, lng_col, lat: float, lng: float) -> sa.ColumnElement[float]:
+def distance_km_sql(lat_col, lng_col, lat, lng, cos_lat=None) -> sa.ColumnElement[float]:
     """The haversine distance from (``lat``, ``lng``) to a row's point, as SQL.
+
+    ``lat`` and ``lng`` are numbers, or SQL (bound parameters of a statement
+    built once and run for many points: :func:`distance_km_from_point`); then
+    ``cos_lat``, the cosine of that latitude, is given as SQL too.
 
     Uses only sin/cos/asin/sqrt/radians, which PostgreSQL has and SQLite has
     when built with its math functions (registered below when it is not).
     """
+    if cos_lat is None:
+        cos_lat = math.cos(math.radians(lat))
     half_dlat = sa.func.sin(sa.func.radians(lat_col - lat) / 2)
     half_dlng = sa.func.sin(sa.func.radians(lng_col - lng) / 2)
-    a = half_dlat * half_dlat + math.cos(math.radians(lat)) * sa.func.cos(sa.func.radians(lat_col)) * (
-        half_dlng * half_dlng
-    )
+    a = half_dlat * half_dlat + cos_lat * sa.func.cos(sa.func.radians(lat_col)) * (half_dlng * half_dlng)
     return sa.type_coerce(2 * EARTH_RADIUS_KM * sa.func.asin(sa.func.sqrt(a)), sa.Float)
+
+
+def distance_km_from_point(lat_col, lng_col) -> sa.ColumnElement[float]:
+    """:func:`distance_km_sql` from the bound parameters ``point_lat``, ``point_lng``
+    and ``point_cos`` (:func:`point_parameters` gives their values)."""
+    return distance_km_sql(
+        lat_col,
+        lng_col,
+        sa.bindparam("point_lat", type_=sa.Float),
+        sa.bindparam("point_lng", type_=sa.Float),
+        sa.bindparam("point_cos", type_=sa.Float),
+    )
+
+
+def point_parameters(lat: float, lng: float) -> dict[str, float]:
+    return {"point_lat": lat, "point_lng": lng, "point_cos": math.cos(math.radians(lat))}
 
 
 def bounding_box(lat: float, lng: float, radius_km: float) -> tuple[float, float, float, float]:
@@ -94,18 +121,49 @@ def geocells_covering(lat: float, lng: float, radius_km: float) -> list[int]:
 
 def within_radius(lat_col, lng_col, geocell_col, lat: float, lng: float, radius_km: float) -> sa.ColumnElement[bool]:
     """Rows whose point lies within ``radius_km`` of (``lat``, ``lng``): the covering
-    geocells (an index condition), the bounding box (cheap) and the exact distance.
-
-    The cells are one ``IN`` list rather than OR-ed ranges: PostgreSQL turns it
-    into ``geocell = ANY(...)``, a condition a single (index-only) scan can use,
-    where OR-ed ranges would need a bitmap scan that must visit the heap.
-    """
-    min_lat, max_lat, min_lng, max_lng = bounding_box(lat, lng, radius_km)
+    geocells (an index condition), the bounding box (cheap) and the exact distance."""
+    cells = geocells_covering(lat, lng, radius_km)
     return sa.and_(
-        geocell_col.in_(geocells_covering(lat, lng, radius_km)),
+        _box_sql(lat_col, lng_col, geocell_col, cells, bounding_box(lat, lng, radius_km), array=False),
+        distance_km_sql(lat_col, lng_col, lat, lng) <= radius_km,
+    )
+
+
+def within_box_of_parameters(lat_col, lng_col, geocell_col, *, array: bool = False) -> sa.ColumnElement[bool]:
+    """The prefilter of :func:`within_radius` — cells and box, without the distance —
+    from bound parameters (``cells``, ``min_lat`` … ``max_lng``; :func:`box_parameters`
+    gives their values), for a statement built once and run for many points."""
+    cells = sa.bindparam("cells", type_=ARRAY(sa.Integer)) if array else sa.bindparam("cells", expanding=True)
+    box = (sa.bindparam(name, type_=sa.Float) for name in ("min_lat", "max_lat", "min_lng", "max_lng"))
+    return _box_sql(lat_col, lng_col, geocell_col, cells, box, array=array)
+
+
+def box_parameters(lat: float, lng: float, radius_km: float) -> dict:
+    min_lat, max_lat, min_lng, max_lng = bounding_box(lat, lng, radius_km)
+    return {
+        "cells": geocells_covering(lat, lng, radius_km),
+        "min_lat": min_lat,
+        "max_lat": max_lat,
+        "min_lng": min_lng,
+        "max_lng": max_lng,
+    }
+
+
+def _box_sql(lat_col, lng_col, geocell_col, cells, box, *, array: bool) -> sa.ColumnElement[bool]:
+    """The covering cells, then the box.
+
+    The cells are one list rather than OR-ed ranges: PostgreSQL turns it into
+    ``geocell = ANY(...)``, a condition a single (index-only) scan can use, where
+    OR-ed ranges would need a bitmap scan that must visit the heap. ``array``
+    (PostgreSQL only) sends the list as one array parameter: a 50 km circle
+    covers about 2,000 cells, and one placeholder each would make a statement
+    that the driver must parse afresh every time.
+    """
+    min_lat, max_lat, min_lng, max_lng = box
+    return sa.and_(
+        geocell_col == sa.any_(cells) if array else geocell_col.in_(cells),
         lat_col.between(min_lat, max_lat),
         lng_col.between(min_lng, max_lng),
-        distance_km_sql(lat_col, lng_col, lat, lng) <= radius_km,
     )
 
 

@@ -123,7 +123,10 @@ class KindPolicy:
     settlement: str | None = None
     auto_confirm: bool = False  # fulfilled claims confirmed by the scheduler after AUTO_CONFIRM_DAYS
     confirm_bonus_points: int = 0  # energy on top of the hours when confirmed
-    nearby_alerts: bool = False  # 微呼百应: volunteers around it are told when it opens
+    # The kind asks volunteers to come and do something (it needs people): it is
+    # matched to them — listed "for me" near their home, ranked by their skills,
+    # and 微呼百应, the volunteers around it are told when it opens with places free.
+    matched_to_volunteers: bool = False
     # A claim on it is something to be at or to get done by a time: it appears in
     # the claimant's calendar feed (a reward hand-over does not).
     in_calendar: bool = True
@@ -159,7 +162,7 @@ POLICIES: dict[str, KindPolicy] = {
             closes_at_end=False,
             auto_confirm=True,
             confirm_bonus_points=5,
-            nearby_alerts=True,
+            matched_to_volunteers=True,
         ),
         KindPolicy(
             "project",  # 微项目
@@ -174,6 +177,7 @@ POLICIES: dict[str, KindPolicy] = {
             needs_schedule=True,
             event_reminders=True,
             settlement="on_site",
+            matched_to_volunteers=True,
         ),
         KindPolicy(
             "charity",  # 微公益
@@ -188,6 +192,7 @@ POLICIES: dict[str, KindPolicy] = {
             needs_schedule=True,
             event_reminders=True,
             settlement="on_site",
+            matched_to_volunteers=True,
         ),
         KindPolicy(
             "service",  # 微服务
@@ -267,6 +272,12 @@ def on_site_credit(checked_in, checked_out, starts_at, ends_at) -> tuple[object,
 
 
 STAR_THRESHOLDS_HOURS = (100, 300, 600, 1000, 1500)
+
+
+def average_rating(total: int, count: int) -> float | None:
+    """A volunteer's reputation: the mean of ``count`` ratings summing to ``total``,
+    to 2 decimals; None before the first."""
+    return round(total / count, 2) if count else None
 
 
 def star_level(minutes: int) -> int:

@@ -21,11 +21,11 @@ ORGS = (
     ("鼓楼街道志愿服务站", "community", "haishu", "+8613800000001", "王协调"),
     ("鄞州区青年志愿者协会", "ngo", "yinzhou", "+8613800000002", "李协调"),
 )
-# phone, display name, real name, ID number, district, skills, home
+# phone, display name, real name, ID number, district, skills (codes of app.skills), home
 VOLUNTEERS = (
-    ("+8613900000001", "小陈", "陈晓", "330203199001011236", "haishu", ["陪伴", "家电维修"], (29.874, 121.546)),
-    ("+8613900000002", "阿芳", "周芳", "330212199505050024", "yinzhou", ["助老", "心理"], (29.817, 121.558)),
-    ("+8613900000003", "小杨", "杨帆", "330205200003030017", "jiangbei", ["助学"], (29.897, 121.556)),
+    ("+8613900000001", "小陈", "陈晓", "330203199001011236", "haishu", ["repair", "elderly"], (29.874, 121.546)),
+    ("+8613900000002", "阿芳", "周芳", "330212199505050024", "yinzhou", ["elderly", "psychology"], (29.817, 121.558)),
+    ("+8613900000003", "小杨", "杨帆", "330205200003030017", "jiangbei", ["tutoring"], (29.897, 121.556)),
 )
 
 
@@ -105,7 +105,7 @@ POSTINGS = (
             "district": "haishu",
             "address": "鼓楼街道中山西路 2 号",
             "location": {"lat": 29.8712, "lng": 121.5521},
-            "tags": ["环保"],
+            "tags": ["环境清洁"],
             "capacity": 20,
             "schedule": (3, 9, 3),
         },
@@ -120,7 +120,7 @@ POSTINGS = (
             "district": "haishu",
             "address": "鼓楼街道文化家园",
             "location": {"lat": 29.8680, "lng": 121.5560},
-            "tags": ["助老"],
+            "tags": ["助老", "理发"],
             "schedule": (5, 14, 2),
         },
     ),
@@ -148,7 +148,7 @@ POSTINGS = (
             "district": "yinzhou",
             "address": "鄞州区四明中路社区学堂",
             "location": {"lat": 29.8173, "lng": 121.5589},
-            "tags": ["助学"],
+            "tags": ["学业辅导"],
             "capacity": 8,
             "schedule": (2, 16, 2),
         },
@@ -162,7 +162,7 @@ POSTINGS = (
             "description": "小明喜欢科普读物，希望有一套适合四年级的科普丛书。",
             "district": "yinzhou",
             "location": {"lat": 29.8205, "lng": 121.5601},
-            "tags": ["助学"],
+            "tags": ["学业辅导"],
             "beneficiary": {"name": "李小明"},
         },
     ),
@@ -175,7 +175,7 @@ POSTINGS = (
             "description": "电饭煲、台灯、电风扇等小家电的简单维修，周末可约。",
             "district": "haishu",
             "location": {"lat": 29.8740, "lng": 121.5460},
-            "tags": ["家电维修"],
+            "tags": ["维修"],
             "capacity": 5,
         },
     ),

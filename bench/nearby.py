@@ -13,13 +13,24 @@ with ``sort=distance`` and once with the default ``sort=newest``, and prints
 p50/p95/max per query, then ``EXPLAIN (ANALYZE, BUFFERS)`` of the query at the
 densest point (the old town) and at one random centre.
 
-With ``--volunteers V`` it also loads V volunteers (homes from the same
-mixture; push radius 3 km for 70 %, 5 km for 20 %, 10–50 km for the rest; one
-or two of six skills) and times ``notifications.nearby.alert_nearby_volunteers``
-(微呼百应) for 50 wishes opening at random points, each in a transaction that
-is rolled back, printing p50/p95 and how many volunteers each wish reached.
+Postings carry tags drawn at random: a quarter none, a quarter a free tag (社区),
+a quarter one skill (its code or its Chinese name), a quarter two skills.
 
-    .venv/bin/python bench/nearby.py [--postings 1000000] [--queries 200] [--volunteers 1000000] [--reload]
+With ``--volunteers V`` it also loads V volunteers (homes from the same
+mixture; push radius 3 km for 70 %, 5 km for 20 %, 10–50 km for the rest; no
+skill for a fifth, one or two of the fifteen for the others) and times
+``notifications.nearby.alert_nearby_volunteers`` (微呼百应) for 50 postings
+(wishes and projects) opening at random points, each in a transaction that is
+rolled back, printing p50/p95 and how many volunteers each reached.
+
+With ``--for-me`` (needs the volunteers) it sends R random volunteers through
+``app.services.matching.postings_for_me`` — the code behind ``GET
+/api/v1/postings?for_me=true`` — for their first page and, where there is one,
+their second, printing p50/p95/max, then ``EXPLAIN (ANALYZE, BUFFERS)`` of
+every statement of one call for volunteers in the old town (3 km and 30 km
+radius) and at the sparse north-west edge of the city (10 km).
+
+    .venv/bin/python bench/nearby.py [--postings 1000000] [--queries 200] [--volunteers 1000000] [--for-me] [--reload]
 
 The tables are reused when they already hold N postings and V volunteers
 (``--reload`` rebuilds them).
@@ -42,8 +53,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app import create_app  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.geo import GEOCELL_DEG  # noqa: E402
+from app.policy import LIVE_POSTING_STATUSES, kinds_where  # noqa: E402
 from app.services.feed import Near, list_postings  # noqa: E402
 from app.services.permissions import Actor  # noqa: E402
+from app.skills import DEFAULT_SKILLS  # noqa: E402
 from bench.dbsetup import ensure_database  # noqa: E402
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/yz_bench_p"
@@ -120,10 +133,51 @@ def load(conn: sa.Connection, postings: int) -> None:
             "sigma": SIGMA_DEG,
         },
     )
+    load_tags(conn)
+
+
+def load_tags(conn: sa.Connection) -> None:
+    """Tags drawn at random: none (a quarter), a free tag (a quarter), one skill (a
+    quarter), two skills (a quarter); a skill as its code or its Chinese name, as
+    residents and coordinators' tools write them. The tags of live wishes,
+    projects and charity activities carry their posting's point, as the app
+    writes them (app.services.lifecycle.tag_place)."""
+    conn.execute(
+        sa.text(
+            """
+            INSERT INTO posting_tags (posting_id, tag, position, lat, lng, geocell)
+            SELECT x.id, t.tag, t.position,
+                   CASE WHEN x.placed THEN x.lat END, CASE WHEN x.placed THEN x.lng END,
+                   CASE WHEN x.placed THEN x.geocell END
+            FROM (
+                SELECT id, lat, lng, geocell, random() AS r, floor(random() * 15)::int AS first,
+                       floor(random() * 14)::int AS step, random() < 0.5 AS by_name,
+                       kind = ANY(CAST(:matched AS text[])) AND status = ANY(CAST(:live AS text[])) AS placed
+                FROM postings OFFSET 0
+            ) AS x
+            CROSS JOIN LATERAL (
+                SELECT '社区' AS tag, 0 AS position WHERE x.r >= 0.25 AND x.r < 0.5
+                UNION ALL
+                SELECT CASE WHEN x.by_name THEN (CAST(:names AS text[]))[x.first + 1]
+                            ELSE (CAST(:codes AS text[]))[x.first + 1] END, 0
+                WHERE x.r >= 0.5
+                UNION ALL
+                SELECT (CAST(:codes AS text[]))[(x.first + 1 + x.step) % 15 + 1], 1 WHERE x.r >= 0.75
+            ) AS t
+            """
+        ),
+        {
+            "codes": [skill.code for skill in DEFAULT_SKILLS],
+            "names": [skill.name_zh for skill in DEFAULT_SKILLS],
+            "matched": list(kinds_where(matched_to_volunteers=True)),
+            "live": list(LIVE_POSTING_STATUSES),
+        },
+    )
 
 
 def load_volunteers(conn: sa.Connection, volunteers: int) -> None:
     """Users AUTHORS+1 … AUTHORS+V, each a volunteer with a home in the city."""
+    conn.execute(sa.text("DELETE FROM volunteer_skills"))
     conn.execute(sa.text("DELETE FROM volunteers"))
     conn.execute(sa.text("DELETE FROM users WHERE id > :authors"), {"authors": AUTHORS})
     conn.execute(
@@ -145,8 +199,11 @@ def load_volunteers(conn: sa.Connection, volunteers: int) -> None:
             INSERT INTO volunteers (user_id, volunteer_no, real_name, id_hash, id_masked, skills, district,
                                     home_lat, home_lng, push_radius_km, registered_at, created_at, updated_at)
             SELECT :authors + g, 'NB' || lpad(g::text, 8, '0'), '志愿者', md5(g::text), '3302**********0000',
-                   json_build_array((ARRAY['助老','助学','陪伴','维修','环保','心理'])[g % 6 + 1],
-                                    (ARRAY['助老','助学','陪伴','维修','环保','心理'])[(g / 6) % 6 + 1]),
+                   CASE WHEN k < 0.2 THEN '[]'::json
+                        WHEN k < 0.6 THEN json_build_array((CAST(:codes AS text[]))[h % 15 + 1])
+                        ELSE json_build_array((CAST(:codes AS text[]))[h % 15 + 1],
+                                              (CAST(:codes AS text[]))[(h % 15 + 1 + (h / 15) % 14) % 15 + 1])
+                   END,
                    'haishu',
                    CASE WHEN g % 2 = 0 THEN :lat0 + random() * (:lat1 - :lat0)
                         ELSE least(greatest(:clat + :sigma * sqrt(-2 * ln(1 - random()))
@@ -156,7 +213,8 @@ def load_volunteers(conn: sa.Connection, volunteers: int) -> None:
                                              * cos(2 * pi() * random()), :lng0), :lng1) END,
                    CASE WHEN g % 10 < 7 THEN 3 WHEN g % 10 < 9 THEN 5 ELSE 10 + (g % 41) END,
                    now(), now(), now()
-            FROM generate_series(1, :v) AS g
+            FROM (SELECT g, random() AS k, floor(random() * 210)::int AS h
+                  FROM generate_series(1, :v) AS g OFFSET 0) AS s
             """
         ),
         {
@@ -169,7 +227,17 @@ def load_volunteers(conn: sa.Connection, volunteers: int) -> None:
             "clat": CENTRE[0],
             "clng": CENTRE[1],
             "sigma": SIGMA_DEG,
+            "codes": [skill.code for skill in DEFAULT_SKILLS],
         },
+    )
+    conn.execute(
+        sa.text(
+            """
+            INSERT INTO volunteer_skills (user_id, skill, home_lat, home_lng, push_radius_km)
+            SELECT v.user_id, s.skill, v.home_lat, v.home_lng, v.push_radius_km
+            FROM volunteers AS v CROSS JOIN LATERAL json_array_elements_text(v.skills) AS s(skill)
+            """
+        )
     )
 
 
@@ -182,31 +250,101 @@ def time_alerts(rng: random.Random, wishes: int = 50) -> None:
     timings, reached = [], []
     for i in range(wishes):
         lat, lng = random_centre(rng)
+        kind = "project" if i % 4 == 3 else "wish"
         posting = Posting(
-            kind="wish",
+            kind=kind,
             status="open",
-            title=f"附近心愿 {i}",
+            title=f"附近{kind} {i}",
             description="d",
             district="haishu",
             lat=lat,
             lng=lng,
             geocell=geocell_for(lat, lng),
             author_id=1,
-            capacity=1,
+            capacity=1 if kind == "wish" else 20,
         )
         if i % 2:
-            posting.tags = [PostingTag(tag="助老", position=0)]
+            posting.tags = [PostingTag(tag="助老", position=0, lat=lat, lng=lng, geocell=posting.geocell)]
         db.session.add(posting)
         db.session.flush()
         started = time.perf_counter()
         reached.append(alert_nearby_volunteers(posting))
         timings.append((time.perf_counter() - started) * 1000)
         db.session.rollback()
-    print(f"\n{wishes} wishes opening (half tagged 助老), alert_nearby_volunteers:")
+    print(f"\n{wishes} postings opening (a quarter projects; half tagged 助老), alert_nearby_volunteers:")
     print(
         f"p50 {percentile(timings, 50):.1f} ms, p95 {percentile(timings, 95):.1f} ms, max {max(timings):.1f} ms;"
         f" volunteers reached per wish: median {statistics.median(reached):.0f}, max {max(reached)}"
     )
+
+
+def time_for_me(rng: random.Random, volunteers: int, queries: int) -> None:
+    """postings_for_me for random volunteers: their first page and, when there is
+    one, the next."""
+    from app.models import User
+    from app.services.matching import postings_for_me
+
+    firsts, seconds, counts = [], [], []
+    for _ in range(queries):
+        user = db.session.get(User, AUTHORS + rng.randint(1, volunteers))
+        actor = Actor(user)
+        started = time.perf_counter()
+        items, cursor = postings_for_me(actor, limit=20)
+        firsts.append((time.perf_counter() - started) * 1000)
+        counts.append(len(items))
+        if cursor:
+            started = time.perf_counter()
+            postings_for_me(actor, cursor=cursor, limit=20)
+            seconds.append((time.perf_counter() - started) * 1000)
+        db.session.rollback()  # end the read transaction, as a request would
+    print(f"\n{queries} random volunteers, postings_for_me, 20 items:")
+    print(f"{'page':<8} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'n':>5}")
+    for label, timings in (("first", firsts), ("second", seconds)):
+        if timings:
+            print(
+                f"{label:<8} {percentile(timings, 50):8.2f} {percentile(timings, 95):8.2f} {max(timings):8.2f}"
+                f" {len(timings):5d}"
+            )
+    print(f"items on the first page: mean {statistics.mean(counts):.1f}, fewer than 20: {sum(c < 20 for c in counts)}")
+
+
+def explain_for_me(radius_km: float, near: tuple[float, float]) -> None:
+    """EXPLAIN (ANALYZE, BUFFERS) of every statement of one postings_for_me call,
+    for the two-skill volunteer with this radius nearest ``near``."""
+    from app.models import User
+    from app.services.matching import postings_for_me
+
+    user_id = db.session.scalar(
+        sa.text(
+            "SELECT user_id FROM volunteers WHERE json_array_length(skills) = 2 AND push_radius_km = :r"
+            " ORDER BY (home_lat - :lat) ^ 2 + (home_lng - :lng) ^ 2 LIMIT 1"
+        ),
+        {"r": radius_km, "lat": near[0], "lng": near[1]},
+    )
+    user = db.session.get(User, user_id)
+    volunteer = user.volunteer
+    captured = []
+
+    def capture(_conn, _cursor, statement, parameters, _context, _many):
+        captured.append((statement, parameters))
+
+    sa.event.listen(db.engine, "before_cursor_execute", capture)
+    try:
+        items, _ = postings_for_me(Actor(user), limit=20)
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", capture)
+    print(
+        f"\nfor_me, volunteer {user_id}: skills {volunteer.skills}, radius {radius_km:g} km,"
+        f" home {volunteer.home_lat:.4f},{volunteer.home_lng:.4f}; {len(captured)} statements;"
+        f" first page: {[(i.match['skills'], i.distance_km) for i in items[:3]]} …"
+    )
+    raw = db.session.connection().connection.driver_connection
+    for statement, parameters in captured:
+        with raw.cursor() as cursor:
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        print(f"\n-- {' '.join(statement.split())[:160]} …\n{plan}")
+    db.session.rollback()
 
 
 def random_centre(rng: random.Random) -> tuple[float, float]:
@@ -258,6 +396,7 @@ def main() -> None:
     parser.add_argument("--postings", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--volunteers", type=int, default=0, help="also time nearby alerts with this many")
+    parser.add_argument("--for-me", action="store_true", help="also time postings_for_me (needs --volunteers)")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--reload", action="store_true", help="rebuild the table even if it is full")
     args = parser.parse_args()
@@ -280,6 +419,7 @@ def main() -> None:
             loaded = time.perf_counter() - started
             with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.execute(sa.text("VACUUM ANALYZE postings"))
+                conn.execute(sa.text("VACUUM ANALYZE posting_tags"))
                 conn.execute(sa.text("VACUUM ANALYZE users"))
             print(f"loaded {args.postings:,} postings in {loaded:.1f} s (+ VACUUM ANALYZE)")
         else:
@@ -293,6 +433,7 @@ def main() -> None:
                     load_volunteers(conn, args.volunteers)
                 with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                     conn.execute(sa.text("VACUUM ANALYZE volunteers"))
+                    conn.execute(sa.text("VACUUM ANALYZE volunteer_skills"))
                     conn.execute(sa.text("VACUUM ANALYZE users"))
                 print(f"loaded {args.volunteers:,} volunteers in {time.perf_counter() - started:.1f} s")
         stats = db.session.execute(
@@ -322,6 +463,13 @@ def main() -> None:
                 print(explain(lat, lng, sort))
         if args.volunteers:
             time_alerts(rng)
+        if args.volunteers and args.for_me:
+            run_for_me = random.Random(args.seed)
+            time_for_me(run_for_me, args.volunteers, 20)  # warm the cache
+            time_for_me(run_for_me, args.volunteers, args.queries)
+            # the old town with the common radius and a wide one; the sparse north-west edge
+            for radius_km, near in ((3.0, CENTRE), (30.0, CENTRE), (10.0, (30.25, 121.1))):
+                explain_for_me(radius_km, near)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from flask_jwt_extended import jwt_required
 from flask_smorest import Blueprint
 
 from app.security import current_actor, optional_actor
-from app.services import feed, postings
+from app.services import feed, matching, postings
 from mobile_api.fields import page_of
 from mobile_api.schemas import (
     CancelSchema,
@@ -38,9 +38,16 @@ def create_posting(body):
 @blp.route("", methods=["GET"])
 @blp.arguments(PostingQuerySchema, location="query")
 @blp.response(200, PostingPageSchema)
+@blp.alt_response(401, description="for_me without a token")
+@blp.alt_response(403, description="volunteer_required (for_me)")
 @blp.doc(**PUBLIC)
 def list_postings(query):
-    """The wish wall: filters, nearby search, keyset pages (public)."""
+    """The wish wall: filters, nearby search, keyset pages (public); ``for_me``: what fits you."""
+    if query["for_me"]:
+        items, next_cursor = matching.postings_for_me(
+            optional_actor(), kinds=query.get("kind"), cursor=query["cursor"], limit=query["limit"]
+        )
+        return {"items": items, "next_cursor": next_cursor}
     near = query.get("near")
     items, next_cursor = feed.list_postings(
         optional_actor(),

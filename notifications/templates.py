@@ -91,9 +91,10 @@ TEMPLATES: dict[str, dict[str, tuple[str, str]]] = {
         "zh-CN": ("志愿服务证明已开具", "「{org}」为您开具的志愿服务证明（编号 {number}）已生成，可随时下载出示。"),
         "en": ("Certificate issued", "Your certificate of volunteer service from “{org}” (No. {number}) is ready."),
     },
+    # Wishes, projects and charity activities alike (微呼百应): the texts name no kind.
     "nearby_posting": {
-        "zh-CN": ("附近有新心愿", "距您约 {distance_km} 公里：「{title}」"),
-        "en": ("A wish near you", "About {distance_km} km from you: “{title}”"),
+        "zh-CN": ("附近需要志愿者", "距您约 {distance_km} 公里：「{title}」"),
+        "en": ("Volunteers needed near you", "About {distance_km} km from you: “{title}”"),
     },
 }
 

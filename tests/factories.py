@@ -16,6 +16,7 @@ from app.geo import geocell_for
 from app.models import Claim, Org, OrgMember, Posting, PostingTag, ServiceRecord, Volunteer
 from app.policy import PLACE_CLAIM_STATUSES, POLICIES
 from app.services import accounts, tokens, volunteers
+from app.services.postings.fields import tag_rows
 from app.validators import id_check_char
 
 PASSWORD = "correct-horse-battery"
@@ -184,7 +185,7 @@ def make_posting(
             author_id=author.id,
             **values,
         )
-        posting.tags = [PostingTag(tag=t, position=i) for i, t in enumerate(tags or [])]
+        posting.tags = [PostingTag(**row) for row in tag_rows(tags or [], kind, status, lat, lng)]
         db.session.add(posting)
         db.session.commit()
         return posting.id

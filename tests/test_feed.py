@@ -12,6 +12,7 @@ from app import clock
 from app.extensions import db
 from app.geo import geocell_for, haversine_km
 from app.models import Posting
+from tests.database import fill_city
 from tests.factories import make_org, make_posting, make_user
 
 NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
@@ -302,37 +303,12 @@ def test_geocell_follows_every_write(app, author):
 # --- the nearby query uses the index (PostgreSQL) --------------------------------------------
 
 
-def _fill_city(rows: int) -> None:
-    """``rows`` postings over Ningbo straight in SQL, then fresh statistics."""
-    from app.geo import GEOCELL_DEG
-
-    db.session.execute(
-        sa.text(
-            """
-            INSERT INTO postings (kind, title, description, status, district, lat, lng, geocell, author_id,
-                                  capacity, claimed_count, waitlist_count, photo_urls, created_at, updated_at)
-            SELECT (ARRAY['wish','project','charity','service','energy'])[1 + g % 5], 't', 'd',
-                   (ARRAY['open','open','claimed','closed','expired'])[1 + (g / 5) % 5], 'haishu',
-                   lat, lng,
-                   floor((lat + 90) / :deg)::bigint * 100000 + floor((lng + 180) / :deg)::bigint,
-                   :author, 1, 0, 0, '[]', now() - g * interval '1 second', now()
-            FROM (SELECT g, 29.5 + random() * 0.8 AS lat, 121.1 + random() * 0.9 AS lng
-                  FROM generate_series(1, :rows) AS g) AS points
-            """
-        ),
-        {"rows": rows, "deg": GEOCELL_DEG, "author": db.session.scalar(sa.text("SELECT min(id) FROM users"))},
-    )
-    db.session.commit()
-    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sa.text("VACUUM ANALYZE postings"))  # statistics, and the visibility map
-
-
 def test_the_nearby_query_reads_the_geocell_index(app, client, author, postgres_only):
     from app.services.feed import Near, list_postings
     from app.services.permissions import Actor
 
     with app.app_context():
-        _fill_city(60_000)
+        fill_city(60_000)
         with db.engine.connect() as conn:
             captured = []
 

@@ -1,4 +1,4 @@
-"""微呼百应: nearby volunteers hear of a wish when it opens."""
+"""微呼百应: nearby volunteers hear of a wish, a project or a charity activity that needs people."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from app.extensions import db
 from app.geo import KM_PER_DEG_LAT
 from app.models import Notification, Posting, User
 from notifications import nearby
-from tests.factories import make_org, make_posting, make_user, make_volunteer
+from tests.database import recorded
+from tests.factories import make_claim, make_org, make_posting, make_user, make_volunteer
 
 NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 in Ningbo
 WISH = (29.87, 121.55)
@@ -90,16 +91,18 @@ def test_volunteers_within_their_own_radius_hear_of_an_open_wish(app, client, or
     assert "0.5" in got[close.id].body
 
 
-def test_tags_must_meet_skills(app, client, org):
+def test_volunteers_with_a_skill_the_tags_name_come_first(app, client, org, monkeypatch):
     org_id, coordinator = org
-    carer = volunteer(app, 1.0, skills=["助老", "陪伴"])
-    tutor = volunteer(app, 1.0, skills=["助学"])
-    anyone = volunteer(app, 1.0, skills=[])
+    carer = volunteer(app, 2.5, skills=["elderly", "driving"])
+    tutor = volunteer(app, 1.0, skills=["tutoring"])
+    anyone = volunteer(app, 0.5, skills=[])
+    monkeypatch.setattr(nearby, "PER_POSTING_LIMIT", 2)
     post_wish(client, coordinator, org_id, tags=["助老", "就医"])
-    assert set(alerts(app)) == {carer.id}
+    assert set(alerts(app)) == {carer.id, anyone.id}  # the skilled one, then the nearest
 
+    monkeypatch.setattr(nearby, "PER_POSTING_LIMIT", 500)
     post_wish(client, coordinator, org_id, title="无标签心愿")
-    assert {n.user_id for n in _all_alerts(app)} == {carer.id, tutor.id, anyone.id}
+    assert sorted(n.user_id for n in _all_alerts(app)) == sorted([carer.id, anyone.id, carer.id, tutor.id, anyone.id])
 
 
 def _all_alerts(app) -> list[Notification]:
@@ -130,13 +133,92 @@ def test_a_residents_wish_alerts_only_once_approved(app, client, org):
     assert set(alerts(app)) == {near.id}
 
 
-@pytest.mark.parametrize("kind", ["project", "charity", "service", "energy"])
-def test_only_wishes_alert(app, org, kind):
+@pytest.mark.parametrize("kind", ["service", "energy"])
+def test_kinds_that_need_no_volunteers_alert_nobody(app, org, kind):
     org_id, coordinator = org
     volunteer(app, 1.0)
     posting_id = make_posting(app, coordinator, kind=kind, org_id=org_id, lat=WISH[0], lng=WISH[1])
     assert run_alerts(app, posting_id) == 0
     assert alerts(app) == {}
+
+
+@pytest.mark.parametrize("kind", ["project", "charity"])
+def test_an_activity_short_of_people_alerts_the_skilled_first_within_the_caps(app, client, org, monkeypatch, kind):
+    org_id, coordinator = org
+    first_aider = volunteer(app, 2.8, skills=["first_aid"])
+    driver = volunteer(app, 2.0, skills=["driving", "first_aid"])
+    near = [volunteer(app, km) for km in (0.3, 0.6)]
+    busy = volunteer(app, 0.1, skills=["first_aid"])  # had their three alerts today already
+    with app.app_context():
+        for i in range(nearby.DAILY_LIMIT):
+            nearby.notify_each("nearby_posting", {busy.id: {"distance_km": 1}}, dedupe=f"posting:earlier{i}")
+        db.session.commit()
+    monkeypatch.setattr(nearby, "PER_POSTING_LIMIT", 3)
+    resp = client.post(
+        "/api/v1/postings",
+        headers=coordinator.headers,
+        json={
+            "kind": kind,
+            "title": "社区急救培训志愿者",
+            "description": "协助讲师",
+            "district": "haishu",
+            "org_id": org_id,
+            "location": {"lat": WISH[0], "lng": WISH[1]},
+            "tags": ["first_aid"],
+            "capacity": 5,
+            "starts_at": "2026-03-05T01:00:00Z",
+            "ends_at": "2026-03-05T04:00:00Z",
+        },
+    )
+    assert resp.status_code == 201, resp.get_json()
+    posting_id = resp.get_json()["id"]
+    told = {n.user_id: n for n in _all_alerts(app) if n.data.get("posting_id") == str(posting_id)}
+    assert set(told) == {driver.id, first_aider.id, near[0].id}
+    assert busy.id not in told
+    note = told[driver.id]
+    assert (note.title, note.body) == ("附近需要志愿者", "距您约 2.0 公里：「社区急救培训志愿者」")
+    assert "心愿" not in note.title + note.body
+
+
+def test_a_full_project_alerts_nobody_and_one_that_frees_a_place_alerts_the_new_only(app, client, org):
+    org_id, coordinator = org
+    make_volunteer(app, coordinator, home=north(0.1))  # the author is a volunteer too
+    project = make_posting(app, coordinator, kind="project", org_id=org_id, capacity=1, status="full")
+    claimant = volunteer(app, 0.5)
+    with app.app_context():
+        db.session.execute(sa.update(Posting).where(Posting.id == project).values(claimed_count=0))
+        db.session.commit()
+    assert run_alerts(app, project) == 0
+    assert alerts(app) == {}
+
+    # it opens: everyone near but the author hears; the one who claims the place fills it
+    with app.app_context():
+        db.session.execute(sa.update(Posting).where(Posting.id == project).values(status="open"))
+        db.session.commit()
+    assert run_alerts(app, project) == 1
+    resp = client.post(f"/api/v1/postings/{project}/claims", headers=claimant.headers, json={})
+    assert resp.json["status"] == "active"
+    newcomer = volunteer(app, 1.5)
+
+    # the claimant gives the place back: the project reopens and the newcomer hears of it,
+    # never the claimant (told before, and a past claimant) nor the author
+    resp = client.post(f"/api/v1/claims/{resp.json['id']}/withdraw", headers=claimant.headers)
+    assert resp.status_code == 200, resp.get_json()
+    notes = [n for n in _all_alerts(app) if n.data.get("posting_id") == str(project)]
+    assert sorted(n.user_id for n in notes) == sorted([claimant.id, newcomer.id])
+
+
+def test_claimants_and_the_author_are_never_alerted(app, org):
+    org_id, coordinator = org
+    make_volunteer(app, coordinator, home=north(0.1), skills=["events"])
+    waiting = volunteer(app, 0.2, skills=["events"])
+    released = volunteer(app, 0.3, skills=["events"])
+    fresh = volunteer(app, 0.4)
+    project = make_posting(app, coordinator, kind="charity", org_id=org_id, capacity=None, tags=["活动组织"])
+    make_claim(app, project, waiting, status="waitlisted")
+    make_claim(app, project, released, status="withdrawn")
+    assert run_alerts(app, project) == 1
+    assert set(alerts(app)) == {fresh.id}
 
 
 def test_a_wish_without_a_place_or_not_open_alerts_nobody(app, org):
@@ -211,20 +293,10 @@ def test_alerts_are_one_bulk_insert(app, org):
     _, coordinator = org
 
     def statements_for(posting_id: int) -> list[str]:
-        seen = []
-
-        def record(_conn, _cursor, statement, *_args):
-            seen.append(statement)
-
-        with app.app_context():
-            engine = db.engine
-            sa.event.listen(engine, "before_cursor_execute", record)
-            try:
-                nearby.alert_nearby_volunteers(db.session.get(Posting, posting_id))
-                db.session.commit()
-            finally:
-                sa.event.remove(engine, "before_cursor_execute", record)
-        return seen
+        with recorded(app) as seen, app.app_context():
+            nearby.alert_nearby_volunteers(db.session.get(Posting, posting_id))
+            db.session.commit()
+        return [statement for statement, _ in seen]
 
     for km in (0.5, 1.0, 1.5):
         volunteer(app, km)
@@ -273,18 +345,29 @@ def test_the_walk_crosses_pages_and_rings_nearest_first(app, org, monkeypatch):
     wide = volunteer(app, 6.0, radius=10.0)
     widest = volunteer(app, 20.0, radius=30.0)
     volunteer(app, 6.0, radius=5.0)  # out of their own radius
-    skilled_out = volunteer(app, 0.7, skills=["助学"])
+    skilled_out = volunteer(app, 0.7, skills=["tutoring"])
 
     posting_id = make_posting(app, coordinator)
     assert run_alerts(app, posting_id) == 8
     assert {n.user_id for n in _all_alerts(app)} == {a.id for a in ring_one} | {wide.id, widest.id, skilled_out.id}
 
     monkeypatch.setattr(nearby, "PER_POSTING_LIMIT", 6)
-    tagged = make_posting(app, coordinator, title="需要助老", tags=["助老"])
-    told = run_alerts(app, tagged)
+    tagged = make_posting(app, coordinator, title="需要学业辅导", tags=["学业辅导"])
+    assert run_alerts(app, tagged) == 6
     got = {n.user_id for n in _all_alerts(app) if n.data.get("posting_id") == str(tagged)}
-    assert told == 0 and got == set()  # nobody has the skill
+    assert got == {skilled_out.id} | {a.id for a in ring_one}  # the skilled one, then the five nearest
     untagged = make_posting(app, coordinator, title="第三个")
     assert run_alerts(app, untagged) == 6
     got = {n.user_id for n in _all_alerts(app) if n.data.get("posting_id") == str(untagged)}
     assert got == {a.id for a in ring_one} | {skilled_out.id}  # the six nearest; 6 km and 20 km left out
+
+
+def test_the_skilled_pass_reads_pages_too_and_the_second_pass_skips_them(app, org, monkeypatch):
+    _, coordinator = org
+    monkeypatch.setattr(nearby, "_PAGE", 2)
+    skilled = [volunteer(app, km, radius=10, skills=["repair", "digital"]) for km in (4.0, 6.0, 9.0)]
+    others = [volunteer(app, km, radius=10) for km in (0.5, 1.0)]
+    monkeypatch.setattr(nearby, "PER_POSTING_LIMIT", 4)
+    posting_id = make_posting(app, coordinator, tags=["repair", "手机电脑"])
+    assert run_alerts(app, posting_id) == 4
+    assert set(alerts(app)) == {*(a.id for a in skilled), others[0].id}

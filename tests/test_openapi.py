@@ -9,7 +9,7 @@ import pytest
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
-from tests.factories import make_org, make_volunteer
+from tests.factories import make_org, make_posting, make_volunteer
 
 SKIPPED_RULES = {"/api/v1/openapi.json", "/api/v1/docs", "/api/v1/docs/static/<path:filename>"}
 HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
@@ -222,3 +222,20 @@ def test_docs_asset_path_traversal_is_refused(client):
     assert resp.status_code == 404
     assert resp.get_json()["error"] == "not_found"
     assert client.get("/api/v1/docs/static/no-such-file.js").status_code == 404
+
+
+def test_matching_responses_match_the_document(app, client, spec):
+    """The skills page, a "for me" page with its match, a volunteer's rating and a
+    claim with its claimant's rating are what the document says."""
+    volunteer = make_volunteer(app, skills=["elderly"])
+    org_id, coordinator = make_org(app)
+    posting_id = make_posting(app, coordinator, kind="project", org_id=org_id, tags=["助老"])
+    _conforms(spec, "SkillPage", client.get("/api/v1/skills").get_json())
+    page = client.get("/api/v1/postings?for_me=true", headers=volunteer.headers).get_json()
+    assert page["items"][0]["match"] == {"skills": ["elderly"], "distance_km": 0.0}
+    _conforms(spec, "PostingPage", page)
+    claim = client.post(f"/api/v1/postings/{posting_id}/claims", headers=volunteer.headers, json={}).get_json()
+    seen = client.get(f"/api/v1/claims/{claim['id']}", headers=coordinator.headers).get_json()
+    assert seen["volunteer"]["rating"] == {"average": None, "count": 0}
+    _conforms(spec, "Claim", seen)
+    _conforms(spec, "Volunteer", client.get("/api/v1/me", headers=volunteer.headers).get_json()["volunteer"])

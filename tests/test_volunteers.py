@@ -32,6 +32,7 @@ VOLUNTEER_KEYS = {
     "star_level",
     "energy_balance",
     "active_claims",
+    "rating",
 }
 
 
@@ -41,7 +42,7 @@ def body(**overrides) -> dict:
         "id_number": VALID_ID,
         "gender": "female",
         "birth_date": "1990-01-01",
-        "skills": ["陪伴", "家电维修"],
+        "skills": ["elderly", "repair"],
         "district": "haishu",
         "home": {"lat": 29.874, "lng": 121.546},
         "push_radius_km": 5,
@@ -77,13 +78,14 @@ def test_register_volunteer(app, client):
     assert VOLUNTEER_KEYS <= set(data)
     assert data["real_name"] == "陈晓"
     assert data["id_number_masked"] == "3302**********1236"
-    assert data["skills"] == ["陪伴", "家电维修"]
+    assert data["skills"] == ["elderly", "repair"]
     assert data["district"] == "haishu"
     assert data["home"] == {"lat": 29.874, "lng": 121.546}
     assert data["push_radius_km"] == 5.0
     assert data["verified"] is False
     assert (data["credit_hours"], data["honor_hours"], data["star_level"]) == (0, 0, 0)
     assert (data["energy_balance"], data["active_claims"]) == (0, 0)
+    assert data["rating"] == {"average": None, "count": 0}
     # with the masked number the full birth date would give the whole number away
     assert data["gender"] == "female" and "birth_date" not in data
     (row,) = volunteer_rows(app)
@@ -137,12 +139,12 @@ def test_registering_twice_updates_and_keeps_volunteer_no(app, client):
     resp = client.put(
         URL,
         headers=user.headers,
-        json=body(real_name="陈晓晓", skills=["助学"], district="yinzhou", home=None, push_radius_km=10),
+        json=body(real_name="陈晓晓", skills=["tutoring"], district="yinzhou", home=None, push_radius_km=10),
     )
     assert resp.status_code == 200
     second = resp.get_json()
     assert second["volunteer_no"] == first["volunteer_no"]
-    assert (second["real_name"], second["skills"], second["district"]) == ("陈晓晓", ["助学"], "yinzhou")
+    assert (second["real_name"], second["skills"], second["district"]) == ("陈晓晓", ["tutoring"], "yinzhou")
     assert second["home"] is None and second["push_radius_km"] == 10.0
     (row,) = volunteer_rows(app)
     assert row.volunteer_no == first["volunteer_no"]
@@ -280,7 +282,9 @@ def test_birth_date_must_match_the_id_number(app, client):
         ({"skills": ["a", "a"]}, "skills"),
         ({"skills": [f"s{i}" for i in range(21)]}, "skills"),
         ({"skills": [""]}, "skills"),
-        ({"skills": "陪伴"}, "skills"),
+        ({"skills": "elderly"}, "skills"),
+        ({"skills": ["elderly", "陪伴"]}, "skills"),
+        ({"skills": ["Elderly"]}, "skills"),
         ({"home": {"lat": 91, "lng": 121}}, "home"),
         ({"home": {"lat": 29}}, "home"),
         ({"home": {"lat": 29, "lng": 121, "alt": 3}}, "home"),

@@ -11,7 +11,7 @@ from app.models.orgs import Org, OrgMember
 from app.models.postings import Posting, PostingTag
 from app.models.records import ServiceRecord
 from app.models.tokens import IdempotencyKey, RefreshToken
-from app.models.users import User, Volunteer
+from app.models.users import User, Volunteer, VolunteerSkill
 
 __all__ = [
     "AuditEntry",
@@ -33,4 +33,5 @@ __all__ = [
     "ServiceRecord",
     "User",
     "Volunteer",
+    "VolunteerSkill",
 ]

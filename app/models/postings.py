@@ -16,12 +16,14 @@ class Posting(Timestamped, Base):
         # The nearby search reads this index only (PostgreSQL index-only scan): the
         # distance, the order and the page come from it; the heap is read for the
         # 20 rows of the page alone.
+        # "For me" (app/services/matching.py) reads it alone too: the deadline it
+        # ranks on and the author it leaves out are in it.
         sa.Index(
             "ix_postings_status_kind_geocell",
             "status",
             "kind",
             "geocell",
-            postgresql_include=["lat", "lng", "created_at", "id"],
+            postgresql_include=["lat", "lng", "created_at", "id", "expires_at", "starts_at", "author_id"],
         ),
         # the feed's default order (newest first) as a backward index scan
         sa.Index("ix_postings_status_created_at_id", "status", "created_at", "id"),
@@ -77,12 +79,36 @@ class Posting(Timestamped, Base):
         return [t.tag for t in self.tags]
 
 
+_PLACED = sa.text("geocell IS NOT NULL")
+
+
 class PostingTag(Base):
-    """One tag of a posting; a table of its own so the feed filters by index."""
+    """One tag of a posting; a table of its own so the feed filters by index.
+
+    While its posting can still be matched to volunteers (a live wish, project
+    or charity activity), each row carries a copy of the posting's point
+    (``lat``, ``lng``, ``geocell``; app.services.lifecycle.tag_place), so the
+    live postings that carry a tag around a point — the skills part of "for
+    me" — come from ``ix_posting_tags_tag_geocell`` alone, never from every
+    posting with that tag in the city's history.
+    """
 
     __tablename__ = "posting_tags"
-    __table_args__ = (sa.Index("ix_posting_tags_tag_posting_id", "tag", "posting_id"),)
+    __table_args__ = (
+        sa.Index("ix_posting_tags_tag_posting_id", "tag", "posting_id"),
+        sa.Index(
+            "ix_posting_tags_tag_geocell",
+            "tag",
+            "geocell",
+            postgresql_include=["lat", "lng", "posting_id"],
+            postgresql_where=_PLACED,
+            sqlite_where=_PLACED,
+        ),
+    )
 
     posting_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("postings.id", ondelete="CASCADE"), primary_key=True)
     tag: so.Mapped[str] = so.mapped_column(sa.String(20), primary_key=True)
     position: so.Mapped[int] = so.mapped_column(default=0)
+    lat: so.Mapped[float | None]
+    lng: so.Mapped[float | None]
+    geocell: so.Mapped[int | None]

@@ -9,7 +9,7 @@ import sqlalchemy.orm as so
 
 from app.clock import utcnow
 from app.models.base import Base, Timestamped
-from app.policy import hours, star_level
+from app.policy import average_rating, hours, star_level
 
 
 class User(Timestamped, Base):
@@ -85,6 +85,11 @@ class Volunteer(Timestamped, Base):
     honor_minutes: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
     energy_balance: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
     active_wish_claims: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+    # Reputation: the ratings (1-5) of confirmed work credited to the volunteer, as a
+    # count and a sum, moved with the record in the confirmation's transaction
+    # (app.services.records.write_credit_record).
+    rating_count: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
+    rating_total: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
     registered_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
 
     user: so.Mapped[User] = so.relationship(back_populates="volunteer", foreign_keys=[user_id])
@@ -100,3 +105,33 @@ class Volunteer(Timestamped, Base):
     @property
     def star_level(self) -> int:
         return star_level(self.credit_minutes + self.honor_minutes)
+
+    @property
+    def rating(self) -> dict[str, float | int | None]:
+        return {"average": average_rating(self.rating_total, self.rating_count), "count": self.rating_count}
+
+
+class VolunteerSkill(Base):
+    """One skill of a volunteer, with a copy of their home and reach: the index the
+    skills-first nearby alerts walk (the volunteers with a skill around a point,
+    nearest first). Rebuilt from the profile whenever it is saved
+    (app.services.volunteers); ``volunteers.skills`` stays the profile's list."""
+
+    __tablename__ = "volunteer_skills"
+    __table_args__ = (
+        sa.Index(
+            "ix_volunteer_skills_skill_home",
+            "skill",
+            "home_lat",
+            "home_lng",
+            postgresql_include=["push_radius_km", "user_id"],
+        ),
+    )
+
+    user_id: so.Mapped[int] = so.mapped_column(
+        sa.ForeignKey("volunteers.user_id", ondelete="CASCADE"), primary_key=True
+    )
+    skill: so.Mapped[str] = so.mapped_column(sa.String(20), primary_key=True)
+    home_lat: so.Mapped[float | None]
+    home_lng: so.Mapped[float | None]
+    push_radius_km: so.Mapped[float]

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from app.errors import Invalid
 from app.extensions import db
-from app.geo import distance_km_sql, within_radius
+from app.geo import MAX_RADIUS_KM, distance_km_sql, within_radius
 from app.models import Posting, PostingTag
 from app.policy import HIDDEN_POSTING_STATUSES, POSTING_KINDS, POSTING_STATUSES
 from app.services import pagination
@@ -30,7 +30,6 @@ SORTS = ("newest", "distance", "ending_soon")
 # The review queue's default order: first come, first reviewed.
 OLDEST = "oldest"
 DEFAULT_RADIUS_KM = 3.0
-MAX_RADIUS_KM = 50.0
 # "ending soon" orders by when a posting stops taking claims; those that never
 # do come last (a far-future stand-in keeps the keyset comparison total).
 NEVER = datetime(9999, 12, 31, tzinfo=UTC)

@@ -58,18 +58,22 @@ def write_credit_record(
     bonus_points: int = 0,
 ) -> ServiceRecord:
     """Write the one credit record of a claim, add its minutes to the volunteer's
-    credit hours and pay its energy, all in the caller's transaction.
+    credit hours, pay its energy and count its rating (the confirmer's, 1-5;
+    none when the scheduler confirmed) towards the volunteer's reputation, all
+    in the caller's transaction.
 
     Energy is 10 points per credited hour, whole half hours only (ledger reason
     ``service_hours``), plus ``bonus_points`` (reason ``wish_confirmed``). A
     user without a volunteer profile (a coordinator providing a service) gets
     the record but no counters. A claim that already has its record (a service
-    fulfilled before confirmations were required) only gets the evaluation.
+    fulfilled before confirmations were required) only gets the evaluation and rating.
     """
     existing = db.session.scalar(sa.select(ServiceRecord).where(ServiceRecord.claim_id == claim_id))
     if existing is not None:
         existing.evaluation = evaluation[:1000] if evaluation else existing.evaluation
-        existing.rating = rating if rating is not None else existing.rating
+        if rating is not None:
+            _count_rating(existing.volunteer_id, rating, replacing=existing.rating)
+            existing.rating = rating
         return existing
     record = ServiceRecord(
         volunteer_id=user_id,
@@ -103,7 +107,23 @@ def write_credit_record(
         )
     if bonus_points:
         energy.credit(user_id, bonus_points, reason="wish_confirmed", claim_id=claim_id, posting_id=posting.id)
+    if rating is not None:
+        _count_rating(user_id, rating)
     return record
+
+
+def _count_rating(user_id: int, rating: int, replacing: int | None = None) -> None:
+    """The volunteer's reputation takes in one more rating of their work (or one
+    rating in place of the record's earlier one); an atomic UPDATE, like the hours."""
+    values = {"rating_total": Volunteer.rating_total + rating - (replacing or 0)}
+    if replacing is None:
+        values["rating_count"] = Volunteer.rating_count + 1
+    db.session.execute(
+        sa.update(Volunteer)
+        .where(Volunteer.user_id == user_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _place_of(posting: Posting) -> str | None:

@@ -12,9 +12,10 @@ from sqlalchemy.exc import IntegrityError
 from app.clock import utcnow
 from app.errors import Conflict, Forbidden, Invalid, NotFound
 from app.extensions import db
-from app.models import OrgMember, User, Volunteer
+from app.models import OrgMember, User, Volunteer, VolunteerSkill
 from app.services.audit import audit
 from app.services.permissions import Actor
+from app.skills import vocabulary
 from app.validators import mask_id_number, validate_id_number
 
 VOLUNTEER_FIELDS = ("real_name", "gender", "skills", "district", "push_radius_km")
@@ -36,6 +37,9 @@ def register_volunteer(user: User, data: dict) -> Volunteer:
         raise Invalid("birth_date", "does not match the ID number")
     if data["district"] not in current_app.config["DISTRICTS"]:
         raise Invalid("district", "unknown district")
+    unknown = vocabulary().unknown(data.get("skills") or [])
+    if unknown:
+        raise Invalid("skills", f"Unknown skills: {', '.join(unknown)} (the codes are listed at GET /api/v1/skills).")
 
     # Two first registrations of one account can race (a double tap): the
     # loser's INSERT hits the unique user_id, and it retries as an update of
@@ -45,12 +49,17 @@ def register_volunteer(user: User, data: dict) -> Volunteer:
         if volunteer is None:
             volunteer = Volunteer(user_id=user.id, registered_at=utcnow())
             db.session.add(volunteer)
+        else:
+            # One save of a profile at a time (a double tap): the second reads what
+            # the first wrote, so the row and its skills index never disagree.
+            db.session.refresh(volunteer, with_for_update=True)
         _apply(volunteer, data, number, born)
         try:
             db.session.flush()
             if volunteer.volunteer_no is None:
                 # Assigned once, from the row id: stable, unique, never reused.
                 volunteer.volunteer_no = f"NB{volunteer.id:08d}"
+            index_skills(volunteer)
             db.session.commit()
             return volunteer
         except IntegrityError:
@@ -74,6 +83,29 @@ def _apply(volunteer: Volunteer, data: dict, number: str, born) -> None:
     if "home" in data:
         home = data["home"]
         volunteer.home_lat, volunteer.home_lng = (home["lat"], home["lng"]) if home else (None, None)
+
+
+def index_skills(volunteer: Volunteer) -> None:
+    """Rebuild the volunteer's rows of the skills index (``volunteer_skills``) from
+    the profile: one per skill, with the home and reach they are alerted within.
+    The caller holds the volunteer's row (a new one, or locked)."""
+    db.session.execute(
+        sa.delete(VolunteerSkill)
+        .where(VolunteerSkill.user_id == volunteer.user_id)
+        .execution_options(synchronize_session=False)
+    )
+    rows = [
+        {
+            "user_id": volunteer.user_id,
+            "skill": skill,
+            "home_lat": volunteer.home_lat,
+            "home_lng": volunteer.home_lng,
+            "push_radius_km": volunteer.push_radius_km,
+        }
+        for skill in dict.fromkeys(volunteer.skills or [])
+    ]
+    if rows:
+        db.session.execute(sa.insert(VolunteerSkill), rows)
 
 
 def verify_volunteer(actor: Actor, org_id: int, user_id: int) -> Volunteer:

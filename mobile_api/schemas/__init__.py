@@ -77,6 +77,7 @@ from mobile_api.schemas.records import (
     RecordSchema,
     RecordSummarySchema,
 )
+from mobile_api.schemas.skills import SkillSchema
 from mobile_api.schemas.stats import (
     HealthSchema,
     ReadinessSchema,
@@ -138,6 +139,7 @@ __all__ = [
     "RegisterSchema",
     "RejectSchema",
     "SiteLocationSchema",
+    "SkillSchema",
     "StatsQuerySchema",
     "StatsSchema",
     "TokenPairSchema",

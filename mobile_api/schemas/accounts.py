@@ -18,6 +18,7 @@ from mobile_api.fields import (
     known_district,
     known_timezone,
 )
+from mobile_api.schemas.claims import RatingSchema
 
 LOCALES = ("zh-CN", "en")
 
@@ -27,7 +28,7 @@ class VolunteerSchema(BaseSchema):
     real_name = fields.String()
     id_number_masked = fields.String(attribute="id_masked")
     gender = fields.String(allow_none=True)
-    skills = fields.List(fields.String())
+    skills = fields.List(fields.String(), metadata={"description": "Codes of GET /api/v1/skills."})
     district = fields.String()
     home = NestedFrom(
         Location,
@@ -41,6 +42,7 @@ class VolunteerSchema(BaseSchema):
     star_level = fields.Integer()
     energy_balance = fields.Integer()
     active_claims = fields.Integer(attribute="active_wish_claims")
+    rating = fields.Nested(RatingSchema)
     registered_at = UTCDateTime()
 
 

@@ -5,12 +5,29 @@ from __future__ import annotations
 from marshmallow import ValidationError, fields, post_load, validate
 
 from app.policy import CLAIM_STATUSES, MAX_REPORTED_MINUTES
-from mobile_api.fields import BaseSchema, HttpsUrl, Location, PageQuery, UTCDateTime
+from mobile_api.fields import BaseSchema, HttpsUrl, Location, NestedFrom, PageQuery, UTCDateTime
 
 
 class PersonSchema(BaseSchema):
     id = fields.Integer()
     display_name = fields.String()
+
+
+class RatingSchema(BaseSchema):
+    """A volunteer's reputation: the ratings of their confirmed work."""
+
+    average = fields.Float(allow_none=True, metadata={"description": "1-5, 2 decimals; null before the first rating."})
+    count = fields.Integer(metadata={"description": "Confirmations with a rating (auto-confirmed ones carry none)."})
+
+
+class ClaimVolunteerSchema(PersonSchema):
+    rating = fields.Nested(RatingSchema, metadata={"description": "Shown to the posting's managers only."})
+
+
+def _claim_volunteer(claim) -> dict:
+    person = {"id": claim.user.id, "display_name": claim.user.display_name}
+    rating = getattr(claim, "volunteer_rating", None)
+    return person if rating is None else {**person, "rating": rating}
 
 
 class ClaimSchema(BaseSchema):
@@ -19,7 +36,7 @@ class ClaimSchema(BaseSchema):
     kind = fields.String()
     status = fields.String()
     message = fields.String(allow_none=True)
-    volunteer = fields.Nested(PersonSchema, attribute="user")
+    volunteer = NestedFrom(ClaimVolunteerSchema, source=_claim_volunteer)
     claimed_at = UTCDateTime()
     due_at = UTCDateTime(allow_none=True)
     fulfilled_at = UTCDateTime(allow_none=True)

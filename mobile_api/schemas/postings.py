@@ -81,6 +81,13 @@ class BeneficiaryInputSchema(BaseSchema):
     address = fields.String(allow_none=True, validate=validate.Length(max=200))
 
 
+class PostingMatchSchema(BaseSchema):
+    """How a posting fits the viewer ("for me")."""
+
+    skills = fields.List(fields.String(), metadata={"description": "The viewer's skill codes the tags name."})
+    distance_km = fields.Float(metadata={"description": "From the viewer's home."})
+
+
 class PostingSchema(BaseSchema):
     id = fields.Integer()
     kind = fields.String(metadata={"enum": list(POSTING_KINDS)})
@@ -104,7 +111,10 @@ class PostingSchema(BaseSchema):
     energy_cost = fields.Integer(allow_none=True)
     beneficiary = fields.Nested(BeneficiarySchema)
     my_claim = fields.Nested(ClaimSchema, allow_none=True, metadata={"description": "The viewer's claim, if any."})
-    distance_km = fields.Float(allow_none=True, metadata={"description": "From `near`, when the feed was given one."})
+    distance_km = fields.Float(
+        allow_none=True, metadata={"description": "From `near` (or, with `for_me`, from home), when given."}
+    )
+    match = fields.Nested(PostingMatchSchema, allow_none=True, metadata={"description": "Only with `for_me`."})
     reject_reason = fields.String(allow_none=True)
     cancel_reason = fields.String(allow_none=True)
     reviewed_at = UTCDateTime(allow_none=True)
@@ -152,6 +162,10 @@ class PostingUpdateSchema(BaseSchema):
     beneficiary = fields.Nested(BeneficiaryInputSchema)
 
 
+# "for me" has its own place (home), order and statuses: it takes these only.
+FOR_ME_PARAMETERS = frozenset({"for_me", "kind", "limit", "cursor"})
+
+
 class PostingQuerySchema(PageQuery):
     kind = fields.List(fields.String(validate=validate.OneOf(POSTING_KINDS)), metadata={"description": "Repeatable."})
     status = fields.List(
@@ -178,11 +192,27 @@ class PostingQuerySchema(PageQuery):
         validate=validate.OneOf(SORTS),
         metadata={"description": "Default newest (the review queue: oldest first)."},
     )
+    for_me = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "The open wishes, projects and charity activities within your push radius of home, "
+            "best match first: your skills their tags name (most first), distance, the nearest deadline. "
+            "Needs a volunteer's token (401, 403 volunteer_required, 422 home_required without a home point); "
+            "your own postings and those you hold a live claim on are left out. Takes kind, limit and cursor only."
+        },
+    )
 
     @validates_schema
     def distance_needs_near(self, data, **_kwargs):
         if data.get("sort") == "distance" and data.get("near") is None:
             raise ValidationError("sort=distance needs near=lat,lng.", "sort")
+
+    @validates_schema(pass_original=True)
+    def for_me_has_its_own_order(self, data, original, **_kwargs):
+        if data.get("for_me"):
+            others = sorted(set(original) - FOR_ME_PARAMETERS)
+            if others:
+                raise ValidationError(f"for_me takes only {', '.join(sorted(FOR_ME_PARAMETERS))}.", others[0])
 
 
 class RejectSchema(BaseSchema):

@@ -62,7 +62,9 @@ def claimant_access(actor: Actor, claim_id: int) -> ClaimAccess:
 
 
 def get_claim(actor: Actor, claim_id: int) -> Claim:
-    return claim_access(actor, claim_id).claim
+    access = claim_access(actor, claim_id)
+    show_ratings(actor, access.posting, [access.claim])
+    return access.claim
 
 
 def list_my_claims(
@@ -89,7 +91,21 @@ def list_posting_claims(
     stmt = sa.select(Claim).where(Claim.posting_id == posting.id)
     if statuses:
         stmt = stmt.where(Claim.status.in_(statuses))
-    return paginate(db.session, stmt, [(Claim.id, False)], cursor, limit, lambda c: [c.id])
+    items, next_cursor = paginate(db.session, stmt, [(Claim.id, False)], cursor, limit, lambda c: [c.id])
+    show_ratings(actor, posting, items)
+    return items, next_cursor
+
+
+def show_ratings(actor: Actor, posting: Posting, claims: Sequence[Claim]) -> None:
+    """The posting's managers — who let claimants in and confirm their work — see
+    each claimant's reputation as ``claim.volunteer_rating``; nobody else does on a
+    claim (the claimant has theirs on ``GET /me``). The volunteers come with the
+    claims' users (one query for a whole page), never one query per claim."""
+    if not actor.manages_posting(posting):
+        return
+    for claim in claims:
+        volunteer = claim.user.volunteer
+        claim.volunteer_rating = volunteer.rating if volunteer is not None else {"average": None, "count": 0}
 
 
 def attach_postings(claims: Sequence[Claim]) -> None:

@@ -26,6 +26,7 @@ from app.services import records
 from app.services.batches import update_batch
 from app.services.claims.access import claim_access, move, tell_and_commit
 from app.services.claims.places import return_claim_allowance
+from app.services.lifecycle import retire_tags
 from app.services.permissions import Actor
 from notifications import notify_many
 
@@ -172,10 +173,12 @@ def record_confirmed(rows: Sequence, *, recorded_by: int | None, feedback: str |
     one_claim_postings = [p.id for p in postings.values() if POLICIES[p.kind].capacity == "one"]
     if one_claim_postings:
         # A posting taken on by exactly one claim is over once that claim is confirmed.
-        db.session.execute(
+        closed = db.session.scalars(
             sa.update(Posting)
             .where(Posting.id.in_(one_claim_postings), Posting.status == "claimed")
             .values(status="closed")
+            .returning(Posting.id)
             .execution_options(synchronize_session=False)
-        )
+        ).all()
+        retire_tags(closed)
     notify_many("claim_confirmed", told)

@@ -26,7 +26,7 @@ from app.extensions import db
 from app.models import Claim, Posting, Volunteer
 from app.policy import POLICIES, KindPolicy
 from app.services.batches import batch_of
-from app.services.lifecycle import expired_or_reopened, tell_expired, titles
+from app.services.lifecycle import expired_or_reopened, retire_tags, tell_expired, titles
 from notifications import notify
 from notifications.nearby import alert_nearby_volunteers
 
@@ -187,6 +187,7 @@ def give_back_places(freed: Mapping[int, int]) -> GivenBack:
                 result.reopened.append(posting_id)
     result.expired = [posting_id for posting_id, _, _ in ended]
     tell_expired(ended)
+    retire_tags(result.expired)
     names = titles({posting_id for _, _, posting_id in result.promoted})
     for claim_id, user_id, posting_id in result.promoted:
         notify(

@@ -8,7 +8,7 @@ from typing import Any
 from app.clock import utcnow
 from app.errors import Conflict, Forbidden, Invalid
 from app.extensions import db
-from app.models import Org, Posting
+from app.models import Org, Posting, PostingTag
 from app.policy import ANYONE, COORDINATORS, POLICIES, PROVIDERS, KindPolicy
 from app.services.permissions import Actor
 from app.services.postings.fields import (
@@ -61,7 +61,8 @@ def create_posting(actor: Actor, data: Mapping[str, Any]) -> PostingView:
         waitlist_count=0,
         **values,
     )
-    posting.tags = tag_rows(data.get("tags") or [])
+    rows = tag_rows(data.get("tags") or [], posting.kind, posting.status, posting.lat, posting.lng)
+    posting.tags = [PostingTag(**row) for row in rows]
     db.session.add(posting)
     db.session.flush()
     if posting.status == "open":

@@ -21,8 +21,10 @@ from app.services.postings.fields import (
     REVIEWED_COLUMNS,
     apply_location,
     check_fields,
+    move_tags,
     no_beneficiary,
     normalise_tags,
+    tag_rows,
     trimmed,
 )
 from app.services.postings.reviewing import ask_for_review, transition
@@ -103,10 +105,10 @@ def update_posting(actor: Actor, posting_id: int, changes: Mapping[str, Any]) ->
             .execution_options(synchronize_session=False)
         )
         if new_tags:
-            db.session.execute(
-                sa.insert(PostingTag),
-                [{"posting_id": posting.id, "tag": t, "position": i} for i, t in enumerate(new_tags)],
-            )
+            rows = tag_rows(new_tags, posting.kind, new.get("status", posting.status), merged["lat"], merged["lng"])
+            db.session.execute(sa.insert(PostingTag), [{"posting_id": posting.id, **row} for row in rows])
+    elif "lat" in new or "lng" in new:
+        move_tags(posting.id, posting.kind, new.get("status", posting.status), merged["lat"], merged["lng"])
     if new.get("status") == "pending_review":
         db.session.refresh(posting)  # its reviewers are those of the edited district
         ask_for_review(posting)

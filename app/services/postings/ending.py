@@ -21,7 +21,7 @@ from app.clock import utcnow
 from app.models import Posting
 from app.policy import LIVE_POSTING_STATUSES, RUNNING_POSTING_STATUSES, kinds_where
 from app.services.batches import stamp, update_batch
-from app.services.lifecycle import nothing_live_holds, tell_expired
+from app.services.lifecycle import nothing_live_holds, retire_tags, tell_expired
 from notifications import notify_many
 
 EXPIRY_WARNING = timedelta(hours=24)  # posting_expiring this long before expires_at
@@ -32,7 +32,9 @@ def close_ended(limit: int) -> int:
     """Postings of the closing kinds whose ``ends_at`` has passed → ``closed``."""
     now = utcnow()
     rule = (Posting.status.in_(RUNNING_POSTING_STATUSES), Posting.ends_at <= now, Posting.kind.in_(CLOSING_KINDS))
-    return len(update_batch(Posting, rule, limit, {"status": "closed", "updated_at": now}, [Posting.id]))
+    rows = update_batch(Posting, rule, limit, {"status": "closed", "updated_at": now}, [Posting.id])
+    retire_tags([posting_id for (posting_id,) in rows])
+    return len(rows)
 
 
 def expire_due(limit: int) -> int:
@@ -47,6 +49,7 @@ def expire_due(limit: int) -> int:
         [Posting.id, Posting.author_id, Posting.title],
     )
     tell_expired(rows)
+    retire_tags([posting_id for posting_id, _, _ in rows])
     return len(rows)
 
 

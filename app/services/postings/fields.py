@@ -9,12 +9,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from flask import current_app
 
 from app.errors import Invalid
+from app.extensions import db
 from app.geo import geocell_for
 from app.models import PostingTag
 from app.policy import KindPolicy
+from app.services.lifecycle import tag_place
 
 # Body fields that map one-to-one onto columns.
 PLAIN_FIELDS = (
@@ -108,8 +111,21 @@ def apply_location(values: dict[str, Any], location: Mapping[str, float] | None)
     values.update(lat=lat, lng=lng, geocell=geocell_for(lat, lng))
 
 
-def tag_rows(tags: Sequence[str]) -> list[PostingTag]:
-    return [PostingTag(tag=tag, position=i) for i, tag in enumerate(normalise_tags(tags))]
+def tag_rows(tags: Sequence[str], kind: str, status: str, lat: float | None, lng: float | None) -> list[dict]:
+    """The rows of a posting's tags, each with the copy of its point the tag index
+    keeps (:func:`app.services.lifecycle.tag_place`)."""
+    place = tag_place(kind, status, lat, lng)
+    return [{"tag": tag, "position": i, **place} for i, tag in enumerate(normalise_tags(tags))]
+
+
+def move_tags(posting_id: int, kind: str, status: str, lat: float | None, lng: float | None) -> None:
+    """The posting moved: its tags' copies of its point follow."""
+    db.session.execute(
+        sa.update(PostingTag)
+        .where(PostingTag.posting_id == posting_id)
+        .values(**tag_place(kind, status, lat, lng))
+        .execution_options(synchronize_session=False)
+    )
 
 
 def normalise_tags(tags: Iterable[str]) -> list[str]:

@@ -21,8 +21,10 @@ from app.clock import utcnow
 from app.errors import Conflict, Forbidden
 from app.extensions import db
 from app.models import Posting
+from app.policy import LIVE_POSTING_STATUSES
 from app.services.audit import audit
 from app.services.batches import stamp
+from app.services.lifecycle import retire_tags
 from app.services.permissions import Actor, reviewers_of
 from app.services.postings.views import PostingView, view_of, visible_posting
 from notifications import notify
@@ -43,7 +45,7 @@ def ask_for_review(posting: Posting) -> None:
 
 
 def approve_posting(actor: Actor, posting_id: int) -> PostingView:
-    """pending_review → open; the author is told and, for a wish, nearby volunteers."""
+    """pending_review → open; the author is told, and the volunteers nearby (微呼百应)."""
     posting = _review(actor, posting_id, "open", None)
     alert_nearby_volunteers(posting)
     db.session.commit()
@@ -100,4 +102,6 @@ def transition(posting: Posting, from_status: str | Sequence[str], conflict: str
     if not done:
         db.session.rollback()
         raise Conflict(conflict)
+    if values.get("status", posting.status) not in LIVE_POSTING_STATUSES:
+        retire_tags([posting.id])
     db.session.refresh(posting)

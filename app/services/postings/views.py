@@ -33,6 +33,8 @@ class PostingView:
     my_claim: Claim | None = None
     distance_km: float | None = None
     exact_place: bool = True
+    # "for me": the viewer's skills the tags name, and the distance from their home
+    match: dict[str, Any] | None = None
 
     def __getattr__(self, name: str) -> Any:
         # Everything else is the posting's own column.
@@ -80,10 +82,12 @@ def views_of(
     *,
     detail: bool = False,
     distances: Mapping[int, float] | None = None,
+    matches: Mapping[int, list[str]] | None = None,
 ) -> list[PostingView]:
     """Views of many postings in a fixed number of queries (authors, orgs, the
     viewer's claims), never one per posting. Lists (``detail=False``) never
-    carry a beneficiary's phone or address."""
+    carry a beneficiary's phone or address. ``distances`` (km) and ``matches``
+    (skills matched, for "for me") are per posting id."""
     if not postings:
         return []
     ids = [p.id for p in postings]
@@ -103,6 +107,7 @@ def views_of(
         contact = detail and actor.is_contact(posting, claim_status)
         exact = actor.sees_exact_point(posting, claim_status)
         distance = distances.get(posting.id) if distances else None
+        distance_km = None if distance is None else round(distance, 3 if exact else COARSE_KM_DECIMALS)
         views.append(
             PostingView(
                 posting=posting,
@@ -110,8 +115,9 @@ def views_of(
                 org={"id": posting.org_id, "name": orgs.get(posting.org_id)} if posting.org_id else None,
                 beneficiary=_beneficiary(posting, contact),
                 my_claim=my_claim,
-                distance_km=None if distance is None else round(distance, 3 if exact else COARSE_KM_DECIMALS),
+                distance_km=distance_km,
                 exact_place=exact,
+                match={"skills": matches[posting.id], "distance_km": distance_km} if matches else None,
             )
         )
     return views
