@@ -26,6 +26,7 @@ performance goals are stated in.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -44,10 +45,11 @@ from flask_jwt_extended import create_access_token  # noqa: E402
 from app import create_app  # noqa: E402
 from app.clock import utcnow  # noqa: E402
 from app.extensions import db  # noqa: E402
-from bench import driver  # noqa: E402
+from bench import driver, profile  # noqa: E402
 from bench.dbsetup import LOADER_CONFIG, ensure_database  # noqa: E402
 from bench.nearby import AUTHORS, load, random_centre  # noqa: E402
 
+ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/yz_bench_side"
 SECRET = "bench-secret-key-that-is-long-enough-for-hs256"
 FEED_POSTINGS = 1_000_000
@@ -66,6 +68,7 @@ def main() -> None:
     parser.add_argument("--signed-in-feed", action="store_true", help="the feed requests carry a bearer token")
     parser.add_argument("--reload", action="store_true", help="rebuild the 1M postings")
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--profile", action="store_true", help="py-spy our server in round 1 (bench/out/)")
     args = parser.parse_args()
 
     url = ensure_database(os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
@@ -112,10 +115,12 @@ def main() -> None:
         for number in range(1, args.rounds + 1):
             print(f"-- round {number}")
             for name, label in (("ours", "claim ours"), ("ceiling", "claim ceiling")):
-                result = phase(app, name, servers, claims(args.claims), args)
+                with profiled(args, number, name, servers, "claim"):
+                    result = phase(app, name, servers, claims(args.claims), args)
                 figures[label].append(result)
                 print(result.line(), flush=True)
-            figures["feed"].append(feed(app, "ours", servers, rng, args.feeds, feed_token, args))
+            with profiled(args, number, "ours", servers, "feed"):
+                figures["feed"].append(feed(app, "ours", servers, rng, args.feeds, feed_token, args))
             print(figures["feed"][-1].line(), flush=True)
             figures["hello"].append(feed(app, "hello", servers, rng, args.feeds, None, args))
             print(figures["hello"][-1].line(), flush=True)
@@ -123,6 +128,19 @@ def main() -> None:
     finally:
         for server in servers.values():
             driver.stop(server)
+
+
+@contextlib.contextmanager
+def profiled(args, number: int, name: str, servers, what: str):
+    """py-spy on our server during round 1's phase (--profile); the summary after the round."""
+    if not (args.profile and number == 1 and name == "ours"):
+        yield
+        return
+    out = ROOT / "bench" / "out" / f"{what}.txt"
+    with profile.recording(servers[name], out) as recorded:
+        yield
+    if recorded is not None:
+        print(f"profile of our server, {what} ({out.relative_to(ROOT)}):\n{profile.summary(out)}")
 
 
 # --- data ---------------------------------------------------------------------------

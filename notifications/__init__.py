@@ -22,6 +22,7 @@ A row is written ready for the dispatcher:
 from __future__ import annotations
 
 import json
+from collections import namedtuple
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
@@ -38,7 +39,23 @@ DATA_KEYS = ("posting_id", "claim_id", "org_id", "certificate_id")
 _INSERT_CHUNK = 1000  # rows per INSERT, well under PostgreSQL's 65,535 parameters
 
 
-def notify(user_ids: Iterable[int], kind: str, *, dedupe: str, **context) -> int:
+# What writing a user's notification needs to know of them.
+RECIPIENT_FIELDS = ("id", "locale", "timezone", "quiet_start", "quiet_end", "muted_kinds")
+Recipient = namedtuple("Recipient", RECIPIENT_FIELDS)
+
+
+def recipient_columns(user=User) -> list:
+    """The columns of a recipient, labelled ``recipient_<field>`` so that they can
+    ride along in another statement (``user`` may be an alias)."""
+    return [getattr(user, name).label(f"recipient_{name}") for name in RECIPIENT_FIELDS]
+
+
+def recipient_of(row) -> Recipient:
+    """The recipient whose :func:`recipient_columns` ``row`` carries."""
+    return Recipient(*(getattr(row, f"recipient_{name}") for name in RECIPIENT_FIELDS))
+
+
+def notify(user_ids: Iterable[int], kind: str, *, dedupe: str, recipients: Iterable[Recipient] = (), **context) -> int:
     """Queue ``kind`` for each user; returns how many rows were new.
 
     ``dedupe`` names the event (e.g. ``"claim:42"``); the row's unique
@@ -48,7 +65,7 @@ def notify(user_ids: Iterable[int], kind: str, *, dedupe: str, **context) -> int
     its ``posting_id``/``claim_id``/``org_id``/``certificate_id`` go into ``data`` for deep links.
     """
     ids = {int(u) for u in user_ids if u is not None}
-    return notify_each(kind, {user_id: {} for user_id in ids}, dedupe=dedupe, **context)
+    return _queue(kind, [({user_id: {} for user_id in ids}, dedupe, context)], known=recipients)
 
 
 def notify_each(kind: str, contexts: Mapping[int, Mapping[str, Any]], *, dedupe: str, **common) -> int:
@@ -65,8 +82,14 @@ def notify_many(kind: str, events: Iterable[tuple[Iterable[int], str, Mapping[st
     return _queue(kind, [({u: {} for u in user_ids}, dedupe, context) for user_ids, dedupe, context in events])
 
 
-def _queue(kind: str, events: list[tuple[Mapping[int, Mapping[str, Any]], str, Mapping[str, Any]]]) -> int:
-    """Write the rows of ``events``, each ``(per-user contexts, dedupe, common context)``."""
+def _queue(
+    kind: str,
+    events: list[tuple[Mapping[int, Mapping[str, Any]], str, Mapping[str, Any]]],
+    known: Iterable[Recipient] = (),
+) -> int:
+    """Write the rows of ``events``, each ``(per-user contexts, dedupe, common context)``;
+    the settings of users in ``known`` (read by the caller in its own statement)
+    are not read again."""
     if kind not in NOTIFICATION_KINDS:
         raise ValueError(f"unknown notification kind {kind!r}")
     events = [
@@ -76,14 +99,15 @@ def _queue(kind: str, events: list[tuple[Mapping[int, Mapping[str, Any]], str, M
     ids = sorted({user_id for per_user, _, _ in events for user_id in per_user})
     if not ids:
         return 0
-    users = {
-        row.id: row
-        for row in db.session.execute(
-            sa.select(User.id, User.locale, User.timezone, User.quiet_start, User.quiet_end, User.muted_kinds).where(
-                User.id.in_(ids)
+    users = {row.id: row for row in known if row.id in ids}
+    missing = [user_id for user_id in ids if user_id not in users]
+    if missing:
+        users.update(
+            (row.id, row)
+            for row in db.session.execute(
+                sa.select(*(getattr(User, name) for name in RECIPIENT_FIELDS)).where(User.id.in_(missing))
             )
         )
-    }
     now = utcnow()
     rows = []
     for per_user, dedupe, common in events:
