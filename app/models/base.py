@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -76,9 +77,16 @@ def insert_loaded(session: so.Session, model: type[Base], **values):
             returned.append(column)
         else:
             row[column.key] = None
-    result = session.execute(sa.insert(table).values(row).returning(*returned)).one()
+    result = session.execute(_insert_returning(table, tuple(column.key for column in returned)), row).one()
     row.update(zip((column.key for column in returned), result, strict=True))
     instance = model(**{column.key: row[column.key] for column in table.columns})
     so.make_transient_to_detached(instance)
     session.add(instance)
     return instance
+
+
+@functools.cache
+def _insert_returning(table: sa.Table, returned: tuple[str, ...]) -> sa.Insert:
+    """One statement per table and returned columns: built once, its columns
+    named by the parameters each execution passes."""
+    return sa.insert(table).returning(*(table.c[key] for key in returned))

@@ -8,6 +8,7 @@ is revoked and its access tokens stop working too.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime
 
@@ -108,25 +109,33 @@ def user_and_revocation(payload: dict) -> tuple[User | None, bool]:
     family = payload.get("fam")
     if not family:
         return None, True
-    counts = (
-        sa.select(
-            sa.func.count(RefreshToken.id).label("issued"), sa.func.count(RefreshToken.revoked_at).label("revoked")
-        )
-        .where(RefreshToken.family_id == family)
-        .subquery("family")
-    )
     try:
         user_id = int(payload.get("sub"))
     except (TypeError, ValueError):
         user_id = None
     if user_id is None or not 0 < user_id <= MAX_ID:
-        issued, revoked = db.session.execute(sa.select(counts.c.issued, counts.c.revoked)).one()
-        return None, issued == 0 or revoked > 0
+        user_id = 0  # no user has it: the family is still checked
     user, issued, revoked = db.session.execute(
-        sa.select(User, counts.c.issued, counts.c.revoked)
-        .select_from(counts)
-        .outerjoin(User, User.id == user_id)
-        .outerjoin(User.volunteer)
-        .options(so.contains_eager(User.volunteer))
+        _user_and_revocation_statement(), {"family": family, "user_id": user_id}
     ).one()
     return user, issued == 0 or revoked > 0
+
+
+@functools.cache
+def _user_and_revocation_statement() -> sa.Select:
+    """Built once (every authenticated request runs it): the family's counts,
+    always one row, with the user and their volunteer record outer-joined."""
+    counts = (
+        sa.select(
+            sa.func.count(RefreshToken.id).label("issued"), sa.func.count(RefreshToken.revoked_at).label("revoked")
+        )
+        .where(RefreshToken.family_id == sa.bindparam("family"))
+        .subquery("family")
+    )
+    return (
+        sa.select(User, counts.c.issued, counts.c.revoked)
+        .select_from(counts)
+        .outerjoin(User, User.id == sa.bindparam("user_id"))
+        .outerjoin(User.volunteer)
+        .options(so.contains_eager(User.volunteer))
+    )

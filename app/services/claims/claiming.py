@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -31,19 +32,7 @@ def claim_posting(actor: Actor, posting_id: int, message: str | None = None) -> 
     # The columns a claim needs, none of which changes once a posting can be
     # claimed (PATCH is refused then); its state is left to the guarded UPDATE.
     # The poster's notification settings come along: one round trip, not two.
-    author = so.aliased(User)
-    posting = db.session.execute(
-        sa.select(
-            Posting.kind,
-            Posting.title,
-            Posting.author_id,
-            Posting.energy_cost,
-            Posting.claim_ttl_hours,
-            *recipient_columns(author),
-        )
-        .join(author, author.id == Posting.author_id)
-        .where(Posting.id == posting_id)
-    ).first()
+    posting = db.session.execute(_posting_statement(), {"posting_id": posting_id}).first()
     if posting is None:
         raise NotFound()
     user = actor.user
@@ -102,6 +91,25 @@ def claim_posting(actor: Actor, posting_id: int, message: str | None = None) -> 
         )
     _commit_keeping_loaded()
     return claim
+
+
+@functools.cache
+def _posting_statement() -> sa.Select:
+    """The posting's columns a claim needs and its poster's notification
+    settings, built once (the claim path runs it on every claim)."""
+    author = so.aliased(User)
+    return (
+        sa.select(
+            Posting.kind,
+            Posting.title,
+            Posting.author_id,
+            Posting.energy_cost,
+            Posting.claim_ttl_hours,
+            *recipient_columns(author),
+        )
+        .join(author, author.id == Posting.author_id)
+        .where(Posting.id == sa.bindparam("posting_id"))
+    )
 
 
 def _commit_keeping_loaded() -> None:
