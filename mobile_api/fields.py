@@ -29,7 +29,6 @@ class BaseSchema(Schema):
             raise ValidationError(errors)
         return data
 
-
     def _serialize(self, obj: Any, *, many: bool = False):
         """marshmallow's own ``_serialize`` with the per-field lookup chain cut
         short: each field's value is read once, as ``Schema.get_attribute``
