@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 
 from app.errors import Invalid
 from app.extensions import db
@@ -130,6 +131,7 @@ def list_postings(
         views_of(
             viewer,
             postings,
+            tag_names=tag_names_of([posting.id for posting in postings]),
             distances={row.Posting.id: row.distance_km for row in rows} if distance is not None else None,
             author_names={row.Posting.author_id: row.author_name for row in rows},
             org_names={row.Posting.org_id: row.org_name for row in rows if row.Posting.org_id is not None},
@@ -162,8 +164,24 @@ def _page(stmt: sa.Select) -> list[sa.Row]:
         stmt.add_columns(User.display_name.label("author_name"), Org.name.label("org_name"))
         .join(User, User.id == Posting.author_id)
         .outerjoin(Org, Org.id == Posting.org_id)
+        .options(so.noload(Posting.tags))
     )
     return db.session.execute(stmt).all()
+
+
+def tag_names_of(posting_ids: list[int]) -> dict[int, list[str]]:
+    """The tags of a page of postings as plain names, in their order: one light
+    statement instead of loading a PostingTag object per tag."""
+    names: dict[int, list[str]] = {posting_id: [] for posting_id in posting_ids}
+    if posting_ids:
+        rows = db.session.execute(
+            sa.select(PostingTag.posting_id, PostingTag.tag)
+            .where(PostingTag.posting_id.in_(posting_ids))
+            .order_by(PostingTag.posting_id, PostingTag.position)
+        )
+        for posting_id, tag in rows:
+            names[posting_id].append(tag)
+    return names
 
 
 def _decode(cursor: str, sort: str) -> list[Any]:
