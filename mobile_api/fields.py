@@ -79,13 +79,24 @@ def _dump_plan(schema: Schema) -> list[tuple[str, str, str, fields.Field, bool]]
 
 def _value_of(obj: Any, key: str) -> Any:
     """marshmallow.utils' lookup of one plain key: item access for mappings and
-    rows, else the attribute; ``missing`` when there is neither."""
-    if not hasattr(obj, "__getitem__"):
+    rows, else the attribute; ``missing`` when there is neither. Whether an
+    object takes item access is asked of its type, once per type (``obj[key]``
+    looks there too), not of the object: an object that forwards unknown
+    attributes (``PostingView``) would otherwise be asked for ``__getitem__``
+    on every field."""
+    kind = type(obj)
+    items = _TAKES_ITEMS.get(kind)
+    if items is None:
+        items = _TAKES_ITEMS[kind] = hasattr(kind, "__getitem__")
+    if not items:
         return getattr(obj, key, missing)
     try:
         return obj[key]
     except (KeyError, IndexError, TypeError, AttributeError):
         return getattr(obj, key, missing)
+
+
+_TAKES_ITEMS: dict[type, bool] = {}
 
 
 def _unstorable(value: Any) -> Any:
