@@ -65,8 +65,11 @@ class Figures:
         )
 
 
-def start_gunicorn(target: str, port: int, *, workers: int = 2, threads: int = 4, env: dict | None = None):
-    """gunicorn ``-k gthread -w W --threads T`` on 127.0.0.1:port; returns once it answers."""
+def start_gunicorn(
+    target: str, port: int, *, workers: int = 2, threads: int = 4, env: dict | None = None, cwd: Path = ROOT
+):
+    """gunicorn ``-k gthread -w W --threads T`` on 127.0.0.1:port, importing ``target``
+    from ``cwd`` (another checkout of the app, for a before/after); returns once it answers."""
     command = [
         str(ROOT / ".venv" / "bin" / "gunicorn"),
         "--bind",
@@ -83,7 +86,7 @@ def start_gunicorn(target: str, port: int, *, workers: int = 2, threads: int = 4
         "warning",
         target,
     ]
-    server = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, start_new_session=True)
+    server = subprocess.Popen(command, cwd=cwd, env={**os.environ, **(env or {})}, start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if server.poll() is not None:

@@ -55,7 +55,7 @@ SECRET = "bench-secret-key-that-is-long-enough-for-hs256"
 FEED_POSTINGS = 1_000_000
 CLAIM_SPOT = (28.0, 120.0)  # outside the city: the feed never finds the claim phase's wishes
 CLAIM_TITLE = "bench-claim"
-PORTS = {"ours": 8770, "ceiling": 8771, "hello": 8772}
+PORTS = {"ours": 8770, "ceiling": 8771, "hello": 8772, "baseline": 8773}
 COUNTED = ("claims", "notifications", "postings", "volunteers", "refresh_tokens", "energy_ledger")
 
 
@@ -69,6 +69,9 @@ def main() -> None:
     parser.add_argument("--reload", action="store_true", help="rebuild the 1M postings")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--profile", action="store_true", help="py-spy our server in round 1 (bench/out/)")
+    parser.add_argument(
+        "--baseline", type=Path, help="another checkout of the app (e.g. a worktree of main) run as a fourth server"
+    )
     args = parser.parse_args()
 
     url = ensure_database(os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
@@ -77,7 +80,8 @@ def main() -> None:
     )
     with app.app_context():
         prepare_feed(args.reload)
-        wishes, tokens = seed_claims(2 * args.rounds * args.claims + 2 * 100)
+        servers_claiming = 3 if args.baseline else 2
+        wishes, tokens = seed_claims(servers_claiming * (args.rounds * args.claims + 100))
 
     env = {
         "DATABASE_URL": url,
@@ -95,6 +99,8 @@ def main() -> None:
         servers["ours"] = driver.start_gunicorn("wsgi:app", PORTS["ours"], env=env)
         servers["ceiling"] = driver.start_gunicorn("bench.ceiling_app:ceiling", PORTS["ceiling"], env=env)
         servers["hello"] = driver.start_gunicorn("bench.ceiling_app:hello", PORTS["hello"], env=env)
+        if args.baseline:
+            servers["baseline"] = driver.start_gunicorn("wsgi:app", PORTS["baseline"], env=env, cwd=args.baseline)
         rng = random.Random(args.seed)
         feed_token = tokens[-1] if args.signed_in_feed else None
         check_same_feed(app, rng, feed_token)
@@ -108,9 +114,14 @@ def main() -> None:
         phase(app, "ours", servers, claims(100), args)
         phase(app, "ceiling", servers, claims(100), args)
         feed(app, "ours", servers, rng, 200, feed_token, args)
+        if args.baseline:
+            phase(app, "baseline", servers, claims(100), args)
+            feed(app, "baseline", servers, rng, 200, feed_token, args)
         feed(app, "hello", servers, rng, 200, None, args)
 
         figures: dict[str, list[driver.Figures]] = {"claim ours": [], "claim ceiling": [], "feed": [], "hello": []}
+        if args.baseline:
+            figures.update({"claim baseline": [], "feed baseline": []})
         print(f"\n{args.rounds} rounds; {args.clients} clients; gunicorn -k gthread -w 2 --threads 4 for each server")
         for number in range(1, args.rounds + 1):
             print(f"-- round {number}")
@@ -124,6 +135,11 @@ def main() -> None:
             print(figures["feed"][-1].line(), flush=True)
             figures["hello"].append(feed(app, "hello", servers, rng, args.feeds, None, args))
             print(figures["hello"][-1].line(), flush=True)
+            if args.baseline:
+                figures["claim baseline"].append(phase(app, "baseline", servers, claims(args.claims), args))
+                print(figures["claim baseline"][-1].line(), flush=True)
+                figures["feed baseline"].append(feed(app, "baseline", servers, rng, args.feeds, feed_token, args))
+                print(figures["feed baseline"][-1].line(), flush=True)
         report(figures)
     finally:
         for server in servers.values():
@@ -165,6 +181,9 @@ def prepare_feed(reload: bool) -> None:
 def seed_claims(n: int) -> tuple[list[int], list[str]]:
     """n volunteers and n open wishes at CLAIM_SPOT, after removing the last run's."""
     with db.engine.begin() as conn:
+        # The last run's rows go without per-row foreign-key checks: everything that
+        # refers to them is deleted here too (a check per user scans the 1M postings).
+        conn.execute(sa.text("SET LOCAL session_replication_role = replica"))
         conn.execute(sa.text("DELETE FROM notifications"))
         conn.execute(sa.text("DELETE FROM energy_ledger"))
         conn.execute(sa.text("DELETE FROM claims"))
@@ -172,6 +191,7 @@ def seed_claims(n: int) -> tuple[list[int], list[str]]:
         conn.execute(sa.text("DELETE FROM refresh_tokens"))
         conn.execute(sa.text("DELETE FROM volunteers"))
         conn.execute(sa.text("DELETE FROM users WHERE id > :n"), {"n": AUTHORS})
+        conn.execute(sa.text("SET LOCAL session_replication_role = origin"))
         now = utcnow()
         users = conn.execute(
             sa.text(
@@ -289,7 +309,7 @@ def feed(app, name: str, servers, rng, n: int, token: str | None, args) -> drive
         result = driver.run(name, PORTS[name], servers[name], requests, clients=args.clients)
         assert counts() == before, f"{name}: a read wrote rows"
     assert result.outcomes == {200: n}, f"{name}: {result.outcomes}"
-    result.label = "feed ours" if name == "ours" else "hello"
+    result.label = "hello" if name == "hello" else f"feed {name}"
     return result
 
 
@@ -335,6 +355,16 @@ def report(figures: dict[str, list[driver.Figures]]) -> None:
     print(f"feed:  ours / hello throughput {span([100 * r for r in feed_ratio], '{:.1f}')} % (goal ≥ 10 %),")
     print(f"       p95 {span([r.percentile(95) for r in figures['feed']], '{:.1f}')} ms (goal ≤ 25 ms)")
     print(f"       mean {statistics.mean(r.cpu_ms for r in figures['feed']):.2f} ms CPU a page")
+    if "claim baseline" in figures:
+        for what, ours, before in (
+            ("claim", figures["claim ours"], figures["claim baseline"]),
+            ("feed", figures["feed"], figures["feed baseline"]),
+        ):
+            speedup = [o.rate / b.rate for o, b in zip(ours, before, strict=True)]
+            cpu = [o.cpu_ms / b.cpu_ms for o, b in zip(ours, before, strict=True)]
+            print(
+                f"{what}: ours / baseline throughput {span(speedup, '{:.2f}')}×, CPU per request {span(cpu, '{:.2f}')}×"
+            )
 
 
 if __name__ == "__main__":
