@@ -65,6 +65,21 @@ class Figures:
         )
 
 
+def app_env(database_url: str, secret: str) -> dict[str, str]:
+    """The environment our app runs under in a benchmark: development keys, the
+    given database, rate limits off, push to the log, no embedded scheduler."""
+    return {
+        "DATABASE_URL": database_url,
+        "APP_ENV": "development",
+        "SECRET_KEY": secret,
+        "JWT_SECRET_KEY": secret,
+        "RATELIMIT_ENABLED": "0",
+        "SCHEDULER_EMBEDDED": "0",
+        "PUSH_BACKEND": "log",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
 def start_gunicorn(
     target: str, port: int, *, workers: int = 2, threads: int = 4, env: dict | None = None, cwd: Path = ROOT
 ):

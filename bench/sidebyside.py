@@ -83,17 +83,7 @@ def main() -> None:
         servers_claiming = 3 if args.baseline else 2
         wishes, tokens = seed_claims(servers_claiming * (args.rounds * args.claims + 100))
 
-    env = {
-        "DATABASE_URL": url,
-        "BENCH_DATABASE_URL": url,
-        "APP_ENV": "development",
-        "SECRET_KEY": SECRET,
-        "JWT_SECRET_KEY": SECRET,
-        "RATELIMIT_ENABLED": "0",
-        "SCHEDULER_EMBEDDED": "0",
-        "PUSH_BACKEND": "log",
-        "LOG_LEVEL": "WARNING",
-    }
+    env = {**driver.app_env(url, SECRET), "BENCH_DATABASE_URL": url}
     servers = {}
     try:
         servers["ours"] = driver.start_gunicorn("wsgi:app", PORTS["ours"], env=env)
