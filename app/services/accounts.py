@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
+from flask_babel import gettext
 from sqlalchemy.exc import IntegrityError
 
 from app.errors import Conflict, Invalid, Unauthorized
@@ -129,7 +130,7 @@ def update_profile(user: User, changes: dict) -> User:
 def change_password(user: User, old_password: str, new_password: str) -> None:
     if not check_password(user, old_password):
         db.session.rollback()
-        raise Invalid("old_password", "wrong password", slug="wrong_password")
+        raise Invalid("old_password", gettext("The old password is wrong."), slug="wrong_password")
     user.password_hash = hash_password(new_password)
     tokens.revoke_all_for_user(user.id)
     db.session.commit()
