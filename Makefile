@@ -39,11 +39,11 @@ check-migrations: install
 	$(BIN)/flask db check
 
 ## Extract the texts from the code and templates, merge them into the catalogs
-## (app/translations/{zh_CN,en}), compile the .mo files. Translate new entries in
-## zh_CN's messages.po, then run it again; tests/test_i18n.py fails while one is missing.
+## (app/translations/{zh_Hans_CN,en}), compile the .mo files. Translate new entries in
+## zh_Hans_CN/LC_MESSAGES/messages.po (zh-CN), then run it again; tests/test_i18n.py fails while one is missing.
 messages: install
 	$(BIN)/pybabel extract --no-location --sort-output -F babel.cfg -k lazy_gettext -k _l -k lazy_pgettext:1c,2 -o app/translations/messages.pot app mobile_api notifications
-	$(BIN)/pybabel update --no-location -i app/translations/messages.pot -d app/translations
+	$(BIN)/pybabel update --ignore-obsolete -i app/translations/messages.pot -d app/translations
 	$(BIN)/pybabel compile -d app/translations
 
 clean:

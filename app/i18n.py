@@ -2,7 +2,7 @@
 translation of marshmallow's own validation messages.
 
 Source strings are English; ``app/translations/<locale>/LC_MESSAGES/messages.po``
-holds the zh_CN (and en) catalogs, extracted and compiled with ``make messages``.
+holds the zh_Hans_CN (zh-CN) and en catalogs, extracted and compiled with ``make messages``.
 
 The language of a request, in this order (``select_locale``):
 
@@ -22,8 +22,9 @@ from flask import Flask, g, has_request_context, request
 from flask_babel import Babel, force_locale, get_locale, gettext, lazy_gettext
 from flask_babel import refresh as _refresh
 
-# The API's language tags (User.locale, Accept-Language) and Babel's names for them.
-API_LOCALES = {"zh-CN": "zh_CN", "en": "en"}
+# The API's language tags (User.locale, Accept-Language) and Babel's names for them
+# (Babel spells zh_CN with its script, zh_Hans_CN: the catalog directory's name).
+API_LOCALES = {"zh-CN": "zh_Hans_CN", "en": "en"}
 DEFAULT_LOCALE = "zh-CN"
 _ACCEPTED = ["zh-CN", "zh", "en"]
 
@@ -148,7 +149,12 @@ def _pattern(template: str) -> re.Pattern[str]:
     return re.compile(f"^{regex}$", re.DOTALL)
 
 
-_TEMPLATES = [(_pattern(lazy._args[0]), lazy) for lazy in MARSHMALLOW_MESSAGES]
+# The most specific first: "Must be greater than {min}." would also match the
+# message of a range with both ends.
+_TEMPLATES = sorted(
+    ((_pattern(lazy._args[0]), lazy) for lazy in MARSHMALLOW_MESSAGES),
+    key=lambda item: -len(_FIELD.sub("", item[1]._args[0])),
+)
 
 
 def translate_message(text: str) -> str:

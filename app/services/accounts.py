@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.errors import Conflict, Invalid, Unauthorized
 from app.extensions import db
+from app.i18n import DEFAULT_LOCALE
 from app.models import User
 from app.services import tokens
 
@@ -58,7 +59,14 @@ def check_password(user: User | None, password: str) -> bool:
     return True
 
 
-def create_user(phone: str, password: str, display_name: str, email: str | None = None, is_admin: bool = False) -> User:
+def create_user(
+    phone: str,
+    password: str,
+    display_name: str,
+    email: str | None = None,
+    is_admin: bool = False,
+    locale: str = DEFAULT_LOCALE,
+) -> User:
     """Insert a user; the unique indexes decide a race between two sign-ups."""
     user = User(
         phone=phone,
@@ -66,6 +74,7 @@ def create_user(phone: str, password: str, display_name: str, email: str | None 
         password_hash=hash_password(password),
         display_name=display_name,
         is_admin=is_admin,
+        locale=locale,
     )
     db.session.add(user)
     try:
@@ -88,8 +97,11 @@ def _uniqueness_conflict(exc: IntegrityError, phone: str, email: str | None) -> 
     return Conflict("phone_taken")
 
 
-def register(phone: str, password: str, display_name: str, email: str | None = None) -> tuple[User, dict]:
-    user = create_user(phone, password, display_name, email)
+def register(
+    phone: str, password: str, display_name: str, email: str | None = None, locale: str = DEFAULT_LOCALE
+) -> tuple[User, dict]:
+    """Create the account (its ``locale``: the language the phone asked for) and sign in."""
+    user = create_user(phone, password, display_name, email, locale=locale)
     pair = tokens.issue_tokens(user)
     db.session.commit()
     return user, pair
