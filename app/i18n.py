@@ -26,7 +26,7 @@ from flask_babel import refresh as _refresh
 # (Babel spells zh_CN with its script, zh_Hans_CN: the catalog directory's name).
 API_LOCALES = {"zh-CN": "zh_Hans_CN", "en": "en"}
 DEFAULT_LOCALE = "zh-CN"
-_ACCEPTED = ["zh-CN", "zh", "en"]
+_PRIMARY = {"zh": "zh-CN", "en": "en"}
 
 babel = Babel()
 
@@ -51,9 +51,12 @@ def negotiate() -> str:
     user = _signed_in_user()
     if user is not None and getattr(user, "locale", None) in API_LOCALES:
         return user.locale
-    if request.headers.get("Accept-Language"):
-        best = request.accept_languages.best_match(_ACCEPTED, default=DEFAULT_LOCALE)
-        return "en" if best == "en" else DEFAULT_LOCALE
+    # The client's languages, most wanted first: the first Chinese or English one wins
+    # (en-GB, zh-TW: any region or script of the two).
+    for tag, _quality in request.accept_languages:
+        primary = tag.split("-")[0].split("_")[0].lower()
+        if primary in _PRIMARY:
+            return _PRIMARY[primary]
     return DEFAULT_LOCALE
 
 
@@ -103,7 +106,8 @@ MARSHMALLOW_MESSAGES = (
     _('"{input}" cannot be formatted as a date.'),
     _('"{input}" cannot be formatted as a datetime.'),
     _('"{input}" cannot be formatted as a time.'),
-    _("Not a valid {awareness} datetime."),
+    _("Not a valid naive datetime."),
+    _("Not a valid aware datetime."),
     _("Special numeric values (nan or infinity) are not permitted."),
     _("Not a valid email address."),
     _("Must be one of: {choices}."),
@@ -118,7 +122,14 @@ MARSHMALLOW_MESSAGES = (
     _("Not a valid tuple."),
     _("Not a valid URL."),
     _("Not a valid UUID."),
+    _("Not a valid IP address."),
+    _("Not a valid IPv4 address."),
+    _("Not a valid IPv6 address."),
+    _("Not a valid IP interface."),
+    _("Not a valid IPv4 interface."),
+    _("Not a valid IPv6 interface."),
     _("Not a valid period of time."),
+    _("{input} cannot be formatted as a timedelta."),
     # marshmallow.validate
     _("Shorter than minimum length {min}."),
     _("Longer than maximum length {max}."),
