@@ -43,7 +43,7 @@ check-migrations: install
 ## zh_Hans_CN/LC_MESSAGES/messages.po (zh-CN), then run it again; tests/test_i18n.py fails while one is missing.
 messages: install
 	$(BIN)/pybabel extract --no-location --sort-output -F babel.cfg -k lazy_gettext -k _l -k lazy_pgettext:1c,2 -o app/translations/messages.pot app mobile_api notifications
-	$(BIN)/pybabel update --ignore-obsolete -i app/translations/messages.pot -d app/translations
+	$(BIN)/pybabel update --ignore-obsolete --ignore-pot-creation-date -i app/translations/messages.pot -d app/translations
 	$(BIN)/pybabel compile -d app/translations
 
 clean:

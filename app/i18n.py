@@ -18,9 +18,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from flask import Flask, g, has_request_context, request
+from flask import Flask, has_request_context, request
 from flask_babel import Babel, force_locale, get_locale, gettext, lazy_gettext
 from flask_babel import refresh as _refresh
+from flask_jwt_extended import get_current_user
 
 # The API's language tags (User.locale, Accept-Language) and Babel's names for them
 # (Babel spells zh_CN with its script, zh_Hans_CN: the catalog directory's name).
@@ -61,9 +62,12 @@ def negotiate() -> str:
 
 
 def _signed_in_user():
-    """The user flask-jwt-extended loaded for this request, if it did (never verifies)."""
-    loaded = g.get("_jwt_extended_jwt_user")
-    return loaded.get("loaded_user") if isinstance(loaded, dict) else None
+    """The user flask-jwt-extended loaded for this request, if it did (never verifies:
+    before ``@jwt_required`` ran, or without a valid token, there is none)."""
+    try:
+        return get_current_user()
+    except RuntimeError:
+        return None
 
 
 def current_locale() -> str:

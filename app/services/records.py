@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
-from flask_babel import gettext
+from flask_babel import format_decimal, gettext
 
 from app.clock import as_utc, utcnow, zone
 from app.errors import Forbidden, Invalid
@@ -141,7 +141,10 @@ def add_honor_record(actor: Actor, org_id: int, data: dict) -> ServiceRecord:
     user_id = data["volunteer_id"]
     actor.require_may_award(org.id, user_id)
     if not 0 < data["minutes"] <= MAX_HONOR_MINUTES:
-        raise Invalid("minutes", gettext("From 1 to %(most)d minutes (24 hours) a record.", most=MAX_HONOR_MINUTES))
+        raise Invalid(
+            "minutes",
+            gettext("From 1 to %(most)s minutes (24 hours) a record.", most=format_decimal(MAX_HONOR_MINUTES)),
+        )
     if db.session.scalar(sa.select(Volunteer.id).where(Volunteer.user_id == user_id)) is None:
         raise Invalid("volunteer_id", gettext("This user is not a registered volunteer."), slug="volunteer_required")
     if not _serves_org(user_id, org.id):
