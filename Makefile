@@ -8,7 +8,7 @@ export FLASK_APP := wsgi
 # when unset) and its own keys.
 export APP_ENV ?= development
 
-.PHONY: install run test lint check-migrations clean
+.PHONY: install run test lint check-migrations messages clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ lint: install
 check-migrations: install
 	$(BIN)/flask db upgrade
 	$(BIN)/flask db check
+
+## Extract the texts from the code and templates, merge them into the catalogs
+## (app/translations/{zh_Hans_CN,en}), compile the .mo files. Translate new entries in
+## zh_Hans_CN/LC_MESSAGES/messages.po (zh-CN), then run it again; tests/test_i18n.py fails while one is missing.
+messages: install
+	$(BIN)/pybabel extract --no-location --sort-output -F babel.cfg -k lazy_gettext -k _l -k lazy_pgettext:1c,2 -o app/translations/messages.pot app mobile_api notifications
+	$(BIN)/pybabel update --ignore-obsolete --ignore-pot-creation-date -i app/translations/messages.pot -d app/translations
+	$(BIN)/pybabel compile -d app/translations
 
 clean:
 	rm -rf $(VENV) .pytest_cache

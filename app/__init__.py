@@ -57,6 +57,9 @@ def create_app(config: type | Mapping | None = None) -> Flask:
     # Parsed once, so a malformed SKILLS stops the app at start, not at a request.
     app.extensions["skills"] = load_skills(app.config.get("SKILLS"))
     db.init_app(app)
+    from app import i18n
+
+    i18n.init_app(app)
     migrate.init_app(app, db, render_as_batch=True, compare_type=True)
     jwt.init_app(app)
     from app import inputs

@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import Flask, Response, current_app, g, request
+from flask_babel import gettext
 from sqlalchemy.exc import IntegrityError
 
 from app.clock import utcnow
@@ -113,7 +114,9 @@ def _claim_key() -> Response | None:
     if user_id is None:
         return None  # the view answers 401, or it is an anonymous POST
     if not _valid_key(key):
-        raise Invalid(HEADER, f"Use 1 to {MAX_KEY_LENGTH} printable ASCII characters.", location="headers")
+        raise Invalid(
+            HEADER, gettext("Use 1 to %(most)d printable ASCII characters.", most=MAX_KEY_LENGTH), location="headers"
+        )
     fingerprint = request_fingerprint()
     for _ in range(3):
         now = utcnow()
@@ -133,7 +136,7 @@ def _claim_key() -> Response | None:
             db.session.rollback()
             raise Invalid(
                 HEADER,
-                "This key was already used for a different request.",
+                gettext("This key was already used for a different request."),
                 slug="idempotency_key_reused",
                 location="headers",
             )

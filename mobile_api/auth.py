@@ -7,6 +7,7 @@ from flask_jwt_extended import get_jwt, jwt_required
 from flask_smorest import Blueprint
 
 from app.extensions import limiter
+from app.i18n import negotiate
 from app.security import current_user, phone_rate_key
 from app.services import accounts, tokens
 from mobile_api.schemas import AuthResultSchema, LoginSchema, RegisterSchema, TokenPairSchema
@@ -37,8 +38,9 @@ def rate_limited(view):
 @blp.alt_response(409, description="phone_taken")
 @blp.alt_response(429, description="rate_limited")
 def register(body):
-    """Create an account and sign in."""
-    user, pair = accounts.register(**body)
+    """Create an account and sign in. Its ``locale`` is the request's language
+    (``Accept-Language``, zh-CN by default); ``PATCH /me`` changes it."""
+    user, pair = accounts.register(**body, locale=negotiate())
     return {"user": user, **pair}
 
 

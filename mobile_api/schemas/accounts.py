@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from flask_babel import gettext
 from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
 from app.clock import zone
+from app.i18n import API_LOCALES
 from app.security import actor_for
 from app.services.permissions import memberships
 from mobile_api.fields import (
@@ -20,7 +22,7 @@ from mobile_api.fields import (
 )
 from mobile_api.schemas.claims import RatingSchema
 
-LOCALES = ("zh-CN", "en")
+LOCALES = tuple(API_LOCALES)
 
 
 class VolunteerSchema(BaseSchema):
@@ -94,7 +96,7 @@ class LoginSchema(BaseSchema):
     @validates_schema
     def one_identifier(self, data, **_kwargs):
         if ("phone" in data) == ("email" in data):
-            raise ValidationError("Give either phone or email.", "_schema")
+            raise ValidationError(gettext("Give either phone or email."), "_schema")
 
 
 class TokenPairSchema(BaseSchema):
@@ -134,4 +136,4 @@ class VolunteerRegisterSchema(BaseSchema):
     @validates("skills")
     def unique_skills(self, value, **_kwargs):
         if len(set(value)) != len(value):
-            raise ValidationError("Skills must be unique.")
+            raise ValidationError(gettext("Skills must be unique."))

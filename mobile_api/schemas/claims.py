@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flask_babel import gettext
 from marshmallow import ValidationError, fields, post_load, validate
 
 from app.policy import CLAIM_STATUSES, MAX_REPORTED_MINUTES
@@ -97,7 +98,7 @@ class ClaimQuerySchema(PageQuery):
             statuses = [part.strip() for item in data["status"] for part in item.split(",") if part.strip()]
             unknown = sorted(set(statuses) - set(CLAIM_STATUSES))
             if unknown:
-                raise ValidationError(f"Unknown status {', '.join(unknown)}.", "status")
+                raise ValidationError(gettext("Unknown status %(names)s.", names=", ".join(unknown)), "status")
             data["status"] = statuses
         return data
 

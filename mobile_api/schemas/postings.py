@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flask_babel import gettext
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from app.policy import POSTING_KINDS, POSTING_STATUSES
@@ -22,7 +23,7 @@ from mobile_api.schemas.claims import ClaimSchema, PersonSchema
 
 def _unique_tags(value: list[str]) -> None:
     if len({tag.strip() for tag in value}) != len(value):
-        raise ValidationError("Tags must be unique.")
+        raise ValidationError(gettext("Tags must be unique."))
 
 
 class LatLng(fields.String):
@@ -36,7 +37,7 @@ class LatLng(fields.String):
         except ValueError:
             lat = lng = None
         if lat is None or not (-90 <= lat <= 90 and -180 <= lng <= 180):
-            raise ValidationError("Use lat,lng in decimal degrees, e.g. 29.87,121.55.")
+            raise ValidationError(gettext("Use lat,lng in decimal degrees, e.g. 29.87,121.55."))
         return {"lat": lat, "lng": lng}
 
 
@@ -205,14 +206,16 @@ class PostingQuerySchema(PageQuery):
     @validates_schema
     def distance_needs_near(self, data, **_kwargs):
         if data.get("sort") == "distance" and data.get("near") is None:
-            raise ValidationError("sort=distance needs near=lat,lng.", "sort")
+            raise ValidationError(gettext("sort=distance needs near=lat,lng."), "sort")
 
     @validates_schema(pass_original=True)
     def for_me_has_its_own_order(self, data, original, **_kwargs):
         if data.get("for_me"):
             others = sorted(set(original) - FOR_ME_PARAMETERS)
             if others:
-                raise ValidationError(f"for_me takes only {', '.join(sorted(FOR_ME_PARAMETERS))}.", others[0])
+                raise ValidationError(
+                    gettext("for_me takes only %(names)s.", names=", ".join(sorted(FOR_ME_PARAMETERS))), others[0]
+                )
 
 
 class RejectSchema(BaseSchema):
