@@ -138,7 +138,14 @@ class Config:
     # A push that meets only transient errors is retried this long after it was written.
     PUSH_RETRY_HOURS = float(os.environ.get("PUSH_RETRY_HOURS") or 24)
 
+    # Log lines (app/logs.py): json or text; unset, text in development and json otherwise.
+    LOG_FORMAT = os.environ.get("LOG_FORMAT") or None
+    LOG_LEVEL = os.environ.get("LOG_LEVEL") or "INFO"
+
     SCHEDULER_EMBEDDED = env_bool("SCHEDULER_EMBEDDED", False)
+    # `flask scheduler run` serves its own Prometheus metrics here (0: not served).
+    SCHEDULER_METRICS_PORT = env_int("SCHEDULER_METRICS_PORT", 0)
+    SCHEDULER_METRICS_ADDR = os.environ.get("SCHEDULER_METRICS_ADDR", "127.0.0.1")
     # Seconds between runs of each scheduler job (app/scheduler.py has the table),
     # and the most rows one batch (one transaction) of a job moves.
     JOB_EXPIRE_POSTINGS_SECONDS = env_int("JOB_EXPIRE_POSTINGS_SECONDS", 60)
