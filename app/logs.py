@@ -31,10 +31,12 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
 from flask import Flask, g, has_request_context, request
+from flask.logging import default_handler
 from pythonjsonlogger.json import JsonFormatter
 
 LOG_FORMATS = ("json", "text")
@@ -152,9 +154,11 @@ class JsonLineFormatter(JsonFormatter):
         super().__init__(
             "%(asctime)s %(levelname)s %(name)s %(message)s",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-            datefmt="%Y-%m-%dT%H:%M:%S%z",
             json_ensure_ascii=False,
         )
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
 
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
@@ -222,6 +226,9 @@ def configure_logging(app: Flask) -> None:
         root.addHandler(handler)
     handler.setFormatter(formatter)
     root.setLevel(app.config.get("LOG_LEVEL") or "INFO")
+    # Flask's own handler on the "app" logger (the parent of app.access, app.jobs…)
+    # would print every line a second time, unformatted.
+    app.logger.removeHandler(default_handler)
     _register_request_logging(app)
 
 
