@@ -1,6 +1,7 @@
 """Configuration read from the environment.
 
-Every variable is documented in README.md (Configuration). With nothing set the
+Every variable is documented in docs/operations.md (Configuration reference;
+tests/test_operations_doc.py holds the two together). With nothing set the
 app runs on an SQLite file under ``instance/``, sends push to the log and runs
 the scheduler inside the development server.
 """
