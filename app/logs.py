@@ -59,7 +59,7 @@ _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
 _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 _PATTERNS = (
-    re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"),  # a JWT (header.payload.signature)
+    re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]*)?"),  # a JWT, or its header.payload
     re.compile(r"(?<![0-9])\d{17}[0-9Xx](?![0-9A-Za-z])"),  # 居民身份证号码, 18 characters
     re.compile(r"(?<![0-9])(?:\+?86[- ]?)?1[3-9]\d{9}(?![0-9])"),  # a mainland mobile number
     re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)"),  # user:password@ in a URL
