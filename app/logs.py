@@ -37,6 +37,7 @@ from typing import Any
 
 from flask import Flask, g, has_request_context, request
 from flask.logging import default_handler
+from flask_jwt_extended import get_jwt
 from pythonjsonlogger.json import JsonFormatter
 
 LOG_FORMATS = ("json", "text")
@@ -109,18 +110,19 @@ def log_context(**fields: Any) -> Iterator[None]:
 
 
 def _request_user_id() -> int | None:
-    """The signed-in caller, once something in the request has identified them."""
-    actor = g.get("actor")
-    user = getattr(actor, "user", None)
-    if user is not None and getattr(user, "id", None) is not None:
-        return user.id
-    decoded = g.get("_jwt_extended_jwt")  # set by flask-jwt-extended once a token is verified
-    if decoded and decoded.get("type") == "access":
-        try:
-            return int(decoded.get("sub"))
-        except (TypeError, ValueError):
-            return None
-    return None
+    """The signed-in caller, once the request's access token has been verified.
+    Read from the token's claims, never from the database (a log line must not
+    query, nor fail when the session is gone)."""
+    try:
+        decoded = get_jwt()
+    except RuntimeError:  # no token was looked at in this request
+        return None
+    if decoded.get("type") != "access":
+        return None
+    try:
+        return int(decoded.get("sub"))
+    except (TypeError, ValueError):
+        return None
 
 
 def _install_record_factory() -> None:

@@ -96,7 +96,8 @@ def test_log_format_defaults_to_text_in_development_and_json_otherwise():
 
 
 LEAKY = (
-    "token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI0MiJ9.c2lnbmF0dXJl cut eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI0MiJ9 phone +8613800138000 and 13912345678, "
+    "token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI0MiJ9.c2lnbmF0dXJl cut eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI0MiJ9 "
+    "phone +8613800138000 and 13912345678, "
     "ID 33020319900101123X, url postgresql://app:hunter2pass@db/yz, key " + TestConfig.JWT_SECRET_KEY
 )
 
