@@ -134,7 +134,11 @@ def _install_record_factory() -> None:
 
     def factory(*args, **kwargs) -> logging.LogRecord:
         record = previous(*args, **kwargs)
-        for key, value in current_context().items():
+        try:
+            context = current_context()
+        except Exception:  # noqa: BLE001 - a log line goes out without its context rather than not at all
+            context = {}
+        for key, value in context.items():
             setattr(record, key, value)
         return record
 
