@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Mapping
 
 from flask import Flask, current_app, g, request, send_from_directory
@@ -124,10 +123,12 @@ def _register_blueprints(app: Flask) -> None:
 
 
 def _register_request_id(app: Flask) -> None:
+    from app.logs import assign_request_id
+
     # app/logs.py assigns g.request_id when the request starts, and logs carry it.
     @app.after_request
     def common_headers(response):
-        response.headers["X-Request-ID"] = getattr(g, "request_id", None) or uuid.uuid4().hex
+        response.headers["X-Request-ID"] = g.get("request_id") or assign_request_id()
         response.headers["X-Content-Type-Options"] = "nosniff"
         if request.headers.get("Authorization") or request.blueprint in TOKEN_BLUEPRINTS:
             # an answer for one person (or holding their tokens) is kept by no cache

@@ -27,6 +27,7 @@ import contextvars
 import json
 import logging
 import re
+import secrets
 import sys
 import time
 import uuid
@@ -61,8 +62,9 @@ _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) |
 
 _PATTERNS = (
     re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]*)?"),  # a JWT, or its header.payload
-    re.compile(r"(?<![0-9])\d{17}[0-9Xx](?![0-9A-Za-z])"),  # 居民身份证号码, 18 characters
-    re.compile(r"(?<![0-9])(?:\+?86[- ]?)?1[3-9]\d{9}(?![0-9])"),  # a mainland mobile number
+    # Numbers stand alone: a run of digits inside a longer token (a hex id) is not one.
+    re.compile(r"(?<![0-9A-Za-z])\d{17}[0-9Xx](?![0-9A-Za-z])"),  # 居民身份证号码, 18 characters
+    re.compile(r"(?<![0-9A-Za-z])(?:\+?86[- ]?)?1[3-9]\d{9}(?![0-9A-Za-z])"),  # a mainland mobile number
     re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)"),  # user:password@ in a URL
 )
 _secrets: set[str] = set()
@@ -283,5 +285,7 @@ def assign_request_id() -> str:
     """The request's id (``g.request_id``): the caller's ``X-Request-ID`` when it is
     a sane token (nginx sets one), else a new one. The answer's header repeats it."""
     incoming = request.headers.get("X-Request-ID", "")
-    g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    # Ours: 32 hex characters, the first a letter, so no run of their digits ever
+    # stands alone as a number the redaction would take for a phone or ID number.
+    g.request_id = incoming if _REQUEST_ID.match(incoming) else secrets.choice("abcdef") + uuid.uuid4().hex[1:]
     return g.request_id

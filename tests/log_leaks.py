@@ -16,8 +16,9 @@ from app.logs import JsonLineFormatter, TextFormatter
 
 LEAKS = {
     "jwt": re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"),
-    "phone": re.compile(r"(?<![0-9])1[3-9]\d{9}(?![0-9])"),
-    "id_number": re.compile(r"(?<![0-9])\d{17}[0-9Xx](?![0-9])"),
+    # a number standing alone, not a run of digits inside a longer token (a hex request id)
+    "phone": re.compile(r"(?<![0-9A-Za-z])1[3-9]\d{9}(?![0-9A-Za-z])"),
+    "id_number": re.compile(r"(?<![0-9A-Za-z])\d{17}[0-9Xx](?![0-9A-Za-z])"),
 }
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from app import clock, jobs
 from app.config import TestConfig
-from app.logs import REDACTED, JsonLineFormatter, TextFormatter, log_format_of
+from app.logs import REDACTED, JsonLineFormatter, TextFormatter, log_format_of, redact
 from tests.factories import make_posting, make_user, make_volunteer
 from tests.log_leaks import LeakWatcher, find_leaks
 
@@ -120,6 +120,12 @@ def test_tokens_phones_id_numbers_and_secrets_are_redacted(app, formatter):
         parsed = json.loads(line)
         assert parsed["message"].startswith("said: token [redacted]")
         assert "ValueError" in parsed["exc_info"]
+
+
+def test_digits_inside_an_id_are_not_taken_for_a_number():
+    line = '{"request_id": "d828293701124475889e8c2d03195014", "other": "e13800138000abcdef0123456789abcd"}'
+    assert redact(line) == line and find_leaks(line, []) == []
+    assert redact("call 13800138000.") == f"call {REDACTED}."
 
 
 def test_the_session_watcher_catches_a_line_that_leaks():
