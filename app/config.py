@@ -1,6 +1,7 @@
 """Configuration read from the environment.
 
-Every variable is documented in README.md (Configuration). With nothing set the
+Every variable is documented in docs/operations.md (Configuration reference;
+tests/test_operations_doc.py holds the two together). With nothing set the
 app runs on an SQLite file under ``instance/``, sends push to the log and runs
 the scheduler inside the development server.
 """
@@ -138,7 +139,14 @@ class Config:
     # A push that meets only transient errors is retried this long after it was written.
     PUSH_RETRY_HOURS = float(os.environ.get("PUSH_RETRY_HOURS") or 24)
 
+    # Log lines (app/logs.py): json or text; unset, text in development and json otherwise.
+    LOG_FORMAT = os.environ.get("LOG_FORMAT") or None
+    LOG_LEVEL = os.environ.get("LOG_LEVEL") or "INFO"
+
     SCHEDULER_EMBEDDED = env_bool("SCHEDULER_EMBEDDED", False)
+    # `flask scheduler run` serves its own Prometheus metrics here (0: not served).
+    SCHEDULER_METRICS_PORT = env_int("SCHEDULER_METRICS_PORT", 0)
+    SCHEDULER_METRICS_ADDR = os.environ.get("SCHEDULER_METRICS_ADDR", "127.0.0.1")
     # Seconds between runs of each scheduler job (app/scheduler.py has the table),
     # and the most rows one batch (one transaction) of a job moves.
     JOB_EXPIRE_POSTINGS_SECONDS = env_int("JOB_EXPIRE_POSTINGS_SECONDS", 60)

@@ -257,7 +257,7 @@ def _handle_unexpected(exc: Exception):
         _log_outage(exc)
         _forget_session()
         return error_response(503, "service_unavailable", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
-    log.exception("unhandled error request_id=%s", getattr(g, "request_id", "-"))
+    log.exception("unhandled error")
     body = error_body(500)
     body["request_id"] = getattr(g, "request_id", None)
     return body, 500
@@ -275,11 +275,10 @@ def _log_outage(exc: Exception) -> None:
         _outages[kind] = [now, 0]
     detail = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else kind
     log.warning(
-        "database unavailable: %s: %s (%d more since the last line) request_id=%s",
+        "database unavailable: %s: %s (%d more since the last line)",
         kind,
         detail,
         quiet,
-        getattr(g, "request_id", "-"),
     )
 
 

@@ -185,7 +185,7 @@ def _store_response(response: Response) -> Response:
             db.session.commit()
     except Exception:  # noqa: BLE001 - the view's answer stands; the key's lease expires
         db.session.rollback()
-        log.exception("could not store the idempotent response request_id=%s", getattr(g, "request_id", "-"))
+        log.exception("could not store the idempotent response")
     return response
 
 

@@ -20,6 +20,22 @@ from app.config import TestConfig, database_url  # noqa: E402
 from app.extensions import db  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_secrets_in_logs():
+    """Every record logged during the session, formatted as the app writes it, holds
+    no token, phone number, ID number or configured secret; else the session fails."""
+    import logging
+
+    from tests.log_leaks import LeakWatcher
+
+    watcher = LeakWatcher([getattr(TestConfig, name) for name in ("SECRET_KEY", "JWT_SECRET_KEY", "ID_HASH_KEY")])
+    root = logging.getLogger()
+    root.addHandler(watcher)
+    yield watcher
+    root.removeHandler(watcher)
+    assert not watcher.leaks, "secrets reached the log:\n" + "\n".join(watcher.leaks)
+
+
 def _test_db_url(tmp_path_factory) -> str:
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
