@@ -155,8 +155,20 @@ class Config:
     # An event's claims are settled this many hours after its end (checked out, no-show).
     EVENT_SETTLE_HOURS = env_int("EVENT_SETTLE_HOURS", 24)
 
-    API_TITLE = "甬·志愿 API"
+    # ASCII, so generated client packages get a name pip accepts.
+    API_TITLE = "Yong Volunteer API"
     API_VERSION = "v1"
+    API_SPEC_OPTIONS = {
+        "info": {
+            "description": (
+                "甬·志愿 (Yong Volunteer): the JSON API of a volunteer and wish-matching app for Ningbo — "
+                "micro-wishes, projects, charity activities, services and energy rewards (五微). "
+                "Sign in with `POST /api/v1/auth/login` and send `Authorization: Bearer <access_token>`; "
+                "errors are one envelope (`Error`) whose `error` slug is the contract. "
+                "The app developer's guide is docs/app-guide.md in the repository."
+            )
+        }
+    }
     OPENAPI_VERSION = "3.0.3"
     OPENAPI_URL_PREFIX = "/api/v1"
     OPENAPI_JSON_PATH = "openapi.json"

@@ -172,6 +172,16 @@ def known_district(value: str) -> None:
         raise ValidationError("Unknown district. One of: " + ", ".join(current_app.config["DISTRICTS"]))
 
 
+class District(fields.String):
+    """A district code of ``DISTRICTS`` (``haishu``, ``yinzhou``, …); loading refuses
+    any other. The OpenAPI document lists the configured codes as its enum."""
+
+    def __init__(self, **kwargs):
+        validators = kwargs.pop("validate", None) or []
+        validators = list(validators) if isinstance(validators, list | tuple) else [validators]
+        super().__init__(validate=[known_district, *validators], **kwargs)
+
+
 def not_blank(value: str) -> None:
     if not value.strip():
         raise ValidationError("Must not be blank.")
