@@ -154,6 +154,8 @@ class GeneratorPlugin(BasePlugin):
                 responses["401"] = {"description": UNAUTHORIZED}
             if "{" in (path or "") and "404" not in responses and 404 not in responses:
                 responses["404"] = {"description": "not_found"}
+            for parameter in operation.get("parameters", []):
+                _not_nullable(parameter)
             operation["description"] = _description(operation)
             example = REQUEST_EXAMPLES.get(operation_id)
             body = operation.get("requestBody", {}).get("content", {}).get("application/json")
@@ -163,10 +165,26 @@ class GeneratorPlugin(BasePlugin):
                 body["example"] = example
 
 
+def _not_nullable(parameter: dict) -> None:
+    """A query parameter is left out or given, never null (a ``load_default=None``
+    field says nullable): say so, or generators invent union types for it."""
+    schema = parameter.get("schema") if isinstance(parameter, dict) else None
+    if not isinstance(schema, dict) or parameter.get("in") != "query":
+        return
+    if "default" in schema and schema["default"] is None:
+        del schema["default"]
+    for node in (schema, schema.get("items")):
+        if isinstance(node, dict):
+            node.pop("nullable", None)
+            if isinstance(node.get("enum"), list):
+                node["enum"] = [value for value in node["enum"] if value is not None]
+
+
 def _description(operation: dict) -> str:
     """The docstring's body (flask-smorest put its first line in the summary), who
     may call the operation, and the error slugs it answers with."""
-    parts = [operation["description"]] if operation.get("description") else [operation.get("summary", "")]
+    # The summary is shown next to it: the description adds to it rather than repeat it.
+    parts = [operation["description"]] if operation.get("description") else []
     security = operation.get("security")
     if security == []:
         parts.append("Public: no token needed.")
