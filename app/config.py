@@ -43,6 +43,29 @@ def env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
+# Where development (APP_ENV=development, `make run`) starts from other defaults
+# than production; an environment variable still overrides either. Only the
+# rate limits differ: an app developer replaying sign-up and login journeys
+# against a laptop must not wait out per-minute budgets meant for the internet.
+DEVELOPMENT_DEFAULTS = {
+    "RATELIMIT_AUTH_IP": "600/minute",
+    "RATELIMIT_AUTH_PHONE": "120/minute",
+    "RATELIMIT_USER_WRITES": "600/minute;20000/day",
+    "RATELIMIT_PASSWORD": "60/minute;1000/day",
+}
+
+
+def env_default(name: str, production: str) -> str:
+    """``name`` from the environment; unset: the development default under
+    APP_ENV=development (DEVELOPMENT_DEFAULTS), else the production one."""
+    value = os.environ.get(name)
+    if value:
+        return value
+    if os.environ.get("APP_ENV", "production") == "development" and name in DEVELOPMENT_DEFAULTS:
+        return DEVELOPMENT_DEFAULTS[name]
+    return production
+
+
 def database_url(url: str | None) -> str | None:
     """Route ``postgresql://`` URLs through psycopg 3 rather than psycopg2."""
     if url and url.startswith(("postgres://", "postgresql://")):
@@ -81,12 +104,12 @@ class Config:
     RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
     RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "memory://")
     RATELIMIT_HEADERS_ENABLED = True
-    RATELIMIT_AUTH_IP = os.environ.get("RATELIMIT_AUTH_IP", "30/minute")
-    RATELIMIT_AUTH_PHONE = os.environ.get("RATELIMIT_AUTH_PHONE", "10/minute")
+    RATELIMIT_AUTH_IP = env_default("RATELIMIT_AUTH_IP", "30/minute")
+    RATELIMIT_AUTH_PHONE = env_default("RATELIMIT_AUTH_PHONE", "10/minute")
     # Writes (POST/PUT/PATCH/DELETE) of one signed-in user, all resources together;
     # a password change has its own, tighter budget.
-    RATELIMIT_USER_WRITES = os.environ.get("RATELIMIT_USER_WRITES", "60/minute;1000/day")
-    RATELIMIT_PASSWORD = os.environ.get("RATELIMIT_PASSWORD", "5/minute;20/day")
+    RATELIMIT_USER_WRITES = env_default("RATELIMIT_USER_WRITES", "60/minute;1000/day")
+    RATELIMIT_PASSWORD = env_default("RATELIMIT_PASSWORD", "5/minute;20/day")
     # Redis down or hung: count in this process's memory meanwhile (and say so in
     # the log) instead of failing requests; give up on Redis after this long.
     RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
