@@ -113,6 +113,10 @@ class IdempotencyKeyDocs(BasePlugin):
         parameters = operation.setdefault("parameters", [])
         if not any(isinstance(p, dict) and p.get("name") == HEADER for p in parameters):
             parameters.append(dict(self.PARAMETER))
+            if operation.get("description"):
+                operation["description"] += (
+                    "\n\nWith `Idempotency-Key`: 409 `idempotency_key_in_progress`; 422 `idempotency_key_reused`."
+                )
 
 
 def _claim_key() -> Response | None:

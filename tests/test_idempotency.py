@@ -307,6 +307,8 @@ def test_the_header_is_documented_on_authenticated_posts(client):
     )
     register = spec["paths"]["/api/v1/auth/register"]["post"]
     assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in register["parameters"])
+    assert "`idempotency_key_reused`" in register["description"]
+    assert "idempotency_key" not in spec["paths"]["/api/v1/auth/login"]["post"]["description"]
 
 
 def test_a_revoked_session_gets_no_replay(app, client, wish):
