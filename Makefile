@@ -7,6 +7,10 @@ export FLASK_APP := wsgi
 # into instance/dev-keys.json. Production sets APP_ENV=production (the default
 # when unset) and its own keys.
 export APP_ENV ?= development
+# Where `make run` listens: `make run HOST=0.0.0.0` for a phone on the LAN,
+# `make run PORT=5050` where macOS's AirPlay Receiver holds 5000.
+HOST ?= 127.0.0.1
+PORT ?= 5000
 
 .PHONY: install run test lint check-migrations messages clean
 
@@ -19,11 +23,12 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 install: $(BIN)/.installed
 
 ## Start the app on the embedded default: SQLite under instance/, push to the
-## log, scheduler in process, demo data loaded. Docs: http://127.0.0.1:5000/api/v1/docs
+## log, scheduler in process, demo data loaded; print how to reach it.
 run: install
 	$(BIN)/flask db upgrade
 	$(BIN)/flask seed
-	SCHEDULER_EMBEDDED=$${SCHEDULER_EMBEDDED:-1} $(BIN)/flask run --host $${HOST:-127.0.0.1} --port $${PORT:-5000}
+	@$(BIN)/python -m app.devserver $(HOST) $(PORT)
+	SCHEDULER_EMBEDDED=$${SCHEDULER_EMBEDDED:-1} $(BIN)/flask run --host $(HOST) --port $(PORT)
 
 ## Run the test suite (SQLite; set TEST_DATABASE_URL for PostgreSQL).
 test: install

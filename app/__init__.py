@@ -62,10 +62,11 @@ def create_app(config: type | Mapping | None = None) -> Flask:
 
     inputs.init_app(app)  # before the limiter, which reads the body for its keys
     limiter.init_app(app)
-    from mobile_api.openapi import ErrorResponsesPlugin, ErrorSchema
+    from mobile_api.openapi import ErrorResponsesPlugin, ErrorSchema, GeneratorPlugin, finalize
 
     api.ERROR_SCHEMA = ErrorSchema  # documents our envelope, not flask-smorest's
-    api.init_app(app, spec_kwargs={"extra_plugins": [ErrorResponsesPlugin()]})
+    generator = GeneratorPlugin(app.config["DISTRICTS"])
+    api.init_app(app, spec_kwargs={"extra_plugins": [generator, ErrorResponsesPlugin()]})
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
 
     from app import security
@@ -77,6 +78,7 @@ def create_app(config: type | Mapping | None = None) -> Flask:
 
     idempotency.init_app(app)
     _register_blueprints(app)
+    finalize(api.spec, generator)
     _register_docs_assets(app)
     from app import metrics
 

@@ -180,6 +180,16 @@ def known_district(value: str) -> None:
         )
 
 
+class District(fields.String):
+    """A district code of ``DISTRICTS`` (``haishu``, ``yinzhou``, …); loading refuses
+    any other. The OpenAPI document lists the configured codes as its enum."""
+
+    def __init__(self, **kwargs):
+        validators = kwargs.pop("validate", None) or []
+        validators = list(validators) if isinstance(validators, list | tuple) else [validators]
+        super().__init__(validate=[known_district, *validators], **kwargs)
+
+
 def not_blank(value: str) -> None:
     if not value.strip():
         raise ValidationError(gettext("Must not be blank."))

@@ -7,17 +7,18 @@ from marshmallow import ValidationError, fields, validate, validates, validates_
 
 from app.clock import zone
 from app.i18n import API_LOCALES
+from app.models.orgs import MEMBER_ROLES
 from app.security import actor_for
 from app.services.permissions import memberships
 from mobile_api.fields import (
     BaseSchema,
+    District,
     ListFrom,
     Location,
     NestedFrom,
     Phone,
     QuietHours,
     UTCDateTime,
-    known_district,
     known_timezone,
 )
 from mobile_api.schemas.claims import RatingSchema
@@ -31,7 +32,7 @@ class VolunteerSchema(BaseSchema):
     id_number_masked = fields.String(attribute="id_masked")
     gender = fields.String(allow_none=True)
     skills = fields.List(fields.String(), metadata={"description": "Codes of GET /api/v1/skills."})
-    district = fields.String()
+    district = District()
     home = NestedFrom(
         Location,
         allow_none=True,
@@ -51,7 +52,7 @@ class VolunteerSchema(BaseSchema):
 class UserOrgSchema(BaseSchema):
     id = fields.Integer()
     name = fields.String()
-    role = fields.String()
+    role = fields.String(metadata={"enum": list(MEMBER_ROLES)})
 
 
 class UserSchema(BaseSchema):
@@ -129,7 +130,7 @@ class VolunteerRegisterSchema(BaseSchema):
     skills = fields.List(
         fields.String(validate=validate.Length(min=1, max=20)), load_default=list, validate=validate.Length(max=20)
     )
-    district = fields.String(required=True, validate=known_district)
+    district = District(required=True)
     home = fields.Nested(Location, allow_none=True)
     push_radius_km = fields.Float(validate=validate.Range(0.5, 50), allow_nan=False)
 

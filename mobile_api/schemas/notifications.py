@@ -24,7 +24,7 @@ class DeviceCreateSchema(BaseSchema):
 
 class DeviceSchema(BaseSchema):
     token = fields.String()
-    platform = fields.String()
+    platform = fields.String(metadata={"enum": list(DEVICE_PLATFORMS)})
     app_version = fields.String(allow_none=True)
     created_at = UTCDateTime()
     last_seen_at = UTCDateTime()

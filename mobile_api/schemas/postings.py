@@ -9,13 +9,13 @@ from app.policy import POSTING_KINDS, POSTING_STATUSES
 from app.services.feed import SORTS
 from mobile_api.fields import (
     BaseSchema,
+    District,
     HttpsUrl,
     Id,
     Location,
     PageQuery,
     Phone,
     UTCDateTime,
-    known_district,
     not_blank,
 )
 from mobile_api.schemas.claims import ClaimSchema, PersonSchema
@@ -66,13 +66,20 @@ class PostingOrgSchema(BaseSchema):
 
 class BeneficiarySchema(BaseSchema):
     name_masked = fields.String(allow_none=True, metadata={"description": "张* — shown to everyone."})
+    # Left out (not null) for everyone else: "optional" keeps them out of the document's required.
     phone = fields.String(
         allow_none=True,
-        metadata={"description": "Only for the active claimant, the author, the org's coordinators and admins."},
+        metadata={
+            "optional": True,
+            "description": "Only for the active claimant, the author, the org's coordinators and admins.",
+        },
     )
     address = fields.String(
         allow_none=True,
-        metadata={"description": "Exact address; only for the viewers who see the phone. Never in lists."},
+        metadata={
+            "optional": True,
+            "description": "Exact address; only for the viewers who see the phone. Never in lists.",
+        },
     )
 
 
@@ -95,7 +102,7 @@ class PostingSchema(BaseSchema):
     title = fields.String()
     description = fields.String()
     status = fields.String(metadata={"enum": list(POSTING_STATUSES)})
-    district = fields.String()
+    district = District()
     address = fields.String(allow_none=True)
     location = fields.Nested(Location, allow_none=True)
     tags = fields.List(fields.String(), attribute="tag_names")
@@ -128,7 +135,7 @@ class PostingCreateSchema(BaseSchema):
     title = fields.String(required=True, **_TITLE)
     description = fields.String(required=True, **_DESCRIPTION)
     org_id = Id(allow_none=True, metadata={"description": "The org this is posted for."})
-    district = fields.String(required=True, validate=known_district)
+    district = District(required=True)
     address = fields.String(**_ADDRESS)
     location = fields.Nested(Location, allow_none=True)
     tags = fields.List(_tag(), **_TAG_LIST)
@@ -149,7 +156,7 @@ class PostingCreateSchema(BaseSchema):
 class PostingUpdateSchema(BaseSchema):
     title = fields.String(**_TITLE)
     description = fields.String(**_DESCRIPTION)
-    district = fields.String(validate=known_district)
+    district = District()
     address = fields.String(**_ADDRESS)
     location = fields.Nested(Location, allow_none=True)
     tags = fields.List(_tag(), **_TAG_LIST)
@@ -177,7 +184,7 @@ class PostingQuerySchema(PageQuery):
             "postings waiting for review."
         },
     )
-    district = fields.String(validate=known_district)
+    district = District()
     tag = fields.List(_tag(), validate=validate.Length(max=10), metadata={"description": "Repeatable; any of."})
     org_id = Id(strict=False)
     author_id = Id(strict=False)
