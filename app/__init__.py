@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import os
-import re
-import uuid
 from collections.abc import Mapping
 
 from flask import Flask, current_app, g, request, send_from_directory
@@ -16,7 +13,6 @@ from app.errors import register_error_handlers
 from app.extensions import api, db, jwt, limiter, migrate
 from app.secrets import ensure_keys
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Blueprints whose answers carry tokens even to a request without one (sign-up, login).
 TOKEN_BLUEPRINTS = frozenset({"auth"})
 # Blueprints whose writes share one per-user budget (RATELIMIT_USER_WRITES).
@@ -48,25 +44,29 @@ def create_app(config: type | Mapping | None = None) -> Flask:
 
     database.init_app(app)
 
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    from app.logs import configure_logging
+
+    configure_logging(app)
 
     from app.skills import load_skills
 
     # Parsed once, so a malformed SKILLS stops the app at start, not at a request.
     app.extensions["skills"] = load_skills(app.config.get("SKILLS"))
     db.init_app(app)
+    from app import i18n
+
+    i18n.init_app(app)
     migrate.init_app(app, db, render_as_batch=True, compare_type=True)
     jwt.init_app(app)
     from app import inputs
 
     inputs.init_app(app)  # before the limiter, which reads the body for its keys
     limiter.init_app(app)
-    from mobile_api.openapi import ErrorResponsesPlugin, ErrorSchema
+    from mobile_api.openapi import ErrorResponsesPlugin, ErrorSchema, GeneratorPlugin, finalize
 
     api.ERROR_SCHEMA = ErrorSchema  # documents our envelope, not flask-smorest's
-    api.init_app(app, spec_kwargs={"extra_plugins": [ErrorResponsesPlugin()]})
+    generator = GeneratorPlugin(app.config["DISTRICTS"])
+    api.init_app(app, spec_kwargs={"extra_plugins": [generator, ErrorResponsesPlugin()]})
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
 
     from app import security
@@ -78,7 +78,11 @@ def create_app(config: type | Mapping | None = None) -> Flask:
 
     idempotency.init_app(app)
     _register_blueprints(app)
+    finalize(api.spec, generator)
     _register_docs_assets(app)
+    from app import metrics
+
+    metrics.init_app(app)
 
     from app.cli import register_cli
 
@@ -124,14 +128,12 @@ def _register_blueprints(app: Flask) -> None:
 
 
 def _register_request_id(app: Flask) -> None:
-    @app.before_request
-    def assign_request_id() -> None:
-        incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    from app.logs import assign_request_id
 
+    # app/logs.py assigns g.request_id when the request starts, and logs carry it.
     @app.after_request
     def common_headers(response):
-        response.headers["X-Request-ID"] = getattr(g, "request_id", None) or uuid.uuid4().hex
+        response.headers["X-Request-ID"] = g.get("request_id") or assign_request_id()
         response.headers["X-Content-Type-Options"] = "nosniff"
         if request.headers.get("Authorization") or request.blueprint in TOKEN_BLUEPRINTS:
             # an answer for one person (or holding their tokens) is kept by no cache

@@ -49,12 +49,22 @@ scheduler_cli = AppGroup("scheduler", help="The job scheduler (its own process i
 
 
 @scheduler_cli.command("run")
-def scheduler_run() -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    help="Serve this process's Prometheus metrics on this port (default SCHEDULER_METRICS_PORT; 0: not served).",
+)
+def scheduler_run(metrics_port: int | None) -> None:
     """Run every job on its interval until SIGTERM or Ctrl-C."""
     from flask import current_app
 
     from app.scheduler import run_scheduler
 
+    port = current_app.config["SCHEDULER_METRICS_PORT"] if metrics_port is None else metrics_port
+    if port:
+        from app import metrics
+
+        metrics.serve(port, current_app.config["SCHEDULER_METRICS_ADDR"])
     run_scheduler(current_app._get_current_object())
 
 

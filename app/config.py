@@ -1,6 +1,7 @@
 """Configuration read from the environment.
 
-Every variable is documented in README.md (Configuration). With nothing set the
+Every variable is documented in docs/operations.md (Configuration reference;
+tests/test_operations_doc.py holds the two together). With nothing set the
 app runs on an SQLite file under ``instance/``, sends push to the log and runs
 the scheduler inside the development server.
 """
@@ -43,6 +44,29 @@ def env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
+# Where development (APP_ENV=development, `make run`) starts from other defaults
+# than production; an environment variable still overrides either. Only the
+# rate limits differ: an app developer replaying sign-up and login journeys
+# against a laptop must not wait out per-minute budgets meant for the internet.
+DEVELOPMENT_DEFAULTS = {
+    "RATELIMIT_AUTH_IP": "600/minute",
+    "RATELIMIT_AUTH_PHONE": "120/minute",
+    "RATELIMIT_USER_WRITES": "600/minute;20000/day",
+    "RATELIMIT_PASSWORD": "60/minute;1000/day",
+}
+
+
+def env_default(name: str, production: str) -> str:
+    """``name`` from the environment; unset: the development default under
+    APP_ENV=development (DEVELOPMENT_DEFAULTS), else the production one."""
+    value = os.environ.get(name)
+    if value:
+        return value
+    if os.environ.get("APP_ENV", "production") == "development" and name in DEVELOPMENT_DEFAULTS:
+        return DEVELOPMENT_DEFAULTS[name]
+    return production
+
+
 def database_url(url: str | None) -> str | None:
     """Route ``postgresql://`` URLs through psycopg 3 rather than psycopg2."""
     if url and url.startswith(("postgres://", "postgresql://")):
@@ -81,12 +105,12 @@ class Config:
     RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
     RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "memory://")
     RATELIMIT_HEADERS_ENABLED = True
-    RATELIMIT_AUTH_IP = os.environ.get("RATELIMIT_AUTH_IP", "30/minute")
-    RATELIMIT_AUTH_PHONE = os.environ.get("RATELIMIT_AUTH_PHONE", "10/minute")
+    RATELIMIT_AUTH_IP = env_default("RATELIMIT_AUTH_IP", "30/minute")
+    RATELIMIT_AUTH_PHONE = env_default("RATELIMIT_AUTH_PHONE", "10/minute")
     # Writes (POST/PUT/PATCH/DELETE) of one signed-in user, all resources together;
     # a password change has its own, tighter budget.
-    RATELIMIT_USER_WRITES = os.environ.get("RATELIMIT_USER_WRITES", "60/minute;1000/day")
-    RATELIMIT_PASSWORD = os.environ.get("RATELIMIT_PASSWORD", "5/minute;20/day")
+    RATELIMIT_USER_WRITES = env_default("RATELIMIT_USER_WRITES", "60/minute;1000/day")
+    RATELIMIT_PASSWORD = env_default("RATELIMIT_PASSWORD", "5/minute;20/day")
     # Redis down or hung: count in this process's memory meanwhile (and say so in
     # the log) instead of failing requests; give up on Redis after this long.
     RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
@@ -138,7 +162,14 @@ class Config:
     # A push that meets only transient errors is retried this long after it was written.
     PUSH_RETRY_HOURS = float(os.environ.get("PUSH_RETRY_HOURS") or 24)
 
+    # Log lines (app/logs.py): json or text; unset, text in development and json otherwise.
+    LOG_FORMAT = os.environ.get("LOG_FORMAT") or None
+    LOG_LEVEL = os.environ.get("LOG_LEVEL") or "INFO"
+
     SCHEDULER_EMBEDDED = env_bool("SCHEDULER_EMBEDDED", False)
+    # `flask scheduler run` serves its own Prometheus metrics here (0: not served).
+    SCHEDULER_METRICS_PORT = env_int("SCHEDULER_METRICS_PORT", 0)
+    SCHEDULER_METRICS_ADDR = os.environ.get("SCHEDULER_METRICS_ADDR", "127.0.0.1")
     # Seconds between runs of each scheduler job (app/scheduler.py has the table),
     # and the most rows one batch (one transaction) of a job moves.
     JOB_EXPIRE_POSTINGS_SECONDS = env_int("JOB_EXPIRE_POSTINGS_SECONDS", 60)
@@ -155,8 +186,20 @@ class Config:
     # An event's claims are settled this many hours after its end (checked out, no-show).
     EVENT_SETTLE_HOURS = env_int("EVENT_SETTLE_HOURS", 24)
 
-    API_TITLE = "甬·志愿 API"
+    # ASCII, so generated client packages get a name pip accepts.
+    API_TITLE = "Yong Volunteer API"
     API_VERSION = "v1"
+    API_SPEC_OPTIONS = {
+        "info": {
+            "description": (
+                "甬·志愿 (Yong Volunteer): the JSON API of a volunteer and wish-matching app for Ningbo — "
+                "micro-wishes, projects, charity activities, services and energy rewards (五微). "
+                "Sign in with `POST /api/v1/auth/login` and send `Authorization: Bearer <access_token>`; "
+                "errors are one envelope (`Error`) whose `error` slug is the contract. "
+                "The app developer's guide is docs/app-guide.md in the repository."
+            )
+        }
+    }
     OPENAPI_VERSION = "3.0.3"
     OPENAPI_URL_PREFIX = "/api/v1"
     OPENAPI_JSON_PATH = "openapi.json"

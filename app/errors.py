@@ -16,104 +16,84 @@ import time
 from http import HTTPStatus
 from typing import Any
 
-from flask import Flask, g, request
+from flask import Flask, g
+from flask_babel import LazyString
+from flask_babel import lazy_gettext as _l
 from werkzeug.exceptions import HTTPException
+
+from app.i18n import translate_messages
 
 log = logging.getLogger(__name__)
 
-# slug -> (zh-CN, en). The slug is the contract; the text is for people.
-MESSAGES: dict[str, tuple[str, str]] = {
-    "bad_request": ("请求无效", "The request is invalid."),
-    "invalid_json": ("请求内容不是有效的 JSON", "The body is not valid JSON."),
-    "invalid_cursor": ("翻页标记无效或已过期，请从第一页重新加载", "The page cursor is invalid or stale; start again."),
-    "validation_error": ("输入有误，请检查后重试", "The input is invalid."),
-    "authorization_required": ("请先登录", "An access token is required."),
-    "invalid_token": ("登录凭证无效", "The token is invalid."),
-    "token_expired": ("登录已过期，请重新登录", "The token has expired."),
-    "token_revoked": ("登录凭证已失效", "The token has been revoked."),
-    "wrong_token_type": ("登录凭证类型不对", "This kind of token cannot be used here."),
-    "refresh_token_reused": (
-        "检测到凭证被重复使用，已退出所有设备",
-        "This refresh token was already used; its session has been revoked.",
-    ),
-    "invalid_credentials": ("手机号或密码错误", "The phone number or password is wrong."),
-    "phone_taken": ("该手机号已注册", "This phone number is already registered."),
-    "email_taken": ("该邮箱已被使用", "This email address is already in use."),
-    "id_number_taken": ("该身份证号已被其他账号使用", "This ID number is used by another account."),
-    "wrong_password": ("原密码错误", "The old password is wrong."),
-    "forbidden": ("没有权限", "You may not do this."),
-    "admin_required": ("需要管理员权限", "An administrator is required."),
-    "coordinator_required": ("需要组织协调员权限", "A coordinator of the organisation is required."),
-    "not_found": ("不存在或无权查看", "Not found."),
-    "method_not_allowed": ("不支持该请求方法", "This method is not allowed here."),
-    "conflict": ("状态冲突", "The request conflicts with the current state."),
-    "org_name_taken": ("组织名称已存在", "An organisation with this name exists."),
-    "org_not_pending": ("该组织不在待审核状态", "The organisation is not pending."),
-    "org_not_approved": ("该组织尚未通过审核", "The organisation is not approved."),
-    "already_member": ("已经是该组织成员", "The user is already a member."),
-    "last_coordinator": ("不能移除最后一位协调员", "The last coordinator cannot be removed."),
-    # claims, records, energy (issue 4)
-    "already_claimed": ("该心愿已被他人认领", "Someone else has already claimed this wish."),
-    "posting_full": ("名额已满", "There are no places left."),
-    "posting_not_open": ("该发布当前不可认领", "This posting is not open for claims."),
-    "duplicate_claim": ("您已认领过该发布", "You already hold a claim on this posting."),
-    "active_claim_limit": ("进行中的心愿认领已达上限", "You already hold the maximum number of open wish claims."),
-    "insufficient_energy": ("能量值不足", "Your energy balance is too low."),
-    "volunteer_required": ("请先注册成为志愿者", "Register as a volunteer first."),
-    "own_posting": ("不能认领自己发布的内容", "You cannot claim your own posting."),
-    "claimant_required": ("只有认领人可以进行此操作", "Only the claimant may do this."),
-    "poster_required": ("只有发布人或组织协调员可以进行此操作", "Only the poster or a coordinator may do this."),
-    "provider_required": ("只有服务提供者可以进行此操作", "Only the provider of the service may do this."),
-    "claim_not_active": ("该认领不在进行中", "The claim is not active."),
-    "claim_not_fulfilled": ("该认领尚未标记完成", "The claim has not been marked as done."),
-    "wrong_claim_kind": ("该类型的认领不支持此操作", "This action does not apply to this kind of claim."),
-    "already_checked_in": ("已经签到过了", "You have already checked in."),
-    "not_checked_in": ("尚未签到", "You have not checked in."),
-    "check_in_not_open": (
-        "不在签到时间内（活动开始前 30 分钟至活动结束）",
-        "Check-in opens 30 minutes before the start and closes at the end.",
-    ),
-    "too_far_from_site": ("距离活动地点超过 500 米", "You are more than 500 m from the site."),
-    "event_not_ended": ("活动尚未结束", "The activity has not ended yet."),
-    "event_ended": ("活动已结束", "The activity has ended."),
-    "not_org_volunteer": ("该用户不是本组织的志愿者", "This user is not a volunteer of the organisation."),
-    "own_claim": ("不能确认自己的服务", "You cannot confirm your own work."),
-    "own_record": ("不能给自己记录时长", "You cannot award hours to yourself."),
-    "own_verification": ("不能核验自己的身份", "You cannot verify your own identity."),
-    "minutes_above_reported": ("确认时长不能超过志愿者填报的时长", "The minutes may be lowered, not raised."),
-    "idempotency_key_reused": (
-        "该幂等键已用于另一个不同的请求",
-        "This Idempotency-Key was already used for a different request.",
-    ),
-    "idempotency_key_in_progress": (
-        "相同的请求正在处理中，请稍后重试",
-        "A request with this Idempotency-Key is still being processed; retry shortly.",
-    ),
-    # postings (issue 3)
-    "posting_not_pending": ("该发布不在待审核状态", "The posting is not waiting for review."),
-    "posting_claimed": (
-        "已有人认领，只能延长有效期",
-        "Something is already claimed; only the expiry can be extended.",
-    ),
-    "posting_not_editable": ("该发布已结束，不能修改", "The posting has ended and cannot be changed."),
-    "posting_not_cancellable": ("该发布已结束，不能取消", "The posting has ended and cannot be cancelled."),
-    # certificates (issue 12)
-    "no_records": (
-        "该时段内没有您在该组织的服务记录",
-        "You have no service records with this organisation in the period.",
-    ),
-    "certificate_void": ("该证明已作废", "This certificate has already been voided."),
-    "own_certificate": ("不能作废自己的志愿服务证明", "You cannot void your own certificate."),
-    # matching (issue 16)
-    "home_required": (
-        "请先在志愿者资料中设置家的位置",
-        "Set a home point in your volunteer profile first.",
-    ),
-    "payload_too_large": ("请求内容过大（上限 1 MiB）", "The request body is larger than 1 MiB."),
-    "unsupported_media_type": ("请使用 JSON", "The body must be JSON."),
-    "rate_limited": ("请求过于频繁，请稍后再试", "Too many requests; try again later."),
-    "internal_error": ("服务器开小差了，请稍后再试", "Something went wrong on our side."),
-    "service_unavailable": ("服务暂不可用", "The service is unavailable."),
+# slug -> its message, in English; the catalogs (app/translations) hold the other languages.
+# The slug is the contract; the text is for people.
+MESSAGES: dict[str, LazyString] = {
+    "bad_request": _l("The request is invalid."),
+    "invalid_json": _l("The body is not valid JSON."),
+    "invalid_cursor": _l("The page cursor is invalid or stale; start again."),
+    "validation_error": _l("The input is invalid."),
+    "authorization_required": _l("An access token is required."),
+    "invalid_token": _l("The token is invalid."),
+    "token_expired": _l("The token has expired."),
+    "token_revoked": _l("The token has been revoked."),
+    "wrong_token_type": _l("This kind of token cannot be used here."),
+    "refresh_token_reused": _l("This refresh token was already used; its session has been revoked."),
+    "invalid_credentials": _l("The phone number or password is wrong."),
+    "phone_taken": _l("This phone number is already registered."),
+    "email_taken": _l("This email address is already in use."),
+    "id_number_taken": _l("This ID number is used by another account."),
+    "wrong_password": _l("The old password is wrong."),
+    "forbidden": _l("You may not do this."),
+    "admin_required": _l("An administrator is required."),
+    "coordinator_required": _l("A coordinator of the organisation is required."),
+    "not_found": _l("Not found."),
+    "method_not_allowed": _l("This method is not allowed here."),
+    "conflict": _l("The request conflicts with the current state."),
+    "org_name_taken": _l("An organisation with this name exists."),
+    "org_not_pending": _l("The organisation is not pending."),
+    "org_not_approved": _l("The organisation is not approved."),
+    "already_member": _l("The user is already a member."),
+    "last_coordinator": _l("The last coordinator cannot be removed."),
+    "already_claimed": _l("Someone else has already claimed this wish."),
+    "posting_full": _l("There are no places left."),
+    "posting_not_open": _l("This posting is not open for claims."),
+    "duplicate_claim": _l("You already hold a claim on this posting."),
+    "active_claim_limit": _l("You already hold the maximum number of open wish claims."),
+    "insufficient_energy": _l("Your energy balance is too low."),
+    "volunteer_required": _l("Register as a volunteer first."),
+    "own_posting": _l("You cannot claim your own posting."),
+    "claimant_required": _l("Only the claimant may do this."),
+    "poster_required": _l("Only the poster or a coordinator may do this."),
+    "provider_required": _l("Only the provider of the service may do this."),
+    "claim_not_active": _l("The claim is not active."),
+    "claim_not_fulfilled": _l("The claim has not been marked as done."),
+    "wrong_claim_kind": _l("This action does not apply to this kind of claim."),
+    "already_checked_in": _l("You have already checked in."),
+    "not_checked_in": _l("You have not checked in."),
+    "check_in_not_open": _l("Check-in opens 30 minutes before the start and closes at the end."),
+    "too_far_from_site": _l("You are more than 500 m from the site."),
+    "event_not_ended": _l("The activity has not ended yet."),
+    "event_ended": _l("The activity has ended."),
+    "not_org_volunteer": _l("This user is not a volunteer of the organisation."),
+    "own_claim": _l("You cannot confirm your own work."),
+    "own_record": _l("You cannot award hours to yourself."),
+    "own_verification": _l("You cannot verify your own identity."),
+    "minutes_above_reported": _l("The minutes may be lowered, not raised."),
+    "idempotency_key_reused": _l("This Idempotency-Key was already used for a different request."),
+    "idempotency_key_in_progress": _l("A request with this Idempotency-Key is still being processed; retry shortly."),
+    "posting_not_pending": _l("The posting is not waiting for review."),
+    "posting_claimed": _l("Something is already claimed; only the expiry can be extended."),
+    "posting_not_editable": _l("The posting has ended and cannot be changed."),
+    "posting_not_cancellable": _l("The posting has ended and cannot be cancelled."),
+    "no_records": _l("You have no service records with this organisation in the period."),
+    "certificate_void": _l("This certificate has already been voided."),
+    "own_certificate": _l("You cannot void your own certificate."),
+    "home_required": _l("Set a home point in your volunteer profile first."),
+    "payload_too_large": _l("The request body is larger than 1 MiB."),
+    "unsupported_media_type": _l("The body must be JSON."),
+    "rate_limited": _l("Too many requests; try again later."),
+    "internal_error": _l("Something went wrong on our side."),
+    "service_unavailable": _l("The service is unavailable."),
 }
 
 STATUS_SLUGS = {
@@ -176,19 +156,12 @@ class Invalid(AppError):
         super().__init__(slug, message, {location: {field: [message]}})
 
 
-def wants_english() -> bool:
-    try:
-        best = request.accept_languages.best_match(["zh-CN", "zh", "en"], default="zh-CN")
-    except RuntimeError:  # outside a request
-        return False
-    return best == "en"
-
-
 def message_for(slug: str, code: int) -> str:
-    texts = MESSAGES.get(slug) or MESSAGES.get(STATUS_SLUGS.get(code, ""), None)
-    if texts is None:
+    """The slug's message in the request's language (the status's when the slug has none)."""
+    text = MESSAGES.get(slug) or MESSAGES.get(STATUS_SLUGS.get(code, ""), None)
+    if text is None:
         return HTTPStatus(code).phrase
-    return texts[1] if wants_english() else texts[0]
+    return str(text)
 
 
 def error_body(code: int, slug: str | None = None, message: str | None = None, errors: Any = None) -> dict:
@@ -201,7 +174,7 @@ def error_body(code: int, slug: str | None = None, message: str | None = None, e
         "code": code,
         "status": phrase,
         "error": slug,
-        "message": message or message_for(slug, code),
+        "message": str(message) if message else message_for(slug, code),
     }
     if errors is not None:
         body["errors"] = _string_keys(errors)
@@ -215,6 +188,8 @@ def _string_keys(value: Any) -> Any:
         return {str(key): _string_keys(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_string_keys(item) for item in value]
+    if isinstance(value, LazyString):
+        return str(value)
     return value
 
 
@@ -234,7 +209,7 @@ def _handle_http_exception(exc: HTTPException):
     message = None
     if code == 422:
         # flask-smorest/webargs put the marshmallow messages in data["messages"].
-        errors = data.get("messages") or data.get("errors") or {}
+        errors = translate_messages(data.get("messages") or data.get("errors") or {})
     if isinstance(data, dict):
         slug = data.get("error") or None
         message = data.get("message") or None
@@ -282,7 +257,7 @@ def _handle_unexpected(exc: Exception):
         _log_outage(exc)
         _forget_session()
         return error_response(503, "service_unavailable", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
-    log.exception("unhandled error request_id=%s", getattr(g, "request_id", "-"))
+    log.exception("unhandled error")
     body = error_body(500)
     body["request_id"] = getattr(g, "request_id", None)
     return body, 500
@@ -300,11 +275,10 @@ def _log_outage(exc: Exception) -> None:
         _outages[kind] = [now, 0]
     detail = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else kind
     log.warning(
-        "database unavailable: %s: %s (%d more since the last line) request_id=%s",
+        "database unavailable: %s: %s (%d more since the last line)",
         kind,
         detail,
         quiet,
-        getattr(g, "request_id", "-"),
     )
 
 

@@ -20,9 +20,18 @@ Responses that did not do anything — 5xx, 401, 429 — are not kept: the row i
 deleted so the client's retry runs for real. A first request that died without
 answering (a killed worker) leaves its row unfinished; after ``LEASE`` a retry
 takes it over. Rows older than ``TTL`` count as absent (the scheduler's purge
-job deletes them). POSTs without a token (register, login) are not covered:
-keys belong to a user; nor are token refresh, logout and a new calendar URL,
-whose answers carry live secrets that must not be stored.
+job deletes them).
+
+Registration is the one POST without a token that is covered: its caller has
+no account yet, so its keys live in a namespace of their own (``user_id``
+NULL). A retried registration whose answer was lost replays that 201 (the
+account and its first tokens, sealed like every stored answer) instead of
+answering 409 ``phone_taken``; the fingerprint covers the password, so only
+someone who sent the same password gets the replay. Login is not covered: its
+answer is a fresh token pair each time, and replaying an old one would hand out
+a pair the app may already have rotated; a retried login simply signs in again.
+Nor are token refresh, logout and a new calendar URL, whose answers carry live
+secrets that must not be stored.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import Flask, Response, current_app, g, request
+from flask_babel import gettext
 from sqlalchemy.exc import IntegrityError
 
 from app.clock import utcnow
@@ -62,6 +72,8 @@ _NOT_KEPT = frozenset({401, 429})
 # Token refresh and logout, a new calendar URL: a stored answer would keep live
 # secrets in the table (and a retry of these is harmless).
 UNCOVERED_PATHS = ("/api/v1/auth/", "/api/v1/me/calendar")
+# POSTs whose keys need no token: the caller has no account yet.
+ANONYMOUS_PATHS = frozenset({"/api/v1/auth/register"})
 
 
 def init_app(app: Flask) -> None:
@@ -85,7 +97,8 @@ class IdempotencyKeyDocs(BasePlugin):
         "required": False,
         "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
         "description": (
-            "Makes a retry safe: the first answer for (user, key) is kept for 24 h and replayed "
+            "Makes a retry safe: the first answer for (user, key) — for a registration, for the key "
+            "alone — is kept for 24 h and replayed "
             "(with `Idempotent-Replayed: true`) for the same request; the same key with another "
             "body → 422 `idempotency_key_reused`; while the first is still running → 409 "
             "`idempotency_key_in_progress`."
@@ -94,26 +107,35 @@ class IdempotencyKeyDocs(BasePlugin):
 
     def operation_helper(self, path=None, operations=None, **kwargs) -> None:
         operation = (operations or {}).get("post")
-        if not isinstance(operation, dict) or not operation.get("security"):
+        if not isinstance(operation, dict):
             return
-        if path and path.startswith(UNCOVERED_PATHS):
+        if path not in ANONYMOUS_PATHS and (not operation.get("security") or (path or "").startswith(UNCOVERED_PATHS)):
             return
         parameters = operation.setdefault("parameters", [])
         if not any(isinstance(p, dict) and p.get("name") == HEADER for p in parameters):
             parameters.append(dict(self.PARAMETER))
+            if operation.get("description"):
+                operation["description"] += (
+                    "\n\nWith `Idempotency-Key`: 409 `idempotency_key_in_progress`; 422 `idempotency_key_reused`."
+                )
 
 
 def _claim_key() -> Response | None:
-    if request.method != "POST" or request.url_rule is None or request.path.startswith(UNCOVERED_PATHS):
+    if request.method != "POST" or request.url_rule is None:
+        return None
+    anonymous = request.path in ANONYMOUS_PATHS
+    if request.path.startswith(UNCOVERED_PATHS) and not anonymous:
         return None
     key = request.headers.get(HEADER)
     if key is None:
         return None
-    user_id = _user_id()
-    if user_id is None:
+    user_id = None if anonymous else _user_id()
+    if user_id is None and not anonymous:
         return None  # the view answers 401, or it is an anonymous POST
     if not _valid_key(key):
-        raise Invalid(HEADER, f"Use 1 to {MAX_KEY_LENGTH} printable ASCII characters.", location="headers")
+        raise Invalid(
+            HEADER, gettext("Use 1 to %(most)d printable ASCII characters.", most=MAX_KEY_LENGTH), location="headers"
+        )
     fingerprint = request_fingerprint()
     for _ in range(3):
         now = utcnow()
@@ -121,9 +143,8 @@ def _claim_key() -> Response | None:
         if row_id is not None:
             g.idempotency_key_id, g.idempotency_owner = row_id, (user_id, key)
             return None
-        row = db.session.scalar(
-            sa.select(IdempotencyKey).where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
-        )
+        owner = IdempotencyKey.user_id.is_(None) if user_id is None else IdempotencyKey.user_id == user_id
+        row = db.session.scalar(sa.select(IdempotencyKey).where(owner, IdempotencyKey.key == key))
         if row is None:
             continue  # purged in between: insert again
         if row.created_at <= now - TTL:
@@ -133,7 +154,7 @@ def _claim_key() -> Response | None:
             db.session.rollback()
             raise Invalid(
                 HEADER,
-                "This key was already used for a different request.",
+                gettext("This key was already used for a different request."),
                 slug="idempotency_key_reused",
                 location="headers",
             )
@@ -182,7 +203,7 @@ def _store_response(response: Response) -> Response:
             db.session.commit()
     except Exception:  # noqa: BLE001 - the view's answer stands; the key's lease expires
         db.session.rollback()
-        log.exception("could not store the idempotent response request_id=%s", getattr(g, "request_id", "-"))
+        log.exception("could not store the idempotent response")
     return response
 
 
@@ -192,7 +213,7 @@ def _cipher() -> AESGCM:
     return AESGCM(HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"yz.idempotency.v1").derive(secret))
 
 
-def _seal(body: str, user_id: int, key: str) -> str:
+def _seal(body: str, user_id: int | None, key: str) -> str:
     """A stored answer, encrypted: replays may hold a beneficiary's phone and
     address, which must not sit in a table in clear for 24 h. Bound to its
     (user, key), so a row copied to another key does not open."""
@@ -201,7 +222,7 @@ def _seal(body: str, user_id: int, key: str) -> str:
     return SEALED_PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode()
 
 
-def _unseal(stored: str | None, user_id: int, key: str) -> str | None:
+def _unseal(stored: str | None, user_id: int | None, key: str) -> str | None:
     """The answer stored by :func:`_seal`; None when it no longer opens (SECRET_KEY rotated)."""
     if not stored or not stored.startswith(SEALED_PREFIX):
         return stored or ""  # rows written before answers were sealed
@@ -246,7 +267,7 @@ def _valid_key(key: str) -> bool:
     return 0 < len(key) <= MAX_KEY_LENGTH and all(32 < ord(ch) < 127 for ch in key)
 
 
-def _insert_key(user_id: int, key: str, fingerprint: str, now) -> int | None:
+def _insert_key(user_id: int | None, key: str, fingerprint: str, now) -> int | None:
     try:
         _without_flush_wait()
         row_id = db.session.execute(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 
 from flask import Flask, request
+from flask_babel import gettext
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
 from app.errors import AppError, NotFound
@@ -61,7 +62,7 @@ def _guard_request() -> None:
         raise NotFound()
     texts = [request.path, *request.args.keys(), *(v for vs in request.args.listvalues() for v in vs)]
     if any(has_forbidden_chars(text) for text in texts):
-        raise AppError("bad_request", "The path or query holds a NUL character or an unpaired surrogate.")
+        raise AppError("bad_request", gettext("The path or query holds a NUL character or an unpaired surrogate."))
     if request.method not in ("POST", "PUT", "PATCH"):
         return
     chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()

@@ -19,7 +19,8 @@ transaction that
 
 A run ends when a batch comes back short (nothing left), when its time budget
 is spent, or when a stop was requested (SIGTERM): the batch in flight commits
-or rolls back whole. Each run logs one line with its counts and duration.
+or rolls back whole. Each run logs one line (fields ``job``, ``rows``, ``counts``,
+``duration_ms``) and counts itself in the metrics (app/metrics.py).
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ from datetime import timedelta
 import sqlalchemy as sa
 from flask import current_app
 
+from app import metrics
 from app.clock import utcnow
 from app.database import job_limits
 from app.extensions import db
+from app.logs import log_context
 from app.models import Device, IdempotencyKey, JobRun, Notification, RefreshToken
 from app.services.batches import batch_of
 from app.services.claims import deadlines, finishing, reminders
@@ -117,18 +120,41 @@ class _Run:
         self.lease_busy = False
 
     def __enter__(self) -> _Run:
+        self._context = log_context(job=self.job)
+        self._context.__enter__()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self._finish(exc_type, exc)
+        finally:
+            self._context.__exit__(None, None, None)
+
+    def _finish(self, exc_type, exc) -> None:
         if exc_type is not None:
             db.session.rollback()
-        duration_ms = round((time.monotonic() - self.started) * 1000)
+        seconds = time.monotonic() - self.started
+        duration_ms = round(seconds * 1000)
         moved = {k: v for k, v in self.counts.items() if k != "batches"}
         fields = " ".join(f"{k}={v}" for k, v in self.counts.items())
-        outcome = f"error={exc_type.__name__}" if exc_type else f"lease_busy={int(self.lease_busy)}"
         # Idle runs (most of them) go to DEBUG so a healthy log is not a wall of zeros.
         level = logging.INFO if exc_type or self.lease_busy or any(moved.values()) else logging.DEBUG
-        log.log(level, "job %s %s %s duration_ms=%d", self.job, fields, outcome, duration_ms)
+        log.log(
+            level,
+            "job %s %s",
+            self.job,
+            fields,
+            extra={
+                "rows": sum(moved.values()),
+                "counts": dict(self.counts),
+                "duration_ms": duration_ms,
+                "lease_busy": self.lease_busy,
+                "error": exc_type.__name__ if exc_type else None,
+            },
+        )
+        metrics.record_job_run(self.job, moved, seconds, error=exc_type is not None, lease_busy=self.lease_busy)
+        if self.lease:
+            metrics.record_lease(self.job, not self.lease_busy)
         record_heartbeat(self.job, duration_ms, None if exc_type is None else f"{exc_type.__name__}: {exc}")
 
     @property

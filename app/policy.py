@@ -28,9 +28,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from flask_babel import lazy_pgettext
+
 POSTING_KINDS = ("wish", "project", "charity", "service", "energy")
+# What a person reads for each kind (微心愿, 微项目, 微公益, 微服务, 微能量 in zh-CN).
+KIND_NAMES = {
+    "wish": lazy_pgettext("posting kind", "wish"),
+    "project": lazy_pgettext("posting kind", "project"),
+    "charity": lazy_pgettext("posting kind", "charity activity"),
+    "service": lazy_pgettext("posting kind", "service"),
+    "energy": lazy_pgettext("posting kind", "energy reward"),
+}
 POSTING_STATUSES = ("pending_review", "open", "claimed", "full", "closed", "rejected", "cancelled", "expired")
 CLAIM_STATUSES = ("active", "waitlisted", "fulfilled", "confirmed", "withdrawn", "released", "cancelled", "no_show")
+
+
+def kind_name(kind: str) -> str:
+    """The kind's name in the language in force."""
+    return str(KIND_NAMES.get(kind, kind))
+
 
 # --- posting status sets ---------------------------------------------------------------------------------------
 

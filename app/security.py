@@ -10,6 +10,7 @@ from flask import Flask, current_app, g, request
 from flask_jwt_extended import decode_token, get_current_user, verify_jwt_in_request
 from flask_jwt_extended.exceptions import WrongTokenError
 
+from app import i18n
 from app.errors import error_response
 from app.extensions import jwt
 from app.models import User
@@ -30,10 +31,14 @@ def register_jwt_callbacks(app: Flask) -> None:
             from app.extensions import db
 
             try:
-                return db.session.get(User, int(payload["sub"]))
+                user = db.session.get(User, int(payload["sub"]))
             except (TypeError, ValueError):
                 return None
-        return bearer_session(payload)[0]
+        else:
+            user = bearer_session(payload)[0]
+        if user is not None:
+            i18n.user_loaded()  # the user's own language now comes first
+        return user
 
     @jwt.token_in_blocklist_loader
     def token_revoked(_header, payload) -> bool:

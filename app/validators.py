@@ -7,6 +7,7 @@ import unicodedata
 from datetime import date
 
 import phonenumbers
+from flask_babel import lazy_gettext as _l
 
 ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 ID_CHECK_CHARS = "10X98765432"  # ISO 7064 MOD 11-2, indexed by the weighted sum mod 11
@@ -42,25 +43,25 @@ def validate_id_number(raw: str, today: date) -> tuple[str, date]:
 
     Returns the normalised number (ASCII digits, upper-case X) and the birth
     date in it; raises ValueError naming what is wrong: length, birth date or
-    check digit.
+    check digit (its text in the language in force when shown).
     """
     # NFKC turns the full-width digits of Chinese input methods into ASCII, so
     # one person's number has one spelling (and one keyed hash).
     text = unicodedata.normalize("NFKC", raw or "").strip().upper()
     if len(text) != 18:
-        raise ValueError("must be 18 characters")
+        raise ValueError(_l("The ID number must be 18 characters."))
     if not _ID_SHAPE.fullmatch(text):
-        raise ValueError("must be 17 digits followed by a digit or X")
+        raise ValueError(_l("The ID number must be 17 digits followed by a digit or X."))
     if text[0] == "0":
-        raise ValueError("has an invalid region code")
+        raise ValueError(_l("The ID number has an invalid region code."))
     try:
         born = date(int(text[6:10]), int(text[10:12]), int(text[12:14]))
     except ValueError as exc:
-        raise ValueError("has an invalid birth date") from exc
+        raise ValueError(_l("The ID number has an invalid birth date.")) from exc
     if born > today or born.year < 1900:
-        raise ValueError("has an invalid birth date")
+        raise ValueError(_l("The ID number has an invalid birth date."))
     if id_check_char(text[:17]) != text[17]:
-        raise ValueError("has a wrong check digit")
+        raise ValueError(_l("The ID number has a wrong check digit."))
     return text, born
 
 

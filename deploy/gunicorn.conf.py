@@ -38,5 +38,27 @@ max_requests = _env("GUNICORN_MAX_REQUESTS", 5000)
 max_requests_jitter = _env("GUNICORN_MAX_REQUESTS_JITTER", 500)
 # Only the proxy's X-Forwarded-* are believed (and TRUSTED_PROXIES=1 in the app).
 forwarded_allow_ips = _env("FORWARDED_ALLOW_IPS", "127.0.0.1")
-accesslog = _env("GUNICORN_ACCESS_LOG", "-")
+# The app logs one access line per request itself (app/logs.py: JSON, with the
+# request id and route); gunicorn's own plain-text access log is off unless asked for.
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
+
+
+# Prometheus multiprocess mode (app/metrics.py): with PROMETHEUS_MULTIPROC_DIR
+# set, every worker writes its metrics to files there and /metrics sums them.
+def on_starting(server):
+    """Start from an empty metrics directory: files of an earlier run would be counted again."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for name in os.listdir(path):
+            if name.endswith(".db"):
+                os.remove(os.path.join(path, name))
+
+
+def child_exit(server, worker):
+    """A worker that exits (recycled, crashed) leaves its counters; its live gauges go."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -7,6 +7,7 @@ from flask_jwt_extended import get_jwt, jwt_required
 from flask_smorest import Blueprint
 
 from app.extensions import limiter
+from app.i18n import negotiate
 from app.security import current_user, phone_rate_key
 from app.services import accounts, tokens
 from mobile_api.schemas import AuthResultSchema, LoginSchema, RegisterSchema, TokenPairSchema
@@ -36,9 +37,14 @@ def rate_limited(view):
 @blp.response(201, AuthResultSchema)
 @blp.alt_response(409, description="phone_taken")
 @blp.alt_response(429, description="rate_limited")
+@blp.doc(security=[])
 def register(body):
-    """Create an account and sign in."""
-    user, pair = accounts.register(**body)
+    """Create an account and sign in. Its ``locale`` is the request's language
+    (``Accept-Language``, zh-CN by default); ``PATCH /me`` changes it.
+
+    Send an `Idempotency-Key` (a UUID made once per sign-up form): a retry whose
+    answer was lost replays the 201 instead of answering 409 `phone_taken`."""
+    user, pair = accounts.register(**body, locale=negotiate())
     return {"user": user, **pair}
 
 
@@ -48,8 +54,13 @@ def register(body):
 @blp.response(200, AuthResultSchema)
 @blp.alt_response(401, description="invalid_credentials")
 @blp.alt_response(429, description="rate_limited")
+@blp.doc(security=[])
 def login(body):
-    """Sign in with phone or email and password."""
+    """Sign in with phone or email and password.
+
+    Takes no `Idempotency-Key`: every login answers a fresh token pair, so a
+    retry simply signs in again (a stored answer would replay tokens that may
+    have been rotated since)."""
     user, pair = accounts.login(body["password"], phone=body.get("phone"), email=body.get("email"))
     return {"user": user, **pair}
 

@@ -152,7 +152,13 @@ def verify_certificate_page(code):
     except NotFound:
         return render_template("certificate_verify.html", certificate=None), 404, PAGE_HEADERS
     facts = CertificateVerificationSchema().dump(certificate)
-    page = render_template("certificate_verify.html", certificate=facts, issued_on=local_date(certificate.issued_at))
+    page = render_template(
+        "certificate_verify.html",
+        certificate=facts,
+        issued_on=local_date(certificate.issued_at),
+        period_from=certificate.period_from,
+        period_to=certificate.period_to,
+    )
     return page, 200, PAGE_HEADERS
 
 

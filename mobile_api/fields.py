@@ -7,6 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import current_app
+from flask_babel import gettext
+from flask_babel import lazy_gettext as _l
 from marshmallow import RAISE, Schema, ValidationError, fields, missing, pre_load, validate
 
 from app.clock import as_utc, isoformat
@@ -101,7 +103,7 @@ _TAKES_ITEMS: dict[type, bool] = {}
 
 def _unstorable(value: Any) -> Any:
     """Where ``value`` holds text no database should get: the messages, shaped like marshmallow's."""
-    message = ["Text may not contain NUL characters or unpaired surrogates."]
+    message = [gettext("Text may not contain NUL characters or unpaired surrogates.")]
     if isinstance(value, str):
         return message if has_forbidden_chars(value) else None
     if isinstance(value, dict):
@@ -125,6 +127,10 @@ def Id(**kwargs) -> fields.Integer:  # noqa: N802 - a field factory, used like a
     return fields.Integer(validate=validate.Range(1, MAX_ID), **kwargs)
 
 
+def year_between(first: int, last: int) -> str:
+    return gettext("The year must be between %(first)d and %(last)d.", first=first, last=last)
+
+
 class UTCDateTime(fields.DateTime):
     """RFC 3339, answered in UTC (``2026-11-26T10:00:00Z``). Input must carry its
     offset (``Z`` or ``+08:00``): a phone's local time without one is refused,
@@ -139,10 +145,10 @@ class UTCDateTime(fields.DateTime):
         parsed = super()._deserialize(value, attr, data, **kwargs)
         if parsed.tzinfo is None or parsed.utcoffset() is None:
             raise ValidationError(
-                "Give the time with its offset, e.g. 2026-11-26T18:00:00+08:00 or 2026-11-26T10:00:00Z."
+                gettext("Give the time with its offset, e.g. 2026-11-26T18:00:00+08:00 or 2026-11-26T10:00:00Z.")
             )
         if not self.MIN_YEAR <= parsed.year <= self.MAX_YEAR:
-            raise ValidationError(f"The year must be between {self.MIN_YEAR} and {self.MAX_YEAR}.")
+            raise ValidationError(year_between(self.MIN_YEAR, self.MAX_YEAR))
         return as_utc(parsed)
 
 
@@ -155,10 +161,10 @@ class LocalDate(fields.Date):
 
     def _deserialize(self, value, attr, data, **kwargs):
         if not isinstance(value, str) or not _YYYY_MM_DD.fullmatch(value):
-            raise ValidationError("Use a date as YYYY-MM-DD.")
+            raise ValidationError(gettext("Use a date as YYYY-MM-DD."))
         parsed = super()._deserialize(value, attr, data, **kwargs)
         if not UTCDateTime.MIN_YEAR <= parsed.year <= UTCDateTime.MAX_YEAR:
-            raise ValidationError(f"The year must be between {UTCDateTime.MIN_YEAR} and {UTCDateTime.MAX_YEAR}.")
+            raise ValidationError(year_between(UTCDateTime.MIN_YEAR, UTCDateTime.MAX_YEAR))
         return parsed
 
 
@@ -170,7 +176,7 @@ class Phone(fields.String):
         try:
             return normalize_cn_mobile(text)
         except ValueError:
-            raise ValidationError("Not a valid mainland mobile number.") from None
+            raise ValidationError(gettext("Not a valid mainland mobile number.")) from None
 
 
 class HttpsUrl(fields.Url):
@@ -187,8 +193,8 @@ class Location(BaseSchema):
 
 
 class QuietHours(BaseSchema):
-    start = fields.String(required=True, validate=validate.Regexp(_HHMM, error="Use HH:MM."))
-    end = fields.String(required=True, validate=validate.Regexp(_HHMM, error="Use HH:MM."))
+    start = fields.String(required=True, validate=validate.Regexp(_HHMM, error=_l("Use HH:MM.")))
+    end = fields.String(required=True, validate=validate.Regexp(_HHMM, error=_l("Use HH:MM.")))
 
 
 def page_of(item_schema: type[Schema], name: str) -> type[Schema]:
@@ -233,14 +239,26 @@ def known_timezone(value: str) -> None:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValidationError("Unknown time zone.") from None
+        raise ValidationError(gettext("Unknown time zone.")) from None
 
 
 def known_district(value: str) -> None:
     if value not in current_app.config["DISTRICTS"]:
-        raise ValidationError("Unknown district. One of: " + ", ".join(current_app.config["DISTRICTS"]))
+        raise ValidationError(
+            gettext("Unknown district. One of: %(choices)s", choices=", ".join(current_app.config["DISTRICTS"]))
+        )
+
+
+class District(fields.String):
+    """A district code of ``DISTRICTS`` (``haishu``, ``yinzhou``, …); loading refuses
+    any other. The OpenAPI document lists the configured codes as its enum."""
+
+    def __init__(self, **kwargs):
+        validators = kwargs.pop("validate", None) or []
+        validators = list(validators) if isinstance(validators, list | tuple) else [validators]
+        super().__init__(validate=[known_district, *validators], **kwargs)
 
 
 def not_blank(value: str) -> None:
     if not value.strip():
-        raise ValidationError("Must not be blank.")
+        raise ValidationError(gettext("Must not be blank."))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from flask import request
 from flask_jwt_extended import jwt_required
 from flask_smorest import Blueprint
 
+from app.i18n import current_locale
 from app.security import current_user
 from mobile_api.fields import page_of
 from mobile_api.schemas import (
@@ -23,16 +23,6 @@ blp = Blueprint(
     "notifications", __name__, url_prefix="/api/v1/me", description="Push devices, the inbox and notification settings"
 )
 AUTH = {"security": [{"bearerAuth": []}]}
-
-
-def requested_language() -> str | None:
-    """The language the client asked for with Accept-Language, or None (stored texts)."""
-    if not request.headers.get("Accept-Language"):
-        return None
-    best = request.accept_languages.best_match(["zh-CN", "zh", "en"])
-    if best is None:
-        return None
-    return "en" if best == "en" else "zh-CN"
 
 
 @blp.route("/devices", methods=["POST"])
@@ -67,7 +57,7 @@ def list_notifications(query):
         unread_only=query["unread"],
         cursor=query["cursor"],
         limit=query["limit"],
-        language=requested_language(),
+        language=current_locale(),
     )
     return {"items": items, "next_cursor": next_cursor}
 

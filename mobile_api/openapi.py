@@ -3,6 +3,8 @@ on every error response an operation declares."""
 
 from __future__ import annotations
 
+import re
+
 from apispec import BasePlugin
 from marshmallow import Schema, fields
 
@@ -43,3 +45,211 @@ class ErrorResponsesPlugin(BasePlugin):
                 if "$ref" in response or "content" in response:
                     continue
                 response["content"] = {"application/json": {"schema": dict(ERROR_REF)}}
+
+
+# --- the document for client generators ------------------------------------------------------------------------
+
+BEARER = [{"bearerAuth": []}]
+_SNAKE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
+_SLUG = re.compile(r"[a-z][a-z0-9_]*[a-z0-9]")
+# What a bearer-token operation answers without a (valid) token.
+UNAUTHORIZED = "authorization_required, invalid_token, token_expired, token_revoked, wrong_token_type"
+
+
+def error_slugs() -> list[str]:
+    """Every slug the ``error`` field of the envelope can hold (app/errors.py)."""
+    from app.errors import MESSAGES, STATUS_SLUGS
+
+    return sorted(set(MESSAGES) | set(STATUS_SLUGS.values()))
+
+
+def slugs_in(text: str | None) -> list[str]:
+    """The known error slugs a response description names, in order."""
+    known = set(error_slugs())
+    found = [word for word in _SLUG.findall(text or "") if word in known]
+    return list(dict.fromkeys(found))
+
+
+class GeneratorPlugin(BasePlugin):
+    """Make the document what client generators (openapi-python-client, openapi-generator)
+    need, for every operation at once:
+
+    - ``operationId``: the view function's name (snake_case, unique; a clash stops the app);
+    - ``security``: what the view declares, else the bearer token (public views say ``[]``);
+    - ``description``: the docstring's body, then who may call it and the error slugs it answers;
+    - 401 and 404 declared where a token or a path id can produce them;
+    - nullable nested objects as ``nullable`` + ``allOf`` of the typed reference (3.0), not an untyped ``anyOf``;
+    - district codes as an enum of the configured ``DISTRICTS``;
+    - a request body example the server accepts (``mobile_api/examples.py``).
+
+    :func:`finalize` then marks which response fields are always present.
+    """
+
+    def __init__(self, districts: tuple[str, ...]):
+        super().__init__()
+        self.districts = list(districts)
+        self.operation_ids: dict[str, tuple[str, str]] = {}
+        self.optional_fields: dict[str, set[str]] = {}
+
+    def init_spec(self, spec) -> None:
+        super().init_spec(spec)
+        from apispec.ext.marshmallow import MarshmallowPlugin
+
+        converter = next(p for p in spec.plugins if isinstance(p, MarshmallowPlugin)).converter
+        districts = self.districts
+
+        def typed_nullable(_converter, field, ret, **_kwargs):
+            any_of = ret.get("anyOf")
+            if field.allow_none and isinstance(any_of, list):
+                refs = [item for item in any_of if "$ref" in item]
+                if len(refs) == 1 and len(any_of) == 2:
+                    del ret["anyOf"]
+                    return {"nullable": True, "allOf": refs}
+            return {}
+
+        def district_enum(_converter, field, ret, **_kwargs):
+            from mobile_api.fields import District
+
+            return {"enum": list(districts)} if isinstance(field, District) else {}
+
+        def nullable_enum(_converter, field, ret, **_kwargs):
+            # 3.0: a nullable field's enum must list null too, or null is refused.
+            enum = ret.get("enum")
+            if field.allow_none and isinstance(enum, list) and None not in enum:
+                return {"enum": [*enum, None]}
+            return {}
+
+        converter.add_attribute_function(typed_nullable)
+        converter.add_attribute_function(district_enum)
+        converter.add_attribute_function(nullable_enum)
+
+    def schema_helper(self, name, _definition, **kwargs):
+        """Remember the fields of ``name`` that a response may leave out (``metadata={"optional": True}``)."""
+        from apispec.ext.marshmallow.common import resolve_schema_instance
+
+        schema = kwargs.get("schema")
+        if schema is not None:
+            instance = resolve_schema_instance(schema)
+            self.optional_fields[name] = {
+                field.data_key or key for key, field in instance.fields.items() if field.metadata.get("optional")
+            }
+        return None
+
+    def operation_helper(self, path=None, operations=None, rule=None, **kwargs) -> None:
+        from mobile_api.examples import REQUEST_EXAMPLES
+
+        for method, operation in (operations or {}).items():
+            if not isinstance(operation, dict) or rule is None:
+                continue
+            operation_id = rule.endpoint.rsplit(".", 1)[-1]
+            if not _SNAKE.match(operation_id):
+                raise ValueError(f"view {rule.endpoint} is not snake_case: rename it (it is the operationId)")
+            taken = self.operation_ids.setdefault(operation_id, (path, method))
+            if taken != (path, method):
+                raise ValueError(f"operationId {operation_id} of {method} {path} is taken by {taken}: rename a view")
+            operation["operationId"] = operation_id
+            operation.setdefault("security", list(BEARER))
+            responses = operation.setdefault("responses", {})
+            if BEARER[0] in operation["security"] and "401" not in responses and 401 not in responses:
+                responses["401"] = {"description": UNAUTHORIZED}
+            if "{" in (path or "") and "404" not in responses and 404 not in responses:
+                responses["404"] = {"description": "not_found"}
+            for parameter in operation.get("parameters", []):
+                _not_nullable(parameter)
+            operation["description"] = _description(operation)
+            example = REQUEST_EXAMPLES.get(operation_id)
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if body is not None:
+                if example is None:
+                    raise ValueError(f"{operation_id} takes a JSON body: give an example in mobile_api/examples.py")
+                body["example"] = example
+
+
+def _not_nullable(parameter: dict) -> None:
+    """A query parameter is left out or given, never null (a ``load_default=None``
+    field says nullable): say so, or generators invent union types for it."""
+    schema = parameter.get("schema") if isinstance(parameter, dict) else None
+    if not isinstance(schema, dict) or parameter.get("in") != "query":
+        return
+    if "default" in schema and schema["default"] is None:
+        del schema["default"]
+    for node in (schema, schema.get("items")):
+        if isinstance(node, dict):
+            node.pop("nullable", None)
+            if isinstance(node.get("enum"), list):
+                node["enum"] = [value for value in node["enum"] if value is not None]
+
+
+def _description(operation: dict) -> str:
+    """The docstring's body (flask-smorest put its first line in the summary), who
+    may call the operation, and the error slugs it answers with."""
+    # The summary is shown next to it: the description adds to it rather than repeat it.
+    parts = [operation["description"]] if operation.get("description") else []
+    security = operation.get("security")
+    if security == []:
+        parts.append("Public: no token needed.")
+    elif {} in security:
+        parts.append("Public; with an access token (`Authorization: Bearer …`) the answer is the caller's view.")
+    else:
+        parts.append("Needs an access token (`Authorization: Bearer …`).")
+    errors = []
+    for code, response in sorted(operation.get("responses", {}).items(), key=lambda item: str(item[0])):
+        if str(code).isdigit() and int(code) >= 400:
+            described = response.get("description") if isinstance(response, dict) else None
+            slugs = slugs_in(described) or [_default_slug(int(code))]
+            errors.append(f"{code} " + ", ".join(f"`{slug}`" for slug in slugs))
+    if errors:
+        parts.append("Errors (the `error` field): " + "; ".join(errors) + ".")
+    return "\n\n".join(part for part in parts if part)
+
+
+def _default_slug(code: int) -> str:
+    from app.errors import STATUS_SLUGS
+
+    return STATUS_SLUGS.get(code, "error")
+
+
+def finalize(spec, plugin: GeneratorPlugin) -> None:
+    """Once every blueprint is in the document: a field of a response-only schema is
+    ``required`` (always present) unless marked optional; the envelope's ``error``
+    lists every slug. Schemas that are also read from requests keep their own
+    ``required`` (what a request must hold)."""
+    document = spec.to_dict()
+    schemas = document.get("components", {}).get("schemas", {})
+    inputs: set[str] = set()
+    outputs: set[str] = set()
+    for item in document.get("paths", {}).values():
+        for method, operation in item.items():
+            if not isinstance(operation, dict) or method == "parameters":
+                continue
+            _collect(operation.get("requestBody"), schemas, inputs)
+            _collect(operation.get("parameters"), schemas, inputs)
+            for code, response in operation.get("responses", {}).items():
+                if str(code).startswith("2"):
+                    _collect(response, schemas, outputs)
+    for name in sorted(outputs - inputs):
+        schema = schemas[name]
+        properties = schema.get("properties") or {}
+        optional = plugin.optional_fields.get(name, set())
+        required = [key for key in properties if key not in optional]
+        if required:
+            schema["required"] = required
+    error = schemas.get("Error")
+    if error is not None:
+        error["properties"]["error"]["enum"] = error_slugs()
+
+
+def _collect(node, schemas: dict, found: set[str]) -> None:
+    """The component schemas ``node`` refers to, directly or through others."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+            name = ref.rsplit("/", 1)[1]
+            if name not in found and name in schemas:
+                found.add(name)
+                _collect(schemas[name], schemas, found)
+        for value in node.values():
+            _collect(value, schemas, found)
+    elif isinstance(node, list):
+        for value in node:
+            _collect(value, schemas, found)

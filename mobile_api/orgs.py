@@ -6,7 +6,6 @@ from flask import Response, stream_with_context
 from flask_jwt_extended import jwt_required
 from flask_smorest import Blueprint
 
-from app.errors import wants_english
 from app.security import current_actor, optional_actor
 from app.services import org_stats, orgs, record_exports, records, volunteers
 from mobile_api.fields import PageQuery, page_of
@@ -167,7 +166,7 @@ def list_org_records(query, org_id):
 @blp.doc(**AUTH)
 def export_records_csv(query, org_id):
     """The org's service records as CSV, for the district office (its coordinators, admins)."""
-    chunks = record_exports.records_csv(current_actor(), org_id, query["first"], query["last"], wants_english())
+    chunks = record_exports.records_csv(current_actor(), org_id, query["first"], query["last"])
     return _download(chunks, record_exports.CSV_TYPE, record_exports.export_filename(org_id, **query, extension="csv"))
 
 
@@ -179,7 +178,7 @@ def export_records_csv(query, org_id):
 @blp.doc(**AUTH)
 def export_records_xlsx(query, org_id):
     """The org's service records as an Excel workbook (its coordinators, admins)."""
-    chunks = record_exports.records_xlsx(current_actor(), org_id, query["first"], query["last"], wants_english())
+    chunks = record_exports.records_xlsx(current_actor(), org_id, query["first"], query["last"])
     filename = record_exports.export_filename(org_id, **query, extension="xlsx")
     return _download(chunks, record_exports.XLSX_TYPE, filename)
 

@@ -13,6 +13,7 @@ blp = Blueprint("stats", __name__, url_prefix="/api/v1/stats", description="Publ
 @blp.route("", methods=["GET"])
 @blp.arguments(StatsQuerySchema, location="query")
 @blp.response(200, StatsSchema, headers={"Cache-Control": {"schema": {"type": "string"}}})
+@blp.doc(security=[])
 def city_stats(query):
     """Volunteers, wishes and credit hours, for the city or one district (public)."""
     return stats.city_stats(query["district"]), 200, {"Cache-Control": f"public, max-age={stats.CACHE_SECONDS}"}

@@ -66,6 +66,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from flask import current_app
 
+from app import metrics
 from app.clock import as_utc, utcnow
 from app.extensions import db
 from app.models import Device, Notification, User
@@ -133,6 +134,8 @@ def dispatch_pending(batch_size: int = 500, sender: PushSender | None = None) ->
     outcomes, messages = plan_batch(rows, now)  # ends its read transaction
     results = _send(sender, messages)
     counts["pushes"] = len(messages)
+    for result in results:
+        metrics.PUSH_RESULTS.labels(result.outcome).inc()
 
     by_row: dict[int, list[tuple[PushMessage, PushResult]]] = defaultdict(list)
     for message, result in zip(messages, results, strict=True):
@@ -146,6 +149,7 @@ def dispatch_pending(batch_size: int = 500, sender: PushSender | None = None) ->
     counts["tokens_deleted"] = record_results(outcomes, lease, dead_tokens, claimed_at=now)
     for outcome in outcomes.values():
         counts[outcome.counter] += 1
+        metrics.PUSH_NOTIFICATIONS.labels(outcome.counter).inc()
     return dict(counts)
 
 

@@ -1,8 +1,8 @@
 """The in-app inbox (消息中心): list, mark read, unread count.
 
 The inbox is the truth; push is a best-effort copy of it. Texts are stored in
-the user's language when written; a client that asks for another language
-(``Accept-Language``) gets them rendered again from the row's params.
+the user's language when written, and shown in the reader's language (see
+``app.i18n``), rendered again from the row's params.
 """
 
 from __future__ import annotations

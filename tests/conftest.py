@@ -18,6 +18,23 @@ import pytest  # noqa: E402
 from app import clock, create_app  # noqa: E402
 from app.config import TestConfig, database_url  # noqa: E402
 from app.extensions import db  # noqa: E402
+from tests.response_check import ResponseChecker  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_secrets_in_logs():
+    """Every record logged during the session, formatted as the app writes it, holds
+    no token, phone number, ID number or configured secret; else the session fails."""
+    import logging
+
+    from tests.log_leaks import LeakWatcher
+
+    watcher = LeakWatcher([getattr(TestConfig, name) for name in ("SECRET_KEY", "JWT_SECRET_KEY", "ID_HASH_KEY")])
+    root = logging.getLogger()
+    root.addHandler(watcher)
+    yield watcher
+    root.removeHandler(watcher)
+    assert not watcher.leaks, "secrets reached the log:\n" + "\n".join(watcher.leaks)
 
 
 def _test_db_url(tmp_path_factory) -> str:
@@ -65,12 +82,14 @@ def app(_schema, db_url):
     so every request gets its own session as in production; code that needs
     one uses ``with app.app_context():`` (the factories do)."""
     app = create_app({**_config_dict(), "SQLALCHEMY_DATABASE_URI": db_url})
+    checker = ResponseChecker(app)
     yield app
     clock.reset()
     with app.app_context():
         db.session.remove()
         _empty_tables()
         db.engine.dispose()
+    assert not checker.problems, "answers that differ from the OpenAPI document:\n" + "\n".join(checker.problems)
 
 
 @pytest.fixture

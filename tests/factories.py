@@ -60,10 +60,11 @@ def make_user(
     name: str | None = None,
     email: str | None = None,
     admin: bool = False,
+    locale: str = "zh-CN",
 ) -> Account:
     with app.app_context():
         phone = phone or next_phone()
-        user = accounts.create_user(phone, password, name or f"用户{phone[-4:]}", email, is_admin=admin)
+        user = accounts.create_user(phone, password, name or f"用户{phone[-4:]}", email, is_admin=admin, locale=locale)
         pair = tokens.issue_tokens(user)
         db.session.commit()
         return Account(user.id, phone, password, pair["access_token"], pair["refresh_token"])
@@ -288,3 +289,9 @@ def make_record(
         db.session.add(record)
         db.session.commit()
         return record.id
+
+
+def set_locale(client, account: Account, locale: str) -> None:
+    """The account's language (``PATCH /me``): what its pushes, inbox and messages use."""
+    resp = client.patch("/api/v1/me", headers=account.headers, json={"locale": locale})
+    assert resp.status_code == 200, resp.get_json()

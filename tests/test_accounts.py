@@ -190,7 +190,7 @@ def test_change_password_wrong_old_password(app, client):
     body = resp.get_json()
     assert resp.status_code == 422
     assert body["error"] == "wrong_password"
-    assert body["errors"] == {"json": {"old_password": ["wrong password"]}}
+    assert body["errors"] == {"json": {"old_password": ["原密码错误。"]}}
     assert user_row(app, account.id).password_hash == old_hash
     # Nothing was revoked.
     assert client.get(ME, headers=account.headers).status_code == 200

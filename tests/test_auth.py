@@ -259,7 +259,7 @@ def test_login_rehashes_outdated_hash(app, client):
 def test_login_needs_exactly_one_identifier(client, body):
     resp = client.post(LOGIN, json=body)
     assert resp.status_code == 422
-    assert resp.get_json()["errors"] == {"json": {"_schema": ["Give either phone or email."]}}
+    assert resp.get_json()["errors"] == {"json": {"_schema": ["请填写手机号或邮箱（二选一）。"]}}
 
 
 def test_login_without_password_is_422(client):

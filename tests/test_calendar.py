@@ -16,7 +16,7 @@ from icalendar import Calendar
 from app import clock
 from app.extensions import db
 from app.models import CalendarFeed, IdempotencyKey, Posting
-from tests.factories import make_claim, make_org, make_posting, make_user, make_volunteer
+from tests.factories import make_claim, make_org, make_posting, make_user, make_volunteer, set_locale
 
 NOW = datetime(2026, 11, 30, 4, 0, tzinfo=UTC)
 MINE = "/api/v1/me/calendar"
@@ -130,6 +130,21 @@ def test_the_feed_has_one_event_per_sign_up(app, client, signed_up):
     # A service booked with no time is shown when it was booked.
     service = found[uid(claims["service"])]
     assert (service["DTSTART"].dt, service["DTEND"].dt) == (NOW, NOW + timedelta(minutes=30))
+
+
+def test_the_feed_speaks_its_owners_language(app, client, signed_up):
+    claims = signed_up["claims"]
+    url = path_of(new_url(client, signed_up["volunteer"]))
+    chinese = client.get(url)
+    set_locale(client, signed_up["volunteer"], "en")
+    english = client.get(url, headers={"If-None-Match": chinese.headers["ETag"]})
+    assert english.status_code == 200  # another language, another ETag
+    found = events(english)
+    assert str(found[uid(claims["charity"])]["SUMMARY"]).startswith("[withdrawn] ")
+    wish = found[uid(claims["wish"])]
+    assert str(wish["SUMMARY"]) == "Due: 帮独居老人修水龙头"
+    assert "Status: active" in str(wish["DESCRIPTION"])
+    assert "Complete it by 2026-12-07 12:00." in str(wish["DESCRIPTION"])
 
 
 def test_another_users_claims_never_appear(app, client, signed_up):

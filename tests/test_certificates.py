@@ -22,7 +22,7 @@ from app import clock
 from app.extensions import db
 from app.models import AuditEntry, Certificate, Notification, Volunteer
 from app.services.certificates import CertificateKeyError, certificate_key, new_signing_key
-from tests.factories import add_member, make_org, make_record, make_user, make_volunteer
+from tests.factories import add_member, make_org, make_record, make_user, make_volunteer, set_locale
 
 NOW = datetime(2026, 11, 30, 4, 0, tzinfo=UTC)  # 12:00 in Ningbo
 MINE = "/api/v1/me/certificates"
@@ -591,3 +591,21 @@ def test_the_openapi_document_describes_certificates_and_calendar(app, client, s
     _conforms(spec, "CertificateVerification", client.get(f"/api/v1/certificates/verify/{cert['code']}").get_json())
     _conforms(spec, "CertificatePage", client.get(MINE, headers=served["volunteer"].headers).get_json())
     _conforms(spec, "CalendarFeed", client.post("/api/v1/me/calendar", headers=served["volunteer"].headers).get_json())
+
+
+def test_the_pdf_and_the_page_in_english(app, client, served):
+    """The PDF follows its reader's language, the public page the browser's; dates and
+    numbers are written the language's way."""
+    volunteer = served["volunteer"]
+    cert = issue(client, volunteer, served["org_id"]).get_json()
+    set_locale(client, volunteer, "en")
+    pdf = client.get(f"/api/v1/certificates/{cert['id']}/pdf", headers=volunteer.headers)
+    text = " ".join(pdf_pages(pdf.data))
+    for expected in ("Certificate of Volunteer Service", "This is to certify that", "November 10, 2026", "4.5 hours"):
+        assert expected in text, expected
+    assert "证明编号" not in text and "欧阳娜娜" in text
+    page = client.get(f"/verify/{cert['code']}", headers={"Accept-Language": "en"}).get_data(as_text=True)
+    assert '<html lang="en">' in page
+    assert "The certificate is valid" in page and "4.5 hours" in page and "November 10, 2026" in page
+    chinese = client.get(f"/verify/{cert['code']}").get_data(as_text=True)
+    assert '<html lang="zh-CN">' in chinese and "2026年11月10日" in chinese

@@ -171,7 +171,7 @@ def test_claim_body_is_validated(app, client, world):
     assert "message" in resp.get_json()["errors"]["json"]
     resp = claim(client, world["alice"], wish, surprise=1)
     assert resp.status_code == 422
-    assert resp.get_json()["errors"]["json"] == {"surprise": ["Unknown field."]}
+    assert resp.get_json()["errors"]["json"] == {"surprise": ["不认识的字段。"]}
 
 
 def test_active_wish_claim_limit(app, client, world):

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from app import create_app
-from app.config import database_url, env_bool, env_int
+from app.config import DEVELOPMENT_DEFAULTS, database_url, env_bool, env_int
 from app.extensions import db
 from tests.conftest import _config_dict
 
@@ -74,3 +74,63 @@ def test_token_lifetimes_follow_the_contract():
     assert app.config["JWT_ACCESS_TOKEN_EXPIRES"].total_seconds() == 15 * 60
     assert app.config["JWT_REFRESH_TOKEN_EXPIRES"].days == 30
     assert app.config["MAX_CONTENT_LENGTH"] == 1024 * 1024
+
+
+_LIMITS = (
+    "import json; from app.config import Config; "
+    "print(json.dumps({k: getattr(Config, k) for k in dir(Config) if k.startswith('RATELIMIT_') and k[10:11].isupper()"
+    " and isinstance(getattr(Config, k), str)}))"
+)
+
+
+def _limits(**env) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("RATELIMIT_", "APP_ENV"))}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(
+        [sys.executable, "-c", _LIMITS], env={**clean, "PYTHONPATH": root, **env}, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_development_rate_limits_let_journeys_be_replayed():
+    """Two sign-up-and-login journeys a minute from one laptop never meet a 429 in
+    development; production keeps its budgets; the environment overrides both."""
+    production = _limits()
+    assert production["RATELIMIT_AUTH_IP"] == "30/minute"
+    assert production["RATELIMIT_AUTH_PHONE"] == "10/minute"
+    assert production["RATELIMIT_USER_WRITES"] == "60/minute;1000/day"
+    assert _limits(APP_ENV="production") == production
+    development = _limits(APP_ENV="development")
+    for name, value in DEVELOPMENT_DEFAULTS.items():
+        assert development[name] == value
+        assert production[name] != value
+    assert _limits(APP_ENV="development", RATELIMIT_AUTH_IP="5/minute")["RATELIMIT_AUTH_IP"] == "5/minute"
+    # what stays the same in both
+    assert development["RATELIMIT_VERIFY_IP"] == production["RATELIMIT_VERIFY_IP"]
+
+
+def test_two_journeys_a_minute_pass_the_development_limits(app, make_app):
+    """Register and sign in again and again from one address (the limiter on,
+    development budgets): no 429 within two journeys' worth of calls."""
+    app = make_app(
+        RATELIMIT_ENABLED=True,
+        RATELIMIT_STORAGE_URI="memory://",
+        **{k: v for k, v in DEVELOPMENT_DEFAULTS.items()},
+    )
+    client = app.test_client()
+    codes = []
+    for journey in range(2):
+        for person in range(4):
+            phone = f"1391234{journey}{person:03d}"
+            body = {"phone": phone, "password": "journey-pass-1", "display_name": "x"}
+            codes.append(client.post("/api/v1/auth/register", json=body).status_code)
+            for _ in range(3):
+                login = {"phone": phone, "password": "journey-pass-1"}
+                codes.append(client.post("/api/v1/auth/login", json=login).status_code)
+    assert set(codes) <= {200, 201}, codes

@@ -12,7 +12,7 @@ from app import clock
 from app.extensions import db
 from app.models import Notification, User
 from notifications import notify
-from tests.factories import make_claim, make_org, make_posting, make_user, make_volunteer
+from tests.factories import make_claim, make_org, make_posting, make_user, make_volunteer, set_locale
 
 NOW = datetime(2026, 5, 4, 2, 0, tzinfo=UTC)
 
@@ -25,8 +25,9 @@ def told(app, kind: str) -> list[Notification]:
 
 
 def inbox_in(client, account, language: str) -> dict:
-    headers = {**account.headers, "Accept-Language": language}
-    return client.get("/api/v1/me/notifications", headers=headers).get_json()["items"][0]
+    """The newest notification, read after the account switched to ``language``."""
+    set_locale(client, account, language)
+    return client.get("/api/v1/me/notifications", headers=account.headers).get_json()["items"][0]
 
 
 def named(app, account, name: str) -> None:

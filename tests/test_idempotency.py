@@ -11,7 +11,7 @@ from flask_jwt_extended import jwt_required
 from app import clock
 from app.extensions import db
 from app.idempotency import request_fingerprint
-from app.models import Claim, EnergyEntry, IdempotencyKey, Org, Volunteer
+from app.models import Claim, EnergyEntry, IdempotencyKey, Org, User, Volunteer
 from tests.factories import make_org, make_posting, make_user, make_volunteer
 
 
@@ -193,10 +193,59 @@ def test_unauthorised_requests_keep_no_key(app, client, wish):
     assert key_rows(app) == []
 
 
-def test_anonymous_posts_are_not_covered(app, client):
-    body = {"phone": "13811112222", "password": "secret-pass", "display_name": "小赵"}
-    first = client.post("/api/v1/auth/register", json=body, headers={"Idempotency-Key": "reg"})
+REGISTRATION = {"phone": "13811112222", "password": "secret-pass", "display_name": "小赵"}
+
+
+def test_a_retried_registration_is_replayed_not_refused(app, client):
+    """The phone's first sign-up went through but its answer was lost: the retry
+    with the same key gets that 201 again, not 409 phone_taken."""
+    first = client.post("/api/v1/auth/register", json=REGISTRATION, headers={"Idempotency-Key": "reg-1"})
     assert first.status_code == 201
+    again = client.post("/api/v1/auth/register", json=REGISTRATION, headers={"Idempotency-Key": "reg-1"})
+    assert again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json() == first.get_json()
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(IdempotencyKey)) == 1
+        assert db.session.scalar(sa.select(IdempotencyKey.user_id)) is None
+    # The tokens replayed are the account's, and work.
+    me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {again.get_json()['access_token']}"})
+    assert me.status_code == 200 and me.get_json()["id"] == first.get_json()["user"]["id"]
+    # Without the key (or with a new one) the phone is taken, as before.
+    assert client.post("/api/v1/auth/register", json=REGISTRATION).status_code == 409
+    other_key = client.post("/api/v1/auth/register", json=REGISTRATION, headers={"Idempotency-Key": "reg-2"})
+    assert other_key.status_code == 409
+    assert other_key.get_json()["error"] == "phone_taken"
+
+
+def test_a_registration_key_with_another_body_is_refused(app, client):
+    assert client.post("/api/v1/auth/register", json=REGISTRATION, headers={"Idempotency-Key": "k"}).status_code == 201
+    # Another password (or another phone) under the same key: not the same request.
+    for changed in ({"password": "another-pass"}, {"phone": "13811113333"}):
+        resp = client.post("/api/v1/auth/register", json={**REGISTRATION, **changed}, headers={"Idempotency-Key": "k"})
+        assert resp.status_code == 422
+        assert resp.get_json()["error"] == "idempotency_key_reused"
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(User)) == 1
+
+
+def test_registration_keys_do_not_meet_a_users_keys(app, client):
+    """A user's key and a registration's key of the same text are different keys."""
+    user = make_user(app)
+    body = {"name": "某组织", "kind": "community", "district": "haishu"}
+    assert post(client, "/api/v1/orgs", user, "same", body).status_code == 201
+    resp = client.post("/api/v1/auth/register", json=REGISTRATION, headers={"Idempotency-Key": "same"})
+    assert resp.status_code == 201
+    assert "Idempotent-Replayed" not in resp.headers
+
+
+def test_login_takes_no_key(app, client):
+    assert client.post("/api/v1/auth/register", json=REGISTRATION).status_code == 201
+    login = {"phone": REGISTRATION["phone"], "password": REGISTRATION["password"]}
+    first = client.post("/api/v1/auth/login", json=login, headers={"Idempotency-Key": "l"})
+    second = client.post("/api/v1/auth/login", json=login, headers={"Idempotency-Key": "l"})
+    assert first.status_code == second.status_code == 200
+    assert first.get_json()["refresh_token"] != second.get_json()["refresh_token"]  # fresh tokens each time
     assert key_rows(app) == []
 
 
@@ -256,6 +305,10 @@ def test_the_header_is_documented_on_authenticated_posts(client):
     assert not any(
         p.get("name") == "Idempotency-Key" for p in spec["paths"]["/api/v1/auth/login"]["post"].get("parameters", [])
     )
+    register = spec["paths"]["/api/v1/auth/register"]["post"]
+    assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in register["parameters"])
+    assert "`idempotency_key_reused`" in register["description"]
+    assert "idempotency_key" not in spec["paths"]["/api/v1/auth/login"]["post"]["description"]
 
 
 def test_a_revoked_session_gets_no_replay(app, client, wish):

@@ -519,9 +519,11 @@ def test_each_run_logs_one_line_with_its_counts(app, caplog):
     assert len(lines) == 2
     busy, idle = lines
     assert busy.levelno == logging.INFO
-    assert "job expire_postings closed=0 expired=1 warned=0 batches=3 lease_busy=0 duration_ms=" in busy.getMessage()
+    assert "closed=0 expired=1 warned=0 batches=3" in busy.getMessage()
+    assert (busy.job, busy.rows, busy.counts["expired"], busy.lease_busy) == ("expire_postings", 1, 1, False)
+    assert isinstance(busy.duration_ms, int)
     assert idle.levelno == logging.DEBUG
-    assert "expired=0" in idle.getMessage()
+    assert "expired=0" in idle.getMessage() and idle.rows == 0
 
 
 def test_lease_keys_are_stable_and_distinct():
@@ -559,9 +561,9 @@ def test_jobs_run_runs_one_job_once(app):
 
     result = runner.invoke(args=["jobs", "run", "expire_postings"])
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == "expire_postings closed=0 expired=1 warned=0 batches=3 lease_busy=0"
+    assert result.stdout.strip() == "expire_postings closed=0 expired=1 warned=0 batches=3 lease_busy=0"
     assert posting_row(app, wish).status == "expired"
-    assert runner.invoke(args=["jobs", "run", "expire_postings"]).output.startswith(
+    assert runner.invoke(args=["jobs", "run", "expire_postings"]).stdout.startswith(
         "expire_postings closed=0 expired=0 "
     )
 

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from app.extensions import db
 from app.models import Device, Notification, User
 from notifications import notify
-from tests.factories import make_user
+from tests.factories import make_user, set_locale
 
 TOKEN = "fcm-token-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa:APA91bH"
 
@@ -168,19 +168,23 @@ def test_unread_filter_and_mark_read(client, app):
     assert client.post("/api/v1/me/notifications/read", json={"ids": ["x"]}, headers=me.headers).status_code == 422
 
 
-def test_inbox_speaks_the_language_the_client_asks_for(client, app):
+def test_inbox_speaks_the_readers_language(client, app):
+    """The inbox is shown in the user's language, whatever the phone's Accept-Language;
+    switching the language shows the old notifications in the new one."""
     me = make_user(app)
     with app.app_context():
         notify([me.id], "wish_claimed", dedupe="claim:1", title="修水管", volunteer="小陈", posting_id=3, claim_id=1)
         db.session.commit()
-    stored = client.get("/api/v1/me/notifications", headers=me.headers).get_json()["items"][0]
-    assert (stored["title"], stored["body"]) == ("心愿被认领啦", "小陈认领了您的「修水管」。")
-    english = client.get(
-        "/api/v1/me/notifications", headers={**me.headers, "Accept-Language": "en-GB,en;q=0.9"}
-    ).get_json()["items"][0]
+    stored = client.get("/api/v1/me/notifications", headers={**me.headers, "Accept-Language": "en"}).get_json()
+    assert (stored["items"][0]["title"], stored["items"][0]["body"]) == ("心愿被认领啦", "小陈认领了您的「修水管」。")
+    set_locale(client, me, "en")
+    english = client.get("/api/v1/me/notifications", headers={**me.headers, "Accept-Language": "zh-CN"}).get_json()[
+        "items"
+    ][0]
     assert (english["title"], english["body"]) == ("Your wish was claimed", "小陈 claimed “修水管”.")
-    assert english["data"] == stored["data"]
-    chinese = client.get("/api/v1/me/notifications", headers={**me.headers, "Accept-Language": "zh-CN"}).get_json()
+    assert english["data"] == stored["items"][0]["data"]
+    set_locale(client, me, "zh-CN")
+    chinese = client.get("/api/v1/me/notifications", headers=me.headers).get_json()
     assert chinese["items"][0]["title"] == "心愿被认领啦"
     # reading in English did not rewrite the stored row
     with app.app_context():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -138,7 +139,7 @@ def test_unknown_kind_is_a_programming_error(app):
         notify([user.id], "wish_teleported", dedupe="x")
 
 
-def test_every_kind_renders_in_both_languages_without_placeholders_left():
+def test_every_kind_renders_in_both_languages_without_placeholders_left(app):
     context = {
         "title": "T",
         "reason": "R",
@@ -148,10 +149,13 @@ def test_every_kind_renders_in_both_languages_without_placeholders_left():
         "org": "O",
     }
     assert set(TEMPLATES) == set(NOTIFICATION_KINDS)
-    for kind in NOTIFICATION_KINDS:
-        for locale in ("zh-CN", "en"):
-            title, body = render(kind, locale, context)
-            assert title and body and "{" not in title + body, (kind, locale)
+    with app.app_context():
+        for kind in NOTIFICATION_KINDS:
+            for locale in ("zh-CN", "en"):
+                title, body = render(kind, locale, context)
+                assert title and body and "{" not in title + body, (kind, locale)
+                chinese = re.search(r"[\u4e00-\u9fff]", title)
+                assert bool(chinese) == (locale == "zh-CN"), (kind, locale, title)
 
 
 # --- quiet hours -------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import AuditEntry, Notification, Org, OrgMember, User
-from tests.factories import ROLES, add_member, make_org, make_roles, make_user
+from tests.factories import ROLES, add_member, make_org, make_roles, make_user, set_locale
 
 ORGS = "/api/v1/orgs"
 
@@ -176,9 +176,8 @@ def test_admin_rejects_with_a_reason_the_applicant_is_told(app, client, roles):
     assert mine["reject_reason"] == "材料不全，请补充章程"
     me = client.get("/api/v1/me", headers=applicant.headers).get_json()
     assert "coordinator" not in me["roles"]
-    english = client.get("/api/v1/me/notifications", headers={**applicant.headers, "Accept-Language": "en"}).get_json()[
-        "items"
-    ][0]
+    set_locale(client, applicant, "en")
+    english = client.get("/api/v1/me/notifications", headers=applicant.headers).get_json()["items"][0]
     assert english["title"] == "Organisation not approved"
     assert english["body"] == "“江北区邻里互助会” was not approved: 材料不全，请补充章程"
 
@@ -263,9 +262,8 @@ def test_the_applicant_is_told_of_the_approval(app, client, roles):
     assert told.data == {"kind": "org_approved", "org_id": str(org_id)}
     assert told.title == "组织申请已通过"
     assert told.body == "「江北区邻里互助会」已通过审核，您现在可以以协调员身份发布和管理活动。"
-    english = client.get("/api/v1/me/notifications", headers={**applicant.headers, "Accept-Language": "en"}).get_json()[
-        "items"
-    ][0]
+    set_locale(client, applicant, "en")
+    english = client.get("/api/v1/me/notifications", headers=applicant.headers).get_json()["items"][0]
     assert (english["title"], english["body"]) == (
         "Organisation approved",
         "“江北区邻里互助会” was approved; you can now post and manage as its coordinator.",

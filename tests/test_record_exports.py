@@ -13,7 +13,7 @@ from app import clock
 from app.extensions import db
 from app.models import ServiceRecord, User
 from app.services import record_exports
-from tests.factories import ROLES, make_org, make_roles, make_user, make_volunteer
+from tests.factories import ROLES, make_org, make_roles, make_user, make_volunteer, set_locale
 
 NOW = datetime(2026, 4, 10, 2, 0, tzinfo=UTC)
 BOM = b"\xef\xbb\xbf"
@@ -208,9 +208,10 @@ def test_rows_are_read_in_batches_and_none_is_lost_or_repeated(app, client, role
     assert [r[0] for r in rows[1:]] == [str(i) for i in expected]
 
 
-def test_english_headers_on_request(app, client, roles):
+def test_english_headers_for_a_user_who_reads_english(app, client, roles):
     add_record(app, roles["org_id"], roles["volunteer"].id, roles["coordinator"].id, sh(3, 1, 10))
-    resp = client.get(url(roles["org_id"]), headers={**roles["admin"].headers, "Accept-Language": "en"})
+    set_locale(client, roles["admin"], "en")
+    resp = client.get(url(roles["org_id"]), headers=roles["admin"].headers)
     header, row = read_csv(resp)
     assert header[:3] == ["Record no.", "Volunteer no.", "Real name"]
     assert row[10] == "credit" and row[2] == "张三丰"

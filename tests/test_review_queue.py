@@ -17,7 +17,7 @@ from app.extensions import db
 from app.models import Device, Notification, OrgMember, User
 from app.services.accounts import hash_password
 from notifications.dispatch import dispatch_until_empty
-from tests.factories import ROLES, add_member, make_org, make_posting, make_roles, make_user
+from tests.factories import ROLES, add_member, make_org, make_posting, make_roles, make_user, set_locale
 from tests.test_races import at_once
 
 NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 in Ningbo
@@ -124,9 +124,8 @@ def test_a_residents_wish_tells_every_reviewer_of_its_district(app, client, role
         assert row.data == {"kind": "posting_submitted", "posting_id": str(wish)}
         assert (row.title, row.body) == ("有新的发布待审核", "「想借一台轮椅」等待您审核。")
         assert row.push_status == "pending"
-    english = client.get(
-        "/api/v1/me/notifications", headers={**roles["coordinator"].headers, "Accept-Language": "en"}
-    ).get_json()["items"][0]
+    set_locale(client, roles["coordinator"], "en")
+    english = client.get("/api/v1/me/notifications", headers=roles["coordinator"].headers).get_json()["items"][0]
     assert (english["kind"], english["title"], english["body"]) == (
         "posting_submitted",
         "New posting to review",

@@ -211,7 +211,7 @@ def test_the_scheduler_process_runs_its_jobs_and_stops_cleanly_on_sigterm(sqlite
 
         assert out.wait_for(every_job_ran), out.text
         assert "scheduler started: expire_postings every 1s" in out.text
-        assert "job expire_postings closed=0 expired=1 warned=0 batches=3 lease_busy=0" in out.text
+        assert "job expire_postings closed=0 expired=1 warned=0 batches=3 job=expire_postings rows=1" in out.text
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:

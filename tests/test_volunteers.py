@@ -218,21 +218,21 @@ def test_needs_a_token(client):
 @pytest.mark.parametrize(
     ("id_number", "message"),
     [
-        ("33020319900101123", "must be 18 characters"),  # 17 characters
-        ("3302031990010112", "must be 18 characters"),
-        ("33020319900101123A", "must be 17 digits followed by a digit or X"),
-        ("3302031990O101123X", "must be 17 digits followed by a digit or X"),
-        ("330203 9900101123X", "must be 17 digits followed by a digit or X"),
-        ("030203199001011230", "invalid region code"),
-        ("330203199002301233", "invalid birth date"),  # 30 February
-        ("330203199013011233", "invalid birth date"),  # month 13
-        ("330203199001001233", "invalid birth date"),  # day 0
-        ("330203189912311233", "invalid birth date"),  # before 1900
-        ("330203203001011233", "invalid birth date"),  # in the future
-        ("330203199001011237", "wrong check digit"),
-        ("330203199001011230", "wrong check digit"),
-        ("11010519491231002Y", "must be 17 digits followed by a digit or X"),
-        ("110105194912310021", "wrong check digit"),  # X expected
+        ("33020319900101123", "须为 18 位"),  # 17 characters
+        ("3302031990010112", "须为 18 位"),
+        ("33020319900101123A", "须为 17 位数字加 1 位数字或 X"),
+        ("3302031990O101123X", "须为 17 位数字加 1 位数字或 X"),
+        ("330203 9900101123X", "须为 17 位数字加 1 位数字或 X"),
+        ("030203199001011230", "地区码无效"),
+        ("330203199002301233", "出生日期无效"),  # 30 February
+        ("330203199013011233", "出生日期无效"),  # month 13
+        ("330203199001001233", "出生日期无效"),  # day 0
+        ("330203189912311233", "出生日期无效"),  # before 1900
+        ("330203203001011233", "出生日期无效"),  # in the future
+        ("330203199001011237", "校验位错误"),
+        ("330203199001011230", "校验位错误"),
+        ("11010519491231002Y", "须为 17 位数字加 1 位数字或 X"),
+        ("110105194912310021", "校验位错误"),  # X expected
     ],
 )
 def test_invalid_id_numbers(app, client, id_number, message):
@@ -258,7 +258,7 @@ def test_birth_date_in_the_future_by_the_app_clock(app, client):
     clock.freeze(datetime(2024, 2, 28, 12, 0))
     user = make_user(app)
     resp = client.put(URL, headers=user.headers, json=body(id_number="330203202402290015", birth_date=...))
-    assert_422(resp, "id_number", contains="invalid birth date")
+    assert_422(resp, "id_number", contains="出生日期无效")
 
 
 def test_birth_date_must_match_the_id_number(app, client):

@@ -32,17 +32,29 @@ class RefreshToken(Base):
     revoked_at: so.Mapped[datetime | None]
 
 
+_ANONYMOUS = sa.text("user_id IS NULL")
+
+
 class IdempotencyKey(Base):
-    """The stored first response to a POST carrying ``Idempotency-Key``."""
+    """The stored first response to a POST carrying ``Idempotency-Key``: a
+    user's, or (``user_id`` NULL) a registration's, whose caller has no account yet."""
 
     __tablename__ = "idempotency_keys"
     __table_args__ = (
         sa.UniqueConstraint("user_id", "key", name="uq_idempotency_keys_user_key"),
+        # NULLs never collide in the constraint above: the anonymous keys get their own.
+        sa.Index(
+            "uq_idempotency_keys_anonymous_key",
+            "key",
+            unique=True,
+            sqlite_where=_ANONYMOUS,
+            postgresql_where=_ANONYMOUS,
+        ),
         sa.Index("ix_idempotency_keys_created_at", "created_at"),
     )
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
-    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"))
+    user_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"))
     key: so.Mapped[str] = so.mapped_column(sa.String(255))
     method: so.Mapped[str] = so.mapped_column(sa.String(8))
     path: so.Mapped[str] = so.mapped_column(sa.String(255))

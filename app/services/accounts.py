@@ -8,10 +8,12 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
+from flask_babel import gettext
 from sqlalchemy.exc import IntegrityError
 
 from app.errors import Conflict, Invalid, Unauthorized
 from app.extensions import db
+from app.i18n import DEFAULT_LOCALE
 from app.models import User
 from app.services import tokens
 
@@ -57,7 +59,14 @@ def check_password(user: User | None, password: str) -> bool:
     return True
 
 
-def create_user(phone: str, password: str, display_name: str, email: str | None = None, is_admin: bool = False) -> User:
+def create_user(
+    phone: str,
+    password: str,
+    display_name: str,
+    email: str | None = None,
+    is_admin: bool = False,
+    locale: str = DEFAULT_LOCALE,
+) -> User:
     """Insert a user; the unique indexes decide a race between two sign-ups."""
     user = User(
         phone=phone,
@@ -65,6 +74,7 @@ def create_user(phone: str, password: str, display_name: str, email: str | None 
         password_hash=hash_password(password),
         display_name=display_name,
         is_admin=is_admin,
+        locale=locale,
     )
     db.session.add(user)
     try:
@@ -87,8 +97,11 @@ def _uniqueness_conflict(exc: IntegrityError, phone: str, email: str | None) -> 
     return Conflict("phone_taken")
 
 
-def register(phone: str, password: str, display_name: str, email: str | None = None) -> tuple[User, dict]:
-    user = create_user(phone, password, display_name, email)
+def register(
+    phone: str, password: str, display_name: str, email: str | None = None, locale: str = DEFAULT_LOCALE
+) -> tuple[User, dict]:
+    """Create the account (its ``locale``: the language the phone asked for) and sign in."""
+    user = create_user(phone, password, display_name, email, locale=locale)
     pair = tokens.issue_tokens(user)
     db.session.commit()
     return user, pair
@@ -129,7 +142,7 @@ def update_profile(user: User, changes: dict) -> User:
 def change_password(user: User, old_password: str, new_password: str) -> None:
     if not check_password(user, old_password):
         db.session.rollback()
-        raise Invalid("old_password", "wrong password", slug="wrong_password")
+        raise Invalid("old_password", gettext("The old password is wrong."), slug="wrong_password")
     user.password_hash = hash_password(new_password)
     tokens.revoke_all_for_user(user.id)
     db.session.commit()

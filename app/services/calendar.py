@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from babel.dates import format_datetime
+from flask_babel import get_locale, gettext, lazy_pgettext
 from icalendar import Calendar, Event
 from sqlalchemy.exc import IntegrityError
 
@@ -43,6 +45,7 @@ from app.clock import as_utc, utcnow, zone
 from app.errors import NotFound
 from app.extensions import db
 from app.geo import approximate
+from app.i18n import in_locale
 from app.models import CalendarFeed, Claim, Posting, User
 from app.policy import DROPPED_CLAIM_STATUSES, kinds_where
 from app.services.permissions import Actor
@@ -54,19 +57,20 @@ FEED_WINDOW = timedelta(days=30)
 # Calendar apps may keep a copy this long before asking again (Cache-Control).
 FEED_MAX_AGE_SECONDS = 900
 # Bump when the feed's text changes, so every ETag changes with it.
-FEED_FORMAT = "1"
+FEED_FORMAT = "2"
 EVENT_WITHOUT_END = timedelta(hours=1)
 DEADLINE_EVENT = timedelta(minutes=30)
 CALENDAR_KINDS = kinds_where(in_calendar=True)
+# What the feed says of a claim's status (in the feed owner's language).
 _STATUS_TEXT = {
-    "active": "进行中",
-    "waitlisted": "候补中",
-    "fulfilled": "已完成，待确认",
-    "confirmed": "已完成",
-    "withdrawn": "已退出",
-    "released": "已超时释放",
-    "cancelled": "已取消",
-    "no_show": "缺席",
+    "active": lazy_pgettext("claim status", "active"),
+    "waitlisted": lazy_pgettext("claim status", "on the waitlist"),
+    "fulfilled": lazy_pgettext("claim status", "done, to be confirmed"),
+    "confirmed": lazy_pgettext("claim status", "done"),
+    "withdrawn": lazy_pgettext("claim status", "withdrawn"),
+    "released": lazy_pgettext("claim status", "released (overdue)"),
+    "cancelled": lazy_pgettext("claim status", "cancelled"),
+    "no_show": lazy_pgettext("claim status", "absent"),
 }
 
 
@@ -128,7 +132,15 @@ def feed(token: str, host: str, *, already_has: Callable[[str], bool]) -> Feed:
         .order_by(Claim.id)
     ).all()
     digest = hashlib.sha256()
-    for part in (FEED_FORMAT, host, user.timezone or "", actor.is_admin, sorted(actor.coordinated), *versions):
+    for part in (
+        FEED_FORMAT,
+        host,
+        user.timezone or "",
+        user.locale,
+        actor.is_admin,
+        sorted(actor.coordinated),
+        *versions,
+    ):
         digest.update(repr(part).encode() + b"\n")
     etag = digest.hexdigest()[:32]
     if already_has(etag):
@@ -137,17 +149,22 @@ def feed(token: str, host: str, *, already_has: Callable[[str], bool]) -> Feed:
     rows = db.session.execute(
         sa.select(Claim, Posting).join(Posting, Posting.id == Claim.posting_id).where(*rule).order_by(Claim.id)
     ).all()
+    with in_locale(user.locale):  # a calendar app fetches the feed: it speaks its owner's language
+        return Feed(etag, _calendar(actor, rows, host))
+
+
+def _calendar(actor: Actor, rows, host: str) -> bytes:
     calendar = Calendar()
     calendar.add("prodid", "-//甬·志愿//calendar feed//ZH")
     calendar.add("version", "2.0")
     calendar.add("calscale", "GREGORIAN")
-    calendar.add("x-wr-calname", "甬·志愿 · 我的报名")
+    calendar.add("x-wr-calname", gettext("甬·志愿 · My sign-ups"))
     # A hint to clients that choose their own polling interval.
     calendar.add("refresh-interval", timedelta(hours=1), parameters={"VALUE": "DURATION"})
     calendar.add("x-published-ttl", timedelta(hours=1))
     for claim, posting in rows:
         calendar.add_component(_event(actor, claim, posting, host))
-    return Feed(etag, calendar.to_ical())
+    return calendar.to_ical()
 
 
 def _feed_owner(token: str) -> User:
@@ -184,14 +201,15 @@ def _span(claim: Claim, posting: Posting) -> tuple[datetime, datetime, bool]:
 def _event(actor: Actor, claim: Claim, posting: Posting, host: str) -> Event:
     start, end, is_deadline = _span(claim, posting)
     dropped = claim.status in DROPPED_CLAIM_STATUSES
-    summary = f"截止：{posting.title}" if is_deadline else posting.title
+    summary = gettext("Due: %(title)s", title=posting.title) if is_deadline else posting.title
     if dropped:
-        summary = f"【{_STATUS_TEXT[claim.status]}】{summary}"
+        summary = gettext("[%(status)s] %(summary)s", status=_STATUS_TEXT[claim.status], summary=summary)
     modified = as_utc(max(claim.updated_at, posting.updated_at)).replace(microsecond=0)
-    lines = [f"状态：{_STATUS_TEXT.get(claim.status, claim.status)}"]
+    lines = [gettext("Status: %(status)s", status=_STATUS_TEXT.get(claim.status, claim.status))]
     if claim.due_at is not None and not dropped:
         due = as_utc(claim.due_at).astimezone(zone(actor.user.timezone))
-        lines.append(f"请在 {due:%Y-%m-%d %H:%M} 前完成")
+        when = format_datetime(due, "yyyy-MM-dd HH:mm", locale=get_locale())
+        lines.append(gettext("Complete it by %(when)s.", when=when))
     if posting.description:
         lines.append(posting.description[:1000])
 

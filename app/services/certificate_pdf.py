@@ -1,4 +1,5 @@
-"""The certificate as a PDF (A4, Chinese), drawn with ReportLab.
+"""The certificate as a PDF (A4), drawn with ReportLab, in the request's language
+(zh-CN by default; its texts come from the gettext catalogs).
 
 Chinese text uses ReportLab's built-in CID font STSong-Light (Adobe-GB1): the
 PDF names the font and carries no glyphs, and every PDF viewer with Chinese
@@ -14,6 +15,8 @@ import io
 import re
 from xml.sax.saxutils import escape
 
+from babel.dates import format_date
+from flask_babel import format_decimal, get_locale, gettext, pgettext
 from reportlab.graphics.barcode.qr import QrCodeWidget
 from reportlab.graphics.shapes import Drawing
 from reportlab.lib import colors
@@ -33,7 +36,6 @@ FONT = "STSong-Light"
 LATIN_FONT = "Helvetica"
 # A run of printable ASCII starting and ending with a visible character.
 _LATIN_RUN = re.compile(r"[!-~](?:[ -~]*[!-~])?")
-KIND_NAMES = {"credit": "志愿时长", "honor": "荣誉时长"}
 QR_SIZE = 34 * mm
 _INK = colors.HexColor("#1f2937")
 _ACCENT = colors.HexColor("#b91c1c")
@@ -104,9 +106,26 @@ def _qr(url: str) -> Drawing:
     return drawing
 
 
+def _day(value) -> str:
+    """A date as the language writes it in full (2026年11月10日, November 10, 2026)."""
+    return format_date(value, "long", locale=get_locale())
+
+
+def _hours(value: float) -> str:
+    return format_decimal(value, "0.0")
+
+
+def _marked_up(text: str, underlined: dict[str, str]) -> str:
+    """``text`` (holding ``\0name\0`` markers) as Paragraph markup, the marked values underlined."""
+    parts = text.split("\0")
+    return "".join(f"<u>{_text(underlined[part])}</u>" if i % 2 else _text(part) for i, part in enumerate(parts))
+
+
 def render_certificate_pdf(certificate: Certificate, verify_url: str) -> bytes:
     """The certificate as PDF bytes; ``verify_url`` is printed and drawn as a QR code."""
     styles = _styles()
+    heading = gettext("Certificate of Volunteer Service")
+    titled = gettext("Certificate of Volunteer Service %(number)s", number=certificate.number)
     buffer = io.BytesIO()
     doc = SimpleDocTemplate(
         buffer,
@@ -115,48 +134,55 @@ def render_certificate_pdf(certificate: Certificate, verify_url: str) -> bytes:
         rightMargin=20 * mm,
         topMargin=18 * mm,
         bottomMargin=20 * mm,
-        title=f"志愿服务证明 {certificate.number}",
+        title=titled,
         author=certificate.org_name,
-        subject="志愿服务证明",
+        subject=heading,
         creator="甬·志愿",
     )
     width = doc.width
     credit, honor = hours(certificate.credit_minutes), hours(certificate.honor_minutes)
-    issued_on = local_date(certificate.issued_at)
-    period = f"{certificate.period_from:%Y年%m月%d日} 至 {certificate.period_to:%Y年%m月%d日}"
+    issued_on = _day(local_date(certificate.issued_at))
+    period = gettext("%(first)s to %(last)s", first=_day(certificate.period_from), last=_day(certificate.period_to))
+    hours_of = lambda value: gettext("%(hours)s hours", hours=_hours(value))  # noqa: E731
 
+    certified = gettext(
+        "This is to certify that %(name)s (ID number %(id_number)s, volunteer no. %(volunteer_no)s) "
+        "served as a volunteer with %(org)s from %(period)s: %(records)s service records, "
+        "%(credit)s hours of volunteer service and %(honor)s honour hours in total.",
+        name="\0name\0",
+        org="\0org\0",
+        id_number=certificate.id_masked,
+        volunteer_no=certificate.volunteer_no,
+        period=period,
+        records=format_decimal(certificate.records_count),
+        credit=_hours(credit),
+        honor=_hours(honor),
+    )
     story: list = [
-        Paragraph("志愿服务证明", styles["title"]),
-        Paragraph(_text(f"证明编号：{certificate.number}"), styles["subtitle"]),
+        Paragraph(_text(heading), styles["title"]),
+        Paragraph(_text(gettext("Certificate no.: %(number)s", number=certificate.number)), styles["subtitle"]),
         Spacer(1, 8 * mm),
-        Paragraph(
-            _text("兹证明 ")
-            + f"<u>{_text(certificate.real_name)}</u>"
-            + _text(f"（身份证号 {certificate.id_masked}，志愿者编号 {certificate.volunteer_no}）于 {period} 期间在")
-            + f"<u>{_text(certificate.org_name)}</u>"
-            + _text(
-                f"参加志愿服务，共有服务记录 {certificate.records_count} 条，"
-                f"累计志愿服务时长 {credit:.1f} 小时，荣誉时长 {honor:.1f} 小时。"
-            ),
-            styles["body"],
-        ),
-        Paragraph("特此证明。", styles["body"]),
+        Paragraph(_marked_up(certified, {"name": certificate.real_name, "org": certificate.org_name}), styles["body"]),
+        Paragraph(_text(gettext("Hereby certified.")), styles["body"]),
         Spacer(1, 6 * mm),
     ]
 
     facts = [
-        ("姓名", certificate.real_name),
-        ("身份证号", certificate.id_masked),
-        ("志愿者编号", certificate.volunteer_no),
-        ("服务组织", certificate.org_name),
-        ("服务期间", period),
-        ("志愿服务时长", f"{credit:.1f} 小时"),
-        ("荣誉时长", f"{honor:.1f} 小时"),
-        ("服务记录", f"{certificate.records_count} 条"),
-        ("出具日期", f"{issued_on:%Y年%m月%d日}"),
+        (gettext("Name"), certificate.real_name),
+        (gettext("ID number"), certificate.id_masked),
+        (gettext("Volunteer no."), certificate.volunteer_no),
+        (gettext("Organisation"), certificate.org_name),
+        (gettext("Period"), period),
+        (gettext("Volunteer service hours"), hours_of(credit)),
+        (gettext("Honour hours"), hours_of(honor)),
+        (gettext("Service records"), gettext("%(count)s records", count=format_decimal(certificate.records_count))),
+        (gettext("Date of issue"), issued_on),
     ]
     fact_table = Table(
-        [[Paragraph(label, styles["label"]), Paragraph(_text(value), styles["value"])] for label, value in facts],
+        [
+            [Paragraph(_text(label), styles["label"]), Paragraph(_text(value), styles["value"])]
+            for label, value in facts
+        ],
         colWidths=[28 * mm, width - QR_SIZE - 36 * mm],
     )
     fact_table.setStyle(
@@ -170,7 +196,7 @@ def render_certificate_pdf(certificate: Certificate, verify_url: str) -> bytes:
         )
     )
     qr_block = Table(
-        [[_qr(verify_url)], [Paragraph("扫码核验真伪", styles["caption"])]],
+        [[_qr(verify_url)], [Paragraph(_text(gettext("Scan to verify")), styles["caption"])]],
         colWidths=[QR_SIZE + 4 * mm],
     )
     qr_block.setStyle(TableStyle([("ALIGN", (0, 0), (-1, -1), "CENTER"), ("VALIGN", (0, 0), (-1, -1), "TOP")]))
@@ -179,37 +205,45 @@ def render_certificate_pdf(certificate: Certificate, verify_url: str) -> bytes:
     story += [
         summary,
         Spacer(1, 3 * mm),
-        Paragraph(_text(f"核验地址：{verify_url}"), styles["small"]),
-        Paragraph("服务记录明细", styles["heading"]),
+        Paragraph(_text(gettext("Verify at: %(url)s", url=verify_url)), styles["small"]),
+        Paragraph(_text(gettext("Service records in detail")), styles["heading"]),
         _records_table(certificate, styles, width),
         Spacer(1, 10 * mm),
         # The sign-off stays in one piece at the end.
         KeepTogether(
             [
-                Paragraph(_text(f"出具单位：{certificate.org_name}"), styles["right"]),
-                Paragraph(_text(f"出具日期：{issued_on:%Y年%m月%d日}"), styles["right"]),
+                Paragraph(_text(gettext("Issued by: %(org)s", org=certificate.org_name)), styles["right"]),
+                Paragraph(_text(gettext("Date of issue: %(date)s", date=issued_on)), styles["right"]),
                 Spacer(1, 6 * mm),
                 Paragraph(
-                    "本证明依据《志愿服务记录与证明出具办法》，由记录上述服务的组织出具（谁记录谁证明）。"
-                    "证明内容经电子签名，可扫描二维码或访问核验地址查验真伪与当前状态。",
+                    _text(
+                        gettext(
+                            "Issued under the Measures for Recording and Certifying Volunteer Service by the "
+                            "organisation that recorded the service above (whoever records it certifies it). "
+                            "The certificate is signed electronically: scan the QR code or open the address "
+                            "above to check that it is genuine and still valid."
+                        )
+                    ),
                     styles["small"],
                 ),
             ]
         ),
     ]
 
+    void_mark = gettext("VOID")
+
     def decorate(canvas, page_doc) -> None:
         canvas.saveState()
         canvas.setFillColor(_RULE)
-        _draw(canvas, 20 * mm, 10 * mm, f"志愿服务证明 {certificate.number}", 8)
-        _draw(canvas, A4[0] - 20 * mm, 10 * mm, f"第 {page_doc.page} 页", 8, right=True)
+        _draw(canvas, 20 * mm, 10 * mm, titled, 8)
+        _draw(canvas, A4[0] - 20 * mm, 10 * mm, gettext("Page %(page)d", page=page_doc.page), 8, right=True)
         if certificate.status == "void":
             canvas.setFillColor(_ACCENT)
             canvas.setFillAlpha(0.25)
             canvas.setFont(FONT, 72)
             canvas.translate(A4[0] / 2, A4[1] / 2)
             canvas.rotate(35)
-            canvas.drawCentredString(0, 0, "已作废 VOID")
+            canvas.drawCentredString(0, 0, void_mark)
         canvas.restoreState()
 
     doc.build(story, onFirstPage=decorate, onLaterPages=decorate)
@@ -217,7 +251,7 @@ def render_certificate_pdf(certificate: Certificate, verify_url: str) -> bytes:
 
 
 def _records_table(certificate: Certificate, styles: dict[str, ParagraphStyle], width: float) -> Table:
-    """序号, 日期, 活动, 地点, 时长, 类型: one row per record, the header on every page.
+    """No., date, activity, place, hours, kind: one row per record, the header on every page.
 
     Cells are plain strings where they can be, several times cheaper to lay out
     than Paragraphs (a 2,000-record table is about 50 pages); an activity or a
@@ -225,15 +259,24 @@ def _records_table(certificate: Certificate, styles: dict[str, ParagraphStyle], 
     cell = styles["cell"]
     widths = [12 * mm, 22 * mm, 0.0, 44 * mm, 24 * mm, 20 * mm]
     widths[2] = width - sum(widths)
-    header = [Paragraph(text, cell) for text in ("序号", "日期", "服务活动", "服务地点", "时长（小时）", "类型")]
+    titles = (
+        pgettext("certificate", "No."),
+        pgettext("certificate", "Date"),
+        pgettext("certificate", "Activity"),
+        pgettext("certificate", "Place"),
+        pgettext("certificate", "Hours"),
+        pgettext("certificate", "Kind"),
+    )
+    header = [Paragraph(_text(text), cell) for text in titles]
+    kinds = {"credit": pgettext("certificate", "credit"), "honor": pgettext("certificate", "honour")}
     rows = [header] + [
         [
             str(number),
             record["date"],
             _cell(record["activity"], cell, widths[2]),
             _cell(record["place"] or "—", cell, widths[3]),
-            f"{hours(record['minutes']):.1f}",
-            KIND_NAMES.get(record["kind"], record["kind"]),
+            _hours(hours(record["minutes"])),
+            kinds.get(record["kind"], record["kind"]),
         ]
         for number, record in enumerate(certificate.records, start=1)
     ]

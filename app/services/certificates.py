@@ -44,6 +44,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from flask import Flask, current_app
+from flask_babel import gettext
 
 from app.clock import day_start, isoformat, local_date, utcnow
 from app.errors import Conflict, Forbidden, Invalid, NotFound
@@ -275,9 +276,9 @@ def issue_certificate(actor: Actor, org_id: int, first: date | None, last: date 
     today = local_date(now)
     last = last or today
     if last > today:
-        raise Invalid("to", "Must not be after today.")
+        raise Invalid("to", gettext("Must not be after today."))
     if first is not None and first > last:
-        raise Invalid("from", "Must not be after to.")
+        raise Invalid("from", gettext("Must not be after to."))
 
     when = served_at()
     stmt = (
@@ -293,7 +294,9 @@ def issue_certificate(actor: Actor, org_id: int, first: date | None, last: date 
         stmt = stmt.where(when >= day_start(first))
     rows = db.session.execute(stmt).all()
     if not rows:
-        raise Invalid("org_id", "You have no service records with this organisation in the period.", "no_records")
+        raise Invalid(
+            "org_id", gettext("You have no service records with this organisation in the period."), "no_records"
+        )
 
     records = [
         {

@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
+from flask_babel import format_decimal, gettext
 
 from app.errors import Invalid
 from app.extensions import db
@@ -72,15 +73,17 @@ def list_postings(
     if sort is None:
         sort = OLDEST if review_queue else "newest"
     elif sort not in SORTS:
-        raise Invalid("sort", "One of: " + ", ".join(SORTS), location="query")
+        raise Invalid("sort", gettext("One of: %(choices)s", choices=", ".join(SORTS)), location="query")
     if sort == "distance" and near is None:
-        raise Invalid("sort", "sort=distance needs near=lat,lng.", location="query")
+        raise Invalid("sort", gettext("sort=distance needs near=lat,lng."), location="query")
     kinds = list(dict.fromkeys(kinds or POSTING_KINDS))
     for name, values, allowed in (("status", statuses, POSTING_STATUSES), ("kind", kinds, POSTING_KINDS)):
         if not set(values) <= set(allowed):
-            raise Invalid(name, "One of: " + ", ".join(allowed), location="query")
+            raise Invalid(name, gettext("One of: %(choices)s", choices=", ".join(allowed)), location="query")
     if near is not None and not 0 < near.radius_km <= MAX_RADIUS_KM:
-        raise Invalid("radius_km", f"Between 0 and {MAX_RADIUS_KM:g} km.", location="query")
+        raise Invalid(
+            "radius_km", gettext("Between 0 and %(most)s km.", most=format_decimal(MAX_RADIUS_KM)), location="query"
+        )
 
     # status and kind are always named, so (status, kind, geocell) serves the
     # nearby search even when the client asks for every kind.

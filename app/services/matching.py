@@ -35,6 +35,7 @@ from functools import cache, reduce
 from typing import NamedTuple
 
 import sqlalchemy as sa
+from flask_babel import gettext
 
 from app.errors import Forbidden, Invalid, Unauthorized
 from app.extensions import db
@@ -80,10 +81,12 @@ def postings_for_me(
     if volunteer is None:
         raise Forbidden("volunteer_required")
     if volunteer.home_lat is None or volunteer.home_lng is None:
-        raise Invalid("for_me", "Set a home point (PUT /api/v1/me/volunteer) first.", "home_required", "query")
+        raise Invalid("for_me", gettext("Set a home point (PUT /api/v1/me/volunteer) first."), "home_required", "query")
     kinds = list(dict.fromkeys(kinds or MATCHED_KINDS))
     if not set(kinds) <= set(MATCHED_KINDS):
-        raise Invalid("kind", "With for_me, one of: " + ", ".join(MATCHED_KINDS), location="query")
+        raise Invalid(
+            "kind", gettext("With for_me, one of: %(choices)s", choices=", ".join(MATCHED_KINDS)), location="query"
+        )
 
     skills = _known_skills(volunteer)
     start = _decode(cursor) if cursor else None

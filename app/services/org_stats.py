@@ -36,6 +36,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from flask_babel import gettext
 
 from app.clock import local_days, utcnow, zone
 from app.errors import Forbidden, Invalid
@@ -60,7 +61,7 @@ def org_stats(actor: Actor, org_id: int, first: date | None, last: date | None, 
     if not actor.manages_org(org.id):
         raise Forbidden("coordinator_required")
     if interval not in INTERVALS:
-        raise Invalid("interval", "One of: " + ", ".join(INTERVALS), location="query")
+        raise Invalid("interval", gettext("One of: %(choices)s", choices=", ".join(INTERVALS)), location="query")
     if last is None:
         last = max(utcnow().astimezone(zone()).date(), first or date.min)
     if first is None:
@@ -69,7 +70,7 @@ def org_stats(actor: Actor, org_id: int, first: date | None, last: date | None, 
             first = period_start(first - timedelta(days=1), interval)
     starts = period_starts(first, last, interval)
     if len(starts) > MAX_PERIODS:
-        raise Invalid("from", f"At most {MAX_PERIODS} periods ({interval}s).", location="query")
+        raise Invalid("from", gettext("At most %(most)d periods.", most=MAX_PERIODS), location="query")
     start, end = local_days(first, last)
     bucket = _Bucket(interval, start)
     series: dict[date, dict[str, Any]] = {s: dict.fromkeys(FIGURES, 0) for s in starts}

@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
+from flask_babel import gettext
 from sqlalchemy.exc import IntegrityError
 
 from app.clock import utcnow
@@ -88,7 +89,7 @@ def apply_for_org(actor: Actor, name: str, kind: str, district: str) -> Org:
     """An application: the org waits for an admin (every admin is told); the
     applicant becomes its first coordinator now, with powers once it is approved."""
     if district not in current_app.config["DISTRICTS"]:
-        raise Invalid("district", "unknown district")
+        raise Invalid("district", gettext("Unknown district."))
     user = actor.user
     org = Org(name=name.strip(), kind=kind, district=district, status="pending", applicant_id=user.id, member_count=1)
     db.session.add(org)
@@ -166,7 +167,7 @@ def add_member(actor: Actor, org_id: int, member_id: int, role: str) -> OrgMembe
     org = get_org(org_id)
     _require_manager(actor, org)
     if db.session.get(User, member_id) is None:
-        raise Invalid("user_id", "no such user")
+        raise Invalid("user_id", gettext("No such user."))
     member = OrgMember(org_id=org.id, user_id=member_id, role=role)
     db.session.add(member)
     try:

@@ -23,6 +23,8 @@ from datetime import date, datetime
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
+from flask_babel import gettext, lazy_pgettext
+from flask_babel import lazy_gettext as _l
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
@@ -44,49 +46,49 @@ TIME_FORMAT = "%Y-%m-%d %H:%M"
 _XLSX_TIME_FORMAT = "yyyy-mm-dd hh:mm"
 _CHUNK = 64 * 1024
 
-# The columns, in order: (header in Chinese, header in English).
+# The columns' headers, in order, in the request's language.
 COLUMNS = (
-    ("记录编号", "Record no."),
-    ("志愿者编号", "Volunteer no."),
-    ("姓名", "Real name"),
-    ("证件号码", "ID number (masked)"),
-    ("活动名称", "Activity"),
-    ("服务内容", "Content"),
-    ("服务地点", "Place"),
-    ("开始时间", "Start"),
-    ("结束时间", "End"),
-    ("服务时长（小时）", "Hours"),
-    ("时长类型", "Credit or honor"),
-    ("服务评价", "Evaluation"),
-    ("记录人", "Recorded by"),
-    ("记录时间", "Recorded at"),
+    _l("Record no."),
+    _l("Volunteer no."),
+    _l("Real name"),
+    _l("ID number (masked)"),
+    _l("Activity"),
+    _l("Content"),
+    _l("Place"),
+    _l("Start"),
+    _l("End"),
+    _l("Hours"),
+    _l("Credit or honor"),
+    _l("Evaluation"),
+    _l("Recorded by"),
+    _l("Recorded at"),
 )
-KIND_LABELS = {"credit": ("志愿服务时长", "credit"), "honor": ("荣誉时长", "honor")}
+KIND_LABELS = {"credit": lazy_pgettext("record kind", "credit"), "honor": lazy_pgettext("record kind", "honor")}
 # A spreadsheet reads a cell starting with one of these as a formula (CSV injection).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def records_csv(actor: Actor, org_id: int, first: date | None, last: date | None, english: bool = False):
+def records_csv(actor: Actor, org_id: int, first: date | None, last: date | None):
     """The CSV (UTF-8 with a BOM, so Excel reads it as UTF-8) as a generator of
     byte chunks, one per batch. Permission is checked now, before the first chunk."""
-    batches = _record_batches(actor, org_id, first, last, english)
+    batches = _record_batches(actor, org_id, first, last)
 
     def generate() -> Iterator[bytes]:
-        yield "\ufeff".encode() + _csv_lines([_headers(english)])
+        yield "\ufeff".encode() + _csv_lines([_headers()])
         for batch in batches:
             yield _csv_lines([[_csv_cell(value) for value in row] for row in batch])
 
     return generate()
 
 
-def records_xlsx(actor: Actor, org_id: int, first: date | None, last: date | None, english: bool = False):
+def records_xlsx(actor: Actor, org_id: int, first: date | None, last: date | None):
     """The XLSX as a generator of byte chunks. Permission is checked now; the
     workbook is written when the first chunk is asked for."""
-    batches = _record_batches(actor, org_id, first, last, english)
+    batches = _record_batches(actor, org_id, first, last)
 
     def generate() -> Iterator[bytes]:
         with tempfile.TemporaryFile() as out:
-            _write_workbook(out, batches, english)
+            _write_workbook(out, batches)
             out.seek(0)
             while chunk := out.read(_CHUNK):
                 yield chunk
@@ -99,7 +101,7 @@ def export_filename(org_id: int, first: date | None, last: date | None, extensio
     return f"records-{org_id}{'-' + period if period else ''}.{extension}"
 
 
-def _record_batches(actor: Actor, org_id: int, first: date | None, last: date | None, english: bool):
+def _record_batches(actor: Actor, org_id: int, first: date | None, last: date | None):
     """Check that ``actor`` may export the org's records (its coordinators,
     admins), then return a generator of row batches (lists of typed values)."""
     org = get_org(org_id)
@@ -137,7 +139,6 @@ def _record_batches(actor: Actor, org_id: int, first: date | None, last: date | 
         .limit(BATCH_SIZE)
     )
     local_zone = zone()
-    label = 1 if english else 0
 
     def local(value: datetime | None) -> datetime | None:
         return value.astimezone(local_zone).replace(tzinfo=None) if value is not None else None
@@ -154,7 +155,7 @@ def _record_batches(actor: Actor, org_id: int, first: date | None, last: date | 
             local(r.started_at),
             local(r.ended_at),
             hours(r.minutes),
-            KIND_LABELS[r.kind][label],
+            str(KIND_LABELS[r.kind]),
             r.evaluation,
             r.recorded_by,
             local(r.created_at),
@@ -173,8 +174,8 @@ def _record_batches(actor: Actor, org_id: int, first: date | None, last: date | 
     return generate()
 
 
-def _headers(english: bool) -> list[str]:
-    return [column[1 if english else 0] for column in COLUMNS]
+def _headers() -> list[str]:
+    return [str(column) for column in COLUMNS]
 
 
 def _csv_lines(rows: list[list]) -> bytes:
@@ -195,15 +196,15 @@ def _csv_cell(value) -> str:
     return str(value)
 
 
-def _write_workbook(out, batches: Iterator[list[list]], english: bool) -> None:
+def _write_workbook(out, batches: Iterator[list[list]]) -> None:
     """Write the sheet row by row (write-only mode keeps no rows in memory).
     Texts are always text cells, so ``=…`` is never a formula; times are
     spreadsheet dates shown as ``YYYY-MM-DD HH:MM``."""
     workbook = Workbook(write_only=True)
-    sheet = workbook.create_sheet("服务记录" if not english else "Service records")
+    sheet = workbook.create_sheet(gettext("Service records"))
     bold = Font(bold=True)
     header = []
-    for text in _headers(english):
+    for text in _headers():
         cell = WriteOnlyCell(sheet, value=text)
         cell.font = bold
         header.append(cell)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
+from flask_babel import format_decimal, gettext
 
 from app.clock import as_utc, utcnow, zone
 from app.errors import Forbidden, Invalid
@@ -140,17 +141,22 @@ def add_honor_record(actor: Actor, org_id: int, data: dict) -> ServiceRecord:
     user_id = data["volunteer_id"]
     actor.require_may_award(org.id, user_id)
     if not 0 < data["minutes"] <= MAX_HONOR_MINUTES:
-        raise Invalid("minutes", f"From 1 to {MAX_HONOR_MINUTES} minutes (24 hours) a record.")
+        raise Invalid(
+            "minutes",
+            gettext("From 1 to %(most)s minutes (24 hours) a record.", most=format_decimal(MAX_HONOR_MINUTES)),
+        )
     if db.session.scalar(sa.select(Volunteer.id).where(Volunteer.user_id == user_id)) is None:
-        raise Invalid("volunteer_id", "This user is not a registered volunteer.", slug="volunteer_required")
+        raise Invalid("volunteer_id", gettext("This user is not a registered volunteer."), slug="volunteer_required")
     if not _serves_org(user_id, org.id):
-        raise Invalid("volunteer_id", "This user is not a volunteer of the organisation.", slug="not_org_volunteer")
+        raise Invalid(
+            "volunteer_id", gettext("This user is not a volunteer of the organisation."), slug="not_org_volunteer"
+        )
     now = utcnow()
     started_at, ended_at = data.get("started_at"), data.get("ended_at")
     if started_at and ended_at and ended_at < started_at:
-        raise Invalid("ended_at", "must not be before started_at")
+        raise Invalid("ended_at", gettext("Must not be before started_at."))
     if (ended_at or started_at or now) > now:
-        raise Invalid("ended_at" if ended_at else "started_at", "must not be in the future")
+        raise Invalid("ended_at" if ended_at else "started_at", gettext("Must not be in the future."))
     record = ServiceRecord(
         volunteer_id=user_id,
         org_id=org.id,

@@ -7,6 +7,7 @@ import hmac
 
 import sqlalchemy as sa
 from flask import current_app
+from flask_babel import gettext
 from sqlalchemy.exc import IntegrityError
 
 from app.clock import utcnow
@@ -32,14 +33,19 @@ def register_volunteer(user: User, data: dict) -> Volunteer:
     try:
         number, born = validate_id_number(data["id_number"], utcnow().date())
     except ValueError as exc:
-        raise Invalid("id_number", f"ID number {exc}") from None
+        raise Invalid("id_number", str(exc.args[0])) from None
     if data.get("birth_date") and data["birth_date"] != born:
-        raise Invalid("birth_date", "does not match the ID number")
+        raise Invalid("birth_date", gettext("Does not match the ID number."))
     if data["district"] not in current_app.config["DISTRICTS"]:
-        raise Invalid("district", "unknown district")
+        raise Invalid("district", gettext("Unknown district."))
     unknown = vocabulary().unknown(data.get("skills") or [])
     if unknown:
-        raise Invalid("skills", f"Unknown skills: {', '.join(unknown)} (the codes are listed at GET /api/v1/skills).")
+        raise Invalid(
+            "skills",
+            gettext(
+                "Unknown skills: %(skills)s (the codes are listed at GET /api/v1/skills).", skills=", ".join(unknown)
+            ),
+        )
 
     # Two first registrations of one account can race (a double tap): the
     # loser's INSERT hits the unique user_id, and it retries as an update of

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+from flask_babel import gettext
 from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
 from app.clock import zone
+from app.i18n import API_LOCALES
+from app.models.orgs import MEMBER_ROLES
 from app.security import actor_for
 from app.services.permissions import memberships
 from mobile_api.fields import (
     BaseSchema,
+    District,
     ListFrom,
     Location,
     NestedFrom,
     Phone,
     QuietHours,
     UTCDateTime,
-    known_district,
     known_timezone,
 )
 from mobile_api.schemas.claims import RatingSchema
 
-LOCALES = ("zh-CN", "en")
+LOCALES = tuple(API_LOCALES)
 
 
 class VolunteerSchema(BaseSchema):
@@ -29,7 +32,7 @@ class VolunteerSchema(BaseSchema):
     id_number_masked = fields.String(attribute="id_masked")
     gender = fields.String(allow_none=True)
     skills = fields.List(fields.String(), metadata={"description": "Codes of GET /api/v1/skills."})
-    district = fields.String()
+    district = District()
     home = NestedFrom(
         Location,
         allow_none=True,
@@ -49,7 +52,7 @@ class VolunteerSchema(BaseSchema):
 class UserOrgSchema(BaseSchema):
     id = fields.Integer()
     name = fields.String()
-    role = fields.String()
+    role = fields.String(metadata={"enum": list(MEMBER_ROLES)})
 
 
 class UserSchema(BaseSchema):
@@ -94,7 +97,7 @@ class LoginSchema(BaseSchema):
     @validates_schema
     def one_identifier(self, data, **_kwargs):
         if ("phone" in data) == ("email" in data):
-            raise ValidationError("Give either phone or email.", "_schema")
+            raise ValidationError(gettext("Give either phone or email."), "_schema")
 
 
 class TokenPairSchema(BaseSchema):
@@ -127,11 +130,11 @@ class VolunteerRegisterSchema(BaseSchema):
     skills = fields.List(
         fields.String(validate=validate.Length(min=1, max=20)), load_default=list, validate=validate.Length(max=20)
     )
-    district = fields.String(required=True, validate=known_district)
+    district = District(required=True)
     home = fields.Nested(Location, allow_none=True)
     push_radius_km = fields.Float(validate=validate.Range(0.5, 50), allow_nan=False)
 
     @validates("skills")
     def unique_skills(self, value, **_kwargs):
         if len(set(value)) != len(value):
-            raise ValidationError("Skills must be unique.")
+            raise ValidationError(gettext("Skills must be unique."))

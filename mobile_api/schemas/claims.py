@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from flask_babel import gettext
 from marshmallow import ValidationError, fields, post_load, validate
 
-from app.policy import CLAIM_STATUSES, MAX_REPORTED_MINUTES
-from mobile_api.fields import BaseSchema, HttpsUrl, Location, NestedFrom, PageQuery, UTCDateTime
+from app.policy import CLAIM_STATUSES, MAX_REPORTED_MINUTES, POSTING_KINDS, POSTING_STATUSES
+from mobile_api.fields import BaseSchema, District, HttpsUrl, Location, NestedFrom, PageQuery, UTCDateTime
 
 
 class PersonSchema(BaseSchema):
@@ -21,7 +22,9 @@ class RatingSchema(BaseSchema):
 
 
 class ClaimVolunteerSchema(PersonSchema):
-    rating = fields.Nested(RatingSchema, metadata={"description": "Shown to the posting's managers only."})
+    rating = fields.Nested(
+        RatingSchema, metadata={"optional": True, "description": "Shown to the posting's managers only (else absent)."}
+    )
 
 
 def _claim_volunteer(claim) -> dict:
@@ -33,8 +36,8 @@ def _claim_volunteer(claim) -> dict:
 class ClaimSchema(BaseSchema):
     id = fields.Integer()
     posting_id = fields.Integer()
-    kind = fields.String()
-    status = fields.String()
+    kind = fields.String(metadata={"enum": list(POSTING_KINDS)})
+    status = fields.String(metadata={"enum": list(CLAIM_STATUSES)})
     message = fields.String(allow_none=True)
     volunteer = NestedFrom(ClaimVolunteerSchema, source=_claim_volunteer)
     claimed_at = UTCDateTime()
@@ -62,22 +65,21 @@ class ClaimPostingSchema(BaseSchema):
     """The posting a claim belongs to, in brief."""
 
     id = fields.Integer()
-    kind = fields.String()
+    kind = fields.String(metadata={"enum": list(POSTING_KINDS)})
     title = fields.String()
-    status = fields.String()
-    district = fields.String()
+    status = fields.String(metadata={"enum": list(POSTING_STATUSES)})
+    district = District()
     address = fields.String(allow_none=True)
-    location = fields.Method("dump_location", allow_none=True, metadata={"type": "object"})
+    location = NestedFrom(
+        Location,
+        allow_none=True,
+        source=lambda p: None if p.lat is None or p.lng is None else {"lat": p.lat, "lng": p.lng},
+    )
     org_id = fields.Integer(allow_none=True)
     starts_at = UTCDateTime(allow_none=True)
     ends_at = UTCDateTime(allow_none=True)
     expires_at = UTCDateTime(allow_none=True)
     energy_cost = fields.Integer(allow_none=True)
-
-    def dump_location(self, posting):
-        if posting.lat is None or posting.lng is None:
-            return None
-        return {"lat": posting.lat, "lng": posting.lng}
 
 
 class MyClaimSchema(ClaimSchema):
@@ -97,7 +99,7 @@ class ClaimQuerySchema(PageQuery):
             statuses = [part.strip() for item in data["status"] for part in item.split(",") if part.strip()]
             unknown = sorted(set(statuses) - set(CLAIM_STATUSES))
             if unknown:
-                raise ValidationError(f"Unknown status {', '.join(unknown)}.", "status")
+                raise ValidationError(gettext("Unknown status %(names)s.", names=", ".join(unknown)), "status")
             data["status"] = statuses
         return data
 

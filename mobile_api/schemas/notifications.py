@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from flask_babel import gettext
+from flask_babel import lazy_gettext as _l
 from marshmallow import ValidationError, fields, validate, validates
 
 from mobile_api.fields import BaseSchema, Id, PageQuery, QuietHours, UTCDateTime
@@ -13,7 +15,7 @@ DEVICE_PLATFORMS = ("android", "ios", "web")
 class DeviceCreateSchema(BaseSchema):
     token = fields.String(
         required=True,
-        validate=[validate.Length(min=1, max=4096), validate.Regexp(r"^\S+$", error="A token has no spaces.")],
+        validate=[validate.Length(min=1, max=4096), validate.Regexp(r"^\S+$", error=_l("A token has no spaces."))],
         metadata={"description": "The FCM registration token of this app install."},
     )
     platform = fields.String(required=True, validate=validate.OneOf(DEVICE_PLATFORMS))
@@ -22,7 +24,7 @@ class DeviceCreateSchema(BaseSchema):
 
 class DeviceSchema(BaseSchema):
     token = fields.String()
-    platform = fields.String()
+    platform = fields.String(metadata={"enum": list(DEVICE_PLATFORMS)})
     app_version = fields.String(allow_none=True)
     created_at = UTCDateTime()
     last_seen_at = UTCDateTime()
@@ -71,4 +73,4 @@ class NotificationSettingsSchema(BaseSchema):
     @validates("quiet_hours")
     def quiet_hours_span_time(self, value, **_kwargs):
         if value and value.get("start") is not None and value.get("start") == value.get("end"):
-            raise ValidationError("start and end must differ.")
+            raise ValidationError(gettext("start and end must differ."))

@@ -6,7 +6,7 @@ from marshmallow import fields, validate
 
 from app.models.orgs import MEMBER_ROLES, ORG_KINDS, ORG_STATUSES
 from app.services.org_stats import INTERVALS
-from mobile_api.fields import BaseSchema, Id, PageQuery, UTCDateTime, known_district
+from mobile_api.fields import BaseSchema, District, Id, PageQuery, UTCDateTime
 from mobile_api.schemas.claims import PersonSchema
 from mobile_api.schemas.records import PeriodQuerySchema
 
@@ -15,14 +15,18 @@ class OrgSchema(BaseSchema):
     id = fields.Integer()
     name = fields.String()
     kind = fields.String(metadata={"enum": list(ORG_KINDS)})
-    district = fields.String()
+    district = District()
     status = fields.String(metadata={"enum": list(ORG_STATUSES)})
     member_count = fields.Integer()
     reject_reason = fields.String(allow_none=True, metadata={"description": "Why an admin rejected the application."})
     reviewed_at = UTCDateTime(allow_none=True)
     role = fields.String(
         allow_none=True,
-        metadata={"description": "The caller's role in the org (coordinator, member) in lists with mine=true."},
+        metadata={
+            "enum": list(MEMBER_ROLES),
+            "optional": True,
+            "description": "The caller's role in the org (coordinator, member) in lists with mine=true.",
+        },
     )
     created_at = UTCDateTime()
 
@@ -33,7 +37,7 @@ class OrgQuerySchema(PageQuery):
         validate=validate.OneOf(ORG_STATUSES),
         metadata={"description": "Others than approved: admins (status=pending is the queue of applications)."},
     )
-    district = fields.String(load_default=None, validate=known_district)
+    district = District(load_default=None)
     mine = fields.Boolean(
         load_default=False, metadata={"description": "Only the caller's own orgs (any status), with their role."}
     )
@@ -42,7 +46,7 @@ class OrgQuerySchema(PageQuery):
 class OrgCreateSchema(BaseSchema):
     name = fields.String(required=True, validate=validate.Length(min=2, max=80))
     kind = fields.String(required=True, validate=validate.OneOf(ORG_KINDS))
-    district = fields.String(required=True, validate=known_district)
+    district = District(required=True)
 
 
 class OrgMemberCreateSchema(BaseSchema):
@@ -60,7 +64,7 @@ class VolunteerVerificationSchema(BaseSchema):
 class OrgMemberSchema(BaseSchema):
     org_id = fields.Integer()
     user_id = fields.Integer()
-    role = fields.String()
+    role = fields.String(metadata={"enum": list(MEMBER_ROLES)})
     created_at = UTCDateTime()
 
 

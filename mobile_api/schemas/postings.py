@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from flask_babel import gettext
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from app.policy import POSTING_KINDS, POSTING_STATUSES
 from app.services.feed import SORTS
 from mobile_api.fields import (
     BaseSchema,
+    District,
     HttpsUrl,
     Id,
     Location,
     PageQuery,
     Phone,
     UTCDateTime,
-    known_district,
     not_blank,
 )
 from mobile_api.schemas.claims import ClaimSchema, PersonSchema
@@ -22,7 +23,7 @@ from mobile_api.schemas.claims import ClaimSchema, PersonSchema
 
 def _unique_tags(value: list[str]) -> None:
     if len({tag.strip() for tag in value}) != len(value):
-        raise ValidationError("Tags must be unique.")
+        raise ValidationError(gettext("Tags must be unique."))
 
 
 class LatLng(fields.String):
@@ -36,7 +37,7 @@ class LatLng(fields.String):
         except ValueError:
             lat = lng = None
         if lat is None or not (-90 <= lat <= 90 and -180 <= lng <= 180):
-            raise ValidationError("Use lat,lng in decimal degrees, e.g. 29.87,121.55.")
+            raise ValidationError(gettext("Use lat,lng in decimal degrees, e.g. 29.87,121.55."))
         return {"lat": lat, "lng": lng}
 
 
@@ -65,13 +66,20 @@ class PostingOrgSchema(BaseSchema):
 
 class BeneficiarySchema(BaseSchema):
     name_masked = fields.String(allow_none=True, metadata={"description": "张* — shown to everyone."})
+    # Left out (not null) for everyone else: "optional" keeps them out of the document's required.
     phone = fields.String(
         allow_none=True,
-        metadata={"description": "Only for the active claimant, the author, the org's coordinators and admins."},
+        metadata={
+            "optional": True,
+            "description": "Only for the active claimant, the author, the org's coordinators and admins.",
+        },
     )
     address = fields.String(
         allow_none=True,
-        metadata={"description": "Exact address; only for the viewers who see the phone. Never in lists."},
+        metadata={
+            "optional": True,
+            "description": "Exact address; only for the viewers who see the phone. Never in lists.",
+        },
     )
 
 
@@ -94,7 +102,7 @@ class PostingSchema(BaseSchema):
     title = fields.String()
     description = fields.String()
     status = fields.String(metadata={"enum": list(POSTING_STATUSES)})
-    district = fields.String()
+    district = District()
     address = fields.String(allow_none=True)
     location = fields.Nested(Location, allow_none=True)
     tags = fields.List(fields.String(), attribute="tag_names")
@@ -127,7 +135,7 @@ class PostingCreateSchema(BaseSchema):
     title = fields.String(required=True, **_TITLE)
     description = fields.String(required=True, **_DESCRIPTION)
     org_id = Id(allow_none=True, metadata={"description": "The org this is posted for."})
-    district = fields.String(required=True, validate=known_district)
+    district = District(required=True)
     address = fields.String(**_ADDRESS)
     location = fields.Nested(Location, allow_none=True)
     tags = fields.List(_tag(), **_TAG_LIST)
@@ -148,7 +156,7 @@ class PostingCreateSchema(BaseSchema):
 class PostingUpdateSchema(BaseSchema):
     title = fields.String(**_TITLE)
     description = fields.String(**_DESCRIPTION)
-    district = fields.String(validate=known_district)
+    district = District()
     address = fields.String(**_ADDRESS)
     location = fields.Nested(Location, allow_none=True)
     tags = fields.List(_tag(), **_TAG_LIST)
@@ -176,7 +184,7 @@ class PostingQuerySchema(PageQuery):
             "postings waiting for review."
         },
     )
-    district = fields.String(validate=known_district)
+    district = District()
     tag = fields.List(_tag(), validate=validate.Length(max=10), metadata={"description": "Repeatable; any of."})
     org_id = Id(strict=False)
     author_id = Id(strict=False)
@@ -205,14 +213,16 @@ class PostingQuerySchema(PageQuery):
     @validates_schema
     def distance_needs_near(self, data, **_kwargs):
         if data.get("sort") == "distance" and data.get("near") is None:
-            raise ValidationError("sort=distance needs near=lat,lng.", "sort")
+            raise ValidationError(gettext("sort=distance needs near=lat,lng."), "sort")
 
     @validates_schema(pass_original=True)
     def for_me_has_its_own_order(self, data, original, **_kwargs):
         if data.get("for_me"):
             others = sorted(set(original) - FOR_ME_PARAMETERS)
             if others:
-                raise ValidationError(f"for_me takes only {', '.join(sorted(FOR_ME_PARAMETERS))}.", others[0])
+                raise ValidationError(
+                    gettext("for_me takes only %(names)s.", names=", ".join(sorted(FOR_ME_PARAMETERS))), others[0]
+                )
 
 
 class RejectSchema(BaseSchema):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import date
 
+from flask_babel import gettext
 from marshmallow import ValidationError, fields, post_load, validate, validates_schema
 
 from app.policy import MAX_HONOR_MINUTES, hours
 from app.services.records import RECORD_KINDS
-from mobile_api.fields import BaseSchema, Id, PageQuery, UTCDateTime
+from mobile_api.fields import BaseSchema, Id, PageQuery, UTCDateTime, year_between
 
 
 class RecordSchema(BaseSchema):
@@ -80,9 +81,9 @@ class HonorRecordCreateSchema(BaseSchema):
     @validates_schema
     def one_of_each(self, data, **_kwargs):
         if ("volunteer_id" in data) == ("user_id" in data):
-            raise ValidationError("Give volunteer_id.", "volunteer_id")
+            raise ValidationError(gettext("Give volunteer_id."), "volunteer_id")
         if ("minutes" in data) == ("hours" in data):
-            raise ValidationError("Give minutes (or hours).", "minutes")
+            raise ValidationError(gettext("Give minutes (or hours)."), "minutes")
 
     @post_load
     def normalise(self, data, **_kwargs):
@@ -117,7 +118,7 @@ class PeriodDate(fields.Date):
     def _deserialize(self, value, attr, data, **kwargs):
         day = super()._deserialize(value, attr, data, **kwargs)
         if not date(2000, 1, 1) <= day <= date(2100, 12, 31):
-            raise ValidationError("The year must be between 2000 and 2100.")
+            raise ValidationError(year_between(2000, 2100))
         return day
 
 
@@ -130,4 +131,4 @@ class PeriodQuerySchema(BaseSchema):
     @validates_schema
     def in_order(self, data, **_kwargs):
         if data.get("first") and data.get("last") and data["first"] > data["last"]:
-            raise ValidationError("from must not be after to.", "from")
+            raise ValidationError(gettext("from must not be after to."), "from")

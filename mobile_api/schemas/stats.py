@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from marshmallow import fields
 
-from mobile_api.fields import BaseSchema, known_district
+from mobile_api.fields import BaseSchema, District
 
 
 class StatsQuerySchema(BaseSchema):
-    district = fields.String(load_default=None, validate=known_district)
+    district = District(load_default=None)
 
 
 class StatsSchema(BaseSchema):
-    district = fields.String(allow_none=True)
+    district = District(allow_none=True)
     volunteers = fields.Integer()
     wishes_posted = fields.Integer()
     wishes_claimed = fields.Integer()

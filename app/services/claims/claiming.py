@@ -9,8 +9,9 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from sqlalchemy.exc import IntegrityError
 
+from app import metrics
 from app.clock import utcnow
-from app.errors import Conflict, Forbidden, NotFound
+from app.errors import AppError, Conflict, Forbidden, NotFound
 from app.extensions import db
 from app.models import Claim, Posting, User
 from app.models.base import insert_loaded
@@ -22,6 +23,18 @@ from notifications import notify, recipient_columns, recipient_of
 
 
 def claim_posting(actor: Actor, posting_id: int, message: str | None = None) -> Claim:
+    """Claim a posting in one transaction (:func:`_claim`), counting the outcome
+    (``yz_claims_total``): the new claim's status, or the refusal's slug."""
+    try:
+        claim = _claim(actor, posting_id, message)
+    except AppError as exc:
+        metrics.CLAIMS.labels(exc.slug).inc()
+        raise
+    metrics.CLAIMS.labels(claim.status).inc()
+    return claim
+
+
+def _claim(actor: Actor, posting_id: int, message: str | None) -> Claim:
     """Claim a posting in one transaction.
 
     The INSERT of the claim is guarded by the unique index of live claims per

@@ -16,6 +16,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 from flask import current_app
+from flask_babel import format_decimal, gettext
 
 from app.clock import utcnow
 from app.errors import Conflict, Forbidden, Invalid
@@ -88,7 +89,7 @@ def confirm_claim(
         return tell_and_commit([claim.user_id], "claim_confirmed", posting, claim_id)
 
     if rating is None:
-        raise Invalid("rating", "A rating from 1 to 5 is required.")
+        raise Invalid("rating", gettext("A rating from 1 to 5 is required."))
     rule = [Claim.id == claim_id, Claim.status == "fulfilled"]
     if minutes is not None:
         rule.append(sa.or_(Claim.minutes.is_(None), Claim.minutes >= minutes))
@@ -109,7 +110,11 @@ def confirm_claim(
         db.session.rollback()
         current = db.session.get(Claim, claim_id)
         if current.status == "fulfilled":
-            raise Invalid("minutes", f"At most the {current.minutes} minutes reported.", slug="minutes_above_reported")
+            raise Invalid(
+                "minutes",
+                gettext("At most the %(minutes)s minutes reported.", minutes=format_decimal(current.minutes)),
+                slug="minutes_above_reported",
+            )
         raise Conflict("claim_not_fulfilled")
     record_confirmed(rows, recorded_by=actor.id, feedback=feedback)
     db.session.commit()

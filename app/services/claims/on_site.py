@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from flask_babel import gettext
 
 from app.clock import utcnow
 from app.errors import Conflict, Forbidden, Invalid
@@ -112,4 +113,4 @@ def _require_on_site(posting: Posting, lat: float, lng: float) -> None:
     if posting.lat is None or posting.lng is None:
         return  # a posting without a point has no site to be near
     if haversine_km(lat, lng, posting.lat, posting.lng) > CHECK_IN_RADIUS_KM:
-        raise Invalid("location", "You are more than 500 m from the site.", slug="too_far_from_site")
+        raise Invalid("location", gettext("You are more than 500 m from the site."), slug="too_far_from_site")

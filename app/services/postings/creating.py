@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from flask_babel import gettext
+
 from app.clock import utcnow
 from app.errors import Conflict, Forbidden, Invalid
 from app.extensions import db
 from app.models import Org, Posting, PostingTag
-from app.policy import ANYONE, COORDINATORS, POLICIES, PROVIDERS, KindPolicy
+from app.policy import ANYONE, COORDINATORS, POLICIES, PROVIDERS, KindPolicy, kind_name
 from app.services.permissions import Actor
 from app.services.postings.fields import (
     PLAIN_FIELDS,
@@ -78,7 +80,7 @@ def _named_org(org_id: int | None) -> Org | None:
         return None
     org = db.session.get(Org, org_id)
     if org is None:
-        raise Invalid("org_id", "No such organisation.")
+        raise Invalid("org_id", gettext("No such organisation."))
     if org.status != "approved":
         raise Conflict("org_not_approved")
     return org
@@ -95,7 +97,9 @@ def _check_poster(policy: KindPolicy, actor: Actor, org: Org | None, for_org: bo
         raise Forbidden("coordinator_required")
     if policy.posted_by == COORDINATORS and org is None:
         if actor.is_admin or actor.is_coordinator:
-            raise Invalid("org_id", f"Name the organisation this {policy.kind} is posted for.")
+            raise Invalid(
+                "org_id", gettext("Name the organisation this %(kind)s is posted for.", kind=kind_name(policy.kind))
+            )
         raise Forbidden("coordinator_required")
     if policy.posted_by == PROVIDERS and org is None:
         if not (actor.is_volunteer or actor.is_admin or actor.is_coordinator):

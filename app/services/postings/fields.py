@@ -11,12 +11,13 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
+from flask_babel import gettext
 
 from app.errors import Invalid
 from app.extensions import db
 from app.geo import geocell_for
 from app.models import PostingTag
-from app.policy import KindPolicy
+from app.policy import KindPolicy, kind_name
 from app.services.lifecycle import tag_place
 
 # Body fields that map one-to-one onto columns.
@@ -50,51 +51,57 @@ def check_fields(
     """
     district = values.get("district")
     if "district" in changed and district not in current_app.config["DISTRICTS"]:
-        raise Invalid("district", "Unknown district.")
+        raise Invalid("district", gettext("Unknown district."))
 
     capacity = values.get("capacity")
     if policy.capacity == "one":
         if capacity not in (None, 1):
-            raise Invalid("capacity", "A wish is taken on by exactly one volunteer; its capacity is 1.")
+            raise Invalid("capacity", gettext("A wish is taken on by exactly one volunteer; its capacity is 1."))
         values["capacity"] = 1
     elif policy.capacity_required and capacity is None:
-        what = "the stock of this reward" if policy.capacity == "stock" else "the number of places"
-        raise Invalid("capacity", f"Required: {what}.")
+        if policy.capacity == "stock":
+            raise Invalid("capacity", gettext("Required: the stock of this reward."))
+        raise Invalid("capacity", gettext("Required: the number of places."))
 
     starts_at, ends_at = values.get("starts_at"), values.get("ends_at")
     if policy.needs_schedule:
         for name, value in (("starts_at", starts_at), ("ends_at", ends_at)):
             if value is None:
-                raise Invalid(name, f"Required for a {policy.kind}.")
+                raise Invalid(name, gettext("Required for a %(kind)s.", kind=kind_name(policy.kind)))
     if starts_at is not None and ends_at is not None and starts_at >= ends_at:
-        raise Invalid("ends_at", "Must be after starts_at.")
+        raise Invalid("ends_at", gettext("Must be after starts_at."))
     if ends_at is not None and "ends_at" in changed and ends_at <= now:
-        raise Invalid("ends_at", "Must be in the future.")
+        raise Invalid("ends_at", gettext("Must be in the future."))
 
     if values.get("expires_at") is None and policy.default_expiry_days and creating:
         values["expires_at"] = now + timedelta(days=policy.default_expiry_days)
     expires_at = values.get("expires_at")
     if expires_at is not None and "expires_at" in changed:
         if expires_at <= now:
-            raise Invalid("expires_at", "Must be in the future.")
+            raise Invalid("expires_at", gettext("Must be in the future."))
         if policy.max_expiry_days and expires_at > now + timedelta(days=policy.max_expiry_days):
-            raise Invalid("expires_at", f"At most {policy.max_expiry_days} days from now.")
+            raise Invalid("expires_at", gettext("At most %(days)d days from now.", days=policy.max_expiry_days))
 
     if policy.claim_ttl_hours:
         if values.get("claim_ttl_hours") is None:
             values["claim_ttl_hours"] = policy.claim_ttl_hours
     elif values.get("claim_ttl_hours") is not None and "claim_ttl_hours" in changed:
-        raise Invalid("claim_ttl_hours", f"A {policy.kind} has no claim deadline.")
+        raise Invalid("claim_ttl_hours", gettext("A %(kind)s has no claim deadline.", kind=kind_name(policy.kind)))
 
     if policy.has_energy_cost:
         if not values.get("energy_cost"):
-            raise Invalid("energy_cost", "Required: the energy points this reward costs (more than 0).")
+            raise Invalid("energy_cost", gettext("Required: the energy points this reward costs (more than 0)."))
     elif values.get("energy_cost") is not None and "energy_cost" in changed:
-        raise Invalid("energy_cost", f"Only an energy reward has an energy cost, not a {policy.kind}.")
+        raise Invalid(
+            "energy_cost",
+            gettext("Only an energy reward has an energy cost, not a %(kind)s.", kind=kind_name(policy.kind)),
+        )
 
 
 def no_beneficiary(policy: KindPolicy) -> Invalid:
-    return Invalid("beneficiary", f"Only a wish has a beneficiary, not a {policy.kind}.")
+    return Invalid(
+        "beneficiary", gettext("Only a wish has a beneficiary, not a %(kind)s.", kind=kind_name(policy.kind))
+    )
 
 
 def trimmed(values: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,176 @@
+"""Prometheus metrics (prometheus-client).
+
+The web app serves them at ``/metrics`` (deploy/nginx.conf keeps that path off
+the public side; Prometheus scrapes gunicorn's address directly). Under
+gunicorn set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory the workers
+can write: every worker then keeps its values in files there and a scrape,
+whichever worker answers it, sums them all (deploy/gunicorn.conf.py empties
+the directory at start and retires a dead worker's files). The scheduler
+process serves its own on ``flask scheduler run --metrics-port`` (or
+``SCHEDULER_METRICS_PORT``); don't give it the web's multiprocess directory.
+
+What is measured, and where:
+
+- ``yz_http_request_duration_seconds{method,route,status}``: every request,
+  by URL rule (``/api/v1/postings/<int:posting_id>``, never the raw path;
+  ``(unmatched)`` for a path no rule knows) — app/logs.py;
+- ``yz_claims_total{outcome}``: claim attempts — ``active`` or ``waitlisted``
+  for a claim made, else the refusal's slug (``duplicate_claim``,
+  ``posting_full``, …) — app/services/claims/claiming.py;
+- ``yz_push_results_total{outcome}``: each push to one device as the sender
+  answered it (``sent``, ``dead_token``, ``retry``, ``failed``), and
+  ``yz_push_notifications_total{result}``: what became of each outbox row
+  (``sent``, ``retried``, ``failed``, ``skipped``, ``deferred``) — notifications/dispatch.py;
+- ``yz_outbox_notifications{push_status}`` (``pending``, ``sending``) and
+  ``yz_outbox_oldest_due_age_seconds`` (how long the oldest due push has
+  waited; 0 when none is due): read from the database at scrape time;
+- ``yz_job_runs_total{job,outcome}`` (``ok``, ``error``, ``lease_busy``),
+  ``yz_job_rows_total{job,counter}``, ``yz_job_duration_seconds{job}``,
+  ``yz_job_last_success_timestamp_seconds{job}`` — app/jobs.py;
+- ``yz_scheduler_leader{job}``: 1 when this scheduler process held the job's
+  lease on its last run, 0 when another process did (a standby) — app/jobs.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from datetime import datetime
+
+from flask import Flask, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    start_http_server,
+)
+from prometheus_client.core import GaugeMetricFamily
+
+log = logging.getLogger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+UNMATCHED_ROUTE = "(unmatched)"
+
+REQUEST_SECONDS = Histogram(
+    "yz_http_request_duration_seconds",
+    "Time to answer an HTTP request, by route template and status.",
+    ["method", "route", "status"],
+)
+CLAIMS = Counter("yz_claims", "Claim attempts by outcome (a claim's status, or the refusal's slug).", ["outcome"])
+PUSH_RESULTS = Counter("yz_push_results", "Pushes to one device, by the sender's answer.", ["outcome"])
+PUSH_NOTIFICATIONS = Counter(
+    "yz_push_notifications", "Outbox rows the dispatcher settled, by what became of them.", ["result"]
+)
+JOB_RUNS = Counter("yz_job_runs", "Scheduler job runs by outcome (ok, error, lease_busy).", ["job", "outcome"])
+JOB_ROWS = Counter("yz_job_rows", "Rows a job moved, by job and counter.", ["job", "counter"])
+JOB_SECONDS = Histogram(
+    "yz_job_duration_seconds",
+    "Duration of one job run.",
+    ["job"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+JOB_LAST_SUCCESS = Gauge(
+    "yz_job_last_success_timestamp_seconds",
+    "When the job last finished without an error (Unix time).",
+    ["job"],
+    multiprocess_mode="max",
+)
+SCHEDULER_LEADER = Gauge(
+    "yz_scheduler_leader",
+    "1 when this process held the job's lease on its last run, 0 when another scheduler did.",
+    ["job"],
+    multiprocess_mode="liveall",
+)
+
+
+def observe_request(method: str, route: str | None, status: int, started: float | None) -> None:
+    if started is None:
+        return
+    REQUEST_SECONDS.labels(method, route or UNMATCHED_ROUTE, str(status)).observe(time.perf_counter() - started)
+
+
+def record_job_run(job: str, counts: dict[str, int], seconds: float, *, error: bool, lease_busy: bool) -> None:
+    outcome = "error" if error else "lease_busy" if lease_busy else "ok"
+    JOB_RUNS.labels(job, outcome).inc()
+    JOB_SECONDS.labels(job).observe(seconds)
+    for counter, value in counts.items():
+        if value:
+            JOB_ROWS.labels(job, counter).inc(value)
+    if not error:
+        JOB_LAST_SUCCESS.labels(job).set(time.time())
+
+
+def record_lease(job: str, held: bool) -> None:
+    SCHEDULER_LEADER.labels(job).set(1 if held else 0)
+
+
+class OutboxCollector:
+    """The outbox's depth and lag, read when scraped (two index-only queries)."""
+
+    def collect(self):
+        import sqlalchemy as sa
+
+        from app.clock import as_utc, utcnow
+        from app.extensions import db
+        from app.models import Notification
+
+        try:
+            depth = dict(
+                db.session.execute(
+                    sa.select(Notification.push_status, sa.func.count())
+                    .where(Notification.push_status.in_(("pending", "sending")))
+                    .group_by(Notification.push_status)
+                ).all()
+            )
+            now = utcnow()
+            oldest: datetime | None = db.session.execute(
+                sa.select(Notification.next_attempt_at)
+                .where(Notification.push_status == "pending", Notification.next_attempt_at <= now)
+                .order_by(Notification.next_attempt_at)
+                .limit(1)
+            ).scalar()
+            db.session.rollback()
+        except Exception:  # noqa: BLE001 - a scrape without these beats a failed scrape
+            db.session.rollback()
+            log.warning("metrics: could not read the outbox", exc_info=True)
+            return
+        family = GaugeMetricFamily("yz_outbox_notifications", "Outbox rows not yet settled.", labels=["push_status"])
+        for status in ("pending", "sending"):
+            family.add_metric([status], depth.get(status, 0))
+        yield family
+        age = max(0.0, (now - as_utc(oldest)).total_seconds()) if oldest is not None else 0.0
+        yield GaugeMetricFamily(
+            "yz_outbox_oldest_due_age_seconds", "How long the oldest due pending push has waited.", value=age
+        )
+
+
+def exposition() -> bytes:
+    """Every metric of this process (or of every worker, in multiprocess mode), and the outbox's."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        text = generate_latest(registry)
+    else:
+        text = generate_latest(REGISTRY)
+    scrape = CollectorRegistry()
+    scrape.register(OutboxCollector())
+    return text + generate_latest(scrape)
+
+
+def init_app(app: Flask) -> None:
+    def metrics_view() -> Response:
+        return Response(exposition(), content_type=CONTENT_TYPE_LATEST)
+
+    app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])
+
+
+def serve(port: int, addr: str = "0.0.0.0") -> None:
+    """Serve this process's metrics (the scheduler's) on their own port, in a thread."""
+    start_http_server(port, addr=addr, registry=REGISTRY)
+    log.info("metrics served on %s:%d/metrics", addr, port, extra={"port": port})

@@ -1,0 +1,75 @@
+"""A request body example for every operation that takes one, keyed by operationId.
+
+Swagger UI fills its "Try it out" box with these, and tests/test_openapi.py sends
+each one (with the ids of a test's own rows) and expects it accepted: 2xx, or an
+error the operation documents other than the body's own 422. Keep them real:
+district codes of DISTRICTS, https photo URLs, valid ID numbers, no dates that
+go stale (a wish's expiry defaults to 30 days).
+"""
+
+from __future__ import annotations
+
+# The ids in these examples (org_id, user_id, volunteer_id, ids) name rows of the
+# demo data; the test replaces them with rows of its own.
+HOME = {"lat": 29.8683, "lng": 121.544}
+
+REQUEST_EXAMPLES: dict[str, dict] = {
+    "register": {"phone": "13912345678", "password": "demo-pass-2026", "display_name": "小张"},
+    "login": {"phone": "13900000001", "password": "demo-pass-2026"},
+    "update_me": {
+        "display_name": "小张",
+        "locale": "zh-CN",
+        "timezone": "Asia/Shanghai",
+        "quiet_hours": {"start": "22:00", "end": "07:00"},
+    },
+    "change_password": {"old_password": "demo-pass-2026", "new_password": "another-pass-2026"},
+    "register_volunteer": {
+        "real_name": "张小明",
+        "id_number": "330203199001011236",
+        "gender": "male",
+        "skills": ["elderly", "repair"],
+        "district": "haishu",
+        "home": HOME,
+        "push_radius_km": 5,
+    },
+    "apply_for_org": {"name": "海曙区邻里互助会", "kind": "community", "district": "haishu"},
+    "reject_org": {"reason": "请补充组织的登记证明"},
+    "add_member": {"user_id": 4, "role": "member"},
+    "add_honor_record": {
+        "volunteer_id": 4,
+        "hours": 2,
+        "reason": "社区疫苗接种点引导，表现突出",
+        "activity": "接种点引导",
+        "place": "鼓楼街道社区卫生服务中心",
+    },
+    "create_posting": {
+        "kind": "wish",
+        "title": "帮独居老人每周买一次菜",
+        "description": "王阿姨腿脚不便，希望有人每周六上午帮忙去菜场买菜送上门。",
+        "district": "haishu",
+        "address": "海曙区鼓楼街道",
+        "location": HOME,
+        "tags": ["助老"],
+    },
+    "update_posting": {"title": "帮独居老人每周六买菜", "tags": ["助老", "跑腿"]},
+    "reject_posting": {"reason": "请写清楚需要帮忙的时间"},
+    "cancel_posting": {"reason": "家人已经帮忙解决了"},
+    "register_device": {
+        "token": "fcm-registration-token-of-this-install",
+        "platform": "android",
+        "app_version": "1.0.0",
+    },
+    "mark_read": {"ids": [1]},
+    "put_settings": {
+        "muted_kinds": ["nearby_posting"],
+        "quiet_hours": {"start": "22:00", "end": "07:00"},
+        "nearby_alerts": True,
+    },
+    "claim_posting": {"message": "我周六上午有空，可以帮忙"},
+    "fulfil_claim": {"note": "菜已送到王阿姨家", "minutes": 60, "photo_urls": ["https://example.com/photos/1.jpg"]},
+    "confirm_claim": {"rating": 5, "feedback": "小伙子很热心，谢谢！"},
+    "check_in": HOME,
+    "check_out": HOME,
+    "issue_certificate": {"org_id": 1, "from": "2026-01-01"},
+    "void_certificate": {"reason": "时长记录有误，重新开具"},
+}
