@@ -99,6 +99,15 @@ def bounding_box(lat: float, lng: float, radius_km: float) -> tuple[float, float
     return lat - dlat, lat + dlat, lng - dlng, lng + dlng
 
 
+def rings(radius_km: float, beyond_km: float = 0.0) -> list[float]:
+    """The radii a nearest-first search walks outwards (``RINGS_KM`` below
+    ``radius_km``, then ``radius_km``), skipping those not past ``beyond_km`` (a
+    page that starts at that distance). A page that fills inside a ring is the
+    page of the whole radius: anything outside the ring lies farther than all
+    of it."""
+    return [km for km in RINGS_KM if beyond_km < km < radius_km] + [radius_km]
+
+
 def geocell_index(lat: float, lng: float) -> tuple[int, int]:
     return math.floor((lat + 90) / GEOCELL_DEG), math.floor((lng + 180) / GEOCELL_DEG)
 

@@ -251,20 +251,16 @@ def request_fingerprint() -> str:
 def _user_id() -> int | None:
     """The user of a valid, unrevoked bearer token: a revoked session gets no
     replay (the view answers it 401), however recent its stored answer."""
-    from app.security import bearer_payload
-    from app.services.tokens import is_revoked
+    from app.security import bearer_payload, bearer_session
 
     payload = bearer_payload()
-    if payload is None:
+    if payload is None or payload.get("type") == "refresh":
         return None
-    try:
-        user_id = int(payload["sub"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    if is_revoked(payload):
+    user, revoked = bearer_session(payload)
+    if revoked or user is None:
         db.session.rollback()
         return None
-    return user_id
+    return user.id
 
 
 def _valid_key(key: str) -> bool:

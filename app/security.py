@@ -27,18 +27,24 @@ def register_jwt_callbacks(app: Flask) -> None:
 
     @jwt.user_lookup_loader
     def load_user(_header, payload):
-        from app.extensions import db
+        if payload.get("type") == "refresh":
+            from app.extensions import db
 
-        try:
-            user = db.session.get(User, int(payload["sub"]))
-        except (TypeError, ValueError):
-            return None
-        i18n.user_loaded()  # the user's own language now comes first
+            try:
+                user = db.session.get(User, int(payload["sub"]))
+            except (TypeError, ValueError):
+                return None
+        else:
+            user = bearer_session(payload)[0]
+        if user is not None:
+            i18n.user_loaded()  # the user's own language now comes first
         return user
 
     @jwt.token_in_blocklist_loader
     def token_revoked(_header, payload) -> bool:
-        return tokens.is_revoked(payload)
+        if payload.get("type") == "refresh":
+            return tokens.is_revoked(payload)
+        return bearer_session(payload)[1]
 
     @jwt.unauthorized_loader
     def missing_token(_reason):
@@ -71,6 +77,19 @@ def register_jwt_callbacks(app: Flask) -> None:
     @app.errorhandler(WrongTokenError)
     def wrong_token_type(_exc):
         return error_response(401, "wrong_token_type")
+
+
+def bearer_session(payload: dict) -> tuple[User | None, bool]:
+    """The user of this request's access token and whether the token is revoked:
+    one query (``tokens.user_and_revocation``), asked at most once per request
+    whoever asks (the blocklist check, the user lookup, the idempotency check)."""
+    from app.services import tokens
+
+    key = (payload.get("sub"), payload.get("fam"), payload.get("jti"))
+    known = g.get("_bearer_session")
+    if known is None or known[0] != key:
+        known = g._bearer_session = (key, tokens.user_and_revocation(payload))
+    return known[1]
 
 
 def current_user() -> User:

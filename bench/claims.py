@@ -32,7 +32,6 @@ import json
 import multiprocessing
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -52,6 +51,7 @@ from app.extensions import db  # noqa: E402
 from app.models import Claim, Posting, RefreshToken, User, Volunteer  # noqa: E402
 from app.policy import LIVE_CLAIM_STATUSES, PLACE_CLAIM_STATUSES  # noqa: E402
 from app.services.accounts import hash_password  # noqa: E402
+from bench import driver  # noqa: E402
 from bench.dbsetup import ensure_database  # noqa: E402
 
 DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/yz_bench_d"
@@ -78,7 +78,9 @@ def main() -> None:
     )
     print(f"seeding {args.db} ...", flush=True)
     world = seed(app, args)
-    server = start_gunicorn(args)
+    server = driver.start_gunicorn(
+        "wsgi:app", args.port, workers=args.workers, threads=args.threads, env=driver.app_env(args.db, SECRET)
+    )
     try:
         print(
             f"gunicorn: {args.workers} workers x {args.threads} threads (gthread); "
@@ -86,14 +88,14 @@ def main() -> None:
             flush=True,
         )
         distinct = [(f"/api/v1/postings/{w}/claims", t) for w, t in zip(world["wishes"], world["tokens"], strict=True)]
-        cpu = server_cpu_seconds(server)
-        report("distinct", *run_phase(args, distinct), cpu=server_cpu_seconds(server) - cpu)
+        cpu = driver.server_cpu_seconds(server)
+        report("distinct", *run_phase(args, distinct), cpu=driver.server_cpu_seconds(server) - cpu)
         check(app, world, hot_seen=None)
 
         hot = [(f"/api/v1/postings/{world['project']}/claims", t) for t in world["tokens"]]
-        cpu = server_cpu_seconds(server)
+        cpu = driver.server_cpu_seconds(server)
         results, elapsed = run_phase(args, hot)
-        report("hot", results, elapsed, cpu=server_cpu_seconds(server) - cpu)
+        report("hot", results, elapsed, cpu=driver.server_cpu_seconds(server) - cpu)
         check(app, world, hot_seen=results)
 
         contested = []
@@ -103,16 +105,15 @@ def main() -> None:
                 contested.append((f"/api/v1/postings/{wish}/claims", world["contested_tokens"][client][k]))
         # each client walks the wishes in its own order; interleave so that clients race
         ordered = [contested[c * args.contested + k] for k in range(args.contested) for c in range(args.clients)]
-        cpu = server_cpu_seconds(server)
+        cpu = driver.server_cpu_seconds(server)
         results, elapsed = run_phase(args, ordered)
-        report("contested", results, elapsed, cpu=server_cpu_seconds(server) - cpu)
+        report("contested", results, elapsed, cpu=driver.server_cpu_seconds(server) - cpu)
         winners = Counter(path for (path, _), (status, _, _, _) in zip(ordered, results, strict=True) if status == 201)
         assert len(winners) == args.contested and set(winners.values()) == {1}, "a contested wish had two winners"
         check(app, world, hot_seen=None)
         print("\nzero double claims: every check passed")
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        driver.stop(server)
 
 
 # --- setup ----------------------------------------------------------------------------
@@ -216,51 +217,6 @@ def seed(app, args) -> dict:
     }
 
 
-def start_gunicorn(args) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "DATABASE_URL": args.db,
-        "APP_ENV": "development",
-        "SECRET_KEY": SECRET,
-        "JWT_SECRET_KEY": SECRET,
-        "RATELIMIT_ENABLED": "0",
-        "SCHEDULER_EMBEDDED": "0",
-        "PUSH_BACKEND": "log",
-        "LOG_LEVEL": "WARNING",
-    }
-    server = subprocess.Popen(
-        [
-            str(ROOT / ".venv" / "bin" / "gunicorn"),
-            "--workers",
-            str(args.workers),
-            "--worker-class",
-            "gthread",
-            "--threads",
-            str(args.threads),
-            "--bind",
-            f"127.0.0.1:{args.port}",
-            "--keep-alive",
-            "30",
-            "--log-level",
-            "warning",
-            "wsgi:app",
-        ],
-        cwd=ROOT,
-        env=env,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=2)
-            conn.request("GET", "/readyz")
-            if conn.getresponse().status == 200:
-                return server
-        except OSError:
-            time.sleep(0.3)
-    server.terminate()
-    raise SystemExit("gunicorn did not become ready")
-
-
 # --- the clients ---------------------------------------------------------------------------
 
 
@@ -308,30 +264,6 @@ def _client(items, port, idempotency):
 
 
 # --- figures and checks -----------------------------------------------------------------
-
-
-def server_cpu_seconds(server: subprocess.Popen) -> float:
-    """CPU time (user + system) of gunicorn's master and workers so far, from /proc:
-    steadier than a rate on a shared machine, and what a code change moves."""
-    pids = [server.pid]
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == server.pid:
-                pids.append(int(entry))
-    ticks = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def report(name: str, results: list[tuple], elapsed: float, cpu: float | None = None) -> None:

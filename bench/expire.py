@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app import create_app, jobs  # noqa: E402
 from app.extensions import db  # noqa: E402
-from bench.dbsetup import ensure_database  # noqa: E402
+from bench.dbsetup import LOADER_CONFIG, ensure_database  # noqa: E402
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/yz_bench_s"
 AUTHORS = 20_000
@@ -94,7 +94,13 @@ def main() -> None:
 
     url = ensure_database(os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
     app = create_app(
-        {"SQLALCHEMY_DATABASE_URI": url, "APP_ENV": "development", "SCHEDULER_EMBEDDED": False, "PUSH_BACKEND": "log"}
+        {
+            "SQLALCHEMY_DATABASE_URI": url,
+            "APP_ENV": "development",
+            "SCHEDULER_EMBEDDED": False,
+            "PUSH_BACKEND": "log",
+            **LOADER_CONFIG,
+        }
     )
     with app.app_context():
         engine = db.engine

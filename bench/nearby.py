@@ -57,7 +57,7 @@ from app.policy import LIVE_POSTING_STATUSES, kinds_where  # noqa: E402
 from app.services.feed import Near, list_postings  # noqa: E402
 from app.services.permissions import Actor  # noqa: E402
 from app.skills import DEFAULT_SKILLS  # noqa: E402
-from bench.dbsetup import ensure_database  # noqa: E402
+from bench.dbsetup import LOADER_CONFIG, ensure_database  # noqa: E402
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/yz_bench_p"
 AUTHORS = 10_000
@@ -403,7 +403,13 @@ def main() -> None:
 
     url = ensure_database(os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
     app = create_app(
-        {"SQLALCHEMY_DATABASE_URI": url, "APP_ENV": "development", "TESTING": True, "RATELIMIT_ENABLED": False}
+        {
+            "SQLALCHEMY_DATABASE_URI": url,
+            "APP_ENV": "development",
+            "TESTING": True,
+            "RATELIMIT_ENABLED": False,
+            **LOADER_CONFIG,
+        }
     )
     with app.app_context():
         have = 0

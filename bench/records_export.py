@@ -36,7 +36,7 @@ from flask_jwt_extended import create_access_token  # noqa: E402
 
 from app import create_app  # noqa: E402
 from app.extensions import db  # noqa: E402
-from bench.dbsetup import ensure_database  # noqa: E402
+from bench.dbsetup import LOADER_CONFIG, ensure_database  # noqa: E402
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/yz_bench_records"
 SECRET = "bench-secret-key-that-is-long-enough-for-hs256"
@@ -165,6 +165,7 @@ def main() -> None:
             "RATELIMIT_ENABLED": False,
             "SECRET_KEY": SECRET,
             "JWT_SECRET_KEY": SECRET,
+            **LOADER_CONFIG,
         }
     )
     with app.app_context():

@@ -21,7 +21,9 @@ A row is written ready for the dispatcher:
 
 from __future__ import annotations
 
+import functools
 import json
+from collections import namedtuple
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
@@ -38,7 +40,23 @@ DATA_KEYS = ("posting_id", "claim_id", "org_id", "certificate_id")
 _INSERT_CHUNK = 1000  # rows per INSERT, well under PostgreSQL's 65,535 parameters
 
 
-def notify(user_ids: Iterable[int], kind: str, *, dedupe: str, **context) -> int:
+# What writing a user's notification needs to know of them.
+RECIPIENT_FIELDS = ("id", "locale", "timezone", "quiet_start", "quiet_end", "muted_kinds")
+Recipient = namedtuple("Recipient", RECIPIENT_FIELDS)
+
+
+def recipient_columns(user=User) -> list:
+    """The columns of a recipient, labelled ``recipient_<field>`` so that they can
+    ride along in another statement (``user`` may be an alias)."""
+    return [getattr(user, name).label(f"recipient_{name}") for name in RECIPIENT_FIELDS]
+
+
+def recipient_of(row) -> Recipient:
+    """The recipient whose :func:`recipient_columns` ``row`` carries."""
+    return Recipient(*(getattr(row, f"recipient_{name}") for name in RECIPIENT_FIELDS))
+
+
+def notify(user_ids: Iterable[int], kind: str, *, dedupe: str, recipients: Iterable[Recipient] = (), **context) -> int:
     """Queue ``kind`` for each user; returns how many rows were new.
 
     ``dedupe`` names the event (e.g. ``"claim:42"``); the row's unique
@@ -48,7 +66,7 @@ def notify(user_ids: Iterable[int], kind: str, *, dedupe: str, **context) -> int
     its ``posting_id``/``claim_id``/``org_id``/``certificate_id`` go into ``data`` for deep links.
     """
     ids = {int(u) for u in user_ids if u is not None}
-    return notify_each(kind, {user_id: {} for user_id in ids}, dedupe=dedupe, **context)
+    return _queue(kind, [({user_id: {} for user_id in ids}, dedupe, context)], known=recipients)
 
 
 def notify_each(kind: str, contexts: Mapping[int, Mapping[str, Any]], *, dedupe: str, **common) -> int:
@@ -65,8 +83,14 @@ def notify_many(kind: str, events: Iterable[tuple[Iterable[int], str, Mapping[st
     return _queue(kind, [({u: {} for u in user_ids}, dedupe, context) for user_ids, dedupe, context in events])
 
 
-def _queue(kind: str, events: list[tuple[Mapping[int, Mapping[str, Any]], str, Mapping[str, Any]]]) -> int:
-    """Write the rows of ``events``, each ``(per-user contexts, dedupe, common context)``."""
+def _queue(
+    kind: str,
+    events: list[tuple[Mapping[int, Mapping[str, Any]], str, Mapping[str, Any]]],
+    known: Iterable[Recipient] = (),
+) -> int:
+    """Write the rows of ``events``, each ``(per-user contexts, dedupe, common context)``;
+    the settings of users in ``known`` (read by the caller in its own statement)
+    are not read again."""
     if kind not in NOTIFICATION_KINDS:
         raise ValueError(f"unknown notification kind {kind!r}")
     events = [
@@ -76,14 +100,15 @@ def _queue(kind: str, events: list[tuple[Mapping[int, Mapping[str, Any]], str, M
     ids = sorted({user_id for per_user, _, _ in events for user_id in per_user})
     if not ids:
         return 0
-    users = {
-        row.id: row
-        for row in db.session.execute(
-            sa.select(User.id, User.locale, User.timezone, User.quiet_start, User.quiet_end, User.muted_kinds).where(
-                User.id.in_(ids)
+    users = {row.id: row for row in known if row.id in ids}
+    missing = [user_id for user_id in ids if user_id not in users]
+    if missing:
+        users.update(
+            (row.id, row)
+            for row in db.session.execute(
+                sa.select(*(getattr(User, name) for name in RECIPIENT_FIELDS)).where(User.id.in_(missing))
             )
         )
-    }
     now = utcnow()
     rows = []
     for per_user, dedupe, common in events:
@@ -236,29 +261,42 @@ def _insert_unnest(rows: list[dict]) -> int:
     spends most of its time in the driver turning 11,000 placeholders into
     ``$n``; this form is about five times faster for a scheduler batch.
     """
-    table = Notification.__table__
-    dialect = db.session.get_bind().dialect
-    names = list(dict.fromkeys(name for row in rows for name in row))
-    params, arrays, values = {}, [], []
+    names = tuple(dict.fromkeys(name for row in rows for name in row))
+    stmt, json_columns = _unnest_statement(names)
+    params = {}
     for i, name in enumerate(names):
-        column = table.c[name]
         column_values = [row.get(name) for row in rows]
-        if isinstance(column.type, sa.JSON):
+        if name in json_columns:
             # JSON travels as text and is cast per element (there is no json[] input of dicts)
             column_values = [None if v is None else json.dumps(v) for v in column_values]
+        params[f"p{i}"] = column_values
+    return len(db.session.execute(stmt, params).all())
+
+
+@functools.cache
+def _unnest_statement(names: tuple[str, ...]) -> tuple[sa.TextClause, frozenset[str]]:
+    """The INSERT … SELECT FROM unnest(…) of these columns, built once per column set."""
+    from sqlalchemy.dialects import postgresql
+
+    table = Notification.__table__
+    dialect = postgresql.dialect()
+    arrays, values, json_columns = [], [], set()
+    for i, name in enumerate(names):
+        column = table.c[name]
+        if isinstance(column.type, sa.JSON):
             arrays.append(f"CAST(:p{i} AS text[])")
             values.append(f"CAST(c{i} AS json)")
+            json_columns.add(name)
         else:
             arrays.append(f"CAST(:p{i} AS {column.type.compile(dialect=dialect)}[])")
             values.append(f"c{i}")
-        params[f"p{i}"] = column_values
     aliases = ", ".join(f"c{i}" for i in range(len(names)))
     stmt = sa.text(
         f"INSERT INTO {table.name} ({', '.join(names)}) "
         f"SELECT {', '.join(values)} FROM unnest({', '.join(arrays)}) AS batch({aliases}) "
         "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
     )
-    return len(db.session.execute(stmt, params).all())
+    return stmt, frozenset(json_columns)
 
 
 def _clip(text: str, size: int) -> str:

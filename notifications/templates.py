@@ -7,6 +7,7 @@ the row."""
 
 from __future__ import annotations
 
+import functools
 import string
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -17,7 +18,7 @@ from flask_babel import LazyString, format_decimal, get_locale, gettext
 from flask_babel import lazy_gettext as _l
 
 from app.clock import as_utc, zone
-from app.i18n import in_locale
+from app.i18n import API_LOCALES, DEFAULT_LOCALE, in_locale
 
 # kind: (title, body), in English; the catalogs (app/translations) hold the other languages.
 TEMPLATES: dict[str, tuple[LazyString, LazyString]] = {
@@ -68,6 +69,7 @@ PUSH_INTERVALS: dict[str, timedelta] = {"posting_submitted": timedelta(minutes=1
 _DATETIME = "$datetime"
 
 
+@functools.cache
 def placeholders(kind: str) -> frozenset[str]:
     """The ``{names}`` the texts of ``kind`` use (every translation uses the same)."""
     names = set()
@@ -103,12 +105,29 @@ def render(kind: str, locale: str | None, context: Mapping[str, Any], tz: str | 
 
     Times are shown in ``tz`` (``DEFAULT_TIMEZONE`` when unset), numbers as the
     locale writes them (distances with one decimal). ``context`` may be notify()'s
-    keyword arguments or stored params.
+    keyword arguments or stored params; only the values the texts name are used.
+    A scheduler batch renders thousands of rows: the texts of a (kind, language)
+    are looked up once, and the language is switched only for values that need
+    it formatted (times, numbers).
     """
+    tag = locale if locale in API_LOCALES else DEFAULT_LOCALE
+    title, body = _texts(kind, tag)
+    values = {name: context[name] for name in placeholders(kind) if context.get(name) is not None}
+    if all(isinstance(value, str) for value in values.values()):
+        shown = _Blank(values)
+    else:
+        with in_locale(tag):
+            shown = _Blank({name: _display(value, tz) for name, value in values.items()})
+    return title.format_map(shown), body.format_map(shown)
+
+
+@functools.cache
+def _texts(kind: str, tag: str) -> tuple[str, str]:
+    """The title and body templates of ``kind`` in the language ``tag`` (the
+    compiled catalogs do not change while the app runs)."""
     title, body = TEMPLATES[kind]
-    with in_locale(locale):
-        values = _Blank({k: _display(v, tz) for k, v in context.items() if v is not None})
-        return str(title).format_map(values), str(body).format_map(values)
+    with in_locale(tag):
+        return str(title), str(body)
 
 
 def _display(value: Any, tz: str | None) -> str:

@@ -354,6 +354,56 @@ def test_batches_are_bounded_and_drain_until_empty(app, sender):
     assert max(sender.calls) <= 5
 
 
+def test_the_next_batch_is_claimed_while_one_is_on_the_wire(app, sender, monkeypatch):
+    """dispatch_until_empty claims batch n+1 while batch n is being sent: the
+    first send waits until a second claim has been made (a sequential loop
+    would never make it), and every row still ends sent exactly once."""
+    import notifications.dispatch as dispatch_module
+
+    users = [make_user(app) for _ in range(5)]
+    for user in users:
+        add_device(app, user.id, f"phone-{user.id}")
+    enqueue(app, [u.id for u in users], dedupe="wire")
+    claims = []
+    second_claim = threading.Event()
+    original = dispatch_module.claim_batch
+
+    def counting_claim(*args, **kwargs):
+        claimed = original(*args, **kwargs)
+        claims.append(len(claimed))
+        if len(claims) >= 2:
+            second_claim.set()
+        return claimed
+
+    monkeypatch.setattr(dispatch_module, "claim_batch", counting_claim)
+    overlapped = []
+
+    class Waiting(MemorySender):
+        def send(self, messages):
+            overlapped.append(second_claim.wait(timeout=5))
+            return super().send(messages)
+
+    waiting = Waiting()
+    with app.app_context():
+        total = dispatch_until_empty(batch_size=2, sender=waiting)
+    assert overlapped[0] is True
+    assert total["claimed"] == 5 and total["sent"] == 5 and total["batches"] == 3
+    assert sorted(m.token for m in waiting.sent) == sorted(f"phone-{u.id}" for u in users)
+    assert {row.push_status for row in rows(app)} == {"sent"}
+
+
+def test_a_batch_claimed_ahead_is_still_sent_when_the_limit_is_reached(app, sender):
+    """max_batches bounds the claims: no row is left leased and unsent."""
+    users = [make_user(app) for _ in range(6)]
+    for user in users:
+        add_device(app, user.id, f"phone-{user.id}")
+    enqueue(app, [u.id for u in users], dedupe="limit")
+    with app.app_context():
+        total = dispatch_until_empty(batch_size=2, max_batches=2)
+    assert total["batches"] == 2 and total["sent"] == 4
+    assert Counter(row.push_status for row in rows(app)) == {"sent": 4, "pending": 2}
+
+
 # --- crash safety ---------------------------------------------------------------------------
 
 

@@ -272,6 +272,24 @@ def test_distance_order_and_radius_match_brute_force(app, client, author, seed, 
         assert all(item["distance_km"] is not None for item in newest)
 
 
+@pytest.mark.parametrize("limit", [1, 2, 3, 5, 20])
+def test_nearest_first_pages_walk_out_through_the_rings(app, client, author, limit):
+    """sort=distance reads ring by ring (1, 3, 10, 50 km) and stops at the first
+    ring that fills the page; points on, inside and outside each ring's edge,
+    paged by every size, still come out complete and in order."""
+    km_north = [0.3, 0.999, 1.0, 1.001, 2.5, 3.0, 3.2, 9.0, 10.0, 10.4, 24.0, 49.0]
+    points = {}
+    for km in km_north:
+        lat = CENTRE[0] + km / 111.195  # app.geo's Earth: 111.195 km a degree of latitude
+        points[make_posting(app, author, lat=lat, lng=CENTRE[1])] = lat
+    truth = sorted((haversine_km(*CENTRE, lat, CENTRE[1]), pid) for pid, lat in points.items())
+    url = f"/api/v1/postings?near={CENTRE[0]},{CENTRE[1]}&radius_km=50&sort=distance&limit={limit}"
+    assert [item["id"] for item in walk(client, url)] == [pid for _, pid in truth]
+    within_ten = [pid for km, pid in truth if km <= 10.0]
+    url = f"/api/v1/postings?near={CENTRE[0]},{CENTRE[1]}&radius_km=10&sort=distance&limit={limit}"
+    assert [item["id"] for item in walk(client, url)] == within_ten
+
+
 def test_radius_boundary_and_default(app, client, author):
     # along a meridian: 1 degree of latitude is 111.195 km on the mean sphere
     inside = make_posting(app, author, lat=CENTRE[0] + 2.99 / 111.195, lng=CENTRE[1])

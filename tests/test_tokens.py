@@ -323,3 +323,41 @@ def test_an_access_token_of_a_family_nobody_issued_is_revoked(app, client):
     resp = client.get("/api/v1/me", headers={"Authorization": f"Bearer {minted}"})
     assert (resp.status_code, resp.get_json()["error"]) == (401, "token_revoked")
     assert client.get("/api/v1/me", headers=user.headers).status_code == 200
+
+
+def test_an_authenticated_request_reads_the_user_and_the_revocation_in_one_query(app, client):
+    """The user, their volunteer record and the family's revocation come back in
+    one statement, asked once per request."""
+    from tests.database import recorded
+    from tests.factories import make_volunteer
+
+    account = make_volunteer(app)
+    with recorded(app) as seen:
+        resp = client.get(ME, headers=bearer(account.access_token))
+    assert resp.status_code == 200
+    assert resp.get_json()["volunteer"] is not None
+    reads = [statement for statement, _ in seen if "FROM" in statement.upper()]
+    touching = [s for s in reads if "refresh_tokens" in s or "users" in s or "volunteers" in s]
+    assert len(touching) == 1, touching
+    assert all(table in touching[0] for table in ("refresh_tokens", "users", "volunteers"))
+
+
+def test_a_token_is_refused_on_the_request_right_after_logout(app, client):
+    """Nothing about a session is remembered between requests: the first request
+    after the logout's commit is refused, on the same app and connection pool."""
+    account = make_user(app)
+    assert client.get(ME, headers=bearer(account.access_token)).status_code == 200
+    assert client.post(LOGOUT, headers=bearer(account.refresh_token)).status_code in (200, 204)
+    resp = client.get(ME, headers=bearer(account.access_token))
+    assert resp.status_code == 401
+    assert resp.get_json()["error"] == "token_revoked"
+
+
+def test_a_token_whose_subject_is_not_a_number_is_refused(app, client):
+    account = make_user(app)
+    with app.app_context():
+        family = db.session.scalar(sa.select(RefreshToken.family_id).where(RefreshToken.user_id == account.id))
+        token = create_access_token(identity="not-a-number", additional_claims={"fam": family})
+    resp = client.get(ME, headers=bearer(token))
+    assert resp.status_code == 401
+    assert resp.get_json()["error"] == "invalid_token"

@@ -16,12 +16,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 from flask_babel import format_decimal, gettext
 
 from app.errors import Invalid
 from app.extensions import db
-from app.geo import MAX_RADIUS_KM, distance_km_sql, within_radius
-from app.models import Posting, PostingTag
+from app.geo import MAX_RADIUS_KM, distance_km_sql, rings, within_radius
+from app.models import Org, Posting, PostingTag, User
 from app.policy import HIDDEN_POSTING_STATUSES, POSTING_KINDS, POSTING_STATUSES
 from app.services import pagination
 from app.services.permissions import Actor
@@ -106,39 +107,84 @@ def list_postings(
     distance = None
     if near is not None:
         distance = distance_km_sql(Posting.lat, Posting.lng, near.lat, near.lng)
-        where.append(within_radius(Posting.lat, Posting.lng, Posting.geocell, near.lat, near.lng, near.radius_km))
 
     order = _order(sort, distance)
-    if cursor:
-        where.append(pagination.after(order, _decode(cursor, sort)))
-    if distance is None:
-        stmt = sa.select(Posting).where(*where).order_by(*pagination.order_by(order)).limit(limit + 1)
+    after = _decode(cursor, sort) if cursor else None
+    if after is not None:
+        where.append(pagination.after(order, after))
+    if near is None:
+        rows = _page(sa.select(Posting).where(*where).order_by(*pagination.order_by(order)).limit(limit + 1))
     else:
-        # Find the page's ids first, then read those rows: the inner query needs
-        # only columns of the geocell index, so PostgreSQL answers it from the
-        # index alone instead of visiting every candidate row in the heap.
-        page = (
-            sa.select(Posting.id.label("id"), distance.label("distance_km"))
-            .where(*where)
-            .order_by(*pagination.order_by(order))
-            .limit(limit + 1)
-            .subquery("page")
-        )
-        outer = [(page.c.distance_km if column is distance else column, desc) for column, desc in order]
-        stmt = (
-            sa.select(Posting, page.c.distance_km)
-            .join(page, page.c.id == Posting.id)
-            .order_by(*pagination.order_by(outer))
-        )
-    rows = db.session.execute(stmt).all()
+        # Nearest first: walk outwards in rings (app.geo.rings) and stop at the
+        # first one that fills the page, so a dense old town reads a few hundred
+        # index entries, not the thousands of a whole 3 km (or 50 km) circle.
+        # Other orders need the whole circle.
+        radii = rings(near.radius_km, after[0] if after else 0.0) if sort == "distance" else [near.radius_km]
+        for radius_km in radii:
+            rows = _page(_nearby(where, near, radius_km, distance, order, limit))
+            if len(rows) > limit:
+                break
 
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
         next_cursor = pagination.encode_cursor([sort, *_key(sort, rows[-1])])
-    postings = [row[0] for row in rows]
-    distances = {row[0].id: row[1] for row in rows} if distance is not None else None
-    return views_of(viewer, postings, distances=distances), next_cursor
+    postings = [row.Posting for row in rows]
+    return (
+        views_of(
+            viewer,
+            postings,
+            tag_names=tag_names_of([posting.id for posting in postings]),
+            distances={row.Posting.id: row.distance_km for row in rows} if distance is not None else None,
+            author_names={row.Posting.author_id: row.author_name for row in rows},
+            org_names={row.Posting.org_id: row.org_name for row in rows if row.Posting.org_id is not None},
+        ),
+        next_cursor,
+    )
+
+
+def _nearby(where: list, near: Near, radius_km: float, distance, order, limit: int) -> sa.Select:
+    """One page within ``radius_km``: the page's ids first, then those rows. The
+    inner query needs only columns of the geocell index, so PostgreSQL answers
+    it from the index alone instead of visiting every candidate row."""
+    inside = within_radius(Posting.lat, Posting.lng, Posting.geocell, near.lat, near.lng, radius_km)
+    page = (
+        sa.select(Posting.id.label("id"), distance.label("distance_km"))
+        .where(*where, inside)
+        .order_by(*pagination.order_by(order))
+        .limit(limit + 1)
+        .subquery("page")
+    )
+    outer = [(page.c.distance_km if column is distance else column, desc) for column, desc in order]
+    return (
+        sa.select(Posting, page.c.distance_km).join(page, page.c.id == Posting.id).order_by(*pagination.order_by(outer))
+    )
+
+
+def _page(stmt: sa.Select) -> list[sa.Row]:
+    """Run a page's statement with its authors' and orgs' names joined in (one round trip)."""
+    stmt = (
+        stmt.add_columns(User.display_name.label("author_name"), Org.name.label("org_name"))
+        .join(User, User.id == Posting.author_id)
+        .outerjoin(Org, Org.id == Posting.org_id)
+        .options(so.noload(Posting.tags))
+    )
+    return db.session.execute(stmt).all()
+
+
+def tag_names_of(posting_ids: list[int]) -> dict[int, list[str]]:
+    """The tags of a page of postings as plain names, in their order: one light
+    statement instead of loading a PostingTag object per tag."""
+    names: dict[int, list[str]] = {posting_id: [] for posting_id in posting_ids}
+    if posting_ids:
+        rows = db.session.execute(
+            sa.select(PostingTag.posting_id, PostingTag.tag)
+            .where(PostingTag.posting_id.in_(posting_ids))
+            .order_by(PostingTag.posting_id, PostingTag.position)
+        )
+        for posting_id, tag in rows:
+            names[posting_id].append(tag)
+    return names
 
 
 def _decode(cursor: str, sort: str) -> list[Any]:
@@ -170,9 +216,9 @@ def _order(sort: str, distance) -> list[tuple[Any, bool]]:
 
 
 def _key(sort: str, row) -> list[Any]:
-    posting = row[0]
+    posting = row.Posting
     if sort == "distance":
-        return [row[1], posting.id]
+        return [row.distance_km, posting.id]
     if sort == "ending_soon":
         return [posting.expires_at or posting.ends_at or NEVER, posting.id]
     return [posting.created_at, posting.id]

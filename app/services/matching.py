@@ -40,10 +40,10 @@ from flask_babel import gettext
 from app.errors import Forbidden, Invalid, Unauthorized
 from app.extensions import db
 from app.geo import (
-    RINGS_KM,
     box_parameters,
     distance_km_from_point,
     point_parameters,
+    rings,
     within_box_of_parameters,
 )
 from app.models import Claim, Posting, PostingTag, Volunteer
@@ -142,7 +142,7 @@ class _Search:
         most = len(self.skills)
         for matched in range(min(start.matched, most) if start is not None else most, -1, -1):
             after = start if start is not None and start.matched == matched else None
-            for outer_km in _rings(self.radius_km):
+            for outer_km in rings(self.radius_km):
                 if after is not None and outer_km < after.distance_km:
                     continue  # everything this close came before the cursor
                 rows = self.places(matched, outer_km, after, wanted - len(found))
@@ -228,10 +228,6 @@ def _statement(skills: int, named: bool, held: bool, after: bool, array: bool) -
     if after:
         stmt = stmt.where(pagination.after(order, [param("after_km"), param("after_due"), param("after_id")]))
     return stmt.order_by(*pagination.order_by(order)).limit(param("limit", type_=sa.Integer))
-
-
-def _rings(radius_km: float) -> list[float]:
-    return [km for km in RINGS_KM if km < radius_km] + [radius_km]
 
 
 def _decode(cursor: str) -> Place:

@@ -8,10 +8,12 @@ is revoked and its access tokens stop working too.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime
 
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 from flask import current_app
 from flask_jwt_extended import create_access_token, create_refresh_token
 
@@ -19,6 +21,7 @@ from app.clock import utcnow
 from app.errors import Unauthorized
 from app.extensions import db
 from app.models import RefreshToken, User
+from app.models.base import MAX_ID
 
 
 def issue_tokens(user: User, family_id: str | None = None) -> dict[str, str]:
@@ -91,14 +94,48 @@ def is_revoked(payload: dict) -> bool:
     if payload.get("type") == "refresh":
         row = db.session.scalar(sa.select(RefreshToken).where(RefreshToken.jti == payload.get("jti")))
         return row is None or (row.revoked_at is not None and row.used_at is None)
+    return user_and_revocation(payload)[1]
+
+
+def user_and_revocation(payload: dict) -> tuple[User | None, bool]:
+    """The user an access token names (with their volunteer record) and whether
+    the token is revoked, in one round trip.
+
+    A family nobody issued (a token minted elsewhere) counts as revoked, as does
+    one whose tokens were revoked (logout, password change, reuse detected).
+    The answer is read from the database on every request: nothing is cached
+    between requests, so a revocation holds from its commit on.
+    """
     family = payload.get("fam")
     if not family:
-        return True
-    # A family nobody issued (a token minted elsewhere) counts as revoked, as does
-    # one whose tokens were revoked (logout, password change, reuse detected).
-    issued, revoked = db.session.execute(
-        sa.select(sa.func.count(RefreshToken.id), sa.func.count(RefreshToken.revoked_at)).where(
-            RefreshToken.family_id == family
-        )
+        return None, True
+    try:
+        user_id = int(payload.get("sub"))
+    except (TypeError, ValueError):
+        user_id = None
+    if user_id is None or not 0 < user_id <= MAX_ID:
+        user_id = 0  # no user has it: the family is still checked
+    user, issued, revoked = db.session.execute(
+        _user_and_revocation_statement(), {"family": family, "user_id": user_id}
     ).one()
-    return issued == 0 or revoked > 0
+    return user, issued == 0 or revoked > 0
+
+
+@functools.cache
+def _user_and_revocation_statement() -> sa.Select:
+    """Built once (every authenticated request runs it): the family's counts,
+    always one row, with the user and their volunteer record outer-joined."""
+    counts = (
+        sa.select(
+            sa.func.count(RefreshToken.id).label("issued"), sa.func.count(RefreshToken.revoked_at).label("revoked")
+        )
+        .where(RefreshToken.family_id == sa.bindparam("family"))
+        .subquery("family")
+    )
+    return (
+        sa.select(User, counts.c.issued, counts.c.revoked)
+        .select_from(counts)
+        .outerjoin(User, User.id == sa.bindparam("user_id"))
+        .outerjoin(User.volunteer)
+        .options(so.contains_eager(User.volunteer))
+    )

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
 
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 from sqlalchemy.exc import IntegrityError
 
 from app import metrics
 from app.clock import utcnow
 from app.errors import AppError, Conflict, Forbidden, NotFound
 from app.extensions import db
-from app.models import Claim, Posting
+from app.models import Claim, Posting, User
+from app.models.base import insert_loaded
 from app.policy import POLICIES
 from app.services import energy
 from app.services.claims.places import take_claim_allowance, take_place, why_not_taken
 from app.services.permissions import Actor
-from notifications import notify
+from notifications import notify, recipient_columns, recipient_of
 
 
 def claim_posting(actor: Actor, posting_id: int, message: str | None = None) -> Claim:
@@ -41,11 +44,8 @@ def _claim(actor: Actor, posting_id: int, message: str | None) -> Claim:
     """
     # The columns a claim needs, none of which changes once a posting can be
     # claimed (PATCH is refused then); its state is left to the guarded UPDATE.
-    posting = db.session.execute(
-        sa.select(Posting.kind, Posting.title, Posting.author_id, Posting.energy_cost, Posting.claim_ttl_hours).where(
-            Posting.id == posting_id
-        )
-    ).first()
+    # The poster's notification settings come along: one round trip, not two.
+    posting = db.session.execute(_posting_statement(), {"posting_id": posting_id}).first()
     if posting is None:
         raise NotFound()
     user = actor.user
@@ -57,22 +57,25 @@ def _claim(actor: Actor, posting_id: int, message: str | None) -> Claim:
     ttl_hours = posting.claim_ttl_hours or policy.claim_ttl_hours
     now = utcnow()
 
-    claim = Claim(
-        posting_id=posting_id,
-        user_id=user.id,
-        kind=posting.kind,
-        status="active",
-        message=message,
-        claimed_at=now,
-        photo_urls=[],
-        due_at=now + timedelta(hours=ttl_hours) if ttl_hours else None,
-    )
-    db.session.add(claim)
     try:
-        db.session.flush()
+        claim = insert_loaded(
+            db.session,
+            Claim,
+            posting_id=posting_id,
+            user_id=user.id,
+            kind=posting.kind,
+            status="active",
+            message=message,
+            claimed_at=now,
+            photo_urls=[],
+            due_at=now + timedelta(hours=ttl_hours) if ttl_hours else None,
+            created_at=now,
+            updated_at=now,
+        )
     except IntegrityError:
         db.session.rollback()
         raise Conflict("duplicate_claim") from None
+    so.attributes.set_committed_value(claim, "user", user)
 
     place = take_place(posting_id, policy, now)
     if place is None:
@@ -97,9 +100,29 @@ def _claim(actor: Actor, posting_id: int, message: str | None) -> Claim:
             volunteer=user.display_name,
             posting_id=posting_id,
             claim_id=claim.id,
+            recipients=[recipient_of(posting)],
         )
     _commit_keeping_loaded()
     return claim
+
+
+@functools.cache
+def _posting_statement() -> sa.Select:
+    """The posting's columns a claim needs and its poster's notification
+    settings, built once (the claim path runs it on every claim)."""
+    author = so.aliased(User)
+    return (
+        sa.select(
+            Posting.kind,
+            Posting.title,
+            Posting.author_id,
+            Posting.energy_cost,
+            Posting.claim_ttl_hours,
+            *recipient_columns(author),
+        )
+        .join(author, author.id == Posting.author_id)
+        .where(Posting.id == sa.bindparam("posting_id"))
+    )
 
 
 def _commit_keeping_loaded() -> None:

@@ -13,6 +13,7 @@ other in a circle.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from notifications import notify
 from notifications.nearby import alert_nearby_volunteers
 
 
-def open_for_claims(posting_id: int, policy: KindPolicy, now: datetime) -> list[sa.ColumnElement[bool]]:
+def open_for_claims(posting_id, policy: KindPolicy, now) -> list[sa.ColumnElement[bool]]:
     """The posting still takes claims: before its deadline and, for the kinds that
     close at their end, before its end."""
     conditions = [Posting.id == posting_id, sa.or_(Posting.expires_at.is_(None), Posting.expires_at > now)]
@@ -42,7 +43,25 @@ def open_for_claims(posting_id: int, policy: KindPolicy, now: datetime) -> list[
 
 def take_place(posting_id: int, policy: KindPolicy, now: datetime) -> str | None:
     """Take a place (``"active"``), a place in line (``"waitlisted"``) or nothing (None)."""
-    window = open_for_claims(posting_id, policy, now)
+    take, queue = _place_statements(policy)
+    params = {"posting_id": posting_id, "now": now}
+    # A place may free between the two statements; a second round takes it.
+    for _ in range(2):
+        if db.session.execute(take, params).rowcount:
+            return "active"
+        if not policy.waitlist:
+            return None
+        if db.session.execute(queue, params).rowcount:
+            return "waitlisted"
+    return None
+
+
+@functools.cache
+def _place_statements(policy: KindPolicy) -> tuple[sa.Update, sa.Update]:
+    """The two guarded UPDATEs of :func:`take_place` for a kind, built once
+    (``posting_id`` and ``now`` are parameters): take a place while there is
+    room, else a place in line when the kind keeps a waitlist."""
+    window = open_for_claims(sa.bindparam("posting_id"), policy, sa.bindparam("now"))
     has_room = sa.or_(Posting.capacity.is_(None), Posting.claimed_count < Posting.capacity)
     if policy.capacity == "one":
         new_status: sa.ColumnElement | str = "claimed"
@@ -51,32 +70,24 @@ def take_place(posting_id: int, policy: KindPolicy, now: datetime) -> str | None
             (sa.and_(Posting.capacity.is_not(None), Posting.claimed_count + 1 >= Posting.capacity), "full"),
             else_=Posting.status,
         )
-    # A place may free between the two statements; a second round takes it.
-    for _ in range(2):
-        taken = db.session.execute(
-            sa.update(Posting)
-            .where(*window, Posting.status == "open", has_room)
-            .values(claimed_count=Posting.claimed_count + 1, status=new_status)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if taken:
-            return "active"
-        if not policy.waitlist:
-            return None
-        queued = db.session.execute(
-            sa.update(Posting)
-            .where(
-                *window,
-                Posting.status.in_(("open", "full")),
-                Posting.capacity.is_not(None),
-                Posting.claimed_count >= Posting.capacity,
-            )
-            .values(waitlist_count=Posting.waitlist_count + 1)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if queued:
-            return "waitlisted"
-    return None
+    take = (
+        sa.update(Posting)
+        .where(*window, Posting.status == "open", has_room)
+        .values(claimed_count=Posting.claimed_count + 1, status=new_status)
+        .execution_options(synchronize_session=False)
+    )
+    queue = (
+        sa.update(Posting)
+        .where(
+            *window,
+            Posting.status.in_(("open", "full")),
+            Posting.capacity.is_not(None),
+            Posting.claimed_count >= Posting.capacity,
+        )
+        .values(waitlist_count=Posting.waitlist_count + 1)
+        .execution_options(synchronize_session=False)
+    )
+    return take, queue
 
 
 def why_not_taken(posting_id: int, policy: KindPolicy, now: datetime) -> AppError:
@@ -98,13 +109,18 @@ def why_not_taken(posting_id: int, policy: KindPolicy, now: datetime) -> AppErro
 def take_claim_allowance(user_id: int) -> bool:
     """One more active claim towards the volunteer's limit, if the limit allows."""
     limit = current_app.config["ACTIVE_WISH_CLAIM_LIMIT"]
-    return bool(
-        db.session.execute(
-            sa.update(Volunteer)
-            .where(Volunteer.user_id == user_id, Volunteer.active_wish_claims < limit)
-            .values(active_wish_claims=Volunteer.active_wish_claims + 1)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+    return bool(db.session.execute(_allowance_statement(), {"volunteer": user_id, "claim_limit": limit}).rowcount)
+
+
+@functools.cache
+def _allowance_statement() -> sa.Update:
+    return (
+        sa.update(Volunteer)
+        .where(
+            Volunteer.user_id == sa.bindparam("volunteer"), Volunteer.active_wish_claims < sa.bindparam("claim_limit")
+        )
+        .values(active_wish_claims=Volunteer.active_wish_claims + 1)
+        .execution_options(synchronize_session=False)
     )
 
 

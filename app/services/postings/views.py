@@ -35,6 +35,12 @@ class PostingView:
     exact_place: bool = True
     # "for me": the viewer's skills the tags name, and the distance from their home
     match: dict[str, Any] | None = None
+    # the tags' names, when read with the page rather than through posting.tags
+    tag_names: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.tag_names is None:
+            self.tag_names = self.posting.tag_names
 
     def __getattr__(self, name: str) -> Any:
         # Everything else is the posting's own column.
@@ -83,21 +89,30 @@ def views_of(
     detail: bool = False,
     distances: Mapping[int, float] | None = None,
     matches: Mapping[int, list[str]] | None = None,
+    author_names: Mapping[int, str] | None = None,
+    org_names: Mapping[int, str] | None = None,
+    tag_names: Mapping[int, list[str]] | None = None,
 ) -> list[PostingView]:
     """Views of many postings in a fixed number of queries (authors, orgs, the
     viewer's claims), never one per posting. Lists (``detail=False``) never
     carry a beneficiary's phone or address. ``distances`` (km) and ``matches``
-    (skills matched, for "for me") are per posting id."""
+    (skills matched, for "for me") are per posting id; ``author_names`` and
+    ``org_names``, when the caller read them with the postings, spare a query each;
+    so does ``tag_names`` the loading of ``posting.tags``."""
     if not postings:
         return []
     ids = [p.id for p in postings]
-    authors = dict(
-        db.session.execute(
-            sa.select(User.id, User.display_name).where(User.id.in_({p.author_id for p in postings}))
-        ).all()
-    )
+    authors = author_names
+    if authors is None:
+        authors = dict(
+            db.session.execute(
+                sa.select(User.id, User.display_name).where(User.id.in_({p.author_id for p in postings}))
+            ).all()
+        )
+    orgs = org_names
     org_ids = {p.org_id for p in postings if p.org_id is not None}
-    orgs = dict(db.session.execute(sa.select(Org.id, Org.name).where(Org.id.in_(org_ids))).all()) if org_ids else {}
+    if orgs is None:
+        orgs = dict(db.session.execute(sa.select(Org.id, Org.name).where(Org.id.in_(org_ids))).all()) if org_ids else {}
     claims = viewer_claims(actor, ids) if actor.signed_in else {}
 
     views = []
@@ -118,6 +133,7 @@ def views_of(
                 distance_km=distance_km,
                 exact_place=exact,
                 match={"skills": matches[posting.id], "distance_km": distance_km} if matches else None,
+                tag_names=tag_names.get(posting.id) if tag_names is not None else None,
             )
         )
     return views

@@ -1,0 +1,361 @@
+"""Our API beside its references, in one interleaved run on one machine.
+
+    .venv/bin/python bench/sidebyside.py [--rounds 3] [--claims 1500] [--feeds 1500] [--signed-in-feed] [--reload]
+
+Three servers under the same gunicorn (``-k gthread -w 2 --threads 4``) on
+PostgreSQL ``yz_bench_side`` (or ``BENCH_DATABASE_URL``), one driver for all
+(``bench/driver.py``: 8 keep-alive clients in 2 processes):
+
+- ours: ``wsgi:app``, rate limits off, push to the log;
+- the ceiling: ``bench.ceiling_app:ceiling``, the same claim statements in
+  raw SQL (PyJWT + psycopg, no framework);
+- hello: ``bench.ceiling_app:hello``, Flask answering a constant JSON.
+
+The feed data is the 1,000,000 postings of ``bench/nearby.py`` (loaded once
+and reused). Each round runs, in turn: claims on ours, claims on the ceiling
+(each claim a distinct wish by a distinct volunteer, wishes placed outside
+the city so the feed never sees them), the nearby feed on ours (open wishes
+within 3 km of a random centre, ``sort=distance``, 20 items) and hello. After
+each claim phase the database is checked — every 201 is exactly one claim
+row, one claimed wish and one ``wish_claimed`` notification, nothing else
+was written — and after each feed phase that nothing was written at all.
+The summary gives each figure's range over the rounds and the ratios the
+performance goals are stated in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from flask_jwt_extended import create_access_token  # noqa: E402
+
+from app import create_app  # noqa: E402
+from app.clock import utcnow  # noqa: E402
+from app.extensions import db  # noqa: E402
+from bench import driver, profile  # noqa: E402
+from bench.dbsetup import LOADER_CONFIG, ensure_database  # noqa: E402
+from bench.nearby import AUTHORS, load, random_centre  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/yz_bench_side"
+SECRET = "bench-secret-key-that-is-long-enough-for-hs256"
+FEED_POSTINGS = 1_000_000
+CLAIM_SPOT = (28.0, 120.0)  # outside the city: the feed never finds the claim phase's wishes
+CLAIM_TITLE = "bench-claim"
+PORTS = {"ours": 8770, "ceiling": 8771, "hello": 8772, "baseline": 8773}
+COUNTED = ("claims", "notifications", "postings", "volunteers", "refresh_tokens", "energy_ledger")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--claims", type=int, default=1500, help="claims per server per round")
+    parser.add_argument("--feeds", type=int, default=1500, help="feed (and hello) requests per round")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--signed-in-feed", action="store_true", help="the feed requests carry a bearer token")
+    parser.add_argument("--reload", action="store_true", help="rebuild the 1M postings")
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--profile", action="store_true", help="py-spy our server in round 1 (bench/out/)")
+    parser.add_argument(
+        "--baseline", type=Path, help="another checkout of the app (e.g. a worktree of main) run as a fourth server"
+    )
+    args = parser.parse_args()
+
+    url = ensure_database(os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
+    app = create_app(
+        {"SQLALCHEMY_DATABASE_URI": url, "APP_ENV": "development", "JWT_SECRET_KEY": SECRET, **LOADER_CONFIG}
+    )
+    with app.app_context():
+        prepare_feed(args.reload)
+        servers_claiming = 3 if args.baseline else 2
+        wishes, tokens = seed_claims(servers_claiming * (args.rounds * args.claims + 100))
+
+    env = {**driver.app_env(url, SECRET), "BENCH_DATABASE_URL": url}
+    servers = {}
+    try:
+        servers["ours"] = driver.start_gunicorn("wsgi:app", PORTS["ours"], env=env)
+        servers["ceiling"] = driver.start_gunicorn("bench.ceiling_app:ceiling", PORTS["ceiling"], env=env)
+        servers["hello"] = driver.start_gunicorn("bench.ceiling_app:hello", PORTS["hello"], env=env)
+        if args.baseline:
+            servers["baseline"] = driver.start_gunicorn("wsgi:app", PORTS["baseline"], env=env, cwd=args.baseline)
+        rng = random.Random(args.seed)
+        feed_token = tokens[-1] if args.signed_in_feed else None
+        check_same_feed(app, rng, feed_token)
+
+        pairs = iter(zip(wishes, tokens, strict=True))
+
+        def claims(n):
+            return [next(pairs) for _ in range(n)]
+
+        # warm up: the pools, the caches, the first statements
+        phase(app, "ours", servers, claims(100), args)
+        phase(app, "ceiling", servers, claims(100), args)
+        feed(app, "ours", servers, rng, 200, feed_token, args)
+        if args.baseline:
+            phase(app, "baseline", servers, claims(100), args)
+            feed(app, "baseline", servers, rng, 200, feed_token, args)
+        feed(app, "hello", servers, rng, 200, None, args)
+
+        figures: dict[str, list[driver.Figures]] = {"claim ours": [], "claim ceiling": [], "feed": [], "hello": []}
+        if args.baseline:
+            figures.update({"claim baseline": [], "feed baseline": []})
+        print(f"\n{args.rounds} rounds; {args.clients} clients; gunicorn -k gthread -w 2 --threads 4 for each server")
+        for number in range(1, args.rounds + 1):
+            print(f"-- round {number}")
+            for name, label in (("ours", "claim ours"), ("ceiling", "claim ceiling")):
+                with profiled(args, number, name, servers, "claim"):
+                    result = phase(app, name, servers, claims(args.claims), args)
+                figures[label].append(result)
+                print(result.line(), flush=True)
+            with profiled(args, number, "ours", servers, "feed"):
+                figures["feed"].append(feed(app, "ours", servers, rng, args.feeds, feed_token, args))
+            print(figures["feed"][-1].line(), flush=True)
+            figures["hello"].append(feed(app, "hello", servers, rng, args.feeds, None, args))
+            print(figures["hello"][-1].line(), flush=True)
+            if args.baseline:
+                figures["claim baseline"].append(phase(app, "baseline", servers, claims(args.claims), args))
+                print(figures["claim baseline"][-1].line(), flush=True)
+                figures["feed baseline"].append(feed(app, "baseline", servers, rng, args.feeds, feed_token, args))
+                print(figures["feed baseline"][-1].line(), flush=True)
+        report(figures)
+    finally:
+        for server in servers.values():
+            driver.stop(server)
+
+
+@contextlib.contextmanager
+def profiled(args, number: int, name: str, servers, what: str):
+    """py-spy on our server during round 1's phase (--profile); the summary after the round."""
+    if not (args.profile and number == 1 and name == "ours"):
+        yield
+        return
+    out = ROOT / "bench" / "out" / f"{what}.txt"
+    with profile.recording(servers[name], out) as recorded:
+        yield
+    if recorded is not None:
+        print(f"profile of our server, {what} ({out.relative_to(ROOT)}):\n{profile.summary(out)}")
+
+
+# --- data ---------------------------------------------------------------------------
+
+
+def prepare_feed(reload: bool) -> None:
+    have = 0
+    if sa.inspect(db.engine).has_table("postings"):
+        have = db.session.scalar(sa.text("SELECT count(*) FROM postings WHERE title <> :t"), {"t": CLAIM_TITLE})
+        db.session.rollback()
+    if reload or have != FEED_POSTINGS:
+        db.drop_all()
+        db.create_all()
+        started = time.perf_counter()
+        with db.engine.begin() as conn:
+            load(conn, FEED_POSTINGS)
+        print(f"loaded {FEED_POSTINGS:,} postings in {time.perf_counter() - started:.0f} s", flush=True)
+    else:
+        print(f"reusing {have:,} postings", flush=True)
+
+
+def seed_claims(n: int) -> tuple[list[int], list[str]]:
+    """n volunteers and n open wishes at CLAIM_SPOT, after removing the last run's."""
+    with db.engine.begin() as conn:
+        # The last run's rows go without per-row foreign-key checks: everything that
+        # refers to them is deleted here too (a check per user scans the 1M postings).
+        conn.execute(sa.text("SET LOCAL session_replication_role = replica"))
+        conn.execute(sa.text("DELETE FROM notifications"))
+        conn.execute(sa.text("DELETE FROM energy_ledger"))
+        conn.execute(sa.text("DELETE FROM claims"))
+        conn.execute(sa.text("DELETE FROM postings WHERE title = :t"), {"t": CLAIM_TITLE})
+        conn.execute(sa.text("DELETE FROM refresh_tokens"))
+        conn.execute(sa.text("DELETE FROM volunteers"))
+        conn.execute(sa.text("DELETE FROM users WHERE id > :n"), {"n": AUTHORS})
+        conn.execute(sa.text("SET LOCAL session_replication_role = origin"))
+        now = utcnow()
+        users = conn.execute(
+            sa.text(
+                "INSERT INTO users (phone, password_hash, display_name, is_admin, locale, timezone, muted_kinds,"
+                " nearby_alerts, created_at, updated_at)"
+                " SELECT '+86137' || lpad(g::text, 8, '0'), 'bench', '志愿者' || g, false, 'zh-CN', 'Asia/Shanghai',"
+                " '[]'::json, true, :now, :now FROM generate_series(1, :n) AS g ORDER BY g RETURNING id"
+            ),
+            {"n": n, "now": now},
+        ).scalars()
+        user_ids = sorted(users)
+        conn.execute(
+            sa.text(
+                "INSERT INTO volunteers (user_id, real_name, id_hash, id_masked, district, skills, push_radius_km,"
+                " verified, credit_minutes, honor_minutes, energy_balance, active_wish_claims, rating_count,"
+                " rating_total, registered_at, created_at, updated_at)"
+                " SELECT u, '志愿者', md5(u::text), '3302**********0000', 'haishu', '[]'::json, 3, false, 0, 0, 0,"
+                " 0, 0, 0, :now, :now, :now FROM unnest(CAST(:ids AS int[])) AS u"
+            ),
+            {"ids": user_ids, "now": now},
+        )
+        wishes = conn.execute(
+            sa.text(
+                "INSERT INTO postings (kind, title, description, status, district, author_id, capacity, claimed_count,"
+                " waitlist_count, expires_at, claim_ttl_hours, lat, lng, geocell, photo_urls, created_at, updated_at)"
+                " SELECT 'wish', :t, '社区独居老人需要志愿者上门帮忙。', 'open', 'haishu', 1 + g % :authors, 1, 0, 0,"
+                " :expires, 168, :lat, :lng, 0, '[]'::json, :now, :now FROM generate_series(1, :n) AS g"
+                " ORDER BY g RETURNING id"
+            ),
+            {
+                "t": CLAIM_TITLE,
+                "authors": AUTHORS,
+                "expires": now + timedelta(days=30),
+                "lat": CLAIM_SPOT[0],
+                "lng": CLAIM_SPOT[1],
+                "now": now,
+                "n": n,
+            },
+        ).scalars()
+        wish_ids = sorted(wishes)
+        # the tokens' family, as a login would have opened it (a family nobody issued counts as revoked)
+        conn.execute(
+            sa.text(
+                "INSERT INTO refresh_tokens (jti, family_id, user_id, issued_at, expires_at)"
+                " VALUES ('bench', 'bench', :u, :now, :later)"
+            ),
+            {"u": user_ids[0], "now": now, "later": now + timedelta(days=1)},
+        )
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for table in ("postings", "users", "volunteers", "claims", "notifications"):
+            conn.execute(sa.text(f"VACUUM ANALYZE {table}"))
+    tokens = [
+        create_access_token(identity=str(uid), additional_claims={"fam": "bench"}, expires_delta=timedelta(hours=3))
+        for uid in user_ids
+    ]
+    return wish_ids, tokens
+
+
+def counts() -> dict[str, int]:
+    with db.engine.connect() as conn:
+        return {table: conn.scalar(sa.text(f"SELECT count(*) FROM {table}")) for table in COUNTED}
+
+
+# --- phases -------------------------------------------------------------------------
+
+
+def phase(app, name: str, servers, batch: list[tuple[int, str]], args) -> driver.Figures:
+    requests = [
+        driver.Request(
+            "POST",
+            f"/api/v1/postings/{wish}/claims",
+            {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            b"{}",
+        )
+        for wish, token in batch
+    ]
+    with app.app_context():
+        before = counts()
+        result = driver.run(name, PORTS[name], servers[name], requests, clients=args.clients)
+        after = counts()
+        created = [body["id"] for status, body in result.results if status == 201]
+        wanted = {table: 0 for table in COUNTED}
+        wanted.update(claims=len(created), notifications=len(created))
+        changed = {table: after[table] - before[table] for table in COUNTED}
+        assert result.outcomes == {201: len(batch)}, f"{name}: not every claim was created: {result.outcomes}"
+        assert changed == wanted, f"{name}: rows written {changed}, expected {wanted}"
+        with db.engine.connect() as conn:
+            claimed = conn.scalar(
+                sa.text(
+                    "SELECT count(*) FROM postings WHERE id = ANY(CAST(:ids AS int[]))"
+                    " AND status = 'claimed' AND claimed_count = 1"
+                ),
+                {"ids": [wish for wish, _ in batch]},
+            )
+            told = conn.scalar(
+                sa.text(
+                    "SELECT count(*) FROM notifications WHERE kind = 'wish_claimed'"
+                    " AND data->>'claim_id' = ANY(CAST(:ids AS text[]))"
+                ),
+                {"ids": [str(claim_id) for claim_id in created]},
+            )
+        assert claimed == len(created) == told, f"{name}: {claimed} wishes claimed, {told} told, {len(created)} 201s"
+    result.label = f"claim {name}"
+    return result
+
+
+def feed(app, name: str, servers, rng, n: int, token: str | None, args) -> driver.Figures:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if name == "hello":
+        requests = [driver.Request("GET", "/api/v1/hello") for _ in range(n)]
+    else:
+        requests = [driver.Request("GET", feed_path(random_centre(rng)), headers) for _ in range(n)]
+    with app.app_context():
+        before = counts()
+        result = driver.run(name, PORTS[name], servers[name], requests, clients=args.clients)
+        assert counts() == before, f"{name}: a read wrote rows"
+    assert result.outcomes == {200: n}, f"{name}: {result.outcomes}"
+    result.label = "hello" if name == "hello" else f"feed {name}"
+    return result
+
+
+def feed_path(centre: tuple[float, float]) -> str:
+    return f"/api/v1/postings?kind=wish&near={centre[0]:.5f},{centre[1]:.5f}&radius_km=3&sort=distance&limit=20"
+
+
+def check_same_feed(app, rng, token) -> None:
+    """The feed answers what the database holds: ten centres, each page's ids in
+    the order of the distance the database computes."""
+    import http.client
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    conn = http.client.HTTPConnection("127.0.0.1", PORTS["ours"], timeout=30)
+    for _ in range(10):
+        centre = random_centre(rng)
+        conn.request("GET", feed_path(centre), headers=headers)
+        response = conn.getresponse()
+        body = json.loads(response.read())
+        assert response.status == 200, body
+        items = body["items"]
+        assert all(item["kind"] == "wish" and item["status"] == "open" for item in items)
+        distances = [item["distance_km"] for item in items]
+        assert distances == sorted(distances), "the page is not in distance order"
+    conn.close()
+
+
+def report(figures: dict[str, list[driver.Figures]]) -> None:
+    def span(values, fmt="{:,.0f}"):
+        return f"{fmt.format(min(values))}–{fmt.format(max(values))}"
+
+    print("\nsummary (min–max over the rounds)")
+    for label, rows in figures.items():
+        print(
+            f"{label:<14} {span([r.rate for r in rows])}/s   p95 {span([r.percentile(95) for r in rows], '{:.1f}')} ms"
+            f"   cpu {span([r.cpu_ms for r in rows], '{:.2f}')} ms/req"
+        )
+    claim = [o.rate / c.rate for o, c in zip(figures["claim ours"], figures["claim ceiling"], strict=True)]
+    cpu = [o.cpu_ms / c.cpu_ms for o, c in zip(figures["claim ours"], figures["claim ceiling"], strict=True)]
+    feed_ratio = [f.rate / h.rate for f, h in zip(figures["feed"], figures["hello"], strict=True)]
+    print(f"claim: ours / ceiling throughput {span([100 * r for r in claim])} % (goal ≥ 70 %),")
+    print(f"       CPU per claim {span(cpu, '{:.1f}')}× the ceiling's")
+    print(f"feed:  ours / hello throughput {span([100 * r for r in feed_ratio], '{:.1f}')} % (goal ≥ 10 %),")
+    print(f"       p95 {span([r.percentile(95) for r in figures['feed']], '{:.1f}')} ms (goal ≤ 25 ms)")
+    print(f"       mean {statistics.mean(r.cpu_ms for r in figures['feed']):.2f} ms CPU a page")
+    if "claim baseline" in figures:
+        for what, ours, before in (
+            ("claim", figures["claim ours"], figures["claim baseline"]),
+            ("feed", figures["feed"], figures["feed baseline"]),
+        ):
+            speedup = [o.rate / b.rate for o, b in zip(ours, before, strict=True)]
+            cpu = [o.cpu_ms / b.cpu_ms for o, b in zip(ours, before, strict=True)]
+            print(
+                f"{what}: ours / baseline throughput {span(speedup, '{:.2f}')}×, CPU per request {span(cpu, '{:.2f}')}×"
+            )
+
+
+if __name__ == "__main__":
+    main()
