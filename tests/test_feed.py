@@ -352,3 +352,25 @@ def test_the_nearby_query_reads_the_geocell_index(app, client, author, postgres_
     assert "geocell = ANY" in plan, plan
     assert "Index Scan using pk_postings" in plan, plan
     assert "Seq Scan" not in plan and "Bitmap Heap Scan" not in plan, plan
+
+
+def test_ending_soon_reads_its_index_city_wide(app, client, author, postgres_only):
+    """sort=ending_soon over every kind walks ix_postings_status_ending_at in
+    order and stops at the page, instead of sorting every open posting; the
+    constant it ends with is written into the SQL, as the index has it."""
+    from tests.database import recorded
+
+    with app.app_context():
+        fill_city(60_000)
+    with recorded(app) as seen:
+        resp = client.get("/api/v1/postings?sort=ending_soon&limit=20")
+    assert resp.status_code == 200 and len(resp.get_json()["items"]) == 20
+    statement, parameters = next((s, p) for s, p in seen if "coalesce(postings.expires_at" in s)
+    assert "9999-12-31" in statement
+    with app.app_context(), db.engine.connect() as conn:
+        with conn.connection.driver_connection.cursor() as cursor:
+            cursor.execute("EXPLAIN (FORMAT TEXT) " + statement, parameters)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "ix_postings_status_ending_at" in plan, plan
+    print(plan)
+    assert "Sort" not in plan, plan

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
+from sqlalchemy.ext.compiler import compiles
 
-from app.models.base import Base, Timestamped
+from app.models.base import Base, Timestamped, UTCDateTime
+
+# "Never": the stand-in end of a posting that has none, so orders and keyset
+# comparisons on when a posting stops taking claims stay total.
+NEVER = datetime(9999, 12, 31, tzinfo=UTC)
 
 
 class Posting(Timestamped, Base):
@@ -112,3 +117,34 @@ class PostingTag(Base):
     lat: so.Mapped[float | None]
     lng: so.Mapped[float | None]
     geocell: so.Mapped[int | None]
+
+
+class _Never(sa.sql.expression.ColumnElement[datetime]):
+    """:data:`NEVER` written into the SQL as a constant: PostgreSQL matches an
+    expression index only to the same expression, and a bound parameter is not
+    the same expression once a statement is prepared."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+    _traverse_internals: list = []
+
+
+@compiles(_Never)
+def _never(_element, _compiler, **_kw) -> str:
+    # SQLite keeps times as text, in the form its bound parameters take
+    return "'9999-12-31 00:00:00.000000'"
+
+
+@compiles(_Never, "postgresql")
+def _never_postgresql(_element, _compiler, **_kw) -> str:
+    return "CAST('9999-12-31 00:00:00+00' AS TIMESTAMP WITH TIME ZONE)"
+
+
+def ending_at(model=Posting) -> sa.ColumnElement[datetime]:
+    """When a posting stops taking claims: its expiry, else its end, else never
+    (``sort=ending_soon`` orders by it; ``ix_postings_status_ending_at`` serves it)."""
+    return sa.func.coalesce(model.expires_at, model.ends_at, _Never())
+
+
+# the feed's sort=ending_soon, city-wide, as an index range instead of a sort of every open posting
+sa.Index("ix_postings_status_ending_at", Posting.status, ending_at(), Posting.id)

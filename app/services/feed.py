@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,6 +23,7 @@ from app.errors import Invalid
 from app.extensions import db
 from app.geo import MAX_RADIUS_KM, distance_km_sql, rings, within_radius
 from app.models import Org, Posting, PostingTag, User
+from app.models.postings import NEVER, ending_at
 from app.policy import HIDDEN_POSTING_STATUSES, POSTING_KINDS, POSTING_STATUSES
 from app.services import pagination
 from app.services.permissions import Actor
@@ -32,9 +33,9 @@ SORTS = ("newest", "distance", "ending_soon")
 # The review queue's default order: first come, first reviewed.
 OLDEST = "oldest"
 DEFAULT_RADIUS_KM = 3.0
-# "ending soon" orders by when a posting stops taking claims; those that never
-# do come last (a far-future stand-in keeps the keyset comparison total).
-NEVER = datetime(9999, 12, 31, tzinfo=UTC)
+# "ending soon" orders by when a posting stops taking claims (models.postings.ending_at);
+# those that never do come last (NEVER, a far-future stand-in, keeps the keyset
+# comparison total).
 
 
 @dataclass(frozen=True)
@@ -201,16 +202,11 @@ def _one_or_any(column, values: Sequence[Any]) -> sa.ColumnElement[bool]:
     return column == values[0] if len(values) == 1 else column.in_(values)
 
 
-def _ending_at() -> sa.ColumnElement[datetime]:
-    """When a posting stops taking claims: its expiry, else its end."""
-    return sa.func.coalesce(Posting.expires_at, Posting.ends_at, sa.literal(NEVER, Posting.expires_at.type))
-
-
 def _order(sort: str, distance) -> list[tuple[Any, bool]]:
     if sort == "distance":
         return [(distance, False), (Posting.id, False)]
     if sort == "ending_soon":
-        return [(_ending_at(), False), (Posting.id, False)]
+        return [(ending_at(), False), (Posting.id, False)]
     descending = sort != OLDEST
     return [(Posting.created_at, descending), (Posting.id, descending)]
 

@@ -47,9 +47,9 @@ from app.geo import (
     within_box_of_parameters,
 )
 from app.models import Claim, Posting, PostingTag, Volunteer
+from app.models.postings import NEVER
 from app.policy import LIVE_CLAIM_STATUSES, kinds_where
 from app.services import pagination
-from app.services.feed import NEVER
 from app.services.permissions import Actor
 from app.services.postings import PostingView, views_of
 from app.skills import vocabulary
