@@ -93,6 +93,18 @@ def app(_schema, db_url):
 
 
 @pytest.fixture
+def sqlite_file(tmp_path) -> str:
+    """A fresh SQLite database file with the schema, for a subprocess (the
+    scheduler, gunicorn) to share with the test."""
+    url = f"sqlite:///{tmp_path / 'shared.sqlite'}"
+    setup = create_app({**_config_dict(), "SQLALCHEMY_DATABASE_URI": url})
+    with setup.app_context():
+        db.create_all()
+        db.engine.dispose()
+    return url
+
+
+@pytest.fixture
 def make_app(db_url):
     """Build further apps on the test database with config overrides (the
     limiter on, another key, …); their connections are closed afterwards."""

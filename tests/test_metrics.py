@@ -117,13 +117,8 @@ def test_push_results_are_counted_by_class(app, client):
     assert value(after, "yz_outbox_notifications", push_status="pending") == 0
 
 
-def test_the_scheduler_serves_its_own_metrics(tmp_path):
-    url = f"sqlite:///{tmp_path / 'scheduler.sqlite'}"
-    config = {k: getattr(TestConfig, k) for k in dir(TestConfig) if k.isupper()}
-    setup = create_app({**config, "SQLALCHEMY_DATABASE_URI": url})
-    with setup.app_context():
-        db.create_all()
-        db.engine.dispose()
+def test_the_scheduler_serves_its_own_metrics(tmp_path, sqlite_file):
+    url = sqlite_file
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JOB_", "FLASK_", "PROMETHEUS_"))}
     env.update(DATABASE_URL=url, PUSH_BACKEND="log", LOG_LEVEL="WARNING", INSTANCE_PATH=str(tmp_path / "instance"))
@@ -140,23 +135,15 @@ def test_the_scheduler_serves_its_own_metrics(tmp_path):
         parsed = samples(text)
         assert value(parsed, "yz_scheduler_leader", job="expire_postings") == 1
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
-def test_two_gunicorn_workers_are_summed_in_one_scrape(tmp_path):
+def test_two_gunicorn_workers_are_summed_in_one_scrape(tmp_path, sqlite_file):
     """A claim and some requests go to a two-worker gunicorn; whichever worker
     answers /metrics reports all of them (PROMETHEUS_MULTIPROC_DIR)."""
-    url = f"sqlite:///{tmp_path / 'web.sqlite'}"
+    url = sqlite_file
     config = {k: getattr(TestConfig, k) for k in dir(TestConfig) if k.isupper()}
     setup = create_app({**config, "SQLALCHEMY_DATABASE_URI": url})
-    with setup.app_context():
-        db.create_all()
-        db.engine.dispose()
     poster = make_user(setup)
     volunteer = make_volunteer(setup)
     wish = make_posting(setup, poster)
@@ -203,12 +190,7 @@ def test_two_gunicorn_workers_are_summed_in_one_scrape(tmp_path):
         assert len(_worker_files(metrics_dir)) == 2, "one worker served every request"
         parsed = samples(_request(port, "GET", "/metrics")[1])
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
     assert value(parsed, "yz_claims_total", outcome="active") == 1
     created = {"method": "POST", "route": CLAIMS_ROUTE, "status": "201"}
     assert value(parsed, "yz_http_request_duration_seconds_count", **created) == 1
@@ -221,6 +203,16 @@ def test_two_gunicorn_workers_are_summed_in_one_scrape(tmp_path):
 def _worker_files(path: Path) -> set[str]:
     """The pids that wrote metric files (``counter_1234.db``, ``histogram_1234.db``)."""
     return {p.stem.rsplit("_", 1)[-1] for p in path.glob("*.db")}
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM (a clean stop), then SIGKILL after 20 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _free_port() -> int:

@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
-import pytest
 import sqlalchemy as sa
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask.cli import run_command
@@ -105,18 +104,6 @@ def test_an_embedded_scheduler_never_starts_under_test(app, monkeypatch):
 
 
 # --- the real processes ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def sqlite_file(tmp_path) -> str:
-    """A fresh SQLite database file with the schema, for a subprocess to share."""
-    url = f"sqlite:///{tmp_path / 'scheduler.sqlite'}"
-    config = {k: getattr(TestConfig, k) for k in dir(TestConfig) if k.isupper()}
-    setup = create_app({**config, "SQLALCHEMY_DATABASE_URI": url})
-    with setup.app_context():
-        db.create_all()
-        db.engine.dispose()
-    return url
 
 
 def _setup_app(url: str):
