@@ -197,6 +197,13 @@ class QuietHours(BaseSchema):
     end = fields.String(required=True, validate=validate.Regexp(_HHMM, error=_l("Use HH:MM.")))
 
 
+def quiet_hours_span_time(value: dict | None) -> None:
+    """Quiet hours from a time to the same time would be a day or nothing: refused
+    wherever quiet hours are set (``PATCH /me``, ``PUT /me/notification-settings``)."""
+    if value and value.get("start") is not None and value.get("start") == value.get("end"):
+        raise ValidationError(gettext("start and end must differ."))
+
+
 def page_of(item_schema: type[Schema], name: str) -> type[Schema]:
     """The list envelope ``{"items": [...], "next_cursor": ...}``."""
     return BaseSchema.from_dict(

@@ -232,6 +232,19 @@ def test_quiet_hours_set_through_patch_me_show_in_settings(client, app):
     assert body["quiet_hours"] == {"start": "23:00", "end": "06:30"}
 
 
+def test_quiet_hours_from_a_time_to_itself_are_refused_wherever_they_are_set(client, app):
+    """One rule for both ways of setting quiet hours: nothing is changed."""
+    me = make_user(app)
+    same = {"quiet_hours": {"start": "22:00", "end": "22:00"}}
+    answers = []
+    for method, url in (("patch", "/api/v1/me"), ("put", "/api/v1/me/notification-settings")):
+        resp = getattr(client, method)(url, json=same, headers=me.headers)
+        assert resp.status_code == 422, (url, resp.get_json())
+        answers.append(resp.get_json()["errors"]["json"]["quiet_hours"])
+    assert answers[0] == answers[1] == ["开始和结束时间不能相同。"]
+    assert client.get("/api/v1/me", headers=me.headers).get_json()["quiet_hours"] is None
+
+
 def test_notification_settings_validation(client, app):
     me = make_user(app)
     bad = [

@@ -20,6 +20,7 @@ from mobile_api.fields import (
     QuietHours,
     UTCDateTime,
     known_timezone,
+    quiet_hours_span_time,
 )
 from mobile_api.schemas.claims import RatingSchema
 
@@ -114,7 +115,7 @@ class UserUpdateSchema(BaseSchema):
     email = fields.Email(allow_none=True, validate=validate.Length(max=254))
     locale = fields.String(validate=validate.OneOf(LOCALES))
     timezone = fields.String(allow_none=True, validate=known_timezone, metadata={"description": "null: the default."})
-    quiet_hours = fields.Nested(QuietHours, allow_none=True)
+    quiet_hours = fields.Nested(QuietHours, allow_none=True, validate=quiet_hours_span_time)
 
 
 class PasswordChangeSchema(BaseSchema):

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
-from marshmallow import ValidationError, fields, validate, validates
+from marshmallow import fields, validate
 
-from mobile_api.fields import BaseSchema, Id, PageQuery, QuietHours, UTCDateTime
+from mobile_api.fields import BaseSchema, Id, PageQuery, QuietHours, UTCDateTime, quiet_hours_span_time
 from notifications.templates import NOTIFICATION_KINDS
 
 DEVICE_PLATFORMS = ("android", "ios", "web")
@@ -67,10 +66,10 @@ class NotificationSettingsSchema(BaseSchema):
         fields.String(validate=validate.OneOf(NOTIFICATION_KINDS)),
         validate=validate.Length(max=len(NOTIFICATION_KINDS) * 2),
     )
-    quiet_hours = fields.Nested(QuietHours, allow_none=True, metadata={"description": "Local times; null = off."})
+    quiet_hours = fields.Nested(
+        QuietHours,
+        allow_none=True,
+        validate=quiet_hours_span_time,
+        metadata={"description": "Local times; null = off."},
+    )
     nearby_alerts = fields.Boolean()
-
-    @validates("quiet_hours")
-    def quiet_hours_span_time(self, value, **_kwargs):
-        if value and value.get("start") is not None and value.get("start") == value.get("end"):
-            raise ValidationError(gettext("start and end must differ."))
