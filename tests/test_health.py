@@ -168,29 +168,28 @@ def test_readyz_reports_a_redis_that_does_not_answer(db_url):
 # --- PostgreSQL's own limits ---------------------------------------------------------
 
 
-def test_a_slow_statement_is_cut_by_the_server_and_answered_503(postgres_only, db_url, monkeypatch):
-    app = outage_app(db_url, DB_STATEMENT_TIMEOUT_MS=300)
-    user = make_user(app)
-    _slow_feed(monkeypatch, seconds=3)
-    started = time.monotonic()
-    resp = app.test_client().get("/api/v1/postings", headers=user.headers)
-    assert (resp.status_code, resp.get_json()["error"]) == (503, "service_unavailable")
-    assert time.monotonic() - started < 2.0
-    with app.app_context():
-        db.engine.dispose()
+def test_a_slow_statement_is_cut_by_the_server_and_answered_503(postgres_only, app, db_url, monkeypatch):
+    _assert_cut(db_url, monkeypatch, sleep=3, DB_STATEMENT_TIMEOUT_MS=300)
 
 
-def test_a_server_that_stops_answering_is_cut_by_the_client_deadline(postgres_only, db_url, monkeypatch):
+def test_a_server_that_stops_answering_is_cut_by_the_client_deadline(postgres_only, app, db_url, monkeypatch):
     """The server-side timeout is far away; the client's deadline ends the wait."""
-    app = outage_app(db_url, DB_STATEMENT_TIMEOUT_MS=60_000, DB_CLIENT_TIMEOUT_SECONDS=0.5)
-    user = make_user(app)
-    _slow_feed(monkeypatch, seconds=5)
+    _assert_cut(db_url, monkeypatch, sleep=5, DB_STATEMENT_TIMEOUT_MS=60_000, DB_CLIENT_TIMEOUT_SECONDS=0.5)
+
+
+def _assert_cut(db_url, monkeypatch, *, sleep: float, **limits) -> None:
+    """A feed request whose query sleeps ``sleep`` s in the database is answered 503
+    within 2 s under ``limits``. (The ``app`` fixture of the callers empties the
+    tables afterwards: the user made here must not outlive the test.)"""
+    outage = outage_app(db_url, **limits)
+    user = make_user(outage)
+    _slow_feed(monkeypatch, seconds=sleep)
     started = time.monotonic()
-    resp = app.test_client().get("/api/v1/postings", headers=user.headers)
+    resp = outage.test_client().get("/api/v1/postings", headers=user.headers)
     assert (resp.status_code, resp.get_json()["error"]) == (503, "service_unavailable")
     assert time.monotonic() - started < 2.0
-    # the connection that missed its deadline was thrown away; the next request is fine
-    with app.app_context():
+    # a connection that missed its deadline was thrown away: the pool is disposed of cleanly
+    with outage.app_context():
         db.engine.dispose()
 
 

@@ -12,9 +12,9 @@ most 30 days past:
 - a posting with a start time is an event from ``starts_at`` to ``ends_at``
   (an hour when it has no end);
 - otherwise the claim's deadline is the event: a wish's ``due_at`` (or a
-  service's ``ends_at``) as a half-hour event ending then — a VEVENT rather
-  than a VTODO because Google and Apple Calendar show subscribed events but
-  ignore to-dos;
+  service's ``ends_at``) as a half-hour event ending then — an event rather
+  than iCalendar's task component, because Google and Apple Calendar show
+  subscribed events but ignore tasks;
 - a service booked with no time at all is shown at the moment it was booked.
 
 The UID is ``claim-{id}@{host}``, so a calendar app updates an event rather
