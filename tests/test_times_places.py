@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 
 import pytest
 
@@ -40,13 +41,12 @@ def test_a_time_without_an_offset_is_refused_not_guessed(app, client, starts_at)
 
 def test_beijing_time_is_read_with_its_offset_and_answered_in_utc(app, client):
     org_id, coordinator = make_org(app)
-    body = project_body(org_id, starts_at="2026-12-05T09:00:00+08:00", ends_at="2026-12-05T12:00:00+08:00")
+    # nine in the morning, Beijing time, a week from now: 01:00Z that day
+    day = (clock.utcnow() + timedelta(days=7)).date().isoformat()
+    body = project_body(org_id, starts_at=f"{day}T09:00:00+08:00", ends_at=f"{day}T12:00:00+08:00")
     resp = client.post("/api/v1/postings", json=body, headers=coordinator.headers)
     assert resp.status_code == 201, resp.get_json()
-    assert (resp.get_json()["starts_at"], resp.get_json()["ends_at"]) == (
-        "2026-12-05T01:00:00Z",
-        "2026-12-05T04:00:00Z",
-    )
+    assert (resp.get_json()["starts_at"], resp.get_json()["ends_at"]) == (f"{day}T01:00:00Z", f"{day}T04:00:00Z")
 
 
 @pytest.mark.parametrize("year", [1999, 2101, 1])
