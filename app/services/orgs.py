@@ -180,6 +180,26 @@ def add_member(actor: Actor, org_id: int, member_id: int, role: str) -> OrgMembe
     return member
 
 
+def sole_coordinator_of(user_id: int) -> list[int]:
+    """The approved orgs ``user_id`` is the only coordinator of (an org never loses its last one)."""
+    others = sa.select(OrgMember.id).where(
+        OrgMember.org_id == Org.id, OrgMember.role == "coordinator", OrgMember.user_id != user_id
+    )
+    return list(
+        db.session.scalars(
+            sa.select(Org.id)
+            .join(OrgMember, OrgMember.org_id == Org.id)
+            .where(
+                OrgMember.user_id == user_id,
+                OrgMember.role == "coordinator",
+                Org.status == "approved",
+                ~others.exists(),
+            )
+            .order_by(Org.id)
+        )
+    )
+
+
 def remove_member(actor: Actor, org_id: int, member_id: int) -> None:
     """Remove a member; the org keeps at least one coordinator."""
     # The member_count UPDATE comes first because it locks the org row: two
