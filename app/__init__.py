@@ -120,7 +120,20 @@ def _register_blueprints(app: Flask) -> None:
         key_func=user_rate_key,
         methods=["POST", "PUT", "PATCH", "DELETE"],
     )
-    for module in (health, auth, legal, me, orgs, postings, skills, notifications, claims, stats, certificates, calendar):
+    for module in (
+        health,
+        auth,
+        legal,
+        me,
+        orgs,
+        postings,
+        skills,
+        notifications,
+        claims,
+        stats,
+        certificates,
+        calendar,
+    ):
         # The limiter and the blueprints live as long as the process; mark once.
         if module.blp.name in WRITE_LIMITED_BLUEPRINTS and not getattr(module.blp, "user_writes_limited", False):
             writes(module.blp)

@@ -48,7 +48,7 @@ MESSAGES: dict[str, LazyString] = {
     "sms_unavailable": _l("SMS codes cannot be sent right now; try again later."),
     "consent_outdated": _l("Accept the current privacy policy (GET /api/v1/legal names its version)."),
     "consent_required": _l("The privacy policy has changed: accept the new version to continue."),
-    "guardian_required": _l("Volunteers under 14 need a guardian's consent."),
+    "guardian_required": _l("A volunteer of this age needs a guardian's consent."),
     "forbidden": _l("You may not do this."),
     "admin_required": _l("An administrator is required."),
     "coordinator_required": _l("A coordinator of the organisation is required."),

@@ -176,7 +176,9 @@ def _sms_budget():
         return
     yield GaugeMetricFamily("yz_sms_budget_used", "SMS codes counted against today's budget.", value=used)
     yield GaugeMetricFamily(
-        "yz_sms_daily_budget", "SMS_DAILY_BUDGET: codes the service sends a day.", value=current_app.config["SMS_DAILY_BUDGET"]
+        "yz_sms_daily_budget",
+        "SMS_DAILY_BUDGET: codes the service sends a day.",
+        value=current_app.config["SMS_DAILY_BUDGET"],
     )
 
 

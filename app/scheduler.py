@@ -85,8 +85,12 @@ JOBS = (
     ),
     JobSpec("remind_upcoming", "JOB_REMIND_UPCOMING_SECONDS", "remind volunteers 24 h and 1 h before an event"),
     JobSpec("dispatch_push", "JOB_DISPATCH_PUSH_SECONDS", "send pending notifications to the push sender"),
-    JobSpec("erase_accounts", "JOB_ERASE_ACCOUNTS_SECONDS", "erase accounts whose deletion is due; keep the orgs' records"),
-    JobSpec("purge", "JOB_PURGE_SECONDS", "delete expired keys, tokens, idle devices, old read notifications, SMS codes"),
+    JobSpec(
+        "erase_accounts", "JOB_ERASE_ACCOUNTS_SECONDS", "erase accounts whose deletion is due; keep the orgs' records"
+    ),
+    JobSpec(
+        "purge", "JOB_PURGE_SECONDS", "delete expired keys, tokens, idle devices, old read notifications, SMS codes"
+    ),
 )
 JOB_NAMES = tuple(spec.name for spec in JOBS)
 

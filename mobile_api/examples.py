@@ -14,7 +14,7 @@ from __future__ import annotations
 HOME = {"lat": 29.8683, "lng": 121.544}
 
 REQUEST_EXAMPLES: dict[str, dict] = {
-    "send_sms_code": {"phone": "13912345678", "purpose": "register"},
+    "send_sms_code": {"phone": "13912345670", "purpose": "register"},
     "register": {
         "phone": "13912345678",
         "sms_code": "123456",

@@ -131,7 +131,9 @@ def _check_current(privacy_version: str) -> None:
     if privacy_version != current_app.config["PRIVACY_VERSION"]:
         raise Invalid(
             "privacy_version",
-            gettext("The current privacy policy is version %(version)s.", version=current_app.config["PRIVACY_VERSION"]),
+            gettext(
+                "The current privacy policy is version %(version)s.", version=current_app.config["PRIVACY_VERSION"]
+            ),
             slug="consent_outdated",
         )
 

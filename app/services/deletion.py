@@ -53,7 +53,9 @@ def request_deletion(user: User, password: str | None = None, sms_code: str | No
         )
     if user.deletion_scheduled_at is None:
         user.deletion_scheduled_at = utcnow() + timedelta(days=current_app.config["ACCOUNT_DELETION_DAYS"])
-        audit(user.id, "account.deletion_requested", "user", user.id, scheduled_for=user.deletion_scheduled_at.isoformat())
+        audit(
+            user.id, "account.deletion_requested", "user", user.id, scheduled_for=user.deletion_scheduled_at.isoformat()
+        )
     tokens.revoke_all_for_user(user.id)
     db.session.commit()
     return user

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 from flask import current_app
 from flask_babel import gettext
 from sqlalchemy.exc import IntegrityError
@@ -182,9 +183,8 @@ def add_member(actor: Actor, org_id: int, member_id: int, role: str) -> OrgMembe
 
 def sole_coordinator_of(user_id: int) -> list[int]:
     """The approved orgs ``user_id`` is the only coordinator of (an org never loses its last one)."""
-    others = sa.select(OrgMember.id).where(
-        OrgMember.org_id == Org.id, OrgMember.role == "coordinator", OrgMember.user_id != user_id
-    )
+    other = so.aliased(OrgMember)
+    others = sa.select(other.id).where(other.org_id == Org.id, other.role == "coordinator", other.user_id != user_id)
     return list(
         db.session.scalars(
             sa.select(Org.id)

@@ -62,7 +62,9 @@ def _memberships(user: User) -> list[dict]:
         .where(OrgMember.user_id == user.id)
         .order_by(OrgMember.id)
     )
-    return [{"org": {"id": org_id, "name": name}, "role": role, "joined_at": joined} for org_id, name, role, joined in rows]
+    return [
+        {"org": {"id": org_id, "name": name}, "role": role, "joined_at": joined} for org_id, name, role, joined in rows
+    ]
 
 
 def _claims(user: User) -> list[Claim]:

@@ -280,15 +280,11 @@ def _settle(reservation: _Reservation, outcome: str, now: datetime) -> None:
     mine = (SmsCode.phone_key == reservation.phone_key, SmsCode.nonce == reservation.nonce)
     if outcome == "sent":
         sent = utcnow()
-        db.session.execute(
-            sa.update(SmsCode).where(*mine).values(sent_at=sent, expires_at=sent + SMS_CODE_TTL)
-        )
+        db.session.execute(sa.update(SmsCode).where(*mine).values(sent_at=sent, expires_at=sent + SMS_CODE_TTL))
     elif outcome in ("invalid_number", "failed"):
         # Nothing went out: the slot, the day's count and the budget are given back.
         db.session.execute(
-            sa.update(SmsCode)
-            .where(*mine)
-            .values(reserved_at=now - SMS_RESEND_INTERVAL, expires_at=now, used_at=now)
+            sa.update(SmsCode).where(*mine).values(reserved_at=now - SMS_RESEND_INTERVAL, expires_at=now, used_at=now)
         )
         _give_back(PHONE_DAY, reservation.phone_key, reservation.day)
         if reservation.budget_counted:

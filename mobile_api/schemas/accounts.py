@@ -34,7 +34,8 @@ def SmsCode(**kwargs) -> fields.String:  # noqa: N802 - a field factory, used li
     """The six digits of an SMS code."""
     return fields.String(
         validate=validate.Regexp(
-            rf"^[0-9]{{{SMS_CODE_DIGITS}}}$", error=lazy_gettext("Enter the %(digits)d digits of the SMS code.", digits=SMS_CODE_DIGITS)
+            rf"^[0-9]{{{SMS_CODE_DIGITS}}}$",
+            error=lazy_gettext("Enter the %(digits)d digits of the SMS code.", digits=SMS_CODE_DIGITS),
         ),
         metadata={
             "description": f"The {SMS_CODE_DIGITS} digits sent by POST /api/v1/auth/sms-codes.",

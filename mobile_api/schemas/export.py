@@ -67,13 +67,15 @@ class ExportPostingSchema(BaseSchema):
     beneficiary = NestedFrom(
         ExportBeneficiarySchema,
         allow_none=True,
-        source=lambda p: None
-        if p.beneficiary_name is None
-        else {
-            "name_masked": mask_name(p.beneficiary_name),
-            "phone": p.beneficiary_phone,
-            "address": p.beneficiary_address,
-        },
+        source=lambda p: (
+            None
+            if p.beneficiary_name is None
+            else {
+                "name_masked": mask_name(p.beneficiary_name),
+                "phone": p.beneficiary_phone,
+                "address": p.beneficiary_address,
+            }
+        ),
     )
     capacity = fields.Integer(allow_none=True)
     starts_at = UTCDateTime(allow_none=True)
