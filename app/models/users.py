@@ -12,7 +12,6 @@ from app.models.base import Base, Timestamped
 from app.policy import average_rating, hours, star_level
 from app.validators import mask_phone
 
-
 _DELETION_SCHEDULED = sa.text("deletion_scheduled_at IS NOT NULL")
 
 

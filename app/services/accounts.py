@@ -10,7 +10,6 @@ spend one. Consent to the privacy policy is kept per version
 
 from __future__ import annotations
 
-from datetime import timedelta
 from functools import lru_cache
 
 import sqlalchemy as sa

@@ -42,7 +42,6 @@ from app.models import (
     RefreshToken,
     ServiceRecord,
     User,
-    Volunteer,
     VolunteerSkill,
 )
 from app.policy import ERASED_NAME, LIVE_POSTING_STATUSES, POLICIES, PROVIDER
