@@ -17,9 +17,10 @@ def sent_code(app: Flask, phone: str, purpose: str | None = None) -> str | None:
     return provider_for(app).last_code(normalize_cn_mobile(phone), purpose)
 
 
-def sms_code(app: Flask, client, phone: str, purpose: str, **headers) -> str:
-    """Ask for a code (202) and read it from the provider, as the phone's owner would."""
-    resp = client.post(SMS_CODES, json={"phone": phone, "purpose": purpose}, headers=headers)
+def sms_code(app: Flask, client, phone: str, purpose: str, **request) -> str:
+    """Ask for a code (202) and read it from the provider, as the phone's owner would
+    (``request``: more arguments of the request, ``headers``, ``environ_base``)."""
+    resp = client.post(SMS_CODES, json={"phone": phone, "purpose": purpose}, **request)
     assert resp.status_code == 202, resp.get_json()
     code = sent_code(app, phone, purpose)
     assert code is not None
