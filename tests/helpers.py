@@ -9,6 +9,14 @@ from app.sms import provider_for
 from app.validators import normalize_cn_mobile
 
 REGISTER = "/api/v1/auth/register"
+# What a production app needs to say about SMS to start (nothing is sent in the tests that use it).
+PRODUCTION_SMS = {
+    "SMS_BACKEND": "aliyun",
+    "ALIYUN_ACCESS_KEY_ID": "test-access-key-id",
+    "ALIYUN_ACCESS_KEY_SECRET": "test-access-key-secret",
+    "SMS_SIGN_NAME": "甬志愿",
+    "SMS_TEMPLATE_CODE": "SMS_000000001",
+}
 SMS_CODES = "/api/v1/auth/sms-codes"
 
 
