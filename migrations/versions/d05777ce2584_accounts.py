@@ -1,5 +1,18 @@
 """accounts: consents, SMS codes, deletion, guardians
 
+- sms_codes: the one live code of a phone (keyed hashes only); sms_counters:
+  the codes' limits per phone, client address and day.
+- consents: each accepted privacy version with its time; users.privacy_version
+  the last one. Existing accounts have none: they sign in and read as before,
+  and accept the current version before their next write (428).
+- users.deletion_scheduled_at / erased_at (and an index of the scheduled ones).
+- volunteers.guardian_*: a guardian's consent for a volunteer under 14.
+- certificates.superseded_code_hash: the printed code of a certificate whose
+  volunteer was erased keeps verifying.
+
+Only tables and nullable columns are added: nothing is rebuilt, the previous
+release runs on the upgraded schema.
+
 Revision ID: d05777ce2584
 Revises: 7c2d4e6f8a10
 Create Date: 2026-12-07 12:20:59.806212
