@@ -1,6 +1,7 @@
 """The copy of a user's data (GET /me/export): one schema per section of
-``app.services.personal_data.EXPORT``. Masked where the contract masks; no
-password hash, token or secret is a field of any of them."""
+``app.services.personal_data.EXPORT`` — the API's own where one exists (a
+record, an energy entry, an inbox row, the volunteer as they see it). Masked
+where the contract masks; no password hash, token or secret is a field of any."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from app.policy import hours
 from app.validators import mask_name
 from mobile_api.fields import BaseSchema, District, Location, NestedFrom, UTCDateTime
 from mobile_api.schemas.accounts import VolunteerSchema
+from mobile_api.schemas.notifications import NotificationSchema
+from mobile_api.schemas.records import EnergyEntrySchema, RecordSchema
 
 
 class ExportProfileSchema(BaseSchema):
@@ -103,32 +106,6 @@ class ExportClaimSchema(BaseSchema):
     feedback = fields.String(allow_none=True)
 
 
-class ExportRecordSchema(BaseSchema):
-    id = fields.Integer()
-    org_id = fields.Integer(allow_none=True)
-    posting_id = fields.Integer(allow_none=True)
-    kind = fields.String()
-    activity = fields.String()
-    minutes = fields.Integer()
-    started_at = UTCDateTime(allow_none=True)
-    ended_at = UTCDateTime(allow_none=True)
-    place = fields.String(allow_none=True)
-    content = fields.String(allow_none=True)
-    evaluation = fields.String(allow_none=True)
-    rating = fields.Integer(allow_none=True)
-    created_at = UTCDateTime()
-
-
-class ExportEnergySchema(BaseSchema):
-    id = fields.Integer()
-    delta = fields.Integer()
-    balance_after = fields.Integer()
-    reason = fields.String()
-    claim_id = fields.Integer(allow_none=True)
-    posting_id = fields.Integer(allow_none=True)
-    created_at = UTCDateTime()
-
-
 class ExportCertificateSchema(BaseSchema):
     id = fields.Integer()
     number = fields.String()
@@ -141,16 +118,6 @@ class ExportCertificateSchema(BaseSchema):
     records_count = fields.Integer()
     status = fields.String()
     issued_at = UTCDateTime()
-
-
-class ExportNotificationSchema(BaseSchema):
-    id = fields.Integer()
-    kind = fields.String()
-    title = fields.String()
-    body = fields.String()
-    data = fields.Dict(keys=fields.String(), values=fields.String())
-    created_at = UTCDateTime()
-    read_at = UTCDateTime(allow_none=True)
 
 
 class ExportDeviceSchema(BaseSchema):
@@ -185,10 +152,10 @@ class ExportSchema(BaseSchema):
     org_memberships = fields.List(fields.Nested(ExportMembershipSchema))
     postings = fields.List(fields.Nested(ExportPostingSchema))
     claims = fields.List(fields.Nested(ExportClaimSchema))
-    service_records = fields.List(fields.Nested(ExportRecordSchema))
-    energy_ledger = fields.List(fields.Nested(ExportEnergySchema))
+    service_records = fields.List(fields.Nested(RecordSchema))
+    energy_ledger = fields.List(fields.Nested(EnergyEntrySchema))
     certificates = fields.List(fields.Nested(ExportCertificateSchema))
-    notifications = fields.List(fields.Nested(ExportNotificationSchema))
+    notifications = fields.List(fields.Nested(NotificationSchema))
     devices = fields.List(fields.Nested(ExportDeviceSchema))
     sessions = fields.List(fields.Nested(ExportSessionSchema))
     calendar_feed = fields.Nested(ExportCalendarFeedSchema, allow_none=True)
