@@ -146,6 +146,10 @@ class KindPolicy:
     # A claim on it is something to be at or to get done by a time: it appears in
     # the claimant's calendar feed (a reward hand-over does not).
     in_calendar: bool = True
+    # Once its one claim is confirmed, the fulfilment's note and photos are shown
+    # on the posting to everyone (its story, 微故事), unless the confirmer keeps
+    # the photos private.
+    public_story: bool = False
 
     @property
     def capacity_required(self) -> bool:
@@ -179,6 +183,7 @@ POLICIES: dict[str, KindPolicy] = {
             auto_confirm=True,
             confirm_bonus_points=5,
             matched_to_volunteers=True,
+            public_story=True,
         ),
         KindPolicy(
             "project",  # 微项目
@@ -299,3 +304,35 @@ def average_rating(total: int, count: int) -> float | None:
 def star_level(minutes: int) -> int:
     """Star level 0-5 (星级志愿者) by credit + honor hours at 100/300/600/1000/1500 h."""
     return sum(1 for threshold in STAR_THRESHOLDS_HOURS if minutes >= threshold * 60)
+
+
+# --- photos ----------------------------------------------------------------------------------------------------
+
+# What a photo is uploaded for: it may be used only there (a posting's photo_ids,
+# a fulfilment's photo_ids, PATCH /me avatar_photo_id).
+PHOTO_PURPOSES = ("posting", "fulfil", "avatar")
+PHOTO_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp")
+# pending: its upload URL was handed out; ready: its bytes were checked and
+# re-encoded; used: it was attached (once: a photo taken off what it belonged to
+# is not used again); rejected: its bytes were not a photo of the declared type.
+PHOTO_STATUSES = ("pending", "ready", "used", "rejected")
+# Not attached yet, and so still the uploader's to use.
+UNUSED_PHOTO_STATUSES = ("pending", "ready")
+MAX_PHOTO_BYTES = 10 * 1024 * 1024
+# Photos one posting or one fulfilment carries.
+MAX_PHOTOS = 9
+# Pixels a photo may have (a 64-megapixel phone photo fits); more is refused
+# before a single pixel is decoded (a decompression bomb).
+MAX_PHOTO_PIXELS = 64 * 1024 * 1024
+DISPLAY_LONGEST_SIDE = 1600
+THUMB_LONGEST_SIDE = 320
+# How long the presigned PUT of an upload, and the presigned GET of a photo, work.
+UPLOAD_URL_TTL = timedelta(minutes=10)
+PHOTO_URL_TTL = timedelta(hours=1)
+# A photo URL is handed out again, unchanged, for this long (the app's image cache
+# keeps working); so a URL the API gives works at least PHOTO_URL_TTL minus this.
+PHOTO_URL_REUSE = timedelta(minutes=5)
+# An upload nobody attached is removed this long after its URL was handed out.
+UNUSED_PHOTO_TTL = timedelta(hours=24)
+# Uploads one user may hold unused at once (each up to MAX_PHOTO_BYTES of storage).
+MAX_UNUSED_UPLOADS = 30
