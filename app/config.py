@@ -144,6 +144,21 @@ class Config:
     # printed on certificates and calendar URLs are built on it. Unset: the request's host.
     PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL") or None
 
+    # Photos (app/storage/): where the phones' uploads go. local (files under
+    # STORAGE_LOCAL_PATH, default <instance>/photos, served by the app) is the
+    # embedded default; production refuses it unless STORAGE_LOCAL_OK=1 and runs s3.
+    STORAGE_BACKEND = os.environ.get("STORAGE_BACKEND", "local")
+    STORAGE_LOCAL_OK = env_bool("STORAGE_LOCAL_OK", False)
+    STORAGE_LOCAL_PATH = os.environ.get("STORAGE_LOCAL_PATH") or None
+    # Any S3-compatible service (Aliyun OSS, MinIO, AWS) through boto3 (app/storage/s3.py).
+    S3_BUCKET = os.environ.get("S3_BUCKET") or None
+    S3_ENDPOINT_URL = os.environ.get("S3_ENDPOINT_URL") or None
+    S3_PUBLIC_ENDPOINT_URL = os.environ.get("S3_PUBLIC_ENDPOINT_URL") or None
+    S3_REGION = os.environ.get("S3_REGION", "us-east-1")
+    S3_ACCESS_KEY_ID = os.environ.get("S3_ACCESS_KEY_ID") or None
+    S3_SECRET_ACCESS_KEY = os.environ.get("S3_SECRET_ACCESS_KEY") or None
+    S3_ADDRESSING_STYLE = os.environ.get("S3_ADDRESSING_STYLE", "auto")
+
     DISTRICTS = env_list("DISTRICTS", NINGBO_DISTRICTS)
     # The skills vocabulary (app/skills.py): unset = the default list; else a JSON
     # array of {"code", "name_zh", "name_en"}, inline or the path of a file.
@@ -177,6 +192,7 @@ class Config:
     JOB_REMIND_UPCOMING_SECONDS = env_int("JOB_REMIND_UPCOMING_SECONDS", 60)
     JOB_DISPATCH_PUSH_SECONDS = env_int("JOB_DISPATCH_PUSH_SECONDS", 2)
     JOB_PURGE_SECONDS = env_int("JOB_PURGE_SECONDS", 86400)
+    JOB_PURGE_PHOTOS_SECONDS = env_int("JOB_PURGE_PHOTOS_SECONDS", 300)
     JOB_BATCH_SIZE = env_int("JOB_BATCH_SIZE", 1000)
 
     # Open wish claims (status active) one volunteer may hold at once.
@@ -221,4 +237,5 @@ class TestConfig(Config):
     ARGON2_TIME_COST = 1
     ARGON2_MEMORY_COST = 1024
     PUSH_BACKEND = "memory"
+    STORAGE_BACKEND = "local"
     SCHEDULER_EMBEDDED = False

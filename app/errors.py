@@ -89,6 +89,9 @@ MESSAGES: dict[str, LazyString] = {
     "certificate_void": _l("This certificate has already been voided."),
     "own_certificate": _l("You cannot void your own certificate."),
     "home_required": _l("Set a home point in your volunteer profile first."),
+    "invalid_photo": _l("This photo cannot be used."),
+    "photo_not_uploaded": _l("The photo has not been uploaded yet."),
+    "upload_limit": _l("You have too many photos uploaded and not used yet."),
     "payload_too_large": _l("The request body is larger than 1 MiB."),
     "unsupported_media_type": _l("The body must be JSON."),
     "rate_limited": _l("Too many requests; try again later."),
@@ -146,6 +149,21 @@ class Conflict(AppError):
     slug = "conflict"
 
 
+class TooLarge(AppError):
+    """A body over its limit (413)."""
+
+    code = 413
+    slug = "payload_too_large"
+
+
+class Unavailable(AppError):
+    """A service we depend on (the photo storage) did not answer: retry shortly (503)."""
+
+    code = 503
+    slug = "service_unavailable"
+    retry_after = 5
+
+
 class Invalid(AppError):
     """Input that passed the schema but breaks a rule (422)."""
 
@@ -198,7 +216,9 @@ def error_response(code: int, slug: str | None = None, message: str | None = Non
 
 
 def _handle_app_error(exc: AppError):
-    return error_response(exc.code, exc.slug, exc.message, exc.errors)
+    retry = getattr(exc, "retry_after", None)
+    headers = {"Retry-After": str(retry)} if retry else None
+    return error_response(exc.code, exc.slug, exc.message, exc.errors, headers)
 
 
 def _handle_http_exception(exc: HTTPException):

@@ -314,8 +314,9 @@ PHOTO_PURPOSES = ("posting", "fulfil", "avatar")
 PHOTO_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp")
 # pending: its upload URL was handed out; ready: its bytes were checked and
 # re-encoded; used: it was attached (once: a photo taken off what it belonged to
-# is not used again); rejected: its bytes were not a photo of the declared type.
-PHOTO_STATUSES = ("pending", "ready", "used", "rejected")
+# is not used again); discarded: its bytes were not a photo of the declared
+# type, or its owner's account was erased.
+PHOTO_STATUSES = ("pending", "ready", "used", "discarded")
 # Not attached yet, and so still the uploader's to use.
 UNUSED_PHOTO_STATUSES = ("pending", "ready")
 MAX_PHOTO_BYTES = 10 * 1024 * 1024

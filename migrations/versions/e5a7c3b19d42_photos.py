@@ -2,7 +2,7 @@
 
 - photos: one row per uploaded photo — its owner, purpose, declared type and
   size, the random stem of its storage keys, its status (pending → ready →
-  used, or rejected), the display size's width and height, and what it
+  used, or discarded), the display size's width and height, and what it
   belongs to: a posting, a claim's fulfilment or a user's avatar (one each
   at most). ix_photos_unlinked (partial) holds the rows that belong to
   nothing — unused uploads and photos taken off their owner — for the purge

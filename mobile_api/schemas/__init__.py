@@ -55,6 +55,7 @@ from mobile_api.schemas.orgs import (
     OrgStatsSchema,
     VolunteerVerificationSchema,
 )
+from mobile_api.schemas.photos import PhotoSchema, StorySchema, UploadCreateSchema, UploadSchema
 from mobile_api.schemas.postings import (
     BeneficiaryInputSchema,
     BeneficiarySchema,
@@ -126,6 +127,7 @@ __all__ = [
     "PasswordChangeSchema",
     "PeriodQuerySchema",
     "PersonSchema",
+    "PhotoSchema",
     "PostingCreateSchema",
     "PostingOrgSchema",
     "PostingQuerySchema",
@@ -142,8 +144,11 @@ __all__ = [
     "SkillSchema",
     "StatsQuerySchema",
     "StatsSchema",
+    "StorySchema",
     "TokenPairSchema",
     "UnreadSchema",
+    "UploadCreateSchema",
+    "UploadSchema",
     "UserOrgSchema",
     "UserSchema",
     "UserUpdateSchema",
