@@ -132,7 +132,10 @@ class LocalStorage:
     def _url(self, key: str, method: str, expires_in: timedelta, content_type: str | None = None) -> str:
         self.path_of(key)  # only keys of our own making are granted
         expires = int((utcnow() + expires_in).timestamp())
-        grant = self._grants.dumps({"k": key, "m": method, "t": content_type, "x": expires})
+        fields = {"k": key, "m": method, "x": expires}
+        if content_type:
+            fields["t"] = content_type
+        grant = self._grants.dumps(fields)
         return f"{self._base_url()}/files/{grant}"
 
     def _base_url(self) -> str:
