@@ -71,6 +71,8 @@ def render(data: bytes, content_type: str, *, max_pixels: int, display_side: int
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             picture = _decode(data, fmt, max_pixels, display_side)
+        except BadImage:
+            raise
         except Image.DecompressionBombWarning as exc:
             raise BadImage(f"too many pixels: {exc}") from None
         except _UNREADABLE as exc:
