@@ -34,9 +34,9 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import NoReturn
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -159,7 +159,7 @@ def usable_photos(
     for ``purpose``: the caller's own, unused, uploaded and really a picture of
     their type (422 ``invalid_photo`` / ``photo_not_uploaded`` naming ``field``).
     ``kept`` are the photos the thing being edited already holds: those stay,
-    whoever uploaded them. Checking commits (each photo on its own)."""
+    whoever uploaded them. Checking commits what it found out about each photo."""
     if not photo_ids:
         return []
     if len(set(photo_ids)) != len(photo_ids):
@@ -180,82 +180,105 @@ def usable_photos(
             )
         if photo.status not in UNUSED_PHOTO_STATUSES or photo.created_at <= oldest:
             raise _invalid(field, gettext("Photo %(id)s was used already or has expired.", id=photo_id))
-    for photo_id in photo_ids:
-        photo = found[photo_id]
-        if photo.status == "pending":
-            _check(photo, field)
+    pending = [found[photo_id] for photo_id in photo_ids if found[photo_id].status == "pending"]
+    if pending:
+        _check(pending, field)
     return [found[photo_id] for photo_id in photo_ids]
 
 
-def _check(photo: Photo, field: str) -> None:
-    """Read the upload, refuse it or re-encode it; the photo is ``ready`` after."""
+@dataclass(frozen=True)
+class _Upload:
+    """What examining one upload needs: plain values, for a worker thread."""
+
+    photo_id: int
+    original: str
+    display: str
+    thumb: str
+    content_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    status: str  # ready | discarded | missing (no bytes yet) | gone (checked meanwhile by another request)
+    reason: str = ""
+    width: int | None = None
+    height: int | None = None
+
+
+def _check(photos: Sequence[Photo], field: str) -> None:
+    """Examine the uploads of ``photos`` (two at a time: the storage reads and
+    Pillow's work release the GIL), record what each is, commit, then refuse the
+    request at the first that is not a usable photo (in the order given)."""
     store = storage()
-    original = original_key(photo)
-    size = store.size_of(original)
-    if size is None:
-        raise _not_uploaded(photo, field)
-    if size != photo.size:
-        _discard(photo, field, f"{size} bytes, {photo.size} declared")
-    data = store.read(original)
-    if data is None:
-        # A request using the same photo checked it meanwhile (and deleted the original).
+    uploads = [_Upload(p.id, original_key(p), display_key(p), thumb_key(p), p.content_type, p.size) for p in photos]
+    if len(uploads) == 1:
+        outcomes = [_examine(store, uploads[0])]
+    else:
+        with ThreadPoolExecutor(max_workers=images.DECODES_AT_ONCE, thread_name_prefix="photo-check") as pool:
+            outcomes = list(pool.map(lambda upload: _examine(store, upload), uploads))
+    now = utcnow()
+    for photo, outcome in zip(photos, outcomes, strict=True):
+        if outcome.status in ("ready", "discarded"):
+            db.session.execute(
+                sa.update(Photo)
+                .where(Photo.id == photo.id, Photo.status == "pending")
+                .values(status=outcome.status, width=outcome.width, height=outcome.height, checked_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        if outcome.status == "discarded":
+            log.info("photo %s refused: %s", photo.id, outcome.reason)
+    db.session.commit()
+    for photo, outcome in zip(photos, outcomes, strict=True):
         db.session.refresh(photo)
         if photo.status == "ready":
-            return
+            continue  # checked here, or by another request meanwhile ("gone")
+        if outcome.status == "discarded":
+            raise _invalid(
+                field,
+                gettext(
+                    "Photo %(id)s is not a %(type)s picture of the %(size)s bytes declared "
+                    "(at most %(pixels)s megapixels).",
+                    id=photo.id,
+                    type=photo.content_type.split("/")[-1].upper(),
+                    size=format_decimal(photo.size),
+                    pixels=format_decimal(MAX_PHOTO_PIXELS // 2**20),
+                ),
+            )
         raise _not_uploaded(photo, field)
-    if len(data) != photo.size:
-        _discard(photo, field, f"{len(data)} bytes, {photo.size} declared")
+
+
+def _examine(store, upload: _Upload) -> _Outcome:
+    """Read one upload, refuse it or re-encode it (no database here). A refused
+    original and a checked one are both deleted at once: what the phone sent —
+    EXIF, GPS and all — is kept no longer than it takes to read it."""
+    size = store.size_of(upload.original)
+    if size is None:
+        return _Outcome("missing")
+    if size != upload.size:
+        store.delete([upload.original])
+        return _Outcome("discarded", f"{size} bytes, {upload.size} declared")
+    data = store.read(upload.original)
+    if data is None:
+        return _Outcome("gone")
+    if len(data) != upload.size:
+        store.delete([upload.original])
+        return _Outcome("discarded", f"{len(data)} bytes, {upload.size} declared")
     try:
         rendered = images.render(
             data,
-            photo.content_type,
+            upload.content_type,
             max_pixels=MAX_PHOTO_PIXELS,
             display_side=DISPLAY_LONGEST_SIDE,
             thumb_side=THUMB_LONGEST_SIDE,
         )
     except images.BadImage as exc:
-        _discard(photo, field, str(exc))
-    store.write(display_key(photo), rendered.display.data, photo.content_type)
-    store.write(thumb_key(photo), rendered.thumb.data, photo.content_type)
-    # The original, with whatever it carried (EXIF, GPS), goes at once.
-    store.delete([original])
-    db.session.execute(
-        sa.update(Photo)
-        .where(Photo.id == photo.id, Photo.status == "pending")
-        .values(
-            status="ready",
-            width=rendered.display.width,
-            height=rendered.display.height,
-            checked_at=utcnow(),
-        )
-        .execution_options(synchronize_session=False)
-    )
-    db.session.commit()
-    db.session.refresh(photo)
-
-
-def _discard(photo: Photo, field: str, reason: str) -> NoReturn:
-    """Refuse a photo for good: its original deleted, the row left to the purge."""
-    storage().delete([original_key(photo)])
-    db.session.execute(
-        sa.update(Photo)
-        .where(Photo.id == photo.id, Photo.status == "pending")
-        .values(status="discarded", checked_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    db.session.commit()
-    log.info("photo %s refused: %s", photo.id, reason)
-    kind = photo.content_type.split("/")[-1].upper()
-    raise _invalid(
-        field,
-        gettext(
-            "Photo %(id)s is not a %(type)s picture of the %(size)s bytes declared (at most %(pixels)s megapixels).",
-            id=photo.id,
-            type=kind,
-            size=format_decimal(photo.size),
-            pixels=format_decimal(MAX_PHOTO_PIXELS // 2**20),
-        ),
-    )
+        store.delete([upload.original])
+        return _Outcome("discarded", str(exc))
+    store.write(upload.display, rendered.display.data, upload.content_type)
+    store.write(upload.thumb, rendered.thumb.data, upload.content_type)
+    store.delete([upload.original])
+    return _Outcome("ready", width=rendered.display.width, height=rendered.display.height)
 
 
 def _invalid(field: str, message: str) -> Invalid:
