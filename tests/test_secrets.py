@@ -101,9 +101,8 @@ def test_production_keeps_photos_on_one_disk_only_when_told(tmp_path, storage, s
 
 def test_production_starts_with_s3(tmp_path):
     """The bucket is not asked at start (flask doctor does): only the settings are checked."""
-    app = production(
-        tmp_path, **GOOD, STORAGE_BACKEND="s3", STORAGE_LOCAL_OK=False, S3_BUCKET="yz-photos", S3_REGION="oss-cn-hangzhou"
-    )
+    s3 = {"STORAGE_BACKEND": "s3", "S3_BUCKET": "yz-photos", "S3_REGION": "oss-cn-hangzhou"}
+    app = production(tmp_path, **GOOD, **s3, STORAGE_LOCAL_OK=False)
     assert app.extensions["storage"].bucket == "yz-photos"
 
 
