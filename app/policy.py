@@ -312,13 +312,16 @@ def star_level(minutes: int) -> int:
 # a fulfilment's photo_ids, PATCH /me avatar_photo_id).
 PHOTO_PURPOSES = ("posting", "fulfil", "avatar")
 PHOTO_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp")
-# pending: its upload URL was handed out; ready: its bytes were checked and
-# re-encoded; used: it was attached (once: a photo taken off what it belonged to
-# is not used again); discarded: its bytes were not a photo of the declared
-# type, or its owner's account was erased.
-PHOTO_STATUSES = ("pending", "ready", "used", "discarded")
+# A photo's status: pending (its upload URL was handed out), ready (its bytes
+# were checked and re-encoded), used (it was attached: once — a photo taken off
+# what it belonged to is not used again), discarded (its bytes were not a photo
+# of the declared type, or its owner's account was erased).
 # Not attached yet, and so still the uploader's to use.
 UNUSED_PHOTO_STATUSES = ("pending", "ready")
+# Re-encoded: the original upload is no longer needed.
+CHECKED_PHOTO_STATUSES = ("ready", "used")
+# Never to be used again: deleted once they belong to nothing.
+SPENT_PHOTO_STATUSES = ("used", "discarded")
 MAX_PHOTO_BYTES = 10 * 1024 * 1024
 # Photos one posting or one fulfilment carries.
 MAX_PHOTOS = 9

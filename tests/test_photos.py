@@ -117,6 +117,7 @@ def test_a_fulfilment_photo_from_the_phone_to_the_public_story(storage_app, worl
     with its thumbnail; the display file carries no EXIF; a stranger sees it only once the
     wish is confirmed and public."""
     app, client = storage_app, storage_app.test_client()
+    clock.freeze(clock.utcnow())
     wish = make_posting(app, world["resident"], kind="wish", title="帮王阿姨换灯泡")
     claim_id = make_claim(app, wish, world["volunteer"])
     # a phone held sideways: 2400 x 1800 stored, EXIF says "turn 90° clockwise", GPS of the home
@@ -425,6 +426,9 @@ def test_the_avatar(app, client, world):
     resp = client.patch("/api/v1/me", json={"avatar_photo_id": second}, headers=account.headers)
     assert resp.get_json()["avatar"]["id"] == second
     assert photo_row(app, first).avatar_user_id is None
+    # the app sending the profile back whole, the same avatar in it, changes nothing
+    again = client.patch("/api/v1/me", json={"avatar_photo_id": second, "locale": "zh-CN"}, headers=account.headers)
+    assert (again.status_code, again.get_json()["avatar"]["id"]) == (200, second)
     fulfil_photo = upload_photo(client, account, "fulfil")
     resp = client.patch("/api/v1/me", json={"avatar_photo_id": fulfil_photo}, headers=account.headers)
     assert (resp.status_code, resp.get_json()["error"]) == (422, "invalid_photo")
@@ -547,3 +551,37 @@ def test_local_photo_urls_live_an_hour(app, client, world, make_app):
         f"/api/v1/claims/{claim_id}", headers={**world["resident"].headers, "Host": "evil.example.com"}
     )
     assert shown.get_json()["photos"][0]["url"].startswith("https://zhiyuan.example.cn/files/")
+
+
+# --- races (PostgreSQL) ---------------------------------------------------------------------------------------------
+
+
+def test_a_photo_raced_into_two_fulfilments_lands_in_one(app, world, postgres_only):
+    """Both requests check the same upload at the same moment; the conditional
+    attach lets exactly one have it."""
+    from tests.test_races import at_once
+
+    client = app.test_client()
+    other = make_volunteer(app, name="小陈")
+    photo_id = upload_photo(client, world["volunteer"])
+    claims = [make_claim(app, make_posting(app, world["resident"], kind="wish"), world["volunteer"]) for _ in range(2)]
+    body = {"note": "做完了", "minutes": 30, "photo_ids": [photo_id]}
+    results = at_once(
+        app, [("POST", f"/api/v1/claims/{claim_id}/fulfil", world["volunteer"].headers, body) for claim_id in claims]
+    )
+    assert sorted(status for status, _ in results) == [200, 422], results
+    [refused] = [body for status, body in results if status == 422]
+    assert refused["error"] == "invalid_photo"
+    with app.app_context():
+        statuses = dict(db.session.execute(sa.select(Claim.id, Claim.status).where(Claim.id.in_(claims))).all())
+    assert sorted(statuses.values()) == ["active", "fulfilled"]
+    assert photo_row(app, photo_id).claim_id == next(c for c, s in statuses.items() if s == "fulfilled")
+    # ... and a user's avatars raced: one avatar at the end, the other photo free
+    first, second = (upload_photo(client, other, "avatar") for _ in range(2))
+    results = at_once(
+        app, [("PATCH", "/api/v1/me", other.headers, {"avatar_photo_id": photo}) for photo in (first, second)]
+    )
+    assert [status for status, _ in results] == [200, 200], results
+    with app.app_context():
+        holders = db.session.scalars(sa.select(Photo.id).where(Photo.avatar_user_id == other.id)).all()
+    assert len(holders) == 1

@@ -49,9 +49,11 @@ from app.extensions import db
 from app.models import Claim, Photo, Posting, User
 from app.models.photos import UNLINKED
 from app.policy import (
+    CHECKED_PHOTO_STATUSES,
     DISPLAY_LONGEST_SIDE,
     MAX_PHOTO_PIXELS,
     MAX_UNUSED_UPLOADS,
+    SPENT_PHOTO_STATUSES,
     THUMB_LONGEST_SIDE,
     UNUSED_PHOTO_STATUSES,
     UNUSED_PHOTO_TTL,
@@ -162,8 +164,6 @@ def usable_photos(
     whoever uploaded them. Checking commits what it found out about each photo."""
     if not photo_ids:
         return []
-    if len(set(photo_ids)) != len(photo_ids):
-        raise Invalid(field, gettext("Each photo may appear once."))
     kept = set(kept)
     found = {p.id: p for p in db.session.scalars(sa.select(Photo).where(Photo.id.in_(photo_ids)))}
     oldest = utcnow() - UNUSED_PHOTO_TTL
@@ -380,9 +380,10 @@ def avatar_of(user: User) -> Photo | None:
 
 
 def set_avatar(actor: Actor, photo_id: int | None) -> None:
-    """The caller's avatar becomes ``photo_id`` (None: no avatar); the old one goes.
-    Nothing is committed."""
-    photos = usable_photos(actor, [photo_id], "avatar", field="avatar_photo_id") if photo_id else []
+    """The caller's avatar becomes ``photo_id`` (None: no avatar; the one it is
+    already: nothing changes); the old one goes. Nothing is committed."""
+    current = db.session.scalar(sa.select(Photo.id).where(Photo.avatar_user_id == actor.id))
+    photos = usable_photos(actor, [photo_id], "avatar", field="avatar_photo_id", kept=[current]) if photo_id else []
     # One avatar change at a time per user (PostgreSQL): the avatar's uniqueness holds.
     db.session.execute(sa.select(User.id).where(User.id == actor.id).with_for_update())
     attach("avatar", actor.id, photos, field="avatar_photo_id")
@@ -399,7 +400,7 @@ def purge_photos(limit: int) -> int:
     rule = (
         _UNLINKED,
         Photo.created_at < now - UPLOAD_CLOSES_AFTER,
-        sa.or_(Photo.status.in_(("used", "discarded")), Photo.created_at < now - UNUSED_PHOTO_TTL),
+        sa.or_(Photo.status.in_(SPENT_PHOTO_STATUSES), Photo.created_at < now - UNUSED_PHOTO_TTL),
     )
     doomed = db.session.scalars(sa.select(Photo).where(batch_of(Photo, rule, limit), *rule)).all()
     if not doomed:
@@ -420,7 +421,7 @@ def close_uploads(limit: int) -> int:
     rule = (
         sa.not_(Photo.upload_closed),
         Photo.created_at < now - UPLOAD_CLOSES_AFTER,
-        Photo.status.in_(("ready", "used")),
+        Photo.status.in_(CHECKED_PHOTO_STATUSES),
     )
     photos = db.session.scalars(sa.select(Photo).where(batch_of(Photo, rule, limit), *rule)).all()
     if not photos:

@@ -55,7 +55,7 @@ class LocalStorage:
     def config_problems(cls, config: Mapping, *, production: bool) -> list[str]:
         if not production:
             return []
-        if not env_bool_of(config.get("STORAGE_LOCAL_OK")):
+        if not config.get("STORAGE_LOCAL_OK"):
             return [
                 "STORAGE_BACKEND=local keeps photos on this machine's disk: production needs STORAGE_BACKEND=s3 "
                 "(or STORAGE_LOCAL_OK=1 for a single-machine install)"
@@ -156,13 +156,6 @@ class LocalStorage:
         if utcnow().timestamp() >= grant.get("x", 0):
             raise Forbidden(message=gettext("This file URL has expired."))
         return grant["k"], grant
-
-
-def env_bool_of(value) -> bool:
-    """A setting's truth, whether it came from the environment (text) or a mapping (bool)."""
-    if isinstance(value, bool):
-        return value
-    return str(value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def _backend() -> LocalStorage:
