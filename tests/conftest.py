@@ -154,6 +154,22 @@ def s3_config(fake_s3) -> dict:
 
 
 @pytest.fixture
+def people(app) -> dict:
+    """An approved org (``org_id``) with its ``coordinator``, a ``resident`` (王阿姨),
+    a ``volunteer`` (小李) and a ``stranger`` (路人) who has nothing to do with them."""
+    from tests.factories import make_org, make_user, make_volunteer
+
+    org_id, coordinator = make_org(app)
+    return {
+        "org_id": org_id,
+        "coordinator": coordinator,
+        "resident": make_user(app, name="王阿姨"),
+        "volunteer": make_volunteer(app, name="小李"),
+        "stranger": make_user(app, name="路人"),
+    }
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 

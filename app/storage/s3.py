@@ -126,49 +126,35 @@ class S3Storage:
         )
 
     def size_of(self, key: str) -> int | None:
-        try:
-            return int(self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
-        except ClientError as exc:
-            if _code(exc) in _MISSING:
-                return None
-            raise _unavailable("head", exc) from None
-        except BotoCoreError as exc:
-            raise _unavailable("head", exc) from None
+        answer = self._ask("head", lambda: self.client.head_object(Bucket=self.bucket, Key=key))
+        return None if answer is None else int(answer["ContentLength"])
 
     def read(self, key: str) -> bytes | None:
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        except ClientError as exc:
-            if _code(exc) in _MISSING:
-                return None
-            raise _unavailable("get", exc) from None
-        except BotoCoreError as exc:
-            raise _unavailable("get", exc) from None
+        answer = self._ask("get", lambda: self.client.get_object(Bucket=self.bucket, Key=key))
+        return None if answer is None else answer["Body"].read()
 
     def write(self, key: str, data: bytes, content_type: str) -> None:
-        try:
-            self.client.put_object(
+        self._ask(
+            "put",
+            lambda: self.client.put_object(
                 Bucket=self.bucket,
                 Key=key,
                 Body=data,
                 ContentType=content_type,
                 # a key's content never changes: caches may keep it as long as a URL lets them in
                 CacheControl="private, max-age=31536000, immutable",
-            )
-        except (BotoCoreError, ClientError) as exc:
-            raise _unavailable("put", exc) from None
+            ),
+        )
 
     def delete(self, keys: Sequence[str]) -> None:
         keys = list(keys)
         for start in range(0, len(keys), DELETE_BATCH):
             chunk = keys[start : start + DELETE_BATCH]
-            try:
-                answer = self.client.delete_objects(
-                    Bucket=self.bucket, Delete={"Objects": [{"Key": key} for key in chunk], "Quiet": True}
-                )
-            except (BotoCoreError, ClientError) as exc:
-                raise _unavailable("delete", exc) from None
-            failed = [error for error in answer.get("Errors", []) if error.get("Code") not in _MISSING]
+            objects = {"Objects": [{"Key": key} for key in chunk], "Quiet": True}
+            answer = self._ask(
+                "delete", lambda objects=objects: self.client.delete_objects(Bucket=self.bucket, Delete=objects)
+            )
+            failed = [error for error in (answer or {}).get("Errors", []) if error.get("Code") not in _MISSING]
             if failed:
                 first = failed[0]
                 raise StorageUnavailable(
@@ -183,6 +169,18 @@ class S3Storage:
         except BotoCoreError as exc:
             return f"S3 ({self.client.meta.endpoint_url}) does not answer ({type(exc).__name__})"
         return None
+
+    def _ask(self, operation: str, call):
+        """``call()``'s answer; None when the object is not there; any other failure
+        :class:`StorageUnavailable`."""
+        try:
+            return call()
+        except ClientError as exc:
+            if _code(exc) in _MISSING:
+                return None
+            raise _unavailable(operation, exc) from None
+        except BotoCoreError as exc:
+            raise _unavailable(operation, exc) from None
 
 
 def _code(exc: ClientError) -> str:
