@@ -46,6 +46,7 @@ def test_the_scheduler_holds_every_job_with_the_agreed_options(app):
             "remind_upcoming": 60,
             "dispatch_push": 5,
             "purge": 1,
+            "purge_photos": 300,
         }
         for name, job in by_id.items():
             assert job.func_ref == "app.scheduler:run_job"
