@@ -12,7 +12,7 @@ no XMP, no comments, no colour profile — because nothing else is copied.
 
 A JPEG is decoded at the smallest scale that still covers the display size
 (libjpeg's DCT scaling, ``Image.draft``): a 12-megapixel photo is read as 3
-megapixels, four times less work and memory. At most
+megapixels, a quarter of the memory and less decoding (bench/photos.py). At most
 :data:`DECODES_AT_ONCE` pictures are decoded at once in a process, so a burst
 of uploads cannot take a web worker's memory with it.
 """
