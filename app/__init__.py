@@ -16,7 +16,16 @@ from app.secrets import ensure_keys
 # Blueprints whose answers carry tokens even to a request without one (sign-up, login).
 TOKEN_BLUEPRINTS = frozenset({"auth"})
 # Blueprints whose writes share one per-user budget (RATELIMIT_USER_WRITES).
-WRITE_LIMITED_BLUEPRINTS = ("me", "orgs", "postings", "notifications", "claims", "certificates", "calendar")
+WRITE_LIMITED_BLUEPRINTS = (
+    "me",
+    "orgs",
+    "postings",
+    "notifications",
+    "claims",
+    "certificates",
+    "calendar",
+    "photos",
+)
 
 
 def create_app(config: type | Mapping | None = None) -> Flask:
@@ -37,6 +46,9 @@ def create_app(config: type | Mapping | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     os.makedirs(app.instance_path, exist_ok=True)
     ensure_keys(app)
+    from app import storage
+
+    storage.init_app(app)
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
         path = os.path.join(app.instance_path, "yongzhiyuan.sqlite")
         app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{path}"
@@ -109,6 +121,7 @@ def _register_blueprints(app: Flask) -> None:
         me,
         notifications,
         orgs,
+        photos,
         postings,
         skills,
         stats,
@@ -133,6 +146,7 @@ def _register_blueprints(app: Flask) -> None:
         stats,
         certificates,
         calendar,
+        photos,
     ):
         # The limiter and the blueprints live as long as the process; mark once.
         if module.blp.name in WRITE_LIMITED_BLUEPRINTS and not getattr(module.blp, "user_writes_limited", False):

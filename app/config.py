@@ -167,6 +167,20 @@ class Config:
     TERMS_URL = os.environ.get("TERMS_URL") or None
     # The cooling-off period of DELETE /me: the account is erased this many days later.
     ACCOUNT_DELETION_DAYS = env_int("ACCOUNT_DELETION_DAYS", 15)
+    # Photos (app/storage/): where the phones' uploads go. local (files under
+    # STORAGE_LOCAL_PATH, default <instance>/photos, served by the app) is the
+    # embedded default; production refuses it unless STORAGE_LOCAL_OK=1 and runs s3.
+    STORAGE_BACKEND = os.environ.get("STORAGE_BACKEND", "local")
+    STORAGE_LOCAL_OK = env_bool("STORAGE_LOCAL_OK", False)
+    STORAGE_LOCAL_PATH = os.environ.get("STORAGE_LOCAL_PATH") or None
+    # Any S3-compatible service (Aliyun OSS, MinIO, AWS) through boto3 (app/storage/s3.py).
+    S3_BUCKET = os.environ.get("S3_BUCKET") or None
+    S3_ENDPOINT_URL = os.environ.get("S3_ENDPOINT_URL") or None
+    S3_PUBLIC_ENDPOINT_URL = os.environ.get("S3_PUBLIC_ENDPOINT_URL") or None
+    S3_REGION = os.environ.get("S3_REGION", "us-east-1")
+    S3_ACCESS_KEY_ID = os.environ.get("S3_ACCESS_KEY_ID") or None
+    S3_SECRET_ACCESS_KEY = os.environ.get("S3_SECRET_ACCESS_KEY") or None
+    S3_ADDRESSING_STYLE = os.environ.get("S3_ADDRESSING_STYLE", "auto")
 
     DISTRICTS = env_list("DISTRICTS", NINGBO_DISTRICTS)
     # The skills vocabulary (app/skills.py): unset = the default list; else a JSON
@@ -202,6 +216,7 @@ class Config:
     JOB_DISPATCH_PUSH_SECONDS = env_int("JOB_DISPATCH_PUSH_SECONDS", 2)
     JOB_PURGE_SECONDS = env_int("JOB_PURGE_SECONDS", 86400)
     JOB_ERASE_ACCOUNTS_SECONDS = env_int("JOB_ERASE_ACCOUNTS_SECONDS", 600)
+    JOB_PURGE_PHOTOS_SECONDS = env_int("JOB_PURGE_PHOTOS_SECONDS", 300)
     JOB_BATCH_SIZE = env_int("JOB_BATCH_SIZE", 1000)
 
     # Open wish claims (status active) one volunteer may hold at once.
@@ -247,4 +262,5 @@ class TestConfig(Config):
     ARGON2_MEMORY_COST = 1024
     PUSH_BACKEND = "memory"
     SMS_BACKEND = "memory"
+    STORAGE_BACKEND = "local"
     SCHEDULER_EMBEDDED = False

@@ -3,7 +3,8 @@
 Each check returns None when all is well, or one sentence saying what is not.
 ``/readyz`` asks the quick ones (the database, Redis when configured) within
 two seconds; ``flask doctor`` asks everything an operator needs before opening
-the doors (keys, migrations, push credentials, the scheduler's heartbeat) and
+the doors (keys, migrations, push credentials, the photo storage, the
+scheduler's heartbeat) and
 exits non-zero on any problem.
 """
 
@@ -138,6 +139,18 @@ def check_sms(app: Flask) -> str | None:
     return "; ".join(problems) or None
 
 
+def check_storage(app: Flask) -> str | None:
+    """The photo storage: its settings (production refuses local files), then
+    whether it answers (S3: the bucket exists and these credentials may use it)."""
+    from app import storage
+    from app.secrets import is_development
+
+    problems = storage.config_problems(app.config, production=not is_development(app))
+    if problems:
+        return "; ".join(problems)
+    return app.extensions["storage"].check()
+
+
 def check_scheduler(app: Flask) -> str | None:
     from app.models import JobRun
     from app.scheduler import JOBS, interval_of
@@ -170,6 +183,7 @@ CHECKS: tuple[tuple[str, Callable[[Flask], str | None]], ...] = (
     ("redis", check_redis),
     ("push", check_push),
     ("sms", check_sms),
+    ("storage", check_storage),
     ("scheduler", check_scheduler),
 )
 

@@ -95,6 +95,9 @@ MESSAGES: dict[str, LazyString] = {
     "certificate_void": _l("This certificate has already been voided."),
     "own_certificate": _l("You cannot void your own certificate."),
     "home_required": _l("Set a home point in your volunteer profile first."),
+    "invalid_photo": _l("This photo cannot be used."),
+    "photo_not_uploaded": _l("The photo has not been uploaded yet."),
+    "upload_limit": _l("You have too many photos uploaded and not used yet."),
     "payload_too_large": _l("The request body is larger than 1 MiB."),
     "unsupported_media_type": _l("The body must be JSON."),
     "rate_limited": _l("Too many requests; try again later."),
@@ -124,6 +127,7 @@ class AppError(Exception):
 
     code = 400
     slug = "bad_request"
+    retry_after: int | None = None
 
     def __init__(
         self,
@@ -138,8 +142,9 @@ class AppError(Exception):
             self.slug = slug
         self.message = message
         self.errors = errors
-        # Seconds, sent as Retry-After (429 and 503 only).
-        self.retry_after = retry_after
+        # Seconds, sent as Retry-After (429 and 503 only); a class may set its default.
+        if retry_after is not None:
+            self.retry_after = retry_after
 
 
 class Unauthorized(AppError):
@@ -167,14 +172,24 @@ class TooManyRequests(AppError):
     slug = "rate_limited"
 
 
-class Unavailable(AppError):
-    code = 503
-    slug = "service_unavailable"
-
-
 class PreconditionRequired(AppError):
     code = 428
     slug = "consent_required"
+
+
+class TooLarge(AppError):
+    """A body over its limit (413)."""
+
+    code = 413
+    slug = "payload_too_large"
+
+
+class Unavailable(AppError):
+    """A service we depend on (the SMS provider, the photo storage) did not answer: retry shortly (503)."""
+
+    code = 503
+    slug = "service_unavailable"
+    retry_after = 5
 
 
 class Invalid(AppError):

@@ -14,13 +14,16 @@ rate limiter reads the body and before idempotency fingerprints it:
 - a path or query string holds no NUL character and no lone surrogate (400);
   JSON strings are checked field by field by the schemas (422, see
   ``mobile_api.fields.BaseSchema``).
+
+A view marked :func:`takes_raw_body` (the local storage's file uploads) takes
+bytes, not JSON, under a limit of its own: it reads them with :func:`read_body`.
 """
 
 from __future__ import annotations
 
 import re
 
-from flask import Flask, request
+from flask import Flask, current_app, request
 from flask_babel import gettext
 from werkzeug.exceptions import RequestEntityTooLarge, UnsupportedMediaType
 
@@ -65,18 +68,29 @@ def _guard_request() -> None:
         raise AppError("bad_request", gettext("The path or query holds a NUL character or an unpaired surrogate."))
     if request.method not in ("POST", "PUT", "PATCH"):
         return
+    if getattr(current_app.view_functions.get(request.endpoint), "takes_raw_body", False):
+        return
     chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
     if not (request.content_length or chunked):
         return
     if not request.is_json:
         raise UnsupportedMediaType()
-    body = _read_body(chunked)
+    body = read_body()
     if json_depth(body) > MAX_JSON_DEPTH:
         raise AppError("invalid_json")
 
 
-def _read_body(chunked: bool) -> bytes:
-    """The whole body, cached for the views; 413 past MAX_CONTENT_LENGTH."""
+def takes_raw_body(view):
+    """Mark a view that reads a body of bytes itself (:func:`read_body`), not JSON."""
+    view.takes_raw_body = True
+    return view
+
+
+def read_body(limit: int | None = None) -> bytes:
+    """The whole body, cached for the views; 413 past ``limit`` (default MAX_CONTENT_LENGTH)."""
+    if limit is not None:
+        request.max_content_length = limit
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
     limit = request.max_content_length
     if chunked and limit is not None:
         # Werkzeug stops a chunked stream at the limit without saying so; read one

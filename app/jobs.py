@@ -42,7 +42,7 @@ from app.database import job_limits
 from app.extensions import db
 from app.logs import log_context
 from app.models import Device, IdempotencyKey, JobRun, Notification, RefreshToken, SmsCode
-from app.services import deletion, sms_codes
+from app.services import deletion, photos, sms_codes
 from app.services.batches import batch_of
 from app.services.claims import deadlines, finishing, reminders
 from app.services.postings import ending
@@ -340,6 +340,23 @@ def purge(*, batch_size: int | None = None, time_budget: float | None = None) ->
         )
         run.drain("sms_codes", lambda n: _delete(SmsCode, (SmsCode.reserved_at < now - SMS_TTL,), n))
         run.drain("sms_counters", lambda n: sms_codes.purge_counters(now - SMS_TTL, n))
+    return run.result
+
+
+# --- purge_photos ------------------------------------------------------------------------------------------------
+
+
+def purge_photos(*, batch_size: int | None = None, time_budget: float | None = None) -> JobResult:
+    """Nothing left behind in the photo storage: photos that belong to nothing —
+    uploads unused for 24 h, photos taken off their posting or avatar, or whose
+    posting, claim or account went — are deleted, files then rows; and once an
+    upload URL has expired, the original of a photo in use is deleted once more
+    (a phone may have PUT it again after the check). Each batch deletes its
+    files inside its transaction: a storage that fails rolls the batch back, to
+    be retried on the next run."""
+    with _Run("purge_photos", ("photos_deleted", "uploads_closed"), batch_size, time_budget, lease=True) as run:
+        run.drain("photos_deleted", photos.purge_photos)
+        run.drain("uploads_closed", photos.close_uploads)
     return run.result
 
 

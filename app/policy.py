@@ -146,6 +146,10 @@ class KindPolicy:
     # A claim on it is something to be at or to get done by a time: it appears in
     # the claimant's calendar feed (a reward hand-over does not).
     in_calendar: bool = True
+    # Once its one claim is confirmed, the fulfilment's note and photos are shown
+    # on the posting to everyone (its story, 微故事), unless the confirmer keeps
+    # the photos private.
+    public_story: bool = False
 
     @property
     def capacity_required(self) -> bool:
@@ -179,6 +183,7 @@ POLICIES: dict[str, KindPolicy] = {
             auto_confirm=True,
             confirm_bonus_points=5,
             matched_to_volunteers=True,
+            public_story=True,
         ),
         KindPolicy(
             "project",  # 微项目
@@ -330,3 +335,39 @@ ERASED_NAME = "已注销"
 def age_on(born, today) -> int:
     """Full years from ``born`` to ``today``."""
     return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+
+
+# --- photos ----------------------------------------------------------------------------------------------------
+
+# What a photo is uploaded for: it may be used only there (a posting's photo_ids,
+# a fulfilment's photo_ids, PATCH /me avatar_photo_id).
+PHOTO_PURPOSES = ("posting", "fulfil", "avatar")
+PHOTO_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp")
+# A photo's status: pending (its upload URL was handed out), ready (its bytes
+# were checked and re-encoded), used (it was attached: once — a photo taken off
+# what it belonged to is not used again), discarded (its bytes were not a photo
+# of the declared type, or its owner's account was erased).
+# Not attached yet, and so still the uploader's to use.
+UNUSED_PHOTO_STATUSES = ("pending", "ready")
+# Re-encoded: the original upload is no longer needed.
+CHECKED_PHOTO_STATUSES = ("ready", "used")
+# Never to be used again: deleted once they belong to nothing.
+SPENT_PHOTO_STATUSES = ("used", "discarded")
+MAX_PHOTO_BYTES = 10 * 1024 * 1024
+# Photos one posting or one fulfilment carries.
+MAX_PHOTOS = 9
+# Pixels a photo may have (a 64-megapixel phone photo fits); more is refused
+# before a single pixel is decoded (a decompression bomb).
+MAX_PHOTO_PIXELS = 64 * 1024 * 1024
+DISPLAY_LONGEST_SIDE = 1600
+THUMB_LONGEST_SIDE = 320
+# How long the presigned PUT of an upload, and the presigned GET of a photo, work.
+UPLOAD_URL_TTL = timedelta(minutes=10)
+PHOTO_URL_TTL = timedelta(hours=1)
+# A photo URL is handed out again, unchanged, for this long (the app's image cache
+# keeps working); so a URL the API gives works at least PHOTO_URL_TTL minus this.
+PHOTO_URL_REUSE = timedelta(minutes=5)
+# An upload nobody attached is removed this long after its URL was handed out.
+UNUSED_PHOTO_TTL = timedelta(hours=24)
+# Uploads one user may hold unused at once (each up to MAX_PHOTO_BYTES of storage).
+MAX_UNUSED_UPLOADS = 30

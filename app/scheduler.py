@@ -33,6 +33,10 @@ Job (every, by default; the environment variable that sets it) and what it does:
 - ``purge`` (86,400 s; ``JOB_PURGE_SECONDS``): idempotency keys older than 24 h,
   expired refresh tokens, devices unseen for 270 days, read notifications older
   than 180 days, SMS codes and counters older than two days.
+- ``purge_photos`` (300 s; ``JOB_PURGE_PHOTOS_SECONDS``): photos that belong to
+  nothing — uploads unused for 24 h, photos taken off their posting or avatar,
+  those of an erased account — files and rows; the originals of photos in use
+  once their upload URL has expired.
 
 ``JOB_BATCH_SIZE`` (default 1,000) is the most rows one batch (one transaction) moves.
 """
@@ -90,6 +94,11 @@ JOBS = (
     ),
     JobSpec(
         "purge", "JOB_PURGE_SECONDS", "delete expired keys, tokens, idle devices, old read notifications, SMS codes"
+    ),
+    JobSpec(
+        "purge_photos",
+        "JOB_PURGE_PHOTOS_SECONDS",
+        "delete photos that belong to nothing (unused uploads after 24 h), originals whose upload URL expired",
     ),
 )
 JOB_NAMES = tuple(spec.name for spec in JOBS)

@@ -98,8 +98,9 @@ def production_problems(app: Flask) -> list[str]:
 
 
 def ensure_keys(app: Flask) -> None:
-    """Fill development keys, or refuse to start production with unsafe ones.
-    Push settings that would duplicate messages are refused in every mode."""
+    """Fill development keys, or refuse to start production with unsafe ones (or with
+    photos on one machine's disk). Push settings that would duplicate messages are
+    refused in every mode."""
     problems = push_problems(app.config)
     if problems:
         raise UnsafeConfiguration("refusing to start: " + "; ".join(problems))
@@ -119,6 +120,11 @@ def ensure_keys(app: Flask) -> None:
                 "'import secrets; print(secrets.token_urlsafe(48))'`), or run with APP_ENV=development."
             )
         raise UnsafeConfiguration("refusing to start in production: " + "; ".join(problems) + advice)
+    from app import storage
+
+    problems = storage.config_problems(app.config, production=True)
+    if problems:
+        raise UnsafeConfiguration("refusing to start in production: " + "; ".join(problems))
 
 
 def _dev_keys(instance_path: str) -> dict[str, str]:

@@ -78,10 +78,15 @@ def withdraw_claim(claim_id):
 @blp.arguments(ClaimFulfilSchema)
 @blp.response(200, ClaimSchema)
 @blp.alt_response(409, description="claim_not_active, wrong_claim_kind")
+@blp.alt_response(422, description="invalid_photo, photo_not_uploaded")
+@blp.alt_response(503, description="service_unavailable (the photo storage; retry after Retry-After)")
 @blp.doc(**AUTH)
 def fulfil_claim(body, claim_id):
-    """Mark done: the claimant of a wish, or the provider of a service."""
-    return claims.fulfil_claim(current_actor(), claim_id, body["note"], body["photo_urls"], body["minutes"])
+    """Mark done: the claimant of a wish, or the provider of a service.
+
+    ``photo_ids`` are uploads of yours for ``fulfil`` (``POST /api/v1/uploads``): each is checked
+    and re-encoded without its metadata when first used; whoever may see the claim sees them."""
+    return claims.fulfil_claim(current_actor(), claim_id, body["note"], body["photo_ids"], body["minutes"])
 
 
 @blp.route("/claims/<int:claim_id>/confirm", methods=["POST"])
@@ -91,8 +96,13 @@ def fulfil_claim(body, claim_id):
 @blp.alt_response(409, description="claim_not_fulfilled, claim_not_active, wrong_claim_kind")
 @blp.doc(**AUTH)
 def confirm_claim(body, claim_id):
-    """Confirm and rate; writes the service record and the energy."""
-    return claims.confirm_claim(current_actor(), claim_id, body["rating"], body["feedback"], body["minutes"])
+    """Confirm and rate; writes the service record and the energy.
+
+    A confirmed wish shows its fulfilment (note and photos) to everyone as the posting's ``story``,
+    unless ``private_photos`` is true."""
+    return claims.confirm_claim(
+        current_actor(), claim_id, body["rating"], body["feedback"], body["minutes"], body["private_photos"]
+    )
 
 
 @blp.route("/claims/<int:claim_id>/check-in", methods=["POST"])

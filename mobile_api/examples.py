@@ -3,14 +3,14 @@
 Swagger UI fills its "Try it out" box with these, and tests/test_openapi.py sends
 each one (with the ids of a test's own rows) and expects it accepted: 2xx, or an
 error the operation documents other than the body's own 422. Keep them real:
-district codes of DISTRICTS, https photo URLs, valid ID numbers, no dates that
-go stale (a wish's expiry defaults to 30 days).
+district codes of DISTRICTS, photo ids of uploads the caller made, valid ID
+numbers, no dates that go stale (a wish's expiry defaults to 30 days).
 """
 
 from __future__ import annotations
 
-# The ids in these examples (org_id, user_id, volunteer_id, ids) name rows of the
-# demo data; the test replaces them with rows of its own.
+# The ids in these examples (org_id, user_id, volunteer_id, ids, photo_ids) name rows
+# of the demo data; the test replaces them with rows of its own.
 HOME = {"lat": 29.8683, "lng": 121.544}
 
 REQUEST_EXAMPLES: dict[str, dict] = {
@@ -78,8 +78,9 @@ REQUEST_EXAMPLES: dict[str, dict] = {
         "nearby_alerts": True,
     },
     "claim_posting": {"message": "我周六上午有空，可以帮忙"},
-    "fulfil_claim": {"note": "菜已送到王阿姨家", "minutes": 60, "photo_urls": ["https://example.com/photos/1.jpg"]},
-    "confirm_claim": {"rating": 5, "feedback": "小伙子很热心，谢谢！"},
+    "fulfil_claim": {"note": "菜已送到王阿姨家", "minutes": 60, "photo_ids": [1]},
+    "confirm_claim": {"rating": 5, "feedback": "小伙子很热心，谢谢！", "private_photos": False},
+    "create_upload": {"purpose": "fulfil", "content_type": "image/jpeg", "size": 2_482_117},
     "check_in": HOME,
     "check_out": HOME,
     "issue_certificate": {"org_id": 1, "from": "2026-01-01"},

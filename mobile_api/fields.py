@@ -179,11 +179,6 @@ class Phone(fields.String):
             raise ValidationError(gettext("Not a valid mainland mobile number.")) from None
 
 
-class HttpsUrl(fields.Url):
-    def __init__(self, **kwargs):
-        super().__init__(schemes={"https"}, require_tld=True, **kwargs)
-
-
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 

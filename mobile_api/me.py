@@ -50,9 +50,13 @@ def get_me():
 @blp.arguments(UserUpdateSchema)
 @blp.response(200, UserSchema)
 @blp.alt_response(409, description="email_taken")
+@blp.alt_response(422, description="invalid_photo, photo_not_uploaded")
+@blp.alt_response(503, description="service_unavailable (the photo storage; retry after Retry-After)")
 @blp.doc(**AUTH)
 def update_me(body):
-    """Change the profile."""
+    """Change the profile.
+
+    ``avatar_photo_id``: an upload of yours for ``avatar`` becomes ``avatar`` (null removes it)."""
     return accounts.update_profile(current_user(), body)
 
 

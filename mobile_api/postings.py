@@ -29,9 +29,14 @@ PostingPageSchema = page_of(PostingSchema, "PostingPage")
 @blp.response(201, PostingSchema)
 @blp.alt_response(403, description="coordinator_required, volunteer_required")
 @blp.alt_response(409, description="org_not_approved")
+@blp.alt_response(422, description="invalid_photo, photo_not_uploaded")
+@blp.alt_response(503, description="service_unavailable (the photo storage; retry after Retry-After)")
 @blp.doc(**AUTH)
 def create_posting(body):
-    """Post a wish, project, charity activity, service or energy reward."""
+    """Post a wish, project, charity activity, service or energy reward.
+
+    ``photo_ids`` are uploads of yours for ``posting`` (``POST /api/v1/uploads``), checked and
+    re-encoded without their metadata when first used; they are public like the posting."""
     return postings.create_posting(current_actor(), body)
 
 
@@ -79,6 +84,8 @@ def get_posting(posting_id):
 @blp.response(200, PostingSchema)
 @blp.alt_response(403, description="poster_required, coordinator_required")
 @blp.alt_response(409, description="posting_claimed, posting_not_editable")
+@blp.alt_response(422, description="invalid_photo, photo_not_uploaded")
+@blp.alt_response(503, description="service_unavailable (the photo storage; retry after Retry-After)")
 @blp.doc(**AUTH)
 def update_posting(body, posting_id):
     """Edit (author, the org's coordinators); once claimed only expires_at may be extended."""

@@ -7,7 +7,10 @@ tables and a reset clock.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 # Subprocesses the tests start (the scheduler, `flask run`, probes) run in
 # development mode, with generated keys; production's refusal is tested on purpose.
@@ -63,8 +66,15 @@ def _schema(db_url):
         db.engine.dispose()
 
 
+# The local photo storage of apps built outside the ``app`` fixture (one folder per
+# test process, so per xdist worker), never the checkout's instance/.
+_PHOTOS_DIR = tempfile.mkdtemp(prefix="yz-test-photos-")
+atexit.register(shutil.rmtree, _PHOTOS_DIR, True)
+
+
 def _config_dict() -> dict:
-    return {k: getattr(TestConfig, k) for k in dir(TestConfig) if k.isupper()}
+    config = {k: getattr(TestConfig, k) for k in dir(TestConfig) if k.isupper()}
+    return {**config, "STORAGE_LOCAL_PATH": _PHOTOS_DIR}
 
 
 def _empty_tables() -> None:
@@ -77,11 +87,17 @@ def _empty_tables() -> None:
 
 
 @pytest.fixture
-def app(_schema, db_url):
+def photos_dir(tmp_path) -> str:
+    """The test's own local photo storage (STORAGE_LOCAL_PATH of ``app`` and ``make_app``)."""
+    return str(tmp_path / "photos")
+
+
+@pytest.fixture
+def app(_schema, db_url, photos_dir):
     """A fresh app on empty tables. No app context is pushed during the test,
     so every request gets its own session as in production; code that needs
     one uses ``with app.app_context():`` (the factories do)."""
-    app = create_app({**_config_dict(), "SQLALCHEMY_DATABASE_URI": db_url})
+    app = create_app({**_config_dict(), "SQLALCHEMY_DATABASE_URI": db_url, "STORAGE_LOCAL_PATH": photos_dir})
     checker = ResponseChecker(app)
     yield app
     clock.reset()
@@ -105,19 +121,52 @@ def sqlite_file(tmp_path) -> str:
 
 
 @pytest.fixture
-def make_app(db_url):
+def make_app(db_url, photos_dir):
     """Build further apps on the test database with config overrides (the
     limiter on, another key, …); their connections are closed afterwards."""
     made = []
 
     def build(**config):
-        made.append(create_app({**_config_dict(), "SQLALCHEMY_DATABASE_URI": db_url, **config}))
+        base = {**_config_dict(), "SQLALCHEMY_DATABASE_URI": db_url, "STORAGE_LOCAL_PATH": photos_dir}
+        made.append(create_app({**base, **config}))
         return made[-1]
 
     yield build
     for made_app in made:
         with made_app.app_context():
             db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def fake_s3():
+    """A local S3-compatible server (moto's, in its own process) for the session."""
+    from tests.fake_s3 import FakeS3
+
+    server = FakeS3()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_config(fake_s3) -> dict:
+    """Settings of an app storing photos in a new, empty bucket of the fake S3 server."""
+    return fake_s3.config(fake_s3.new_bucket())
+
+
+@pytest.fixture
+def people(app) -> dict:
+    """An approved org (``org_id``) with its ``coordinator``, a ``resident`` (王阿姨),
+    a ``volunteer`` (小李) and a ``stranger`` (路人) who has nothing to do with them."""
+    from tests.factories import make_org, make_user, make_volunteer
+
+    org_id, coordinator = make_org(app)
+    return {
+        "org_id": org_id,
+        "coordinator": coordinator,
+        "resident": make_user(app, name="王阿姨"),
+        "volunteer": make_volunteer(app, name="小李"),
+        "stranger": make_user(app, name="路人"),
+    }
 
 
 @pytest.fixture

@@ -3,12 +3,16 @@ values (ids, phones, auth headers), so tests never hold detached ORM objects."""
 
 from __future__ import annotations
 
+import io
 import itertools
 from dataclasses import dataclass, field
 from datetime import timedelta
+from urllib.parse import urlsplit
 
+import requests
 import sqlalchemy as sa
 from flask import Flask
+from PIL import Image
 
 from app.clock import utcnow
 from app.extensions import db
@@ -205,7 +209,6 @@ def make_claim(app: Flask, posting_id: int, claimant: Account, status: str = "ac
         now = utcnow()
         values = {
             "claimed_at": now,
-            "photo_urls": [],
             "due_at": now + timedelta(hours=policy.claim_ttl_hours) if policy.claim_ttl_hours else None,
             "fulfilled_at": now if status == "fulfilled" else None,
             "minutes": 60 if status == "fulfilled" else None,
@@ -299,3 +302,77 @@ def set_locale(client, account: Account, locale: str) -> None:
     """The account's language (``PATCH /me``): what its pushes, inbox and messages use."""
     resp = client.patch("/api/v1/me", headers=account.headers, json={"locale": locale})
     assert resp.status_code == 200, resp.get_json()
+
+
+# --- photos ------------------------------------------------------------------------------------------------------
+
+# Where a phone's EXIF says the picture was taken: a home in Haishu (29°52'N, 121°33'E).
+HOME_GPS = {1: "N", 2: (29.0, 52.0, 12.5), 3: "E", 4: (121.0, 33.0, 4.25)}
+_FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WEBP"}
+
+
+def photo_bytes(
+    content_type: str = "image/jpeg",
+    size: tuple[int, int] = (1200, 900),
+    *,
+    gps: bool = True,
+    orientation: int | None = None,
+) -> bytes:
+    """A real picture as a phone sends it: its pixels (a gradient, top-left dark) and
+    EXIF — the camera, the time, and (``gps``) the position of a resident's home;
+    ``orientation`` is the EXIF tag a phone held sideways writes (6: turn 90° clockwise)."""
+    width, height = size
+    picture = Image.linear_gradient("L").resize((width, height)).convert("RGB")
+    exif = Image.Exif()
+    exif[0x010F] = "YZ Phone"  # Make
+    exif[0x0110] = "YZ Phone 12"  # Model
+    exif[0x0132] = "2026:11:20 09:30:00"  # DateTime
+    if gps:
+        exif[0x8825] = dict(HOME_GPS)
+    if orientation:
+        exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    picture.save(buffer, _FORMATS[content_type], exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def request_upload(client, account: Account, purpose: str = "fulfil", content_type: str = "image/jpeg", size=1000):
+    """``POST /api/v1/uploads``; the answer."""
+    return client.post(
+        "/api/v1/uploads",
+        headers=account.headers,
+        json={"purpose": purpose, "content_type": content_type, "size": size},
+    )
+
+
+def put_bytes(client, upload: dict, data: bytes, **headers):
+    """PUT ``data`` where an upload's ``upload`` says, as a phone does: to the app's
+    own /files/ (local storage; the test client's host) or over HTTP to the S3 server.
+    Answers something with ``status_code``."""
+    url, sent = upload["url"], {**upload["headers"], **headers}
+    parts = urlsplit(url)
+    if parts.netloc == "localhost":
+        return client.put(parts.path, data=data, headers=sent)
+    return requests.put(url, data=data, headers=sent, timeout=10)
+
+
+def fetch(client, url: str):
+    """GET a photo URL as a phone does; answers something with ``status_code`` and ``content``."""
+    parts = urlsplit(url)
+    if parts.netloc == "localhost":
+        resp = client.get(parts.path)
+        resp.content = resp.get_data()
+        return resp
+    return requests.get(url, timeout=10)
+
+
+def upload_photo(
+    client, account: Account, purpose: str = "fulfil", data: bytes | None = None, content_type: str = "image/jpeg"
+) -> int:
+    """Ask for an upload and PUT a photo to it (``data``, default :func:`photo_bytes`): its id."""
+    data = photo_bytes(content_type) if data is None else data
+    resp = request_upload(client, account, purpose, content_type, len(data))
+    assert resp.status_code == 201, resp.get_json()
+    sent = put_bytes(client, resp.get_json()["upload"], data)
+    assert sent.status_code == 200, sent.status_code
+    return resp.get_json()["photo_id"]

@@ -20,6 +20,7 @@ from app.models import (
     Notification,
     Org,
     OrgMember,
+    Photo,
     Posting,
     RefreshToken,
     ServiceRecord,
@@ -37,6 +38,7 @@ from tests.factories import (
     make_record,
     make_user,
     make_volunteer,
+    upload_photo,
 )
 from tests.helpers import assert_error, register, sms_code
 
@@ -68,6 +70,9 @@ def test_the_export_holds_everything_and_no_secret(app, client):
     )
     client.post(f"{ME}/calendar", headers=volunteer.headers)
     assert client.post(f"{ME}/certificates", headers=volunteer.headers, json={"org_id": org_id}).status_code == 201
+    avatar = upload_photo(client, volunteer, "avatar")
+    assert client.patch(ME, json={"avatar_photo_id": avatar}, headers=volunteer.headers).status_code == 200
+    unused = upload_photo(client, volunteer, "posting")
 
     resp = client.get(f"{ME}/export", headers=volunteer.headers)
     assert resp.status_code == 200, resp.get_json()
@@ -84,6 +89,7 @@ def test_the_export_holds_everything_and_no_secret(app, client):
         "energy_ledger",
         "certificates",
         "notifications",
+        "photos",
         "devices",
         "sessions",
         "calendar_feed",
@@ -97,6 +103,10 @@ def test_the_export_holds_everything_and_no_secret(app, client):
     assert len(copy["claims"]) == 1 and len(copy["service_records"]) == 1 and len(copy["certificates"]) == 1
     assert copy["notifications"] and copy["devices"][0]["platform"] == "android" and copy["calendar_feed"]
     assert copy["sessions"]
+    assert copy["profile"]["avatar"]["id"] == avatar
+    photos = {p["id"]: p for p in copy["photos"]}
+    assert photos[avatar]["avatar"] is True and photos[avatar]["file"]["thumb_url"]
+    assert photos[unused]["purpose"] == "posting" and photos[unused]["file"] is None  # never checked: no files
     text = json.dumps(copy, ensure_ascii=False)
     with app.app_context():
         user = db.session.get(User, volunteer.id)
@@ -214,6 +224,8 @@ def test_the_erase_removes_the_person_and_keeps_the_orgs_records(app, client):
     booked = make_claim(app, own, other)
     client.post(f"{ME}/devices", headers=volunteer.headers, json={"token": "tok-1", "platform": "ios"})
     client.post(f"{ME}/calendar", headers=volunteer.headers)
+    avatar = upload_photo(client, volunteer, "avatar")
+    assert client.patch(ME, json={"avatar_photo_id": avatar}, headers=volunteer.headers).status_code == 200
     keyed = {**volunteer.headers, "Idempotency-Key": "k-erase"}
     client.post("/api/v1/orgs", headers=keyed, json={"name": "某组织", "kind": "ngo", "district": "haishu"})
 
@@ -264,6 +276,9 @@ def test_the_erase_removes_the_person_and_keeps_the_orgs_records(app, client):
         assert db.session.get(Claim, booked).status == "cancelled"
         entry = db.session.scalars(sa.select(AuditEntry).where(AuditEntry.action == "account.erase")).one()
         assert entry.target_id == volunteer.id and entry.data["claims_withdrawn"] == 2
+        # Their photos belong to nothing any more (purge_photos deletes the files).
+        photo = db.session.get(Photo, avatar)
+        assert photo.status == "discarded" and photo.avatar_user_id is None and entry.data["photos"] == 1
 
     # The certificate printed before still verifies; the name reads 已注销.
     check = client.get(f"/api/v1/certificates/verify/{printed_code}")

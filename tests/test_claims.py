@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from app import clock
 from app.extensions import db
 from app.models import Claim, EnergyEntry, Notification, Posting, Volunteer
-from tests.factories import add_member, make_claim, make_org, make_posting, make_user, make_volunteer
+from tests.factories import add_member, make_claim, make_org, make_posting, make_user, make_volunteer, upload_photo
 
 
 def claim(client, account, posting_id, **body):
@@ -83,7 +83,7 @@ def test_claim_a_wish(app, client, world):
     assert body["due_at"] == clock.isoformat(clock.utcnow() + timedelta(hours=72))
     for field in ("fulfilled_at", "confirmed_at", "check_in_at", "check_out_at", "note", "rating", "feedback"):
         assert body[field] is None
-    assert body["photo_urls"] == []
+    assert (body["photos"], body["private_photos"]) == ([], None)
 
     posting = posting_row(app, wish)
     assert (posting.status, posting.claimed_count) == ("claimed", 1)
@@ -293,13 +293,13 @@ def test_wish_lifecycle(app, client, world):
     wish = make_posting(app, world["resident"], kind="wish", title="陪老人去医院")
     claim_id = claim(client, world["alice"], wish).get_json()["id"]
 
-    photos = [f"https://img.example.com/{i}.jpg" for i in range(3)]
-    resp = act(client, world["alice"], claim_id, "fulfil", note="已陪同就诊", photo_urls=photos, minutes=150)
+    photos = [upload_photo(client, world["alice"]) for _ in range(3)]
+    resp = act(client, world["alice"], claim_id, "fulfil", note="已陪同就诊", photo_ids=photos, minutes=150)
     assert resp.status_code == 200, resp.get_json()
     body = resp.get_json()
     assert body["status"] == "fulfilled"
     assert body["note"] == "已陪同就诊"
-    assert body["photo_urls"] == photos
+    assert [photo["id"] for photo in body["photos"]] == photos
     assert body["minutes"] == 150
     assert body["fulfilled_at"] is not None
     assert ("claim_fulfilled", {"kind": "claim_fulfilled", "posting_id": str(wish), "claim_id": str(claim_id)}) in (
@@ -372,11 +372,11 @@ def test_confirm_needs_a_rating_for_a_wish(app, client, world):
 def test_fulfil_validates_photos(app, client, world):
     wish = make_posting(app, world["resident"], kind="wish")
     claim_id = claim(client, world["alice"], wish).get_json()["id"]
-    ten = [f"https://img.example.com/{i}.jpg" for i in range(10)]
-    assert act(client, world["alice"], claim_id, "fulfil", note="x", minutes=5, photo_urls=ten).status_code == 422
-    http = ["http://img.example.com/a.jpg"]
-    assert act(client, world["alice"], claim_id, "fulfil", note="x", minutes=5, photo_urls=http).status_code == 422
-    assert act(client, world["alice"], claim_id, "fulfil", minutes=5, photo_urls=[]).status_code == 422  # note
+    for photo_ids in (list(range(1, 11)), [1, 1], ["a.jpg"], [0], None):
+        resp = act(client, world["alice"], claim_id, "fulfil", note="x", minutes=5, photo_ids=photo_ids)
+        assert resp.status_code == 422, photo_ids
+        assert "photo_ids" in resp.get_json()["errors"]["json"], photo_ids
+    assert act(client, world["alice"], claim_id, "fulfil", minutes=5, photo_ids=[]).status_code == 422  # note
     assert claim_row(app, claim_id).status == "active"
 
 

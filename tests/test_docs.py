@@ -67,6 +67,7 @@ def rulebook_table() -> str:
         ("beneficiary (masked contact)", lambda p: _yes(p.has_beneficiary)),
         ("matched to volunteers (for me, nearby alerts)", lambda p: _yes(p.matched_to_volunteers)),
         ("in the calendar feed", lambda p: _yes(p.in_calendar)),
+        ("fulfilment public as the posting's story once confirmed", lambda p: _yes(p.public_story)),
     ]
     kinds = list(POLICIES)
     lines = [

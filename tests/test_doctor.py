@@ -25,8 +25,9 @@ GOOD_KEYS = {
 
 
 @pytest.fixture
-def production(tmp_path):
-    """A production app on a migrated SQLite file whose jobs all ran just now."""
+def production(tmp_path, s3_config):
+    """A production app on a migrated SQLite file whose jobs all ran just now,
+    storing photos in a bucket of the fake S3 server."""
 
     def build(**config):
         app = create_app(
@@ -35,6 +36,7 @@ def production(tmp_path):
                 "TESTING": False,
                 "APP_ENV": "production",
                 **GOOD_KEYS,
+                **s3_config,
                 "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'prod.sqlite'}",
                 **config,
             }
@@ -60,7 +62,7 @@ def doctor(app):
 def test_a_healthy_install_passes(production):
     code, output, _ = doctor(production())
     assert code == 0, output
-    assert [line.split()[0] for line in output.strip().splitlines()] == ["ok"] * 7
+    assert [line.split()[0] for line in output.strip().splitlines()] == ["ok"] * 8
 
 
 def test_the_sms_settings_are_checked(app, make_app):
@@ -99,13 +101,14 @@ def test_a_stale_scheduler_a_missing_push_key_and_redis_fail(production):
     assert "purge never ran" in lines["scheduler"] and "dispatch_push last ran" in lines["scheduler"]
 
 
-def test_an_unmigrated_database_fails(tmp_path):
+def test_an_unmigrated_database_fails(tmp_path, s3_config):
     app = create_app(
         {
             **_config_dict(),
             "TESTING": False,
             "APP_ENV": "production",
             **GOOD_KEYS,
+            **s3_config,
             "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'empty.sqlite'}",
         }
     )
@@ -118,3 +121,25 @@ def test_development_keys_are_not_a_production_install(app):
     code, output, lines = doctor(app)
     assert code == 1
     assert "development mode" in lines["keys"]
+
+
+def test_a_bucket_that_is_not_there_fails(production, s3_config):
+    code, output, lines = doctor(production(S3_BUCKET="yz-photos-nobody-made"))
+    assert code == 1
+    assert output.count("FAIL") == 1, output
+    assert "bucket 'yz-photos-nobody-made' answers 404" in lines["storage"]
+
+
+def test_storage_that_does_not_answer_fails(production):
+    code, _output, lines = doctor(production(S3_ENDPOINT_URL="http://127.0.0.1:9"))  # nothing listens on port 9
+    assert code == 1
+    assert "does not answer" in lines["storage"]
+
+
+def test_photos_on_one_disk_are_a_production_install_only_when_told(production, tmp_path):
+    one_machine = {"STORAGE_BACKEND": "local", "STORAGE_LOCAL_PATH": str(tmp_path / "photos")}
+    code, output, lines = doctor(
+        production(**one_machine, STORAGE_LOCAL_OK=True, PUBLIC_BASE_URL="https://zhiyuan.example.cn")
+    )
+    assert code == 0, output
+    assert lines["storage"] == ""

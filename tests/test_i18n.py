@@ -320,7 +320,7 @@ def test_posting_validation_messages_are_chinese_for_every_kind(app, client, rol
         posting("wish", None, expires_at="2100-01-01T00:00:00+08:00"),
         posting("wish", None, starts_at="2026-12-01T10:00:00"),  # no offset
         posting("wish", None, location={"lat": 200, "lng": 0}),
-        posting("wish", None, photo_urls=["http://x"], capacity="one", claim_ttl_hours=0),
+        posting("wish", None, photo_ids=["x"], capacity="one", claim_ttl_hours=0),
         posting("project", org_id, starts_at=None),
         posting("project", org_id, ends_at="2100-11-30T10:00:00+08:00"),
         posting("project", org_id, beneficiary={"name": "王奶奶"}),

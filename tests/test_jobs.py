@@ -565,11 +565,13 @@ def test_jobs_list_shows_every_job_and_its_interval(app):
         "dispatch_push",
         "erase_accounts",
         "purge",
+        "purge_photos",
     ]
     assert "every     60s  JOB_EXPIRE_POSTINGS_SECONDS" in lines[0]
     assert "every      2s  JOB_DISPATCH_PUSH_SECONDS" in lines[3]
     assert "every    600s  JOB_ERASE_ACCOUNTS_SECONDS" in lines[4]
     assert "every  86400s  JOB_PURGE_SECONDS" in lines[5]
+    assert "every    300s  JOB_PURGE_PHOTOS_SECONDS" in lines[6]
 
 
 def test_jobs_run_runs_one_job_once(app):

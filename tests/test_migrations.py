@@ -261,3 +261,62 @@ def test_the_matching_migration_turns_skills_into_codes_and_counts_ratings(fresh
         clock.reset()
         with app.app_context():
             db.engine.dispose()
+
+
+# the revision before the photos migration (e5a7c3b19d42)
+BEFORE_PHOTOS = "7c2d4e6f8a10"
+
+
+def test_the_photos_migration_drops_the_old_links(fresh_url, capsys):
+    """Links to images hosted elsewhere were never checked (a resident's home in their
+    GPS tags): they are emptied, counted in the log, and the API shows no photos."""
+    app = _app(fresh_url)
+    stamp = NOW - timedelta(days=3)
+    links = json.dumps(["https://img.example.com/a.jpg", "https://img.example.com/b.jpg"])
+    with app.app_context():
+        upgrade(revision=BEFORE_PHOTOS)
+        with db.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO users (id, phone, password_hash, display_name, is_admin, locale, muted_kinds,"
+                    " nearby_alerts, created_at, updated_at) VALUES"
+                    " (1, '+8613900000001', 'x', '王阿姨', false, 'zh-CN', '[]', true, :t, :t),"
+                    " (2, '+8613900000002', 'x', '小李', false, 'zh-CN', '[]', true, :t, :t)"
+                ),
+                {"t": stamp},
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO postings (id, kind, title, description, status, district, author_id, capacity,"
+                    " claimed_count, waitlist_count, photo_urls, created_at, updated_at) VALUES"
+                    " (1, 'wish', '修灯', '详情', 'closed', 'haishu', 1, 1, 1, 0, :links, :t, :t),"
+                    " (2, 'wish', '买菜', '详情', 'open', 'haishu', 1, 1, 0, 0, '[]', :t, :t)"
+                ),
+                {"t": stamp, "links": links},
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO claims (id, posting_id, user_id, kind, status, claimed_at, note, photo_urls,"
+                    " energy_debited, reminder_stage, auto_confirmed, created_at, updated_at)"
+                    " VALUES (1, 1, 2, 'wish', 'confirmed', :t, '灯修好了', :links, 0, 0, false, :t, :t)"
+                ),
+                {"t": stamp, "links": json.dumps(["https://img.example.com/c.jpg"])},
+            )
+        capsys.readouterr()
+        upgrade()
+        logged = [line for line in capsys.readouterr().err.splitlines() if "[alembic.migration.photos]" in line]
+        with db.engine.connect() as conn:
+            left = conn.execute(sa.text("SELECT photo_urls FROM postings UNION ALL SELECT photo_urls FROM claims"))
+            assert [json.loads(v) if isinstance(v, str) else v for (v,) in left] == [[], [], []]
+            assert conn.execute(sa.text("SELECT photos_private FROM claims")).scalar_one() is None
+            assert conn.execute(sa.text("SELECT count(*) FROM photos")).scalar_one() == 0
+        db.engine.dispose()
+    assert logged == [
+        "INFO  [alembic.migration.photos] dropped the photo links of 1 postings (2 links) and 1 fulfilments (1 links)"
+    ]
+    client = app.test_client()
+    posting = client.get("/api/v1/postings/1").get_json()
+    # the confirmation came before the choice existed: nobody chose to publish it
+    assert (posting["photos"], posting["story"]) == ([], None)
+    with app.app_context():
+        db.engine.dispose()

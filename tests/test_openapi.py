@@ -444,7 +444,8 @@ EXAMPLE_SCENARIOS = {
     "mark_read": ("volunteer", {}, {}),
     "put_settings": ("volunteer", {}, {}),
     "claim_posting": ("volunteer", {"posting_id": "open_wish"}, {}),
-    "fulfil_claim": ("volunteer", {"claim_id": "active_claim"}, {}),
+    "create_upload": ("volunteer", {}, {}),
+    "fulfil_claim": ("volunteer", {"claim_id": "active_claim"}, {"photo_ids": "fulfil_photos"}),
     "confirm_claim": ("resident", {"claim_id": "fulfilled_claim"}, {}),
     "check_in": ("volunteer", {"claim_id": "event_claim"}, {}),
     "check_out": ("volunteer", {"claim_id": "event_claim"}, {}),
@@ -461,7 +462,7 @@ def _example_world(app) -> dict:
 
     from app.clock import utcnow
     from mobile_api.examples import HOME, REQUEST_EXAMPLES
-    from tests.factories import add_member, make_claim, make_record, make_user
+    from tests.factories import add_member, make_claim, make_record, make_user, upload_photo
 
     password = REQUEST_EXAMPLES["login"]["password"]
     resident = make_user(app, phone="+86" + REQUEST_EXAMPLES["login"]["phone"], password=password)
@@ -515,4 +516,5 @@ def _example_world(app) -> dict:
         "active_claim": active_claim,
         "fulfilled_claim": fulfilled_claim,
         "event_claim": make_claim(app, event, volunteer),
+        "fulfil_photos": [upload_photo(app.test_client(), volunteer)],
     }

@@ -12,7 +12,7 @@ from app import clock
 from app.extensions import db
 from app.geo import geocell_for
 from app.models import AuditEntry, Claim, Notification, Posting, PostingTag
-from tests.factories import add_member, make_org, make_posting, make_user, make_volunteer
+from tests.factories import add_member, make_org, make_posting, make_user, make_volunteer, upload_photo
 
 NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 in Ningbo
 
@@ -198,8 +198,9 @@ INVALID_BODIES = [
     ("wish", {"location": {"lat": 91, "lng": 121.55}}, "location"),
     ("wish", {"location": {"lat": 29.87, "lng": 181}}, "location"),
     ("wish", {"location": {"lat": 29.87}}, "location"),
-    ("wish", {"photo_urls": ["http://example.com/a.jpg"]}, "photo_urls"),
-    ("wish", {"photo_urls": ["https://example.com/a.jpg"] * 10}, "photo_urls"),
+    ("wish", {"photo_ids": ["https://example.com/a.jpg"]}, "photo_ids"),
+    ("wish", {"photo_ids": list(range(1, 11))}, "photo_ids"),
+    ("wish", {"photo_ids": [7, 7]}, "photo_ids"),
     ("wish", {"district": "chaoyang"}, "district"),
     ("wish", {"district": None}, "district"),
     ("wish", {"kind": "gift"}, "kind"),
@@ -245,7 +246,7 @@ def test_posting_stores_every_field(app, client, world):
         title="  周末助老  ",
         address="鼓楼街道社区中心 ",
         tags=[" 助老 ", "陪伴"],
-        photo_urls=["https://img.example.com/1.jpg"],
+        photo_ids=[upload_photo(client, world["coordinator"], "posting")],
         expires_at=iso(NOW + timedelta(days=1)),
     )
     resp = post(client, world["coordinator"], body)
@@ -258,7 +259,8 @@ def test_posting_stores_every_field(app, client, world):
     assert got["capacity"] == 10
     assert got["starts_at"] == body["starts_at"] and got["ends_at"] == body["ends_at"]
     assert got["claim_ttl_hours"] is None and got["energy_cost"] is None
-    assert got["photo_urls"] == ["https://img.example.com/1.jpg"]
+    assert [photo["id"] for photo in got["photos"]] == body["photo_ids"]
+    assert got["story"] is None
     assert got["beneficiary"] == {"name_masked": None}
     with app.app_context():
         row = db.session.get(Posting, got["id"])

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 import sqlalchemy as sa
 
 from app import clock
 from app.extensions import db
 from app.models import ServiceRecord, Volunteer
 from tests.database import recorded
-from tests.factories import make_claim, make_org, make_posting, make_user, make_volunteer
+from tests.factories import make_claim, make_posting, make_volunteer
 
 
 def act(client, account, path, **body):
@@ -35,25 +34,14 @@ def rating_on_me(client, account) -> dict:
     return client.get("/api/v1/me", headers=account.headers).get_json()["volunteer"]["rating"]
 
 
-@pytest.fixture
-def world(app):
-    org_id, coordinator = make_org(app)
-    return {
-        "org_id": org_id,
-        "coordinator": coordinator,
-        "volunteer": make_volunteer(app, name="小李"),
-        "resident": make_user(app, name="王阿姨"),
-    }
-
-
-def test_the_average_is_the_mean_of_the_confirmed_ratings(app, client, world):
-    coordinator, volunteer, resident = world["coordinator"], world["volunteer"], world["resident"]
+def test_the_average_is_the_mean_of_the_confirmed_ratings(app, client, people):
+    coordinator, volunteer, resident = people["coordinator"], people["volunteer"], people["resident"]
     assert rating_on_me(client, volunteer) == {"average": None, "count": 0}
     ratings = [5, 4, 4]
     for rating in ratings:
-        done_wish(app, client, coordinator, volunteer, rating=rating, org_id=world["org_id"])
+        done_wish(app, client, coordinator, volunteer, rating=rating, org_id=people["org_id"])
     # an auto-confirmed claim carries no rating and does not count
-    done_wish(app, client, coordinator, volunteer, rating=None, org_id=world["org_id"])
+    done_wish(app, client, coordinator, volunteer, rating=None, org_id=people["org_id"])
     clock.advance(timedelta(days=app.config["AUTO_CONFIRM_DAYS"], hours=1))
     assert app.test_cli_runner().invoke(args=["jobs", "run", "release_overdue_claims"]).exit_code == 0
     # a service the volunteer provides, rated by the resident who booked it, counts for the provider
@@ -77,16 +65,16 @@ def test_the_average_is_the_mean_of_the_confirmed_ratings(app, client, world):
     assert rating_on_me(client, volunteer)["average"] == 3.75
 
 
-def test_ratings_never_count_for_the_one_who_gave_them(app, client, world):
-    coordinator, volunteer = world["coordinator"], world["volunteer"]
+def test_ratings_never_count_for_the_one_who_gave_them(app, client, people):
+    coordinator, volunteer = people["coordinator"], people["volunteer"]
     make_volunteer(app, coordinator)
-    done_wish(app, client, coordinator, volunteer, rating=1, org_id=world["org_id"])
+    done_wish(app, client, coordinator, volunteer, rating=1, org_id=people["org_id"])
     assert rating_on_me(client, coordinator) == {"average": None, "count": 0}
     assert rating_on_me(client, volunteer) == {"average": 1.0, "count": 1}
 
 
-def test_the_poster_sees_the_claimants_rating_and_nobody_else_does(app, client, world):
-    org_id, coordinator, volunteer, resident = (world[k] for k in ("org_id", "coordinator", "volunteer", "resident"))
+def test_the_poster_sees_the_claimants_rating_and_nobody_else_does(app, client, people):
+    org_id, coordinator, volunteer, resident = (people[k] for k in ("org_id", "coordinator", "volunteer", "resident"))
     done_wish(app, client, coordinator, volunteer, rating=4, org_id=org_id)
     done_wish(app, client, coordinator, volunteer, rating=5, org_id=org_id)
     project = make_posting(app, coordinator, kind="project", org_id=org_id)
@@ -109,8 +97,8 @@ def test_the_poster_sees_the_claimants_rating_and_nobody_else_does(app, client, 
     assert client.get(f"/api/v1/claims/{claim_id}", headers=resident.headers).status_code == 404
 
 
-def test_the_list_of_claims_reads_the_ratings_in_a_fixed_number_of_queries(app, client, world):
-    org_id, coordinator = world["org_id"], world["coordinator"]
+def test_the_list_of_claims_reads_the_ratings_in_a_fixed_number_of_queries(app, client, people):
+    org_id, coordinator = people["org_id"], people["coordinator"]
     project = make_posting(app, coordinator, kind="project", org_id=org_id)
 
     def statements() -> int:
@@ -127,11 +115,11 @@ def test_the_list_of_claims_reads_the_ratings_in_a_fixed_number_of_queries(app, 
     assert statements() == few
 
 
-def test_counters_equal_the_records(app, client, world):
+def test_counters_equal_the_records(app, client, people):
     """The counters on the volunteer's row are the sum and count of the rated records."""
-    coordinator, volunteer = world["coordinator"], world["volunteer"]
+    coordinator, volunteer = people["coordinator"], people["volunteer"]
     for rating in (3, 5, 5, 1):
-        done_wish(app, client, coordinator, volunteer, rating=rating, org_id=world["org_id"])
+        done_wish(app, client, coordinator, volunteer, rating=rating, org_id=people["org_id"])
     with app.app_context():
         row = db.session.scalar(sa.select(Volunteer).where(Volunteer.user_id == volunteer.id))
         total, count = db.session.execute(

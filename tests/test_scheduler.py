@@ -47,6 +47,7 @@ def test_the_scheduler_holds_every_job_with_the_agreed_options(app):
             "dispatch_push": 5,
             "erase_accounts": 600,
             "purge": 1,
+            "purge_photos": 300,
         }
         for name, job in by_id.items():
             assert job.func_ref == "app.scheduler:run_job"

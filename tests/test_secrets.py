@@ -21,9 +21,13 @@ GOOD = {
 }
 
 
+# Photos on this machine's disk, as a single-machine install may keep them.
+ONE_MACHINE = {"STORAGE_LOCAL_OK": True, "PUBLIC_BASE_URL": "https://zhiyuan.example.cn"}
+
+
 def production(tmp_path, **keys):
-    config = {**_config_dict(), "TESTING": False, "APP_ENV": "production", **dict.fromkeys(KEYS), **keys}
-    config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'p.sqlite'}"
+    config = {**_config_dict(), "TESTING": False, "APP_ENV": "production", **dict.fromkeys(KEYS), **ONE_MACHINE}
+    config.update(keys, SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'p.sqlite'}")
     return create_app(config)
 
 
@@ -82,3 +86,38 @@ def test_a_push_lease_shorter_than_the_longest_send_is_refused(tmp_path):
         production(tmp_path, **GOOD, PUSH_BACKEND="fcm", FCM_TIMEOUT_SECONDS=60, PUSH_LEASE_SECONDS=300)
     assert "PUSH_LEASE_SECONDS (300) must exceed the longest send" in str(refused.value)
     production(tmp_path, **GOOD, PUSH_BACKEND="fcm", FCM_TIMEOUT_SECONDS=60, PUSH_LEASE_SECONDS=600)
+
+
+@pytest.mark.parametrize(
+    ("storage", "says"),
+    [
+        ({"STORAGE_LOCAL_OK": False}, "production needs STORAGE_BACKEND=s3"),
+        ({"PUBLIC_BASE_URL": None}, "builds photo URLs on PUBLIC_BASE_URL"),
+    ],
+)
+def test_production_keeps_photos_on_one_disk_only_when_told(tmp_path, storage, says):
+    with pytest.raises(UnsafeConfiguration) as refused:
+        production(tmp_path, **GOOD, **storage)
+    assert says in str(refused.value)
+
+
+def test_production_starts_with_s3(tmp_path):
+    """The bucket is not asked at start (flask doctor does): only the settings are checked."""
+    s3 = {"STORAGE_BACKEND": "s3", "S3_BUCKET": "yz-photos", "S3_REGION": "oss-cn-hangzhou"}
+    app = production(tmp_path, **GOOD, **s3, STORAGE_LOCAL_OK=False)
+    assert app.extensions["storage"].bucket == "yz-photos"
+
+
+@pytest.mark.parametrize(
+    ("storage", "says"),
+    [
+        ({"STORAGE_BACKEND": "ftp"}, "unknown STORAGE_BACKEND 'ftp' (one of local, s3)"),
+        ({"STORAGE_BACKEND": "s3"}, "STORAGE_BACKEND=s3 needs S3_BUCKET"),
+        ({"STORAGE_BACKEND": "s3", "S3_BUCKET": "b", "S3_ADDRESSING_STYLE": "dns"}, "S3_ADDRESSING_STYLE must be"),
+        ({"STORAGE_BACKEND": "s3", "S3_BUCKET": "b", "S3_ACCESS_KEY_ID": "AKIA"}, "set both S3_ACCESS_KEY_ID"),
+    ],
+)
+def test_storage_settings_that_cannot_work_stop_the_app_in_every_mode(storage, says):
+    with pytest.raises(ValueError) as refused:
+        create_app({**_config_dict(), **storage})
+    assert says in str(refused.value)

@@ -8,6 +8,7 @@ from app.models.energy import EnergyEntry
 from app.models.jobs import JobRun
 from app.models.notifications import Device, Notification, PushWindow
 from app.models.orgs import Org, OrgMember
+from app.models.photos import Photo
 from app.models.postings import Posting, PostingTag
 from app.models.records import ServiceRecord
 from app.models.sms import SmsCode, SmsCounter
@@ -28,6 +29,7 @@ __all__ = [
     "Notification",
     "Org",
     "OrgMember",
+    "Photo",
     "Posting",
     "PostingTag",
     "PushWindow",

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from app.models.base import Base, Timestamped
+from app.models.photos import Photo
 from app.models.users import User
 from app.policy import LIVE_CLAIM_STATUSES, sql_in
 
@@ -47,7 +48,12 @@ class Claim(Timestamped, Base):
     check_in_at: so.Mapped[datetime | None]
     check_out_at: so.Mapped[datetime | None]
     note: so.Mapped[str | None] = so.mapped_column(sa.String(2000))
-    photo_urls: so.Mapped[list[str]] = so.mapped_column(sa.JSON, default=list)
+    # Links to images hosted elsewhere, from before photos were uploaded: emptied by
+    # migration e5a7c3b19d42 and read by nothing; the next release drops the column.
+    photo_urls: so.Mapped[list[str]] = so.mapped_column(sa.JSON, default=list, deferred=True)
+    # The confirmer's choice for a wish's story (app.policy KindPolicy.public_story):
+    # True keeps the fulfilment's photos to those who see the claim; null until confirmed.
+    photos_private: so.Mapped[bool | None]
     rating: so.Mapped[int | None]
     feedback: so.Mapped[str | None] = so.mapped_column(sa.String(1000))
     energy_debited: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
@@ -62,3 +68,6 @@ class Claim(Timestamped, Base):
     auto_confirmed: so.Mapped[bool] = so.mapped_column(default=False, server_default=sa.false())
 
     user: so.Mapped[User] = so.relationship(lazy="joined", innerjoin=True)
+    # The fulfilment's photos, in order (at most MAX_PHOTOS); lists load them for a
+    # whole page at once (app.services.photos.load_photos).
+    photos: so.Mapped[list[Photo]] = so.relationship(viewonly=True, order_by="Photo.position")

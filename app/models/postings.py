@@ -9,6 +9,7 @@ import sqlalchemy.orm as so
 from sqlalchemy.ext.compiler import compiles
 
 from app.models.base import Base, Timestamped, UTCDateTime
+from app.models.photos import Photo
 
 # "Never": the stand-in end of a posting that has none, so orders and keyset
 # comparisons on when a posting stops taking claims stay total.
@@ -73,11 +74,18 @@ class Posting(Timestamped, Base):
     # The expires_at its poster was last warned about (posting_expiring, app/jobs.py);
     # a new deadline (the poster extended it) earns a new warning.
     expiry_warned_for: so.Mapped[datetime | None]
-    photo_urls: so.Mapped[list[str]] = so.mapped_column(sa.JSON, default=list)
+    # Links to images hosted elsewhere, before photos were uploaded (app.models.photos).
+    # Nothing reads or writes it: migration e5a7c3b19d42 emptied it, and the release
+    # after this one drops the column, once no running code of the previous release
+    # can still write it (docs/operations.md, Upgrades).
+    photo_urls: so.Mapped[list[str]] = so.mapped_column(sa.JSON, default=list, deferred=True)
 
     tags: so.Mapped[list[PostingTag]] = so.relationship(
         lazy="selectin", cascade="all, delete-orphan", order_by="PostingTag.position"
     )
+    # Its photos, in order (at most MAX_PHOTOS); lists load them for a whole page
+    # at once (app.services.photos.load_photos).
+    photos: so.Mapped[list[Photo]] = so.relationship(viewonly=True, order_by="Photo.position")
 
     @property
     def tag_names(self) -> list[str]:

@@ -24,8 +24,9 @@ from app.errors import Conflict, Invalid, Unauthorized
 from app.extensions import db
 from app.i18n import DEFAULT_LOCALE
 from app.models import Consent, User
-from app.services import sms_codes, tokens
+from app.services import photos, sms_codes, tokens
 from app.services.audit import audit
+from app.services.permissions import Actor
 
 # Verified against when the account does not exist, so that a wrong phone
 # costs the same time as a wrong password.
@@ -258,6 +259,10 @@ PROFILE_FIELDS = ("display_name", "email", "locale", "timezone")
 
 
 def update_profile(user: User, changes: dict) -> User:
+    """Change the profile; ``avatar_photo_id`` (an upload of the user's for
+    ``avatar``, or None) replaces the avatar, and the old one goes."""
+    if "avatar_photo_id" in changes:
+        photos.set_avatar(Actor(user), changes["avatar_photo_id"])
     for field in PROFILE_FIELDS:
         if field in changes:
             value = changes[field]

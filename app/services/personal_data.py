@@ -37,6 +37,7 @@ from app.models import (
     Notification,
     Org,
     OrgMember,
+    Photo,
     Posting,
     PushWindow,
     RefreshToken,
@@ -45,6 +46,7 @@ from app.models import (
     VolunteerSkill,
 )
 from app.policy import ERASED_NAME, LIVE_POSTING_STATUSES, POLICIES, PROVIDER
+from app.services import photos
 from app.services.permissions import Actor
 
 # --- the copy -------------------------------------------------------------------------------------------------------
@@ -109,6 +111,7 @@ EXPORT: tuple[tuple[str, Callable[[User], Any]], ...] = (
         "notifications",
         lambda user: _all(sa.select(Notification).where(Notification.user_id == user.id).order_by(Notification.id)),
     ),
+    ("photos", lambda user: _all(sa.select(Photo).where(Photo.owner_id == user.id).order_by(Photo.id))),
     ("devices", lambda user: _all(sa.select(Device).where(Device.user_id == user.id).order_by(Device.id))),
     (
         "sessions",
@@ -234,6 +237,8 @@ ERASURE: tuple[tuple[str, Callable[[User], int]], ...] = (
     ("profile", _profile),
     ("claims_withdrawn", _withdraw_live_claims),
     ("postings_cancelled", _end_own_postings),
+    # Their uploads, avatar included, leave what they belong to; purge_photos deletes the files.
+    ("photos", lambda user: photos.delete_user_photos(user.id)),
     ("org_memberships", _leave_orgs),
     ("volunteer", _volunteer),
     ("volunteer_skills", _delete(VolunteerSkill, VolunteerSkill.user_id)),

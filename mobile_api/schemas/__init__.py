@@ -64,6 +64,7 @@ from mobile_api.schemas.orgs import (
     OrgStatsSchema,
     VolunteerVerificationSchema,
 )
+from mobile_api.schemas.photos import PhotoSchema, StorySchema, UploadCreateSchema, UploadSchema
 from mobile_api.schemas.postings import (
     BeneficiaryInputSchema,
     BeneficiarySchema,
@@ -142,6 +143,7 @@ __all__ = [
     "PeriodQuerySchema",
     "PersonSchema",
     "PhoneChangeSchema",
+    "PhotoSchema",
     "PostingCreateSchema",
     "PostingOrgSchema",
     "PostingQuerySchema",
@@ -160,8 +162,11 @@ __all__ = [
     "SmsCodeSentSchema",
     "StatsQuerySchema",
     "StatsSchema",
+    "StorySchema",
     "TokenPairSchema",
     "UnreadSchema",
+    "UploadCreateSchema",
+    "UploadSchema",
     "UserOrgSchema",
     "UserSchema",
     "UserUpdateSchema",

@@ -12,10 +12,12 @@ from app.policy import SMS_CODE_DIGITS, SMS_PURPOSES
 from app.security import actor_for
 from app.services.accounts import consent_required
 from app.services.permissions import memberships
+from app.services.photos import avatar_of
 from app.validators import mask_phone
 from mobile_api.fields import (
     BaseSchema,
     District,
+    Id,
     ListFrom,
     Location,
     NestedFrom,
@@ -26,6 +28,7 @@ from mobile_api.fields import (
     quiet_hours_span_time,
 )
 from mobile_api.schemas.claims import RatingSchema
+from mobile_api.schemas.photos import PhotoSchema
 
 LOCALES = tuple(API_LOCALES)
 
@@ -117,6 +120,7 @@ class UserSchema(BaseSchema):
         source=lambda u: {"start": u.quiet_start, "end": u.quiet_end} if u.quiet_start else None,
     )
     volunteer = fields.Nested(VolunteerSchema, allow_none=True)
+    avatar = NestedFrom(PhotoSchema, allow_none=True, source=avatar_of)
     orgs = ListFrom(
         fields.Nested(UserOrgSchema),
         source=lambda u: [{"id": org.id, "name": org.name, "role": role} for org, role in memberships(u)],
@@ -229,6 +233,10 @@ class UserUpdateSchema(BaseSchema):
     locale = fields.String(validate=validate.OneOf(LOCALES))
     timezone = fields.String(allow_none=True, validate=known_timezone, metadata={"description": "null: the default."})
     quiet_hours = fields.Nested(QuietHours, allow_none=True, validate=quiet_hours_span_time)
+    avatar_photo_id = Id(
+        allow_none=True,
+        metadata={"description": "An upload of yours for purpose avatar; null removes the avatar."},
+    )
 
 
 class PasswordChangeSchema(BaseSchema):

@@ -6,7 +6,8 @@ from flask_babel import gettext
 from marshmallow import ValidationError, fields, post_load, validate
 
 from app.policy import CLAIM_STATUSES, MAX_REPORTED_MINUTES, POSTING_KINDS, POSTING_STATUSES
-from mobile_api.fields import BaseSchema, District, HttpsUrl, Location, NestedFrom, PageQuery, UTCDateTime
+from mobile_api.fields import BaseSchema, District, Location, NestedFrom, PageQuery, UTCDateTime
+from mobile_api.schemas.photos import PhotoSchema, photo_ids_field
 
 
 class PersonSchema(BaseSchema):
@@ -47,7 +48,19 @@ class ClaimSchema(BaseSchema):
     check_in_at = UTCDateTime(allow_none=True)
     check_out_at = UTCDateTime(allow_none=True)
     note = fields.String(allow_none=True)
-    photo_urls = fields.List(fields.String())
+    photos = fields.List(
+        fields.Nested(PhotoSchema),
+        metadata={"description": "The fulfilment's, for whoever may see the claim."},
+    )
+    private_photos = fields.Boolean(
+        allow_none=True,
+        attribute="photos_private",
+        metadata={
+            "description": "A confirmed wish: true when its photos stay with the claim instead of its "
+            "public story (chosen at confirm; an auto-confirmed one stays private). Null before, and for "
+            "other kinds."
+        },
+    )
     rating = fields.Integer(allow_none=True)
     feedback = fields.String(allow_none=True)
     minutes = fields.Integer(
@@ -110,9 +123,7 @@ class ClaimCreateSchema(BaseSchema):
 
 class ClaimFulfilSchema(BaseSchema):
     note = fields.String(required=True, validate=validate.Length(min=1, max=2000))
-    photo_urls = fields.List(
-        HttpsUrl(validate=validate.Length(max=500)), load_default=list, validate=validate.Length(max=9)
-    )
+    photo_ids = photo_ids_field("fulfil", load_default=list)
     minutes = fields.Integer(
         required=True,
         strict=True,
@@ -135,6 +146,13 @@ class ClaimConfirmSchema(BaseSchema):
         allow_none=True,
         validate=validate.Range(0, MAX_REPORTED_MINUTES),
         metadata={"description": "The minutes to credit: the reported ones (default) or fewer, never more."},
+    )
+    private_photos = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "A wish: true keeps the fulfilment's photos and note off the posting's public story "
+            "(they stay with those who see the claim). Default false: the story is shown to everyone."
+        },
     )
 
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 from marshmallow import fields
 
 from app.clock import zone
-from app.policy import hours
+from app.policy import CHECKED_PHOTO_STATUSES, hours
+from app.services.photos import avatar_of
 from app.validators import mask_name
 from mobile_api.fields import BaseSchema, District, Location, NestedFrom, UTCDateTime
 from mobile_api.schemas.accounts import VolunteerSchema
 from mobile_api.schemas.notifications import NotificationSchema
+from mobile_api.schemas.photos import PhotoSchema
 from mobile_api.schemas.records import EnergyEntrySchema, RecordSchema
 
 
@@ -29,6 +31,7 @@ class ExportProfileSchema(BaseSchema):
     nearby_alerts = fields.Boolean()
     privacy_version = fields.String(allow_none=True)
     deletion_scheduled_at = UTCDateTime(allow_none=True)
+    avatar = NestedFrom(PhotoSchema, allow_none=True, source=avatar_of)
     created_at = UTCDateTime()
 
 
@@ -138,6 +141,22 @@ class ExportSessionSchema(BaseSchema):
     revoked_at = UTCDateTime(allow_none=True)
 
 
+class ExportPhotoSchema(BaseSchema):
+    """A photo the user uploaded, what it belongs to, and (once checked) its files."""
+
+    id = fields.Integer()
+    purpose = fields.String()
+    status = fields.String()
+    content_type = fields.String()
+    posting_id = fields.Integer(allow_none=True)
+    claim_id = fields.Integer(allow_none=True)
+    avatar = fields.Function(lambda photo: photo.avatar_user_id is not None, metadata={"type": "boolean"})
+    file = NestedFrom(
+        PhotoSchema, allow_none=True, source=lambda photo: photo if photo.status in CHECKED_PHOTO_STATUSES else None
+    )
+    created_at = UTCDateTime()
+
+
 class ExportCalendarFeedSchema(BaseSchema):
     """Whether a calendar feed URL exists (the URL is a secret and is not shown)."""
 
@@ -156,6 +175,7 @@ class ExportSchema(BaseSchema):
     energy_ledger = fields.List(fields.Nested(EnergyEntrySchema))
     certificates = fields.List(fields.Nested(ExportCertificateSchema))
     notifications = fields.List(fields.Nested(NotificationSchema))
+    photos = fields.List(fields.Nested(ExportPhotoSchema))
     devices = fields.List(fields.Nested(ExportDeviceSchema))
     sessions = fields.List(fields.Nested(ExportSessionSchema))
     calendar_feed = fields.Nested(ExportCalendarFeedSchema, allow_none=True)

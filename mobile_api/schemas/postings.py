@@ -10,7 +10,6 @@ from app.services.feed import SORTS
 from mobile_api.fields import (
     BaseSchema,
     District,
-    HttpsUrl,
     Id,
     Location,
     PageQuery,
@@ -19,6 +18,7 @@ from mobile_api.fields import (
     not_blank,
 )
 from mobile_api.schemas.claims import ClaimSchema, PersonSchema
+from mobile_api.schemas.photos import PhotoSchema, StorySchema, photo_ids_field
 
 
 def _unique_tags(value: list[str]) -> None:
@@ -52,7 +52,6 @@ _TAG_LIST = {
     "validate": [validate.Length(max=10), _unique_tags],
     "metadata": {"description": "At most 10 tags of at most 20 characters."},
 }
-_PHOTOS = {"validate": validate.Length(max=9), "metadata": {"description": "At most 9 https URLs."}}
 
 
 def _tag() -> fields.String:
@@ -106,7 +105,15 @@ class PostingSchema(BaseSchema):
     address = fields.String(allow_none=True)
     location = fields.Nested(Location, allow_none=True)
     tags = fields.List(fields.String(), attribute="tag_names")
-    photo_urls = fields.List(fields.String())
+    photos = fields.List(fields.Nested(PhotoSchema), metadata={"description": "Public like the posting."})
+    story = fields.Nested(
+        StorySchema,
+        allow_none=True,
+        metadata={
+            "description": "A confirmed wish's fulfilment, for everyone (微故事); null before, and when the "
+            "confirmer kept the photos private (private_photos)."
+        },
+    )
     org = fields.Nested(PostingOrgSchema, allow_none=True)
     author = fields.Nested(PersonSchema)
     capacity = fields.Integer(allow_none=True, metadata={"description": "null: unlimited."})
@@ -139,7 +146,7 @@ class PostingCreateSchema(BaseSchema):
     address = fields.String(**_ADDRESS)
     location = fields.Nested(Location, allow_none=True)
     tags = fields.List(_tag(), **_TAG_LIST)
-    photo_urls = fields.List(HttpsUrl(), **_PHOTOS)
+    photo_ids = photo_ids_field("posting")
     capacity = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1, 100_000))
     starts_at = UTCDateTime(allow_none=True)
     ends_at = UTCDateTime(allow_none=True)
@@ -160,7 +167,7 @@ class PostingUpdateSchema(BaseSchema):
     address = fields.String(**_ADDRESS)
     location = fields.Nested(Location, allow_none=True)
     tags = fields.List(_tag(), **_TAG_LIST)
-    photo_urls = fields.List(HttpsUrl(), **_PHOTOS)
+    photo_ids = photo_ids_field("posting")
     capacity = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1, 100_000))
     starts_at = UTCDateTime(allow_none=True)
     ends_at = UTCDateTime(allow_none=True)

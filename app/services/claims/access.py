@@ -19,6 +19,7 @@ from app.models import Claim, Posting
 from app.policy import POLICIES, KindPolicy
 from app.services.pagination import paginate
 from app.services.permissions import Actor
+from app.services.photos import load_photos
 from notifications import notify
 
 
@@ -76,6 +77,7 @@ def list_my_claims(
         stmt = stmt.where(Claim.status.in_(statuses))
     items, next_cursor = paginate(db.session, stmt, [(Claim.id, True)], cursor, limit, lambda c: [c.id])
     attach_postings(items)
+    load_photos(claims=items)
     return items, next_cursor
 
 
@@ -93,6 +95,7 @@ def list_posting_claims(
         stmt = stmt.where(Claim.status.in_(statuses))
     items, next_cursor = paginate(db.session, stmt, [(Claim.id, False)], cursor, limit, lambda c: [c.id])
     show_ratings(actor, posting, items)
+    load_photos(claims=items)
     return items, next_cursor
 
 

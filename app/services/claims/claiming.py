@@ -67,7 +67,6 @@ def _claim(actor: Actor, posting_id: int, message: str | None) -> Claim:
             status="active",
             message=message,
             claimed_at=now,
-            photo_urls=[],
             due_at=now + timedelta(hours=ttl_hours) if ttl_hours else None,
             created_at=now,
             updated_at=now,
@@ -76,6 +75,7 @@ def _claim(actor: Actor, posting_id: int, message: str | None) -> Claim:
         db.session.rollback()
         raise Conflict("duplicate_claim") from None
     so.attributes.set_committed_value(claim, "user", user)
+    so.attributes.set_committed_value(claim, "photos", [])  # none before it is fulfilled
 
     place = take_place(posting_id, policy, now)
     if place is None:

@@ -29,50 +29,58 @@ from app.services.claims.access import claim_access, move, tell_and_commit
 from app.services.claims.places import return_claim_allowance
 from app.services.lifecycle import retire_tags
 from app.services.permissions import Actor
+from app.services.photos import attach, usable_photos
 from notifications import notify_many
 
 AUTO_CONFIRMED_KINDS = kinds_where(auto_confirm=True)
+STORY_KINDS = kinds_where(public_story=True)
 # What a confirmation needs of the claim to write its record.
 _CONFIRMED = (Claim.id, Claim.posting_id, Claim.user_id, Claim.minutes, Claim.fulfilled_at, Claim.note, Claim.rating)
 
 
 def fulfil_claim(
-    actor: Actor, claim_id: int, note: str, photo_urls: list[str] | None = None, minutes: int | None = None
+    actor: Actor, claim_id: int, note: str, photo_ids: Sequence[int] = (), minutes: int | None = None
 ) -> Claim:
-    """Mark a claim done (完成) with a note, up to 9 photos and the minutes the
-    work took: a wish's claimant, or a service's provider. The other side is told
-    to confirm; no hours are credited yet."""
+    """Mark a claim done (完成) with a note, up to ``MAX_PHOTOS`` photos (the
+    caller's own uploads, checked here) and the minutes the work took: a wish's
+    claimant, or a service's provider. The other side is told to confirm; no
+    hours are credited yet."""
     access = claim_access(actor, claim_id)
     claim, posting, policy = access.claim, access.posting, access.policy
     if policy.finish != FULFIL_CONFIRM:
         raise Conflict("wrong_claim_kind")
     if not actor.may_fulfil(claim, posting):
         raise Forbidden("provider_required" if policy.credited == PROVIDER else "claimant_required")
-    values = {
-        "status": "fulfilled",
-        "fulfilled_at": utcnow(),
-        "note": note,
-        "photo_urls": list(photo_urls or []),
-        "minutes": minutes,
-    }
+    if claim.status != "active":
+        raise Conflict("claim_not_active")  # before the photos are read; the UPDATE below decides
+    credited_user, confirmer = claim.user_id, (posting.author_id if policy.credited != PROVIDER else claim.user_id)
+    photos = usable_photos(actor, photo_ids, "fulfil")
+    values = {"status": "fulfilled", "fulfilled_at": utcnow(), "note": note, "minutes": minutes}
     if not move(claim_id, ("active",), **values):
         db.session.rollback()
         raise Conflict("claim_not_active")
+    attach("fulfil", claim_id, photos)
     if policy.counts_toward_claim_limit:
-        return_claim_allowance([claim.user_id])
-    confirmer = posting.author_id if policy.credited != PROVIDER else claim.user_id
+        return_claim_allowance([credited_user])
     return tell_and_commit([confirmer], "claim_fulfilled", posting, claim_id, volunteer=actor.user.display_name)
 
 
 def confirm_claim(
-    actor: Actor, claim_id: int, rating: int | None = None, feedback: str | None = None, minutes: int | None = None
+    actor: Actor,
+    claim_id: int,
+    rating: int | None = None,
+    feedback: str | None = None,
+    minutes: int | None = None,
+    private_photos: bool | None = None,
 ) -> Claim:
     """Confirm a finished claim (确认) and rate it.
 
     - wish, service: the claim must be fulfilled; its record is written for the
       one who did the work, with the reported minutes or fewer (``minutes``),
       ``ended_at`` the fulfilment and ``started_at`` that minus the minutes;
-      energy 10 per credited hour (plus 5 for a wish). A wish closes.
+      energy 10 per credited hour (plus 5 for a wish). A wish closes, and its
+      fulfilment becomes its public story unless ``private_photos`` (the photos
+      stay with those who see the claim).
     - energy: the reward is handed over.
     """
     access = claim_access(actor, claim_id)
@@ -102,6 +110,7 @@ def confirm_claim(
             rating=rating,
             feedback=feedback,
             minutes=sa.func.coalesce(sa.cast(sa.literal(minutes), sa.Integer), Claim.minutes, 0),
+            photos_private=bool(private_photos) if policy.public_story else None,
         )
         .returning(*_CONFIRMED)
         .execution_options(synchronize_session=False)
@@ -124,7 +133,8 @@ def confirm_claim(
 def auto_confirm(limit: int) -> int:
     """Fulfilled claims nobody confirmed within ``AUTO_CONFIRM_DAYS`` → confirmed
     (no rating, ``auto_confirmed``), recorded as a person's confirmation would be;
-    both sides are told."""
+    both sides are told. Their photos stay private: publishing them is the
+    poster's choice, and the poster made none."""
     now = utcnow()
     cutoff = now - timedelta(days=current_app.config["AUTO_CONFIRM_DAYS"])
     rule = (Claim.status == "fulfilled", Claim.kind.in_(AUTO_CONFIRMED_KINDS), Claim.fulfilled_at <= cutoff)
@@ -133,6 +143,8 @@ def auto_confirm(limit: int) -> int:
         "confirmed_at": now,
         "auto_confirmed": True,
         "minutes": sa.func.coalesce(Claim.minutes, 0),
+        # Nobody who may publish the photos said so: they stay with the claim.
+        "photos_private": sa.case((Claim.kind.in_(STORY_KINDS), True), else_=None),
         "updated_at": now,
     }
     rows = update_batch(Claim, rule, limit, values, _CONFIRMED)

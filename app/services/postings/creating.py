@@ -13,6 +13,7 @@ from app.extensions import db
 from app.models import Org, Posting, PostingTag
 from app.policy import ANYONE, COORDINATORS, POLICIES, PROVIDERS, KindPolicy, kind_name
 from app.services.permissions import Actor
+from app.services.photos import attach, usable_photos
 from app.services.postings.fields import (
     PLAIN_FIELDS,
     apply_location,
@@ -31,7 +32,8 @@ def create_posting(actor: Actor, data: Mapping[str, Any]) -> PostingView:
 
     ``data`` is the validated body of ``POST /postings``. A resident's wish
     waits for review (``pending_review``); everything posted for an org, and
-    every other kind, is ``open`` at once.
+    every other kind, is ``open`` at once. ``photo_ids`` are the poster's own
+    uploads, checked and attached in order.
     """
     policy = POLICIES[data["kind"]]
     author = actor.user
@@ -41,7 +43,6 @@ def create_posting(actor: Actor, data: Mapping[str, Any]) -> PostingView:
     _check_poster(policy, actor, org, for_org, data)
 
     values = trimmed({name: data.get(name) for name in PLAIN_FIELDS})
-    values["photo_urls"] = values["photo_urls"] or []
     apply_location(values, data.get("location"))
     if policy.has_beneficiary:
         beneficiary = data.get("beneficiary") or {}
@@ -52,6 +53,8 @@ def create_posting(actor: Actor, data: Mapping[str, Any]) -> PostingView:
     elif data.get("beneficiary"):
         raise no_beneficiary(policy)
     check_fields(policy, values, now, changed=set(values), creating=True)
+    # Checked last: the only check that costs (reading and re-encoding the photos).
+    photos = usable_photos(actor, data.get("photo_ids") or [], "posting")
 
     reviewed = policy.reviewed and not (for_org or actor.is_admin)
     posting = Posting(
@@ -67,6 +70,7 @@ def create_posting(actor: Actor, data: Mapping[str, Any]) -> PostingView:
     posting.tags = [PostingTag(**row) for row in rows]
     db.session.add(posting)
     db.session.flush()
+    attach("posting", posting.id, photos)
     if posting.status == "open":
         alert_nearby_volunteers(posting)
     else:

@@ -15,6 +15,7 @@ from app.policy import LIVE_POSTING_STATUSES, POLICIES
 from app.services.audit import audit
 from app.services.claims import cancel_claims_for_posting
 from app.services.permissions import Actor
+from app.services.photos import attach, usable_photos
 from app.services.postings.fields import (
     BENEFICIARY_FIELDS,
     PLAIN_FIELDS,
@@ -36,7 +37,8 @@ def update_posting(actor: Actor, posting_id: int, changes: Mapping[str, Any]) ->
     ``expires_at`` may change, and only later: extending is always allowed (wishes:
     up to 90 days from now). Checked in the UPDATE itself, so a claim landing
     meanwhile wins. A resident changing what a reviewer approved (text, place,
-    photos, tags) sends the posting back to review."""
+    photos, tags) sends the posting back to review. ``photo_ids`` is the whole
+    new list: the posting's photos left out go (the purge job deletes them)."""
     posting = visible_posting(actor, posting_id)
     if not actor.manages_posting(posting):
         raise Forbidden("poster_required")
@@ -52,8 +54,6 @@ def update_posting(actor: Actor, posting_id: int, changes: Mapping[str, Any]) ->
     current = {name: getattr(posting, name) for name in (*PLAIN_FIELDS, *BENEFICIARY_FIELDS)}
     current.update(lat=posting.lat, lng=posting.lng, geocell=posting.geocell)
     new: dict[str, Any] = trimmed({name: changes[name] for name in PLAIN_FIELDS if name in changes})
-    if "photo_urls" in new and new["photo_urls"] is None:
-        new["photo_urls"] = []
     if "location" in changes:
         apply_location(new, changes["location"])
     if "beneficiary" in changes:
@@ -72,9 +72,15 @@ def update_posting(actor: Actor, posting_id: int, changes: Mapping[str, Any]) ->
     new_tags = normalise_tags(changes["tags"]) if "tags" in changes else None
     if new_tags == posting.tag_names:
         new_tags = None
+    held = [photo.id for photo in posting.photos]
+    new_photo_ids = changes["photo_ids"] if changes.get("photo_ids", held) != held else None
     changed = set(new) | ({"tags"} if new_tags is not None else set())
+    if new_photo_ids is not None:
+        changed.add("photos")
     if not changed:
         return view_of(actor, posting)
+    # The posting's own photos stay whoever uploaded them; new ones are the editor's.
+    photos = usable_photos(actor, new_photo_ids, "posting", kept=held) if new_photo_ids is not None else None
 
     stmt = sa.update(Posting).where(Posting.id == posting.id, Posting.status.in_(LIVE_POSTING_STATUSES))
     if policy.reviewed and posting.status == "open" and changed & REVIEWED_COLUMNS:
@@ -109,6 +115,8 @@ def update_posting(actor: Actor, posting_id: int, changes: Mapping[str, Any]) ->
             db.session.execute(sa.insert(PostingTag), [{"posting_id": posting.id, **row} for row in rows])
     elif "lat" in new or "lng" in new:
         move_tags(posting.id, posting.kind, new.get("status", posting.status), merged["lat"], merged["lng"])
+    if photos is not None:
+        attach("posting", posting.id, photos)
     if new.get("status") == "pending_review":
         db.session.refresh(posting)  # its reviewers are those of the edited district
         ask_for_review(posting)

@@ -32,12 +32,11 @@ PLAIN_FIELDS = (
     "expires_at",
     "claim_ttl_hours",
     "energy_cost",
-    "photo_urls",
 )
 BENEFICIARY_FIELDS = ("beneficiary_name", "beneficiary_phone", "beneficiary_address")
 # Columns a reviewer looked at: a resident changing one sends the posting back to review.
 REVIEWED_COLUMNS = frozenset(
-    {"title", "description", "district", "address", "lat", "lng", "photo_urls", "tags", *BENEFICIARY_FIELDS}
+    {"title", "description", "district", "address", "lat", "lng", "photos", "tags", *BENEFICIARY_FIELDS}
 )
 
 

@@ -12,8 +12,9 @@ from app.errors import NotFound
 from app.extensions import db
 from app.geo import approximate
 from app.models import Claim, Org, Posting, User
-from app.policy import LIVE_CLAIM_STATUSES
+from app.policy import LIVE_CLAIM_STATUSES, POLICIES
 from app.services.permissions import Actor
+from app.services.photos import load_photos
 from app.validators import mask_name
 
 # Where a beneficiary lives is for contacts (Actor.sees_exact_point): everyone
@@ -37,6 +38,8 @@ class PostingView:
     match: dict[str, Any] | None = None
     # the tags' names, when read with the page rather than through posting.tags
     tag_names: list[str] | None = None
+    # its story (微故事): the confirmed fulfilment's note and photos, when public
+    story: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.tag_names is None:
@@ -114,6 +117,8 @@ def views_of(
     if orgs is None:
         orgs = dict(db.session.execute(sa.select(Org.id, Org.name).where(Org.id.in_(org_ids))).all()) if org_ids else {}
     claims = viewer_claims(actor, ids) if actor.signed_in else {}
+    stories = public_stories(postings)
+    load_photos(postings, [*claims.values(), *stories.values()])
 
     views = []
     for posting in postings:
@@ -134,9 +139,27 @@ def views_of(
                 exact_place=exact,
                 match={"skills": matches[posting.id], "distance_km": distance_km} if matches else None,
                 tag_names=tag_names.get(posting.id) if tag_names is not None else None,
+                story=_story(stories.get(posting.id)),
             )
         )
     return views
+
+
+def public_stories(postings: Sequence[Posting]) -> dict[int, Claim]:
+    """The fulfilment each finished posting shows everyone as its story (one query,
+    only when the page holds such postings): the confirmed claim of a kind with a
+    public story, whose confirmer did not keep the photos private."""
+    ids = [p.id for p in postings if p.status == "closed" and POLICIES[p.kind].public_story]
+    if not ids:
+        return {}
+    rows = db.session.scalars(
+        sa.select(Claim).where(Claim.posting_id.in_(ids), Claim.status == "confirmed", Claim.photos_private.is_(False))
+    )
+    return {claim.posting_id: claim for claim in rows}
+
+
+def _story(claim: Claim | None) -> dict[str, Any] | None:
+    return None if claim is None else {"note": claim.note, "photos": claim.photos}
 
 
 def viewer_claims(actor: Actor, posting_ids: Sequence[int]) -> dict[int, Claim]:
