@@ -16,7 +16,7 @@ from app.secrets import ensure_keys
 # Blueprints whose answers carry tokens even to a request without one (sign-up, login).
 TOKEN_BLUEPRINTS = frozenset({"auth"})
 # Blueprints whose writes share one per-user budget (RATELIMIT_USER_WRITES).
-WRITE_LIMITED_BLUEPRINTS = ("me", "orgs", "postings", "notifications", "claims", "certificates", "calendar")
+WRITE_LIMITED_BLUEPRINTS = ("me", "orgs", "records", "postings", "notifications", "claims", "certificates", "calendar")
 
 
 def create_app(config: type | Mapping | None = None) -> Flask:
@@ -52,6 +52,11 @@ def create_app(config: type | Mapping | None = None) -> Flask:
 
     # Parsed once, so a malformed SKILLS stops the app at start, not at a request.
     app.extensions["skills"] = load_skills(app.config.get("SKILLS"))
+    from app.districts import load_districts
+
+    # The same for DISTRICTS; the config keeps the codes every check reads.
+    app.extensions["districts"] = load_districts(app.config.get("DISTRICTS"))
+    app.config["DISTRICTS"] = app.extensions["districts"].codes
     db.init_app(app)
     from app import i18n
 
@@ -102,11 +107,13 @@ def _register_blueprints(app: Flask) -> None:
         calendar,
         certificates,
         claims,
+        districts,
         health,
         me,
         notifications,
         orgs,
         postings,
+        records,
         skills,
         stats,
     )
@@ -117,7 +124,8 @@ def _register_blueprints(app: Flask) -> None:
         key_func=user_rate_key,
         methods=["POST", "PUT", "PATCH", "DELETE"],
     )
-    for module in (health, auth, me, orgs, postings, skills, notifications, claims, stats, certificates, calendar):
+    modules = (health, auth, me, orgs, records, postings, skills, districts, notifications, claims, stats)
+    for module in (*modules, certificates, calendar):
         # The limiter and the blueprints live as long as the process; mark once.
         if module.blp.name in WRITE_LIMITED_BLUEPRINTS and not getattr(module.blp, "user_writes_limited", False):
             writes(module.blp)

@@ -9,7 +9,7 @@ from app.models.jobs import JobRun
 from app.models.notifications import Device, Notification, PushWindow
 from app.models.orgs import Org, OrgMember
 from app.models.postings import Posting, PostingTag
-from app.models.records import ServiceRecord
+from app.models.records import ServiceRecord, VolunteerRating
 from app.models.tokens import IdempotencyKey, RefreshToken
 from app.models.users import User, Volunteer, VolunteerSkill
 
@@ -33,5 +33,6 @@ __all__ = [
     "ServiceRecord",
     "User",
     "Volunteer",
+    "VolunteerRating",
     "VolunteerSkill",
 ]

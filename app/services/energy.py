@@ -4,8 +4,10 @@ The balance lives on the volunteer row and moves only by conditional UPDATE;
 each movement appends one ledger row in the same transaction.
 
 Ledger reasons: ``redeem`` (a reward claimed, debit), ``refund_withdrawn`` and
-``refund_cancelled`` (its points back), ``service_hours`` (10 per credited
-hour), ``wish_confirmed`` (5 per confirmed wish). One entry per (claim, reason).
+``refund_cancelled`` (its points back), ``service_hours`` (10 per recorded
+credit hour), ``wish_confirmed`` (5 per confirmed wish, paid with its record).
+One entry per (claim, reason). Points for service are minted when its record
+becomes ``recorded`` (``app.services.records``), never for a rejected one.
 """
 
 from __future__ import annotations
@@ -22,6 +24,42 @@ def credit(
 ) -> int:
     """Add points; returns the new balance. The caller commits."""
     return _move(user_id, points, reason=reason, claim_id=claim_id, posting_id=posting_id)
+
+
+def credit_many(user_id: int, entries: list[tuple[int, str, int | None, int | None]]) -> int | None:
+    """Add several credits at once, ``(points, reason, claim_id, posting_id)`` each:
+    one UPDATE of the balance and one ledger row per entry, each with its running
+    ``balance_after``. Returns the new balance (None: the user has no volunteer
+    profile, and nothing is written)."""
+    entries = [entry for entry in entries if entry[0] > 0]
+    if not entries:
+        return balance_of(user_id)
+    total = sum(points for points, _, _, _ in entries)
+    balance = db.session.execute(
+        sa.update(Volunteer)
+        .where(Volunteer.user_id == user_id)
+        .values(energy_balance=Volunteer.energy_balance + total)
+        .returning(Volunteer.energy_balance)
+        .execution_options(synchronize_session=False)
+    ).scalar()
+    if balance is None:
+        return None
+    running = balance - total
+    rows = []
+    for points, reason, claim_id, posting_id in entries:
+        running += points
+        rows.append(
+            {
+                "user_id": user_id,
+                "delta": points,
+                "balance_after": running,
+                "reason": reason,
+                "claim_id": claim_id,
+                "posting_id": posting_id,
+            }
+        )
+    db.session.execute(sa.insert(EnergyEntry), rows)
+    return balance
 
 
 def refund(

@@ -72,12 +72,14 @@ from mobile_api.schemas.records import (
     EnergySchema,
     HonorRecordCreateSchema,
     PeriodQuerySchema,
+    RecordBulkApproveSchema,
+    RecordBulkResultSchema,
     RecordMonthSchema,
     RecordQuerySchema,
     RecordSchema,
     RecordSummarySchema,
 )
-from mobile_api.schemas.skills import SkillSchema
+from mobile_api.schemas.skills import DistrictSchema, SkillSchema
 from mobile_api.schemas.stats import (
     HealthSchema,
     ReadinessSchema,
@@ -103,6 +105,7 @@ __all__ = [
     "ClaimSchema",
     "DeviceCreateSchema",
     "DeviceSchema",
+    "DistrictSchema",
     "EnergyEntrySchema",
     "EnergySchema",
     "HealthSchema",
@@ -132,6 +135,8 @@ __all__ = [
     "PostingSchema",
     "PostingUpdateSchema",
     "ReadinessSchema",
+    "RecordBulkApproveSchema",
+    "RecordBulkResultSchema",
     "RecordMonthSchema",
     "RecordQuerySchema",
     "RecordSchema",
