@@ -1,0 +1,46 @@
+"""Test helpers shared by the record tests: acting on claims, awarding and deciding records."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from tests.factories import Account, add_member, make_user
+
+
+def claim(client, account: Account, posting_id: int, **body):
+    return client.post(f"/api/v1/postings/{posting_id}/claims", json=body, headers=account.headers)
+
+
+def act(client, account: Account, claim_id: int, action: str, **body):
+    return client.post(f"/api/v1/claims/{claim_id}/{action}", json=body, headers=account.headers)
+
+
+def award(client, coordinator: Account, org_id: int, volunteer: Account, minutes: int, **body):
+    """``POST /orgs/{id}/records``: honor hours (pending until a second person approves)."""
+    return client.post(
+        f"/api/v1/orgs/{org_id}/records",
+        json={"volunteer_id": volunteer.id, "minutes": minutes, "reason": body.pop("reason", "表现突出"), **body},
+        headers=coordinator.headers,
+    )
+
+
+def decide(client, account: Account, record_id: int, action: str = "approve", **body):
+    """``POST /records/{id}/approve`` (or ``reject``)."""
+    return client.post(f"/api/v1/records/{record_id}/{action}", json=body or None, headers=account.headers)
+
+
+def second_coordinator(app: Flask, org_id: int) -> Account:
+    """Another coordinator of the org: the second person who approves."""
+    account = make_user(app, name="副站长")
+    add_member(app, org_id, account, "coordinator")
+    return account
+
+
+def approved(client, approver: Account, response) -> dict:
+    """Approve the record a response (201/200 with a record) carries; the approved record."""
+    assert response.status_code in (200, 201), response.get_json()
+    record = response.get_json()
+    resp = decide(client, approver, record["id"])
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json()["status"] == "recorded"
+    return resp.get_json()
