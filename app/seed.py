@@ -267,6 +267,12 @@ def _seed_records() -> Iterator[str]:
         yield f"created a confirmed wish {wish_id} with its credit record for {VOLUNTEERS[0][0]}"
     else:
         yield f"recorded wish {wish_id} already there"
+    deputy, _ = _user(*DEPUTY)
+    if db.session.scalar(sa.select(OrgMember.id).where(OrgMember.org_id == org_id, OrgMember.user_id == deputy.id)):
+        yield f"second coordinator {DEPUTY[0]} already there"
+    else:
+        orgs.add_member(Actor(coordinator), org_id, deputy.id, "coordinator")
+        yield f"added {DEPUTY[0]} as a second coordinator of {ORGS[0][0]}"
     honored = db.session.scalar(
         sa.select(ServiceRecord.id).where(
             ServiceRecord.org_id == org_id, ServiceRecord.kind == "honor", ServiceRecord.content == HONOR["reason"]
@@ -281,12 +287,6 @@ def _seed_records() -> Iterator[str]:
         yield f"created honor record {record.id} for {VOLUNTEERS[0][0]} ({record.status}: {DEPUTY[0]} approves it)"
     else:
         yield f"honor record {honored} already there"
-    deputy, _ = _user(*DEPUTY)
-    if db.session.scalar(sa.select(OrgMember.id).where(OrgMember.org_id == org_id, OrgMember.user_id == deputy.id)):
-        yield f"second coordinator {DEPUTY[0]} already there"
-    else:
-        orgs.add_member(Actor(coordinator), org_id, deputy.id, "coordinator")
-        yield f"added {DEPUTY[0]} as a second coordinator of {ORGS[0][0]}"
 
 
 def _seed_withdrawal() -> Iterator[str]:

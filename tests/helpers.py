@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
 from flask import Flask
 
 from tests.factories import Account, add_member, make_user
@@ -44,3 +48,24 @@ def approved(client, approver: Account, response) -> dict:
     assert resp.status_code == 200, resp.get_json()
     assert resp.get_json()["status"] == "recorded"
     return resp.get_json()
+
+
+def at_once(app: Flask, calls):
+    """Run ``calls`` — (method, path, headers, json) — all at the same moment,
+    one thread and one client each; returns [(status, body)] in call order."""
+    barrier = threading.Barrier(len(calls))
+
+    def run(call):
+        method, path, headers, body = call
+        client = app.test_client()
+        barrier.wait()
+        resp = client.open(path, method=method, headers=headers, json=body)
+        return resp.status_code, resp.get_json()
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+def outcomes(results) -> Counter:
+    """(status, the answer's status or its error slug) of each result, counted."""
+    return Counter((status, body.get("status") if status < 400 else body["error"]) for status, body in results)

@@ -326,9 +326,7 @@ def test_honor_hours_are_capped_four_eyed_and_audited(app, client):
     assert volunteer_row(app, volunteer.id).honor_minutes == 1440
     assert volunteer_row(app, coordinator.id).honor_minutes == 0
     with app.app_context():
-        entries = db.session.execute(
-            sa.select(AuditEntry.actor_id, AuditEntry.action).order_by(AuditEntry.id)
-        ).all()
+        entries = db.session.execute(sa.select(AuditEntry.actor_id, AuditEntry.action).order_by(AuditEntry.id)).all()
     assert entries == [(coordinator.id, "record.honor"), (fellow.id, "record.approve")]
 
 

@@ -345,7 +345,10 @@ def test_districts_as_codes_a_file_or_json(tmp_path):
     assert load_districts(None).codes == load_districts("").codes == NINGBO_DISTRICTS
     path = tmp_path / "districts.json"
     path.write_text(LISHUI_JINHUA, encoding="utf-8")
-    assert [(d.code, d.name_zh) for d in load_districts(str(path)).items] == [("lishui", "丽水市"), ("jinhua", "金华市")]
+    assert [(d.code, d.name_zh) for d in load_districts(str(path)).items] == [
+        ("lishui", "丽水市"),
+        ("jinhua", "金华市"),
+    ]
 
 
 @pytest.mark.parametrize(

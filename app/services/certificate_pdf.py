@@ -52,7 +52,7 @@ FONT = "CertificateFont"
 DEFAULT_FONT_PATH = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
 FONT_PACKAGE = "fonts-wqy-microhei"
 QR_SIZE = 34 * mm
-SEAL_SIZE = 40 * mm
+SEAL_SIZE = 36 * mm
 # How many activities the "service content" names before "and N more".
 CONTENT_ACTIVITIES = 6
 _INK = colors.HexColor("#1f2937")
@@ -61,6 +61,8 @@ _RULE = colors.HexColor("#9ca3af")
 _HEADER_FILL = colors.HexColor("#f3f4f6")
 _CELL_PADDING = 4
 _font_lock = threading.Lock()
+# Every table's cells in the one embedded font (a table's default is Helvetica, never embedded).
+_FONT_STYLE = ("FONTNAME", (0, 0), (-1, -1), FONT)
 
 
 class CertificateFontError(RuntimeError):
@@ -135,6 +137,8 @@ def _qr(url: str) -> Drawing:
     widget = QrCodeWidget(url, barLevel="M")
     left, bottom, right, top = widget.getBounds()
     drawing = Drawing(QR_SIZE, QR_SIZE, transform=[QR_SIZE / (right - left), 0, 0, QR_SIZE / (top - bottom), 0, 0])
+    # The renderer would otherwise select Helvetica, a font the PDF does not embed.
+    drawing.initialFontName = FONT
     drawing.add(widget)
     return drawing
 
@@ -234,6 +238,7 @@ def render_certificate_pdf(certificate: Certificate, verify_url: str) -> bytes:
     fact_table.setStyle(
         TableStyle(
             [
+                _FONT_STYLE,
                 ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
                 ("LINEBELOW", (0, 0), (-1, -1), 0.25, _RULE),
                 ("TOPPADDING", (0, 0), (-1, -1), 2),
@@ -245,9 +250,13 @@ def render_certificate_pdf(certificate: Certificate, verify_url: str) -> bytes:
         [[_qr(verify_url)], [Paragraph(_text(gettext("Scan to verify")), styles["caption"])]],
         colWidths=[QR_SIZE + 4 * mm],
     )
-    qr_block.setStyle(TableStyle([("ALIGN", (0, 0), (-1, -1), "CENTER"), ("VALIGN", (0, 0), (-1, -1), "TOP")]))
+    qr_block.setStyle(
+        TableStyle([_FONT_STYLE, ("ALIGN", (0, 0), (-1, -1), "CENTER"), ("VALIGN", (0, 0), (-1, -1), "TOP")])
+    )
     summary = Table([[fact_table, qr_block]], colWidths=[width - QR_SIZE - 8 * mm, QR_SIZE + 8 * mm])
-    summary.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 0)]))
+    summary.setStyle(
+        TableStyle([_FONT_STYLE, ("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 0)])
+    )
     story += [
         summary,
         Spacer(1, 3 * mm),
@@ -256,23 +265,7 @@ def render_certificate_pdf(certificate: Certificate, verify_url: str) -> bytes:
         _records_table(certificate, styles, width),
         Spacer(1, 10 * mm),
         # The sign-off stays in one piece at the end: the org's name where its seal goes.
-        KeepTogether(
-            [
-                _seal_block(certificate, issued_on, styles, width),
-                Spacer(1, 6 * mm),
-                Paragraph(
-                    _text(
-                        gettext(
-                            "Issued under the Measures for Recording and Certifying Volunteer Service by the "
-                            "organisation that recorded the service above (whoever records it certifies it). "
-                            "The certificate is signed electronically: scan the QR code or open the address "
-                            "above to check that it is genuine and still valid."
-                        )
-                    ),
-                    styles["small"],
-                ),
-            ]
-        ),
+        KeepTogether([_sign_off(certificate, issued_on, styles, width)]),
     ]
 
     void_mark = gettext("VOID")
@@ -295,38 +288,40 @@ def render_certificate_pdf(certificate: Certificate, verify_url: str) -> bytes:
     return buffer.getvalue()
 
 
-def _seal_block(certificate: Certificate, issued_on: str, styles: dict[str, ParagraphStyle], width: float) -> Table:
-    """出具组织（盖章）: the org's name inside the ring where its seal is pressed, the date below."""
-    seal = Table(
+def _sign_off(certificate: Certificate, issued_on: str, styles: dict[str, ParagraphStyle], width: float) -> Table:
+    """The note on the rules beside 出具组织（盖章）: the org's name inside the ring where
+    its seal is pressed, the date of issue below it."""
+    note = Paragraph(
+        _text(
+            gettext(
+                "Issued under the Measures for Recording and Certifying Volunteer Service by the "
+                "organisation that recorded the service above (whoever records it certifies it). "
+                "The certificate is signed electronically: scan the QR code or open the address "
+                "above to check that it is genuine and still valid."
+            )
+        ),
+        styles["small"],
+    )
+    seal_width = SEAL_SIZE + 16 * mm
+    seal = _SealRing(
         [
             [Paragraph(_text(gettext("Issued by (seal)")), styles["caption"])],
             [Paragraph(_text(certificate.org_name), styles["seal"])],
-            [Paragraph(_text(issued_on), styles["caption"])],
+            [Paragraph(_text(issued_on), styles["seal"])],
         ],
-        colWidths=[SEAL_SIZE + 16 * mm],
-        rowHeights=[6 * mm, SEAL_SIZE, 6 * mm],
+        colWidths=[seal_width],
+        rowHeights=[6 * mm, SEAL_SIZE, 8 * mm],
+        style=TableStyle([_FONT_STYLE, ("ALIGN", (0, 0), (-1, -1), "CENTER"), ("VALIGN", (0, 0), (-1, -1), "MIDDLE")]),
     )
-    seal.setStyle(
-        TableStyle(
-            [("ALIGN", (0, 0), (-1, -1), "CENTER"), ("VALIGN", (0, 0), (-1, -1), "MIDDLE")],
-        )
-    )
-    block = _SealRing([[seal]], colWidths=[SEAL_SIZE + 16 * mm], hAlign="RIGHT")
     return Table(
-        [
-            [
-                Paragraph(_text(gettext("Issued by: %(org)s", org=certificate.org_name)), styles["right"]),
-            ],
-            [Paragraph(_text(gettext("Date of issue: %(date)s", date=issued_on)), styles["right"])],
-            [block],
-        ],
-        colWidths=[width],
-        style=TableStyle([("ALIGN", (0, 0), (-1, -1), "RIGHT")]),
+        [[note, seal]],
+        colWidths=[width - seal_width - 10 * mm, seal_width + 10 * mm],
+        style=TableStyle([_FONT_STYLE, ("VALIGN", (0, 0), (-1, -1), "BOTTOM"), ("ALIGN", (1, 0), (1, 0), "RIGHT")]),
     )
 
 
 class _SealRing(Table):
-    """A table with a thin dashed ring drawn where the org's seal is pressed."""
+    """The seal's table, with a thin dashed ring around its middle row, where the org's seal is pressed."""
 
     def draw(self) -> None:
         super().draw()
@@ -336,7 +331,8 @@ class _SealRing(Table):
         canvas.setStrokeAlpha(0.5)
         canvas.setDash(2, 2)
         canvas.setLineWidth(0.6)
-        canvas.circle(self._width / 2, self._height / 2, SEAL_SIZE / 2)
+        middle = self._rowpositions[1] - SEAL_SIZE / 2
+        canvas.circle(self._width / 2, middle, SEAL_SIZE / 2)
         canvas.restoreState()
 
 
