@@ -167,8 +167,13 @@ class Actor:
         return org is not None and self.manages_org(org.id)
 
     def require_may_post(self, policy: KindPolicy, org: Org | None, *, for_someone_else: bool) -> None:
-        """403 unless this actor may post a ``policy.kind`` (for ``org``, an approved
-        org, when given; ``for_someone_else``: with a beneficiary who is not the poster).
+        """Anyone signed in posts a wish for themself (naming an org sends it to that
+        org's review); a wish for someone else, a project, a charity activity or a
+        reward only a coordinator of ``org_id`` (or an admin); a service a registered
+        volunteer, for an approved org only as its member (``org_member_required``).
+
+        403 unless this actor may post a ``policy.kind`` (for ``org``, an approved
+        org, when given; ``for_someone_else``: with a beneficiary who is not the poster):
 
         - anyone signed in posts a wish for themself, and may name an org on it
           (that org's coordinators then review it); only a coordinator (of the
@@ -200,9 +205,8 @@ class Actor:
             raise Forbidden("coordinator_required")
 
     def require_may_claim(self, policy: KindPolicy, author_id: int) -> None:
-        """403 unless this actor may claim a posting of ``policy.kind`` by ``author_id``:
-        never one's own (``own_posting``); a registered volunteer where the kind's
-        claimant must be one (``volunteer_required``)."""
+        """Anyone but the posting's author (``own_posting``); a registered volunteer where
+        the kind's claimant must be one (``volunteer_required``)."""
         if author_id == self.id:
             raise Forbidden("own_posting")
         if policy.claimant_is_volunteer and not self.is_volunteer:
@@ -222,13 +226,17 @@ class Actor:
         return self.id is not None and posting.author_id == self.id
 
     def manages_posting(self, posting: Posting) -> bool:
+        """Its author and its coordinators (its org's, or for an org-less wish its
+        district's; admins): they edit and cancel it, see its claims, hand rewards over."""
         return self.is_author(posting) or self.coordinates_posting(posting)
 
     def reviews_posting(self, posting: Posting) -> bool:
+        """Its coordinators other than its author: nobody approves their own posting."""
         return self.coordinates_posting(posting) and not self.is_author(posting)
 
     def is_contact(self, posting: Posting, claim_status: str | None) -> bool:
-        """May see the beneficiary's phone and exact address (and the exact point)."""
+        """The beneficiary's phone and exact address (and the exact point) are for the
+        posting's managers and the holder of an active or fulfilled claim."""
         return self.manages_posting(posting) or claim_status in CONTACT_CLAIM_STATUSES
 
     def sees_exact_point(self, posting: Posting, claim_status: str | None) -> bool:
@@ -296,14 +304,14 @@ class Actor:
         return posting.author_id if credited == PROVIDER else claim.user_id
 
     def may_fulfil(self, claim: Claim, posting: Posting) -> bool:
-        """Marking done is for the one who did the work (a wish's claimant, a
-        service's provider)."""
+        """The one who did the work: a wish's claimant, a service's provider."""
         policy = POLICIES[posting.kind]
         return policy.finish == FULFIL_CONFIRM and self.id == self.credited_user_id(claim, posting)
 
     def require_may_confirm(self, claim: Claim, posting: Posting) -> None:
-        """403 unless this actor may confirm the claim: ``own_claim`` for the one
-        whose work (or reward) it is, ``poster_required`` for anyone else not allowed.
+        """Never the one whose work (or reward) it is (``own_claim``); a wish and a
+        reward: its managers; a service: the resident who booked it or its
+        coordinators (``poster_required`` for anyone else).
 
         - wish: its managers (poster, coordinators);
         - service: the resident who booked it, or its coordinators;
@@ -321,8 +329,8 @@ class Actor:
             raise Forbidden("poster_required")
 
     def require_may_award(self, org_id: int, volunteer_id: int) -> None:
-        """Honor hours: the org's coordinators and admins, never to themself (the
-        award then waits for a second person: :meth:`require_may_approve`)."""
+        """The org's coordinators and admins (``coordinator_required``), never to
+        themself (``own_record``); the award then waits for a second person."""
         if not self.manages_org(org_id):
             raise Forbidden("coordinator_required")
         if volunteer_id == self.id:
@@ -331,8 +339,8 @@ class Actor:
     # --- service records ---------------------------------------------------------------------------------------
 
     def stands_behind(self, org_id: int | None) -> bool:
-        """A record this actor makes for ``org_id`` (a confirmation) is recorded at
-        once: they are a coordinator of the recording org, or an admin."""
+        """A coordinator of the recording org, or an admin: a record their confirmation
+        makes is recorded at once (anyone else's waits for approval)."""
         return org_id is not None and self.manages_org(org_id)
 
     def may_see_record(self, record: ServiceRecord) -> bool:
@@ -340,9 +348,8 @@ class Actor:
         return record.volunteer_id == self.id or self.manages_org(record.org_id)
 
     def require_may_approve(self, record: ServiceRecord) -> None:
-        """403 unless this actor may approve ``record``: a coordinator of its org (or
-        an admin; ``coordinator_required``), not its volunteer (``own_record``), not
-        whoever made it (``second_person_required``)."""
+        """A coordinator of its org or an admin (``coordinator_required``), never its
+        volunteer (``own_record``) nor whoever made it (``second_person_required``)."""
         if record.volunteer_id == self.id:
             raise Forbidden("own_record")
         if not self.manages_org(record.org_id):
@@ -358,8 +365,7 @@ class Actor:
         )
 
     def require_may_reject(self, record: ServiceRecord) -> None:
-        """403 unless this actor may reject ``record``: a coordinator of its org (or an
-        admin), never on their own record (``own_record``)."""
+        """A coordinator of its org or an admin, never its volunteer (``own_record``)."""
         if record.volunteer_id == self.id:
             raise Forbidden("own_record")
         if not self.manages_org(record.org_id):
@@ -372,8 +378,8 @@ class Actor:
         return certificate.volunteer_id == self.id or self.manages_org(certificate.org_id)
 
     def require_may_void(self, certificate: Certificate) -> None:
-        """Voiding is for the certifying org's coordinators and admins, never on
-        their own certificate (403 ``own_certificate``)."""
+        """The certifying org's coordinators and admins, never on their own
+        certificate (``own_certificate``)."""
         if self.id is not None and certificate.volunteer_id == self.id:
             raise Forbidden("own_certificate")
         if not self.manages_org(certificate.org_id):
