@@ -17,7 +17,8 @@ record counted as soon as it was written):
   creation; a start of the end − minutes;
 - a place holding a district's code (``haishu``) holds its name (海曙区);
 - ratings become one per rater: the latest rating each confirmer gave each
-  volunteer (ratings whose rater's account is gone count each on its own);
+  volunteer (ratings whose rater is unknown — an account since gone — count
+  each on its own; an auto-confirmed claim's record carries none);
 - each volunteer's credit and honor minutes and rating sum and count are
   recomputed from the recorded records and the ratings. Energy already
   minted stays (the ledger is append-only).
@@ -152,8 +153,10 @@ def upgrade():
     anonymous = []
     for volunteer_id, rater_id, rating, claim_id, created_at in conn.execute(
         sa.text(
-            "SELECT volunteer_id, recorded_by, rating, claim_id, created_at FROM service_records "
-            "WHERE rating IS NOT NULL AND rating BETWEEN 1 AND 5 ORDER BY created_at, id"
+            # an auto-confirmed claim's record carries no rating of a person
+            "SELECT r.volunteer_id, r.recorded_by, r.rating, r.claim_id, r.created_at FROM service_records r "
+            "LEFT JOIN claims c ON c.id = r.claim_id "
+            "WHERE r.rating BETWEEN 1 AND 5 AND (c.id IS NULL OR NOT c.auto_confirmed) ORDER BY r.created_at, r.id"
         )
     ):
         row = {
