@@ -37,7 +37,7 @@ from app.extensions import db  # noqa: E402
 from app.models import User  # noqa: E402
 from app.policy import MAX_BULK_APPROVAL  # noqa: E402
 from app.services.tokens import issue_tokens  # noqa: E402
-from bench.dbsetup import LOADER_CONFIG, ensure_database  # noqa: E402
+from bench.dbsetup import LOADER_CONFIG, ensure_database, insert_people  # noqa: E402
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/yz_bench_approve"
 SECRET = "bench-secret-key-that-is-long-enough-for-hs256"
@@ -47,35 +47,7 @@ def load(conn: sa.Connection, records: int, volunteers: int) -> None:
     """Users 1 and 2 (coordinators of org 1), 3.. (volunteers), a project, and
     ``records`` pending records (one claim each) made by coordinator 1, each
     volunteer's records a day apart."""
-    users = volunteers + 2
-    conn.execute(
-        sa.text(
-            """
-            INSERT INTO users (id, phone, password_hash, display_name, is_admin, locale, muted_kinds,
-                               nearby_alerts, created_at, updated_at)
-            SELECT g, '+86139' || lpad(g::text, 8, '0'), 'bench',
-                   CASE WHEN g <= 2 THEN '协调员' || g ELSE '志愿者' || g END, false, 'zh-CN', '[]'::json, true,
-                   now() - interval '400 days', now() - interval '400 days'
-            FROM generate_series(1, :users) AS g
-            """
-        ),
-        {"users": users},
-    )
-    conn.execute(sa.text("SELECT setval(pg_get_serial_sequence('users', 'id'), :n)"), {"n": users})
-    conn.execute(
-        sa.text(
-            """
-            INSERT INTO volunteers (user_id, volunteer_no, real_name, id_hash, id_masked, skills, district,
-                                    push_radius_km, verified, credit_minutes, honor_minutes, energy_balance,
-                                    active_wish_claims, registered_at, created_at, updated_at)
-            SELECT g, 'NB' || lpad(g::text, 8, '0'), '张' || chr(19968 + g % 500), md5(g::text),
-                   '3302**********' || lpad((g % 10000)::text, 4, '0'), '[]'::json, 'haishu', 3, true,
-                   0, 0, 0, 0, now(), now(), now()
-            FROM generate_series(3, :users) AS g
-            """
-        ),
-        {"users": users},
-    )
+    insert_people(conn, volunteers + 2, coordinators=2)
     conn.execute(
         sa.text(
             "INSERT INTO orgs (id, name, kind, district, status, applicant_id, member_count, created_at, updated_at)"

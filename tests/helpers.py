@@ -5,10 +5,14 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 
 from flask import Flask
 
-from tests.factories import Account, add_member, make_user
+from tests.factories import Account, add_member, make_posting, make_user
+
+# Where the helpers' events take place, and where their volunteers check in.
+SITE = {"lat": 29.87, "lng": 121.55}
 
 
 def claim(client, account: Account, posting_id: int, **body):
@@ -17,6 +21,19 @@ def claim(client, account: Account, posting_id: int, **body):
 
 def act(client, account: Account, claim_id: int, action: str, **body):
     return client.post(f"/api/v1/claims/{claim_id}/{action}", json=body, headers=account.headers)
+
+
+def make_event(app: Flask, coordinator: Account, org_id: int, start: datetime, hours: float) -> int:
+    """The org's project at ``SITE`` from ``start``, ``hours`` long: its id."""
+    return make_posting(
+        app,
+        coordinator,
+        kind="project",
+        org_id=org_id,
+        starts_at=start,
+        ends_at=start + timedelta(hours=hours),
+        **SITE,
+    )
 
 
 def award(client, coordinator: Account, org_id: int, volunteer: Account, minutes: int, **body):

@@ -13,9 +13,7 @@ from app.extensions import db
 from app.models import Claim, ServiceRecord, Volunteer
 from app.policy import longest_uncovered, windows_overlap
 from tests.factories import add_member, make_claim, make_org, make_posting, make_record, make_user, make_volunteer
-from tests.helpers import act, at_once, award, claim, outcomes, second_coordinator
-
-SITE = {"lat": 29.87, "lng": 121.55}
+from tests.helpers import SITE, act, at_once, award, claim, make_event, outcomes, second_coordinator
 
 
 @pytest.fixture
@@ -132,15 +130,7 @@ def test_an_honor_award_overlapping_a_record_is_refused(app, client, org):
 @pytest.fixture
 def event(app, org):
     start = clock.utcnow() + timedelta(minutes=10)
-    project = make_posting(
-        app,
-        org["coordinator"],
-        kind="project",
-        org_id=org["org_id"],
-        starts_at=start,
-        ends_at=start + timedelta(hours=3),
-        **SITE,
-    )
+    project = make_event(app, org["coordinator"], org["org_id"], start, 3)
     claim_id = claim(client_of(app), org["volunteer"], project).get_json()["id"]
     return {"start": start, "claim_id": claim_id}
 
@@ -226,15 +216,7 @@ def test_overlapping_confirms_racing_give_one_record(app, org, postgres_only):
 
 def test_a_check_out_racing_an_award_never_double_counts(app, org, postgres_only):
     start = clock.utcnow() - timedelta(minutes=20)
-    project = make_posting(
-        app,
-        org["coordinator"],
-        kind="project",
-        org_id=org["org_id"],
-        starts_at=start,
-        ends_at=start + timedelta(hours=3),
-        **SITE,
-    )
+    project = make_event(app, org["coordinator"], org["org_id"], start, 3)
     claim_id = make_claim(app, project, org["volunteer"], check_in_at=start)
     clock.freeze(start + timedelta(hours=2))
     other = second_coordinator(app, org["org_id"])

@@ -13,9 +13,7 @@ from app.extensions import db
 from app.models import EnergyEntry, Notification, ServiceRecord, Volunteer
 from app.policy import MAX_BULK_APPROVAL
 from tests.factories import add_member, make_org, make_posting, make_record, make_user, make_volunteer
-from tests.helpers import act, award, claim, decide, second_coordinator
-
-SITE = {"lat": 29.87, "lng": 121.55}
+from tests.helpers import SITE, act, award, claim, decide, make_event, second_coordinator
 
 
 @pytest.fixture
@@ -144,15 +142,7 @@ def test_another_orgs_coordinator_confirming_stands_behind_nothing(app, client, 
 
 def test_a_check_out_on_site_is_recorded_at_once(app, client, org):
     start = clock.utcnow() + timedelta(minutes=10)
-    project = make_posting(
-        app,
-        org["coordinator"],
-        kind="project",
-        org_id=org["org_id"],
-        starts_at=start,
-        ends_at=start + timedelta(hours=2),
-        **SITE,
-    )
+    project = make_event(app, org["coordinator"], org["org_id"], start, 2)
     claim_id = claim(client, org["volunteer"], project).get_json()["id"]
     assert act(client, org["volunteer"], claim_id, "check-in", **SITE).status_code == 200
     clock.advance(timedelta(hours=1, minutes=10))
@@ -169,15 +159,7 @@ def test_a_check_out_on_site_is_recorded_at_once(app, client, org):
 
 def test_the_settlements_check_out_is_pending(app, client, org):
     start = clock.utcnow() + timedelta(minutes=10)
-    project = make_posting(
-        app,
-        org["coordinator"],
-        kind="project",
-        org_id=org["org_id"],
-        starts_at=start,
-        ends_at=start + timedelta(hours=2),
-        **SITE,
-    )
+    project = make_event(app, org["coordinator"], org["org_id"], start, 2)
     claim_id = claim(client, org["volunteer"], project).get_json()["id"]
     assert act(client, org["volunteer"], claim_id, "check-in", **SITE).status_code == 200
     clock.advance(timedelta(hours=27))
