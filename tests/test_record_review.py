@@ -157,6 +157,27 @@ def test_a_check_out_on_site_is_recorded_at_once(app, client, org):
     assert counters(app, org["volunteer"].id) == (60, 0, 10)
 
 
+def test_a_check_out_without_a_geofence_is_pending(app, client, org):
+    start = clock.utcnow() + timedelta(minutes=10)
+    pointless = make_posting(
+        app,
+        org["coordinator"],
+        kind="charity",
+        org_id=org["org_id"],
+        lat=None,
+        lng=None,
+        starts_at=start,
+        ends_at=start + timedelta(hours=2),
+    )
+    claim_id = claim(client, org["volunteer"], pointless).get_json()["id"]
+    assert act(client, org["volunteer"], claim_id, "check-in", **SITE).status_code == 200
+    clock.advance(timedelta(hours=1, minutes=10))
+    assert act(client, org["volunteer"], claim_id, "check-out", **SITE).status_code == 200
+    record = record_of_claim(app, claim_id)
+    assert (record.status, record.minutes, record.recorded_by) == ("pending", 60, None)
+    assert decide(client, org["coordinator"], record.id).status_code == 200
+
+
 def test_the_settlements_check_out_is_pending(app, client, org):
     start = clock.utcnow() + timedelta(minutes=10)
     project = make_event(app, org["coordinator"], org["org_id"], start, 2)

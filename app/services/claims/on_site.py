@@ -5,7 +5,8 @@ starts_at..ends_at, at most 12 hours, less any time the volunteer's other
 records already cover; an event's settlement (``app.services.claims.deadlines``)
 checks out at the end whoever forgot. A check-out on site is ``recorded`` at
 once (the org's event, the server's clock and the geofence stand behind it);
-the settlement's is ``pending`` until a coordinator of the org approves it.
+the settlement's, or one at an event posted without a point (no geofence), is
+``pending`` until a coordinator of the org approves it.
 """
 
 from __future__ import annotations
@@ -68,7 +69,10 @@ def check_out(actor: Actor, claim_id: int, lat: float, lng: float) -> Claim:
             raise Conflict("not_checked_in")
         raise Conflict("claim_not_active")
     records.hold_time(actor.id)
-    credit_attendance(posting, claim_id, actor.id, row[0], now, on_site=True)
+    # The org's event, the server's clock and the geofence stand behind a check-out on
+    # site; an event posted without a point has no geofence, so a coordinator approves.
+    geofenced = posting.lat is not None and posting.lng is not None
+    credit_attendance(posting, claim_id, actor.id, row[0], now, on_site=geofenced)
     return tell_and_commit([actor.id], "claim_confirmed", posting, claim_id)
 
 
@@ -79,7 +83,8 @@ def credit_attendance(
     the volunteer's time: the overlap with the event (at most 12 hours), less what
     the volunteer's other records already cover (its longest free stretch), as
     the claim's minutes and one record — ``recorded`` at once for a check-out on
-    site (the organiser stands behind it), ``pending`` for the settlement's. No
+    site (``on_site``: within the geofence; the organiser stands behind it),
+    ``pending`` otherwise (the settlement's, or an event without a point). No
     time left: no record."""
     started, minutes = on_site_credit(checked_in, checked_out, posting.starts_at, posting.ends_at)
     start, end = records.uncovered_stretch(user_id, started, started + timedelta(minutes=minutes))
