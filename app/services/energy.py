@@ -47,21 +47,25 @@ def credit_many(
             sa.select(Volunteer.id).where(Volunteer.user_id.in_(users)).order_by(Volunteer.user_id).with_for_update()
         )
     names = sorted({name for deltas in counters.values() for name in deltas})
-    delta = sa.values(
-        sa.column("user_id", sa.Integer),
-        sa.column("points", sa.Integer),
-        *(sa.column(name, sa.Integer) for name in names),
-        name="delta",
-    ).data(
-        [
-            (
-                user_id,
-                sum(points for points, _, _, _ in entries.get(user_id, [])),
-                *(counters.get(user_id, {}).get(name, 0) for name in names),
-            )
-            for user_id in users
-        ]
-    ).cte("delta")  # WITH delta(user_id, …) AS (VALUES …): both PostgreSQL and SQLite read it
+    delta = (
+        sa.values(
+            sa.column("user_id", sa.Integer),
+            sa.column("points", sa.Integer),
+            *(sa.column(name, sa.Integer) for name in names),
+            name="delta",
+        )
+        .data(
+            [
+                (
+                    user_id,
+                    sum(points for points, _, _, _ in entries.get(user_id, [])),
+                    *(counters.get(user_id, {}).get(name, 0) for name in names),
+                )
+                for user_id in users
+            ]
+        )
+        .cte("delta")
+    )  # WITH delta(user_id, …) AS (VALUES …): both PostgreSQL and SQLite read it
     values = {"energy_balance": Volunteer.energy_balance + delta.c.points}
     values.update({name: getattr(Volunteer, name) + delta.c[name] for name in names})
     balances = dict(
