@@ -25,6 +25,7 @@ WRITE_LIMITED_BLUEPRINTS = (
     "certificates",
     "calendar",
     "photos",
+    "records",
 )
 
 
@@ -64,6 +65,11 @@ def create_app(config: type | Mapping | None = None) -> Flask:
 
     # Parsed once, so a malformed SKILLS stops the app at start, not at a request.
     app.extensions["skills"] = load_skills(app.config.get("SKILLS"))
+    from app.districts import load_districts
+
+    # The same for DISTRICTS; the config keeps the codes every check reads.
+    app.extensions["districts"] = load_districts(app.config.get("DISTRICTS"))
+    app.config["DISTRICTS"] = app.extensions["districts"].codes
     db.init_app(app)
     from app import i18n
 
@@ -116,6 +122,7 @@ def _register_blueprints(app: Flask) -> None:
         calendar,
         certificates,
         claims,
+        districts,
         health,
         legal,
         me,
@@ -123,6 +130,7 @@ def _register_blueprints(app: Flask) -> None:
         orgs,
         photos,
         postings,
+        records,
         skills,
         stats,
     )
@@ -147,6 +155,8 @@ def _register_blueprints(app: Flask) -> None:
         certificates,
         calendar,
         photos,
+        records,
+        districts,
     ):
         # The limiter and the blueprints live as long as the process; mark once.
         if module.blp.name in WRITE_LIMITED_BLUEPRINTS and not getattr(module.blp, "user_writes_limited", False):

@@ -140,6 +140,9 @@ class Config:
     # Earlier signing keys' public halves (PEM or base64 of 32 bytes), comma-separated:
     # certificates they signed keep verifying after a rotation.
     CERTIFICATE_VERIFY_KEYS = os.environ.get("CERTIFICATE_VERIFY_KEYS") or None
+    # The TrueType font (.ttf, or the first face of a .ttc) certificates are set in and
+    # embed; unset: WenQuanYi Micro Hei from Debian's fonts-wqy-microhei.
+    CERTIFICATE_FONT = os.environ.get("CERTIFICATE_FONT") or None
     # Where the public reaches this app (https://zhiyuan.example.cn): verify URLs
     # printed on certificates and calendar URLs are built on it. Unset: the request's host.
     PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL") or None
@@ -182,7 +185,10 @@ class Config:
     S3_SECRET_ACCESS_KEY = os.environ.get("S3_SECRET_ACCESS_KEY") or None
     S3_ADDRESSING_STYLE = os.environ.get("S3_ADDRESSING_STYLE", "auto")
 
-    DISTRICTS = env_list("DISTRICTS", NINGBO_DISTRICTS)
+    # The districts (app/districts.py): unset = Ningbo's ten; else comma-separated codes
+    # app/districts.py names, or a JSON array of {"code", "name_zh", "name_en"}
+    # (inline or the path of a file). Parsed in create_app; the config then holds the codes.
+    DISTRICTS = os.environ.get("DISTRICTS") or NINGBO_DISTRICTS
     # The skills vocabulary (app/skills.py): unset = the default list; else a JSON
     # array of {"code", "name_zh", "name_en"}, inline or the path of a file.
     SKILLS = os.environ.get("SKILLS")

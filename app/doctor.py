@@ -176,6 +176,13 @@ def check_scheduler(app: Flask) -> str | None:
     return None
 
 
+def check_certificate_font(app: Flask) -> str | None:
+    """The font certificates are set in and embed (``CERTIFICATE_FONT``) is there and embeddable."""
+    from app.services.certificate_pdf import check_font, font_path
+
+    return check_font(font_path(app))
+
+
 CHECKS: tuple[tuple[str, Callable[[Flask], str | None]], ...] = (
     ("keys", check_keys),
     ("database", check_database),
@@ -185,6 +192,7 @@ CHECKS: tuple[tuple[str, Callable[[Flask], str | None]], ...] = (
     ("sms", check_sms),
     ("storage", check_storage),
     ("scheduler", check_scheduler),
+    ("font", check_certificate_font),
 )
 
 

@@ -22,6 +22,12 @@ from flask_babel import lazy_gettext as _l
 from werkzeug.exceptions import HTTPException
 
 from app.i18n import translate_messages
+from app.policy import (
+    CHECK_IN_OPENS_BEFORE,
+    CHECK_IN_RADIUS_KM,
+    metres,
+    whole_minutes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +82,20 @@ MESSAGES: dict[str, LazyString] = {
     "wrong_claim_kind": _l("This action does not apply to this kind of claim."),
     "already_checked_in": _l("You have already checked in."),
     "not_checked_in": _l("You have not checked in."),
-    "check_in_not_open": _l("Check-in opens 30 minutes before the start and closes at the end."),
-    "too_far_from_site": _l("You are more than 500 m from the site."),
+    "check_in_not_open": _l(
+        "Check-in opens %(minutes)s minutes before the start and closes at the end.",
+        minutes=whole_minutes(CHECK_IN_OPENS_BEFORE),
+    ),
+    "too_far_from_site": _l("You are more than %(metres)s m from the site.", metres=metres(CHECK_IN_RADIUS_KM)),
     "event_not_ended": _l("The activity has not ended yet."),
     "event_ended": _l("The activity has ended."),
     "not_org_volunteer": _l("This user is not a volunteer of the organisation."),
     "own_claim": _l("You cannot confirm your own work."),
-    "own_record": _l("You cannot award hours to yourself."),
+    "own_record": _l("You cannot award or approve hours of your own."),
+    "second_person_required": _l("Whoever made a record cannot approve it: another coordinator must."),
+    "record_not_pending": _l("The record is no longer waiting for approval."),
+    "overlapping_record": _l("This time overlaps service hours already credited to the volunteer."),
+    "org_member_required": _l("Only members of the organisation may post for it."),
     "own_verification": _l("You cannot verify your own identity."),
     "minutes_above_reported": _l("The minutes may be lowered, not raised."),
     "idempotency_key_reused": _l("This Idempotency-Key was already used for a different request."),
@@ -91,7 +104,7 @@ MESSAGES: dict[str, LazyString] = {
     "posting_claimed": _l("Something is already claimed; only the expiry can be extended."),
     "posting_not_editable": _l("The posting has ended and cannot be changed."),
     "posting_not_cancellable": _l("The posting has ended and cannot be cancelled."),
-    "no_records": _l("You have no service records with this organisation in the period."),
+    "no_records": _l("You have no recorded service hours with this organisation in the period."),
     "certificate_void": _l("This certificate has already been voided."),
     "own_certificate": _l("You cannot void your own certificate."),
     "home_required": _l("Set a home point in your volunteer profile first."),

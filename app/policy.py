@@ -59,6 +59,10 @@ PUBLIC_POSTING_STATUSES = tuple(s for s in POSTING_STATUSES if s not in HIDDEN_P
 LIVE_POSTING_STATUSES = ("pending_review", "open", "claimed", "full")
 # Published and not over: the states that end by themselves at ends_at or expires_at.
 RUNNING_POSTING_STATUSES = ("open", "claimed", "full")
+# Every place taken: a place given back reopens such a posting (or, past its deadline, ends it).
+FILLED_POSTING_STATUSES = ("claimed", "full")
+# Where a claim beyond capacity may wait in line (kinds with a waitlist).
+QUEUEING_POSTING_STATUSES = ("open", "full")
 
 # --- claim status sets -----------------------------------------------------------------------------------------
 
@@ -265,6 +269,23 @@ POINTS_PER_HALF_HOUR = 5
 # Check-in opens this long before starts_at, within this distance of the site.
 CHECK_IN_OPENS_BEFORE = timedelta(minutes=30)
 CHECK_IN_RADIUS_KM = 0.5
+# Warnings before a deadline: the poster of a posting about to expire
+# (posting_expiring), the claimant of a claim about to be released (claim_due_soon).
+EXPIRY_WARNING = timedelta(hours=24)
+DUE_WARNING = timedelta(hours=24)
+
+
+def whole_hours(span: timedelta) -> int:
+    """A span as the whole hours the texts name (``24`` for a day)."""
+    return int(span.total_seconds() // 3600)
+
+
+def whole_minutes(span: timedelta) -> int:
+    return int(span.total_seconds() // 60)
+
+
+def metres(km: float) -> int:
+    return round(km * 1000)
 
 
 def hours(minutes: int | None) -> float:
@@ -292,12 +313,57 @@ def on_site_credit(checked_in, checked_out, starts_at, ends_at) -> tuple[object,
     return start, min(minutes_between(start, end), MAX_ON_SITE_MINUTES)
 
 
+# --- service records (志愿服务记录) ------------------------------------------------------------------------------
+
+RECORD_KINDS = ("credit", "honor")
+# A record's life (谁组织谁记录: the organisation that organised the service records it)::
+#
+#     pending ──a second person of the recording org approves──▶ recorded
+#             └─────────────────────rejects, with a reason──────▶ rejected
+#     (written recorded at once when a coordinator of that org stands behind it)
+RECORD_STATUSES = ("pending", "recorded", "rejected")
+# What counts: hours, star level, stats, exports, certificates, hour-based energy.
+COUNTED_RECORD_STATUSES = ("recorded",)
+# Holding the volunteer's time: no two of these windows of one volunteer overlap.
+TIME_HOLDING_RECORD_STATUSES = ("pending", "recorded")
+# Records one bulk approval may name.
+MAX_BULK_APPROVAL = 100
+
+
+def windows_overlap(start, end, other_start, other_end) -> bool:
+    """Whether two half-open windows [start, end) share a moment (an empty one shares none)."""
+    return start < end and other_start < other_end and start < other_end and other_start < end
+
+
+def longest_uncovered(start, end, covered) -> tuple[object, object]:
+    """The longest stretch of [start, end) outside every window of ``covered``
+    (``(s, e)`` pairs), the earliest of equal ones; ``(start, start)`` when none is left.
+
+    A check-out credits only time not already credited elsewhere; a record has
+    one window, so a stretch cut in two by another record keeps its longer part."""
+    best = (start, start)
+    cursor = start
+    for other_start, other_end in sorted(covered):
+        if other_end <= cursor or not other_start < other_end:
+            continue
+        if other_start >= end:
+            break
+        if other_start > cursor and other_start - cursor > best[1] - best[0]:
+            best = (cursor, other_start)
+        cursor = max(cursor, other_end)
+        if cursor >= end:
+            break
+    if cursor < end and end - cursor > best[1] - best[0]:
+        best = (cursor, end)
+    return best
+
+
 STAR_THRESHOLDS_HOURS = (100, 300, 600, 1000, 1500)
 
 
 def average_rating(total: int, count: int) -> float | None:
-    """A volunteer's reputation: the mean of ``count`` ratings summing to ``total``,
-    to 2 decimals; None before the first."""
+    """A volunteer's reputation: the mean of ``count`` ratings summing to ``total``
+    (one per rater, each rater's latest), to 2 decimals; None before the first."""
     return round(total / count, 2) if count else None
 
 

@@ -8,9 +8,10 @@ from datetime import timedelta
 import sqlalchemy as sa
 from flask import current_app
 
-from app.clock import utcnow
+from app.clock import day_start, local_date, utcnow
 from app.extensions import db
 from app.models import Claim, Org, OrgMember, Posting, ServiceRecord, User, Volunteer
+from app.models.orgs import APPROVED
 from app.services import accounts, claims, orgs, postings, records, volunteers
 from app.services.permissions import Actor
 
@@ -51,7 +52,7 @@ def seed_demo_data() -> Iterator[str]:
         org = db.session.scalar(sa.select(Org).where(Org.name == name))
         if org is None:
             org = Org(
-                name=name, kind=kind, district=district, status="approved", applicant_id=coordinator.id, member_count=1
+                name=name, kind=kind, district=district, status=APPROVED, applicant_id=coordinator.id, member_count=1
             )
             db.session.add(org)
             db.session.flush()
@@ -240,6 +241,8 @@ RECORDED_WISH = {
     "beneficiary": {"name": "李大爷", "phone": "+8613812340002", "address": "解放南路 66 号 1 单元 502 室"},
 }
 HONOR = {"minutes": 120, "reason": "社区防汛值守两小时", "activity": "防汛值守"}
+# 鼓楼's second coordinator: the second person who approves the honor hours 王协调 gives.
+DEPUTY = ("+8613800000004", "孙副站长")
 
 
 def _seed_application() -> Iterator[str]:
@@ -269,14 +272,24 @@ def _seed_records() -> Iterator[str]:
         yield f"created a confirmed wish {wish_id} with its credit record for {VOLUNTEERS[0][0]}"
     else:
         yield f"recorded wish {wish_id} already there"
+    deputy, _ = _user(*DEPUTY)
+    if db.session.scalar(sa.select(OrgMember.id).where(OrgMember.org_id == org_id, OrgMember.user_id == deputy.id)):
+        yield f"second coordinator {DEPUTY[0]} already there"
+    else:
+        orgs.add_member(Actor(coordinator), org_id, deputy.id, "coordinator")
+        yield f"added {DEPUTY[0]} as a second coordinator of {ORGS[0][0]}"
     honored = db.session.scalar(
         sa.select(ServiceRecord.id).where(
             ServiceRecord.org_id == org_id, ServiceRecord.kind == "honor", ServiceRecord.content == HONOR["reason"]
         )
     )
     if honored is None:
-        record = records.add_honor_record(Actor(coordinator), org_id, {"volunteer_id": volunteer.id, **HONOR})
-        yield f"created honor record {record.id} for {VOLUNTEERS[0][0]}"
+        # Three days ago, 08:00-10:00 in Ningbo: its own window, apart from the wish's.
+        day = local_date(utcnow()) - timedelta(days=3)
+        started_at = day_start(day) + timedelta(hours=8)
+        window = {"started_at": started_at, "ended_at": started_at + timedelta(minutes=HONOR["minutes"])}
+        record = records.add_honor_record(Actor(coordinator), org_id, {"volunteer_id": volunteer.id, **HONOR, **window})
+        yield f"created honor record {record.id} for {VOLUNTEERS[0][0]} ({record.status}: {DEPUTY[0]} approves it)"
     else:
         yield f"honor record {honored} already there"
 

@@ -89,6 +89,29 @@ class Vocabulary:
         return {tag: code for tag, code in self._code_of_tag.items() if code in wanted}
 
 
+def read_json_array(text: str, setting: str, keys: tuple[str, ...]) -> list[dict]:
+    """The JSON array of objects a setting holds inline, or in the file it names;
+    each object must have ``keys``. Raises ValueError naming the setting."""
+    text = text.strip()
+    if not text.startswith("["):
+        try:
+            text = Path(text).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"{setting}: neither a JSON array nor a readable file ({exc})") from None
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{setting}: not valid JSON ({exc})") from None
+    shape = "{" + ", ".join(f'"{key}"' for key in keys) + "}"
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise ValueError(f"{setting}: a JSON array of {shape} objects")
+    for item in items:
+        missing = [key for key in keys if key not in item]
+        if missing:
+            raise ValueError(f"{setting}: every item needs {', '.join(keys)} (missing {', '.join(missing)})")
+    return items
+
+
 def load_skills(value: str | Iterable[Skill] | None) -> Vocabulary:
     """The vocabulary from ``SKILLS``: unset -> the default list; else a JSON array
     (or the path of a file holding one). Raises ValueError naming what is wrong."""
@@ -98,23 +121,8 @@ def load_skills(value: str | Iterable[Skill] | None) -> Vocabulary:
         return value
     if not isinstance(value, str):
         return Vocabulary(_checked(list(value)))
-    text = value.strip()
-    if not text.startswith("["):
-        try:
-            text = Path(text).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ValueError(f"SKILLS: neither a JSON array nor a readable file ({exc})") from None
-    try:
-        items = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"SKILLS: not valid JSON ({exc})") from None
-    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-        raise ValueError('SKILLS: a JSON array of {"code", "name_zh", "name_en"} objects')
-    try:
-        skills = [Skill(item["code"], item["name_zh"], item["name_en"]) for item in items]
-    except KeyError as exc:
-        raise ValueError(f"SKILLS: every skill needs code, name_zh and name_en (missing {exc})") from None
-    return Vocabulary(_checked(skills))
+    items = read_json_array(value, "SKILLS", ("code", "name_zh", "name_en"))
+    return Vocabulary(_checked([Skill(item["code"], item["name_zh"], item["name_en"]) for item in items]))
 
 
 def _checked(skills: list[Skill]) -> list[Skill]:

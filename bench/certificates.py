@@ -88,7 +88,8 @@ def build(app) -> dict:
                 sa.insert(ServiceRecord),
                 [
                     {
-                        "volunteer_id": user.id, "org_id": org.id, "kind": "credit", "activity": f"敬老院陪伴第{n}次",
+                        "volunteer_id": user.id, "org_id": org.id, "kind": "credit", "status": "recorded",
+                        "activity": f"敬老院陪伴第{n}次",
                         "minutes": 90, "started_at": now - timedelta(hours=n + 2), "ended_at": now - timedelta(hours=n),
                         "place": "海曙区鼓楼街道颐乐园", "created_at": now,
                     }

@@ -28,3 +28,36 @@ def ensure_database(url: str, *, fresh: bool = False) -> str:
 # Loading a million rows takes longer than the app's request limits allow: the
 # benchmarks' own app objects (loaders, in-process timings) lift them.
 LOADER_CONFIG = {"DB_STATEMENT_TIMEOUT_MS": 0, "DB_CLIENT_TIMEOUT_SECONDS": 3600}
+
+
+def insert_people(conn: sa.Connection, users: int, coordinators: int) -> None:
+    """Users 1..``users`` (generate_series, PostgreSQL): the first ``coordinators`` named
+    王协调, 协调员2, …, the others volunteers (志愿者N) with a volunteer profile each."""
+    conn.execute(
+        sa.text(
+            """
+            INSERT INTO users (id, phone, password_hash, display_name, is_admin, locale, muted_kinds,
+                               nearby_alerts, created_at, updated_at)
+            SELECT g, '+86139' || lpad(g::text, 8, '0'), 'bench',
+                   CASE WHEN g = 1 THEN '王协调' WHEN g <= :coordinators THEN '协调员' || g ELSE '志愿者' || g END,
+                   false, 'zh-CN', '[]'::json, true, now() - interval '400 days', now() - interval '400 days'
+            FROM generate_series(1, CAST(:users AS integer)) AS g
+            """
+        ),
+        {"users": users, "coordinators": coordinators},
+    )
+    conn.execute(sa.text("SELECT setval(pg_get_serial_sequence('users', 'id'), :n)"), {"n": users})
+    conn.execute(
+        sa.text(
+            """
+            INSERT INTO volunteers (user_id, volunteer_no, real_name, id_hash, id_masked, skills, district,
+                                    push_radius_km, verified, credit_minutes, honor_minutes, energy_balance,
+                                    active_wish_claims, registered_at, created_at, updated_at)
+            SELECT g, 'NB' || lpad(g::text, 8, '0'), '张' || chr(19968 + g % 500), md5(g::text),
+                   '3302**********' || lpad((g % 10000)::text, 4, '0'), '[]'::json, 'haishu', 3, true,
+                   0, 0, 0, 0, now(), now(), now()
+            FROM generate_series(CAST(:first AS integer), CAST(:users AS integer)) AS g
+            """
+        ),
+        {"first": coordinators + 1, "users": users},
+    )

@@ -25,18 +25,18 @@ import resource
 import sys
 import time
 import tracemalloc
-from datetime import timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flask_jwt_extended import create_access_token  # noqa: E402
 
 from app import create_app  # noqa: E402
 from app.extensions import db  # noqa: E402
-from bench.dbsetup import LOADER_CONFIG, ensure_database  # noqa: E402
+from app.models import User  # noqa: E402
+from app.services.tokens import issue_tokens  # noqa: E402
+from bench.dbsetup import LOADER_CONFIG, ensure_database, insert_people  # noqa: E402
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/yz_bench_records"
 SECRET = "bench-secret-key-that-is-long-enough-for-hs256"
@@ -46,34 +46,7 @@ VOLUNTEERS = 2_000
 def load(conn: sa.Connection, records: int) -> None:
     """Users 1 (the coordinator) and 2.. (volunteers), two orgs, and ``records``
     records for each, served over the year before now."""
-    conn.execute(
-        sa.text(
-            """
-            INSERT INTO users (id, phone, password_hash, display_name, is_admin, locale, muted_kinds,
-                               nearby_alerts, created_at, updated_at)
-            SELECT g, '+86139' || lpad(g::text, 8, '0'), 'bench',
-                   CASE WHEN g = 1 THEN '王协调' ELSE '志愿者' || g END, false, 'zh-CN', '[]'::json, true,
-                   now() - interval '400 days', now() - interval '400 days'
-            FROM generate_series(1, :users) AS g
-            """
-        ),
-        {"users": VOLUNTEERS + 1},
-    )
-    conn.execute(sa.text("SELECT setval(pg_get_serial_sequence('users', 'id'), :n)"), {"n": VOLUNTEERS + 1})
-    conn.execute(
-        sa.text(
-            """
-            INSERT INTO volunteers (user_id, volunteer_no, real_name, id_hash, id_masked, skills, district,
-                                    push_radius_km, verified, credit_minutes, honor_minutes, energy_balance,
-                                    active_wish_claims, registered_at, created_at, updated_at)
-            SELECT g, 'NB' || lpad(g::text, 8, '0'), '张' || chr(19968 + g % 500), md5(g::text),
-                   '3302**********' || lpad((g % 10000)::text, 4, '0'), '[]'::json, 'haishu', 3, true,
-                   0, 0, 0, 0, now(), now(), now()
-            FROM generate_series(2, :users) AS g
-            """
-        ),
-        {"users": VOLUNTEERS + 1},
-    )
+    insert_people(conn, VOLUNTEERS + 1, coordinators=1)
     conn.execute(
         sa.text(
             """
@@ -93,11 +66,11 @@ def load(conn: sa.Connection, records: int) -> None:
     conn.execute(
         sa.text(
             """
-            INSERT INTO service_records (volunteer_id, org_id, kind, posting_kind, activity, minutes,
+            INSERT INTO service_records (volunteer_id, org_id, kind, status, posting_kind, activity, minutes,
                                          started_at, ended_at, place, content, evaluation, rating,
                                          recorded_by, created_at)
             SELECT g % :volunteers + 2, g % 2 + 1,
-                   CASE WHEN g % 10 = 0 THEN 'honor' ELSE 'credit' END, 'wish',
+                   CASE WHEN g % 10 = 0 THEN 'honor' ELSE 'credit' END, 'recorded', 'wish',
                    '为独居老人买菜 #' || g, 30 + g % 150,
                    now() - (g % 365) * interval '1 day' - (30 + g % 150) * interval '1 minute',
                    now() - (g % 365) * interval '1 day',
@@ -179,7 +152,9 @@ def main() -> None:
                 conn.execute(sa.text(f"VACUUM ANALYZE {table}"))
         loaded = time.perf_counter() - started
         print(f"loaded {args.records:,} records of org 1 and {args.records:,} of org 2 in {loaded:.1f} s")
-        token = create_access_token(identity="1", additional_claims={"fam": "bench"}, expires_delta=timedelta(hours=1))
+        # a real session: the token's family is checked on every request
+        token = issue_tokens(db.session.get(User, 1))["access_token"]
+        db.session.commit()
         db.session.remove()
 
     client = app.test_client()

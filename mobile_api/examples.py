@@ -83,6 +83,8 @@ REQUEST_EXAMPLES: dict[str, dict] = {
     "create_upload": {"purpose": "fulfil", "content_type": "image/jpeg", "size": 2_482_117},
     "check_in": HOME,
     "check_out": HOME,
+    "reject_record": {"reason": "当天未在服务现场签到，请核实后重新登记"},
+    "approve_records": {"ids": [1, 2, 3]},
     "issue_certificate": {"org_id": 1, "from": "2026-01-01"},
     "void_certificate": {"reason": "时长记录有误，重新开具"},
 }

@@ -177,10 +177,8 @@ def my_claims(query):
 @blp.response(200, RecordPage)
 @blp.doc(**AUTH)
 def my_records(query):
-    """My service records (志愿服务记录), newest first (``?kind=credit|honor``)."""
-    items, next_cursor = records.list_records(
-        current_user(), kind=query["kind"], cursor=query["cursor"], limit=query["limit"]
-    )
+    """My service records (志愿服务记录) of every status, newest first (``?kind=credit|honor``, ``?status=``)."""
+    items, next_cursor = records.list_records(current_user(), **query)
     return {"items": items, "next_cursor": next_cursor}
 
 
@@ -189,7 +187,7 @@ def my_records(query):
 @blp.response(200, RecordSummarySchema)
 @blp.doc(**AUTH)
 def my_records_summary():
-    """My hours by kind and by month."""
+    """My recorded hours by kind and by month, and the hours still pending approval."""
     return records.records_summary(current_user())
 
 

@@ -20,6 +20,8 @@ from mobile_api.schemas import (
     OrgStatsQuerySchema,
     OrgStatsSchema,
     PeriodQuerySchema,
+    RecordBulkApproveSchema,
+    RecordBulkResultSchema,
     RecordQuerySchema,
     RecordSchema,
     RejectSchema,
@@ -136,11 +138,12 @@ def verify_volunteer(org_id, user_id):
 @jwt_required()
 @blp.arguments(HonorRecordCreateSchema)
 @blp.response(201, RecordSchema)
-@blp.alt_response(403, description="coordinator_required")
+@blp.alt_response(403, description="coordinator_required, own_record")
+@blp.alt_response(409, description="overlapping_record")
 @blp.alt_response(422, description="volunteer_required, not_org_volunteer")
 @blp.doc(**AUTH)
 def add_honor_record(body, org_id):
-    """Give honor hours (荣誉时长) to a volunteer of the org, with a reason (coordinators)."""
+    """Give honor hours (荣誉时长) to a volunteer of the org with a reason (coordinators); pending until approved."""
     return records.add_honor_record(current_actor(), org_id, body)
 
 
@@ -151,11 +154,20 @@ def add_honor_record(body, org_id):
 @blp.alt_response(403, description="coordinator_required")
 @blp.doc(**AUTH)
 def list_org_records(query, org_id):
-    """The org's service records, newest first (coordinators, admins)."""
-    items, next_cursor = records.list_org_records(
-        current_actor(), org_id, kind=query["kind"], cursor=query["cursor"], limit=query["limit"]
-    )
+    """The records the org records, oldest first (``?status=pending``: the review queue; coordinators, admins)."""
+    items, next_cursor = records.list_org_records(current_actor(), org_id, **query)
     return {"items": items, "next_cursor": next_cursor}
+
+
+@blp.route("/<int:org_id>/records/approve", methods=["POST"])
+@jwt_required()
+@blp.arguments(RecordBulkApproveSchema)
+@blp.response(200, RecordBulkResultSchema)
+@blp.alt_response(403, description="coordinator_required")
+@blp.doc(**AUTH)
+def approve_records(body, org_id):
+    """Approve many of the org's pending records at once; the ones you may not approve are skipped."""
+    return records.approve_records(current_actor(), org_id, body["ids"])
 
 
 @blp.route("/<int:org_id>/records.csv", methods=["GET"])

@@ -36,7 +36,7 @@ from app.models import Notification, PushWindow, User
 from notifications.templates import NOTIFICATION_KINDS, PUSH_INTERVALS, encode_params, render
 
 # ids a push may carry for deep links; values always strings (FCM rule)
-DATA_KEYS = ("posting_id", "claim_id", "org_id", "certificate_id")
+DATA_KEYS = ("posting_id", "claim_id", "org_id", "certificate_id", "record_id")
 _INSERT_CHUNK = 1000  # rows per INSERT, well under PostgreSQL's 65,535 parameters
 
 
@@ -63,7 +63,7 @@ def notify(user_ids: Iterable[int], kind: str, *, dedupe: str, recipients: Itera
     ``dedupe_key`` is ``kind:dedupe:user``, so the same event twice writes
     one row per user. Muted kinds keep the inbox row but skip the push.
     ``context`` fills the texts (``title``, ``volunteer``, ``when``, …) and
-    its ``posting_id``/``claim_id``/``org_id``/``certificate_id`` go into ``data`` for deep links.
+    its ``posting_id``/``claim_id``/``org_id``/``certificate_id``/``record_id`` go into ``data`` for deep links.
     """
     ids = {int(u) for u in user_ids if u is not None}
     return _queue(kind, [({user_id: {} for user_id in ids}, dedupe, context)], known=recipients)

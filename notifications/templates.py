@@ -24,10 +24,10 @@ from app.i18n import API_LOCALES, DEFAULT_LOCALE, in_locale
 TEMPLATES: dict[str, tuple[LazyString, LazyString]] = {
     "posting_approved": (_l("Posting approved"), _l("Your posting “{title}” was approved and is now public.")),
     "posting_rejected": (_l("Posting rejected"), _l("Your posting “{title}” was rejected: {reason}")),
-    "posting_expiring": (_l("Posting expiring soon"), _l("“{title}” expires within 24 hours; you can extend it.")),
+    "posting_expiring": (_l("Posting expiring soon"), _l("“{title}” expires within {hours} hours; you can extend it.")),
     "posting_expired": (_l("Posting expired"), _l("“{title}” has expired.")),
     "wish_claimed": (_l("Your wish was claimed"), _l("{volunteer} claimed “{title}”.")),
-    "claim_due_soon": (_l("Claim due soon"), _l("Your claim on “{title}” is due within 24 hours.")),
+    "claim_due_soon": (_l("Claim due soon"), _l("Your claim on “{title}” is due within {hours} hours.")),
     "claim_released": (_l("Claim released"), _l("The claim on “{title}” was released because it was overdue.")),
     "claim_fulfilled": (_l("Marked as done"), _l("“{title}” was marked as done; please confirm and rate it.")),
     "claim_confirmed": (_l("Confirmed"), _l("“{title}” was confirmed. Thank you!")),
@@ -46,6 +46,15 @@ TEMPLATES: dict[str, tuple[LazyString, LazyString]] = {
         _l("“{org}” was approved; you can now post and manage as its coordinator."),
     ),
     "org_rejected": (_l("Organisation not approved"), _l("“{org}” was not approved: {reason}")),
+    "record_pending": (
+        _l("Service hours to approve"),
+        _l("{minutes} minutes of {volunteer} for “{activity}” wait for your approval."),
+    ),
+    "record_approved": (_l("Service hours recorded"), _l("{minutes} minutes for “{activity}” were recorded.")),
+    "record_rejected": (
+        _l("Service hours not recorded"),
+        _l("{minutes} minutes for “{activity}” were not recorded: {reason}"),
+    ),
     "certificate_issued": (
         _l("Certificate issued"),
         _l("Your certificate of volunteer service from “{org}” (No. {number}) is ready."),
@@ -63,8 +72,14 @@ TIME_CRITICAL_KINDS = frozenset(
 
 # Kinds pushed at most once per interval per user: the inbox keeps every row,
 # the push goes out for the first and the rest are ``skipped`` (``batched``).
-# A district's coordinators are not woken for each of a burst of wishes.
-PUSH_INTERVALS: dict[str, timedelta] = {"posting_submitted": timedelta(minutes=10)}
+# A district's coordinators are not woken for each of a burst of wishes, nor an
+# org's for each record of an event's settlement.
+# The same window for every queue a coordinator works through.
+REVIEW_PUSH_INTERVAL = timedelta(minutes=10)
+PUSH_INTERVALS: dict[str, timedelta] = {
+    "posting_submitted": REVIEW_PUSH_INTERVAL,
+    "record_pending": REVIEW_PUSH_INTERVAL,
+}
 
 _DATETIME = "$datetime"
 

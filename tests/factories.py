@@ -275,8 +275,12 @@ def make_record(
     activity: str = "社区垃圾分类宣传",
     place: str | None = "海曙区鼓楼街道",
     recorded_by: int | None = None,
+    status: str = "recorded",
+    claim_id: int | None = None,
+    posting_id: int | None = None,
 ) -> int:
-    """Insert a service record straight into the table (no counters); returns its id."""
+    """Insert a service record straight into the table (no counters, no energy), ``recorded``
+    unless told; its window is the ``minutes`` up to ``ended_at`` (default: now). Returns its id."""
     with app.app_context():
         ended_at = ended_at or utcnow()
         record = ServiceRecord(
@@ -291,6 +295,9 @@ def make_record(
             place=place,
             content="服务内容",
             recorded_by=recorded_by,
+            status=status,
+            claim_id=claim_id,
+            posting_id=posting_id,
             created_at=utcnow(),
         )
         db.session.add(record)

@@ -1,12 +1,19 @@
 """HTTP helpers shared by the tests: SMS codes as a phone app gets them, the
-sign-up over HTTP, and the error assertion."""
+sign-up over HTTP, the error assertion, acting on claims, awarding and deciding
+records, and requests raced at one moment."""
 
 from __future__ import annotations
+
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 
 from flask import Flask
 
 from app.sms import provider_for
 from app.validators import normalize_cn_mobile
+from tests.factories import Account, add_member, make_posting, make_user
 
 REGISTER = "/api/v1/auth/register"
 # What a production app needs to say about SMS to start (nothing is sent in the tests that use it).
@@ -64,3 +71,80 @@ def assert_error(resp, code: int, slug: str) -> dict:
     assert resp.status_code == code, body
     assert body["code"] == code and body["error"] == slug, body
     return body
+
+
+# Where the helpers' events take place, and where their volunteers check in.
+SITE = {"lat": 29.87, "lng": 121.55}
+
+
+def claim(client, account: Account, posting_id: int, **body):
+    return client.post(f"/api/v1/postings/{posting_id}/claims", json=body, headers=account.headers)
+
+
+def act(client, account: Account, claim_id: int, action: str, **body):
+    return client.post(f"/api/v1/claims/{claim_id}/{action}", json=body, headers=account.headers)
+
+
+def make_event(app: Flask, coordinator: Account, org_id: int, start: datetime, hours: float) -> int:
+    """The org's project at ``SITE`` from ``start``, ``hours`` long: its id."""
+    return make_posting(
+        app,
+        coordinator,
+        kind="project",
+        org_id=org_id,
+        starts_at=start,
+        ends_at=start + timedelta(hours=hours),
+        **SITE,
+    )
+
+
+def award(client, coordinator: Account, org_id: int, volunteer: Account, minutes: int, **body):
+    """``POST /orgs/{id}/records``: honor hours (pending until a second person approves)."""
+    return client.post(
+        f"/api/v1/orgs/{org_id}/records",
+        json={"volunteer_id": volunteer.id, "minutes": minutes, "reason": body.pop("reason", "表现突出"), **body},
+        headers=coordinator.headers,
+    )
+
+
+def decide(client, account: Account, record_id: int, action: str = "approve", **body):
+    """``POST /records/{id}/approve`` (or ``reject``)."""
+    return client.post(f"/api/v1/records/{record_id}/{action}", json=body or None, headers=account.headers)
+
+
+def second_coordinator(app: Flask, org_id: int) -> Account:
+    """Another coordinator of the org: the second person who approves."""
+    account = make_user(app, name="副站长")
+    add_member(app, org_id, account, "coordinator")
+    return account
+
+
+def approved(client, approver: Account, response) -> dict:
+    """Approve the record a response (201/200 with a record) carries; the approved record."""
+    assert response.status_code in (200, 201), response.get_json()
+    record = response.get_json()
+    resp = decide(client, approver, record["id"])
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json()["status"] == "recorded"
+    return resp.get_json()
+
+
+def at_once(app: Flask, calls):
+    """Run ``calls`` — (method, path, headers, json) — all at the same moment,
+    one thread and one client each; returns [(status, body)] in call order."""
+    barrier = threading.Barrier(len(calls))
+
+    def run(call):
+        method, path, headers, body = call
+        client = app.test_client()
+        barrier.wait()
+        resp = client.open(path, method=method, headers=headers, json=body)
+        return resp.status_code, resp.get_json()
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return list(pool.map(run, calls))
+
+
+def outcomes(results) -> Counter:
+    """(status, the answer's status or its error slug) of each result, counted."""
+    return Counter((status, body.get("status") if status < 400 else body["error"]) for status, body in results)

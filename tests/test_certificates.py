@@ -205,6 +205,100 @@ def test_no_records_in_the_period_is_422_and_writes_nothing(app, client, served)
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Notification)) == 0
 
 
+def test_only_recorded_hours_are_certified_and_nothing_for_nothing(app, client, served):
+    """Pending and rejected records are not the org's record; records adding up to 0
+    minutes certify nothing."""
+    volunteer, org_id = served["volunteer"], served["org_id"]
+    make_record(app, volunteer, org_id, minutes=300, status="pending", ended_at=NOW - timedelta(days=1))
+    make_record(app, volunteer, org_id, minutes=300, status="rejected", ended_at=NOW - timedelta(days=2))
+    cert = issue(client, volunteer, org_id).get_json()
+    assert (cert["credit_hours"], cert["honor_hours"], cert["records_count"]) == (4.5, 1.0, 3)
+    zero_org, _ = make_org(app)
+    make_record(app, volunteer, zero_org, minutes=0, ended_at=NOW - timedelta(days=4))
+    make_record(app, volunteer, zero_org, minutes=600, status="pending", ended_at=NOW - timedelta(days=6))
+    resp = issue(client, volunteer, zero_org)
+    assert (resp.status_code, resp.get_json()["error"]) == (422, "no_records")
+
+
+def _fonts(data: bytes) -> list[dict]:
+    """Every font the PDF's pages use (descendants of composite fonts included), resolved."""
+    found = {}
+    for page in PdfReader(io.BytesIO(data)).pages:
+        for font in page["/Resources"]["/Font"].values():
+            font = font.get_object()
+            found[font["/BaseFont"]] = font
+            for descendant in font.get("/DescendantFonts", []):
+                found[descendant.get_object()["/BaseFont"]] = descendant.get_object()
+    return list(found.values())
+
+
+def test_the_pdf_embeds_every_glyph_it_uses(app, client, served):
+    """Every font is a subset embedded in the file (a TrueType FontFile2): the PDF reads
+    the same where no Chinese font — and no Helvetica — is installed."""
+    cert = issue(client, served["volunteer"], served["org_id"]).get_json()
+    pdf = client.get(f"/api/v1/certificates/{cert['id']}/pdf", headers=served["volunteer"].headers).data
+    fonts = _fonts(pdf)
+    assert fonts
+    for font in fonts:
+        name = str(font["/BaseFont"])
+        assert "Helvetica" not in name and "STSong" not in name, name
+        descriptor = font.get("/FontDescriptor")
+        if descriptor is None:  # a Type0 font: its descendant carries the glyphs
+            continue
+        descriptor = descriptor.get_object()
+        assert "/FontFile2" in descriptor, name
+        assert len(descriptor["/FontFile2"].get_object().get_data()) > 1000, name
+        assert re.match(r"^/?[A-Z]{6}\+", name), name  # a subset's tag
+    text = "".join(pdf_pages(pdf))
+    for expected in (
+        "志愿服务证明",
+        "欧阳娜娜",
+        "3302",
+        cert["number"],
+        "鼓楼街道志愿服务站",
+        "服务内容",
+        "敬老院陪伴",
+    ):
+        assert expected in text, expected
+
+
+def test_pdffonts_sees_every_font_embedded(app, client, served, tmp_path):
+    """The same with poppler's pdffonts, where it is installed (.ci/run installs poppler-utils)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("pdffonts") is None:
+        pytest.skip("pdffonts (poppler-utils) is not installed")
+    cert = issue(client, served["volunteer"], served["org_id"]).get_json()
+    path = tmp_path / "certificate.pdf"
+    path.write_bytes(client.get(f"/api/v1/certificates/{cert['id']}/pdf", headers=served["volunteer"].headers).data)
+    lines = subprocess.run(["pdffonts", str(path)], capture_output=True, text=True, check=True).stdout.splitlines()[2:]
+    assert lines
+    for line in lines:
+        emb, sub = line.split()[-5:-3]
+        assert (emb, sub) == ("yes", "yes"), line
+
+
+def test_places_in_the_pdf_are_names_never_codes(app, client):
+    clock.freeze(NOW)
+    org_id, _ = make_org(app, name="鄞州区青年志愿者协会", district="yinzhou")
+    volunteer = make_volunteer(app)
+    make_record(app, volunteer, org_id, place="yinzhou", activity="巡河护水", ended_at=NOW - timedelta(days=1))
+    cert = issue(client, volunteer, org_id).get_json()
+    text = "".join(pdf_pages(client.get(f"/api/v1/certificates/{cert['id']}/pdf", headers=volunteer.headers).data))
+    assert "鄞州区" in text and "yinzhou" not in text
+
+
+def test_without_its_font_the_certificate_says_what_to_install(make_app, served, tmp_path):
+    from app.services.certificate_pdf import check_font
+
+    missing = str(tmp_path / "none.ttc")
+    assert "fonts-wqy-microhei" in check_font(missing)
+    not_a_font = tmp_path / "fake.ttf"
+    not_a_font.write_bytes(b"not a font")
+    assert "cannot be embedded" in check_font(str(not_a_font))
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

@@ -11,6 +11,7 @@ from app import clock
 from app.extensions import db
 from app.models import Claim, EnergyEntry, Notification, Posting, Volunteer
 from tests.factories import add_member, make_claim, make_org, make_posting, make_user, make_volunteer, upload_photo
+from tests.helpers import decide
 
 
 def claim(client, account, posting_id, **body):
@@ -290,7 +291,8 @@ def test_no_sign_up_after_the_end(app, client, world):
 
 
 def test_wish_lifecycle(app, client, world):
-    wish = make_posting(app, world["resident"], kind="wish", title="陪老人去医院")
+    # a resident's wish, approved by the org's coordinator: that org records it
+    wish = make_posting(app, world["resident"], kind="wish", title="陪老人去医院", recording_org_id=world["org_id"])
     claim_id = claim(client, world["alice"], wish).get_json()["id"]
 
     photos = [upload_photo(client, world["alice"]) for _ in range(3)]
@@ -313,6 +315,14 @@ def test_wish_lifecycle(app, client, world):
     assert (body["status"], body["rating"], body["feedback"]) == ("confirmed", 5, "非常耐心")
     assert body["confirmed_at"] is not None
     assert posting_row(app, wish).status == "closed"
+    # the resident's confirmation alone makes no official hours: the record waits
+    assert (
+        volunteer_row(app, world["alice"].id).credit_minutes,
+        volunteer_row(app, world["alice"].id).energy_balance,
+    ) == (0, 0)
+    pending = client.get("/api/v1/me/records", headers=world["alice"].headers).get_json()["items"][0]
+    assert (pending["status"], pending["org_id"]) == ("pending", world["org_id"])
+    assert decide(client, world["coordinator"], pending["id"]).status_code == 200
 
     volunteer = volunteer_row(app, world["alice"].id)
     assert volunteer.credit_minutes == 150
@@ -347,10 +357,12 @@ def test_wish_confirmed_by_a_coordinator_with_attested_minutes(app, client, worl
 
 
 def test_wish_confirmed_with_no_time_pays_five_points(app, client, world):
-    wish = make_posting(app, world["resident"], kind="wish")
+    wish = make_posting(app, world["resident"], kind="wish", recording_org_id=world["org_id"])
     claim_id = claim(client, world["alice"], wish).get_json()["id"]
     act(client, world["alice"], claim_id, "fulfil", note="done", minutes=20)
     assert act(client, world["resident"], claim_id, "confirm", rating=3, minutes=0).status_code == 200
+    record = client.get("/api/v1/me/records", headers=world["alice"].headers).get_json()["items"][0]
+    assert decide(client, world["coordinator"], record["id"]).status_code == 200
     volunteer = volunteer_row(app, world["alice"].id)
     assert (volunteer.credit_minutes, volunteer.energy_balance) == (0, 5)
     with app.app_context():

@@ -114,9 +114,10 @@ def test_seed_creates_demo_data(app, runner, client):
     result = runner.invoke(args=["seed"])
     assert result.exit_code == 0, result.output
     assert counts(app) == {
-        "users": 1 + len(ORGS) + len(VOLUNTEERS) + 1,  # and the applicant of a pending org
+        # and the applicant of a pending org, and 鼓楼's second coordinator
+        "users": 1 + len(ORGS) + len(VOLUNTEERS) + 1 + 1,
         "orgs": len(ORGS) + 1,
-        "org_members": len(ORGS) + 1,
+        "org_members": len(ORGS) + 1 + 1,
         "volunteers": len(VOLUNTEERS),
         "refresh_tokens": 0,
     }
@@ -127,11 +128,14 @@ def test_seed_creates_demo_data(app, runner, client):
         assert statuses == {**{org[0]: "approved" for org in ORGS}, APPLICATION[2]: "pending"}
         # the coordinators' side has something to show: records to export, a withdrawal
         first_org = db.session.scalar(sa.select(Org.id).where(Org.name == ORGS[0][0]))
-        kinds = db.session.scalars(sa.select(ServiceRecord.kind).where(ServiceRecord.org_id == first_org)).all()
-        assert sorted(kinds) == ["credit", "honor"]
+        kinds = db.session.execute(
+            sa.select(ServiceRecord.kind, ServiceRecord.status).where(ServiceRecord.org_id == first_org)
+        ).all()
+        # the coordinator's confirmation is recorded; the honor hours wait for the second coordinator
+        assert sorted(kinds) == [("credit", "recorded"), ("honor", "pending")]
         assert db.session.scalar(sa.select(sa.func.count()).where(Claim.status == "withdrawn")) == 1
         told = set(db.session.scalars(sa.select(Notification.kind)))
-        assert {"org_submitted", "posting_submitted", "claim_withdrawn"} <= told
+        assert {"org_submitted", "posting_submitted", "claim_withdrawn", "record_pending"} <= told
         numbers = db.session.scalars(sa.select(Volunteer.volunteer_no)).all()
         assert len(set(numbers)) == len(VOLUNTEERS) and all(numbers)
     # The demo accounts can sign in and see what the seed made.

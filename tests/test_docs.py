@@ -4,6 +4,7 @@ docs/app-guide.md, and nothing points outside the repository."""
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 
@@ -35,6 +36,18 @@ FINISH = {
 }
 CREDITED = {CLAIMANT: "claimant", PROVIDER: "provider (author)", None: "—"}
 CAPACITY = {"one": "exactly 1", "slots": "N places (required)", "optional": "N or unlimited", "stock": "N in stock"}
+AT_ONCE = {FULFIL_CONFIRM: "a coordinator of that org (or an admin) confirms", CHECK_IN_OUT: "checked out on site"}
+PENDING = {FULFIL_CONFIRM: "a resident's confirmation, the scheduler's", CHECK_IN_OUT: "the settlement's check-out"}
+
+
+def _recorded_by(policy) -> str:
+    if policy.credited is None:
+        return "— (no hours)"
+    if policy.district_managed:
+        return "its org, or the org whose coordinator approved it"
+    if policy.posted_by == PROVIDERS:
+        return "its org (posted without one: nothing is recorded)"
+    return "its org"
 
 
 def _yes(value: bool) -> str:
@@ -68,6 +81,9 @@ def rulebook_table() -> str:
         ("matched to volunteers (for me, nearby alerts)", lambda p: _yes(p.matched_to_volunteers)),
         ("in the calendar feed", lambda p: _yes(p.in_calendar)),
         ("fulfilment public as the posting's story once confirmed", lambda p: _yes(p.public_story)),
+        ("hours recorded by (谁组织谁记录)", _recorded_by),
+        ("recorded at once when", lambda p: AT_ONCE[p.finish] if p.credited else "—"),
+        ("pending until a second person approves", lambda p: PENDING[p.finish] if p.credited else "—"),
     ]
     kinds = list(POLICIES)
     lines = [
@@ -76,6 +92,37 @@ def rulebook_table() -> str:
     ]
     for label, value in rows:
         lines.append(f"| {label} | " + " | ".join(value(POLICIES[k]) for k in kinds) + " |")
+    return "\n".join(lines)
+
+
+# Who may do what: each act and the Actor predicate that decides it (app/services/permissions.py).
+PREDICATES = (
+    ("post a kind (for an org)", "require_may_post"),
+    ("claim", "require_may_claim"),
+    ("mark a claim done", "may_fulfil"),
+    ("confirm a claim", "require_may_confirm"),
+    ("review (approve or reject) a posting", "reviews_posting"),
+    ("manage a posting", "manages_posting"),
+    ("see the beneficiary's contact", "is_contact"),
+    ("award honor hours", "require_may_award"),
+    ("make a record that is recorded at once", "stands_behind"),
+    ("approve a record", "require_may_approve"),
+    ("reject a record", "require_may_reject"),
+    ("see a record", "may_see_record"),
+    ("void a certificate", "require_may_void"),
+)
+
+
+def permissions_table() -> str:
+    """The acts × ``Actor`` predicates table, each rule the predicate's own docstring
+    (its first paragraph), from app/services/permissions.py."""
+    from app.services.permissions import Actor
+
+    lines = ["| act | `Actor.` | rule |", "|---|---|---|"]
+    for act, name in PREDICATES:
+        doc = inspect.getdoc(getattr(Actor, name)) or ""
+        rule = " ".join(doc.split("\n\n")[0].split()).replace("``", "`").replace("|", "\\|")
+        lines.append(f"| {act} | `{name}` | {rule} |")
     return "\n".join(lines)
 
 
@@ -89,6 +136,12 @@ def test_the_rulebook_table_is_the_policy():
     text = (DOCS / "architecture.md").read_text(encoding="utf-8")
     expected = rulebook_table()
     assert _section(text, "rulebook") == expected, "docs/architecture.md is out of date; the table is:\n" + expected
+
+
+def test_the_permissions_table_is_the_actor():
+    text = (DOCS / "architecture.md").read_text(encoding="utf-8")
+    expected = permissions_table()
+    assert _section(text, "permissions") == expected, "docs/architecture.md is out of date; the table is:\n" + expected
 
 
 def test_every_error_slug_is_explained_in_the_app_guide():

@@ -62,7 +62,7 @@ def doctor(app):
 def test_a_healthy_install_passes(production):
     code, output, _ = doctor(production())
     assert code == 0, output
-    assert [line.split()[0] for line in output.strip().splitlines()] == ["ok"] * 8
+    assert [line.split()[0] for line in output.strip().splitlines()] == ["ok"] * 9
 
 
 def test_the_sms_settings_are_checked(app, make_app):
@@ -99,6 +99,12 @@ def test_a_stale_scheduler_a_missing_push_key_and_redis_fail(production):
     assert "FIREBASE_CREDENTIALS is not set" in lines["push"]
     assert "Redis" in lines["redis"]
     assert "purge never ran" in lines["scheduler"] and "dispatch_push last ran" in lines["scheduler"]
+
+
+def test_a_missing_certificate_font_fails_and_names_its_package(production, tmp_path):
+    code, output, lines = doctor(production(CERTIFICATE_FONT=str(tmp_path / "missing.ttc")))
+    assert code == 1
+    assert "fonts-wqy-microhei" in lines["font"] and "CERTIFICATE_FONT" in lines["font"]
 
 
 def test_an_unmigrated_database_fails(tmp_path, s3_config):

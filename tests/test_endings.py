@@ -134,9 +134,10 @@ def test_a_wish_with_a_live_claim_does_not_expire_until_the_claim_is_gone(app, c
 
 
 def test_a_fulfilled_wish_eight_days_old_is_confirmed_with_its_record_and_energy(app, client):
+    org_id, coordinator = make_org(app)
     resident = make_user(app)
     volunteer = make_volunteer(app)
-    wish = make_posting(app, resident)
+    wish = make_posting(app, resident, recording_org_id=org_id)
     claim_id = claim(client, volunteer, wish)
     clock.advance(timedelta(days=2))
     assert act(client, volunteer, claim_id, "fulfil", note="买好了", minutes=90).status_code == 200
@@ -155,6 +156,12 @@ def test_a_fulfilled_wish_eight_days_old_is_confirmed_with_its_record_and_energy
     assert (record.minutes, record.kind, record.rating, record.recorded_by) == (90, "credit", None, None)
     # the service time is the reported time before the fulfilment, not the claim's window
     assert (record.started_at, record.ended_at) == (fulfilled_at - timedelta(minutes=90), fulfilled_at)
+    # the scheduler stands behind nothing: the record waits for the org's coordinator
+    assert (record.status, record.org_id) == ("pending", org_id)
+    assert volunteer_row(app, volunteer.id).energy_balance == 0
+    assert told(app, "record_pending") == [(coordinator.id, str(wish))]
+    resp = client.post(f"/api/v1/records/{record.id}/approve", headers=coordinator.headers)
+    assert resp.status_code == 200, resp.get_json()
     assert (volunteer_row(app, volunteer.id).credit_minutes, volunteer_row(app, volunteer.id).energy_balance) == (
         90,
         15 + 5,
@@ -169,15 +176,21 @@ def test_a_fulfilled_wish_eight_days_old_is_confirmed_with_its_record_and_energy
 
 
 def test_an_unconfirmed_service_is_confirmed_for_its_provider(app, client):
+    org_id, _ = make_org(app)
     provider = make_volunteer(app)
+    add_member(app, org_id, provider)
     resident = make_user(app)
-    service = make_posting(app, provider, kind="service")
-    claim_id = claim(client, resident, service)
+    service = make_posting(app, provider, kind="service", org_id=org_id)
+    # offered without an org: the booking is confirmed, but nobody records it
+    org_less = make_posting(app, provider, kind="service")
+    claim_id, unrecorded = claim(client, resident, service), claim(client, resident, org_less)
     assert act(client, provider, claim_id, "fulfil", note="修好了", minutes=45).status_code == 200
+    clock.advance(timedelta(hours=1))
+    assert act(client, provider, unrecorded, "fulfil", note="修好了", minutes=45).status_code == 200
     clock.advance(timedelta(days=7, minutes=1))
     run(app, "release_overdue_claims")
-    assert row(app, Claim, claim_id).status == "confirmed"
-    assert [r.minutes for r in records_of(app, provider.id)] == [45]
+    assert row(app, Claim, claim_id).status == row(app, Claim, unrecorded).status == "confirmed"
+    assert [(r.minutes, r.status, r.claim_id) for r in records_of(app, provider.id)] == [(45, "pending", claim_id)]
     assert records_of(app, resident.id) == []
 
 
@@ -270,7 +283,7 @@ def test_a_coordinator_never_confirms_his_own_wish_claim(app, client):
     add_member(app, org_id, fellow, "coordinator")
     org_wish = make_posting(app, fellow, org_id=org_id)
     resident = make_user(app)
-    district_wish = make_posting(app, resident)  # org-less, in his district
+    district_wish = make_posting(app, resident, recording_org_id=org_id)  # org-less, in his district
     for wish in (org_wish, district_wish):
         claim_id = claim(client, coordinator, wish)
         assert act(client, coordinator, claim_id, "fulfil", note="做好了", minutes=60).status_code == 200
@@ -278,6 +291,7 @@ def test_a_coordinator_never_confirms_his_own_wish_claim(app, client):
         assert (resp.status_code, resp.get_json()["error"]) == (403, "own_claim")
         assert row(app, Claim, claim_id).status == "fulfilled"
     assert act(client, fellow, claim_id, "confirm", rating=5, minutes=30).status_code == 200
+    # a fellow coordinator of the recording org stands behind it: recorded at once
     assert volunteer_row(app, coordinator.id).credit_minutes == 30
 
 
@@ -295,12 +309,25 @@ def test_honor_hours_are_capped_four_eyed_and_audited(app, client):
     assert (resp.status_code, resp.get_json()["error"]) == (403, "own_record")
     for too_much in ({"minutes": 1441}, {"hours": 24.5}, {"minutes": 6000}):
         assert award(coordinator, **too_much).status_code == 422
-    assert award(coordinator, minutes=1440).status_code == 201
+    awarded = award(coordinator, minutes=1440)
+    assert (awarded.status_code, awarded.get_json()["status"]) == (201, "pending")
+    # the same day twice: 409, whoever awards it
+    fellow = make_user(app)
+    add_member(app, org_id, fellow, "coordinator")
+    again = award(fellow, minutes=1440)
+    assert (again.status_code, again.get_json()["error"]) == (409, "overlapping_record")
+    # a second person: not the awarder, not the volunteer
+    record_id = awarded.get_json()["id"]
+    for account, slug in ((coordinator, "second_person_required"), (volunteer, "own_record")):
+        resp = client.post(f"/api/v1/records/{record_id}/approve", headers=account.headers)
+        assert (resp.status_code, resp.get_json()["error"]) == (403, slug)
+    assert volunteer_row(app, volunteer.id).honor_minutes == 0
+    assert client.post(f"/api/v1/records/{record_id}/approve", headers=fellow.headers).status_code == 200
     assert volunteer_row(app, volunteer.id).honor_minutes == 1440
     assert volunteer_row(app, coordinator.id).honor_minutes == 0
     with app.app_context():
-        entries = db.session.execute(sa.select(AuditEntry.actor_id, AuditEntry.action, AuditEntry.data)).all()
-    assert [(a, action, data["minutes"]) for a, action, data in entries] == [(coordinator.id, "record.honor", 1440)]
+        entries = db.session.execute(sa.select(AuditEntry.actor_id, AuditEntry.action).order_by(AuditEntry.id)).all()
+    assert entries == [(coordinator.id, "record.honor"), (fellow.id, "record.approve")]
 
 
 # --- review again after a resident's edit ------------------------------------------------------------------------

@@ -86,8 +86,9 @@ def test_a_wish_journey_through_the_generated_client(app, generated_client, live
         importlib.import_module(f"{PACKAGE}.api.{module}")
     for module in ("postings.create_posting", "postings.approve_posting", "postings.list_postings"):
         importlib.import_module(f"{PACKAGE}.api.{module}")
-    for module in ("claims.claim_posting", "claims.fulfil_claim", "claims.confirm_claim"):
+    for module in ("claims.claim_posting", "claims.fulfil_claim", "claims.confirm_claim", "records.approve_record"):
         importlib.import_module(f"{PACKAGE}.api.{module}")
+    importlib.import_module(f"{PACKAGE}.api.orgs.list_org_records")
     anonymous = c.Client(base_url=live_server, raise_on_unexpected_status=True)
 
     def signed_in(result):
@@ -157,7 +158,7 @@ def test_a_wish_journey_through_the_generated_client(app, generated_client, live
     assert wish.status == m.PostingStatus.PENDING_REVIEW
     assert wish.location.lat == 29.8683 and wish.org is None
 
-    _, coordinator_account = make_org(app, district="haishu")
+    org_id, coordinator_account = make_org(app, district="haishu")
     coordinator = signed_in(
         auth.login.sync(client=anonymous, body=m.Login(phone=coordinator_account.phone, password=PASSWORD))
     )
@@ -179,9 +180,15 @@ def test_a_wish_journey_through_the_generated_client(app, generated_client, live
     done = api.claims.fulfil_claim.sync(claim.id, client=volunteer, body=m.ClaimFulfil(note="已送到", minutes=60))
     assert done.status == m.ClaimStatus.FULFILLED
 
-    # The resident confirms and rates; the volunteer's hours and rating show it.
+    # The resident confirms and rates; the record waits for the coordinator's org,
+    # whose coordinator approves it; the volunteer's hours and rating show it.
     confirmed = api.claims.confirm_claim.sync(claim.id, client=resident, body=m.ClaimConfirm(rating=5))
     assert confirmed.status == m.ClaimStatus.CONFIRMED
+    assert api.me.get_me.sync(client=volunteer).volunteer.credit_hours == 0.0
+    queue = api.orgs.list_org_records.sync(org_id, client=coordinator, status=m.ListOrgRecordsStatus.PENDING)
+    [record] = queue.items
+    assert record.status == m.RecordStatus.PENDING
+    assert api.records.approve_record.sync(record.id, client=coordinator).status == m.RecordStatus.RECORDED
     me = api.me.get_me.sync(client=volunteer)
     assert me.volunteer.credit_hours == 1.0
     assert me.volunteer.rating.count == 1 and me.volunteer.rating.average == 5.0

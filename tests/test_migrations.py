@@ -264,7 +264,7 @@ def test_the_matching_migration_turns_skills_into_codes_and_counts_ratings(fresh
 
 
 # the revision before the photos migration (e5a7c3b19d42)
-BEFORE_PHOTOS = "7c2d4e6f8a10"
+BEFORE_PHOTOS = "d05777ce2584"
 
 
 def test_the_photos_migration_drops_the_old_links(fresh_url, capsys):
@@ -320,3 +320,154 @@ def test_the_photos_migration_drops_the_old_links(fresh_url, capsys):
     assert (posting["photos"], posting["story"]) == ([], None)
     with app.app_context():
         db.engine.dispose()
+
+
+# the revision before records became an organisation's record (9d41e7b2c3a5)
+BEFORE_RECORDING = "e5a7c3b19d42"
+
+
+def _unreviewed_records(conn) -> dict:
+    """Rows as the release before left them: records counted as soon as written,
+    some without an org, an honor record without times, a place as a code,
+    one rater who rated twice, counters that drifted."""
+    stamp = NOW - timedelta(days=3)
+    conn.execute(
+        sa.text(
+            "INSERT INTO users (id, phone, password_hash, display_name, is_admin, locale, muted_kinds,"
+            " nearby_alerts, created_at, updated_at) VALUES"
+            " (1, '+8613900000001', 'x', '王协调', false, 'zh-CN', '[]', true, :t, :t),"
+            " (2, '+8613900000002', 'x', '小李', false, 'zh-CN', '[]', true, :t, :t),"
+            " (3, '+8613900000003', 'x', '王阿姨', false, 'zh-CN', '[]', true, :t, :t)"
+        ),
+        {"t": stamp},
+    )
+    conn.execute(
+        sa.text(
+            "INSERT INTO orgs (id, name, kind, district, status, applicant_id, member_count, created_at, updated_at)"
+            " VALUES (1, '鼓楼街道', 'community', 'haishu', 'approved', 1, 1, :t, :t)"
+        ),
+        {"t": stamp},
+    )
+    conn.execute(
+        sa.text(
+            "INSERT INTO org_members (id, org_id, user_id, role, created_at, updated_at)"
+            " VALUES (1, 1, 1, 'coordinator', :t, :t)"
+        ),
+        {"t": stamp},
+    )
+    conn.execute(
+        sa.text(
+            "INSERT INTO volunteers (id, user_id, volunteer_no, real_name, id_hash, id_masked, skills, district,"
+            " push_radius_km, verified, credit_minutes, honor_minutes, energy_balance, active_wish_claims,"
+            " rating_count, rating_total, registered_at, created_at, updated_at) VALUES"
+            " (1, 2, 'NB00000001', '李四', 'h', '3302**********1234', '[]', 'haishu', 3, false, 999, 0, 40, 0,"
+            " 9, 40, :t, :t, :t)"
+        ),
+        {"t": stamp},
+    )
+    postings = [
+        (1, "project", "活动", 1, None),  # an org's project
+        (2, "wish", "心愿", None, 1),  # a resident's wish, approved by the coordinator
+        (3, "service", "理发", None, None),  # a service offered without an org
+    ]
+    for pid, kind, title, org_id, reviewed_by in postings:
+        conn.execute(
+            sa.text(
+                "INSERT INTO postings (id, kind, title, description, status, district, org_id, author_id, capacity,"
+                " claimed_count, waitlist_count, reviewed_by, photo_urls, created_at, updated_at) VALUES"
+                " (:id, :kind, :title, '详情', 'closed', 'haishu', :org, 1, 1, 1, 0, :rev, '[]', :t, :t)"
+            ),
+            {"id": pid, "kind": kind, "title": title, "org": org_id, "rev": reviewed_by, "t": stamp},
+        )
+    hour = timedelta(hours=1)
+    records = [
+        # id, posting, org, kind, minutes, started, ended, place, rating, recorded_by, created
+        (1, 1, 1, "credit", 60, stamp - 5 * hour, stamp - 4 * hour, "haishu", 4, 1, stamp - 4 * hour),
+        (2, 2, None, "credit", 60, None, None, "公园路 1 号", 5, 3, stamp - 2 * hour),
+        (3, 3, None, "credit", 30, stamp - 90 * timedelta(minutes=1), stamp - hour, "haishu", 3, 3, stamp - hour),
+        (4, None, 1, "honor", 120, None, None, "haishu", None, 1, stamp),
+    ]
+    for rid, posting, org, kind, minutes, started, ended, place, rating, by, created in records:
+        conn.execute(
+            sa.text(
+                "INSERT INTO service_records (id, volunteer_id, posting_id, org_id, kind, activity, minutes,"
+                " started_at, ended_at, place, rating, recorded_by, created_at)"
+                " VALUES (:id, 2, :p, :o, :k, '活动', :m, :s, :e, :place, :r, :by, :c)"
+            ),
+            {
+                "id": rid,
+                "p": posting,
+                "o": org,
+                "k": kind,
+                "m": minutes,
+                "s": started,
+                "e": ended,
+                "place": place,
+                "r": rating,
+                "by": by,
+                "c": created,
+            },
+        )
+    return {"stamp": stamp}
+
+
+def test_the_recording_migration_makes_old_records_recorded_and_finds_their_org(fresh_url):
+    app = _app(fresh_url)
+    with app.app_context():
+        upgrade(revision=BEFORE_RECORDING)
+        with db.engine.begin() as conn:
+            world = _unreviewed_records(conn)
+        upgrade()
+        with db.engine.connect() as conn:
+            rows = {
+                row[0]: row[1:]
+                for row in conn.execute(
+                    sa.text("SELECT id, status, org_id, place, started_at, ended_at FROM service_records")
+                )
+            }
+            recording = dict(conn.execute(sa.text("SELECT id, recording_org_id FROM postings")).all())
+            ratings = set(conn.execute(sa.text("SELECT rater_id, rating FROM volunteer_ratings")))
+            counters = conn.execute(
+                sa.text(
+                    "SELECT credit_minutes, honor_minutes, energy_balance, rating_count, rating_total FROM volunteers"
+                )
+            ).one()
+        db.engine.dispose()
+
+    assert {rid: (status, org) for rid, (status, org, *_rest) in rows.items()} == {
+        1: ("recorded", 1),
+        2: ("recorded", 1),  # the org of the coordinator who approved the wish
+        3: ("recorded", None),  # a service without an org: no org to be found, still counted
+        4: ("recorded", 1),
+    }
+    assert recording == {1: None, 2: 1, 3: None}
+    assert (rows[1][2], rows[2][2], rows[4][2]) == ("海曙区", "公园路 1 号", "海曙区")
+    # every record has its window: the minutes up to its end, else up to when it was written
+    stamp = world["stamp"]
+
+    def as_utc(value):
+        value = datetime.fromisoformat(value) if isinstance(value, str) else value
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    assert (as_utc(rows[4][3]), as_utc(rows[4][4])) == (stamp - timedelta(minutes=120), stamp)
+    assert as_utc(rows[2][4]) - as_utc(rows[2][3]) == timedelta(minutes=60)
+    # one rating per rater, the latest; the counters are what the records and ratings say
+    assert ratings == {(1, 4), (3, 3)}
+    assert tuple(counters) == (150, 120, 40, 2, 7)
+
+    clock.freeze(NOW)
+    try:
+        client = app.test_client()
+        with app.app_context():
+            access = tokens.issue_tokens(db.session.get(User, 1))["access_token"]
+            db.session.commit()
+        listed = client.get("/api/v1/orgs/1/records", headers={"Authorization": f"Bearer {access}"}).get_json()
+        assert [(item["id"], item["status"]) for item in listed["items"]] == [
+            (1, "recorded"),
+            (2, "recorded"),
+            (4, "recorded"),
+        ]
+    finally:
+        clock.reset()
+        with app.app_context():
+            db.engine.dispose()

@@ -268,6 +268,7 @@ PUBLIC_OPERATIONS = {
     "reset_password",
     "get_legal",
     "list_skills",
+    "list_districts",
     "city_stats",
     "verify_certificate",
     "calendar_feed",
@@ -449,6 +450,8 @@ EXAMPLE_SCENARIOS = {
     "confirm_claim": ("resident", {"claim_id": "fulfilled_claim"}, {}),
     "check_in": ("volunteer", {"claim_id": "event_claim"}, {}),
     "check_out": ("volunteer", {"claim_id": "event_claim"}, {}),
+    "reject_record": ("coordinator", {"record_id": "pending_record"}, {}),
+    "approve_records": ("coordinator", {"org_id": "org"}, {"ids": "pending_records"}),
     "issue_certificate": ("volunteer", {}, {"org_id": "org"}),
     "void_certificate": ("coordinator", {"certificate_id": "certificate"}, {}),
     "change_password": ("resident", {}, {}),
@@ -483,7 +486,12 @@ def _example_world(app) -> dict:
     org_id, coordinator = make_org(app)
     volunteer = make_volunteer(app, home=(HOME["lat"], HOME["lng"]))
     add_member(app, org_id, volunteer)
-    make_record(app, volunteer, org_id)
+    # a recorded record a day ago (the certificate's), and two pending ones for the review examples
+    make_record(app, volunteer, org_id, ended_at=utcnow() - timedelta(days=1))
+    pending = [
+        make_record(app, volunteer, org_id, status="pending", ended_at=utcnow() - timedelta(days=days))
+        for days in (2, 3)
+    ]
     pending_org, _ = make_org(app, status="pending")
     here = {"lat": HOME["lat"], "lng": HOME["lng"]}
     open_wish = make_posting(app, resident, **here)
@@ -507,6 +515,8 @@ def _example_world(app) -> dict:
             "volunteer": volunteer,
         },
         "org": org_id,
+        "pending_record": pending[0],
+        "pending_records": [pending[1]],
         "pending_org": pending_org,
         "resident_id": resident.id,
         "volunteer_id": volunteer.id,

@@ -37,13 +37,14 @@ def stats(client, roles, query: str, role: str = "coordinator"):
     return resp.get_json()["series"]
 
 
-def record(app, org_id, volunteer_id, ended_at, minutes=60, kind="credit") -> None:
+def record(app, org_id, volunteer_id, ended_at, minutes=60, kind="credit", status="recorded") -> None:
     with app.app_context():
         db.session.add(
             ServiceRecord(
                 volunteer_id=volunteer_id,
                 org_id=org_id,
                 kind=kind,
+                status=status,
                 activity="活动",
                 minutes=minutes,
                 started_at=ended_at - timedelta(minutes=minutes),
@@ -106,6 +107,8 @@ def test_each_figure_counts_what_its_definition_says(app, client, roles):
     record(app, org_id, other.id, sh(4, 5, 9), minutes=45)
     record(app, org_id, volunteer.id, sh(4, 6, 9), minutes=30, kind="honor")  # active, but no credit hours
     record(app, roles["other_org_id"], volunteer.id, sh(4, 6, 9), minutes=600)  # another org's
+    record(app, org_id, other.id, sh(4, 7, 9), minutes=300, status="pending")  # not the org's record yet
+    record(app, org_id, other.id, sh(4, 8, 9), minutes=300, status="rejected")  # never
     clock.freeze(NOW)
     series = stats(client, roles, "from=2026-03-01&to=2026-04-30")
     assert series == [

@@ -52,6 +52,8 @@ def world(app):
     add_member(app, org_id, co_coordinator, "coordinator")
     member = make_user(app)
     add_member(app, org_id, member, "member")
+    member_volunteer = make_volunteer(app)
+    add_member(app, org_id, member_volunteer, "member")
     other_org_id, other_coordinator = make_org(app, district="haishu")
     far_org_id, far_coordinator = make_org(app, district="yinzhou")
     return {
@@ -61,6 +63,7 @@ def world(app):
         "coordinator": coordinator,
         "co_coordinator": co_coordinator,
         "member": member,
+        "member_volunteer": member_volunteer,
         "other_coordinator": other_coordinator,
         "far_coordinator": far_coordinator,
         "volunteer": make_volunteer(app),
@@ -102,7 +105,11 @@ WHO_MAY_POST = [
     ("volunteer", "service", None, 201, "open"),
     ("coordinator", "service", None, 201, "open"),
     ("coordinator", "service", "org_id", 201, "open"),
-    ("member", "service", "org_id", 403, "coordinator_required"),
+    # a volunteer offers a service for an approved org only as its member
+    ("member_volunteer", "service", "org_id", 201, "open"),
+    ("member", "service", "org_id", 403, "volunteer_required"),
+    ("volunteer", "service", "org_id", 403, "org_member_required"),
+    ("other_coordinator", "service", "org_id", 403, "org_member_required"),
     ("admin", "service", None, 201, "open"),
 ]
 

@@ -7,9 +7,7 @@ who wins. SQLite serialises writers, so these tests need PostgreSQL.
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -19,33 +17,14 @@ from app import clock
 from app.extensions import db
 from app.models import Claim, EnergyEntry, IdempotencyKey, Posting, ServiceRecord, Volunteer
 from tests.factories import make_org, make_posting, make_user, make_volunteer
+from tests.helpers import at_once, outcomes
 
 pytestmark = pytest.mark.usefixtures("postgres_only")
-
-
-def at_once(app, calls):
-    """Run ``calls`` — (method, path, headers, json) — all at the same moment,
-    one thread and one client each; returns [(status, body)] in call order."""
-    barrier = threading.Barrier(len(calls))
-
-    def run(call):
-        method, path, headers, body = call
-        client = app.test_client()
-        barrier.wait()
-        resp = client.open(path, method=method, headers=headers, json=body)
-        return resp.status_code, resp.get_json()
-
-    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
-        return list(pool.map(run, calls))
 
 
 def claim_calls(posting_id, accounts, extra_headers=None):
     path = f"/api/v1/postings/{posting_id}/claims"
     return [("POST", path, {**a.headers, **(extra_headers or {})}, {}) for a in accounts]
-
-
-def outcomes(results) -> Counter:
-    return Counter((status, body.get("status") if status < 400 else body["error"]) for status, body in results)
 
 
 def posting_counts(app, posting_id):
@@ -207,13 +186,15 @@ def test_claims_and_withdrawals_mixed_keep_the_counters_true(app):
 
 
 def test_confirming_at_once_pays_once(app):
+    org_id, coordinator = make_org(app)
     resident = make_user(app)
-    wish = make_posting(app, resident, kind="wish")
+    wish = make_posting(app, resident, kind="wish", recording_org_id=org_id)
     volunteer = make_volunteer(app)
     client = app.test_client()
     claim_id = client.post(f"/api/v1/postings/{wish}/claims", json={}, headers=volunteer.headers).get_json()["id"]
     client.post(f"/api/v1/claims/{claim_id}/fulfil", json={"note": "好了", "minutes": 60}, headers=volunteer.headers)
-    calls = [("POST", f"/api/v1/claims/{claim_id}/confirm", resident.headers, {"rating": 5})] * 10
+    # the recording org's coordinator confirms: recorded at once
+    calls = [("POST", f"/api/v1/claims/{claim_id}/confirm", coordinator.headers, {"rating": 5})] * 10
     results = at_once(app, calls)
     assert outcomes(results) == Counter({(200, "confirmed"): 1, (409, "claim_not_fulfilled"): 9})
     with app.app_context():

@@ -47,9 +47,10 @@ def add_record(app, org_id: int, volunteer_id: int, recorded_by: int, ended_at: 
             volunteer_id=volunteer_id,
             org_id=org_id,
             kind=values.pop("kind", "credit"),
+            status=values.pop("status", "recorded"),
             activity=values.pop("activity", "为独居老人买菜"),
             minutes=minutes,
-            started_at=ended_at - timedelta(minutes=minutes),
+            started_at=values.pop("started_at", ended_at - timedelta(minutes=minutes)),
             ended_at=ended_at,
             place=values.pop("place", "鼓楼街道公园路社区"),
             content=values.pop("content", "陪王奶奶去菜场，帮忙拎回家。"),
@@ -77,6 +78,12 @@ def read_csv(resp) -> list[list[str]]:
     raw = resp.get_data()
     assert raw.startswith(BOM)
     return list(csv.reader(io.StringIO(raw.decode("utf-8-sig"), newline="")))
+
+
+def read_xlsx(resp) -> list[list]:
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    sheet = load_workbook(io.BytesIO(resp.get_data())).active
+    return [list(row) for row in sheet.iter_rows(values_only=True)]
 
 
 def volunteer_fields(app, user_id: int) -> tuple[str, str]:
@@ -149,24 +156,24 @@ def test_the_period_is_local_days_inclusive(app, client, roles):
     assert [r[0] for r in read_csv(one_day)[1:]] == [str(last)]
 
 
-def test_an_honor_record_without_times_counts_by_when_it_was_recorded(app, client, roles):
-    with app.app_context():
-        record = ServiceRecord(
-            volunteer_id=roles["volunteer"].id,
-            org_id=roles["org_id"],
-            kind="honor",
-            activity="荣誉时长",
-            minutes=60,
-            content="防汛值守",
-            recorded_by=roles["coordinator"].id,
-            created_at=sh(3, 5, 9),
-        )
-        db.session.add(record)
-        db.session.commit()
-        record_id = record.id
-    march = client.get(url(roles["org_id"], "from=2026-03-05&to=2026-03-05"), headers=roles["admin"].headers)
-    [row] = read_csv(march)[1:]
-    assert (row[0], row[7], row[8], row[13]) == (str(record_id), "", "", "2026-03-05 09:00")
+def test_only_recorded_records_are_the_orgs_record(app, client, roles):
+    """A pending record waits for approval and a rejected one never counts: neither is exported."""
+    org_id, v, c = roles["org_id"], roles["volunteer"].id, roles["coordinator"].id
+    recorded = add_record(app, org_id, v, c, sh(3, 5, 9))
+    add_record(app, org_id, v, c, sh(3, 5, 12), status="pending")
+    add_record(app, org_id, v, c, sh(3, 5, 15), status="rejected")
+    for extension in ("csv", "xlsx"):
+        resp = client.get(url(org_id, extension=extension), headers=roles["admin"].headers)
+        rows = read_csv(resp)[1:] if extension == "csv" else read_xlsx(resp)[1:]
+        assert [str(row[0]) for row in rows] == [str(recorded)], extension
+
+
+def test_places_read_as_names_never_district_codes(app, client, roles):
+    """A record whose place is a district's code (written before places were named) reads 海曙区."""
+    add_record(app, roles["org_id"], roles["volunteer"].id, roles["coordinator"].id, sh(3, 5, 9), place="haishu")
+    [csv_row] = read_csv(client.get(url(roles["org_id"]), headers=roles["admin"].headers))[1:]
+    [xlsx_row] = read_xlsx(client.get(url(roles["org_id"], extension="xlsx"), headers=roles["admin"].headers))[1:]
+    assert csv_row[6] == xlsx_row[6] == "海曙区"
 
 
 def test_formula_cells_are_neutralised(app, client, roles):

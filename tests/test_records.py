@@ -12,6 +12,7 @@ from app.extensions import db
 from app.models import Claim, ServiceRecord, Volunteer
 from app.policy import minutes_between, points_for_minutes, star_level
 from tests.factories import add_member, make_org, make_posting, make_user, make_volunteer
+from tests.helpers import approved, award, decide, second_coordinator
 
 SITE = {"lat": 29.87, "lng": 121.55}
 # about 330 m north of the site, and about 670 m
@@ -106,12 +107,11 @@ def test_star_level_counts_honor_hours_too(app, client):
         db.session.execute(sa.update(Volunteer).where(Volunteer.user_id == volunteer.id).values(credit_minutes=90 * 60))
         db.session.commit()
     assert client.get("/api/v1/me", headers=volunteer.headers).get_json()["volunteer"]["star_level"] == 0
-    resp = client.post(
-        f"/api/v1/orgs/{org_id}/records",
-        json={"volunteer_id": volunteer.id, "minutes": 10 * 60, "reason": "抗疫志愿服务表彰"},
-        headers=coordinator.headers,
-    )
-    assert resp.status_code == 201, resp.get_json()
+    resp = award(client, coordinator, org_id, volunteer, 10 * 60, reason="抗疫志愿服务表彰")
+    assert (resp.status_code, resp.get_json()["status"]) == (201, "pending")
+    # pending hours do not count
+    assert client.get("/api/v1/me", headers=volunteer.headers).get_json()["volunteer"]["honor_hours"] == 0
+    approved(client, second_coordinator(app, org_id), resp)
     me = client.get("/api/v1/me", headers=volunteer.headers).get_json()["volunteer"]
     assert (me["credit_hours"], me["honor_hours"], me["star_level"]) == (90.0, 10.0, 1)
 
@@ -290,9 +290,13 @@ def test_no_show_by_another_orgs_coordinator_is_hidden(app, client, event):
 
 
 def test_service_hours_wait_for_the_residents_confirmation(app, client):
+    org_id, coordinator = make_org(app)
     provider = make_volunteer(app, name="理发师傅")
+    add_member(app, org_id, provider)
     resident = make_user(app)
-    service = make_posting(app, provider, kind="service", capacity=3, title="上门理发", address="鼓楼社区活动室")
+    service = make_posting(
+        app, provider, kind="service", org_id=org_id, capacity=3, title="上门理发", address="鼓楼社区活动室"
+    )
     claim_id = claim(client, resident, service).get_json()["id"]
 
     resp = act(client, resident, claim_id, "fulfil", note="x", minutes=50)
@@ -318,17 +322,23 @@ def test_service_hours_wait_for_the_residents_confirmation(app, client):
     assert (record["content"], record["evaluation"], record["rating"]) == ("理发完成", "手艺好", 4)
     assert record["ended_at"] == clock.isoformat(clock.utcnow())
     assert record["started_at"] == clock.isoformat(clock.utcnow() - timedelta(minutes=50))
+    # a resident's confirmation: the org's record waits for one of its coordinators
+    assert (record["status"], record["org_id"], record["recorded_by"]) == ("pending", org_id, resident.id)
     assert client.get("/api/v1/me/records", headers=resident.headers).get_json()["items"] == []
+    provider_row = volunteer_row(app, provider.id)
+    assert (provider_row.credit_minutes, provider_row.energy_balance) == (0, 0)
+    assert decide(client, coordinator, record["id"]).get_json()["status"] == "recorded"
     provider_row = volunteer_row(app, provider.id)
     assert (provider_row.credit_minutes, provider_row.energy_balance) == (50, 5)
 
 
 def test_service_hours_are_the_reported_minutes_never_its_time_slot(app, client):
+    org_id, coordinator = make_org(app)
     provider = make_volunteer(app)
     resident = make_user(app)
     start = clock.utcnow() + timedelta(days=1)
     service = make_posting(
-        app, provider, kind="service", starts_at=start, ends_at=start + timedelta(days=400), capacity=1
+        app, provider, kind="service", org_id=org_id, starts_at=start, ends_at=start + timedelta(days=400), capacity=1
     )
     claim_id = claim(client, resident, service).get_json()["id"]
     assert act(client, provider, claim_id, "fulfil", note="done").status_code == 422  # minutes required
@@ -339,6 +349,8 @@ def test_service_hours_are_the_reported_minutes_never_its_time_slot(app, client)
     assert (resp.status_code, resp.get_json()["error"]) == (422, "minutes_above_reported")
     assert claim_row(app, claim_id).status == "fulfilled"
     assert act(client, resident, claim_id, "confirm", rating=5).status_code == 200
+    record = client.get("/api/v1/me/records", headers=provider.headers).get_json()["items"][0]
+    assert decide(client, coordinator, record["id"]).status_code == 200
     assert volunteer_row(app, provider.id).credit_minutes == 90
 
 
@@ -359,6 +371,7 @@ def test_honor_hours_never_alter_credit(app, client):
     assert (record["kind"], record["minutes"], record["activity"]) == ("honor", 240, "防汛抗台")
     assert record["content"] == "防汛抗台先进个人"
     assert (record["recorded_by"], record["org_id"], record["posting_id"]) == (coordinator.id, org_id, None)
+    approved(client, second_coordinator(app, org_id), resp)
     row = volunteer_row(app, volunteer.id)
     assert (row.credit_minutes, row.honor_minutes, row.energy_balance) == (0, 240, 0)
 
@@ -438,11 +451,8 @@ def test_honor_hours_for_someone_who_served_the_org(app, client, event):
     act(client, event["volunteer"], claim_id, "check-in", **SITE)
     clock.advance(timedelta(hours=1))
     act(client, event["volunteer"], claim_id, "check-out", **SITE)
-    resp = client.post(
-        f"/api/v1/orgs/{event['org_id']}/records",
-        json={"volunteer_id": event["volunteer"].id, "minutes": 30, "reason": "表现突出"},
-        headers=event["coordinator"].headers,
-    )
+    clock.advance(timedelta(hours=1))  # the award's half hour is not the checked-in hour
+    resp = award(client, event["coordinator"], event["org_id"], event["volunteer"], 30)
     assert resp.status_code == 201, resp.get_json()
 
 
@@ -465,12 +475,9 @@ def test_records_list_paging_and_kind_filter(app, client):
     org_id, coordinator = make_org(app)
     volunteer = make_volunteer(app)
     add_member(app, org_id, volunteer)
-    for minutes in (30, 60, 90):
-        client.post(
-            f"/api/v1/orgs/{org_id}/records",
-            json={"volunteer_id": volunteer.id, "minutes": minutes, "reason": "r"},
-            headers=coordinator.headers,
-        )
+    for day, minutes in enumerate((30, 60, 90)):
+        ended = clock.isoformat(clock.utcnow() - timedelta(days=3 - day))
+        assert award(client, coordinator, org_id, volunteer, minutes, ended_at=ended).status_code == 201
     page = client.get("/api/v1/me/records?limit=2", headers=volunteer.headers).get_json()
     assert [r["minutes"] for r in page["items"]] == [90, 60]
     rest = client.get(f"/api/v1/me/records?limit=2&cursor={page['next_cursor']}", headers=volunteer.headers)
@@ -490,11 +497,10 @@ def test_summary_by_kind_and_by_month(app, client, event):
     add_member(app, event["org_id"], event["volunteer"])
     # 2026-11-30 17:00 UTC is already December 1st in Ningbo
     clock.freeze(datetime(2026, 11, 30, 17, 0, tzinfo=UTC))
-    client.post(
-        f"/api/v1/orgs/{event['org_id']}/records",
-        json={"volunteer_id": event["volunteer"].id, "minutes": 90, "reason": "r"},
-        headers=event["coordinator"].headers,
-    )
+    honor = award(client, event["coordinator"], event["org_id"], event["volunteer"], 90)
+    pending = client.get("/api/v1/me/records/summary", headers=event["volunteer"].headers).get_json()
+    assert (pending["honor_hours"], pending["pending_hours"], pending["pending_minutes"]) == (0.0, 1.5, 90)
+    approved(client, second_coordinator(app, event["org_id"]), honor)
     resp = client.get("/api/v1/me/records/summary", headers=event["volunteer"].headers)
     assert resp.status_code == 200
     summary = resp.get_json()

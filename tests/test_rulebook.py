@@ -211,3 +211,39 @@ def test_the_review_queue_and_who_is_told_follow_the_review_column(app, client, 
     if kind == "wish":
         expected.add(people["org_author"].id)  # the first org's other coordinator reviews its district's wishes too
     assert told == expected
+
+
+# A pending record (honor hours the org's first coordinator, ``author``, gave the
+# ``claimant``): who approves it and who rejects it. Others do not see it (404).
+RECORD_DECISIONS = {
+    "approve": {"coordinator": 200, "admin": 200, "author": 403, "claimant": 403},
+    "reject": {"coordinator": 200, "admin": 200, "author": 200, "claimant": 403},
+}
+RECORD_SLUGS = {("approve", "author"): "second_person_required", ("approve", "claimant"): "own_record"}
+RECORD_SLUGS[("reject", "claimant")] = "own_record"
+
+
+@pytest.mark.parametrize("action", RECORD_DECISIONS)
+def test_who_decides_a_pending_record(app, client, people, action):
+    add_member(app, people["org_id"], people["claimant"])
+    outcomes, wanted = {}, {}
+    for hours_ago, role in enumerate(ROLES, start=1):
+        ended = clock.isoformat(clock.utcnow() - timedelta(hours=2 * hours_ago))
+        awarded = client.post(
+            f"/api/v1/orgs/{people['org_id']}/records",
+            json={"volunteer_id": people["claimant"].id, "minutes": 60, "reason": "表现突出", "ended_at": ended},
+            headers=people["org_author"].headers,
+        )
+        assert awarded.status_code == 201, awarded.get_json()
+        account = None if role == "anonymous" else people["org_author"] if role == "author" else people[role]
+        body = {"reason": "未到岗"} if action == "reject" else None
+        resp = client.post(
+            f"/api/v1/records/{awarded.get_json()['id']}/{action}",
+            json=body,
+            headers=account.headers if account else {},
+        )
+        outcomes[role] = (resp.status_code, resp.get_json().get("error"))
+        code = 401 if role == "anonymous" else RECORD_DECISIONS[action].get(role, 404)
+        slug = {401: "authorization_required", 404: "not_found"}.get(code, RECORD_SLUGS.get((action, role)))
+        wanted[role] = (code, slug)
+    assert outcomes == wanted

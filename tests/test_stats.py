@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from app import clock
 from tests.factories import make_org, make_posting, make_user, make_volunteer
+from tests.helpers import decide
 
 EMPTY_KINDS = {"wish": 0, "project": 0, "charity": 0, "service": 0, "energy": 0}
 
@@ -41,7 +42,9 @@ def test_stats_count_per_district(app, client):
     make_volunteer(app, district="jiangbei")
     org_id, coordinator = make_org(app, district="haishu")
 
-    claimed, fulfilled, confirmed, open_wish = (make_posting(app, resident, kind="wish") for _ in range(4))
+    claimed, fulfilled, open_wish = (make_posting(app, resident, kind="wish") for _ in range(3))
+    # approved by the org's coordinator: that org records the service done on it
+    confirmed = make_posting(app, resident, kind="wish", recording_org_id=org_id)
     make_posting(app, resident, kind="wish", status="pending_review")  # not public yet
     make_posting(app, resident, kind="wish", status="rejected")
     make_posting(app, resident, kind="wish", district="jiangbei")
@@ -66,6 +69,12 @@ def test_stats_count_per_district(app, client):
     clock.advance(timedelta(hours=1, minutes=40))
     assert act(client, haishu[0], on_site, "check-out", lat=29.87, lng=121.55).status_code == 200
 
+    # the check-out counts at once; the resident's confirmation waits for the org
+    assert client.get("/api/v1/stats?district=haishu").get_json()["credit_hours"] == 1.7
+    [pending] = client.get(f"/api/v1/orgs/{org_id}/records?status=pending", headers=coordinator.headers).get_json()[
+        "items"
+    ]
+    assert decide(client, coordinator, pending["id"]).status_code == 200
     resp = client.get("/api/v1/stats?district=haishu")
     assert resp.status_code == 200
     assert resp.get_json() == {

@@ -315,25 +315,69 @@ def test_every_ningbo_district_is_accepted(app, client):
         assert resp.get_json()["district"] == district
 
 
+LISHUI_JINHUA = (
+    '[{"code": "lishui", "name_zh": "丽水市", "name_en": "Lishui"},'
+    ' {"code": "jinhua", "name_zh": "金华市", "name_en": "Jinhua"}]'
+)
+
+
 def test_district_list_is_configurable(app, db_url):
-    custom = create_app({**_config_dict(), "SQLALCHEMY_DATABASE_URI": db_url, "DISTRICTS": ("lishui", "jinhua")})
+    custom = create_app({**_config_dict(), "SQLALCHEMY_DATABASE_URI": db_url, "DISTRICTS": LISHUI_JINHUA})
     client = custom.test_client()
     user = make_user(custom)
     rejected = client.put(URL, headers=user.headers, json=body(district="haishu"))
     assert_422(rejected, "district", contains="lishui")
     accepted = client.put(URL, headers=user.headers, json=body(district="jinhua"))
     assert accepted.status_code == 200 and accepted.get_json()["district"] == "jinhua"
+    listed = client.get("/api/v1/districts").get_json()
+    assert listed == {
+        "items": [
+            {"code": "lishui", "name_zh": "丽水市", "name_en": "Lishui"},
+            {"code": "jinhua", "name_zh": "金华市", "name_en": "Jinhua"},
+        ],
+        "next_cursor": None,
+    }
     with custom.app_context():
         db.engine.dispose()
 
 
-def test_districts_from_the_environment(monkeypatch):
-    from app.config import env_list
+def test_districts_as_codes_a_file_or_json(tmp_path):
+    from app.districts import load_districts
 
-    monkeypatch.setenv("DISTRICTS", " lishui , jinhua,,")
-    assert env_list("DISTRICTS", NINGBO_DISTRICTS) == ("lishui", "jinhua")
-    monkeypatch.setenv("DISTRICTS", "")
-    assert env_list("DISTRICTS", NINGBO_DISTRICTS) == NINGBO_DISTRICTS
+    assert load_districts(" yinzhou , haishu,,").codes == ("yinzhou", "haishu")
+    assert load_districts(None).codes == load_districts("").codes == NINGBO_DISTRICTS
+    path = tmp_path / "districts.json"
+    path.write_text(LISHUI_JINHUA, encoding="utf-8")
+    assert [(d.code, d.name_zh) for d in load_districts(str(path)).items] == [
+        ("lishui", "丽水市"),
+        ("jinhua", "金华市"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("haishu,atlantis", "'atlantis' has no name"),
+        ('[{"code": "x", "name_zh": "某区"}]', "missing name_en"),
+        ('[{"code": "Bad", "name_zh": "某区", "name_en": "Some"}]', "is not a code"),
+        ("haishu,haishu", "listed twice"),
+        ("[]", "empty"),
+    ],
+)
+def test_a_district_without_a_name_stops_the_app(value, problem):
+    from app.districts import load_districts
+
+    with pytest.raises(ValueError, match=problem):
+        load_districts(value)
+
+
+def test_the_districts_are_listed_with_their_names(client):
+    resp = client.get("/api/v1/districts")
+    assert resp.status_code == 200
+    items = resp.get_json()["items"]
+    assert [item["code"] for item in items] == list(NINGBO_DISTRICTS)
+    assert items[0] == {"code": "haishu", "name_zh": "海曙区", "name_en": "Haishu District"}
+    assert resp.get_json()["next_cursor"] is None
 
 
 # --- star level (星级志愿者) ------------------------------------------------------------

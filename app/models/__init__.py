@@ -10,7 +10,7 @@ from app.models.notifications import Device, Notification, PushWindow
 from app.models.orgs import Org, OrgMember
 from app.models.photos import Photo
 from app.models.postings import Posting, PostingTag
-from app.models.records import ServiceRecord
+from app.models.records import ServiceRecord, VolunteerRating
 from app.models.sms import SmsCode, SmsCounter
 from app.models.tokens import IdempotencyKey, RefreshToken
 from app.models.users import Consent, User, Volunteer, VolunteerSkill
@@ -39,5 +39,6 @@ __all__ = [
     "SmsCounter",
     "User",
     "Volunteer",
+    "VolunteerRating",
     "VolunteerSkill",
 ]

@@ -6,11 +6,14 @@ from datetime import datetime
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
+from sqlalchemy.ext.hybrid import hybrid_property
 
 from app.models.base import Base, Timestamped
 
 ORG_KINDS = ("community", "school", "enterprise", "party_branch", "ngo", "government")
-ORG_STATUSES = ("pending", "approved", "rejected")
+# An application waits (pending) for an admin, who approves or rejects it.
+APPROVED = "approved"
+ORG_STATUSES = ("pending", APPROVED, "rejected")
 MEMBER_ROLES = ("coordinator", "member")
 
 
@@ -30,6 +33,12 @@ class Org(Timestamped, Base):
     reviewed_by: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
     reviewed_at: so.Mapped[datetime | None]
     reject_reason: so.Mapped[str | None] = so.mapped_column(sa.String(500))
+
+    @hybrid_property
+    def is_approved(self) -> bool:
+        """An approved org: public, its coordinators coordinate, it posts, records and
+        certifies. The one definition, in Python and (``Org.is_approved``) in SQL."""
+        return self.status == APPROVED
 
 
 class OrgMember(Timestamped, Base):

@@ -55,6 +55,9 @@ class Posting(Timestamped, Base):
     lng: so.Mapped[float | None]
     geocell: so.Mapped[int | None]
     org_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("orgs.id", ondelete="SET NULL"))
+    # An org-less wish's recording org (谁组织谁记录): the org of the coordinator who
+    # approved it, set at approval; the records of its claim name it.
+    recording_org_id: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("orgs.id", ondelete="SET NULL"))
     author_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("users.id"))
     capacity: so.Mapped[int | None]
     claimed_count: so.Mapped[int] = so.mapped_column(default=0, server_default="0")

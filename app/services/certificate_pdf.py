@@ -1,21 +1,34 @@
 """The certificate as a PDF (A4), drawn with ReportLab, in the request's language
 (zh-CN by default; its texts come from the gettext catalogs).
 
-Chinese text uses ReportLab's built-in CID font STSong-Light (Adobe-GB1): the
-PDF names the font and carries no glyphs, and every PDF viewer with Chinese
-support (Adobe Reader, Preview, browsers, phones) draws it with its own Song
-typeface. The text stays real text (searchable, copyable, extracted by the
-tests). The table of records is a platypus Table that breaks across pages
-with its header repeated.
+The layout follows the certificate of the 2021 rules on recording and
+certifying volunteer service (志愿服务记录与证明出具办法): the title 志愿服务证明
+and the certificate number; the statement of what is certified; the
+volunteer's name, masked ID number and volunteer number; the issuing org; the
+period; the service content; the credit and honor hours; the table of the
+records; the issuing org's name where its seal goes and the date of issue;
+and a QR code of the public verify URL.
+
+**The glyphs travel with the document.** Every text is set in one TrueType
+font, ``CERTIFICATE_FONT`` (default: WenQuanYi Micro Hei, Debian's
+``fonts-wqy-microhei``, Apache 2.0 / GPL with the font-embedding exception),
+Chinese and Latin alike; ReportLab embeds the subset of glyphs the certificate
+uses (TrueType outlines only — a CFF/OpenType font such as Noto CJK's ``.otf``
+is refused when it is loaded), so the PDF reads the same on a machine with no
+Chinese font and no standard-14 font is referenced. The text stays real text
+(searchable, copyable, extracted by the tests). The table of records breaks
+across pages with its header repeated.
 """
 
 from __future__ import annotations
 
 import io
-import re
+import os
+import threading
 from xml.sax.saxutils import escape
 
 from babel.dates import format_date
+from flask import current_app
 from flask_babel import format_decimal, get_locale, gettext, pgettext
 from reportlab.graphics.barcode.qr import QrCodeWidget
 from reportlab.graphics.shapes import Drawing
@@ -25,28 +38,67 @@ from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
-from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+from reportlab.pdfbase.ttfonts import TTFError, TTFont
 from reportlab.platypus import KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from app.clock import local_date
+from app.districts import district_name
+from app.i18n import current_locale
 from app.models import Certificate
 from app.policy import hours
 
-FONT = "STSong-Light"
-LATIN_FONT = "Helvetica"
-# A run of printable ASCII starting and ending with a visible character.
-_LATIN_RUN = re.compile(r"[!-~](?:[ -~]*[!-~])?")
+# The name the configured font is registered under in ReportLab.
+FONT = "CertificateFont"
+DEFAULT_FONT_PATH = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
+FONT_PACKAGE = "fonts-wqy-microhei"
 QR_SIZE = 34 * mm
+SEAL_SIZE = 36 * mm
+# How many activities the "service content" names before "and N more".
+CONTENT_ACTIVITIES = 6
 _INK = colors.HexColor("#1f2937")
 _ACCENT = colors.HexColor("#b91c1c")
 _RULE = colors.HexColor("#9ca3af")
 _HEADER_FILL = colors.HexColor("#f3f4f6")
 _CELL_PADDING = 4
+_font_lock = threading.Lock()
+# Every table's cells in the one embedded font (a table's default is Helvetica, never embedded).
+_FONT_STYLE = ("FONTNAME", (0, 0), (-1, -1), FONT)
+
+
+class CertificateFontError(RuntimeError):
+    """The certificate font is missing or unusable; the message says what to install or set."""
+
+
+def font_path(app=None) -> str:
+    """The configured certificate font (``CERTIFICATE_FONT``), or the default path."""
+    config = (app or current_app).config
+    return config.get("CERTIFICATE_FONT") or DEFAULT_FONT_PATH
+
+
+def check_font(path: str) -> str | None:
+    """What is wrong with the font at ``path`` (None: it can be embedded)."""
+    if not os.path.isfile(path):
+        return (
+            f"the certificate font {path} is missing: install the Debian package {FONT_PACKAGE} "
+            "or set CERTIFICATE_FONT to a TrueType font (.ttf/.ttc) with Chinese glyphs"
+        )
+    try:
+        TTFont("CertificateFontCheck", path, subfontIndex=0)
+    except (TTFError, OSError) as exc:
+        return f"the certificate font {path} cannot be embedded ({exc}); TrueType outlines are needed, not CFF"
+    return None
 
 
 def _font() -> str:
-    if FONT not in pdfmetrics.getRegisteredFontNames():
-        pdfmetrics.registerFont(UnicodeCIDFont(FONT))
+    """Register the configured font once per process (parsing a CJK font takes a while)."""
+    path = font_path()
+    with _font_lock:
+        if getattr(_font, "path", None) != path:
+            problem = check_font(path)
+            if problem:
+                raise CertificateFontError(problem)
+            pdfmetrics.registerFont(TTFont(FONT, path, subfontIndex=0))
+            _font.path = path
     return FONT
 
 
@@ -54,12 +106,13 @@ def _styles() -> dict[str, ParagraphStyle]:
     font = _font()
     base = ParagraphStyle("base", fontName=font, fontSize=10.5, leading=16, textColor=_INK, wordWrap="CJK")
     return {
-        "title": ParagraphStyle("title", parent=base, fontSize=24, leading=32, alignment=TA_CENTER, spaceAfter=2),
+        "title": ParagraphStyle("title", parent=base, fontSize=26, leading=34, alignment=TA_CENTER, spaceAfter=2),
         "subtitle": ParagraphStyle("subtitle", parent=base, fontSize=10, alignment=TA_CENTER, textColor=_RULE),
         "body": ParagraphStyle("body", parent=base, fontSize=12, leading=22, firstLineIndent=24),
         "label": ParagraphStyle("label", parent=base, textColor=colors.HexColor("#4b5563")),
         "value": base,
         "right": ParagraphStyle("right", parent=base, fontSize=12, leading=22, alignment=TA_RIGHT),
+        "seal": ParagraphStyle("seal", parent=base, fontSize=11, leading=16, alignment=TA_CENTER),
         "cell": ParagraphStyle("cell", parent=base, fontSize=9, leading=12),
         "caption": ParagraphStyle("caption", parent=base, fontSize=8, leading=11, alignment=TA_CENTER),
         "small": ParagraphStyle("small", parent=base, fontSize=8, leading=11, textColor=colors.HexColor("#4b5563")),
@@ -68,40 +121,24 @@ def _styles() -> dict[str, ParagraphStyle]:
 
 
 def _text(value: object) -> str:
-    """Text made safe for a Paragraph's markup, its Latin letters and digits set in
-    Helvetica: every viewer has it, and the numbers, dates and codes then read
-    right even where the CJK font is drawn poorly."""
-    text = "" if value is None else str(value)
-    parts, last = [], 0
-    for run in _LATIN_RUN.finditer(text):
-        parts.append(escape(text[last : run.start()]))
-        parts.append(f'<font name="{LATIN_FONT}">{escape(run.group())}</font>')
-        last = run.end()
-    parts.append(escape(text[last:]))
-    return "".join(parts)
+    """Text made safe for a Paragraph's markup."""
+    return escape("" if value is None else str(value))
 
 
 def _draw(canvas, x: float, y: float, text: str, size: float, right: bool = False) -> None:
-    """Draw mixed Chinese and Latin text on the canvas, each run in its font."""
-    runs = []
-    last = 0
-    for run in _LATIN_RUN.finditer(text):
-        runs += [(text[last : run.start()], FONT), (run.group(), LATIN_FONT)]
-        last = run.end()
-    runs.append((text[last:], FONT))
-    runs = [(chunk, font) for chunk, font in runs if chunk]
+    canvas.setFont(FONT, size)
     if right:
-        x -= sum(pdfmetrics.stringWidth(chunk, font, size) for chunk, font in runs)
-    for chunk, font in runs:
-        canvas.setFont(font, size)
-        canvas.drawString(x, y, chunk)
-        x += pdfmetrics.stringWidth(chunk, font, size)
+        canvas.drawRightString(x, y, text)
+    else:
+        canvas.drawString(x, y, text)
 
 
 def _qr(url: str) -> Drawing:
     widget = QrCodeWidget(url, barLevel="M")
     left, bottom, right, top = widget.getBounds()
     drawing = Drawing(QR_SIZE, QR_SIZE, transform=[QR_SIZE / (right - left), 0, 0, QR_SIZE / (top - bottom), 0, 0])
+    # The renderer would otherwise select Helvetica, a font the PDF does not embed.
+    drawing.initialFontName = FONT
     drawing.add(widget)
     return drawing
 
@@ -121,6 +158,15 @@ def _marked_up(text: str, underlined: dict[str, str]) -> str:
     return "".join(f"<u>{_text(underlined[part])}</u>" if i % 2 else _text(part) for i, part in enumerate(parts))
 
 
+def service_content(certificate: Certificate) -> str:
+    """What the service was (服务内容): the activities of the records, each once, in order."""
+    activities = list(dict.fromkeys(record["activity"] for record in certificate.records if record.get("activity")))
+    shown = pgettext("list separator", ", ").join(activities[:CONTENT_ACTIVITIES])
+    if len(activities) > CONTENT_ACTIVITIES:
+        shown = gettext("%(activities)s and %(more)s more", activities=shown, more=len(activities) - CONTENT_ACTIVITIES)
+    return shown
+
+
 def render_certificate_pdf(certificate: Certificate, verify_url: str) -> bytes:
     """The certificate as PDF bytes; ``verify_url`` is printed and drawn as a QR code."""
     styles = _styles()
@@ -138,11 +184,13 @@ def render_certificate_pdf(certificate: Certificate, verify_url: str) -> bytes:
         author=certificate.org_name,
         subject=heading,
         creator="甬·志愿",
+        initialFontName=FONT,
     )
     width = doc.width
     credit, honor = hours(certificate.credit_minutes), hours(certificate.honor_minutes)
     issued_on = _day(local_date(certificate.issued_at))
     period = gettext("%(first)s to %(last)s", first=_day(certificate.period_from), last=_day(certificate.period_to))
+    content = service_content(certificate)
     hours_of = lambda value: gettext("%(hours)s hours", hours=_hours(value))  # noqa: E731
 
     certified = gettext(
@@ -171,11 +219,13 @@ def render_certificate_pdf(certificate: Certificate, verify_url: str) -> bytes:
         (gettext("Name"), certificate.real_name),
         (gettext("ID number"), certificate.id_masked),
         (gettext("Volunteer no."), certificate.volunteer_no),
-        (gettext("Organisation"), certificate.org_name),
+        (gettext("Issued by"), certificate.org_name),
         (gettext("Period"), period),
+        (gettext("Service content"), content),
         (gettext("Volunteer service hours"), hours_of(credit)),
         (gettext("Honour hours"), hours_of(honor)),
         (gettext("Service records"), gettext("%(count)s records", count=format_decimal(certificate.records_count))),
+        (gettext("Certificate no."), certificate.number),
         (gettext("Date of issue"), issued_on),
     ]
     fact_table = Table(
@@ -188,6 +238,7 @@ def render_certificate_pdf(certificate: Certificate, verify_url: str) -> bytes:
     fact_table.setStyle(
         TableStyle(
             [
+                _FONT_STYLE,
                 ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
                 ("LINEBELOW", (0, 0), (-1, -1), 0.25, _RULE),
                 ("TOPPADDING", (0, 0), (-1, -1), 2),
@@ -199,9 +250,13 @@ def render_certificate_pdf(certificate: Certificate, verify_url: str) -> bytes:
         [[_qr(verify_url)], [Paragraph(_text(gettext("Scan to verify")), styles["caption"])]],
         colWidths=[QR_SIZE + 4 * mm],
     )
-    qr_block.setStyle(TableStyle([("ALIGN", (0, 0), (-1, -1), "CENTER"), ("VALIGN", (0, 0), (-1, -1), "TOP")]))
+    qr_block.setStyle(
+        TableStyle([_FONT_STYLE, ("ALIGN", (0, 0), (-1, -1), "CENTER"), ("VALIGN", (0, 0), (-1, -1), "TOP")])
+    )
     summary = Table([[fact_table, qr_block]], colWidths=[width - QR_SIZE - 8 * mm, QR_SIZE + 8 * mm])
-    summary.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 0)]))
+    summary.setStyle(
+        TableStyle([_FONT_STYLE, ("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 0)])
+    )
     story += [
         summary,
         Spacer(1, 3 * mm),
@@ -209,25 +264,8 @@ def render_certificate_pdf(certificate: Certificate, verify_url: str) -> bytes:
         Paragraph(_text(gettext("Service records in detail")), styles["heading"]),
         _records_table(certificate, styles, width),
         Spacer(1, 10 * mm),
-        # The sign-off stays in one piece at the end.
-        KeepTogether(
-            [
-                Paragraph(_text(gettext("Issued by: %(org)s", org=certificate.org_name)), styles["right"]),
-                Paragraph(_text(gettext("Date of issue: %(date)s", date=issued_on)), styles["right"]),
-                Spacer(1, 6 * mm),
-                Paragraph(
-                    _text(
-                        gettext(
-                            "Issued under the Measures for Recording and Certifying Volunteer Service by the "
-                            "organisation that recorded the service above (whoever records it certifies it). "
-                            "The certificate is signed electronically: scan the QR code or open the address "
-                            "above to check that it is genuine and still valid."
-                        )
-                    ),
-                    styles["small"],
-                ),
-            ]
-        ),
+        # The sign-off stays in one piece at the end: the org's name where its seal goes.
+        KeepTogether([_sign_off(certificate, issued_on, styles, width)]),
     ]
 
     void_mark = gettext("VOID")
@@ -240,9 +278,9 @@ def render_certificate_pdf(certificate: Certificate, verify_url: str) -> bytes:
         if certificate.status == "void":
             canvas.setFillColor(_ACCENT)
             canvas.setFillAlpha(0.25)
-            canvas.setFont(FONT, 72)
             canvas.translate(A4[0] / 2, A4[1] / 2)
             canvas.rotate(35)
+            canvas.setFont(FONT, 72)
             canvas.drawCentredString(0, 0, void_mark)
         canvas.restoreState()
 
@@ -250,12 +288,61 @@ def render_certificate_pdf(certificate: Certificate, verify_url: str) -> bytes:
     return buffer.getvalue()
 
 
+def _sign_off(certificate: Certificate, issued_on: str, styles: dict[str, ParagraphStyle], width: float) -> Table:
+    """The note on the rules beside 出具组织（盖章）: the org's name inside the ring where
+    its seal is pressed, the date of issue below it."""
+    note = Paragraph(
+        _text(
+            gettext(
+                "Issued under the Measures for Recording and Certifying Volunteer Service by the "
+                "organisation that recorded the service above (whoever records it certifies it). "
+                "The certificate is signed electronically: scan the QR code or open the address "
+                "above to check that it is genuine and still valid."
+            )
+        ),
+        styles["small"],
+    )
+    seal_width = SEAL_SIZE + 16 * mm
+    seal = _SealRing(
+        [
+            [Paragraph(_text(gettext("Issued by (seal)")), styles["caption"])],
+            [Paragraph(_text(certificate.org_name), styles["seal"])],
+            [Paragraph(_text(issued_on), styles["seal"])],
+        ],
+        colWidths=[seal_width],
+        rowHeights=[6 * mm, SEAL_SIZE, 8 * mm],
+        style=TableStyle([_FONT_STYLE, ("ALIGN", (0, 0), (-1, -1), "CENTER"), ("VALIGN", (0, 0), (-1, -1), "MIDDLE")]),
+    )
+    return Table(
+        [[note, seal]],
+        colWidths=[width - seal_width - 10 * mm, seal_width + 10 * mm],
+        style=TableStyle([_FONT_STYLE, ("VALIGN", (0, 0), (-1, -1), "BOTTOM"), ("ALIGN", (1, 0), (1, 0), "RIGHT")]),
+    )
+
+
+class _SealRing(Table):
+    """The seal's table, with a thin dashed ring around its middle row, where the org's seal is pressed."""
+
+    def draw(self) -> None:
+        super().draw()
+        canvas = self.canv
+        canvas.saveState()
+        canvas.setStrokeColor(_ACCENT)
+        canvas.setStrokeAlpha(0.5)
+        canvas.setDash(2, 2)
+        canvas.setLineWidth(0.6)
+        middle = self._rowpositions[1] - SEAL_SIZE / 2
+        canvas.circle(self._width / 2, middle, SEAL_SIZE / 2)
+        canvas.restoreState()
+
+
 def _records_table(certificate: Certificate, styles: dict[str, ParagraphStyle], width: float) -> Table:
     """No., date, activity, place, hours, kind: one row per record, the header on every page.
 
     Cells are plain strings where they can be, several times cheaper to lay out
     than Paragraphs (a 2,000-record table is about 50 pages); an activity or a
-    place that needs wrapping, or mixes in Latin text, is a Paragraph."""
+    place that needs wrapping is a Paragraph. Places read as names (海曙区),
+    never as a district's code."""
     cell = styles["cell"]
     widths = [12 * mm, 22 * mm, 0.0, 44 * mm, 24 * mm, 20 * mm]
     widths[2] = width - sum(widths)
@@ -269,12 +356,13 @@ def _records_table(certificate: Certificate, styles: dict[str, ParagraphStyle], 
     )
     header = [Paragraph(_text(text), cell) for text in titles]
     kinds = {"credit": pgettext("certificate", "credit"), "honor": pgettext("certificate", "honour")}
+    locale = current_locale()
     rows = [header] + [
         [
             str(number),
             record["date"],
             _cell(record["activity"], cell, widths[2]),
-            _cell(record["place"] or "—", cell, widths[3]),
+            _cell(district_name(record["place"], locale) or "—", cell, widths[3]),
             _hours(hours(record["minutes"])),
             kinds.get(record["kind"], record["kind"]),
         ]
@@ -291,9 +379,7 @@ def _records_table(certificate: Certificate, styles: dict[str, ParagraphStyle], 
                 ("BOTTOMPADDING", (0, 0), (-1, -1), 3),
                 ("LEFTPADDING", (0, 0), (-1, -1), _CELL_PADDING),
                 ("RIGHTPADDING", (0, 0), (-1, -1), _CELL_PADDING),
-                ("FONT", (0, 1), (-1, -1), FONT, cell.fontSize, cell.leading),
-                ("FONT", (0, 1), (1, -1), LATIN_FONT, cell.fontSize, cell.leading),
-                ("FONT", (4, 1), (4, -1), LATIN_FONT, cell.fontSize, cell.leading),
+                ("FONT", (0, 0), (-1, -1), FONT, cell.fontSize, cell.leading),
                 ("TEXTCOLOR", (0, 1), (-1, -1), _INK),
             ]
         )
@@ -302,10 +388,7 @@ def _records_table(certificate: Certificate, styles: dict[str, ParagraphStyle], 
 
 
 def _cell(text: str, style: ParagraphStyle, width: float) -> str | Paragraph:
-    """Chinese that fits on one line as a plain string; anything else as a Paragraph."""
-    if (
-        _LATIN_RUN.search(text) is None
-        and pdfmetrics.stringWidth(text, FONT, style.fontSize) <= width - 2 * _CELL_PADDING
-    ):
+    """Text that fits on one line as a plain string; anything longer as a Paragraph."""
+    if pdfmetrics.stringWidth(text, FONT, style.fontSize) <= width - 2 * _CELL_PADDING:
         return text
     return Paragraph(_text(text), style)

@@ -55,10 +55,10 @@ from app.models.base import MAX_ID
 from app.secrets import is_development
 from app.services.audit import audit
 from app.services.certificate_pdf import render_certificate_pdf
-from app.services.orgs import get_org
+from app.services.orgs import get_org, require_approved
 from app.services.pagination import paginate
 from app.services.permissions import Actor
-from app.services.records import served_at
+from app.services.records import counted, served_at
 from notifications import notify
 
 log = logging.getLogger(__name__)
@@ -300,21 +300,20 @@ def erase_names(volunteer_id: int, erased_name: str) -> int:
 
 
 def issue_certificate(actor: Actor, org_id: int, first: date | None, last: date | None) -> Certificate:
-    """Certify the caller's records with ``org_id`` from ``first`` to ``last``
-    (dates in Asia/Shanghai, inclusive; no ``first``: since the first record,
-    no ``last``: today), and tell them (``certificate_issued``).
+    """Certify the caller's ``recorded`` records with ``org_id`` from ``first`` to
+    ``last`` (dates in Asia/Shanghai, inclusive; no ``first``: since the first
+    record, no ``last``: today), and tell them (``certificate_issued``). Pending
+    and rejected records are not the org's record: they are left out.
 
     The org must be approved (409 ``org_not_approved``): a pending or rejected
     org has recorded nothing and vouches for nothing. 422 ``no_records`` when
-    nothing falls in the period.
+    nothing falls in the period, or what does adds up to 0 minutes.
     """
     keys = certificate_key(current_app)  # a missing key fails here, before anything is written
     volunteer = actor.user.volunteer
     if volunteer is None:
         raise Forbidden("volunteer_required")
-    org = get_org(org_id)
-    if org.status != "approved":
-        raise Conflict("org_not_approved")
+    org = require_approved(get_org(org_id))
     now = utcnow()
     today = local_date(now)
     last = last or today
@@ -329,6 +328,7 @@ def issue_certificate(actor: Actor, org_id: int, first: date | None, last: date 
         .where(
             ServiceRecord.volunteer_id == actor.id,
             ServiceRecord.org_id == org.id,
+            counted(),
             when < day_start(last + timedelta(days=1)),
         )
         .order_by(when, ServiceRecord.id)
@@ -336,9 +336,11 @@ def issue_certificate(actor: Actor, org_id: int, first: date | None, last: date 
     if first is not None:
         stmt = stmt.where(when >= day_start(first))
     rows = db.session.execute(stmt).all()
-    if not rows:
+    if not sum(record.minutes for record, _ in rows):
         raise Invalid(
-            "org_id", gettext("You have no service records with this organisation in the period."), "no_records"
+            "org_id",
+            gettext("You have no recorded service hours with this organisation in the period."),
+            "no_records",
         )
 
     records = [

@@ -17,10 +17,11 @@ The figures of a period:
   whatever became of them (waitlisted and withdrawn ones included);
 - ``wishes_fulfilled``: the org's wishes whose claim was marked done
   (``fulfilled_at``, claim still ``DONE_CLAIM_STATUSES``) in the period;
-- ``credit_hours``: the credit minutes of the org's records served in the
-  period (``records.served_at``), as hours with one decimal;
-- ``volunteers_active``: distinct volunteers with a record (credit or honor)
-  of the org served in the period.
+- ``credit_hours``: the credit minutes of the records the org recorded
+  (``recorded`` ones) served in the period (``records.served_at``), as hours
+  with one decimal;
+- ``volunteers_active``: distinct volunteers with a recorded record (credit
+  or honor) of the org served in the period.
 
 Local periods in SQL: PostgreSQL truncates ``ts AT TIME ZONE <zone>`` with
 ``date_trunc``, exact in any zone. SQLite has no zone database: the local date
@@ -45,7 +46,7 @@ from app.models import Claim, Posting, ServiceRecord
 from app.policy import DONE_CLAIM_STATUSES, PUBLIC_POSTING_STATUSES, hours
 from app.services.orgs import get_org
 from app.services.permissions import Actor
-from app.services.records import served_at
+from app.services.records import counted, served_at
 
 INTERVALS = ("week", "month")
 FIGURES = ("postings_opened", "claims", "wishes_fulfilled", "credit_hours", "volunteers_active")
@@ -116,7 +117,7 @@ def org_stats(actor: Actor, org_id: int, first: date | None, last: date | None, 
         bucket(served).label("period"),
         sa.case((ServiceRecord.kind == "credit", ServiceRecord.minutes), else_=0).label("credit_minutes"),
         ServiceRecord.volunteer_id,
-    ).where(ServiceRecord.org_id == org.id, served >= start, served < end)
+    ).where(ServiceRecord.org_id == org.id, counted(), served >= start, served < end)
     fill(
         _per_period(
             served_records,

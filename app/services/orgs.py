@@ -21,6 +21,7 @@ from app.clock import utcnow
 from app.errors import AppError, Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from app.extensions import db
 from app.models import Org, OrgMember, User
+from app.models.orgs import APPROVED
 from app.services.audit import audit
 from app.services.pagination import paginate
 from app.services.permissions import Actor, admins
@@ -45,6 +46,14 @@ def get_org(org_id: int) -> Org:
 
 def _not_found():
     raise NotFound()
+
+
+def require_approved(org: Org) -> Org:
+    """``org``, if approved (409 ``org_not_approved`` otherwise): only an approved
+    org posts, records and certifies."""
+    if not org.is_approved:
+        raise Conflict("org_not_approved")
+    return org
 
 
 def view_org(actor: Actor, org_id: int) -> Org:
@@ -108,7 +117,7 @@ def apply_for_org(actor: Actor, name: str, kind: str, district: str) -> Org:
 
 def approve_org(actor: Actor, org_id: int) -> Org:
     """pending → approved (admins); the applicant is told."""
-    return _review(actor, org_id, "approved")
+    return _review(actor, org_id, APPROVED)
 
 
 def reject_org(actor: Actor, org_id: int, reason: str) -> Org:
@@ -134,9 +143,9 @@ def _review(actor: Actor, org_id: int, status: str, reason: str | None = None) -
         raise Conflict("org_not_pending")
     org = db.session.get(Org, org_id, populate_existing=True)
     context = {"reason": reason} if reason else {}
-    kind = "org_approved" if status == "approved" else "org_rejected"
+    kind = "org_approved" if status == APPROVED else "org_rejected"
     notify([org.applicant_id], kind, dedupe=f"org:{org.id}", org=org.name, org_id=org.id, **context)
-    audit(actor.id, f"org.{'approve' if status == 'approved' else 'reject'}", "org", org.id, **context)
+    audit(actor.id, f"org.{'approve' if status == APPROVED else 'reject'}", "org", org.id, **context)
     db.session.commit()
     return org
 

@@ -17,10 +17,22 @@ Every service asks the actor, never its own copy of a rule. The rules:
   address) are its managers and the holder of an active or fulfilled claim.
 - A certificate is seen by its volunteer and managed (voided) by the
   managers of the org that certifies it, never by its own volunteer.
+- **Who posts**: a kind's ``posted_by`` says who (``app.policy``); a
+  posting for an org is made by its coordinators (admins too), except that a
+  resident may name an org on their own wish (that org then reviews it) and a
+  volunteer may offer a service for an approved org they are a member of.
+- **Who claims**: anyone but the posting's author; a registered volunteer
+  where the kind asks for one.
 - **Nobody confirms their own work**: the person whose hours a claim earns
   (the claimant, or a service's provider) never confirms it, nor does a
   claimant confirm the hand-over of their own reward; nobody gives
   themself honor hours.
+- **Official hours are an organisation's record** (谁组织谁记录): a record
+  is recorded at once only when a coordinator of its org (or an admin) stands
+  behind it; otherwise a second person approves it — a coordinator of that org
+  (or an admin) who is neither the volunteer (``own_record``) nor whoever
+  made the record (``second_person_required``). The same people, except the
+  volunteer, may reject it.
 """
 
 from __future__ import annotations
@@ -29,17 +41,23 @@ from collections.abc import Callable
 from functools import cached_property
 
 import sqlalchemy as sa
+from flask_babel import gettext
 
-from app.errors import Forbidden
+from app.errors import Forbidden, Invalid
 from app.extensions import db
-from app.models import Certificate, Claim, Org, OrgMember, Posting, User
+from app.models import Certificate, Claim, Org, OrgMember, Posting, ServiceRecord, User
 from app.policy import (
+    ANYONE,
     CONTACT_CLAIM_STATUSES,
+    COORDINATORS,
     FULFIL_CONFIRM,
     HAND_OVER,
     HIDDEN_POSTING_STATUSES,
     POLICIES,
     PROVIDER,
+    PROVIDERS,
+    KindPolicy,
+    kind_name,
     kinds_where,
 )
 
@@ -53,7 +71,7 @@ def _coordinators_of_approved_orgs() -> sa.Select:
     return (
         sa.select(OrgMember.user_id, Org.id, Org.district)
         .join(Org, Org.id == OrgMember.org_id)
-        .where(OrgMember.role == "coordinator", Org.status == "approved")
+        .where(OrgMember.role == "coordinator", Org.is_approved)
     )
 
 
@@ -119,6 +137,10 @@ class Actor:
 
     # --- orgs ------------------------------------------------------------------------------------------------
 
+    def coordinated_org_in(self, district: str) -> int | None:
+        """The org this user coordinates in ``district`` (the lowest id of several; None: none)."""
+        return min((org_id for org_id, d in self.coordinated.items() if d == district), default=None)
+
     def coordinates_org(self, org_id: int | None) -> bool:
         return org_id is not None and org_id in self.coordinated
 
@@ -127,16 +149,68 @@ class Actor:
 
     def may_view_org(self, org: Org) -> bool:
         """Approved orgs: everyone. An application (pending, rejected): admins and its members."""
-        return org.status == "approved" or self.is_admin or org.id in self.member_roles
+        return org.is_approved or self.is_admin or org.id in self.member_roles
 
     def visible_orgs(self) -> sa.ColumnElement[bool]:
         """:meth:`may_view_org` as SQL, for lists."""
         if self.is_admin:
             return sa.true()
-        approved = Org.status == "approved"
+        approved = Org.is_approved
         if not self.member_roles:
             return approved
         return sa.or_(approved, Org.id.in_(sorted(self.member_roles)))
+
+    # --- posting and claiming -------------------------------------------------------------------------------
+
+    def posts_for_org(self, org: Org | None) -> bool:
+        """Posting in the name of ``org``: its coordinators and admins."""
+        return org is not None and self.manages_org(org.id)
+
+    def require_may_post(self, policy: KindPolicy, org: Org | None, *, for_someone_else: bool) -> None:
+        """Anyone signed in posts a wish for themself (naming an org sends it to that
+        org's review); a wish for someone else, a project, a charity activity or a
+        reward only a coordinator of ``org_id`` (or an admin); a service a registered
+        volunteer, for an approved org only as its member (``org_member_required``).
+
+        403 unless this actor may post a ``policy.kind`` (for ``org``, an approved
+        org, when given; ``for_someone_else``: with a beneficiary who is not the poster):
+
+        - anyone signed in posts a wish for themself, and may name an org on it
+          (that org's coordinators then review it); only a coordinator (of the
+          org named) or an admin posts one for someone else;
+        - a service is offered by a registered volunteer (for an approved org
+          only if they are its member: ``org_member_required``) or by an org's
+          coordinators;
+        - the other kinds are posted for an org by its coordinators.
+        """
+        member = org is not None and org.id in self.member_roles
+        if org is not None and not self.posts_for_org(org):
+            if policy.posted_by == PROVIDERS:
+                if not member:
+                    raise Forbidden("org_member_required")
+                if not self.is_volunteer:
+                    raise Forbidden("volunteer_required")
+            elif policy.posted_by != ANYONE:
+                raise Forbidden("coordinator_required")
+        if policy.posted_by == COORDINATORS and org is None:
+            if self.is_admin or self.is_coordinator:
+                raise Invalid(
+                    "org_id", gettext("Name the organisation this %(kind)s is posted for.", kind=kind_name(policy.kind))
+                )
+            raise Forbidden("coordinator_required")
+        if policy.posted_by == PROVIDERS and org is None:
+            if not (self.is_volunteer or self.is_admin or self.is_coordinator):
+                raise Forbidden("volunteer_required")
+        if for_someone_else and not (self.posts_for_org(org) or self.is_admin):
+            raise Forbidden("coordinator_required")
+
+    def require_may_claim(self, policy: KindPolicy, author_id: int) -> None:
+        """Anyone but the posting's author (``own_posting``); a registered volunteer where
+        the kind's claimant must be one (``volunteer_required``)."""
+        if author_id == self.id:
+            raise Forbidden("own_posting")
+        if policy.claimant_is_volunteer and not self.is_volunteer:
+            raise Forbidden("volunteer_required")
 
     # --- postings --------------------------------------------------------------------------------------------
 
@@ -152,13 +226,17 @@ class Actor:
         return self.id is not None and posting.author_id == self.id
 
     def manages_posting(self, posting: Posting) -> bool:
+        """Its author and its coordinators (its org's, or for an org-less wish its
+        district's; admins): they edit and cancel it, see its claims, hand rewards over."""
         return self.is_author(posting) or self.coordinates_posting(posting)
 
     def reviews_posting(self, posting: Posting) -> bool:
+        """Its coordinators other than its author: nobody approves their own posting."""
         return self.coordinates_posting(posting) and not self.is_author(posting)
 
     def is_contact(self, posting: Posting, claim_status: str | None) -> bool:
-        """May see the beneficiary's phone and exact address (and the exact point)."""
+        """The beneficiary's phone and exact address (and the exact point) are for the
+        posting's managers and the holder of an active or fulfilled claim."""
         return self.manages_posting(posting) or claim_status in CONTACT_CLAIM_STATUSES
 
     def sees_exact_point(self, posting: Posting, claim_status: str | None) -> bool:
@@ -226,14 +304,14 @@ class Actor:
         return posting.author_id if credited == PROVIDER else claim.user_id
 
     def may_fulfil(self, claim: Claim, posting: Posting) -> bool:
-        """Marking done is for the one who did the work (a wish's claimant, a
-        service's provider)."""
+        """The one who did the work: a wish's claimant, a service's provider."""
         policy = POLICIES[posting.kind]
         return policy.finish == FULFIL_CONFIRM and self.id == self.credited_user_id(claim, posting)
 
     def require_may_confirm(self, claim: Claim, posting: Posting) -> None:
-        """403 unless this actor may confirm the claim: ``own_claim`` for the one
-        whose work (or reward) it is, ``poster_required`` for anyone else not allowed.
+        """Never the one whose work (or reward) it is (``own_claim``); a wish and a
+        reward: its managers; a service: the resident who booked it or its
+        coordinators (``poster_required`` for anyone else).
 
         - wish: its managers (poster, coordinators);
         - service: the resident who booked it, or its coordinators;
@@ -251,11 +329,47 @@ class Actor:
             raise Forbidden("poster_required")
 
     def require_may_award(self, org_id: int, volunteer_id: int) -> None:
-        """Honor hours: the org's coordinators and admins, never to themself."""
+        """The org's coordinators and admins (``coordinator_required``), never to
+        themself (``own_record``); the award then waits for a second person."""
         if not self.manages_org(org_id):
             raise Forbidden("coordinator_required")
         if volunteer_id == self.id:
             raise Forbidden("own_record")
+
+    # --- service records ---------------------------------------------------------------------------------------
+
+    def stands_behind(self, org_id: int | None) -> bool:
+        """A coordinator of the recording org, or an admin: a record their confirmation
+        makes is recorded at once (anyone else's waits for approval)."""
+        return org_id is not None and self.manages_org(org_id)
+
+    def may_see_record(self, record: ServiceRecord) -> bool:
+        """Its volunteer, the recording org's coordinators, admins."""
+        return record.volunteer_id == self.id or self.manages_org(record.org_id)
+
+    def require_may_approve(self, record: ServiceRecord) -> None:
+        """A coordinator of its org or an admin (``coordinator_required``), never its
+        volunteer (``own_record``) nor whoever made it (``second_person_required``)."""
+        if record.volunteer_id == self.id:
+            raise Forbidden("own_record")
+        if not self.manages_org(record.org_id):
+            raise Forbidden("coordinator_required")
+        if record.recorded_by is not None and record.recorded_by == self.id:
+            raise Forbidden("second_person_required")
+
+    def approvable_records(self) -> sa.ColumnElement[bool]:
+        """:meth:`require_may_approve` as SQL, for records of an org this actor manages."""
+        return sa.and_(
+            ServiceRecord.volunteer_id != self.id,
+            sa.or_(ServiceRecord.recorded_by.is_(None), ServiceRecord.recorded_by != self.id),
+        )
+
+    def require_may_reject(self, record: ServiceRecord) -> None:
+        """A coordinator of its org or an admin, never its volunteer (``own_record``)."""
+        if record.volunteer_id == self.id:
+            raise Forbidden("own_record")
+        if not self.manages_org(record.org_id):
+            raise Forbidden("coordinator_required")
 
     # --- certificates ----------------------------------------------------------------------------------------
 
@@ -264,8 +378,8 @@ class Actor:
         return certificate.volunteer_id == self.id or self.manages_org(certificate.org_id)
 
     def require_may_void(self, certificate: Certificate) -> None:
-        """Voiding is for the certifying org's coordinators and admins, never on
-        their own certificate (403 ``own_certificate``)."""
+        """The certifying org's coordinators and admins, never on their own
+        certificate (``own_certificate``)."""
         if self.id is not None and certificate.volunteer_id == self.id:
             raise Forbidden("own_certificate")
         if not self.manages_org(certificate.org_id):
@@ -292,6 +406,22 @@ def reviewers_of(posting: Posting) -> set[int]:
     if coordinators is not None:
         reviewers = sa.union(reviewers, sa.select(coordinators.subquery().c.user_id))
     return set(db.session.scalars(reviewers)) - {posting.author_id}
+
+
+def record_reviewers(org_ids: set[int]) -> dict[int, set[int]]:
+    """The coordinators of each org of ``org_ids`` (approved orgs), who are told of its
+    pending records: org id -> user ids. One query."""
+    if not org_ids:
+        return {}
+    rows = db.session.execute(
+        sa.select(OrgMember.org_id, OrgMember.user_id)
+        .join(Org, Org.id == OrgMember.org_id)
+        .where(OrgMember.org_id.in_(sorted(org_ids)), OrgMember.role == "coordinator", Org.is_approved)
+    )
+    found: dict[int, set[int]] = {org_id: set() for org_id in org_ids}
+    for org_id, user_id in rows:
+        found[org_id].add(user_id)
+    return found
 
 
 def memberships(user: User) -> list[tuple[Org, str]]:

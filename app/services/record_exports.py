@@ -1,6 +1,7 @@
 """An org's service records out, for the district office (志愿服务记录导出): CSV and XLSX.
 
-One row per record with the fields China's volunteer-service record rules ask
+One row per ``recorded`` record (pending and rejected ones are not the org's
+record yet, or never) with the fields China's volunteer-service record rules ask
 for: the volunteer's number, real name and masked ID number, the activity,
 content, place, start, end, hours, credit or honor, evaluation, who recorded
 it and when. Times are local (``DEFAULT_TIMEZONE``, Asia/Shanghai) as
@@ -31,13 +32,15 @@ from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Font
 
 from app.clock import local_days, zone
+from app.districts import district_name
 from app.errors import Forbidden
 from app.extensions import db
+from app.i18n import current_locale
 from app.models import ServiceRecord, User, Volunteer
 from app.policy import hours
 from app.services.orgs import get_org
 from app.services.permissions import Actor
-from app.services.records import served_at
+from app.services.records import counted, served_at
 
 BATCH_SIZE = 1000
 CSV_TYPE = "text/csv; charset=utf-8"
@@ -108,7 +111,7 @@ def _record_batches(actor: Actor, org_id: int, first: date | None, last: date | 
     if not actor.manages_org(org.id):
         raise Forbidden("coordinator_required")
     start, end = local_days(first, last)
-    where = [ServiceRecord.org_id == org.id]
+    where = [ServiceRecord.org_id == org.id, counted()]
     if start is not None:
         where.append(served_at() >= start)
     if end is not None:
@@ -139,6 +142,7 @@ def _record_batches(actor: Actor, org_id: int, first: date | None, last: date | 
         .limit(BATCH_SIZE)
     )
     local_zone = zone()
+    locale = current_locale()
 
     def local(value: datetime | None) -> datetime | None:
         return value.astimezone(local_zone).replace(tzinfo=None) if value is not None else None
@@ -151,7 +155,7 @@ def _record_batches(actor: Actor, org_id: int, first: date | None, last: date | 
             r.id_masked,
             r.activity,
             r.content,
-            r.place,
+            district_name(r.place, locale),
             local(r.started_at),
             local(r.ended_at),
             hours(r.minutes),

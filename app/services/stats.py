@@ -6,7 +6,7 @@
 - ``wishes_claimed``: wishes a volunteer took on and has not given up
   (``TAKEN_CLAIM_STATUSES``: active, fulfilled, confirmed);
 - ``wishes_fulfilled``: wishes marked done (``DONE_CLAIM_STATUSES``);
-- ``credit_hours``: credit hours served on postings (by the posting's district);
+- ``credit_hours``: recorded credit hours served on postings (by the posting's district);
 - ``postings_by_kind``: public postings of each kind.
 
 Each figure is one indexed aggregate; the answer may be cached by a proxy for
@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from app.extensions import db
 from app.models import Claim, Posting, ServiceRecord, Volunteer
 from app.policy import DONE_CLAIM_STATUSES, POSTING_KINDS, PUBLIC_POSTING_STATUSES, TAKEN_CLAIM_STATUSES, hours
+from app.services.records import counted
 
 CACHE_SECONDS = 60
 
@@ -52,7 +53,7 @@ def city_stats(district: str | None = None) -> dict:
         in_district(
             sa.select(sa.func.coalesce(sa.func.sum(ServiceRecord.minutes), 0))
             .join(Posting, Posting.id == ServiceRecord.posting_id)
-            .where(ServiceRecord.kind == "credit"),
+            .where(ServiceRecord.kind == "credit", counted()),
             Posting.district,
         )
     )

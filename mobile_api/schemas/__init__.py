@@ -82,12 +82,14 @@ from mobile_api.schemas.records import (
     EnergySchema,
     HonorRecordCreateSchema,
     PeriodQuerySchema,
+    RecordBulkApproveSchema,
+    RecordBulkResultSchema,
     RecordMonthSchema,
     RecordQuerySchema,
     RecordSchema,
     RecordSummarySchema,
 )
-from mobile_api.schemas.skills import SkillSchema
+from mobile_api.schemas.skills import DistrictSchema, SkillSchema
 from mobile_api.schemas.stats import (
     HealthSchema,
     ReadinessSchema,
@@ -116,6 +118,7 @@ __all__ = [
     "DeletionSchema",
     "DeviceCreateSchema",
     "DeviceSchema",
+    "DistrictSchema",
     "EnergyEntrySchema",
     "EnergySchema",
     "ExportSchema",
@@ -150,6 +153,8 @@ __all__ = [
     "PostingSchema",
     "PostingUpdateSchema",
     "ReadinessSchema",
+    "RecordBulkApproveSchema",
+    "RecordBulkResultSchema",
     "RecordMonthSchema",
     "RecordQuerySchema",
     "RecordSchema",

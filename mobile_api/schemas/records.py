@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import date
 
 from flask_babel import gettext
+from flask_babel import lazy_gettext as _l
 from marshmallow import ValidationError, fields, post_load, validate, validates_schema
 
-from app.policy import MAX_HONOR_MINUTES, hours
-from app.services.records import RECORD_KINDS
+from app.policy import MAX_BULK_APPROVAL, MAX_HONOR_MINUTES, RECORD_KINDS, RECORD_STATUSES, hours
 from mobile_api.fields import BaseSchema, Id, PageQuery, UTCDateTime, year_between
 
 
@@ -17,19 +17,34 @@ class RecordSchema(BaseSchema):
     volunteer_id = fields.Integer()
     posting_id = fields.Integer(allow_none=True)
     claim_id = fields.Integer(allow_none=True)
-    org_id = fields.Integer(allow_none=True)
+    org_id = fields.Integer(
+        allow_none=True, metadata={"description": "The organisation that records and certifies it (谁组织谁记录)."}
+    )
     kind = fields.String(metadata={"enum": list(RECORD_KINDS)})
+    status = fields.String(
+        metadata={
+            "enum": list(RECORD_STATUSES),
+            "description": "pending until a second person of the org approves; only recorded ones count.",
+        }
+    )
     posting_kind = fields.String(allow_none=True)
     activity = fields.String()
     minutes = fields.Integer()
     hours = fields.Method("dump_hours", metadata={"type": "number"})
-    started_at = UTCDateTime(allow_none=True)
-    ended_at = UTCDateTime(allow_none=True)
+    started_at = UTCDateTime()
+    ended_at = UTCDateTime()
     place = fields.String(allow_none=True)
     content = fields.String(allow_none=True)
     evaluation = fields.String(allow_none=True)
     rating = fields.Integer(allow_none=True)
-    recorded_by = fields.Integer(allow_none=True)
+    recorded_by = fields.Integer(
+        allow_none=True, metadata={"description": "Who made the record (null: the scheduler)."}
+    )
+    approved_by = fields.Integer(
+        allow_none=True, metadata={"description": "Who approved or rejected it (or stood behind it when written)."}
+    )
+    decided_at = UTCDateTime(allow_none=True)
+    reject_reason = fields.String(allow_none=True)
     created_at = UTCDateTime()
 
     def dump_hours(self, record):
@@ -38,6 +53,29 @@ class RecordSchema(BaseSchema):
 
 class RecordQuerySchema(PageQuery):
     kind = fields.String(load_default=None, validate=validate.OneOf(RECORD_KINDS))
+    status = fields.String(load_default=None, validate=validate.OneOf(RECORD_STATUSES))
+
+
+class RecordBulkApproveSchema(BaseSchema):
+    ids = fields.List(
+        Id(),
+        required=True,
+        validate=validate.Length(
+            min=1,
+            max=MAX_BULK_APPROVAL,
+            error=_l("From {min} to {max} ids."),
+        ),
+        metadata={"description": f"The records to approve, at most {MAX_BULK_APPROVAL}."},
+    )
+
+
+class RecordBulkResultSchema(BaseSchema):
+    approved = fields.List(fields.Integer(), required=True, metadata={"description": "Now recorded."})
+    skipped = fields.List(
+        fields.Integer(),
+        required=True,
+        metadata={"description": "Not moved: no such record, another org's, not pending, or not yours to approve."},
+    )
 
 
 class RecordMonthSchema(BaseSchema):
@@ -50,12 +88,16 @@ class RecordMonthSchema(BaseSchema):
 
 
 class RecordSummarySchema(BaseSchema):
+    """The recorded hours (what counts), and beside them the minutes still pending approval."""
+
     credit_hours = fields.Float()
     honor_hours = fields.Float()
     total_hours = fields.Float()
     credit_minutes = fields.Integer()
     honor_minutes = fields.Integer()
-    records = fields.Integer()
+    pending_hours = fields.Float(metadata={"description": "Waiting for the org's approval; not counted yet."})
+    pending_minutes = fields.Integer()
+    records = fields.Integer(metadata={"description": "Recorded records."})
     star_level = fields.Integer()
     by_kind = fields.Dict(keys=fields.String(), values=fields.Float(), metadata={"description": "credit / honor"})
     by_posting_kind = fields.Dict(keys=fields.String(), values=fields.Float())

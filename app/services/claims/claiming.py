@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app import metrics
 from app.clock import utcnow
-from app.errors import AppError, Conflict, Forbidden, NotFound
+from app.errors import AppError, Conflict, NotFound
 from app.extensions import db
 from app.models import Claim, Posting, User
 from app.models.base import insert_loaded
@@ -50,10 +50,7 @@ def _claim(actor: Actor, posting_id: int, message: str | None) -> Claim:
         raise NotFound()
     user = actor.user
     policy = POLICIES[posting.kind]
-    if posting.author_id == user.id:
-        raise Forbidden("own_posting")
-    if policy.claimant_is_volunteer and not actor.is_volunteer:
-        raise Forbidden("volunteer_required")
+    actor.require_may_claim(policy, posting.author_id)
     ttl_hours = posting.claim_ttl_hours or policy.claim_ttl_hours
     now = utcnow()
 

@@ -30,6 +30,7 @@ from app.services.batches import update_batch
 from app.services.claims.on_site import credit_attendance
 from app.services.claims.places import give_back_places, leave_waitlist, return_claim_allowance
 from app.services.lifecycle import titles
+from app.services.records import hold_time
 from notifications import notify_many
 
 ON_SITE_SETTLED = kinds_where(settlement="on_site")
@@ -96,7 +97,8 @@ def _settled_postings(kinds: tuple[str, ...]) -> sa.ScalarSelect:
 
 def settle_checked_in(limit: int) -> int:
     """Events settled: claims checked in but never out are checked out at the end
-    and credited as a check-out would be."""
+    and credited as a check-out would be, the record ``pending`` (nobody stood
+    there to check out: a coordinator of the org approves it)."""
     now = utcnow()
     rule = (
         Claim.status == "active",
@@ -108,9 +110,11 @@ def settle_checked_in(limit: int) -> int:
     values = {"status": "confirmed", "check_out_at": end, "confirmed_at": now, "ended_at": now, "updated_at": now}
     rows = update_batch(Claim, rule, limit, values, [Claim.id, Claim.posting_id, Claim.user_id, Claim.check_in_at])
     postings = {p.id: p for p in db.session.scalars(sa.select(Posting).where(Posting.id.in_({r[1] for r in rows})))}
-    for claim_id, posting_id, user_id, checked_in in rows:
+    for user_id in sorted({row[2] for row in rows}):
+        hold_time(user_id)
+    for claim_id, posting_id, user_id, checked_in in sorted(rows, key=lambda r: (r[2], r[0])):
         posting = postings[posting_id]
-        credit_attendance(posting, claim_id, user_id, checked_in, posting.ends_at)
+        credit_attendance(posting, claim_id, user_id, checked_in, posting.ends_at, on_site=False)
     notify_many(
         "claim_confirmed",
         (

@@ -3,10 +3,17 @@
 Nobody credits their own work: a wish's claimant marks it done and its
 managers confirm; a service's provider marks it done and the resident who
 booked it (or its coordinators) confirms; a reward is handed over by its
-managers. The minutes are reported when the work is marked done (1–480) and
-may be lowered, never raised, by the confirmer. A fulfilled claim nobody
-confirms within ``AUTO_CONFIRM_DAYS`` is confirmed by the scheduler
-(:func:`auto_confirm`), through the same steps as a person's confirmation.
+managers. The minutes are reported when the work is marked done (1 to
+``MAX_REPORTED_MINUTES``) and may be lowered, never raised, by the confirmer.
+A fulfilled claim nobody confirms within ``AUTO_CONFIRM_DAYS`` is confirmed by
+the scheduler (:func:`auto_confirm`), through the same steps as a person's
+confirmation.
+
+The confirmation writes the record (``app.services.records``): ``recorded``
+at once when the confirmer is a coordinator of the recording org (or an
+admin), else ``pending``; never one whose window overlaps another record of
+the volunteer (409 ``overlapping_record``; the scheduler then confirms the
+claim without a record).
 """
 
 from __future__ import annotations
@@ -22,8 +29,8 @@ from app.clock import utcnow
 from app.errors import Conflict, Forbidden, Invalid
 from app.extensions import db
 from app.models import Claim, Posting
-from app.policy import CHECK_IN_OUT, FULFIL_CONFIRM, HAND_OVER, POLICIES, PROVIDER, kinds_where
-from app.services import records
+from app.policy import CHECK_IN_OUT, FULFIL_CONFIRM, HAND_OVER, MAX_REPORTED_MINUTES, POLICIES, PROVIDER, kinds_where
+from app.services import records, reputation
 from app.services.batches import update_batch
 from app.services.claims.access import claim_access, move, tell_and_commit
 from app.services.claims.places import return_claim_allowance
@@ -53,9 +60,16 @@ def fulfil_claim(
         raise Forbidden("provider_required" if policy.credited == PROVIDER else "claimant_required")
     if claim.status != "active":
         raise Conflict("claim_not_active")  # before the photos are read; the UPDATE below decides
+    if minutes is None or not 1 <= minutes <= MAX_REPORTED_MINUTES:
+        raise Invalid("minutes", gettext("From 1 to %(most)s minutes.", most=format_decimal(MAX_REPORTED_MINUTES)))
+    now = utcnow()
+    if records.recording_org_id(posting) is not None and records.covered(
+        actor.id, now - timedelta(minutes=minutes), now
+    ):
+        raise Conflict("overlapping_record")
     credited_user, confirmer = claim.user_id, (posting.author_id if policy.credited != PROVIDER else claim.user_id)
     photos = usable_photos(actor, photo_ids, "fulfil")
-    values = {"status": "fulfilled", "fulfilled_at": utcnow(), "note": note, "minutes": minutes}
+    values = {"status": "fulfilled", "fulfilled_at": now, "note": note, "minutes": minutes}
     if not move(claim_id, ("active",), **values):
         db.session.rollback()
         raise Conflict("claim_not_active")
@@ -125,16 +139,21 @@ def confirm_claim(
                 slug="minutes_above_reported",
             )
         raise Conflict("claim_not_fulfilled")
-    record_confirmed(rows, recorded_by=actor.id, feedback=feedback)
+    try:
+        record_confirmed(rows, confirmer=actor, feedback=feedback)
+    except Conflict:
+        db.session.rollback()
+        raise
     db.session.commit()
     return db.session.get(Claim, claim_id)
 
 
 def auto_confirm(limit: int) -> int:
     """Fulfilled claims nobody confirmed within ``AUTO_CONFIRM_DAYS`` → confirmed
-    (no rating, ``auto_confirmed``), recorded as a person's confirmation would be;
-    both sides are told. Their photos stay private: publishing them is the
-    poster's choice, and the poster made none."""
+    (no rating, ``auto_confirmed``), with a ``pending`` record — none where it
+    would overlap another record of the volunteer; both sides are told. Their
+    photos stay private: publishing them is the poster's choice, and the poster
+    made none."""
     now = utcnow()
     cutoff = now - timedelta(days=current_app.config["AUTO_CONFIRM_DAYS"])
     rule = (Claim.status == "fulfilled", Claim.kind.in_(AUTO_CONFIRMED_KINDS), Claim.fulfilled_at <= cutoff)
@@ -148,37 +167,59 @@ def auto_confirm(limit: int) -> int:
         "updated_at": now,
     }
     rows = update_batch(Claim, rule, limit, values, _CONFIRMED)
-    record_confirmed(rows, recorded_by=None, feedback=None, tell_both=True)
+    record_confirmed(rows, confirmer=None, feedback=None, tell_both=True)
     return len(rows)
 
 
-def record_confirmed(rows: Sequence, *, recorded_by: int | None, feedback: str | None, tell_both: bool = False) -> None:
+def record_confirmed(rows: Sequence, *, confirmer: Actor | None, feedback: str | None, tell_both: bool = False) -> None:
     """The consequences of confirmed fulfilments (rows of ``_CONFIRMED``): the
-    record and energy of whoever did the work, a wish closed, ``claim_confirmed``
-    to the one credited (and, ``tell_both``, to the other side too)."""
+    rating, counted once per rater, and the record of whoever did the work
+    (``recorded`` when the confirmer stands behind it for the recording org, else
+    ``pending``); a wish closed; ``claim_confirmed`` to the one credited (and,
+    ``tell_both``, to the other side too).
+
+    A person's confirmation whose record would overlap another of the
+    volunteer's raises 409 ``overlapping_record`` (the caller rolls back); the
+    scheduler's (``confirmer`` None) confirms the claim without a record. The
+    volunteers' time is held in id order (one lock order for a batch)."""
     if not rows:
         return
     postings = {p.id: p for p in db.session.scalars(sa.select(Posting).where(Posting.id.in_({r[1] for r in rows})))}
     told = []
     now = utcnow()
-    for claim_id, posting_id, user_id, minutes, fulfilled_at, note, rating in rows:
+
+    def credited_of(row) -> int:
+        return postings[row[1]].author_id if POLICIES[postings[row[1]].kind].credited == PROVIDER else row[2]
+
+    for user_id in sorted({credited_of(row) for row in rows}):
+        records.hold_time(user_id)
+    for row in sorted(rows, key=lambda r: (credited_of(r), r[0])):
+        claim_id, posting_id, user_id, minutes, fulfilled_at, note, rating = row
         fulfilled_at = fulfilled_at or now
         posting = postings[posting_id]
-        policy = POLICIES[posting.kind]
-        credited = posting.author_id if policy.credited == PROVIDER else user_id
-        records.write_credit_record(
-            user_id=credited,
-            posting=posting,
-            claim_id=claim_id,
-            minutes=minutes,
-            started_at=fulfilled_at - timedelta(minutes=minutes),
-            ended_at=fulfilled_at,
-            recorded_by=recorded_by,
-            content=note,
-            evaluation=records.evaluation_for(rating, feedback),
-            rating=rating,
-            bonus_points=policy.confirm_bonus_points,
-        )
+        credited = credited_of(row)
+        started_at = fulfilled_at - timedelta(minutes=minutes)
+        if rating is not None and confirmer is not None:
+            reputation.rate(credited, confirmer.id, rating, claim_id)
+        org_id = records.recording_org_id(posting)
+        writes = org_id is not None
+        if writes and records.covered(credited, started_at, fulfilled_at):
+            if confirmer is not None:
+                raise Conflict("overlapping_record")
+            writes = False
+        if writes:
+            records.write_credit_record(
+                user_id=credited,
+                posting=posting,
+                claim_id=claim_id,
+                minutes=minutes,
+                started_at=started_at,
+                recorded_by=confirmer.id if confirmer is not None else None,
+                stood_behind_by=confirmer.id if confirmer is not None and confirmer.stands_behind(org_id) else None,
+                content=note,
+                evaluation=records.evaluation_for(rating, feedback),
+                rating=rating,
+            )
         audience = {user_id, posting.author_id} if tell_both else {credited}
         told.append(
             (

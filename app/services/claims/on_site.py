@@ -1,8 +1,12 @@
 """On site (project, charity): check-in, check-out, no-show.
 
 Check-out credits the overlap of check-in..check-out with the event's
-starts_at..ends_at, at most 12 hours; an event's settlement
-(``app.services.claims.settling``) checks out at the end whoever forgot.
+starts_at..ends_at, at most 12 hours, less any time the volunteer's other
+records already cover; an event's settlement (``app.services.claims.deadlines``)
+checks out at the end whoever forgot. A check-out on site is ``recorded`` at
+once (the org's event, the server's clock and the geofence stand behind it);
+the settlement's, or one at an event posted without a point (no geofence), is
+``pending`` until a coordinator of the org approves it.
 """
 
 from __future__ import annotations
@@ -17,15 +21,15 @@ from app.errors import Conflict, Forbidden, Invalid
 from app.extensions import db
 from app.geo import haversine_km
 from app.models import Claim, Posting
-from app.policy import CHECK_IN_OPENS_BEFORE, CHECK_IN_RADIUS_KM, on_site_credit
+from app.policy import CHECK_IN_OPENS_BEFORE, CHECK_IN_RADIUS_KM, metres, minutes_between, on_site_credit
 from app.services import records
 from app.services.claims.access import ClaimAccess, claim_access, claimant_access, move, refused, tell_and_commit
 from app.services.permissions import Actor
 
 
 def check_in(actor: Actor, claim_id: int, lat: float, lng: float) -> Claim:
-    """签到: the claimant, on site (within 500 m), from 30 minutes before the start
-    until the end. Only once."""
+    """签到: the claimant, on site (within ``CHECK_IN_RADIUS_KM``), from
+    ``CHECK_IN_OPENS_BEFORE`` the start until the end. Only once."""
     access = _on_site_claim(actor, claim_id)
     posting = access.posting
     now = utcnow()
@@ -64,23 +68,38 @@ def check_out(actor: Actor, claim_id: int, lat: float, lng: float) -> Claim:
         if claim.status == "active" and claim.check_in_at is None:
             raise Conflict("not_checked_in")
         raise Conflict("claim_not_active")
-    credit_attendance(posting, claim_id, actor.id, row[0], now)
+    records.hold_time(actor.id)
+    # The org's event, the server's clock and the geofence stand behind a check-out on
+    # site; an event posted without a point has no geofence, so a coordinator approves.
+    geofenced = posting.lat is not None and posting.lng is not None
+    credit_attendance(posting, claim_id, actor.id, row[0], now, on_site=geofenced)
     return tell_and_commit([actor.id], "claim_confirmed", posting, claim_id)
 
 
-def credit_attendance(posting: Posting, claim_id: int, user_id: int, checked_in: datetime, checked_out: datetime):
-    """The credit of a checked-out claim: its minutes (the overlap with the event,
-    at most 12 hours) on the claim and in one record, recorded by the organiser."""
+def credit_attendance(
+    posting: Posting, claim_id: int, user_id: int, checked_in: datetime, checked_out: datetime, *, on_site: bool
+) -> None:
+    """The credit of a checked-out claim, in the caller's transaction, which holds
+    the volunteer's time: the overlap with the event (at most 12 hours), less what
+    the volunteer's other records already cover (its longest free stretch), as
+    the claim's minutes and one record — ``recorded`` at once for a check-out on
+    site (``on_site``: within the geofence; the organiser stands behind it),
+    ``pending`` otherwise (the settlement's, or an event without a point). No
+    time left: no record."""
     started, minutes = on_site_credit(checked_in, checked_out, posting.starts_at, posting.ends_at)
+    start, end = records.uncovered_stretch(user_id, started, started + timedelta(minutes=minutes))
+    minutes = minutes_between(start, end)
     move(claim_id, ("confirmed",), minutes=minutes)
+    if not minutes:
+        return
     records.write_credit_record(
         user_id=user_id,
         posting=posting,
         claim_id=claim_id,
         minutes=minutes,
-        started_at=started,
-        ended_at=started + timedelta(minutes=minutes),
-        recorded_by=posting.author_id,
+        started_at=start,
+        recorded_by=posting.author_id if on_site else None,
+        stood_behind_by=posting.author_id if on_site else None,
     )
 
 
@@ -113,4 +132,8 @@ def _require_on_site(posting: Posting, lat: float, lng: float) -> None:
     if posting.lat is None or posting.lng is None:
         return  # a posting without a point has no site to be near
     if haversine_km(lat, lng, posting.lat, posting.lng) > CHECK_IN_RADIUS_KM:
-        raise Invalid("location", gettext("You are more than 500 m from the site."), slug="too_far_from_site")
+        raise Invalid(
+            "location",
+            gettext("You are more than %(metres)s m from the site.", metres=metres(CHECK_IN_RADIUS_KM)),
+            slug="too_far_from_site",
+        )

@@ -25,7 +25,7 @@ from flask import current_app
 from app.errors import AppError, Conflict, NotFound
 from app.extensions import db
 from app.models import Claim, Posting, Volunteer
-from app.policy import POLICIES, KindPolicy
+from app.policy import FILLED_POSTING_STATUSES, POLICIES, QUEUEING_POSTING_STATUSES, KindPolicy
 from app.services.batches import batch_of
 from app.services.lifecycle import expired_or_reopened, retire_tags, tell_expired, titles
 from notifications import notify
@@ -80,7 +80,7 @@ def _place_statements(policy: KindPolicy) -> tuple[sa.Update, sa.Update]:
         sa.update(Posting)
         .where(
             *window,
-            Posting.status.in_(("open", "full")),
+            Posting.status.in_(QUEUEING_POSTING_STATUSES),
             Posting.capacity.is_not(None),
             Posting.claimed_count >= Posting.capacity,
         )
@@ -191,7 +191,9 @@ def give_back_places(freed: Mapping[int, int]) -> GivenBack:
             .where(Posting.id.in_(posting_ids), Posting.claimed_count >= count)
             .values(
                 claimed_count=Posting.claimed_count - count,
-                status=sa.case((Posting.status.in_(("claimed", "full")), expired_or_reopened()), else_=Posting.status),
+                status=sa.case(
+                    (Posting.status.in_(FILLED_POSTING_STATUSES), expired_or_reopened()), else_=Posting.status
+                ),
             )
             .returning(Posting.id, Posting.status, Posting.author_id, Posting.title)
             .execution_options(synchronize_session=False)

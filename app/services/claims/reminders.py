@@ -10,19 +10,18 @@ import sqlalchemy as sa
 from app.clock import utcnow
 from app.extensions import db
 from app.models import Claim, Posting
-from app.policy import RUNNING_POSTING_STATUSES, kinds_where
+from app.policy import DUE_WARNING, RUNNING_POSTING_STATUSES, kinds_where, whole_hours
 from app.services.batches import update_batch
 from app.services.lifecycle import titles
 from notifications import notify_many
 
-DUE_WARNING = timedelta(hours=24)  # claim_due_soon this long before due_at
 # (stage, lead time, label) of the event reminders, the nearest first
 EVENT_REMINDERS = ((2, timedelta(hours=1), "1h"), (1, timedelta(hours=24), "24h"))
 REMINDED_KINDS = kinds_where(event_reminders=True)
 
 
 def remind_due(limit: int) -> int:
-    """Active claims due within 24 h: the claimant is reminded once (``claim_due_soon``)."""
+    """Active claims due within ``DUE_WARNING``: the claimant is reminded once (``claim_due_soon``)."""
     now = utcnow()
     rule = (
         Claim.status == "active",
@@ -44,7 +43,13 @@ def remind_due(limit: int) -> int:
             (
                 [user_id],
                 f"claim:{claim_id}",
-                {"title": names.get(posting_id), "posting_id": posting_id, "claim_id": claim_id, "when": due_at},
+                {
+                    "title": names.get(posting_id),
+                    "posting_id": posting_id,
+                    "claim_id": claim_id,
+                    "when": due_at,
+                    "hours": whole_hours(DUE_WARNING),
+                },
             )
             for claim_id, posting_id, user_id, due_at in rows
         ),

@@ -8,10 +8,11 @@ from typing import Any
 from flask_babel import gettext
 
 from app.clock import utcnow
-from app.errors import Conflict, Forbidden, Invalid
+from app.errors import Invalid
 from app.extensions import db
 from app.models import Org, Posting, PostingTag
-from app.policy import ANYONE, COORDINATORS, POLICIES, PROVIDERS, KindPolicy, kind_name
+from app.policy import POLICIES
+from app.services.orgs import require_approved
 from app.services.permissions import Actor
 from app.services.photos import attach, usable_photos
 from app.services.postings.fields import (
@@ -39,8 +40,8 @@ def create_posting(actor: Actor, data: Mapping[str, Any]) -> PostingView:
     author = actor.user
     now = utcnow()
     org = _named_org(data.get("org_id"))
-    for_org = org is not None and actor.manages_org(org.id)
-    _check_poster(policy, actor, org, for_org, data)
+    for_org = actor.posts_for_org(org)
+    actor.require_may_post(policy, org, for_someone_else=bool(data.get("beneficiary")) and policy.has_beneficiary)
 
     values = trimmed({name: data.get(name) for name in PLAIN_FIELDS})
     apply_location(values, data.get("location"))
@@ -85,29 +86,4 @@ def _named_org(org_id: int | None) -> Org | None:
     org = db.session.get(Org, org_id)
     if org is None:
         raise Invalid("org_id", gettext("No such organisation."))
-    if org.status != "approved":
-        raise Conflict("org_not_approved")
-    return org
-
-
-def _check_poster(policy: KindPolicy, actor: Actor, org: Org | None, for_org: bool, data: Mapping) -> None:
-    """403 unless ``actor`` may post this kind (for ``org``).
-
-    Anyone may name an org on a wish of their own: it then waits for that org's
-    coordinators to review it. Every other kind is posted for an org only by
-    its coordinators.
-    """
-    if org is not None and not for_org and policy.posted_by != ANYONE:
-        raise Forbidden("coordinator_required")
-    if policy.posted_by == COORDINATORS and org is None:
-        if actor.is_admin or actor.is_coordinator:
-            raise Invalid(
-                "org_id", gettext("Name the organisation this %(kind)s is posted for.", kind=kind_name(policy.kind))
-            )
-        raise Forbidden("coordinator_required")
-    if policy.posted_by == PROVIDERS and org is None:
-        if not (actor.is_volunteer or actor.is_admin or actor.is_coordinator):
-            raise Forbidden("volunteer_required")
-    if data.get("beneficiary") and policy.has_beneficiary and not (for_org or actor.is_admin):
-        # A resident posts a wish for themself; only a coordinator posts for someone else.
-        raise Forbidden("coordinator_required")
+    return require_approved(org)

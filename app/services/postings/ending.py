@@ -13,18 +13,15 @@ returns how many it moved; run again, it finds nothing left to do.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import sqlalchemy as sa
 
 from app.clock import utcnow
 from app.models import Posting
-from app.policy import LIVE_POSTING_STATUSES, RUNNING_POSTING_STATUSES, kinds_where
+from app.policy import EXPIRY_WARNING, LIVE_POSTING_STATUSES, RUNNING_POSTING_STATUSES, kinds_where, whole_hours
 from app.services.batches import stamp, update_batch
 from app.services.lifecycle import nothing_live_holds, retire_tags, tell_expired
 from notifications import notify_many
 
-EXPIRY_WARNING = timedelta(hours=24)  # posting_expiring this long before expires_at
 CLOSING_KINDS = kinds_where(closes_at_end=True)
 
 
@@ -54,7 +51,7 @@ def expire_due(limit: int) -> int:
 
 
 def warn_expiring(limit: int) -> int:
-    """Postings that will expire within 24 h: the poster is warned once per deadline
+    """Postings that will expire within ``EXPIRY_WARNING``: the poster is warned once per deadline
     (``posting_expiring``); extending ``expires_at`` earns a new warning later."""
     now = utcnow()
     rule = (
@@ -78,7 +75,12 @@ def warn_expiring(limit: int) -> int:
             (
                 [author_id],
                 f"posting:{posting_id}:{stamp(expires_at)}",
-                {"title": title, "posting_id": posting_id, "when": expires_at},
+                {
+                    "title": title,
+                    "posting_id": posting_id,
+                    "when": expires_at,
+                    "hours": whole_hours(EXPIRY_WARNING),
+                },
             )
             for posting_id, author_id, title, expires_at in rows
         ),

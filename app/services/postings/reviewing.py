@@ -45,7 +45,10 @@ def ask_for_review(posting: Posting) -> None:
 
 
 def approve_posting(actor: Actor, posting_id: int) -> PostingView:
-    """pending_review → open; the author is told, and the volunteers nearby (微呼百应)."""
+    """pending_review → open; the author is told, and the volunteers nearby (微呼百应).
+    An org-less wish gets its recording org: the approving coordinator's org in
+    its district (the lowest id when they coordinate several there; none for an
+    admin who coordinates none there — its service then records nothing)."""
     posting = _review(actor, posting_id, "open", None)
     alert_nearby_volunteers(posting)
     db.session.commit()
@@ -66,6 +69,10 @@ def _review(actor: Actor, posting_id: int, status: str, reason: str | None) -> P
     if not actor.reviews_posting(posting):
         raise Forbidden("coordinator_required")
     now = utcnow()
+    values = {}
+    if status == "open" and posting.org_id is None:
+        # 谁组织谁记录: the approver's org records the service done on this wish.
+        values["recording_org_id"] = actor.coordinated_org_in(posting.district)
     transition(
         posting,
         "pending_review",
@@ -74,6 +81,7 @@ def _review(actor: Actor, posting_id: int, status: str, reason: str | None) -> P
         reviewed_by=actor.id,
         reviewed_at=now,
         review_note=reason,
+        **values,
     )
     kind = "posting_approved" if status == "open" else "posting_rejected"
     context = {"reason": reason} if reason else {}
