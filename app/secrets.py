@@ -63,26 +63,6 @@ def key_problems(config, names: Iterable[str] = KEYS) -> list[str]:
     return problems
 
 
-def push_problems(config) -> list[str]:
-    """Settings that would make the FCM dispatcher send a message twice or give up early."""
-    if config.get("PUSH_BACKEND") != "fcm":
-        return []
-    from notifications.senders.fcm import longest_send_seconds
-
-    longest = longest_send_seconds(
-        float(config.get("FCM_TIMEOUT_SECONDS", 10)),
-        int(config.get("FCM_SDK_RETRIES", 4)),
-        float(config.get("FCM_SDK_BACKOFF_SECONDS", 0.5)),
-    )
-    lease = float(config.get("PUSH_LEASE_SECONDS", 300))
-    if lease <= longest:
-        return [
-            f"PUSH_LEASE_SECONDS ({lease:g}) must exceed the longest send ({longest:g} s from FCM_TIMEOUT_SECONDS, "
-            "FCM_SDK_RETRIES and FCM_SDK_BACKOFF_SECONDS), or another dispatcher resends rows still in flight"
-        ]
-    return []
-
-
 def production_problems(app: Flask) -> list[str]:
     """Everything production refuses: the three keys, and the certificate signing key."""
     from app.services.certificates import CertificateKeyError, certificate_key
@@ -97,10 +77,8 @@ def production_problems(app: Flask) -> list[str]:
 
 def ensure_keys(app: Flask) -> None:
     """Fill development keys, or refuse to start production with unsafe ones.
-    Push settings that would duplicate messages are refused in every mode."""
-    problems = push_problems(app.config)
-    if problems:
-        raise UnsafeConfiguration("refusing to start: " + "; ".join(problems))
+    (Push settings that would duplicate messages are refused by the delivery
+    layer, in every mode: notifications.init_app.)"""
     if is_development(app):
         missing = [name for name in KEYS if not app.config.get(name)]
         if missing:

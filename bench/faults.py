@@ -245,7 +245,7 @@ def fcm_slower_than_timeout(args) -> bool:
     from app import create_app
     from app.extensions import db
     from app.models import Device, Notification, User
-    from notifications import notify
+    from app.outbox import notify
     from notifications.dispatch import dispatch_until_empty
     from tests.fake_fcm import FakeFcm
 

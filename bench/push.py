@@ -48,8 +48,8 @@ from google.auth.transport.requests import AuthorizedSession  # noqa: E402
 from app import create_app  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.models import Device, Notification, User  # noqa: E402
+from app.outbox import notify_each  # noqa: E402
 from bench.dbsetup import ensure_database  # noqa: E402
-from notifications import notify_each  # noqa: E402
 from notifications.dispatch import dispatch_until_empty  # noqa: E402
 from notifications.senders import PushMessage, PushResult  # noqa: E402
 from notifications.senders.fcm import MAX_BATCH, FcmSender, build_message, sdk_retry  # noqa: E402

@@ -13,7 +13,7 @@ from flask import Flask
 from app.clock import utcnow
 from app.extensions import db
 from app.geo import geocell_for
-from app.models import Claim, Org, OrgMember, Posting, PostingTag, ServiceRecord, Volunteer
+from app.models import Claim, Device, Org, OrgMember, Posting, PostingTag, ServiceRecord, Volunteer
 from app.policy import PLACE_CLAIM_STATUSES, POLICIES
 from app.services import accounts, tokens, volunteers
 from app.services.postings.fields import tag_rows
@@ -295,3 +295,22 @@ def set_locale(client, account: Account, locale: str) -> None:
     """The account's language (``PATCH /me``): what its pushes, inbox and messages use."""
     resp = client.patch("/api/v1/me", headers=account.headers, json={"locale": locale})
     assert resp.status_code == 200, resp.get_json()
+
+
+def make_device(
+    app: Flask, user_id: int, token: str, platform: str = "android", provider: str = "fcm", **fields
+) -> int:
+    """A registered phone of ``user_id`` (an FCM token, or a JPush registration ID with
+    ``provider="jpush"``), seen now unless ``last_seen_at`` says otherwise."""
+    with app.app_context():
+        device = Device(
+            user_id=user_id,
+            token=token,
+            platform=platform,
+            provider=provider,
+            last_seen_at=fields.pop("last_seen_at", None) or utcnow(),
+            **fields,
+        )
+        db.session.add(device)
+        db.session.commit()
+        return device.id

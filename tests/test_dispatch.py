@@ -8,39 +8,45 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from flask import has_app_context
 import sqlalchemy as sa
 
 from app import clock
 from app.extensions import db
 from app.models import Device, Notification, User
-from notifications import notify, push_payload
+from app.outbox import notify, push_payload
 from notifications.dispatch import (
     MAX_ATTEMPTS,
     backoff,
     claim_batch,
-    current_sender,
+    current_router,
     dispatch_pending,
     dispatch_until_empty,
 )
-from notifications.senders import PushResult
-from notifications.senders.memory import MemorySender
-from tests.factories import make_user
+from notifications.senders import PushResult, Router
+from notifications.senders.memory import MemoryProvider
+from tests.factories import make_device, make_user
 
 NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
 
 
 @pytest.fixture
-def sender(app) -> MemorySender:
+def sender(app) -> MemoryProvider:
     with app.app_context():
-        sender = current_sender()
-    assert isinstance(sender, MemorySender)
+        sender = current_router()["memory"]
+    assert isinstance(sender, MemoryProvider)
     return sender
 
 
-def add_device(app, user_id: int, token: str, platform: str = "android") -> None:
-    with app.app_context():
-        db.session.add(Device(user_id=user_id, token=token, platform=platform, last_seen_at=clock.utcnow()))
-        db.session.commit()
+def add_device(app, user_id: int, token: str, platform: str = "android", provider: str = "fcm") -> None:
+    make_device(app, user_id, token, platform, provider)
+
+
+def router_of(provider) -> Router:
+    """A router whose one provider is ``provider`` (a scripted stand-in)."""
+    router = Router({"PUSH_BACKEND": "memory"})
+    router.providers = {"memory": provider}
+    return router
 
 
 def enqueue(app, user_ids, kind="wish_claimed", dedupe="claim:1", **context) -> None:
@@ -207,15 +213,15 @@ def test_a_token_registered_again_after_the_claim_is_kept(app, sender):
     add_device(app, user.id, "tok")
     enqueue(app, [user.id])
 
-    class ReRegisteringSender(MemorySender):
+    class ReRegisteringSender(MemoryProvider):
         def send(self, messages):
             with app.app_context():
                 later = clock.utcnow() + timedelta(seconds=1)
                 db.session.execute(sa.update(Device).where(Device.token == "tok").values(last_seen_at=later))
                 db.session.commit()
-            return [PushResult("dead_token", "UnregisteredError") for _ in messages]
+            return enumerate([PushResult("dead_token", "UnregisteredError") for _ in messages])
 
-    counts = dispatch(app, sender=ReRegisteringSender())
+    counts = dispatch(app, router=router_of(ReRegisteringSender()))
     assert counts["tokens_deleted"] == 0
     assert tokens(app) == {"tok"}
 
@@ -284,11 +290,11 @@ def test_retry_after_is_the_least_wait(app):
     add_device(app, user.id, "phone")
     enqueue(app, [user.id])
 
-    class Throttled(MemorySender):
+    class Throttled(MemoryProvider):
         def send(self, messages):
-            return [PushResult("retry", "QuotaExceededError", retry_after=600) for _ in messages]
+            return enumerate([PushResult("retry", "QuotaExceededError", retry_after=600) for _ in messages])
 
-    dispatch(app, sender=Throttled())
+    dispatch(app, router=router_of(Throttled()))
     assert rows(app)[0].next_attempt_at >= NOW + timedelta(seconds=600)
 
 
@@ -307,11 +313,11 @@ def test_a_broken_sender_makes_the_batch_retry(app):
     add_device(app, user.id, "phone")
     enqueue(app, [user.id])
 
-    class Broken(MemorySender):
+    class Broken(MemoryProvider):
         def send(self, messages):
             raise ConnectionError("network is down")
 
-    assert dispatch(app, sender=Broken())["retried"] == 1
+    assert dispatch(app, router=router_of(Broken()))["retried"] == 1
     (row,) = rows(app)
     assert row.push_status == "pending"
     assert row.last_error == "sender error: ConnectionError: network is down"
@@ -323,19 +329,20 @@ def test_no_transaction_is_open_while_sending(app, sender, is_postgres):
     enqueue(app, [user.id])
     seen = {}
 
-    class Watching(MemorySender):
+    class Watching(MemoryProvider):
         def send(self, messages):
-            seen["in_transaction"] = db.session().in_transaction()
+            # providers run on threads of their own, outside any app context: no session there
+            seen["app_context"] = has_app_context()
             # another connection can update the claimed row at once: no lock is held on it
-            with db.engine.connect() as other:
+            with app.app_context(), db.engine.connect() as other:
                 if is_postgres:
                     other.execute(sa.text("SET lock_timeout = '1s'"))
                 other.execute(sa.update(Notification).values(title=Notification.title))
                 other.commit()
             return super().send(messages)
 
-    assert dispatch(app, sender=Watching())["sent"] == 1
-    assert seen == {"in_transaction": False}
+    assert dispatch(app, router=router_of(Watching()))["sent"] == 1
+    assert seen == {"app_context": False}
 
 
 def test_batches_are_bounded_and_drain_until_empty(app, sender):
@@ -355,9 +362,9 @@ def test_batches_are_bounded_and_drain_until_empty(app, sender):
 
 
 def test_the_next_batch_is_claimed_while_one_is_on_the_wire(app, sender, monkeypatch):
-    """dispatch_until_empty claims batch n+1 while batch n is being sent: the
-    first send waits until a second claim has been made (a sequential loop
-    would never make it), and every row still ends sent exactly once."""
+    """dispatch_until_empty claims batch n+1 while the last half of batch n is on the
+    wire: the first send holds its last answer until a second claim has been made
+    (a sequential loop would never make it), and every row still ends sent exactly once."""
     import notifications.dispatch as dispatch_module
 
     users = [make_user(app) for _ in range(5)]
@@ -378,14 +385,16 @@ def test_the_next_batch_is_claimed_while_one_is_on_the_wire(app, sender, monkeyp
     monkeypatch.setattr(dispatch_module, "claim_batch", counting_claim)
     overlapped = []
 
-    class Waiting(MemorySender):
+    class Waiting(MemoryProvider):
         def send(self, messages):
+            answers = list(super().send(messages))
+            yield answers[0]
             overlapped.append(second_claim.wait(timeout=5))
-            return super().send(messages)
+            yield from answers[1:]
 
     waiting = Waiting()
     with app.app_context():
-        total = dispatch_until_empty(batch_size=2, sender=waiting)
+        total = dispatch_until_empty(batch_size=2, router=router_of(waiting))
     assert overlapped[0] is True
     assert total["claimed"] == 5 and total["sent"] == 5 and total["batches"] == 3
     assert sorted(m.token for m in waiting.sent) == sorted(f"phone-{u.id}" for u in users)
@@ -441,7 +450,7 @@ def test_a_dispatcher_that_lost_its_lease_cannot_overwrite_the_newer_result(app,
     clock.freeze(slow_lease + timedelta(seconds=1))
     assert dispatch(app)["sent"] == 1  # a second dispatcher reclaimed and sent it
     with app.app_context():  # the slow one comes back with a stale failure
-        record_results({slow.id: Outcome("failed", "failed", error="late")}, slow_lease, set(), claimed_at=NOW)
+        record_results([(slow.id, slow_lease, Outcome("failed", "failed", error="late"))], {})
     (row,) = rows(app)
     assert (row.push_status, row.last_error) == ("sent", None)
 
@@ -481,7 +490,7 @@ def test_two_dispatchers_at_once_never_send_a_row_twice(app, postgres_only):
             notify([u.id for u in users], "claim_confirmed", dedupe=f"c:{i}", title="t", posting_id=i)
         db.session.commit()
 
-    class Slow(MemorySender):
+    class Slow(MemoryProvider):
         def send(self, messages):
             time.sleep(0.005)  # hold the batch a moment so the dispatchers overlap
             return super().send(messages)
@@ -495,7 +504,7 @@ def test_two_dispatchers_at_once_never_send_a_row_twice(app, postgres_only):
         try:
             with app.app_context():
                 start.wait()
-                totals.append(dispatch_until_empty(batch_size=25, sender=shared))
+                totals.append(dispatch_until_empty(batch_size=25, router=router_of(shared)))
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 

@@ -15,9 +15,9 @@ import sqlalchemy as sa
 from app import clock, jobs
 from app.extensions import db
 from app.models import Claim, Device, IdempotencyKey, Notification, Posting, RefreshToken, User, Volunteer
+from app.outbox import notify, notify_many
 from app.services import claims, lifecycle
 from app.services.permissions import Actor
-from notifications import notify, notify_many
 from tests.factories import make_posting, make_user, make_volunteer
 
 T0 = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)

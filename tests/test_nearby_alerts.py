@@ -11,7 +11,7 @@ from app import clock
 from app.extensions import db
 from app.geo import KM_PER_DEG_LAT
 from app.models import Notification, Posting, User
-from notifications import nearby
+from app.services import nearby_alerts as nearby
 from tests.database import recorded
 from tests.factories import make_claim, make_org, make_posting, make_user, make_volunteer
 

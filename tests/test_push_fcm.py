@@ -22,7 +22,7 @@ from firebase_admin import messaging
 from app import clock
 from app.extensions import db
 from app.models import Device, Notification
-from notifications import notify
+from app.outbox import notify
 from notifications.dispatch import current_sender, dispatch_pending
 from notifications.senders import PushMessage, get_sender
 from notifications.senders.fcm import FcmSender

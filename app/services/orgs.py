@@ -20,10 +20,10 @@ from app.clock import utcnow
 from app.errors import AppError, Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from app.extensions import db
 from app.models import Org, OrgMember, User
+from app.outbox import notify
 from app.services.audit import audit
 from app.services.pagination import paginate
 from app.services.permissions import Actor, admins
-from notifications import notify
 
 
 @dataclass

@@ -22,6 +22,7 @@ from app.clock import utcnow
 from app.errors import Conflict, Forbidden, Invalid
 from app.extensions import db
 from app.models import Claim, Posting
+from app.outbox import notify_many
 from app.policy import CHECK_IN_OUT, FULFIL_CONFIRM, HAND_OVER, POLICIES, PROVIDER, kinds_where
 from app.services import records
 from app.services.batches import update_batch
@@ -29,7 +30,6 @@ from app.services.claims.access import claim_access, move, tell_and_commit
 from app.services.claims.places import return_claim_allowance
 from app.services.lifecycle import retire_tags
 from app.services.permissions import Actor
-from notifications import notify_many
 
 AUTO_CONFIRMED_KINDS = kinds_where(auto_confirm=True)
 # What a confirmation needs of the claim to write its record.

@@ -10,12 +10,13 @@ from app.clock import utcnow
 from app.errors import Conflict
 from app.extensions import db
 from app.models import Claim, Posting
+from app.outbox import notify
 from app.policy import LIVE_CLAIM_STATUSES, POLICIES
 from app.services import energy
 from app.services.claims.access import claimant_access, move, refused, tell_and_commit
 from app.services.claims.places import give_back_places, leave_waitlist, lock_posting, return_claim_allowance
+from app.services.nearby_alerts import send_requested
 from app.services.permissions import Actor
-from notifications import notify
 
 
 def withdraw_claim(actor: Actor, claim_id: int) -> Claim:
@@ -32,18 +33,23 @@ def withdraw_claim(actor: Actor, claim_id: int) -> Claim:
         raise Conflict("event_ended")
 
     lock_posting(posting.id)
+    reopened: list[int] = []
     mine = Claim.user_id == actor.id
     if move(claim_id, ("waitlisted",), mine, status="withdrawn", ended_at=now):
         leave_waitlist({posting.id: 1})
     elif move(claim_id, ("active",), mine, Claim.check_in_at.is_(None), status="withdrawn", ended_at=now):
-        give_back_places({posting.id: 1})
+        reopened = give_back_places({posting.id: 1}).reopened
         if policy.counts_toward_claim_limit:
             return_claim_allowance([actor.id])
         if debited:
             energy.refund(actor.id, debited, reason="refund_withdrawn", claim_id=claim_id, posting_id=posting.id)
     else:
         raise refused(claim_id)
-    return tell_and_commit([posting.author_id], "claim_withdrawn", posting, claim_id, volunteer=actor.user.display_name)
+    claim = tell_and_commit(
+        [posting.author_id], "claim_withdrawn", posting, claim_id, volunteer=actor.user.display_name
+    )
+    send_requested(reopened)  # after the commit: the withdrawal never waits on the fan-out
+    return claim
 
 
 def cancel_claims_for_posting(posting: Posting) -> int:

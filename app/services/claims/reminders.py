@@ -10,10 +10,10 @@ import sqlalchemy as sa
 from app.clock import utcnow
 from app.extensions import db
 from app.models import Claim, Posting
+from app.outbox import notify_many
 from app.policy import RUNNING_POSTING_STATUSES, kinds_where
 from app.services.batches import update_batch
 from app.services.lifecycle import titles
-from notifications import notify_many
 
 DUE_WARNING = timedelta(hours=24)  # claim_due_soon this long before due_at
 # (stage, lead time, label) of the event reminders, the nearest first

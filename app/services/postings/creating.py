@@ -12,6 +12,7 @@ from app.errors import Conflict, Forbidden, Invalid
 from app.extensions import db
 from app.models import Org, Posting, PostingTag
 from app.policy import ANYONE, COORDINATORS, POLICIES, PROVIDERS, KindPolicy, kind_name
+from app.services import nearby_alerts
 from app.services.permissions import Actor
 from app.services.postings.fields import (
     PLAIN_FIELDS,
@@ -23,7 +24,6 @@ from app.services.postings.fields import (
 )
 from app.services.postings.reviewing import ask_for_review
 from app.services.postings.views import PostingView, view_of
-from notifications.nearby import alert_nearby_volunteers
 
 
 def create_posting(actor: Actor, data: Mapping[str, Any]) -> PostingView:
@@ -67,11 +67,14 @@ def create_posting(actor: Actor, data: Mapping[str, Any]) -> PostingView:
     posting.tags = [PostingTag(**row) for row in rows]
     db.session.add(posting)
     db.session.flush()
-    if posting.status == "open":
-        alert_nearby_volunteers(posting)
+    opened = posting.status == "open"
+    if opened:
+        nearby_alerts.request_alerts([posting.id])
     else:
         ask_for_review(posting)
     db.session.commit()
+    if opened:
+        nearby_alerts.send_requested([posting.id])  # after the commit, in a transaction of its own
     return view_of(actor, posting)
 
 

@@ -19,10 +19,10 @@ import sqlalchemy as sa
 
 from app.clock import utcnow
 from app.models import Posting
+from app.outbox import notify_many
 from app.policy import LIVE_POSTING_STATUSES, RUNNING_POSTING_STATUSES, kinds_where
 from app.services.batches import stamp, update_batch
 from app.services.lifecycle import nothing_live_holds, retire_tags, tell_expired
-from notifications import notify_many
 
 EXPIRY_WARNING = timedelta(hours=24)  # posting_expiring this long before expires_at
 CLOSING_KINDS = kinds_where(closes_at_end=True)
