@@ -8,8 +8,8 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from flask import has_app_context
 import sqlalchemy as sa
+from flask import has_app_context
 
 from app import clock
 from app.extensions import db

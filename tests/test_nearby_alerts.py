@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from app import clock
+from app.clock import local_date
 from app.extensions import db
 from app.geo import KM_PER_DEG_LAT
 from app.models import Notification, Posting, User
@@ -53,10 +54,20 @@ def post_wish(client, coordinator, org_id, **overrides) -> int:
 
 
 def run_alerts(app, posting_id: int) -> int:
+    """What opening ``posting_id`` does: request its alerts in one transaction, fan them out in another."""
     with app.app_context():
-        count = nearby.alert_nearby_volunteers(db.session.get(Posting, posting_id))
+        nearby.request_alerts([posting_id])
         db.session.commit()
-        return count
+        return nearby.fan_out(posting_id) or 0
+
+
+def use_up_allowance(app, user_id: int) -> None:
+    """The volunteer has had their alerts for today already."""
+    with app.app_context():
+        tz = db.session.get(User, user_id).timezone
+        for _ in range(nearby.DAILY_LIMIT):
+            nearby.take_allowances({user_id: local_date(clock.utcnow(), tz)})
+        db.session.commit()
 
 
 @pytest.fixture
@@ -149,10 +160,7 @@ def test_an_activity_short_of_people_alerts_the_skilled_first_within_the_caps(ap
     driver = volunteer(app, 2.0, skills=["driving", "first_aid"])
     near = [volunteer(app, km) for km in (0.3, 0.6)]
     busy = volunteer(app, 0.1, skills=["first_aid"])  # had their three alerts today already
-    with app.app_context():
-        for i in range(nearby.DAILY_LIMIT):
-            nearby.notify_each("nearby_posting", {busy.id: {"distance_km": 1}}, dedupe=f"posting:earlier{i}")
-        db.session.commit()
+    use_up_allowance(app, busy.id)
     monkeypatch.setattr(nearby, "PER_POSTING_LIMIT", 3)
     resp = client.post(
         "/api/v1/postings",
@@ -255,11 +263,7 @@ def test_nearest_first_up_to_the_per_wish_limit(app, org, monkeypatch):
     by_distance = [volunteer(app, km, radius=10) for km in (4.0, 0.5, 2.5, 1.0, 3.0)]
     capped = volunteer(app, 0.2, radius=10)
     # the nearest volunteer had their three alerts today already
-    earlier = [make_posting(app, coordinator, title=f"早前{i}", lat=30.5, lng=121.0) for i in range(3)]
-    with app.app_context():
-        for posting_id in earlier:
-            nearby.notify_each("nearby_posting", {capped.id: {"distance_km": 1}}, dedupe=f"posting:{posting_id}")
-        db.session.commit()
+    use_up_allowance(app, capped.id)
     posting_id = make_posting(app, coordinator)
     assert run_alerts(app, posting_id) == 3
     got = {n.user_id for n in _all_alerts(app) if n.data.get("posting_id") == str(posting_id)}
@@ -294,7 +298,7 @@ def test_alerts_are_one_bulk_insert(app, org):
 
     def statements_for(posting_id: int) -> list[str]:
         with recorded(app) as seen, app.app_context():
-            nearby.alert_nearby_volunteers(db.session.get(Posting, posting_id))
+            nearby.alert_volunteers(db.session.get(Posting, posting_id))
             db.session.commit()
         return [statement for statement, _ in seen]
 
@@ -324,7 +328,7 @@ def test_wishes_opening_at_once_never_push_a_volunteer_past_the_daily_limit(app,
             with app.app_context():
                 posting = db.session.get(Posting, posting_id)
                 barrier.wait()
-                nearby.alert_nearby_volunteers(posting)
+                nearby.alert_volunteers(posting)
                 db.session.commit()
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
