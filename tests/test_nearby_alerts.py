@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -375,3 +376,120 @@ def test_the_skilled_pass_reads_pages_too_and_the_second_pass_skips_them(app, or
     posting_id = make_posting(app, coordinator, tags=["repair", "手机电脑"])
     assert run_alerts(app, posting_id) == 4
     assert set(alerts(app)) == {*(a.id for a in skilled), others[0].id}
+
+
+# --- never holding up a claim, and the caps under concurrency (PostgreSQL, real threads) ----------------------
+
+
+def _alerts_by_user(app) -> dict[int, int]:
+    with app.app_context():
+        return dict(
+            db.session.execute(
+                sa.select(Notification.user_id, sa.func.count())
+                .where(Notification.kind == "nearby_posting")
+                .group_by(Notification.user_id)
+            ).all()
+        )
+
+
+def test_a_withdrawal_never_waits_on_another_fan_out(app, client, org, postgres_only):
+    """A fan-out holding a volunteer's allowance (its transaction still open) does not
+    hold up a withdrawal whose reopened wish would alert the same volunteer: the
+    withdrawal answers at once and leaves its alerts to the alert_nearby job."""
+    import threading
+
+    from app import jobs
+
+    _, coordinator = org
+    neighbour = volunteer(app, 0.5)
+    claimant = volunteer(app, None)
+    wish = make_posting(app, coordinator)
+    claim_id = make_claim(app, wish, claimant)
+    holding, release = threading.Event(), threading.Event()
+
+    def other_fan_out() -> None:
+        with app.app_context():
+            nearby.take_allowances({neighbour.id: local_date(clock.utcnow(), None)})
+            holding.set()
+            release.wait(30)  # the lock on the neighbour's allowance row is held until here
+            db.session.rollback()
+
+    other = threading.Thread(target=other_fan_out)
+    other.start()
+    try:
+        assert holding.wait(10)
+        resp = client.post(f"/api/v1/claims/{claim_id}/withdraw", headers=claimant.headers)
+        # answered while the other fan-out still holds its lock: it never waited for it
+        assert resp.status_code == 200, resp.get_json()
+        assert release.is_set() is False
+        assert _alerts_by_user(app) == {}
+    finally:
+        release.set()
+        other.join(30)
+    with app.app_context():
+        assert jobs.alert_nearby()["alerted"] == 1
+    assert _alerts_by_user(app) == {neighbour.id: 1}
+
+
+def test_withdrawals_racing_the_release_job_keep_the_caps_exact(app, org, postgres_only, monkeypatch):
+    """The release job reopens overdue wishes while volunteers withdraw from others and
+    the alert job runs, all at once: every withdrawal answers, no volunteer gets more
+    than three alerts a day (nor fewer, there are enough wishes), no wish more than
+    its limit, and the allowances agree with the alerts sent."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app import jobs
+    from app.models import NearbyAlertAllowance, NearbyAlertRequest
+
+    _, coordinator = org
+    monkeypatch.setattr(nearby, "PER_POSTING_LIMIT", 4)
+    neighbours = [volunteer(app, 0.2 + i * 0.1) for i in range(8)]
+    overdue, held = [], []
+    for i in range(12):
+        claimant = volunteer(app, None)
+        wish = make_posting(app, coordinator, title=f"逾期{i}")
+        make_claim(app, wish, claimant, due_at=clock.utcnow() - timedelta(minutes=1))
+        overdue.append(wish)
+    for i in range(12):
+        claimant = volunteer(app, None)
+        wish = make_posting(app, coordinator, title=f"撤回{i}")
+        held.append((make_claim(app, wish, claimant), claimant))
+    start = threading.Barrier(len(held) + 2)
+
+    def withdraw(item) -> int:
+        claim_id, claimant = item
+        client = app.test_client()
+        start.wait()
+        return client.post(f"/api/v1/claims/{claim_id}/withdraw", headers=claimant.headers).status_code
+
+    def run_job(name: str) -> dict:
+        with app.app_context():
+            start.wait()
+            return getattr(jobs, name)(batch_size=3)
+
+    with ThreadPoolExecutor(max_workers=len(held) + 2) as pool:
+        release = pool.submit(run_job, "release_overdue_claims")
+        sweep = pool.submit(run_job, "alert_nearby")
+        statuses = list(pool.map(withdraw, held))
+        released = release.result()
+        sweep.result()
+    with app.app_context():
+        while jobs.alert_nearby()["postings"]:
+            pass
+    assert statuses == [200] * len(held)
+    assert released["released"] == len(overdue)
+    told = _alerts_by_user(app)
+    assert told == {n.id: nearby.DAILY_LIMIT for n in neighbours}
+    with app.app_context():
+        per_posting = Counter(
+            data["posting_id"]
+            for data in db.session.scalars(sa.select(Notification.data).where(Notification.kind == "nearby_posting"))
+        ).items()
+        allowances = dict(
+            db.session.execute(sa.select(NearbyAlertAllowance.user_id, NearbyAlertAllowance.alerts)).all()
+        )
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(NearbyAlertRequest)) == 0
+    assert max(count for _, count in per_posting) <= 4
+    assert sum(count for _, count in per_posting) == len(neighbours) * nearby.DAILY_LIMIT
+    assert allowances == told
