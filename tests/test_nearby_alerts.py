@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from app import clock
+from app import clock, jobs
 from app.clock import local_date
 from app.extensions import db
 from app.geo import KM_PER_DEG_LAT
@@ -213,6 +213,10 @@ def test_a_full_project_alerts_nobody_and_one_that_frees_a_place_alerts_the_new_
     # never the claimant (told before, and a past claimant) nor the author
     resp = client.post(f"/api/v1/claims/{resp.json['id']}/withdraw", headers=claimant.headers)
     assert resp.status_code == 200, resp.get_json()
+    # the withdrawal requested the alerts; the alert_nearby job sends them
+    assert [n.user_id for n in _all_alerts(app) if n.data.get("posting_id") == str(project)] == [claimant.id]
+    with app.app_context():
+        assert jobs.alert_nearby()["alerted"] == 1
     notes = [n for n in _all_alerts(app) if n.data.get("posting_id") == str(project)]
     assert sorted(n.user_id for n in notes) == sorted([claimant.id, newcomer.id])
 
@@ -398,8 +402,6 @@ def test_a_withdrawal_never_waits_on_another_fan_out(app, client, org, postgres_
     withdrawal answers at once and leaves its alerts to the alert_nearby job."""
     import threading
 
-    from app import jobs
-
     _, coordinator = org
     neighbour = volunteer(app, 0.5)
     claimant = volunteer(app, None)
@@ -439,7 +441,6 @@ def test_withdrawals_racing_the_release_job_keep_the_caps_exact(app, org, postgr
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from app import jobs
     from app.models import NearbyAlertAllowance, NearbyAlertRequest
 
     _, coordinator = org

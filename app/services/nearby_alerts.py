@@ -27,10 +27,12 @@ posting, so a posting that reopens never alerts anyone twice.
 given back, a withdrawal, the release job, an approval) only writes a
 :class:`~app.models.NearbyAlertRequest` — a plain INSERT that waits on nobody.
 The fan-out runs afterwards in a transaction of its own, one posting each:
-right after the request's commit for the service that opened it
-(:func:`send_requested`), and from the ``alert_nearby`` scheduler job for
-everything else (the release job's reopened postings, a fan-out that met a
-busy volunteer, a process that died). A fan-out holds no lock a claim,
+for a posting a coordinator just opened (created or approved), right after
+that request's commit (:func:`send_requested`), so its neighbours hear of it
+at once; for everything else — postings reopened by a withdrawal, a
+cancellation or the release job, a fan-out that met a busy volunteer, a
+process that died — from the ``alert_nearby`` scheduler job, so a
+withdrawal's answer never carries a fan-out. A fan-out holds no lock a claim,
 withdrawal or release needs (it reads the posting without locking it), and
 on the request path it waits on nothing either: on PostgreSQL its
 ``lock_timeout`` is :data:`REQUEST_LOCK_TIMEOUT_MS`, and a fan-out that meets

@@ -15,7 +15,6 @@ from app.policy import LIVE_CLAIM_STATUSES, POLICIES
 from app.services import energy
 from app.services.claims.access import claimant_access, move, refused, tell_and_commit
 from app.services.claims.places import give_back_places, leave_waitlist, lock_posting, return_claim_allowance
-from app.services.nearby_alerts import send_requested
 from app.services.permissions import Actor
 
 
@@ -33,23 +32,20 @@ def withdraw_claim(actor: Actor, claim_id: int) -> Claim:
         raise Conflict("event_ended")
 
     lock_posting(posting.id)
-    reopened: list[int] = []
     mine = Claim.user_id == actor.id
     if move(claim_id, ("waitlisted",), mine, status="withdrawn", ended_at=now):
         leave_waitlist({posting.id: 1})
     elif move(claim_id, ("active",), mine, Claim.check_in_at.is_(None), status="withdrawn", ended_at=now):
-        reopened = give_back_places({posting.id: 1}).reopened
+        give_back_places({posting.id: 1})
         if policy.counts_toward_claim_limit:
             return_claim_allowance([actor.id])
         if debited:
             energy.refund(actor.id, debited, reason="refund_withdrawn", claim_id=claim_id, posting_id=posting.id)
     else:
         raise refused(claim_id)
-    claim = tell_and_commit(
-        [posting.author_id], "claim_withdrawn", posting, claim_id, volunteer=actor.user.display_name
-    )
-    send_requested(reopened)  # after the commit: the withdrawal never waits on the fan-out
-    return claim
+    # A reopened posting's nearby alerts were requested in this transaction; the
+    # alert_nearby job sends them, so the withdrawal's answer never carries a fan-out.
+    return tell_and_commit([posting.author_id], "claim_withdrawn", posting, claim_id, volunteer=actor.user.display_name)
 
 
 def cancel_claims_for_posting(posting: Posting) -> int:
