@@ -150,6 +150,8 @@ class Config:
     SKILLS = os.environ.get("SKILLS")
     DEFAULT_TIMEZONE = os.environ.get("DEFAULT_TIMEZONE", "Asia/Shanghai")
 
+    # The push providers enabled, comma-separated (notifications/senders): fcm,jpush in
+    # production; log (development) or memory (tests) stand in for every device.
     PUSH_BACKEND = os.environ.get("PUSH_BACKEND", "log")
     FCM_ENDPOINT = os.environ.get("FCM_ENDPOINT", "https://fcm.googleapis.com")
     FIREBASE_CREDENTIALS = os.environ.get("FIREBASE_CREDENTIALS")
@@ -157,6 +159,20 @@ class Config:
     FCM_TIMEOUT_SECONDS = float(os.environ.get("FCM_TIMEOUT_SECONDS") or 10)
     FCM_SDK_RETRIES = env_int("FCM_SDK_RETRIES", 4)
     FCM_SDK_BACKOFF_SECONDS = float(os.environ.get("FCM_SDK_BACKOFF_SECONDS") or 0.5)
+    # FCM requests in flight at once.
+    FCM_CONCURRENCY = env_int("FCM_CONCURRENCY", 500)
+    # JPush (极光推送), for phones in mainland China: the app's key and master secret,
+    # the APNs environment of the iOS app (true: App Store/TestFlight builds), the
+    # v3 push API's base URL, the phone makers' channel options (JSON; unset: the
+    # service/system-message defaults in notifications/senders/jpush.py), one call's
+    # timeout and the calls in flight at once.
+    JPUSH_APP_KEY = os.environ.get("JPUSH_APP_KEY")
+    JPUSH_MASTER_SECRET = os.environ.get("JPUSH_MASTER_SECRET")
+    JPUSH_APNS_PRODUCTION = env_bool("JPUSH_APNS_PRODUCTION", True)
+    JPUSH_ENDPOINT = os.environ.get("JPUSH_ENDPOINT", "https://api.jpush.cn")
+    JPUSH_THIRD_PARTY_CHANNEL = os.environ.get("JPUSH_THIRD_PARTY_CHANNEL") or None
+    JPUSH_TIMEOUT_SECONDS = float(os.environ.get("JPUSH_TIMEOUT_SECONDS") or 10)
+    JPUSH_CONCURRENCY = env_int("JPUSH_CONCURRENCY", 100)
     # How long a dispatcher owns the rows it claimed before another may take them.
     PUSH_LEASE_SECONDS = env_int("PUSH_LEASE_SECONDS", 300)
     # A push that meets only transient errors is retried this long after it was written.
