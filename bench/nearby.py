@@ -242,10 +242,10 @@ def load_volunteers(conn: sa.Connection, volunteers: int) -> None:
 
 
 def time_alerts(rng: random.Random, wishes: int = 50) -> None:
-    """alert_nearby_volunteers for wishes opening at random points (rolled back)."""
+    """alert_volunteers for wishes opening at random points (rolled back)."""
     from app.geo import geocell_for
     from app.models import Posting, PostingTag
-    from app.services.nearby_alerts import alert_nearby_volunteers
+    from app.services.nearby_alerts import alert_volunteers
 
     timings, reached = [], []
     for i in range(wishes):
@@ -268,10 +268,10 @@ def time_alerts(rng: random.Random, wishes: int = 50) -> None:
         db.session.add(posting)
         db.session.flush()
         started = time.perf_counter()
-        reached.append(alert_nearby_volunteers(posting))
+        reached.append(alert_volunteers(posting))
         timings.append((time.perf_counter() - started) * 1000)
         db.session.rollback()
-    print(f"\n{wishes} postings opening (a quarter projects; half tagged 助老), alert_nearby_volunteers:")
+    print(f"\n{wishes} postings opening (a quarter projects; half tagged 助老), alert_volunteers:")
     print(
         f"p50 {percentile(timings, 50):.1f} ms, p95 {percentile(timings, 95):.1f} ms, max {max(timings):.1f} ms;"
         f" volunteers reached per wish: median {statistics.median(reached):.0f}, max {max(reached)}"
