@@ -28,7 +28,9 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.loopback import LoopbackServer
 
 PLATFORMS = {"android", "ios", "hmos", "quickapp", "winphone"}
 ERRORS: dict[str, tuple[int, int, str]] = {
@@ -46,10 +48,11 @@ class Script:
     times: int | None
 
 
-class FakeJPush:
+class FakeJPush(LoopbackServer):
     """Start with ``with FakeJPush() as jp:``; ``jp.url`` is what JPUSH_ENDPOINT should be."""
 
     def __init__(self, app_key: str = "fake-app-key", master_secret: str = "fake-master-secret", *, record=True):
+        super().__init__()
         self.app_key = app_key
         self.master_secret = master_secret
         self.record = record
@@ -61,34 +64,7 @@ class FakeJPush:
         self.fail_all: str | None = None
         self._scripts: dict[str, Script] = {}
         self._lock = threading.Lock()
-        self._release = threading.Event()
         self._ids = itertools.count(1)
-        self._server: ThreadingHTTPServer | None = None
-
-    def start(self) -> FakeJPush:
-        handler = type("FakeJPushHandler", (_Handler,), {"fake": self})
-        self._server = _Server(("127.0.0.1", 0), handler)
-        threading.Thread(target=self._server.serve_forever, name="fake-jpush", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self._release.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeJPush:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "start() the fake first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
     def script(self, registration_id: str, error: str, times: int | None = None) -> None:
         error = error.upper()
@@ -96,9 +72,6 @@ class FakeJPush:
             raise ValueError(f"unknown JPush error {error!r}")
         with self._lock:
             self._scripts[registration_id] = Script(error, times)
-
-    def release(self) -> None:
-        self._release.set()
 
     def reset(self) -> None:
         with self._lock:
@@ -167,11 +140,6 @@ def validate_push(body) -> str | None:
     if not isinstance(options.get("third_party_channel", {}), dict):
         return "options.third_party_channel must be an object"
     return None
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 1024
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -252,6 +220,9 @@ class _Handler(BaseHTTPRequestHandler):
         if fake.delay:
             time.sleep(fake.delay)
         self._reply(200, {"sendno": "0", "msg_id": msg_id})
+
+
+FakeJPush.handler = _Handler
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from notifications.dispatch import (
 from notifications.senders import PushResult, Router
 from notifications.senders.memory import MemoryProvider
 from tests.factories import make_device, make_user
+from tests.pushes import device_tokens, outbox_rows
 
 NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
 
@@ -61,18 +62,6 @@ def dispatch(app, **kwargs) -> dict:
         return dispatch_pending(**kwargs)
 
 
-def rows(app) -> list[Notification]:
-    with app.app_context():
-        result = list(db.session.scalars(sa.select(Notification).order_by(Notification.id)))
-        db.session.expunge_all()
-        return result
-
-
-def tokens(app) -> set[str]:
-    with app.app_context():
-        return set(db.session.scalars(sa.select(Device.token)))
-
-
 def test_each_device_of_the_user_gets_one_push(app, sender):
     clock.freeze(NOW)
     poster, bystander = make_user(app), make_user(app)
@@ -94,7 +83,7 @@ def test_each_device_of_the_user_gets_one_push(app, sender):
         "tokens_deleted": 0,
     }
     assert sorted(m.token for m in sender.sent) == ["ipad", "phone"]
-    row_id = rows(app)[0].id
+    row_id = outbox_rows(app)[0].id
     phone, ipad = sender.to("phone")[0], sender.to("ipad")[0]
     for push in (phone, ipad):
         assert push.title == "心愿被认领啦"
@@ -108,7 +97,7 @@ def test_each_device_of_the_user_gets_one_push(app, sender):
         assert push.collapse_key == "posting-42"
         assert push.high_priority is True
     assert ipad.badge == 1 and phone.badge is None
-    (row,) = rows(app)
+    (row,) = outbox_rows(app)
     assert row.push_status == "sent"
     assert row.sent_at == NOW
     assert row.push_attempts == 1
@@ -132,7 +121,7 @@ def test_a_user_without_devices_is_done_and_skipped(app, sender):
     enqueue(app, [user.id])
     counts = dispatch(app)
     assert counts["skipped"] == 1 and counts["pushes"] == 0
-    (row,) = rows(app)
+    (row,) = outbox_rows(app)
     assert (row.push_status, row.last_error, row.sent_at) == ("skipped", "no_devices", None)
     assert sender.sent == []
 
@@ -145,14 +134,14 @@ def test_muted_kinds_never_push(app, sender):
         db.session.commit()
     enqueue(app, [user.id])
     assert dispatch(app)["claimed"] == 0
-    assert rows(app)[0].push_status == "skipped"
+    assert outbox_rows(app)[0].push_status == "skipped"
     # muting after the row was queued is honoured when it is sent
     enqueue(app, [user.id], "claim_confirmed", dedupe="c:1")
     with app.app_context():
         db.session.execute(sa.update(User).where(User.id == user.id).values(muted_kinds=["claim_confirmed"]))
         db.session.commit()
     assert dispatch(app)["skipped"] == 1
-    assert rows(app)[1].last_error == "muted"
+    assert outbox_rows(app)[1].last_error == "muted"
     assert sender.sent == []
 
 
@@ -170,7 +159,7 @@ def test_quiet_hours_defer_the_push_until_they_end(app, sender):
 
     counts = dispatch(app)
     assert counts["claimed"] == 1 and counts["deferred"] == 1 and counts["pushes"] == 0
-    first, second = rows(app)
+    first, second = outbox_rows(app)
     assert (first.push_status, first.next_attempt_at, first.push_attempts) == ("pending", morning, 0)
     assert second.next_attempt_at == morning
 
@@ -189,8 +178,8 @@ def test_dead_tokens_are_deleted(app, sender):
     enqueue(app, [user.id])
     counts = dispatch(app)
     assert counts["sent"] == 1 and counts["tokens_deleted"] == 1
-    assert tokens(app) == {"alive"}
-    (row,) = rows(app)
+    assert device_tokens(app) == {"alive"}
+    (row,) = outbox_rows(app)
     assert row.push_status == "sent"
     assert row.last_error.startswith("UnregisteredError")
 
@@ -201,10 +190,10 @@ def test_when_every_token_is_dead_the_row_is_skipped(app, sender):
     sender.fail("dead", "dead_token", "SenderIdMismatchError: SenderId mismatch")
     enqueue(app, [user.id])
     assert dispatch(app)["skipped"] == 1
-    (row,) = rows(app)
+    (row,) = outbox_rows(app)
     assert row.push_status == "skipped"
     assert row.last_error == "no_devices: SenderIdMismatchError: SenderId mismatch"
-    assert tokens(app) == set()
+    assert device_tokens(app) == set()
 
 
 def test_a_token_registered_again_after_the_claim_is_kept(app, sender):
@@ -223,7 +212,7 @@ def test_a_token_registered_again_after_the_claim_is_kept(app, sender):
 
     counts = dispatch(app, router=router_of(ReRegisteringSender()))
     assert counts["tokens_deleted"] == 0
-    assert tokens(app) == {"tok"}
+    assert device_tokens(app) == {"tok"}
 
 
 def test_transient_errors_back_off_and_are_retried_for_24_hours_then_fail(app, sender):
@@ -237,7 +226,7 @@ def test_transient_errors_back_off_and_are_retried_for_24_hours_then_fail(app, s
     while True:
         counts = dispatch(app)
         attempt += 1
-        (row,) = rows(app)
+        (row,) = outbox_rows(app)
         if counts["failed"]:
             break
         assert counts["retried"] == 1, attempt
@@ -279,7 +268,7 @@ def test_a_transient_error_then_success(app, sender):
     assert dispatch(app)["retried"] == 1
     clock.advance(timedelta(seconds=31))
     assert dispatch(app)["sent"] == 1
-    (row,) = rows(app)
+    (row,) = outbox_rows(app)
     assert (row.push_status, row.push_attempts, row.last_error) == ("sent", 2, None)
     assert len(sender.to("phone")) == 1
 
@@ -295,7 +284,7 @@ def test_retry_after_is_the_least_wait(app):
             return enumerate([PushResult("retry", "QuotaExceededError", retry_after=600) for _ in messages])
 
     dispatch(app, router=router_of(Throttled()))
-    assert rows(app)[0].next_attempt_at >= NOW + timedelta(seconds=600)
+    assert outbox_rows(app)[0].next_attempt_at >= NOW + timedelta(seconds=600)
 
 
 def test_permanent_errors_fail_with_the_error_kept(app, sender):
@@ -304,7 +293,7 @@ def test_permanent_errors_fail_with_the_error_kept(app, sender):
     sender.fail("phone", "failed", "ThirdPartyAuthError: APNs certificate expired")
     enqueue(app, [user.id])
     assert dispatch(app)["failed"] == 1
-    (row,) = rows(app)
+    (row,) = outbox_rows(app)
     assert (row.push_status, row.last_error) == ("failed", "ThirdPartyAuthError: APNs certificate expired")
 
 
@@ -318,7 +307,7 @@ def test_a_broken_sender_makes_the_batch_retry(app):
             raise ConnectionError("network is down")
 
     assert dispatch(app, router=router_of(Broken()))["retried"] == 1
-    (row,) = rows(app)
+    (row,) = outbox_rows(app)
     assert row.push_status == "pending"
     assert row.last_error == "sender error: ConnectionError: network is down"
 
@@ -398,7 +387,7 @@ def test_the_next_batch_is_claimed_while_one_is_on_the_wire(app, sender, monkeyp
     assert overlapped[0] is True
     assert total["claimed"] == 5 and total["sent"] == 5 and total["batches"] == 3
     assert sorted(m.token for m in waiting.sent) == sorted(f"phone-{u.id}" for u in users)
-    assert {row.push_status for row in rows(app)} == {"sent"}
+    assert {row.push_status for row in outbox_rows(app)} == {"sent"}
 
 
 def test_a_batch_claimed_ahead_is_still_sent_when_the_limit_is_reached(app, sender):
@@ -410,7 +399,7 @@ def test_a_batch_claimed_ahead_is_still_sent_when_the_limit_is_reached(app, send
     with app.app_context():
         total = dispatch_until_empty(batch_size=2, max_batches=2)
     assert total["batches"] == 2 and total["sent"] == 4
-    assert Counter(row.push_status for row in rows(app)) == {"sent": 4, "pending": 2}
+    assert Counter(row.push_status for row in outbox_rows(app)) == {"sent": 4, "pending": 2}
 
 
 # --- crash safety ---------------------------------------------------------------------------
@@ -426,14 +415,14 @@ def test_an_abandoned_batch_is_sent_by_a_later_dispatcher_after_the_lease(app, s
     with app.app_context():
         crashed = claim_batch(10, NOW, lease)  # claimed, committed ... and the process died
     assert len(crashed) == 2
-    assert {r.push_status for r in rows(app)} == {"sending"}
+    assert {r.push_status for r in outbox_rows(app)} == {"sending"}
 
     clock.freeze(NOW + timedelta(minutes=4))
     assert dispatch(app)["claimed"] == 0  # the lease still holds
     clock.freeze(lease + timedelta(seconds=1))
     counts = dispatch(app)
     assert counts["claimed"] == 2 and counts["sent"] == 2
-    assert [r.push_attempts for r in rows(app)] == [2, 2]
+    assert [r.push_attempts for r in outbox_rows(app)] == [2, 2]
     assert len(sender.to("phone")) == 2
 
 
@@ -451,7 +440,7 @@ def test_a_dispatcher_that_lost_its_lease_cannot_overwrite_the_newer_result(app,
     assert dispatch(app)["sent"] == 1  # a second dispatcher reclaimed and sent it
     with app.app_context():  # the slow one comes back with a stale failure
         record_results([(slow.id, slow_lease, Outcome("failed", "failed", error="late"))], {})
-    (row,) = rows(app)
+    (row,) = outbox_rows(app)
     assert (row.push_status, row.last_error) == ("sent", None)
 
 
@@ -465,7 +454,7 @@ def test_a_row_whose_dispatchers_keep_dying_fails_in_the_end(app, sender):
             assert len(claim_batch(10, clock.utcnow(), clock.utcnow() + timedelta(minutes=5))) == 1
         clock.advance(timedelta(minutes=6))
     assert dispatch(app)["failed"] == 1
-    (row,) = rows(app)
+    (row,) = outbox_rows(app)
     assert row.push_status == "failed"
     assert row.last_error == f"gave up after {MAX_ATTEMPTS} attempts"
     assert sender.sent == []
@@ -519,4 +508,4 @@ def test_two_dispatchers_at_once_never_send_a_row_twice(app, postgres_only):
     assert set(per_row.values()) == {1}
     assert sum(t.get("sent", 0) for t in totals) == 1200
     assert sum(1 for t in totals if t.get("claimed")) >= 2  # they really worked side by side
-    assert {r.push_status for r in rows(app)} == {"sent"}
+    assert {r.push_status for r in outbox_rows(app)} == {"sent"}

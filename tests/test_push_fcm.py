@@ -20,13 +20,13 @@ import sqlalchemy as sa
 
 from app import clock
 from app.extensions import db
-from app.models import Device, Notification
-from app.outbox import notify
+from app.models import Notification
 from notifications.dispatch import close_router, current_router, dispatch_pending
 from notifications.senders import PushMessage, Router
 from notifications.senders.fcm import FcmProvider
 from tests.factories import make_device, make_posting, make_user, make_volunteer
 from tests.fake_fcm import GOOGLE_TOKEN_AUDIENCE, FakeFcm, validate_message
+from tests.pushes import claim_wish, device_tokens
 
 NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)  # noon in Shanghai, outside any quiet hours
 
@@ -61,21 +61,6 @@ def add_device(app, user_id: int, token: str, platform: str = "android") -> None
     make_device(app, user_id, token, platform, provider="fcm")
 
 
-def claim_wish(app, poster_id: int, posting_id: int = 42, claim_id: int = 7) -> None:
-    """What the claim flow writes in its transaction when a volunteer claims a wish."""
-    with app.app_context():
-        notify(
-            [poster_id],
-            "wish_claimed",
-            dedupe=f"claim:{claim_id}",
-            title="帮王奶奶买菜",
-            volunteer="小陈",
-            posting_id=posting_id,
-            claim_id=claim_id,
-        )
-        db.session.commit()
-
-
 def dispatch(app) -> dict:
     with app.app_context():
         return dispatch_pending()
@@ -86,11 +71,6 @@ def the_row(app) -> Notification:
         row = db.session.scalars(sa.select(Notification)).one()
         db.session.expunge(row)
         return row
-
-
-def tokens(app) -> set[str]:
-    with app.app_context():
-        return set(db.session.scalars(sa.select(Device.token)))
 
 
 def test_claimed_wish_reaches_each_of_the_posters_devices_once(fcm_app, fake, client):
@@ -184,7 +164,7 @@ def test_dead_tokens_are_deleted(fcm_app, fake, error):
     claim_wish(fcm_app, user.id)
     counts = dispatch(fcm_app)
     assert counts["tokens_deleted"] == 1 and counts["sent"] == 1
-    assert tokens(fcm_app) == {"live-token"}
+    assert device_tokens(fcm_app) == {"live-token"}
     assert [r.error for r in fake.requests_for("dead-token")] == [error]  # not retried by anyone
     assert len(fake.messages_to("live-token")) == 1
 
@@ -198,7 +178,7 @@ def test_a_user_whose_only_token_is_dead_is_skipped(fcm_app, fake):
     row = the_row(fcm_app)
     assert row.push_status == "skipped"
     assert row.last_error.startswith("no_devices: UnregisteredError")
-    assert tokens(fcm_app) == set()
+    assert device_tokens(fcm_app) == set()
 
 
 def test_quota_exceeded_retries_after_retry_after(fcm_app, fake):

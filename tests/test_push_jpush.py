@@ -12,14 +12,14 @@ import sqlalchemy as sa
 
 from app import clock
 from app.extensions import db
-from app.models import Device, Notification, PushDelivery
-from app.outbox import notify
+from app.models import Device, PushDelivery
 from notifications.dispatch import close_router, dispatch_pending
 from notifications.senders import PushMessage
 from notifications.senders.jpush import DEFAULT_THIRD_PARTY_CHANNEL, JPushProvider
 from tests.factories import make_device, make_user
 from tests.fake_fcm import FakeFcm
 from tests.fake_jpush import FakeJPush, validate_push
+from tests.pushes import claim_wish, device_tokens, outbox_rows
 
 NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)  # noon in Shanghai, outside any quiet hours
 
@@ -62,35 +62,9 @@ def push_app(app, jp, fcm):
     fcm.release()
 
 
-def claim_wish(app, user_id: int, claim_id: int = 7) -> None:
-    with app.app_context():
-        notify(
-            [user_id],
-            "wish_claimed",
-            dedupe=f"claim:{claim_id}",
-            title="帮王奶奶买菜",
-            volunteer="小陈",
-            posting_id=42,
-            claim_id=claim_id,
-        )
-        db.session.commit()
-
-
 def dispatch(app) -> dict:
     with app.app_context():
         return dispatch_pending()
-
-
-def rows(app) -> list[Notification]:
-    with app.app_context():
-        result = list(db.session.scalars(sa.select(Notification).order_by(Notification.id)))
-        db.session.expunge_all()
-        return result
-
-
-def tokens(app) -> set[str]:
-    with app.app_context():
-        return set(db.session.scalars(sa.select(Device.token)))
 
 
 def deliveries(app) -> list[tuple[str, str]]:
@@ -108,7 +82,7 @@ def test_a_jpush_push_carries_the_alert_and_the_same_data_as_fcm_in_extras(push_
     counts = dispatch(push_app)
 
     assert (counts["sent"], counts["pushes"]) == (1, 3)
-    row_id = str(rows(push_app)[0].id)
+    row_id = str(outbox_rows(push_app)[0].id)
     data = {"kind": "wish_claimed", "posting_id": "42", "claim_id": "7", "notification_id": row_id}
     (android,) = jp.pushes_to("1a0018970a3f2b4c1e2")
     assert android["platform"] == ["android"]
@@ -160,8 +134,8 @@ def test_an_unknown_registration_id_drops_the_device(push_app, jp):
     claim_wish(push_app, user.id)
     counts = dispatch(push_app)
     assert (counts["sent"], counts["tokens_deleted"]) == (1, 1)
-    assert tokens(push_app) == {"alive"}
-    assert rows(push_app)[0].last_error.startswith("JPush 400 1011")
+    assert device_tokens(push_app) == {"alive"}
+    assert outbox_rows(push_app)[0].last_error.startswith("JPush 400 1011")
 
 
 def test_an_auth_error_keeps_the_rows_and_the_devices_and_says_so(push_app, jp, caplog):
@@ -172,10 +146,10 @@ def test_an_auth_error_keeps_the_rows_and_the_devices_and_says_so(push_app, jp, 
     with caplog.at_level(logging.ERROR, logger="notifications.senders.jpush"):
         counts = dispatch(push_app)
     assert counts["retried"] == 1
-    (row,) = rows(push_app)
+    (row,) = outbox_rows(push_app)
     assert (row.push_status, row.push_attempts) == ("pending", 1)
     assert row.last_error.startswith("Unauthorized")
-    assert tokens(push_app) == {"reg-1"}
+    assert device_tokens(push_app) == {"reg-1"}
     assert any("check JPUSH_APP_KEY and JPUSH_MASTER_SECRET" in r.getMessage() for r in caplog.records)
     assert [getattr(r, "provider", None) for r in caplog.records if r.levelno == logging.ERROR] == ["jpush"]
 
@@ -197,12 +171,12 @@ def test_the_rate_limit_stops_calls_until_its_reset(push_app, jp):
     counts = dispatch(push_app)
     assert counts["retried"] == 4
     assert jp.calls == 1  # the other three waited for the reset instead of calling
-    for row in rows(push_app):
+    for row in outbox_rows(push_app):
         assert row.push_status == "pending"
         assert row.next_attempt_at >= NOW + timedelta(seconds=jp.rate_limit_reset)
     jp.fail_all = None
     close_router(push_app)
-    clock.freeze(max(row.next_attempt_at for row in rows(push_app)))
+    clock.freeze(max(row.next_attempt_at for row in outbox_rows(push_app)))
     assert dispatch(push_app)["sent"] == 4
 
 
@@ -212,7 +186,7 @@ def test_an_answer_that_times_out_is_never_sent_again(push_app, jp):
     jp.script("slow", "HANG", times=3)
     claim_wish(push_app, user.id)
     assert dispatch(push_app)["sent"] == 1
-    assert rows(push_app)[0].last_error.startswith("unconfirmed: ReadTimeout")
+    assert outbox_rows(push_app)[0].last_error.startswith("unconfirmed: ReadTimeout")
     clock.advance(timedelta(hours=1))
     assert dispatch(push_app)["claimed"] == 0
 
@@ -243,7 +217,7 @@ def test_one_user_gets_each_notification_on_both_phones(push_app, jp, fcm, two_p
         claim_wish(push_app, two_phones.id, claim_id=n)
     counts = dispatch(push_app)
     assert (counts["claimed"], counts["sent"], counts["pushes"]) == (3, 3, 6)
-    ids = {str(row.id) for row in rows(push_app)}
+    ids = {str(row.id) for row in outbox_rows(push_app)}
     assert {m["data"]["notification_id"] for m in fcm.messages_to("pixel-fcm-token")} == ids
     assert {p["notification"]["android"]["extras"]["notification_id"] for p in jp.pushes_to("xiaomi-reg-id")} == ids
     assert deliveries(push_app) == []  # settled rows keep no per-device answers
@@ -264,7 +238,7 @@ def test_one_providers_outage_holds_up_only_its_own_devices(push_app, jp, fcm, t
     up_received = fcm.messages_to("pixel-fcm-token") if down == "jpush" else jp.pushes_to("xiaomi-reg-id")
     down_received = jp.pushes_to("xiaomi-reg-id") if down == "jpush" else fcm.messages_to("pixel-fcm-token")
     assert (len(up_received), len(down_received)) == (1, 0)
-    (row,) = rows(push_app)
+    (row,) = outbox_rows(push_app)
     assert (row.push_status, row.sent_at) == ("pending", NOW)
     up = "jpush" if down == "fcm" else "fcm"
     assert deliveries(push_app) == [(up, "sent")]
@@ -278,7 +252,7 @@ def test_one_providers_outage_holds_up_only_its_own_devices(push_app, jp, fcm, t
     now_up = fcm.messages_to("pixel-fcm-token") if down == "fcm" else jp.pushes_to("xiaomi-reg-id")
     again = jp.pushes_to("xiaomi-reg-id") if down == "fcm" else fcm.messages_to("pixel-fcm-token")
     assert (len(now_up), len(again)) == (1, 0)
-    (row,) = rows(push_app)
+    (row,) = outbox_rows(push_app)
     assert (row.push_status, row.sent_at, row.push_attempts) == ("sent", NOW, 2)
     assert deliveries(push_app) == []
 
@@ -293,7 +267,7 @@ def test_a_device_of_a_provider_not_enabled_waits_and_is_logged(push_app, fcm, c
         counts = dispatch(push_app)
     assert counts["retried"] == 1
     assert len(fcm.messages_to("pixel")) == 1
-    assert rows(push_app)[0].last_error == "no push provider enabled for jpush devices (PUSH_BACKEND)"
+    assert outbox_rows(push_app)[0].last_error == "no push provider enabled for jpush devices (PUSH_BACKEND)"
     # the dispatcher's line per provider: FCM's all-sent one is DEBUG, the other says why
     assert [r.getMessage() for r in caplog.records if getattr(r, "provider", None) == "jpush"] == [
         "push provider=jpush misconfigured=1"
