@@ -39,14 +39,13 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.loopback import LoopbackServer
+from tests.loopback import JsonHandler, LoopbackServer
 
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -265,29 +264,9 @@ def error_body(status: int, rpc_status: str, message: str, fcm_code: str | None,
     return {"error": {"code": status, "message": message, "status": rpc_status, "details": details}}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's connection pool expects
-    # Headers and body leave in two writes; with Nagle on, the body waits for the
-    # client's delayed ACK of the headers (40 ms on Linux) on every response.
-    disable_nagle_algorithm = True
+class _Handler(JsonHandler):
     fake: FakeFcm
     _retry_after: int | None = None
-
-    def log_message(self, *_args) -> None:  # quiet
-        pass
-
-    def _reply(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
-        raw = json.dumps(body).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=UTF-8")
-            self.send_header("Content-Length", str(len(raw)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(raw)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True  # the client gave up (a timeout)
 
     def do_GET(self) -> None:
         if urllib.parse.urlsplit(self.path).path == "/_fake/stats":

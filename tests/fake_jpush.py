@@ -28,9 +28,8 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 
-from tests.loopback import LoopbackServer
+from tests.loopback import JsonHandler, LoopbackServer
 
 PLATFORMS = {"android", "ios", "hmos", "quickapp", "winphone"}
 ERRORS: dict[str, tuple[int, int, str]] = {
@@ -142,26 +141,8 @@ def validate_push(body) -> str | None:
     return None
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
+class _Handler(JsonHandler):
     fake: FakeJPush
-
-    def log_message(self, *_args) -> None:
-        pass
-
-    def _reply(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
-        raw = json.dumps(body).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(raw)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
 
     def _error(self, status: int, code: int, message: str, headers=None) -> None:
         self._reply(status, {"error": {"code": code, "message": message}}, headers)

@@ -3,6 +3,7 @@ HTTP server on 127.0.0.1, an ephemeral port, and a way to let hanging requests g
 
 from __future__ import annotations
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -12,6 +13,31 @@ class _Server(ThreadingHTTPServer):
     # a provider opens hundreds of connections at once; the default backlog of 5
     # would drop SYNs and turn them into connect timeouts
     request_queue_size = 1024
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """Keep-alive JSON answers, as the providers' clients expect."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, as the clients' connection pools expect
+    # Headers and body leave in two writes; with Nagle on, the body waits for the
+    # client's delayed ACK of the headers (40 ms on Linux) on every response.
+    disable_nagle_algorithm = True
+
+    def log_message(self, *_args) -> None:  # quiet
+        pass
+
+    def _reply(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
+        raw = json.dumps(body).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=UTF-8")
+            self.send_header("Content-Length", str(len(raw)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(raw)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up (a timeout)
 
 
 class LoopbackServer:
