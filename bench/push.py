@@ -53,7 +53,7 @@ from app import create_app  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.models import Device, Notification, PushDelivery, User  # noqa: E402
 from app.outbox import notify_each  # noqa: E402
-from bench.dbsetup import ensure_database  # noqa: E402
+from bench.dbsetup import LOADER_CONFIG, ensure_database  # noqa: E402
 from notifications.dispatch import close_router, current_router, dispatch_until_empty  # noqa: E402
 from notifications.senders import PushMessage  # noqa: E402
 from notifications.senders.fcm import build_message  # noqa: E402
@@ -121,6 +121,7 @@ def config(args, fakes: dict, **overrides) -> dict:
         "JPUSH_TIMEOUT_SECONDS": 30,
         "JPUSH_CONCURRENCY": args.concurrency,
         "PUSH_LEASE_SECONDS": 3600,
+        **LOADER_CONFIG,
         **overrides,
     }
 
@@ -132,6 +133,7 @@ def accepted(fakes: dict, name: str) -> int:
 
 def seed(users: list[tuple[int, str]]) -> None:
     """``users`` (id, provider): one user and one device each, then one pending notification each."""
+    db.session.remove()  # no snapshot of the previous phase may hold the tables
     db.drop_all()
     db.create_all()
     for start in range(0, len(users), 10_000):

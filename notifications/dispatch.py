@@ -24,8 +24,8 @@ transaction or row lock is open while a provider talks to its service:
    lease>`` (a dispatcher that lost its lease cannot overwrite a newer result);
    a device that answered for a row still waiting on another device gets a
    ``push_deliveries`` row, so no later attempt sends to it again; dead
-   devices are deleted. While the last half of a batch is on the wire, the
-   next batch is claimed and sent.
+   devices are deleted. While one batch is on the wire, the next is claimed
+   and queued behind it, so the wire never waits for the database.
 
 A row ends as:
 
@@ -208,12 +208,12 @@ def dispatch_until_empty(
     batch = _claim_and_plan(batch_size)
     claimed = 1 if batch is not None else 0
     claiming = batch is not None
-    low_water = batch_size // 2
+    low_water = batch_size  # claim the next batch as soon as at most one is left on the wire
     while batch is not None or flow.outstanding:
         if batch is not None:
             flow.submit(batch)
             batch = None
-        # record answers as they arrive until half a batch is left on the wire, then claim the next
+        # record answers as they arrive until at most one batch is left on the wire, then claim the next
         while flow.outstanding > (low_water if claiming else 0):
             flow.receive()
         if claiming and may_claim_another(claimed):
@@ -467,6 +467,7 @@ class _Flow:
         self._finished: list[int] = []  # settled rows whose earlier deliveries can go
         self._dead: dict[str, datetime] = {}  # token -> its batch's claim time
         self._buffered = 0
+        self._answer_counts: Counter[tuple[str, str]] = Counter()  # for the metrics, at each write
         self._last_flush = time.monotonic()
 
     def submit(self, batch: _Batch) -> None:
@@ -482,24 +483,29 @@ class _Flow:
         if not batch.messages:
             return
         self.outstanding += len(batch.messages)
-        app, router, answers = self.app, self.router, self.answers
-
-        def send() -> None:
-            with app.app_context():
-                for index, provider, result in router.send(batch.messages):
-                    answers.put((batch.messages[index], provider, result))
-
-        threading.Thread(target=send, name="push-send", daemon=True).start()
+        messages = batch.messages
+        put = self.answers.put
+        # the providers' threads hand each answer straight to this flow's queue
+        self.router.start_sending(messages, lambda answer: put((messages[answer[0]], answer[1], answer[2])))
 
     def receive(self) -> None:
-        """Wait for the next answer, take every one already there, write them when due."""
+        """Take every answer that has arrived, waiting for the first at most until the
+        next write is due; write them when due. Answers are taken in bulk, not woken
+        for one by one."""
         wait = max(0.0, FLUSH_SECONDS - (time.monotonic() - self._last_flush))
         try:
-            self._take(self.answers.get(timeout=wait))
-            while self._buffered < FLUSH_ANSWERS:
-                self._take(self.answers.get_nowait())
+            first = self.answers.get(timeout=wait)
         except queue.Empty:
-            pass
+            first = None
+        if first is not None:
+            self._take(first)
+            if self.answers.qsize() < FLUSH_ANSWERS and self.outstanding > FLUSH_ANSWERS:
+                time.sleep(min(FLUSH_SECONDS / 4, max(0.0, FLUSH_SECONDS - (time.monotonic() - self._last_flush))))
+            try:
+                while self._buffered < FLUSH_ANSWERS:
+                    self._take(self.answers.get_nowait())
+            except queue.Empty:
+                pass
         if self._buffered >= FLUSH_ANSWERS or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
             self.flush()
 
@@ -507,8 +513,8 @@ class _Flow:
         message, provider, result = answer
         self.outstanding -= 1
         self._buffered += 1
-        metrics.PUSH_RESULTS.labels(provider, result.outcome).inc()
         self.by_provider[provider][result.outcome] += 1
+        self._answer_counts[provider, result.outcome] += 1
         state = self.rows[message.notification_id]
         state.answers.append((message, provider, result))
         if result.outcome == "dead_token":
@@ -545,6 +551,9 @@ class _Flow:
                 metrics.PUSH_NOTIFICATIONS.labels(outcome.counter).inc()
         self._ready, self._settled, self._dead, self._finished = [], [], {}, []
         self._partial = set()
+        for (provider, outcome), count in self._answer_counts.items():
+            metrics.PUSH_RESULTS.labels(provider, outcome).inc(count)
+        self._answer_counts.clear()
         self._buffered = 0
         self._last_flush = time.monotonic()
 

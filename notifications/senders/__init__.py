@@ -24,7 +24,7 @@ import logging
 import pkgutil
 import queue
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -190,37 +190,45 @@ class Router:
         return None
 
     def send(self, messages: Sequence[PushMessage]) -> Iterator[tuple[int, str, PushResult]]:
-        """``(index, provider, result)`` for every message as answers arrive. Each
-        provider sends its share on a thread of its own, so one provider's outage
-        (slow timeouts included) never holds up another's devices."""
+        """``(index, provider, result)`` for every message as answers arrive."""
+        answers: queue.Queue = queue.Queue()
+        threads = self.start_sending(messages, answers.put)
+        for _ in range(len(messages)):
+            yield answers.get()
+        for thread in threads:
+            thread.join()
+
+    def start_sending(
+        self, messages: Sequence[PushMessage], sink: Callable[[tuple[int, str, PushResult]], None]
+    ) -> list[threading.Thread]:
+        """Hand ``sink`` each ``(index, provider, result)`` as its answer arrives (from the
+        providers' threads); returns those threads. Each provider sends its share on a
+        thread of its own, so one provider's outage (slow timeouts included) never holds
+        up another's devices."""
         groups: dict[str | None, list[int]] = {}
         for i, message in enumerate(messages):
             groups.setdefault(self.provider_for(message.provider), []).append(i)
-        answers: queue.Queue = queue.Queue()
         threads = []
         for name, indexes in groups.items():
             if name is None:
                 for i in indexes:
                     provider = messages[i].provider or self._default
-                    answers.put((i, provider, PushResult("misconfigured", UNROUTED.format(provider=provider))))
+                    sink((i, provider, PushResult("misconfigured", UNROUTED.format(provider=provider))))
                 continue
             thread = threading.Thread(
-                target=_drain, args=(self.providers[name], name, messages, indexes, answers), daemon=True
+                target=_drain, args=(self.providers[name], name, messages, indexes, sink), daemon=True
             )
             thread.start()
             threads.append(thread)
-        for _ in range(len(messages)):
-            yield answers.get()
-        for thread in threads:
-            thread.join()
+        return threads
 
     def close(self) -> None:
         for provider in self.providers.values():
             provider.close()
 
 
-def _drain(provider: PushProvider, name: str, messages, indexes: list[int], answers: queue.Queue) -> None:
-    """Send one provider's share and put every answer on ``answers``; a provider that
+def _drain(provider: PushProvider, name: str, messages, indexes: list[int], sink: Callable) -> None:
+    """Send one provider's share and hand every answer to ``sink``; a provider that
     breaks its contract (raises, or answers too few) makes its unanswered messages retry."""
     share = [messages[i] for i in indexes]
     answered: set[int] = set()
@@ -229,7 +237,7 @@ def _drain(provider: PushProvider, name: str, messages, indexes: list[int], answ
             if local in answered or not 0 <= local < len(share):
                 raise RuntimeError(f"answer for message {local} twice or out of range")
             answered.add(local)
-            answers.put((indexes[local], name, result))
+            sink((indexes[local], name, result))
         missing = None if len(answered) == len(share) else "the provider answered too few messages"
     except Exception as exc:  # noqa: BLE001 - every message must still be answered
         logger.exception("push provider %s failed", name, extra={"provider": name})
@@ -237,4 +245,4 @@ def _drain(provider: PushProvider, name: str, messages, indexes: list[int], answ
     if missing:
         for local in range(len(share)):
             if local not in answered:
-                answers.put((indexes[local], name, PushResult("retry", missing)))
+                sink((indexes[local], name, PushResult("retry", missing)))
