@@ -117,7 +117,11 @@ def send_requested(posting_ids: Iterable[int]) -> int:
     ``alert_nearby`` job); returns how many volunteers were alerted."""
     alerted = 0
     for posting_id in sorted(set(posting_ids)):
-        alerted += fan_out(posting_id, wait=False) or 0
+        try:
+            alerted += fan_out(posting_id, wait=False) or 0
+        except Exception:  # noqa: BLE001 - the request's own change is committed: never fail it now
+            db.session.rollback()
+            log.exception("nearby alerts of posting %s left to the job", posting_id)
     return alerted
 
 
