@@ -494,3 +494,21 @@ def test_withdrawals_racing_the_release_job_keep_the_caps_exact(app, org, postgr
     assert max(count for _, count in per_posting) <= 4
     assert sum(count for _, count in per_posting) == len(neighbours) * nearby.DAILY_LIMIT
     assert allowances == told
+
+
+def test_a_fan_out_that_fails_after_the_commit_leaves_the_alerts_to_the_job(app, client, org, monkeypatch):
+    """The posting is made (201): the alerts wait for the alert_nearby job instead of failing the request."""
+    org_id, coordinator = org
+    neighbour = volunteer(app, 1.0)
+    real = nearby.alert_volunteers
+
+    def broken(posting):
+        raise RuntimeError("the walk broke")
+
+    monkeypatch.setattr(nearby, "alert_volunteers", broken)
+    posting_id = post_wish(client, coordinator, org_id)
+    assert alerts(app) == {}
+    monkeypatch.setattr(nearby, "alert_volunteers", real)
+    with app.app_context():
+        assert jobs.alert_nearby()["alerted"] == 1
+    assert alerts(app)[neighbour.id].data == {"kind": "nearby_posting", "posting_id": str(posting_id)}
