@@ -213,8 +213,9 @@ def dispatch_until_empty(
         if batch is not None:
             flow.submit(batch)
             batch = None
-        # record answers as they arrive until at most one batch is left on the wire, then claim the next
-        while flow.outstanding > (low_water if claiming else 0):
+        # record answers as they arrive until at most one batch is left on the wire (answers
+        # still to be written do not count: the next batch never waits for the database)
+        while flow.outstanding and (flow.on_wire > low_water or not claiming):
             flow.receive()
         if claiming and may_claim_another(claimed):
             batch = _claim_and_plan(batch_size)
@@ -457,7 +458,9 @@ class _Flow:
         self.app = app
         self.answers: queue.Queue = queue.Queue()
         self.rows: dict[int, _RowState] = {}
-        self.outstanding = 0
+        self.outstanding = 0  # answers not yet taken from the queue
+        self.on_wire = 0  # messages not yet answered by their provider
+        self._wire_lock = threading.Lock()
         self.counts: Counter[str] = Counter()
         self.by_provider: dict[str, Counter[str]] = defaultdict(Counter)
         self.horizon = timedelta(hours=float(app.config.get("PUSH_RETRY_HOURS", DEFAULT_RETRY_HOURS)))
@@ -483,10 +486,18 @@ class _Flow:
         if not batch.messages:
             return
         self.outstanding += len(batch.messages)
+        with self._wire_lock:
+            self.on_wire += len(batch.messages)
         messages = batch.messages
         put = self.answers.put
-        # the providers' threads hand each answer straight to this flow's queue
-        self.router.start_sending(messages, lambda answer: put((messages[answer[0]], answer[1], answer[2])))
+
+        def answered(answer: tuple[int, str, PushResult]) -> None:
+            # on the providers' threads: straight onto this flow's queue
+            with self._wire_lock:
+                self.on_wire -= 1
+            put((messages[answer[0]], answer[1], answer[2]))
+
+        self.router.start_sending(messages, answered)
 
     def receive(self) -> None:
         """Take every answer that has arrived, waiting for the first at most until the
@@ -499,10 +510,8 @@ class _Flow:
             first = None
         if first is not None:
             self._take(first)
-            if self.answers.qsize() < FLUSH_ANSWERS and self.outstanding > FLUSH_ANSWERS:
-                time.sleep(min(FLUSH_SECONDS / 4, max(0.0, FLUSH_SECONDS - (time.monotonic() - self._last_flush))))
             try:
-                while self._buffered < FLUSH_ANSWERS:
+                while True:  # everything already there: one write however far behind we are
                     self._take(self.answers.get_nowait())
             except queue.Empty:
                 pass
