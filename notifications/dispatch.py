@@ -213,9 +213,10 @@ def dispatch_until_empty(
         if batch is not None:
             flow.submit(batch)
             batch = None
-        # record answers as they arrive until at most one batch is left on the wire (answers
-        # still to be written do not count: the next batch never waits for the database)
-        while flow.outstanding and (flow.on_wire > low_water or not claiming):
+        # record answers as they arrive until at most one batch is left on the wire and the
+        # answers not yet written are at most one write's worth: a busy recorder holds back the
+        # next batch rather than let answers pile up unwritten (what a kill -9 would resend)
+        while flow.outstanding and (flow.on_wire > low_water or flow.backlog > FLUSH_ANSWERS or not claiming):
             flow.receive()
         if claiming and may_claim_another(claimed):
             batch = _claim_and_plan(batch_size)
@@ -498,6 +499,11 @@ class _Flow:
             put((messages[answer[0]], answer[1], answer[2]))
 
         self.router.start_sending(messages, answered)
+
+    @property
+    def backlog(self) -> int:
+        """Answers that have arrived and are not written yet."""
+        return self.outstanding - self.on_wire + self._buffered
 
     def receive(self) -> None:
         """Take every answer that has arrived, waiting for the first at most until the
