@@ -205,6 +205,10 @@ def alert_volunteers(posting: Posting) -> int:
         if not eligible:
             continue
         already = _already_alerted(dedupe, [user_id for user_id, _, _ in eligible])
+        # those whose allowance is spent for today (a committed fact that cannot change
+        # back today) are passed over without asking the database to refuse them
+        spent = _spent_today({u: local_date(now, tz) for u, _, tz in eligible if u not in already})
+        eligible = [entry for entry in eligible if entry[0] not in spent]
         start = 0
         while start < len(eligible) and reached < PER_POSTING_LIMIT:
             # the stretch that reaches the limit if every new one in it is granted
@@ -226,6 +230,15 @@ def alert_volunteers(posting: Posting) -> int:
     if not chosen:
         return 0
     return notify_each(KIND, chosen, dedupe=dedupe, title=posting.title, posting_id=posting.id)
+
+
+def _spent_today(days: dict[int, date]) -> set[int]:
+    """The users of ``days`` (user id -> their local today) with no alert left today."""
+    if not days:
+        return set()
+    a = NearbyAlertAllowance
+    rows = db.session.execute(sa.select(a.user_id, a.day, a.alerts).where(a.user_id.in_(list(days))))
+    return {u for u, day, alerts in rows if day > days[u] or (day == days[u] and alerts >= DAILY_LIMIT)}
 
 
 def take_allowances(days: dict[int, date]) -> set[int]:
