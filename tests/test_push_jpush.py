@@ -312,3 +312,34 @@ def test_the_fake_checks_auth_and_the_body_like_jpush(jp):
     extras = {"android": {"alert": "a", "extras": {"posting_id": 42}}}
     body = {"platform": "all", "audience": {"registration_id": ["r"]}, "notification": extras}
     assert validate_push(body) == "notification.android.extras must map names to strings"
+
+
+def test_a_new_provider_is_one_registered_class(app, client, monkeypatch):
+    """The registry is all the dispatcher, the device schema and the checks know:
+    a provider declared in one class reaches its devices (here: Huawei Push Kit)."""
+    from notifications import senders
+    from notifications.senders import PushProvider, PushResult, register
+
+    monkeypatch.setattr(senders, "REGISTRY", dict(senders.REGISTRY))
+    delivered = []
+
+    @register
+    class HuaweiPushKit(PushProvider):
+        name = "hms"
+        serves = ("hms",)
+        device_provider = True
+
+        def send(self, messages):
+            for i, message in enumerate(messages):
+                delivered.append(message.token)
+                yield i, PushResult("sent")
+
+    router = senders.Router({"PUSH_BACKEND": "hms"})
+    user = make_user(app)
+    make_device(app, user.id, "hms-token", provider="hms")
+    claim_wish(app, user.id)
+    with app.app_context():
+        counts = dispatch_pending(router=router)
+    assert (counts["sent"], delivered) == (1, ["hms-token"])
+    assert "hms" in senders.device_providers()
+    assert senders.doctor_problems({"PUSH_BACKEND": "hms"}) is None
