@@ -194,6 +194,8 @@ class Config:
     SKILLS = os.environ.get("SKILLS")
     DEFAULT_TIMEZONE = os.environ.get("DEFAULT_TIMEZONE", "Asia/Shanghai")
 
+    # The push providers enabled, comma-separated (notifications/senders): fcm,jpush in
+    # production; log (development) or memory (tests) stand in for every device.
     PUSH_BACKEND = os.environ.get("PUSH_BACKEND", "log")
     FCM_ENDPOINT = os.environ.get("FCM_ENDPOINT", "https://fcm.googleapis.com")
     FIREBASE_CREDENTIALS = os.environ.get("FIREBASE_CREDENTIALS")
@@ -201,6 +203,20 @@ class Config:
     FCM_TIMEOUT_SECONDS = float(os.environ.get("FCM_TIMEOUT_SECONDS") or 10)
     FCM_SDK_RETRIES = env_int("FCM_SDK_RETRIES", 4)
     FCM_SDK_BACKOFF_SECONDS = float(os.environ.get("FCM_SDK_BACKOFF_SECONDS") or 0.5)
+    # FCM requests in flight at once.
+    FCM_CONCURRENCY = env_int("FCM_CONCURRENCY", 500)
+    # JPush (极光推送), for phones in mainland China: the app's key and master secret,
+    # the APNs environment of the iOS app (true: App Store/TestFlight builds), the
+    # v3 push API's base URL, the phone makers' channel options (JSON; unset: the
+    # service/system-message defaults in notifications/senders/jpush.py), one call's
+    # timeout and the calls in flight at once.
+    JPUSH_APP_KEY = os.environ.get("JPUSH_APP_KEY")
+    JPUSH_MASTER_SECRET = os.environ.get("JPUSH_MASTER_SECRET")
+    JPUSH_APNS_PRODUCTION = env_bool("JPUSH_APNS_PRODUCTION", True)
+    JPUSH_ENDPOINT = os.environ.get("JPUSH_ENDPOINT", "https://api.jpush.cn")
+    JPUSH_THIRD_PARTY_CHANNEL = os.environ.get("JPUSH_THIRD_PARTY_CHANNEL") or None
+    JPUSH_TIMEOUT_SECONDS = float(os.environ.get("JPUSH_TIMEOUT_SECONDS") or 10)
+    JPUSH_CONCURRENCY = env_int("JPUSH_CONCURRENCY", 100)
     # How long a dispatcher owns the rows it claimed before another may take them.
     PUSH_LEASE_SECONDS = env_int("PUSH_LEASE_SECONDS", 300)
     # A push that meets only transient errors is retried this long after it was written.
@@ -219,6 +235,7 @@ class Config:
     JOB_EXPIRE_POSTINGS_SECONDS = env_int("JOB_EXPIRE_POSTINGS_SECONDS", 60)
     JOB_RELEASE_OVERDUE_CLAIMS_SECONDS = env_int("JOB_RELEASE_OVERDUE_CLAIMS_SECONDS", 60)
     JOB_REMIND_UPCOMING_SECONDS = env_int("JOB_REMIND_UPCOMING_SECONDS", 60)
+    JOB_ALERT_NEARBY_SECONDS = env_int("JOB_ALERT_NEARBY_SECONDS", 5)
     JOB_DISPATCH_PUSH_SECONDS = env_int("JOB_DISPATCH_PUSH_SECONDS", 2)
     JOB_PURGE_SECONDS = env_int("JOB_PURGE_SECONDS", 86400)
     JOB_ERASE_ACCOUNTS_SECONDS = env_int("JOB_ERASE_ACCOUNTS_SECONDS", 600)

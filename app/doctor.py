@@ -115,18 +115,12 @@ def check_migrations(app: Flask) -> str | None:
 
 
 def check_push(app: Flask) -> str | None:
-    if app.config.get("PUSH_BACKEND") != "fcm":
-        return None
-    from notifications.senders.fcm import load_certificate
+    from app.delivery import push_delivery
 
-    secret = app.config.get("FIREBASE_CREDENTIALS")
-    if not secret:
-        return "PUSH_BACKEND=fcm but FIREBASE_CREDENTIALS is not set"
     try:
-        load_certificate(secret)
-    except Exception as exc:  # noqa: BLE001
-        return f"FIREBASE_CREDENTIALS cannot be read as a service-account key ({type(exc).__name__})"
-    return None
+        return push_delivery(app).problems()
+    except RuntimeError as exc:
+        return str(exc)
 
 
 def check_sms(app: Flask) -> str | None:

@@ -39,18 +39,17 @@ from flask import current_app
 from app import metrics
 from app.clock import utcnow
 from app.database import job_limits
+from app.delivery import push_delivery
 from app.extensions import db
 from app.logs import log_context
 from app.models import Device, IdempotencyKey, JobRun, Notification, RefreshToken, SmsCode
-from app.services import deletion, photos, sms_codes
+from app.services import deletion, nearby_alerts, photos, sms_codes
 from app.services.batches import batch_of
 from app.services.claims import deadlines, finishing, reminders
 from app.services.postings import ending
-from notifications.dispatch import current_sender, dispatch_pending
 
 log = logging.getLogger(__name__)
 
-DISPATCH_BATCH_SIZE = 500
 IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
 DEVICE_IDLE_TTL = timedelta(days=270)
 READ_NOTIFICATION_TTL = timedelta(days=180)
@@ -264,28 +263,50 @@ def remind_upcoming(*, batch_size: int | None = None, time_budget: float | None 
     return run.result
 
 
-# --- dispatch_push -----------------------------------------------------------------------------------------------
+# --- alert_nearby ------------------------------------------------------------------------------------------------
 
-DISPATCH_COUNTERS = ("claimed", "sent", "retried", "failed", "skipped", "deferred", "tokens_deleted")
+
+def alert_nearby(*, batch_size: int | None = None, time_budget: float | None = None) -> JobResult:
+    """Fan out the nearby alerts (微呼百应) still requested — postings the release job
+    reopened, and any a request left behind — one posting per transaction, oldest
+    request first (app/services/nearby_alerts.py)."""
+    with _Run("alert_nearby", ("postings", "alerted"), batch_size, time_budget, lease=True) as run:
+        while not run.should_stop():
+            posting_id = nearby_alerts.next_requested()
+            if posting_id is None:
+                break
+            with job_limits(db.session, current_app.config["JOB_STATEMENT_TIMEOUT_MS"]):
+                if not take_lease(run.job):
+                    db.session.rollback()
+                    run.lease_busy = True
+                    break
+                alerted = nearby_alerts.fan_out(posting_id)
+            if alerted is None:  # another process is fanning this posting out right now
+                break
+            run.counts["batches"] += 1
+            run.counts["postings"] += 1
+            run.counts["alerted"] += alerted
+    return run.result
+
+
+# --- dispatch_push -----------------------------------------------------------------------------------------------
 
 
 def dispatch_push(*, batch_size: int | None = None, time_budget: float | None = None) -> JobResult:
-    """Drain the notification outbox to the push sender, one batch of at most
-    ``batch_size`` (default 500, FCM's limit per call) due rows at a time.
+    """Drain the notification outbox to the push providers, in batches of at most
+    ``batch_size`` due rows (default: the delivery layer's, 500), each answer
+    recorded as it arrives (notifications/dispatch.py).
 
     No lease: the dispatcher hands each caller its own rows (``FOR UPDATE SKIP
     LOCKED`` on PostgreSQL), so more dispatchers simply drain faster."""
-    size = batch_size or DISPATCH_BATCH_SIZE
-    with _Run("dispatch_push", DISPATCH_COUNTERS, size, time_budget, lease=False) as run:
-        sender = current_sender()
-        while not run.should_stop():
-            counts = dispatch_pending(size, sender)
-            if counts.get("claimed"):
-                run.counts["batches"] += 1
-            for name in DISPATCH_COUNTERS:
-                run.counts[name] += counts.get(name, 0)
-            if counts.get("claimed", 0) < size:
-                break
+    delivery = push_delivery(current_app)
+    size = batch_size or delivery.batch_size
+    counters = tuple(name for name in delivery.counters if name != "pushes")
+    with _Run("dispatch_push", counters, size, time_budget, lease=False) as run:
+        counts = delivery.dispatch(size, should_stop=run.should_stop)
+        run.counts["batches"] += counts.get("batches", 0)
+        for name in counters:
+            run.counts[name] += counts.get(name, 0)
     return run.result
 
 

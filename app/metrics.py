@@ -17,8 +17,9 @@ What is measured, and where:
 - ``yz_claims_total{outcome}``: claim attempts — ``active`` or ``waitlisted``
   for a claim made, else the refusal's slug (``duplicate_claim``,
   ``posting_full``, …) — app/services/claims/claiming.py;
-- ``yz_push_results_total{outcome}``: each push to one device as the sender
-  answered it (``sent``, ``dead_token``, ``retry``, ``failed``), and
+- ``yz_push_results_total{provider,outcome}``: each push to one device as its
+  provider answered it (``sent``, ``retry``, ``dead_token``, ``misconfigured``,
+  ``failed``), and
   ``yz_push_notifications_total{result}``: what became of each outbox row
   (``sent``, ``retried``, ``failed``, ``skipped``, ``deferred``) — notifications/dispatch.py;
 - ``yz_outbox_notifications{push_status}`` (``pending``, ``sending``) and
@@ -70,7 +71,9 @@ SMS = Counter(
     "resend_interval, phone_day_limit, budget, phone_taken).",
     ["purpose", "outcome"],
 )
-PUSH_RESULTS = Counter("yz_push_results", "Pushes to one device, by the sender's answer.", ["outcome"])
+PUSH_RESULTS = Counter(
+    "yz_push_results", "Pushes to one device, by provider and the provider's answer.", ["provider", "outcome"]
+)
 PUSH_NOTIFICATIONS = Counter(
     "yz_push_notifications", "Outbox rows the dispatcher settled, by what became of them.", ["result"]
 )
@@ -126,12 +129,13 @@ class OutboxCollector:
         from app.clock import as_utc, utcnow
         from app.extensions import db
         from app.models import Notification
+        from app.models.notifications import UNSETTLED_PUSH_STATUSES
 
         try:
             depth = dict(
                 db.session.execute(
                     sa.select(Notification.push_status, sa.func.count())
-                    .where(Notification.push_status.in_(("pending", "sending")))
+                    .where(Notification.push_status.in_(UNSETTLED_PUSH_STATUSES))
                     .group_by(Notification.push_status)
                 ).all()
             )
@@ -148,7 +152,7 @@ class OutboxCollector:
             log.warning("metrics: could not read the outbox", exc_info=True)
             return
         family = GaugeMetricFamily("yz_outbox_notifications", "Outbox rows not yet settled.", labels=["push_status"])
-        for status in ("pending", "sending"):
+        for status in UNSETTLED_PUSH_STATUSES:
             family.add_metric([status], depth.get(status, 0))
         yield family
         age = max(0.0, (now - as_utc(oldest)).total_seconds()) if oldest is not None else 0.0

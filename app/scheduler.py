@@ -26,8 +26,11 @@ Job (every, by default; the environment variable that sets it) and what it does:
   claims confirmed after ``AUTO_CONFIRM_DAYS``.
 - ``remind_upcoming`` (60 s; ``JOB_REMIND_UPCOMING_SECONDS``): volunteers of a
   project or charity reminded 24 h and 1 h before it starts.
+- ``alert_nearby`` (5 s; ``JOB_ALERT_NEARBY_SECONDS``): the nearby alerts
+  (微呼百应) of postings that opened and were not fanned out at once (the
+  release job's reopened wishes, a fan-out that met a lock).
 - ``dispatch_push`` (2 s; ``JOB_DISPATCH_PUSH_SECONDS``): drain the outbox to the
-  push sender.
+  push providers.
 - ``erase_accounts`` (600 s; ``JOB_ERASE_ACCOUNTS_SECONDS``): accounts whose
   deletion is due are erased, the organisations' records kept.
 - ``purge`` (86,400 s; ``JOB_PURGE_SECONDS``): idempotency keys older than 24 h,
@@ -88,7 +91,8 @@ JOBS = (
         "release overdue claims (remind 24 h ahead), settle ended events, auto-confirm fulfilled claims",
     ),
     JobSpec("remind_upcoming", "JOB_REMIND_UPCOMING_SECONDS", "remind volunteers 24 h and 1 h before an event"),
-    JobSpec("dispatch_push", "JOB_DISPATCH_PUSH_SECONDS", "send pending notifications to the push sender"),
+    JobSpec("alert_nearby", "JOB_ALERT_NEARBY_SECONDS", "send the nearby alerts (微呼百应) of postings that opened"),
+    JobSpec("dispatch_push", "JOB_DISPATCH_PUSH_SECONDS", "send pending notifications to the push providers"),
     JobSpec(
         "erase_accounts", "JOB_ERASE_ACCOUNTS_SECONDS", "erase accounts whose deletion is due; keep the orgs' records"
     ),

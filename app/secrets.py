@@ -63,33 +63,19 @@ def key_problems(config, names: Iterable[str] = KEYS) -> list[str]:
     return problems
 
 
-def push_problems(config) -> list[str]:
-    """Settings that would make the FCM dispatcher send a message twice or give up early."""
-    if config.get("PUSH_BACKEND") != "fcm":
-        return []
-    from notifications.senders.fcm import longest_send_seconds
-
-    longest = longest_send_seconds(
-        float(config.get("FCM_TIMEOUT_SECONDS", 10)),
-        int(config.get("FCM_SDK_RETRIES", 4)),
-        float(config.get("FCM_SDK_BACKOFF_SECONDS", 0.5)),
-    )
-    lease = float(config.get("PUSH_LEASE_SECONDS", 300))
-    if lease <= longest:
-        return [
-            f"PUSH_LEASE_SECONDS ({lease:g}) must exceed the longest send ({longest:g} s from FCM_TIMEOUT_SECONDS, "
-            "FCM_SDK_RETRIES and FCM_SDK_BACKOFF_SECONDS), or another dispatcher resends rows still in flight"
-        ]
-    return []
-
-
 def production_problems(app: Flask) -> list[str]:
     """Everything production refuses: the three keys, the certificate signing key,
-    and an SMS provider that proves nothing (``log``) or lacks its settings."""
+    an SMS provider that proves nothing (``log``) or lacks its settings, and photos
+    on one machine's disk (``STORAGE_BACKEND=local`` without ``STORAGE_LOCAL_OK``)."""
+    from app import storage
     from app.services.certificates import CertificateKeyError, certificate_key
     from app.sms import configuration_problems
 
-    problems = key_problems(app.config) + configuration_problems(app.config, production=True)
+    problems = (
+        key_problems(app.config)
+        + configuration_problems(app.config, production=True)
+        + storage.config_problems(app.config, production=True)
+    )
     try:
         certificate_key(app)
     except CertificateKeyError as exc:
@@ -98,12 +84,9 @@ def production_problems(app: Flask) -> list[str]:
 
 
 def ensure_keys(app: Flask) -> None:
-    """Fill development keys, or refuse to start production with unsafe ones (or with
-    photos on one machine's disk). Push settings that would duplicate messages are
-    refused in every mode."""
-    problems = push_problems(app.config)
-    if problems:
-        raise UnsafeConfiguration("refusing to start: " + "; ".join(problems))
+    """Fill development keys, or refuse to start production with unsafe settings
+    (:func:`production_problems`). (Push settings that would duplicate messages are
+    refused by the delivery layer, in every mode: notifications.init_app.)"""
     if is_development(app):
         missing = [name for name in KEYS if not app.config.get(name)]
         if missing:
@@ -120,11 +103,6 @@ def ensure_keys(app: Flask) -> None:
                 "'import secrets; print(secrets.token_urlsafe(48))'`), or run with APP_ENV=development."
             )
         raise UnsafeConfiguration("refusing to start in production: " + "; ".join(problems) + advice)
-    from app import storage
-
-    problems = storage.config_problems(app.config, production=True)
-    if problems:
-        raise UnsafeConfiguration("refusing to start in production: " + "; ".join(problems))
 
 
 def _dev_keys(instance_path: str) -> dict[str, str]:

@@ -245,7 +245,7 @@ def fcm_slower_than_timeout(args) -> bool:
     from app import create_app
     from app.extensions import db
     from app.models import Device, Notification, User
-    from notifications import notify
+    from app.outbox import notify
     from notifications.dispatch import dispatch_until_empty
     from tests.fake_fcm import FakeFcm
 
@@ -270,7 +270,9 @@ def fcm_slower_than_timeout(args) -> bool:
             db.session.add_all(users)
             db.session.flush()
             db.session.add_all(
-                Device(user_id=u.id, token=f"token-{u.id}", platform="android", last_seen_at=db.func.now())
+                Device(
+                    user_id=u.id, token=f"token-{u.id}", platform="android", provider="fcm", last_seen_at=db.func.now()
+                )
                 for u in users
             )
             for u in users:

@@ -19,7 +19,7 @@ a quarter one skill (its code or its Chinese name), a quarter two skills.
 With ``--volunteers V`` it also loads V volunteers (homes from the same
 mixture; push radius 3 km for 70 %, 5 km for 20 %, 10–50 km for the rest; no
 skill for a fifth, one or two of the fifteen for the others) and times
-``notifications.nearby.alert_nearby_volunteers`` (微呼百应) for 50 postings
+``app.services.nearby_alerts`` (微呼百应) for 50 postings
 (wishes and projects) opening at random points, each in a transaction that is
 rolled back, printing p50/p95 and how many volunteers each reached.
 
@@ -242,10 +242,10 @@ def load_volunteers(conn: sa.Connection, volunteers: int) -> None:
 
 
 def time_alerts(rng: random.Random, wishes: int = 50) -> None:
-    """alert_nearby_volunteers for wishes opening at random points (rolled back)."""
+    """alert_volunteers for wishes opening at random points (rolled back)."""
     from app.geo import geocell_for
     from app.models import Posting, PostingTag
-    from notifications.nearby import alert_nearby_volunteers
+    from app.services.nearby_alerts import alert_volunteers
 
     timings, reached = [], []
     for i in range(wishes):
@@ -268,10 +268,10 @@ def time_alerts(rng: random.Random, wishes: int = 50) -> None:
         db.session.add(posting)
         db.session.flush()
         started = time.perf_counter()
-        reached.append(alert_nearby_volunteers(posting))
+        reached.append(alert_volunteers(posting))
         timings.append((time.perf_counter() - started) * 1000)
         db.session.rollback()
-    print(f"\n{wishes} postings opening (a quarter projects; half tagged 助老), alert_nearby_volunteers:")
+    print(f"\n{wishes} postings opening (a quarter projects; half tagged 助老), alert_volunteers:")
     print(
         f"p50 {percentile(timings, 50):.1f} ms, p95 {percentile(timings, 95):.1f} ms, max {max(timings):.1f} ms;"
         f" volunteers reached per wish: median {statistics.median(reached):.0f}, max {max(reached)}"

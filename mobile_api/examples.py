@@ -67,8 +67,9 @@ REQUEST_EXAMPLES: dict[str, dict] = {
     "reject_posting": {"reason": "请写清楚需要帮忙的时间"},
     "cancel_posting": {"reason": "家人已经帮忙解决了"},
     "register_device": {
-        "token": "fcm-registration-token-of-this-install",
+        "token": "1a0018970a3f2b4c1e2",
         "platform": "android",
+        "provider": "jpush",
         "app_version": "1.0.0",
     },
     "mark_read": {"ids": [1]},

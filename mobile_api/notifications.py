@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask_jwt_extended import jwt_required
 from flask_smorest import Blueprint
 
+import notifications
 from app.i18n import current_locale
 from app.security import current_user
 from mobile_api.fields import page_of
@@ -22,6 +23,9 @@ from notifications import devices, inbox
 blp = Blueprint(
     "notifications", __name__, url_prefix="/api/v1/me", description="Push devices, the inbox and notification settings"
 )
+# The delivery layer comes with its API: registering this blueprint registers the
+# push dispatcher and its checks on the app (app/ never imports notifications/).
+blp.record_once(lambda state: notifications.init_app(state.app))
 AUTH = {"security": [{"bearerAuth": []}]}
 
 
@@ -32,7 +36,9 @@ AUTH = {"security": [{"bearerAuth": []}]}
 @blp.doc(**AUTH)
 def register_device(body):
     """Register this phone's push token; a token known under another account moves here."""
-    return devices.register_device(current_user(), body["token"], body["platform"], body.get("app_version"))
+    return devices.register_device(
+        current_user(), body["token"], body["platform"], body["provider"], body.get("app_version")
+    )
 
 
 @blp.route("/devices/<path:token>", methods=["DELETE"])

@@ -1,4 +1,5 @@
-"""Device tokens (FCM registration tokens) and a user's notification settings."""
+"""Devices (an FCM registration token or a JPush registration ID, with its provider) and a
+user's notification settings."""
 
 from __future__ import annotations
 
@@ -10,26 +11,39 @@ from app.clock import utcnow
 from app.errors import NotFound
 from app.extensions import db
 from app.models import Device, User
+from notifications.senders import default_device_provider
 
 MAX_DEVICES_PER_USER = 10  # the least recently seen go first; a phone re-registers on every start
 
 
-def register_device(user: User, token: str, platform: str, app_version: str | None = None) -> Device:
-    """Register ``token`` for ``user``; a token known under another user moves to this one
-    (a phone changed hands or accounts). One INSERT … ON CONFLICT (token) DO UPDATE."""
+def register_device(
+    user: User, token: str, platform: str, provider: str | None = None, app_version: str | None = None
+) -> Device:
+    """Register ``token`` of ``provider`` (the default provider when None) for ``user``; a
+    token known under another user moves to this one (a phone changed hands or
+    accounts), and takes the provider it is registered with now. One INSERT … ON
+    CONFLICT (token) DO UPDATE."""
+    provider = provider or default_device_provider()
     now = utcnow()
     if db.session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
     stmt = insert(Device).values(
-        user_id=user.id, token=token, platform=platform, app_version=app_version, created_at=now, last_seen_at=now
+        user_id=user.id,
+        token=token,
+        platform=platform,
+        provider=provider,
+        app_version=app_version,
+        created_at=now,
+        last_seen_at=now,
     )
     stmt = stmt.on_conflict_do_update(
         index_elements=["token"],
         set_={
             "user_id": stmt.excluded.user_id,
             "platform": stmt.excluded.platform,
+            "provider": stmt.excluded.provider,
             "app_version": stmt.excluded.app_version,
             "last_seen_at": stmt.excluded.last_seen_at,
         },

@@ -1,7 +1,8 @@
-"""The outbox dispatcher: claims due notification rows in batches and pushes them.
+"""The outbox dispatcher: claims due notification rows, pushes them to every device
+of their user through that device's provider, and records each answer as it arrives.
 
-One batch (:func:`dispatch_pending`) runs in three steps, and no transaction
-or row lock is open while the sender talks to FCM:
+A batch (at most ``batch_size`` rows) goes through three steps, and no
+transaction or row lock is open while a provider talks to its service:
 
 1. **Claim** — one short transaction flips up to ``batch_size`` due rows to
    ``sending`` with a lease (``lease_expires_at``) and counts the attempt.
@@ -10,95 +11,128 @@ or row lock is open while the sender talks to FCM:
    the rows are picked ``FOR UPDATE SKIP LOCKED``, so dispatchers running at
    once each get their own rows; SQLite has one writer, and the claim is a
    single ``UPDATE … RETURNING``. The claim commits before anything is sent.
-2. **Send** — the batch's users, devices and unread counts are read, the read
-   transaction ends, and every (row, device token) becomes one push.
-3. **Record** — each row's outcome is written, guarded by ``push_status =
-   'sending' AND lease_expires_at = <our lease>``: a dispatcher that lost its
-   lease (it was too slow and another one reclaimed the row) cannot overwrite
-   the newer result. Dead tokens are deleted.
+2. **Plan and send** — the batch's users, devices, unread counts and earlier
+   deliveries are read, the read transaction ends, and every (row, device
+   still without an answer) becomes one push, routed to the device's provider
+   (notifications/senders: ``fcm``, ``jpush``; ``log`` or ``memory`` stand in
+   for both in development and tests). Each provider sends its share on a
+   thread of its own, so one provider's outage never holds up another's.
+3. **Record, as answers arrive** — answers are written every
+   :data:`FLUSH_ANSWERS` answers or :data:`FLUSH_SECONDS`, whichever comes
+   first, one short transaction each: a row whose devices have all answered is
+   settled, guarded by ``push_status = 'sending' AND lease_expires_at = <our
+   lease>`` (a dispatcher that lost its lease cannot overwrite a newer result);
+   a device that answered for a row still waiting on another device gets a
+   ``push_deliveries`` row, so no later attempt sends to it again; dead
+   devices are deleted. While one batch is on the wire, the next is claimed
+   and queued behind it, so the wire never waits for the database.
 
 A row ends as:
 
 ``sent``
-    at least one of the user's devices accepted it (``sent_at``). Other
-    devices' errors are kept in ``last_error``.
+    every device has answered and at least one accepted it (``sent_at``, the
+    first acceptance). Other devices' errors are kept in ``last_error``.
 ``pending`` again
-    no device accepted it and some answered a transient error (quota,
-    unavailable, internal, a connection that never opened): retried after an
-    exponential back-off with jitter (30 s, 1 min, 2 min, … capped at 1 h; at
-    least the provider's ``Retry-After``), for ``PUSH_RETRY_HOURS`` (24) after
-    the notification was written. Also a row whose user is in quiet hours
-    right now: it waits until they end, and that does not count as an attempt.
+    some device answered a transient error (quota, unavailable, a rate limit,
+    a connection that never opened) or its provider is misconfigured (keys
+    refused, or no enabled provider serves it): only those devices are tried
+    again, after an exponential back-off with jitter (30 s, 1 min, 2 min, …
+    capped at 1 h; at least the provider's ``Retry-After`` or rate-limit
+    reset), for ``PUSH_RETRY_HOURS`` (24) after the notification was written —
+    then it is ``sent`` if some device got it, else ``failed``. The devices
+    that answered keep a ``push_deliveries`` row meanwhile: with FCM down, a
+    user's JPush phone gets the message now and the Android phone on FCM when
+    FCM is back, each once. Also a row whose user is in quiet hours right now:
+    it waits until they end, and that does not count as an attempt.
 ``failed``
-    a permanent error, or still transient ``PUSH_RETRY_HOURS`` after it was
-    written (or after ``MAX_ATTEMPTS`` claims, which only dispatchers dying
-    over and over reach); ``last_error`` keeps the error.
+    a permanent error on every device, or still transient ``PUSH_RETRY_HOURS``
+    after it was written with no device reached (or after ``MAX_ATTEMPTS``
+    claims, which only dispatchers dying over and over reach); ``last_error``
+    keeps the error.
 ``skipped``
     nothing to send, with the reason in ``last_error``: ``muted`` (the user
     muted the kind), ``batched`` (set when the row was written: the user
     already had a push of this kind within its ``PUSH_INTERVALS``),
     ``no_devices`` (the user has no registered device) or ``no_devices: …``
-    (every token turned out dead and was deleted). The inbox row is the
+    (every device turned out dead and was deleted). The inbox row is the
     message either way: push is best effort, the inbox is the truth.
 
-Push is at-least-once: a dispatcher that dies after FCM accepted a message but
-before recording it sends that message again once its lease expires. Every
-push carries ``notification_id`` in its ``data``, so the app can drop a
-repeat. A send whose answer timed out is not repeated (see senders/fcm.py).
+Push is at-least-once: a dispatcher that dies after a provider accepted a
+message but before recording the answer sends that message again once its
+lease expires — at most the messages on the wire and the answers of the last
+:data:`FLUSH_SECONDS` (bench/push.py ``--kill`` measures it). Every push
+carries ``notification_id`` in its ``data``, so the app can drop a repeat. A
+send whose answer timed out is not repeated (see senders/fcm.py).
 
 ``PUSH_LEASE_SECONDS`` (config, default 300) is the lease: longer than the
-slowest batch can take (500 messages in parallel, each at most
-``longest_send_seconds`` — the app refuses to start with ``PUSH_BACKEND=fcm``
-and a lease that is not), short enough that a dead dispatcher's rows go out
-again within minutes.
+slowest batch can take (each provider refuses to start with a lease that is
+not), short enough that a dead dispatcher's rows go out again within minutes.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import threading
 import time
 from collections import Counter, defaultdict
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from flask import current_app
+from flask import Flask, current_app
 
 from app import metrics
 from app.clock import as_utc, utcnow
 from app.extensions import db
-from app.models import Device, Notification, User
-from notifications import push_payload, quiet_hours_end
-from notifications.senders import PushMessage, PushResult, PushSender, get_sender
-from notifications.templates import TIME_CRITICAL_KINDS
+from app.models import Device, Notification, PushDelivery, User
+from app.outbox import push_payload, quiet_hours_end
+from app.outbox.templates import TIME_CRITICAL_KINDS
+from notifications.senders import PushMessage, PushResult, Router
 
 log = logging.getLogger(__name__)
 
 # Claims of one row before it is given up whatever its age: only dispatchers that
 # die over and over reach it (24 h of transient errors take about 40 attempts).
 MAX_ATTEMPTS = 100
-DEFAULT_LEASE_SECONDS = 300  # well above a 500-message send_each with 10 s timeouts and SDK retries
+DEFAULT_LEASE_SECONDS = 300
 DEFAULT_RETRY_HOURS = 24
 RETRY_BASE_SECONDS = 30
 RETRY_CAP_SECONDS = 3600
+DEFAULT_BATCH_SIZE = 500
+# Answers are written at least this often (seconds) and in groups of at most this many.
+FLUSH_SECONDS = 0.1
+FLUSH_ANSWERS = 100
+# Outcomes after which a device needs nothing more for a row.
+DONE_OUTCOMES = frozenset({"sent", "failed", "dead_token"})
+WAITING_OUTCOMES = frozenset({"retry", "misconfigured"})
 
-_sender_lock = threading.Lock()
-_SENDER_KEY = "push_sender"
+# What one dispatch run counts (the dispatch_push job reports the same names).
+COUNTERS = ("claimed", "sent", "retried", "failed", "skipped", "deferred", "pushes", "tokens_deleted")
+
+_router_lock = threading.Lock()
+_ROUTER_KEY = "push_router"
 
 
-def current_sender() -> PushSender:
-    """The app's sender (``PUSH_BACKEND``), built once per app and shared by its threads."""
-    app = current_app._get_current_object()
-    sender = app.extensions.get(_SENDER_KEY)
-    if sender is None:
-        with _sender_lock:
-            sender = app.extensions.get(_SENDER_KEY)
-            if sender is None:
-                sender = app.extensions[_SENDER_KEY] = get_sender(app.config)
-    return sender
+def current_router(app: Flask | None = None) -> Router:
+    """The app's enabled providers (``PUSH_BACKEND``), built once per app and shared by its threads."""
+    app = app or current_app._get_current_object()
+    router = app.extensions.get(_ROUTER_KEY)
+    if router is None:
+        with _router_lock:
+            router = app.extensions.get(_ROUTER_KEY)
+            if router is None:
+                router = app.extensions[_ROUTER_KEY] = Router(app.config)
+    return router
+
+
+def close_router(app: Flask) -> None:
+    """Close the app's providers (their pools and sessions); the next dispatch builds them again."""
+    router = app.extensions.pop(_ROUTER_KEY, None)
+    if router is not None:
+        router.close()
 
 
 @dataclass(frozen=True)
@@ -114,84 +148,87 @@ class ClaimedRow:
     created_at: datetime
 
 
-COUNTERS = ("claimed", "sent", "retried", "failed", "skipped", "deferred", "pushes", "tokens_deleted")
+@dataclass(frozen=True)
+class Outcome:
+    """What to write back to one row."""
+
+    status: str  # sent | pending | failed | skipped
+    counter: str  # which count it adds to
+    next_attempt_at: datetime | None = None
+    error: str | None = None
+    sent_at: datetime | None = None
+    refund_attempt: bool = False  # a quiet-hours deferral is not an attempt
 
 
 @dataclass
 class _Batch:
     """One claimed batch between its claim and its record."""
 
-    rows: list[ClaimedRow]
+    rows: dict[int, ClaimedRow]
     claimed_at: datetime
     lease: datetime
-    outcomes: dict[int, Outcome]
+    settled: dict[int, Outcome]  # rows that need no push
     messages: list[PushMessage]
+    earlier: dict[int, list[tuple[str, str | None]]]  # row -> (outcome, error) of devices answered before
 
 
-def dispatch_pending(batch_size: int = 500, sender: PushSender | None = None) -> dict[str, int]:
-    """Claim one batch of due rows, push them and record the results.
-
-    Returns counts: ``claimed``, ``sent``, ``retried``, ``failed``, ``skipped``,
-    ``deferred`` (quiet hours), ``pushes`` (messages handed to the sender) and
-    ``tokens_deleted``. Call it in an app context.
-    """
-    sender = sender or current_sender()
-    batch = _claim_and_plan(batch_size)
-    if batch is None:
-        return {name: 0 for name in COUNTERS}
-    return _record(batch, _send(sender, batch.messages))
+def dispatch_pending(batch_size: int = DEFAULT_BATCH_SIZE, router: Router | None = None) -> dict[str, int]:
+    """Claim one batch of due rows, push them and record the answers; returns the counts
+    (``claimed``, ``sent``, ``retried``, ``failed``, ``skipped``, ``deferred`` (quiet
+    hours), ``pushes`` (messages handed to providers) and ``tokens_deleted``). Call it in
+    an app context."""
+    counts = dispatch_until_empty(batch_size, router, max_batches=1)
+    counts.pop("batches", None)
+    return counts
 
 
 def dispatch_until_empty(
-    batch_size: int = 500,
-    sender: PushSender | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    router: Router | None = None,
     *,
     max_batches: int | None = None,
     budget_seconds: float | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, int]:
-    """Dispatch batch after batch until nothing is due (or ``max_batches`` /
-    ``budget_seconds`` is reached); returns the summed counts and ``batches``.
-
-    Pipelined: while one batch is on the wire (the sender, on a thread of its
-    own, touches no database), this thread records the batch before it and
-    claims and plans the next, so the network no longer waits for the
-    database work between batches. Each batch is still claimed, sent and
-    recorded exactly as :func:`dispatch_pending` does. The budget is checked
-    between batches; a batch already claimed is always sent and recorded
-    (its rows would otherwise wait for their lease to run out).
-    """
-    sender = sender or current_sender()
-    app = current_app._get_current_object()
-    total: Counter[str] = Counter()
+    """Dispatch batch after batch until nothing is due (or ``max_batches``,
+    ``budget_seconds`` or ``should_stop()`` says enough); returns the summed counts
+    and ``batches``. A batch already claimed is always sent and recorded (its rows
+    would otherwise wait for their lease to run out)."""
+    router = router or current_router()
     started = time.monotonic()
-
-    def send(messages: list[PushMessage]) -> list[PushResult]:
-        with app.app_context():
-            return _send(sender, messages)
+    flow = _Flow(router, current_app._get_current_object())
 
     def may_claim_another(claimed: int) -> bool:
         if max_batches is not None and claimed >= max_batches:
             return False
+        if should_stop is not None and should_stop():
+            return False
         return budget_seconds is None or time.monotonic() - started < budget_seconds
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="push-send") as wire:
-        batch = _claim_and_plan(batch_size)
-        claimed = 1 if batch is not None else 0
-        sent: tuple[_Batch, Future] | None = None  # on the wire or back, not yet recorded
-        while batch is not None:
-            in_flight = wire.submit(send, batch.messages)
-            if sent is not None:
-                total.update(_record(sent[0], sent[1].result()))
-                total["batches"] += 1
-            sent = (batch, in_flight)
+    batch = _claim_and_plan(batch_size)
+    claimed = 1 if batch is not None else 0
+    claiming = batch is not None
+    low_water = batch_size  # claim the next batch as soon as at most one is left on the wire
+    while batch is not None or flow.outstanding:
+        if batch is not None:
+            flow.submit(batch)
             batch = None
-            if may_claim_another(claimed):
-                batch = _claim_and_plan(batch_size)
-                claimed += batch is not None
-        if sent is not None:
-            total.update(_record(sent[0], sent[1].result()))
-            total["batches"] += 1
-    return dict(total)
+        # record answers as they arrive until at most one batch is left on the wire and the
+        # answers not yet written are at most one write's worth: a busy recorder holds back the
+        # next batch rather than let answers pile up unwritten (what a kill -9 would resend)
+        while flow.outstanding and (flow.on_wire > low_water or flow.backlog > FLUSH_ANSWERS or not claiming):
+            flow.receive()
+        if claiming and may_claim_another(claimed):
+            batch = _claim_and_plan(batch_size)
+            claimed += batch is not None
+            claiming = batch is not None
+        else:
+            claiming = False
+    flow.flush()
+    flow.log_answers()
+    counts = {name: flow.counts[name] for name in COUNTERS}
+    counts["batches"] = claimed
+    return counts
 
 
 def _claim_and_plan(batch_size: int) -> _Batch | None:
@@ -201,32 +238,8 @@ def _claim_and_plan(batch_size: int) -> _Batch | None:
     rows = claim_batch(batch_size, now, lease)
     if not rows:
         return None
-    outcomes, messages = plan_batch(rows, now)  # ends its read transaction
-    return _Batch(rows, now, lease, outcomes, messages)
-
-
-def _record(batch: _Batch, results: list[PushResult]) -> dict[str, int]:
-    """Step 3: each row's outcome from its messages' results; the batch's counts."""
-    counts: Counter[str] = Counter({name: 0 for name in COUNTERS})
-    counts["claimed"] = len(batch.rows)
-    counts["pushes"] = len(batch.messages)
-    for result in results:
-        metrics.PUSH_RESULTS.labels(result.outcome).inc()
-    by_row: dict[int, list[tuple[PushMessage, PushResult]]] = defaultdict(list)
-    for message, result in zip(batch.messages, results, strict=True):
-        by_row[message.notification_id].append((message, result))
-    done_at = utcnow()
-    horizon = timedelta(hours=float(current_app.config.get("PUSH_RETRY_HOURS", DEFAULT_RETRY_HOURS)))
-    outcomes = dict(batch.outcomes)
-    for row in batch.rows:
-        if row.id not in outcomes:
-            outcomes[row.id] = row_outcome(row, by_row[row.id], done_at, horizon)
-    dead_tokens = {m.token for pairs in by_row.values() for m, r in pairs if r.outcome == "dead_token"}
-    counts["tokens_deleted"] = record_results(outcomes, batch.lease, dead_tokens, claimed_at=batch.claimed_at)
-    for outcome in outcomes.values():
-        counts[outcome.counter] += 1
-        metrics.PUSH_NOTIFICATIONS.labels(outcome.counter).inc()
-    return dict(counts)
+    settled, messages, earlier = plan_batch(rows, now)  # ends its read transaction
+    return _Batch({row.id: row for row in rows}, now, lease, settled, messages, earlier)
 
 
 # --- 1. claim -----------------------------------------------------------------------
@@ -288,21 +301,12 @@ def _claim(pick: sa.Select, lease: datetime) -> list[ClaimedRow]:
 # --- 2. plan and send --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What to write back to one row."""
-
-    status: str  # sent | pending | failed | skipped
-    counter: str  # which count it adds to
-    next_attempt_at: datetime | None = None
-    error: str | None = None
-    sent_at: datetime | None = None
-    refund_attempt: bool = False  # a quiet-hours deferral is not an attempt
-
-
-def plan_batch(rows: list[ClaimedRow], now: datetime) -> tuple[dict[int, Outcome], list[PushMessage]]:
+def plan_batch(
+    rows: list[ClaimedRow], now: datetime
+) -> tuple[dict[int, Outcome], list[PushMessage], dict[int, list[tuple[str, str | None]]]]:
     """Settle the rows that need no push (muted, quiet hours, no device, out of attempts)
-    and build one message per device for the rest; ends the read transaction."""
+    and build one message per device still without an answer for the rest; ends the
+    read transaction. Returns (settled rows, messages, earlier answers per row)."""
     user_ids = {row.user_id for row in rows}
     users = {
         uid: (tz, start, end, muted or [])
@@ -312,43 +316,61 @@ def plan_batch(rows: list[ClaimedRow], now: datetime) -> tuple[dict[int, Outcome
             )
         )
     }
-    devices: dict[int, list[tuple[str, str]]] = defaultdict(list)
-    for uid, token, platform in db.session.execute(
-        sa.select(Device.user_id, Device.token, Device.platform).where(Device.user_id.in_(user_ids)).order_by(Device.id)
+    devices: dict[int, list[tuple[int, str, str, str]]] = defaultdict(list)
+    for uid, device_id, token, platform, provider in db.session.execute(
+        sa.select(Device.user_id, Device.id, Device.token, Device.platform, Device.provider)
+        .where(Device.user_id.in_(user_ids))
+        .order_by(Device.id)
     ):
-        devices[uid].append((token, platform))
-    badge_users = {uid for uid, devs in devices.items() if any(p == "ios" for _, p in devs)}
+        devices[uid].append((device_id, token, platform, provider))
+    answered: dict[int, set[int]] = defaultdict(set)
+    earlier: dict[int, list[tuple[str, str | None]]] = defaultdict(list)
+    retried = [row.id for row in rows if row.push_attempts > 1]  # a first attempt has no earlier answers
+    if retried:
+        for row_id, device_id, outcome, error in db.session.execute(
+            sa.select(
+                PushDelivery.notification_id, PushDelivery.device_id, PushDelivery.outcome, PushDelivery.error
+            ).where(PushDelivery.notification_id.in_(retried))
+        ):
+            answered[row_id].add(device_id)
+            earlier[row_id].append((outcome, error))
+    badge_users = {uid for uid, devs in devices.items() if any(d[2] == "ios" for d in devs)}
     unread = _unread_counts(badge_users) if badge_users else {}
     db.session.commit()  # nothing to write; ends the snapshot before the network call
 
-    outcomes: dict[int, Outcome] = {}
+    settled: dict[int, Outcome] = {}
     messages: list[PushMessage] = []
     for row in rows:
         user = users.get(row.user_id)
         if row.push_attempts > MAX_ATTEMPTS:
             # reclaimed after its dispatchers died MAX_ATTEMPTS times: give up, keep the story
             error = f"gave up after {MAX_ATTEMPTS} attempts" + (f"; last: {row.last_error}" if row.last_error else "")
-            outcomes[row.id] = Outcome("failed", "failed", error=error[:500])
+            reached = any(outcome == "sent" for outcome, _ in earlier.get(row.id, ()))
+            settled[row.id] = Outcome("sent" if reached else "failed", "failed", error=error[:500])
             continue
         if user is None:
-            outcomes[row.id] = Outcome("skipped", "skipped", error="no_user")
+            settled[row.id] = Outcome("skipped", "skipped", error="no_user")
             continue
         tz, start, end, muted = user
         if row.kind in muted:
-            outcomes[row.id] = Outcome("skipped", "skipped", error="muted")
+            settled[row.id] = Outcome("skipped", "skipped", error="muted")
             continue
         quiet_until = quiet_hours_end(now, tz, start, end)
         if quiet_until is not None:
-            outcomes[row.id] = Outcome(
+            settled[row.id] = Outcome(
                 "pending", "deferred", next_attempt_at=quiet_until, error=row.last_error, refund_attempt=True
             )
             continue
-        if not devices.get(row.user_id):
-            outcomes[row.id] = Outcome("skipped", "skipped", error="no_devices")
+        waiting = [d for d in devices.get(row.user_id, ()) if d[0] not in answered.get(row.id, ())]
+        if not waiting:
+            if earlier.get(row.id):  # every device answered before the last attempt ended
+                settled[row.id] = row_outcome(row, [], now, earlier=earlier[row.id])
+            else:
+                settled[row.id] = Outcome("skipped", "skipped", error="no_devices")
             continue
         data = push_payload(row.id, row.data)
         posting_id = data.get("posting_id")
-        for token, platform in devices[row.user_id]:
+        for device_id, token, platform, provider in waiting:
             messages.append(
                 PushMessage(
                     notification_id=row.id,
@@ -360,9 +382,11 @@ def plan_batch(rows: list[ClaimedRow], now: datetime) -> tuple[dict[int, Outcome
                     collapse_key=f"posting-{posting_id}" if posting_id else None,
                     high_priority=row.kind in TIME_CRITICAL_KINDS,
                     badge=unread.get(row.user_id, 0) if platform == "ios" else None,
+                    device_id=device_id,
+                    provider=provider,
                 )
             )
-    return outcomes, messages
+    return settled, messages, dict(earlier)
 
 
 def _unread_counts(user_ids: set[int]) -> dict[int, int]:
@@ -371,46 +395,39 @@ def _unread_counts(user_ids: set[int]) -> dict[int, int]:
     return dict(db.session.execute(stmt).all())
 
 
-def _send(sender: PushSender, messages: list[PushMessage]) -> list[PushResult]:
-    """The sender's results; a sender that breaks its contract makes every message a retry."""
-    if not messages:
-        return []
-    try:
-        results = list(sender.send(messages))
-    except Exception as exc:  # noqa: BLE001 - the batch must still be recorded
-        log.exception("push sender %s failed", getattr(sender, "name", sender))
-        return [PushResult("retry", f"sender error: {type(exc).__name__}: {exc}"[:500]) for _ in messages]
-    if len(results) != len(messages):
-        log.error("push sender returned %d results for %d messages", len(results), len(messages))
-        return [PushResult("retry", "sender returned a wrong number of results") for _ in messages]
-    return results
-
-
 def row_outcome(
     row: ClaimedRow,
-    pairs: list[tuple[PushMessage, PushResult]],
+    results: list[PushResult],
     now: datetime,
     horizon: timedelta = timedelta(hours=DEFAULT_RETRY_HOURS),
+    *,
+    earlier: Iterable[tuple[str, str | None]] = (),
 ) -> Outcome:
-    """Fold the per-device results of one row into its outcome."""
-    results = [result for _, result in pairs]
+    """Fold this attempt's answers of one row (and its devices' earlier answers) into its outcome."""
+    earlier = list(earlier)
     # a send may carry a note too ("unconfirmed: …", an answer that timed out)
-    errors = [r.error for r in results if r.error]
+    errors = [r.error for r in results if r.error] + [e for _, e in earlier if e]
     first_error = errors[0][:500] if errors else None
-    if any(r.outcome == "sent" for r in results):
-        return Outcome("sent", "sent", sent_at=now, error=first_error)
-    transient = [r for r in results if r.outcome == "retry"]
-    if transient:
-        error = (transient[0].error or "transient error")[:500]
+    reached_now = any(r.outcome == "sent" for r in results)
+    reached = reached_now or any(outcome == "sent" for outcome, _ in earlier)
+    waiting = [r for r in results if r.outcome in WAITING_OUTCOMES]
+    if waiting:
+        error = (waiting[0].error or "transient error")[:500]
         give_up_at = as_utc(row.created_at) + horizon
         if now >= give_up_at or row.push_attempts >= MAX_ATTEMPTS:
+            if reached:
+                return Outcome("sent", "sent", sent_at=now if reached_now else None, error=f"gave up: {error}"[:500])
             return Outcome("failed", "failed", error=f"gave up: {error}"[:500])
-        least = max((r.retry_after or 0.0) for r in transient)
+        least = max((r.retry_after or 0.0) for r in waiting)
         retry_at = min(now + backoff(row.push_attempts, least), give_up_at)
-        return Outcome("pending", "retried", next_attempt_at=retry_at, error=error)
-    if any(r.outcome == "failed" for r in results):
+        return Outcome(
+            "pending", "retried", next_attempt_at=retry_at, error=error, sent_at=now if reached_now else None
+        )
+    if reached:
+        return Outcome("sent", "sent", sent_at=now if reached_now else None, error=first_error)
+    if any(r.outcome == "failed" for r in results) or any(outcome == "failed" for outcome, _ in earlier):
         return Outcome("failed", "failed", error=first_error)
-    # every token was dead (and is deleted): the user has no device left
+    # every device was dead (and is deleted): the user has no device left
     return Outcome("skipped", "skipped", error=f"no_devices: {first_error}"[:500] if first_error else "no_devices")
 
 
@@ -422,14 +439,181 @@ def backoff(attempts: int, at_least: float = 0.0) -> timedelta:
     return timedelta(seconds=max(delay, at_least))
 
 
-# --- 3. record ---------------------------------------------------------------------------
+# --- 3. record, as answers arrive ---------------------------------------------------------------------
+
+
+@dataclass
+class _RowState:
+    batch: _Batch
+    expected: int
+    answers: list[tuple[PushMessage, str, PushResult]] = field(default_factory=list)
+    stored: set[int] = field(default_factory=set)  # device ids whose answer is in push_deliveries
+
+
+class _Flow:
+    """The batches on the wire: answers arrive on a queue (fed by the router's
+    threads, which touch no database) and are written here, on the caller's thread."""
+
+    def __init__(self, router: Router, app: Flask) -> None:
+        self.router = router
+        self.app = app
+        self.answers: queue.Queue = queue.Queue()
+        self.rows: dict[int, _RowState] = {}
+        self.outstanding = 0  # answers not yet taken from the queue
+        self.on_wire = 0  # messages not yet answered by their provider
+        self._wire_lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self.by_provider: dict[str, Counter[str]] = defaultdict(Counter)
+        self.horizon = timedelta(hours=float(app.config.get("PUSH_RETRY_HOURS", DEFAULT_RETRY_HOURS)))
+        self._ready: list[int] = []  # rows whose every device answered
+        self._partial: set[int] = set()  # rows with answers to keep before the rest arrive
+        self._settled: list[tuple[int, datetime, Outcome]] = []
+        self._finished: list[int] = []  # settled rows whose earlier deliveries can go
+        self._dead: dict[str, datetime] = {}  # token -> its batch's claim time
+        self._buffered = 0
+        self._answer_counts: Counter[tuple[str, str]] = Counter()  # for the metrics, at each write
+        self._last_flush = time.monotonic()
+
+    def submit(self, batch: _Batch) -> None:
+        self.counts["claimed"] += len(batch.rows)
+        self.counts["pushes"] += len(batch.messages)
+        for row_id, outcome in batch.settled.items():
+            self._settled.append((row_id, batch.lease, outcome))
+            if batch.earlier.get(row_id) and outcome.status != "pending":
+                self._finished.append(row_id)
+        expected = Counter(m.notification_id for m in batch.messages)
+        for row_id, count in expected.items():
+            self.rows[row_id] = _RowState(batch, count)
+        if not batch.messages:
+            return
+        self.outstanding += len(batch.messages)
+        with self._wire_lock:
+            self.on_wire += len(batch.messages)
+        messages = batch.messages
+        put = self.answers.put
+
+        def answered(answer: tuple[int, str, PushResult]) -> None:
+            # on the providers' threads: straight onto this flow's queue
+            with self._wire_lock:
+                self.on_wire -= 1
+            put((messages[answer[0]], answer[1], answer[2]))
+
+        self.router.start_sending(messages, answered)
+
+    @property
+    def backlog(self) -> int:
+        """Answers that have arrived and are not written yet."""
+        return self.outstanding - self.on_wire + self._buffered
+
+    def receive(self) -> None:
+        """Take every answer that has arrived, waiting for the first at most until the
+        next write is due; write them when due. Answers are taken in bulk, not woken
+        for one by one."""
+        wait = max(0.0, FLUSH_SECONDS - (time.monotonic() - self._last_flush))
+        try:
+            first = self.answers.get(timeout=wait)
+        except queue.Empty:
+            first = None
+        if first is not None:
+            self._take(first)
+            try:
+                while True:  # everything already there: one write however far behind we are
+                    self._take(self.answers.get_nowait())
+            except queue.Empty:
+                pass
+        if self._buffered >= FLUSH_ANSWERS or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+            self.flush()
+
+    def _take(self, answer: tuple[PushMessage, str, PushResult]) -> None:
+        message, provider, result = answer
+        self.outstanding -= 1
+        self._buffered += 1
+        self.by_provider[provider][result.outcome] += 1
+        self._answer_counts[provider, result.outcome] += 1
+        state = self.rows[message.notification_id]
+        state.answers.append((message, provider, result))
+        if result.outcome == "dead_token":
+            self._dead[message.token] = state.batch.claimed_at
+        if len(state.answers) == state.expected:
+            self._ready.append(message.notification_id)
+            self._partial.discard(message.notification_id)
+        elif result.outcome in ("sent", "failed"):
+            self._partial.add(message.notification_id)
+
+    def flush(self) -> None:
+        """Write every answer taken so far, in one short transaction."""
+        now = utcnow()
+        deliveries: list[dict] = []
+        finished: list[int] = []
+        for row_id in self._ready:
+            state = self.rows.pop(row_id)
+            row = state.batch.rows[row_id]
+            earlier = state.batch.earlier.get(row_id, [])
+            outcome = row_outcome(row, [r for _, _, r in state.answers], now, self.horizon, earlier=earlier)
+            self._settled.append((row_id, state.batch.lease, outcome))
+            if outcome.status == "pending":
+                deliveries += self._deliveries(row_id, state, now)
+            elif earlier or state.stored:
+                finished.append(row_id)
+        for row_id in self._partial:
+            deliveries += self._deliveries(row_id, self.rows[row_id], now)
+        finished += self._finished
+        if self._settled or deliveries or self._dead:
+            deleted = record_results(self._settled, self._dead, deliveries=deliveries, finished=set(finished))
+            self.counts["tokens_deleted"] += deleted
+            for _, _, outcome in self._settled:
+                self.counts[outcome.counter] += 1
+                metrics.PUSH_NOTIFICATIONS.labels(outcome.counter).inc()
+        self._ready, self._settled, self._dead, self._finished = [], [], {}, []
+        self._partial = set()
+        for (provider, outcome), count in self._answer_counts.items():
+            metrics.PUSH_RESULTS.labels(provider, outcome).inc(count)
+        self._answer_counts.clear()
+        self._buffered = 0
+        self._last_flush = time.monotonic()
+
+    @staticmethod
+    def _deliveries(row_id: int, state: _RowState, now: datetime) -> list[dict]:
+        """Rows of ``push_deliveries`` for the devices of ``row_id`` that answered for good."""
+        rows = []
+        for message, provider, result in state.answers:
+            if result.outcome in ("sent", "failed") and message.device_id not in state.stored:
+                state.stored.add(message.device_id)
+                rows.append(
+                    {
+                        "notification_id": row_id,
+                        "device_id": message.device_id,
+                        "provider": provider,
+                        "outcome": result.outcome,
+                        "error": (result.error or None) and result.error[:500],
+                        "answered_at": now,
+                    }
+                )
+        return rows
+
+    def log_answers(self) -> None:
+        """One line per provider that answered: how its devices answered."""
+        for provider, answers in sorted(self.by_provider.items()):
+            level = logging.INFO if set(answers) - {"sent"} else logging.DEBUG
+            log.log(
+                level,
+                "push provider=%s %s",
+                provider,
+                " ".join(f"{k}={v}" for k, v in sorted(answers.items())),
+                extra={"provider": provider, "answers": dict(answers)},
+            )
 
 
 def record_results(
-    outcomes: dict[int, Outcome], lease: datetime, dead_tokens: set[str], *, claimed_at: datetime
+    settled: list[tuple[int, datetime, Outcome]],
+    dead_tokens: dict[str, datetime],
+    *,
+    deliveries: list[dict] = (),
+    finished: set[int] = frozenset(),
 ) -> int:
-    """Write every row's outcome (only where our lease still holds) and delete dead
-    tokens; returns how many devices were deleted."""
+    """Write every row's outcome (only where its lease still holds), the devices'
+    answers of rows still waiting on others, forget the deliveries of settled rows,
+    and delete dead devices; returns how many devices were deleted."""
     table = Notification.__table__
     stmt = (
         sa.update(table)
@@ -444,7 +628,7 @@ def record_results(
                 sa.bindparam("b_next", type_=table.c.next_attempt_at.type), table.c.next_attempt_at
             ),
             lease_expires_at=None,
-            sent_at=sa.bindparam("b_sent_at", type_=table.c.sent_at.type),
+            sent_at=sa.func.coalesce(table.c.sent_at, sa.bindparam("b_sent_at", type_=table.c.sent_at.type)),
             last_error=sa.bindparam("b_error"),
             push_attempts=table.c.push_attempts - sa.bindparam("b_refund"),
         )
@@ -459,22 +643,38 @@ def record_results(
             "b_error": o.error,
             "b_refund": 1 if o.refund_attempt else 0,
         }
-        for row_id, o in outcomes.items()
+        for row_id, lease, o in settled
     ]
     deleted = 0
     try:
         if params:
             db.session.execute(stmt, params)
-        if dead_tokens:
-            # a token re-registered after this batch was claimed is a fresh registration: keep it
-            result = db.session.execute(
-                sa.delete(Device.__table__).where(
-                    Device.__table__.c.token.in_(sorted(dead_tokens)), Device.__table__.c.last_seen_at <= claimed_at
-                )
+        if deliveries:
+            db.session.execute(_insert_deliveries(), list(deliveries))
+        if finished:
+            db.session.execute(
+                sa.delete(PushDelivery.__table__).where(PushDelivery.__table__.c.notification_id.in_(sorted(finished)))
             )
-            deleted = result.rowcount or 0
+        by_claim: dict[datetime, list[str]] = defaultdict(list)
+        for token, claimed_at in dead_tokens.items():
+            by_claim[claimed_at].append(token)
+        devices = Device.__table__
+        for claimed_at, tokens in by_claim.items():
+            # a token re-registered after its batch was claimed is a fresh registration: keep it
+            result = db.session.execute(
+                sa.delete(devices).where(devices.c.token.in_(sorted(tokens)), devices.c.last_seen_at <= claimed_at)
+            )
+            deleted += result.rowcount or 0
         db.session.commit()
     except BaseException:
         db.session.rollback()
         raise
     return deleted
+
+
+def _insert_deliveries():
+    if db.session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(PushDelivery).on_conflict_do_nothing(index_elements=["notification_id", "device_id"])

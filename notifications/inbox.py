@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from app.clock import utcnow
 from app.extensions import db
 from app.models import Notification, User
+from app.outbox import push_payload
+from app.outbox.templates import TEMPLATES, render
 from app.services.pagination import paginate
-from notifications import push_payload
-from notifications.templates import TEMPLATES, render
 
 
 def list_inbox(

@@ -17,7 +17,7 @@ from PIL import Image
 from app.clock import utcnow
 from app.extensions import db
 from app.geo import geocell_for
-from app.models import Claim, Org, OrgMember, Posting, PostingTag, ServiceRecord, Volunteer
+from app.models import Claim, Device, Org, OrgMember, Posting, PostingTag, ServiceRecord, Volunteer
 from app.policy import PLACE_CLAIM_STATUSES, POLICIES
 from app.services import accounts, tokens, volunteers
 from app.services.postings.fields import tag_rows
@@ -383,3 +383,22 @@ def upload_photo(
     sent = put_bytes(client, resp.get_json()["upload"], data)
     assert sent.status_code == 200, sent.status_code
     return resp.get_json()["photo_id"]
+
+
+def make_device(
+    app: Flask, user_id: int, token: str, platform: str = "android", provider: str = "fcm", **fields
+) -> int:
+    """A registered phone of ``user_id`` (an FCM token, or a JPush registration ID with
+    ``provider="jpush"``), seen now unless ``last_seen_at`` says otherwise."""
+    with app.app_context():
+        device = Device(
+            user_id=user_id,
+            token=token,
+            platform=platform,
+            provider=provider,
+            last_seen_at=fields.pop("last_seen_at", None) or utcnow(),
+            **fields,
+        )
+        db.session.add(device)
+        db.session.commit()
+        return device.id

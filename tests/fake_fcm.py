@@ -39,12 +39,13 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.loopback import JsonHandler, LoopbackServer
 
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -97,10 +98,11 @@ class RecordedRequest:
     error: str | None = None
 
 
-class FakeFcm:
-    """Start with ``with FakeFcm() as fcm:`` (or ``start()``/``stop()``)."""
+class FakeFcm(LoopbackServer):
+    """Start with ``with FakeFcm() as fcm:`` (or ``start()``/``stop()``); ``url`` is what FCM_ENDPOINT should be."""
 
     def __init__(self, project_id: str = "yz-fake-project", *, record: bool = True) -> None:
+        super().__init__()
         self.project_id = project_id
         self.record = record
         self.requests: list[RecordedRequest] = []
@@ -113,40 +115,8 @@ class FakeFcm:
         self._scripts: dict[str, Script] = {}
         self._public_keys: dict[str, Any] = {}  # client_email -> public key
         self._access_tokens: set[str] = set()
-        self._release = threading.Event()
         self._ids = itertools.count(1)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._private_key_pem: str | None = None
-
-    # --- lifecycle ---------------------------------------------------------------
-
-    def start(self) -> FakeFcm:
-        handler = type("FakeFcmHandler", (_Handler,), {"fake": self})
-        self._server = _Server(("127.0.0.1", 0), handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-fcm", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._release.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeFcm:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """The base URL, i.e. what FCM_ENDPOINT should be."""
-        assert self._server is not None, "start() the fake first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
     @property
     def token_uri(self) -> str:
@@ -187,10 +157,6 @@ class FakeFcm:
             raise ValueError(f"unknown FCM error {error!r}")
         with self._lock:
             self._scripts[token] = Script(error, times, retry_after)
-
-    def release(self) -> None:
-        """Let hanging request threads end (their connections close unanswered)."""
-        self._release.set()
 
     def reset(self) -> None:
         with self._lock:
@@ -298,36 +264,9 @@ def error_body(status: int, rpc_status: str, message: str, fcm_code: str | None,
     return {"error": {"code": status, "message": message, "status": rpc_status, "details": details}}
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # send_each opens up to 500 connections at once; the default backlog of 5
-    # would drop SYNs and turn them into connect timeouts
-    request_queue_size = 1024
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's connection pool expects
-    # Headers and body leave in two writes; with Nagle on, the body waits for the
-    # client's delayed ACK of the headers (40 ms on Linux) on every response.
-    disable_nagle_algorithm = True
+class _Handler(JsonHandler):
     fake: FakeFcm
     _retry_after: int | None = None
-
-    def log_message(self, *_args) -> None:  # quiet
-        pass
-
-    def _reply(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
-        raw = json.dumps(body).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=UTF-8")
-            self.send_header("Content-Length", str(len(raw)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(raw)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True  # the client gave up (a timeout)
 
     def do_GET(self) -> None:
         if urllib.parse.urlsplit(self.path).path == "/_fake/stats":
@@ -435,6 +374,9 @@ class _Handler(BaseHTTPRequestHandler):
             return http_status, error_body(http_status, rpc_status, text, fcm_code, field_name), script.error
         message_id = f"projects/{fake.project_id}/messages/{next(fake._ids)}:{int(time.time() * 1000)}"
         return 200, {"name": message_id}, None
+
+
+FakeFcm.handler = _Handler
 
 
 def main() -> None:

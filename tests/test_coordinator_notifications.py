@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from app import clock
 from app.extensions import db
 from app.models import Notification, User
-from notifications import notify
+from app.outbox import notify
 from tests.factories import make_claim, make_org, make_posting, make_user, make_volunteer, set_locale
 
 NOW = datetime(2026, 5, 4, 2, 0, tzinfo=UTC)

@@ -9,38 +9,45 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from flask import has_app_context
 
 from app import clock
 from app.extensions import db
 from app.models import Device, Notification, User
-from notifications import notify, push_payload
+from app.outbox import notify, push_payload
 from notifications.dispatch import (
     MAX_ATTEMPTS,
     backoff,
     claim_batch,
-    current_sender,
+    current_router,
     dispatch_pending,
     dispatch_until_empty,
 )
-from notifications.senders import PushResult
-from notifications.senders.memory import MemorySender
-from tests.factories import make_user
+from notifications.senders import PushResult, Router
+from notifications.senders.memory import MemoryProvider
+from tests.factories import make_device, make_user
+from tests.pushes import device_tokens, outbox_rows
 
 NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
 
 
 @pytest.fixture
-def sender(app) -> MemorySender:
+def sender(app) -> MemoryProvider:
     with app.app_context():
-        sender = current_sender()
-    assert isinstance(sender, MemorySender)
+        sender = current_router()["memory"]
+    assert isinstance(sender, MemoryProvider)
     return sender
 
 
-def add_device(app, user_id: int, token: str, platform: str = "android") -> None:
-    with app.app_context():
-        db.session.add(Device(user_id=user_id, token=token, platform=platform, last_seen_at=clock.utcnow()))
-        db.session.commit()
+def add_device(app, user_id: int, token: str, platform: str = "android", provider: str = "fcm") -> None:
+    make_device(app, user_id, token, platform, provider)
+
+
+def router_of(provider) -> Router:
+    """A router whose one provider is ``provider`` (a scripted stand-in)."""
+    router = Router({"PUSH_BACKEND": "memory"})
+    router.providers = {"memory": provider}
+    return router
 
 
 def enqueue(app, user_ids, kind="wish_claimed", dedupe="claim:1", **context) -> None:
@@ -53,18 +60,6 @@ def enqueue(app, user_ids, kind="wish_claimed", dedupe="claim:1", **context) -> 
 def dispatch(app, **kwargs) -> dict:
     with app.app_context():
         return dispatch_pending(**kwargs)
-
-
-def rows(app) -> list[Notification]:
-    with app.app_context():
-        result = list(db.session.scalars(sa.select(Notification).order_by(Notification.id)))
-        db.session.expunge_all()
-        return result
-
-
-def tokens(app) -> set[str]:
-    with app.app_context():
-        return set(db.session.scalars(sa.select(Device.token)))
 
 
 def test_each_device_of_the_user_gets_one_push(app, sender):
@@ -88,7 +83,7 @@ def test_each_device_of_the_user_gets_one_push(app, sender):
         "tokens_deleted": 0,
     }
     assert sorted(m.token for m in sender.sent) == ["ipad", "phone"]
-    row_id = rows(app)[0].id
+    row_id = outbox_rows(app)[0].id
     phone, ipad = sender.to("phone")[0], sender.to("ipad")[0]
     for push in (phone, ipad):
         assert push.title == "心愿被认领啦"
@@ -102,7 +97,7 @@ def test_each_device_of_the_user_gets_one_push(app, sender):
         assert push.collapse_key == "posting-42"
         assert push.high_priority is True
     assert ipad.badge == 1 and phone.badge is None
-    (row,) = rows(app)
+    (row,) = outbox_rows(app)
     assert row.push_status == "sent"
     assert row.sent_at == NOW
     assert row.push_attempts == 1
@@ -126,7 +121,7 @@ def test_a_user_without_devices_is_done_and_skipped(app, sender):
     enqueue(app, [user.id])
     counts = dispatch(app)
     assert counts["skipped"] == 1 and counts["pushes"] == 0
-    (row,) = rows(app)
+    (row,) = outbox_rows(app)
     assert (row.push_status, row.last_error, row.sent_at) == ("skipped", "no_devices", None)
     assert sender.sent == []
 
@@ -139,14 +134,14 @@ def test_muted_kinds_never_push(app, sender):
         db.session.commit()
     enqueue(app, [user.id])
     assert dispatch(app)["claimed"] == 0
-    assert rows(app)[0].push_status == "skipped"
+    assert outbox_rows(app)[0].push_status == "skipped"
     # muting after the row was queued is honoured when it is sent
     enqueue(app, [user.id], "claim_confirmed", dedupe="c:1")
     with app.app_context():
         db.session.execute(sa.update(User).where(User.id == user.id).values(muted_kinds=["claim_confirmed"]))
         db.session.commit()
     assert dispatch(app)["skipped"] == 1
-    assert rows(app)[1].last_error == "muted"
+    assert outbox_rows(app)[1].last_error == "muted"
     assert sender.sent == []
 
 
@@ -164,7 +159,7 @@ def test_quiet_hours_defer_the_push_until_they_end(app, sender):
 
     counts = dispatch(app)
     assert counts["claimed"] == 1 and counts["deferred"] == 1 and counts["pushes"] == 0
-    first, second = rows(app)
+    first, second = outbox_rows(app)
     assert (first.push_status, first.next_attempt_at, first.push_attempts) == ("pending", morning, 0)
     assert second.next_attempt_at == morning
 
@@ -183,8 +178,8 @@ def test_dead_tokens_are_deleted(app, sender):
     enqueue(app, [user.id])
     counts = dispatch(app)
     assert counts["sent"] == 1 and counts["tokens_deleted"] == 1
-    assert tokens(app) == {"alive"}
-    (row,) = rows(app)
+    assert device_tokens(app) == {"alive"}
+    (row,) = outbox_rows(app)
     assert row.push_status == "sent"
     assert row.last_error.startswith("UnregisteredError")
 
@@ -195,10 +190,10 @@ def test_when_every_token_is_dead_the_row_is_skipped(app, sender):
     sender.fail("dead", "dead_token", "SenderIdMismatchError: SenderId mismatch")
     enqueue(app, [user.id])
     assert dispatch(app)["skipped"] == 1
-    (row,) = rows(app)
+    (row,) = outbox_rows(app)
     assert row.push_status == "skipped"
     assert row.last_error == "no_devices: SenderIdMismatchError: SenderId mismatch"
-    assert tokens(app) == set()
+    assert device_tokens(app) == set()
 
 
 def test_a_token_registered_again_after_the_claim_is_kept(app, sender):
@@ -207,17 +202,17 @@ def test_a_token_registered_again_after_the_claim_is_kept(app, sender):
     add_device(app, user.id, "tok")
     enqueue(app, [user.id])
 
-    class ReRegisteringSender(MemorySender):
+    class ReRegisteringSender(MemoryProvider):
         def send(self, messages):
             with app.app_context():
                 later = clock.utcnow() + timedelta(seconds=1)
                 db.session.execute(sa.update(Device).where(Device.token == "tok").values(last_seen_at=later))
                 db.session.commit()
-            return [PushResult("dead_token", "UnregisteredError") for _ in messages]
+            return enumerate([PushResult("dead_token", "UnregisteredError") for _ in messages])
 
-    counts = dispatch(app, sender=ReRegisteringSender())
+    counts = dispatch(app, router=router_of(ReRegisteringSender()))
     assert counts["tokens_deleted"] == 0
-    assert tokens(app) == {"tok"}
+    assert device_tokens(app) == {"tok"}
 
 
 def test_transient_errors_back_off_and_are_retried_for_24_hours_then_fail(app, sender):
@@ -231,7 +226,7 @@ def test_transient_errors_back_off_and_are_retried_for_24_hours_then_fail(app, s
     while True:
         counts = dispatch(app)
         attempt += 1
-        (row,) = rows(app)
+        (row,) = outbox_rows(app)
         if counts["failed"]:
             break
         assert counts["retried"] == 1, attempt
@@ -273,7 +268,7 @@ def test_a_transient_error_then_success(app, sender):
     assert dispatch(app)["retried"] == 1
     clock.advance(timedelta(seconds=31))
     assert dispatch(app)["sent"] == 1
-    (row,) = rows(app)
+    (row,) = outbox_rows(app)
     assert (row.push_status, row.push_attempts, row.last_error) == ("sent", 2, None)
     assert len(sender.to("phone")) == 1
 
@@ -284,12 +279,12 @@ def test_retry_after_is_the_least_wait(app):
     add_device(app, user.id, "phone")
     enqueue(app, [user.id])
 
-    class Throttled(MemorySender):
+    class Throttled(MemoryProvider):
         def send(self, messages):
-            return [PushResult("retry", "QuotaExceededError", retry_after=600) for _ in messages]
+            return enumerate([PushResult("retry", "QuotaExceededError", retry_after=600) for _ in messages])
 
-    dispatch(app, sender=Throttled())
-    assert rows(app)[0].next_attempt_at >= NOW + timedelta(seconds=600)
+    dispatch(app, router=router_of(Throttled()))
+    assert outbox_rows(app)[0].next_attempt_at >= NOW + timedelta(seconds=600)
 
 
 def test_permanent_errors_fail_with_the_error_kept(app, sender):
@@ -298,7 +293,7 @@ def test_permanent_errors_fail_with_the_error_kept(app, sender):
     sender.fail("phone", "failed", "ThirdPartyAuthError: APNs certificate expired")
     enqueue(app, [user.id])
     assert dispatch(app)["failed"] == 1
-    (row,) = rows(app)
+    (row,) = outbox_rows(app)
     assert (row.push_status, row.last_error) == ("failed", "ThirdPartyAuthError: APNs certificate expired")
 
 
@@ -307,12 +302,12 @@ def test_a_broken_sender_makes_the_batch_retry(app):
     add_device(app, user.id, "phone")
     enqueue(app, [user.id])
 
-    class Broken(MemorySender):
+    class Broken(MemoryProvider):
         def send(self, messages):
             raise ConnectionError("network is down")
 
-    assert dispatch(app, sender=Broken())["retried"] == 1
-    (row,) = rows(app)
+    assert dispatch(app, router=router_of(Broken()))["retried"] == 1
+    (row,) = outbox_rows(app)
     assert row.push_status == "pending"
     assert row.last_error == "sender error: ConnectionError: network is down"
 
@@ -323,19 +318,20 @@ def test_no_transaction_is_open_while_sending(app, sender, is_postgres):
     enqueue(app, [user.id])
     seen = {}
 
-    class Watching(MemorySender):
+    class Watching(MemoryProvider):
         def send(self, messages):
-            seen["in_transaction"] = db.session().in_transaction()
+            # providers run on threads of their own, outside any app context: no session there
+            seen["app_context"] = has_app_context()
             # another connection can update the claimed row at once: no lock is held on it
-            with db.engine.connect() as other:
+            with app.app_context(), db.engine.connect() as other:
                 if is_postgres:
                     other.execute(sa.text("SET lock_timeout = '1s'"))
                 other.execute(sa.update(Notification).values(title=Notification.title))
                 other.commit()
             return super().send(messages)
 
-    assert dispatch(app, sender=Watching())["sent"] == 1
-    assert seen == {"in_transaction": False}
+    assert dispatch(app, router=router_of(Watching()))["sent"] == 1
+    assert seen == {"app_context": False}
 
 
 def test_batches_are_bounded_and_drain_until_empty(app, sender):
@@ -355,9 +351,9 @@ def test_batches_are_bounded_and_drain_until_empty(app, sender):
 
 
 def test_the_next_batch_is_claimed_while_one_is_on_the_wire(app, sender, monkeypatch):
-    """dispatch_until_empty claims batch n+1 while batch n is being sent: the
-    first send waits until a second claim has been made (a sequential loop
-    would never make it), and every row still ends sent exactly once."""
+    """dispatch_until_empty claims batch n+1 while the last half of batch n is on the
+    wire: the first send holds its last answer until a second claim has been made
+    (a sequential loop would never make it), and every row still ends sent exactly once."""
     import notifications.dispatch as dispatch_module
 
     users = [make_user(app) for _ in range(5)]
@@ -378,18 +374,20 @@ def test_the_next_batch_is_claimed_while_one_is_on_the_wire(app, sender, monkeyp
     monkeypatch.setattr(dispatch_module, "claim_batch", counting_claim)
     overlapped = []
 
-    class Waiting(MemorySender):
+    class Waiting(MemoryProvider):
         def send(self, messages):
+            answers = list(super().send(messages))
+            yield answers[0]
             overlapped.append(second_claim.wait(timeout=5))
-            return super().send(messages)
+            yield from answers[1:]
 
     waiting = Waiting()
     with app.app_context():
-        total = dispatch_until_empty(batch_size=2, sender=waiting)
+        total = dispatch_until_empty(batch_size=2, router=router_of(waiting))
     assert overlapped[0] is True
     assert total["claimed"] == 5 and total["sent"] == 5 and total["batches"] == 3
     assert sorted(m.token for m in waiting.sent) == sorted(f"phone-{u.id}" for u in users)
-    assert {row.push_status for row in rows(app)} == {"sent"}
+    assert {row.push_status for row in outbox_rows(app)} == {"sent"}
 
 
 def test_a_batch_claimed_ahead_is_still_sent_when_the_limit_is_reached(app, sender):
@@ -401,7 +399,7 @@ def test_a_batch_claimed_ahead_is_still_sent_when_the_limit_is_reached(app, send
     with app.app_context():
         total = dispatch_until_empty(batch_size=2, max_batches=2)
     assert total["batches"] == 2 and total["sent"] == 4
-    assert Counter(row.push_status for row in rows(app)) == {"sent": 4, "pending": 2}
+    assert Counter(row.push_status for row in outbox_rows(app)) == {"sent": 4, "pending": 2}
 
 
 # --- crash safety ---------------------------------------------------------------------------
@@ -417,14 +415,14 @@ def test_an_abandoned_batch_is_sent_by_a_later_dispatcher_after_the_lease(app, s
     with app.app_context():
         crashed = claim_batch(10, NOW, lease)  # claimed, committed ... and the process died
     assert len(crashed) == 2
-    assert {r.push_status for r in rows(app)} == {"sending"}
+    assert {r.push_status for r in outbox_rows(app)} == {"sending"}
 
     clock.freeze(NOW + timedelta(minutes=4))
     assert dispatch(app)["claimed"] == 0  # the lease still holds
     clock.freeze(lease + timedelta(seconds=1))
     counts = dispatch(app)
     assert counts["claimed"] == 2 and counts["sent"] == 2
-    assert [r.push_attempts for r in rows(app)] == [2, 2]
+    assert [r.push_attempts for r in outbox_rows(app)] == [2, 2]
     assert len(sender.to("phone")) == 2
 
 
@@ -441,8 +439,8 @@ def test_a_dispatcher_that_lost_its_lease_cannot_overwrite_the_newer_result(app,
     clock.freeze(slow_lease + timedelta(seconds=1))
     assert dispatch(app)["sent"] == 1  # a second dispatcher reclaimed and sent it
     with app.app_context():  # the slow one comes back with a stale failure
-        record_results({slow.id: Outcome("failed", "failed", error="late")}, slow_lease, set(), claimed_at=NOW)
-    (row,) = rows(app)
+        record_results([(slow.id, slow_lease, Outcome("failed", "failed", error="late"))], {})
+    (row,) = outbox_rows(app)
     assert (row.push_status, row.last_error) == ("sent", None)
 
 
@@ -456,7 +454,7 @@ def test_a_row_whose_dispatchers_keep_dying_fails_in_the_end(app, sender):
             assert len(claim_batch(10, clock.utcnow(), clock.utcnow() + timedelta(minutes=5))) == 1
         clock.advance(timedelta(minutes=6))
     assert dispatch(app)["failed"] == 1
-    (row,) = rows(app)
+    (row,) = outbox_rows(app)
     assert row.push_status == "failed"
     assert row.last_error == f"gave up after {MAX_ATTEMPTS} attempts"
     assert sender.sent == []
@@ -481,7 +479,7 @@ def test_two_dispatchers_at_once_never_send_a_row_twice(app, postgres_only):
             notify([u.id for u in users], "claim_confirmed", dedupe=f"c:{i}", title="t", posting_id=i)
         db.session.commit()
 
-    class Slow(MemorySender):
+    class Slow(MemoryProvider):
         def send(self, messages):
             time.sleep(0.005)  # hold the batch a moment so the dispatchers overlap
             return super().send(messages)
@@ -495,7 +493,7 @@ def test_two_dispatchers_at_once_never_send_a_row_twice(app, postgres_only):
         try:
             with app.app_context():
                 start.wait()
-                totals.append(dispatch_until_empty(batch_size=25, sender=shared))
+                totals.append(dispatch_until_empty(batch_size=25, router=router_of(shared)))
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -510,4 +508,4 @@ def test_two_dispatchers_at_once_never_send_a_row_twice(app, postgres_only):
     assert set(per_row.values()) == {1}
     assert sum(t.get("sent", 0) for t in totals) == 1200
     assert sum(1 for t in totals if t.get("claimed")) >= 2  # they really worked side by side
-    assert {r.push_status for r in rows(app)} == {"sent"}
+    assert {r.push_status for r in outbox_rows(app)} == {"sent"}

@@ -26,9 +26,9 @@ from app.models import (
     User,
     Volunteer,
 )
+from app.outbox import notify, notify_many
 from app.services import claims, lifecycle
 from app.services.permissions import Actor
-from notifications import notify, notify_many
 from tests.factories import make_posting, make_user, make_volunteer
 
 T0 = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
@@ -205,9 +205,14 @@ def test_overdue_claim_is_released_the_wish_reopens_and_both_are_told_once(app):
     assert wish_allowance(app, volunteer) == 0
     data = {"kind": "claim_released", "posting_id": str(wish), "claim_id": str(claim_id)}
     assert sorted(notes(app, "claim_released")) == sorted([(poster.id, data), (volunteer.id, data)])
-    # Back on the board: the neighbour hears of it (微呼百应); the poster never
-    # does, nor the volunteer whose claim lapsed.
+    # Back on the board: its alerts are requested, and the alert_nearby job sends
+    # them — the neighbour hears of it (微呼百应); the poster never does, nor the
+    # volunteer whose claim lapsed.
+    assert notes(app, "nearby_posting") == []
+    alerted = run(app, "alert_nearby")
+    assert (alerted["postings"], alerted["alerted"]) == (1, 1)
     assert [user_id for user_id, _ in notes(app, "nearby_posting")] == [neighbour.id]
+    assert run(app, "alert_nearby")["postings"] == 0
 
     again = run(app, "release_overdue_claims")
     assert (again["released"], again["reopened"]) == (0, 0)
@@ -363,7 +368,7 @@ def test_purge_deletes_only_what_has_outlived_its_use(app):
         for jti, expires in (("expired", now - timedelta(seconds=1)), ("live", now + timedelta(days=1))):
             db.session.add(RefreshToken(jti=jti, family_id="f", user_id=user.id, expires_at=expires))
         for token, seen in (("idle", now - timedelta(days=271)), ("recent", now - timedelta(days=269))):
-            db.session.add(Device(user_id=user.id, token=token, platform="android", last_seen_at=seen))
+            db.session.add(Device(user_id=user.id, token=token, platform="android", provider="fcm", last_seen_at=seen))
         for dedupe, created, read in (
             ("old-read", now - timedelta(days=181), now - timedelta(days=181)),
             ("old-unread", now - timedelta(days=181), None),
@@ -416,14 +421,14 @@ def test_purge_deletes_only_what_has_outlived_its_use(app):
 def test_dispatch_push_drains_the_outbox_to_the_sender(app):
     user = make_user(app)
     with app.app_context():
-        db.session.add(Device(user_id=user.id, token="tok-1", platform="android"))
+        db.session.add(Device(user_id=user.id, token="tok-1", platform="android", provider="fcm"))
         for n in range(3):
             notify([user.id], "posting_expired", dedupe=f"posting:{n}", title=f"心愿{n}", posting_id=n + 1)
         db.session.commit()
 
     result = run(app, "dispatch_push", batch_size=2)
     assert (result["claimed"], result["sent"], result["batches"]) == (3, 3, 2)
-    sender = app.extensions["push_sender"]
+    sender = app.extensions["push_router"]["memory"]
     assert len(sender.to("tok-1")) == 3
     with app.app_context():
         assert set(db.session.scalars(sa.select(Notification.push_status))) == {"sent"}
@@ -562,16 +567,18 @@ def test_jobs_list_shows_every_job_and_its_interval(app):
         "expire_postings",
         "release_overdue_claims",
         "remind_upcoming",
+        "alert_nearby",
         "dispatch_push",
         "erase_accounts",
         "purge",
         "purge_photos",
     ]
     assert "every     60s  JOB_EXPIRE_POSTINGS_SECONDS" in lines[0]
-    assert "every      2s  JOB_DISPATCH_PUSH_SECONDS" in lines[3]
-    assert "every    600s  JOB_ERASE_ACCOUNTS_SECONDS" in lines[4]
-    assert "every  86400s  JOB_PURGE_SECONDS" in lines[5]
-    assert "every    300s  JOB_PURGE_PHOTOS_SECONDS" in lines[6]
+    assert "every      5s  JOB_ALERT_NEARBY_SECONDS" in lines[3]
+    assert "every      2s  JOB_DISPATCH_PUSH_SECONDS" in lines[4]
+    assert "every    600s  JOB_ERASE_ACCOUNTS_SECONDS" in lines[5]
+    assert "every  86400s  JOB_PURGE_SECONDS" in lines[6]
+    assert "every    300s  JOB_PURGE_PHOTOS_SECONDS" in lines[7]
 
 
 def test_jobs_run_runs_one_job_once(app):

@@ -21,9 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from app import clock, create_app, jobs
 from app.config import TestConfig
 from app.extensions import db
-from notifications.dispatch import dispatch_pending
-from notifications.senders.memory import MemorySender
-from tests.factories import make_posting, make_user, make_volunteer
+from app.outbox import notify
+from notifications.dispatch import current_router, dispatch_pending
+from tests.factories import make_device, make_posting, make_user, make_volunteer
 
 ROOT = Path(__file__).resolve().parent.parent
 CLAIMS_ROUTE = "/api/v1/postings/<int:posting_id>/claims"
@@ -105,7 +105,7 @@ def test_push_results_are_counted_by_class(app, client):
     assert client.post(f"/api/v1/postings/{wish}/claims", json={}, headers=volunteer.headers).status_code == 201
     before = scrape(client)
     with app.app_context():
-        counts = dispatch_pending(500, MemorySender())
+        counts = dispatch_pending(500)
     after = scrape(client)
     assert counts["claimed"] == 1
     # the author has no device: the row is settled as skipped, and nothing was pushed
@@ -115,6 +115,26 @@ def test_push_results_are_counted_by_class(app, client):
         == 1
     )
     assert value(after, "yz_outbox_notifications", push_status="pending") == 0
+
+
+def test_push_answers_are_counted_by_provider(app, client):
+    user = make_user(app)
+    make_device(app, user.id, "android-phone", provider="fcm")
+    make_device(app, user.id, "china-phone", provider="jpush")
+    with app.app_context():
+        notify([user.id], "claim_confirmed", dedupe="metrics", title="t", posting_id=1)
+        db.session.commit()
+        router = current_router()
+        router["memory"].fail("china-phone", "retry", "JPush 503")
+    before = scrape(client)
+    with app.app_context():
+        counts = dispatch_pending(500)
+    after = scrape(client)
+    assert (counts["pushes"], counts["retried"]) == (2, 1)
+    # the memory provider stands in for both here; in production the label is fcm or jpush
+    for outcome in ("sent", "retry"):
+        labels = {"provider": "memory", "outcome": outcome}
+        assert value(after, "yz_push_results_total", **labels) - value(before, "yz_push_results_total", **labels) == 1
 
 
 def test_the_scheduler_serves_its_own_metrics(tmp_path, sqlite_file):

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
-from app import clock
+from app import clock, jobs
+from app.clock import local_date
 from app.extensions import db
 from app.geo import KM_PER_DEG_LAT
 from app.models import Notification, Posting, User
-from notifications import nearby
+from app.services import nearby_alerts as nearby
 from tests.database import recorded
 from tests.factories import make_claim, make_org, make_posting, make_user, make_volunteer
 
@@ -53,10 +55,20 @@ def post_wish(client, coordinator, org_id, **overrides) -> int:
 
 
 def run_alerts(app, posting_id: int) -> int:
+    """What opening ``posting_id`` does: request its alerts in one transaction, fan them out in another."""
     with app.app_context():
-        count = nearby.alert_nearby_volunteers(db.session.get(Posting, posting_id))
+        nearby.request_alerts([posting_id])
         db.session.commit()
-        return count
+        return nearby.fan_out(posting_id) or 0
+
+
+def use_up_allowance(app, user_id: int) -> None:
+    """The volunteer has had their alerts for today already."""
+    with app.app_context():
+        tz = db.session.get(User, user_id).timezone
+        for _ in range(nearby.DAILY_LIMIT):
+            nearby.take_allowances({user_id: local_date(clock.utcnow(), tz)})
+        db.session.commit()
 
 
 @pytest.fixture
@@ -149,10 +161,7 @@ def test_an_activity_short_of_people_alerts_the_skilled_first_within_the_caps(ap
     driver = volunteer(app, 2.0, skills=["driving", "first_aid"])
     near = [volunteer(app, km) for km in (0.3, 0.6)]
     busy = volunteer(app, 0.1, skills=["first_aid"])  # had their three alerts today already
-    with app.app_context():
-        for i in range(nearby.DAILY_LIMIT):
-            nearby.notify_each("nearby_posting", {busy.id: {"distance_km": 1}}, dedupe=f"posting:earlier{i}")
-        db.session.commit()
+    use_up_allowance(app, busy.id)
     monkeypatch.setattr(nearby, "PER_POSTING_LIMIT", 3)
     resp = client.post(
         "/api/v1/postings",
@@ -204,6 +213,10 @@ def test_a_full_project_alerts_nobody_and_one_that_frees_a_place_alerts_the_new_
     # never the claimant (told before, and a past claimant) nor the author
     resp = client.post(f"/api/v1/claims/{resp.json['id']}/withdraw", headers=claimant.headers)
     assert resp.status_code == 200, resp.get_json()
+    # the withdrawal requested the alerts; the alert_nearby job sends them
+    assert [n.user_id for n in _all_alerts(app) if n.data.get("posting_id") == str(project)] == [claimant.id]
+    with app.app_context():
+        assert jobs.alert_nearby()["alerted"] == 1
     notes = [n for n in _all_alerts(app) if n.data.get("posting_id") == str(project)]
     assert sorted(n.user_id for n in notes) == sorted([claimant.id, newcomer.id])
 
@@ -255,11 +268,7 @@ def test_nearest_first_up_to_the_per_wish_limit(app, org, monkeypatch):
     by_distance = [volunteer(app, km, radius=10) for km in (4.0, 0.5, 2.5, 1.0, 3.0)]
     capped = volunteer(app, 0.2, radius=10)
     # the nearest volunteer had their three alerts today already
-    earlier = [make_posting(app, coordinator, title=f"早前{i}", lat=30.5, lng=121.0) for i in range(3)]
-    with app.app_context():
-        for posting_id in earlier:
-            nearby.notify_each("nearby_posting", {capped.id: {"distance_km": 1}}, dedupe=f"posting:{posting_id}")
-        db.session.commit()
+    use_up_allowance(app, capped.id)
     posting_id = make_posting(app, coordinator)
     assert run_alerts(app, posting_id) == 3
     got = {n.user_id for n in _all_alerts(app) if n.data.get("posting_id") == str(posting_id)}
@@ -294,7 +303,7 @@ def test_alerts_are_one_bulk_insert(app, org):
 
     def statements_for(posting_id: int) -> list[str]:
         with recorded(app) as seen, app.app_context():
-            nearby.alert_nearby_volunteers(db.session.get(Posting, posting_id))
+            nearby.alert_volunteers(db.session.get(Posting, posting_id))
             db.session.commit()
         return [statement for statement, _ in seen]
 
@@ -324,7 +333,7 @@ def test_wishes_opening_at_once_never_push_a_volunteer_past_the_daily_limit(app,
             with app.app_context():
                 posting = db.session.get(Posting, posting_id)
                 barrier.wait()
-                nearby.alert_nearby_volunteers(posting)
+                nearby.alert_volunteers(posting)
                 db.session.commit()
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
@@ -371,3 +380,135 @@ def test_the_skilled_pass_reads_pages_too_and_the_second_pass_skips_them(app, or
     posting_id = make_posting(app, coordinator, tags=["repair", "手机电脑"])
     assert run_alerts(app, posting_id) == 4
     assert set(alerts(app)) == {*(a.id for a in skilled), others[0].id}
+
+
+# --- never holding up a claim, and the caps under concurrency (PostgreSQL, real threads) ----------------------
+
+
+def _alerts_by_user(app) -> dict[int, int]:
+    with app.app_context():
+        return dict(
+            db.session.execute(
+                sa.select(Notification.user_id, sa.func.count())
+                .where(Notification.kind == "nearby_posting")
+                .group_by(Notification.user_id)
+            ).all()
+        )
+
+
+def test_a_withdrawal_never_waits_on_another_fan_out(app, client, org, postgres_only):
+    """A fan-out holding a volunteer's allowance (its transaction still open) does not
+    hold up a withdrawal whose reopened wish would alert the same volunteer: the
+    withdrawal answers at once and leaves its alerts to the alert_nearby job."""
+    import threading
+
+    _, coordinator = org
+    neighbour = volunteer(app, 0.5)
+    claimant = volunteer(app, None)
+    wish = make_posting(app, coordinator)
+    claim_id = make_claim(app, wish, claimant)
+    holding, release = threading.Event(), threading.Event()
+
+    def other_fan_out() -> None:
+        with app.app_context():
+            nearby.take_allowances({neighbour.id: local_date(clock.utcnow(), None)})
+            holding.set()
+            release.wait(30)  # the lock on the neighbour's allowance row is held until here
+            db.session.rollback()
+
+    other = threading.Thread(target=other_fan_out)
+    other.start()
+    try:
+        assert holding.wait(10)
+        resp = client.post(f"/api/v1/claims/{claim_id}/withdraw", headers=claimant.headers)
+        # answered while the other fan-out still holds its lock: it never waited for it
+        assert resp.status_code == 200, resp.get_json()
+        assert release.is_set() is False
+        assert _alerts_by_user(app) == {}
+    finally:
+        release.set()
+        other.join(30)
+    with app.app_context():
+        assert jobs.alert_nearby()["alerted"] == 1
+    assert _alerts_by_user(app) == {neighbour.id: 1}
+
+
+def test_withdrawals_racing_the_release_job_keep_the_caps_exact(app, org, postgres_only, monkeypatch):
+    """The release job reopens overdue wishes while volunteers withdraw from others and
+    the alert job runs, all at once: every withdrawal answers, no volunteer gets more
+    than three alerts a day (nor fewer, there are enough wishes), no wish more than
+    its limit, and the allowances agree with the alerts sent."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.models import NearbyAlertAllowance, NearbyAlertRequest
+
+    _, coordinator = org
+    monkeypatch.setattr(nearby, "PER_POSTING_LIMIT", 4)
+    neighbours = [volunteer(app, 0.2 + i * 0.1) for i in range(8)]
+    overdue, held = [], []
+    for i in range(12):
+        claimant = volunteer(app, None)
+        wish = make_posting(app, coordinator, title=f"逾期{i}")
+        make_claim(app, wish, claimant, due_at=clock.utcnow() - timedelta(minutes=1))
+        overdue.append(wish)
+    for i in range(12):
+        claimant = volunteer(app, None)
+        wish = make_posting(app, coordinator, title=f"撤回{i}")
+        held.append((make_claim(app, wish, claimant), claimant))
+    start = threading.Barrier(len(held) + 2)
+
+    def withdraw(item) -> int:
+        claim_id, claimant = item
+        client = app.test_client()
+        start.wait()
+        return client.post(f"/api/v1/claims/{claim_id}/withdraw", headers=claimant.headers).status_code
+
+    def run_job(name: str) -> dict:
+        with app.app_context():
+            start.wait()
+            return getattr(jobs, name)(batch_size=3)
+
+    with ThreadPoolExecutor(max_workers=len(held) + 2) as pool:
+        release = pool.submit(run_job, "release_overdue_claims")
+        sweep = pool.submit(run_job, "alert_nearby")
+        statuses = list(pool.map(withdraw, held))
+        released = release.result()
+        sweep.result()
+    with app.app_context():
+        while jobs.alert_nearby()["postings"]:
+            pass
+    assert statuses == [200] * len(held)
+    assert released["released"] == len(overdue)
+    told = _alerts_by_user(app)
+    assert told == {n.id: nearby.DAILY_LIMIT for n in neighbours}
+    with app.app_context():
+        per_posting = Counter(
+            data["posting_id"]
+            for data in db.session.scalars(sa.select(Notification.data).where(Notification.kind == "nearby_posting"))
+        ).items()
+        allowances = dict(
+            db.session.execute(sa.select(NearbyAlertAllowance.user_id, NearbyAlertAllowance.alerts)).all()
+        )
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(NearbyAlertRequest)) == 0
+    assert max(count for _, count in per_posting) <= 4
+    assert sum(count for _, count in per_posting) == len(neighbours) * nearby.DAILY_LIMIT
+    assert allowances == told
+
+
+def test_a_fan_out_that_fails_after_the_commit_leaves_the_alerts_to_the_job(app, client, org, monkeypatch):
+    """The posting is made (201): the alerts wait for the alert_nearby job instead of failing the request."""
+    org_id, coordinator = org
+    neighbour = volunteer(app, 1.0)
+    real = nearby.alert_volunteers
+
+    def broken(posting):
+        raise RuntimeError("the walk broke")
+
+    monkeypatch.setattr(nearby, "alert_volunteers", broken)
+    posting_id = post_wish(client, coordinator, org_id)
+    assert alerts(app) == {}
+    monkeypatch.setattr(nearby, "alert_volunteers", real)
+    with app.app_context():
+        assert jobs.alert_nearby()["alerted"] == 1
+    assert alerts(app)[neighbour.id].data == {"kind": "nearby_posting", "posting_id": str(posting_id)}

@@ -6,7 +6,7 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import Device, Notification, User
-from notifications import notify
+from app.outbox import notify
 from tests.factories import make_user, set_locale
 
 TOKEN = "fcm-token-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa:APA91bH"

@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from app import clock
 from app.extensions import db
 from app.models import Notification, User
-from notifications import notify, notify_each, quiet_hours_end
-from notifications.templates import NOTIFICATION_KINDS, TEMPLATES, render
+from app.outbox import notify, notify_each, quiet_hours_end
+from app.outbox.templates import NOTIFICATION_KINDS, TEMPLATES, render
 from tests.factories import make_user
 
 

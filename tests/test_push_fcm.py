@@ -17,17 +17,16 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 import sqlalchemy as sa
-from firebase_admin import messaging
 
 from app import clock
 from app.extensions import db
-from app.models import Device, Notification
-from notifications import notify
-from notifications.dispatch import current_sender, dispatch_pending
-from notifications.senders import PushMessage, get_sender
-from notifications.senders.fcm import FcmSender
-from tests.factories import make_posting, make_user, make_volunteer
+from app.models import Notification
+from notifications.dispatch import close_router, current_router, dispatch_pending
+from notifications.senders import PushMessage, Router
+from notifications.senders.fcm import FcmProvider
+from tests.factories import make_device, make_posting, make_user, make_volunteer
 from tests.fake_fcm import GOOGLE_TOKEN_AUDIENCE, FakeFcm, validate_message
+from tests.pushes import claim_wish, device_tokens
 
 NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)  # noon in Shanghai, outside any quiet hours
 
@@ -54,31 +53,12 @@ def fcm_app(app, fake):
         FCM_SDK_BACKOFF_SECONDS=0,
     )
     yield app
-    sender = app.extensions.pop("push_sender", None)
-    if sender is not None:
-        sender.close()
+    close_router(app)
     fake.release()
 
 
 def add_device(app, user_id: int, token: str, platform: str = "android") -> None:
-    with app.app_context():
-        db.session.add(Device(user_id=user_id, token=token, platform=platform, last_seen_at=clock.utcnow()))
-        db.session.commit()
-
-
-def claim_wish(app, poster_id: int, posting_id: int = 42, claim_id: int = 7) -> None:
-    """What the claim flow writes in its transaction when a volunteer claims a wish."""
-    with app.app_context():
-        notify(
-            [poster_id],
-            "wish_claimed",
-            dedupe=f"claim:{claim_id}",
-            title="帮王奶奶买菜",
-            volunteer="小陈",
-            posting_id=posting_id,
-            claim_id=claim_id,
-        )
-        db.session.commit()
+    make_device(app, user_id, token, platform, provider="fcm")
 
 
 def dispatch(app) -> dict:
@@ -91,11 +71,6 @@ def the_row(app) -> Notification:
         row = db.session.scalars(sa.select(Notification)).one()
         db.session.expunge(row)
         return row
-
-
-def tokens(app) -> set[str]:
-    with app.app_context():
-        return set(db.session.scalars(sa.select(Device.token)))
 
 
 def test_claimed_wish_reaches_each_of_the_posters_devices_once(fcm_app, fake, client):
@@ -189,7 +164,7 @@ def test_dead_tokens_are_deleted(fcm_app, fake, error):
     claim_wish(fcm_app, user.id)
     counts = dispatch(fcm_app)
     assert counts["tokens_deleted"] == 1 and counts["sent"] == 1
-    assert tokens(fcm_app) == {"live-token"}
+    assert device_tokens(fcm_app) == {"live-token"}
     assert [r.error for r in fake.requests_for("dead-token")] == [error]  # not retried by anyone
     assert len(fake.messages_to("live-token")) == 1
 
@@ -203,7 +178,7 @@ def test_a_user_whose_only_token_is_dead_is_skipped(fcm_app, fake):
     row = the_row(fcm_app)
     assert row.push_status == "skipped"
     assert row.last_error.startswith("no_devices: UnregisteredError")
-    assert tokens(fcm_app) == set()
+    assert device_tokens(fcm_app) == set()
 
 
 def test_quota_exceeded_retries_after_retry_after(fcm_app, fake):
@@ -320,55 +295,58 @@ def test_still_failing_after_the_retry_horizon_is_failed_with_the_error_kept(fcm
 
 def test_an_invalid_argument_about_the_payload_fails_without_deleting_the_token(fcm_app, fake):
     with fcm_app.app_context():
-        sender = current_sender()
+        sender = current_router()["fcm"]
     huge = PushMessage(1, "phone", "android", "t", "b", {"blob": "x" * 5000})
-    (result,) = sender.send([huge])
+    ((_, result),) = sender.send([huge])
     assert result.outcome == "failed"
     assert result.error.startswith("InvalidArgumentError: Message is too big")
 
 
-def test_send_each_gets_chunks_of_at_most_500_and_never_an_empty_list(fake, monkeypatch):
+def test_each_answer_is_handed_over_as_it_arrives_on_a_kept_pool(fake):
+    """One request per message on the provider's own pool: answers come back as they
+    arrive (a slow one does not hold up the others), and an empty batch sends nothing."""
     fake.reset()
-    sizes = []
-    real_send_each = messaging.send_each
-
-    def recording_send_each(messages, dry_run=False, app=None):
-        sizes.append(len(messages))
-        return real_send_each(messages, dry_run, app)
-
-    monkeypatch.setattr(messaging, "send_each", recording_send_each)
-    # 500 connections at once on a busy test machine: a patient timeout
-    sender = FcmSender(fake.service_account(), fake.url, timeout=30, sdk_backoff=0)
+    fake.script("slow", "HANG", times=1)
+    sender = FcmProvider(fake.service_account(), fake.url, timeout=0.5, sdk_backoff=0, concurrency=8)
     try:
-        assert sender.send([]) == []
-        results = sender.send([PushMessage(i, f"tok-{i}", "android", "t", "b") for i in range(1001)])
+        assert list(sender.send([])) == []
+        messages = [PushMessage(i, f"tok-{i}", "android", "t", "b") for i in range(20)]
+        messages.insert(0, PushMessage(99, "slow", "android", "t", "b"))
+        order = [i for i, _ in sender.send(messages)]
+        results = dict(sender.send([PushMessage(i, f"again-{i}", "android", "t", "b") for i in range(3)]))
     finally:
+        fake.release()
         sender.close()
-    assert sizes == [500, 500, 1]
-    assert [r.outcome for r in results] == ["sent"] * 1001
-    assert sorted(int(m["token"][4:]) for m in fake.messages) == list(range(1001))
+    assert sorted(order) == list(range(21))
+    assert order[-1] == 0  # the hanging one answered last, the others did not wait for it
+    assert [r.outcome for r in results.values()] == ["sent"] * 3
+    assert sorted(m["token"] for m in fake.messages if m["token"].startswith("tok-")) == sorted(
+        f"tok-{i}" for i in range(20)
+    )
 
 
 def test_credentials_may_be_a_file_path(fake, tmp_path):
     fake.reset()
     key = tmp_path / "service-account.json"
     key.write_text(json.dumps(fake.service_account()))
-    sender = get_sender({"PUSH_BACKEND": "fcm", "FCM_ENDPOINT": fake.url + "/", "FIREBASE_CREDENTIALS": str(key)})
+    router = Router({"PUSH_BACKEND": "fcm", "FCM_ENDPOINT": fake.url + "/", "FIREBASE_CREDENTIALS": str(key)})
     try:
-        assert isinstance(sender, FcmSender)
+        sender = router["fcm"]
+        assert isinstance(sender, FcmProvider)
         assert sender.messages_url == f"{fake.url}/v1/projects/yz-test-push/messages:send"
-        (result,) = sender.send([PushMessage(1, "phone", "web", "t", "b", {"kind": "claim_confirmed"}, None, False)])
+        message = PushMessage(1, "phone", "web", "t", "b", {"kind": "claim_confirmed"}, None, False)
+        ((_, result),) = sender.send([message])
         assert result.outcome == "sent"
         assert fake.messages_to("phone")[0]["webpush"] == {"headers": {"Urgency": "normal"}}
     finally:
-        sender.close()
+        router.close()
 
 
 def test_fcm_without_credentials_fails_loudly():
     with pytest.raises(ValueError, match="FIREBASE_CREDENTIALS"):
-        get_sender({"PUSH_BACKEND": "fcm"})
-    with pytest.raises(ValueError, match="unknown PUSH_BACKEND"):
-        get_sender({"PUSH_BACKEND": "carrier-pigeon"})
+        Router({"PUSH_BACKEND": "fcm"})
+    with pytest.raises(ValueError, match="unknown PUSH_BACKEND carrier-pigeon"):
+        Router({"PUSH_BACKEND": "carrier-pigeon"})
 
 
 # --- the fake itself -----------------------------------------------------------------------

@@ -241,16 +241,16 @@ def test_one_push_goes_out_per_reviewer_for_a_burst(app, client, roles):
     """End to end through the dispatcher: five wishes, one push per reviewer's phone."""
     with app.app_context():
         for role in ("coordinator", "other_coordinator", "admin"):
-            db.session.add(Device(user_id=roles[role].id, token=f"token-{role}", platform="android"))
+            db.session.add(Device(user_id=roles[role].id, token=f"token-{role}", platform="android", provider="fcm"))
         db.session.commit()
     for _ in range(5):
         post_wish(client, make_user(app))
         clock.advance(timedelta(seconds=30))
     with app.app_context():
         counts = dispatch_until_empty()
-        from notifications.dispatch import current_sender
+        from notifications.dispatch import current_router
 
-        sent = Counter(message.token for message in current_sender().sent)
+        sent = Counter(message.token for message in current_router()["memory"].sent)
     assert sent == {"token-coordinator": 1, "token-other_coordinator": 1, "token-admin": 1}
     assert counts["sent"] == 3
 

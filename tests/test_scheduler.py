@@ -44,6 +44,7 @@ def test_the_scheduler_holds_every_job_with_the_agreed_options(app):
             "expire_postings": 60,
             "release_overdue_claims": 60,
             "remind_upcoming": 60,
+            "alert_nearby": 5,
             "dispatch_push": 5,
             "erase_accounts": 600,
             "purge": 1,

@@ -84,8 +84,14 @@ def test_a_push_lease_shorter_than_the_longest_send_is_refused(tmp_path):
     send them again."""
     with pytest.raises(UnsafeConfiguration) as refused:
         production(tmp_path, **GOOD, PUSH_BACKEND="fcm", FCM_TIMEOUT_SECONDS=60, PUSH_LEASE_SECONDS=300)
-    assert "PUSH_LEASE_SECONDS (300) must exceed the longest send" in str(refused.value)
-    production(tmp_path, **GOOD, PUSH_BACKEND="fcm", FCM_TIMEOUT_SECONDS=60, PUSH_LEASE_SECONDS=600)
+    assert "PUSH_LEASE_SECONDS (300) must exceed the longest time a claimed FCM push can take" in str(refused.value)
+    # 427.5 s a send at worst, and two batches of 500 may share the 500 threads: 855 s
+    production(tmp_path, **GOOD, PUSH_BACKEND="fcm", FCM_TIMEOUT_SECONDS=60, PUSH_LEASE_SECONDS=900)
+    # each enabled provider checks its own settings
+    with pytest.raises(UnsafeConfiguration) as refused:
+        production(tmp_path, **GOOD, PUSH_BACKEND="fcm,jpush", JPUSH_CONCURRENCY=10, PUSH_LEASE_SECONDS=900)
+    assert "a claimed JPush push can take (20 s per call" in str(refused.value)
+    assert "FCM" not in str(refused.value)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,14 @@ from app.models.certificates import CalendarFeed, Certificate
 from app.models.claims import Claim
 from app.models.energy import EnergyEntry
 from app.models.jobs import JobRun
-from app.models.notifications import Device, Notification, PushWindow
+from app.models.notifications import (
+    Device,
+    NearbyAlertAllowance,
+    NearbyAlertRequest,
+    Notification,
+    PushDelivery,
+    PushWindow,
+)
 from app.models.orgs import Org, OrgMember
 from app.models.photos import Photo
 from app.models.postings import Posting, PostingTag
@@ -26,12 +33,15 @@ __all__ = [
     "EnergyEntry",
     "IdempotencyKey",
     "JobRun",
+    "NearbyAlertAllowance",
+    "NearbyAlertRequest",
     "Notification",
     "Org",
     "OrgMember",
     "Photo",
     "Posting",
     "PostingTag",
+    "PushDelivery",
     "PushWindow",
     "RefreshToken",
     "ServiceRecord",

@@ -52,6 +52,7 @@ from app.errors import Conflict, Forbidden, Invalid, NotFound
 from app.extensions import db
 from app.models import Certificate, ServiceRecord
 from app.models.base import MAX_ID
+from app.outbox import notify
 from app.secrets import is_development
 from app.services.audit import audit
 from app.services.certificate_pdf import render_certificate_pdf
@@ -59,7 +60,6 @@ from app.services.orgs import get_org, require_approved
 from app.services.pagination import paginate
 from app.services.permissions import Actor
 from app.services.records import counted, served_at
-from notifications import notify
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from app.clock import utcnow
 from app.extensions import db
 from app.geo import geocell_for
 from app.models import Claim, Posting, PostingTag
+from app.outbox import notify_many
 from app.policy import LIVE_CLAIM_STATUSES, LIVE_POSTING_STATUSES, POLICIES
-from notifications import notify_many
 
 
 def nothing_live_holds() -> sa.ColumnElement[bool]:

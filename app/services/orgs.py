@@ -22,10 +22,10 @@ from app.errors import AppError, Conflict, Forbidden, Invalid, NotFound, Unautho
 from app.extensions import db
 from app.models import Org, OrgMember, User
 from app.models.orgs import APPROVED
+from app.outbox import notify
 from app.services.audit import audit
 from app.services.pagination import paginate
 from app.services.permissions import Actor, admins
-from notifications import notify
 
 
 @dataclass

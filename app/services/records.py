@@ -45,6 +45,7 @@ from app.errors import Conflict, Forbidden, Invalid, NotFound
 from app.extensions import db
 from app.models import Claim, OrgMember, Posting, ServiceRecord, User, Volunteer
 from app.models.base import MAX_ID
+from app.outbox import notify_many
 from app.policy import (
     COUNTED_RECORD_STATUSES,
     DONE_CLAIM_STATUSES,
@@ -62,7 +63,6 @@ from app.services.audit import audit
 from app.services.orgs import get_org
 from app.services.pagination import paginate
 from app.services.permissions import Actor, record_reviewers
-from notifications import notify_many
 
 __all__ = ["RECORD_KINDS"]  # re-exported for the schemas
 

@@ -127,6 +127,7 @@ class ExportDeviceSchema(BaseSchema):
     """A registered phone; its push token is a credential and is not shown."""
 
     platform = fields.String()
+    provider = fields.String()
     app_version = fields.String(allow_none=True)
     created_at = UTCDateTime()
     last_seen_at = UTCDateTime()

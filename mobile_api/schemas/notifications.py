@@ -5,8 +5,9 @@ from __future__ import annotations
 from flask_babel import lazy_gettext as _l
 from marshmallow import fields, validate
 
+from app.outbox.templates import NOTIFICATION_KINDS
 from mobile_api.fields import BaseSchema, Id, PageQuery, QuietHours, UTCDateTime, quiet_hours_span_time
-from notifications.templates import NOTIFICATION_KINDS
+from notifications.senders import default_device_provider, device_providers
 
 DEVICE_PLATFORMS = ("android", "ios", "web")
 
@@ -15,15 +16,24 @@ class DeviceCreateSchema(BaseSchema):
     token = fields.String(
         required=True,
         validate=[validate.Length(min=1, max=4096), validate.Regexp(r"^\S+$", error=_l("A token has no spaces."))],
-        metadata={"description": "The FCM registration token of this app install."},
+        metadata={
+            "description": "This app install's push token: the FCM registration token, or the JPush "
+            "registration ID when `provider` is `jpush` (phones in mainland China)."
+        },
     )
     platform = fields.String(required=True, validate=validate.OneOf(DEVICE_PLATFORMS))
+    provider = fields.String(
+        load_default=default_device_provider(),
+        validate=validate.OneOf(device_providers()),
+        metadata={"description": "Which push service the token belongs to; the default is the first of the enum."},
+    )
     app_version = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=40))
 
 
 class DeviceSchema(BaseSchema):
     token = fields.String()
     platform = fields.String(metadata={"enum": list(DEVICE_PLATFORMS)})
+    provider = fields.String(metadata={"enum": list(device_providers())})
     app_version = fields.String(allow_none=True)
     created_at = UTCDateTime()
     last_seen_at = UTCDateTime()

@@ -1,11 +1,15 @@
-"""Firebase Cloud Messaging through firebase-admin (``PUSH_BACKEND=fcm``).
+"""Firebase Cloud Messaging through firebase-admin (the ``fcm`` provider).
 
-Messages go out with ``messaging.send_each`` in chunks of at most 500 (the
-SDK's limit), never with an empty list. Each message carries the deep-link
-``data``, a ``collapse_key`` per posting, ``android.priority=high`` for
-time-critical kinds and the unread count as the APNs badge.
+Each message is one ``messages:send`` request (``messaging.send``) on a pool
+of ``FCM_CONCURRENCY`` threads kept for the provider's life, and each answer
+is handed to the dispatcher as it arrives, so the dispatcher records it at
+once: a dispatcher killed mid-batch resends only what was still on the wire
+(``send_each`` answers only when all 500 of its requests have). Each message
+carries the deep-link ``data``, a ``collapse_key`` per posting,
+``android.priority=high`` for time-critical kinds and the unread count as the
+APNs badge.
 
-Configuration (read by :meth:`FcmSender.from_config`):
+Configuration (read by :meth:`FcmProvider.from_config`):
 
 ``FIREBASE_CREDENTIALS``
     A service-account key: a file path, or the JSON text itself.
@@ -18,6 +22,8 @@ Configuration (read by :meth:`FcmSender.from_config`):
 ``FCM_TIMEOUT_SECONDS`` (default 10)
     Per-request HTTP timeout. The SDK's default (120 s) would hold a
     dispatcher's lease for minutes on one slow connection.
+``FCM_CONCURRENCY`` (default 500)
+    Requests in flight at once.
 ``FCM_SDK_RETRIES`` (default 4) and ``FCM_SDK_BACKOFF_SECONDS`` (default 0.5)
     The SDK's own urllib3 retries of HTTP 500/503, as firebase-admin ships
     them. Tests set the back-off to 0. ``Retry-After`` is not slept on inside
@@ -56,25 +62,33 @@ import logging
 import math
 import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 import firebase_admin
+import google.auth.exceptions
 import requests.adapters
 import requests.exceptions
 from firebase_admin import credentials, exceptions, messaging
 from google.auth.transport.requests import Request as GoogleAuthRequest
 from urllib3.util.retry import Retry
 
-from notifications.senders import PushMessage, PushResult
+from notifications.senders import PushMessage, PushProvider, PushResult, register
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 500  # messaging.send_each refuses more
+DEFAULT_CONCURRENCY = 500  # requests in flight at once, as send_each's 500 threads were
 DEFAULT_ENDPOINT = "https://fcm.googleapis.com"
 
 # Per-token answers that mean the token is dead for good.
 _DEAD_TOKEN_ERRORS = (messaging.UnregisteredError, messaging.SenderIdMismatchError)
+# Our side is wrong (keys, the APNs certificate in the Firebase console): keep the device, retry, alert.
+_MISCONFIGURED_ERRORS = (
+    messaging.ThirdPartyAuthError,
+    exceptions.UnauthenticatedError,
+    exceptions.PermissionDeniedError,
+)
 # Transient answers: back off and try again.
 _TRANSIENT_ERRORS = (
     messaging.QuotaExceededError,
@@ -127,7 +141,7 @@ def longest_send_seconds(timeout: float, retries: int, backoff: float) -> float:
 
 
 def point_at_endpoint(
-    app: firebase_admin.App, endpoint: str, *, retry: Retry, pool_size: int = MAX_BATCH
+    app: firebase_admin.App, endpoint: str, *, retry: Retry, pool_size: int = DEFAULT_CONCURRENCY
 ) -> messaging._MessagingService:
     """Make ``app``'s messaging service send to ``{endpoint}/v1/projects/{project}/messages:send``.
 
@@ -143,17 +157,30 @@ def point_at_endpoint(
         )
     base = endpoint.rstrip("/")
     service._fcm_url = f"{base}/v1/projects/{service._project_id}/messages:send"
-    # send_each runs up to 500 requests at once; a smaller pool would open and
-    # throw away a connection per request beyond its size.
+    # The provider runs FCM_CONCURRENCY requests at once; a smaller pool would open
+    # and throw away a connection per request beyond its size.
     adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=retry)
     service._client.session.mount(base + "/", adapter)
     return service
 
 
-class FcmSender:
-    """Sends through the real firebase-admin client; one firebase App per sender."""
+@register
+class FcmProvider(PushProvider):
+    """Firebase Cloud Messaging through the real firebase-admin client; one firebase App
+    and one pool of ``FCM_CONCURRENCY`` sending threads per provider."""
 
     name = "fcm"
+    serves = ("fcm",)
+    device_provider = True
+    default_device_provider = True
+    settings = (
+        "FIREBASE_CREDENTIALS",
+        "FCM_ENDPOINT",
+        "FCM_TIMEOUT_SECONDS",
+        "FCM_SDK_RETRIES",
+        "FCM_SDK_BACKOFF_SECONDS",
+        "FCM_CONCURRENCY",
+    )
 
     def __init__(
         self,
@@ -163,77 +190,113 @@ class FcmSender:
         timeout: float = 10.0,
         sdk_retries: int = 4,
         sdk_backoff: float = 0.5,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         certificate = load_certificate(service_account)
         self.project_id = certificate.project_id
         self.endpoint = endpoint.rstrip("/")
+        self.concurrency = max(1, int(concurrency))
         self.app = firebase_admin.initialize_app(
             certificate,
             {"httpTimeout": timeout, "projectId": certificate.project_id},
             name=f"yz-push-{next(_app_names)}",
         )
-        self._service = point_at_endpoint(self.app, self.endpoint, retry=sdk_retry(sdk_retries, sdk_backoff))
+        self._service = point_at_endpoint(
+            self.app, self.endpoint, retry=sdk_retry(sdk_retries, sdk_backoff), pool_size=self.concurrency
+        )
         self._credential = self.app.credential.get_credential()
         self._auth_request = GoogleAuthRequest()
         self._refresh_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="fcm-send")
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> FcmSender:
+    def from_config(cls, config: Mapping[str, Any]) -> FcmProvider:
         secret = config.get("FIREBASE_CREDENTIALS")
         if not secret:
-            raise ValueError("PUSH_BACKEND=fcm needs FIREBASE_CREDENTIALS (a key file path or its JSON)")
+            raise ValueError("PUSH_BACKEND fcm needs FIREBASE_CREDENTIALS (a key file path or its JSON)")
         return cls(
             secret,
             config.get("FCM_ENDPOINT") or DEFAULT_ENDPOINT,
             timeout=float(config.get("FCM_TIMEOUT_SECONDS", 10)),
             sdk_retries=int(config.get("FCM_SDK_RETRIES", 4)),
             sdk_backoff=float(config.get("FCM_SDK_BACKOFF_SECONDS", 0.5)),
+            concurrency=int(config.get("FCM_CONCURRENCY") or DEFAULT_CONCURRENCY),
         )
+
+    @classmethod
+    def startup_problems(cls, config: Mapping[str, Any], *, batch_size: int, lease_seconds: float) -> list[str]:
+        longest = longest_send_seconds(
+            float(config.get("FCM_TIMEOUT_SECONDS", 10)),
+            int(config.get("FCM_SDK_RETRIES", 4)),
+            float(config.get("FCM_SDK_BACKOFF_SECONDS", 0.5)),
+        )
+        # Two batches may be queued on the pool at once (the dispatcher claims the next
+        # while the first is on the wire): the last message of the second waits for
+        # ceil(2 * batch / concurrency) sends before its own.
+        rounds = math.ceil(2 * batch_size / max(1, int(config.get("FCM_CONCURRENCY") or DEFAULT_CONCURRENCY)))
+        if lease_seconds <= longest * rounds:
+            return [
+                f"PUSH_LEASE_SECONDS ({lease_seconds:g}) must exceed the longest time a claimed FCM push can take "
+                f"({longest:g} s per send from FCM_TIMEOUT_SECONDS, FCM_SDK_RETRIES and FCM_SDK_BACKOFF_SECONDS, "
+                f"times {rounds} rounds of FCM_CONCURRENCY), or another dispatcher resends rows still in flight"
+            ]
+        return []
+
+    @classmethod
+    def doctor(cls, config: Mapping[str, Any]) -> str | None:
+        secret = config.get("FIREBASE_CREDENTIALS")
+        if not secret:
+            return "FIREBASE_CREDENTIALS is not set"
+        try:
+            load_certificate(secret)
+        except Exception as exc:  # noqa: BLE001
+            return f"FIREBASE_CREDENTIALS cannot be read as a service-account key ({type(exc).__name__})"
+        return None
 
     @property
     def messages_url(self) -> str:
         return self._service._fcm_url
 
     def close(self) -> None:
-        """Release the firebase App (its HTTP sessions)."""
+        """Stop the sending threads and release the firebase App (its HTTP sessions)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
         firebase_admin.delete_app(self.app)
 
-    def send(self, messages: Sequence[PushMessage]) -> list[PushResult]:
-        results: list[PushResult] = []
+    def send(self, messages: Sequence[PushMessage]) -> Iterator[tuple[int, PushResult]]:
+        """One ``messages:send`` request per message on the pool, each answer yielded as it arrives."""
         if not messages:
-            return results
+            return
         try:
             self._ensure_access_token()
-        except Exception as exc:  # noqa: BLE001 - any auth failure is transient for every message
-            log.warning("fcm token exchange failed: %s", exc)
+        except Exception as exc:  # noqa: BLE001 - every message shares the credential
+            log.warning("fcm token exchange failed: %s", exc, extra={"provider": self.name})
+            outcome = "misconfigured" if isinstance(exc, google.auth.exceptions.RefreshError) else "retry"
             error = _short(f"auth: {type(exc).__name__}: {exc}")
-            return [PushResult("retry", error) for _ in messages]
-        for start in range(0, len(messages), MAX_BATCH):
-            chunk = messages[start : start + MAX_BATCH]
-            if chunk:
-                results.extend(self._send_chunk(chunk))
-        return results
+            yield from ((i, PushResult(outcome, error)) for i in range(len(messages)))
+            return
+        futures = {self._pool.submit(self.send_one, message): i for i, message in enumerate(messages)}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+    def send_one(self, message: PushMessage) -> PushResult:
+        """Send one message and read FCM's answer."""
+        try:
+            message_id = messaging.send(build_message(message), app=self.app)
+        except ValueError as exc:
+            return PushResult("failed", _short(f"invalid message: {exc}"))
+        except exceptions.FirebaseError as exc:
+            return classify_error(exc)
+        except Exception as exc:  # noqa: BLE001 - one message's surprise is a retry, not a lost batch
+            return PushResult("retry", _short(f"{type(exc).__name__}: {exc}"))
+        return PushResult("sent", message_id=message_id)
 
     def _ensure_access_token(self) -> None:
-        """Exchange the key for an access token once, before 500 threads would each try."""
+        """Exchange the key for an access token once, before the pool's threads would each try."""
         if self._credential.valid:
             return
         with self._refresh_lock:
             if not self._credential.valid:
                 self._credential.refresh(self._auth_request)
-
-    def _send_chunk(self, chunk: Sequence[PushMessage]) -> list[PushResult]:
-        try:
-            batch = messaging.send_each([build_message(m) for m in chunk], app=self.app)
-        except ValueError as exc:
-            if len(chunk) == 1:
-                return [PushResult("failed", _short(f"invalid message: {exc}"))]
-            # One malformed message fails the whole call: send one by one to find it.
-            return [result for message in chunk for result in self._send_chunk([message])]
-        except exceptions.FirebaseError as exc:
-            log.warning("fcm send_each failed as a whole: %s", exc)
-            return [PushResult("retry", _short(f"{type(exc).__name__}: {exc}")) for _ in chunk]
-        return [classify(response) for response in batch.responses]
 
 
 def build_message(message: PushMessage) -> messaging.Message:
@@ -266,11 +329,8 @@ def build_message(message: PushMessage) -> messaging.Message:
     )
 
 
-def classify(response: messaging.SendResponse) -> PushResult:
-    """Map one ``send_each`` response to an outcome (see DESIGN.md, Push)."""
-    if response.success:
-        return PushResult("sent", message_id=response.message_id)
-    exc = response.exception
+def classify_error(exc: exceptions.FirebaseError) -> PushResult:
+    """Map FCM's answer to one failed send to an outcome (see DESIGN.md, Push)."""
     error = _short(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, _DEAD_TOKEN_ERRORS):
         return PushResult("dead_token", error)
@@ -280,6 +340,8 @@ def classify(response: messaging.SendResponse) -> PushResult:
         return PushResult("sent", _short(f"unconfirmed: {error}"))
     if isinstance(exc, exceptions.InvalidArgumentError) and names_the_token(exc):
         return PushResult("dead_token", error)
+    if isinstance(exc, _MISCONFIGURED_ERRORS):
+        return PushResult("misconfigured", error)
     if isinstance(exc, _TRANSIENT_ERRORS):
         return PushResult("retry", error, retry_after=_retry_after(exc))
     return PushResult("failed", error)

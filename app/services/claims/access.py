@@ -16,11 +16,11 @@ import sqlalchemy as sa
 from app.errors import Conflict, Forbidden, NotFound
 from app.extensions import db
 from app.models import Claim, Posting
+from app.outbox import notify
 from app.policy import POLICIES, KindPolicy
 from app.services.pagination import paginate
 from app.services.permissions import Actor
 from app.services.photos import load_photos
-from notifications import notify
 
 
 @dataclass

@@ -15,11 +15,11 @@ from app.errors import AppError, Conflict, NotFound
 from app.extensions import db
 from app.models import Claim, Posting, User
 from app.models.base import insert_loaded
+from app.outbox import notify, recipient_columns, recipient_of
 from app.policy import POLICIES
 from app.services import energy
 from app.services.claims.places import take_claim_allowance, take_place, why_not_taken
 from app.services.permissions import Actor
-from notifications import notify, recipient_columns, recipient_of
 
 
 def claim_posting(actor: Actor, posting_id: int, message: str | None = None) -> Claim:

@@ -25,13 +25,13 @@ from flask import current_app
 from app.clock import utcnow
 from app.extensions import db
 from app.models import Claim, Posting
+from app.outbox import notify_many
 from app.policy import POLICIES, kinds_where
 from app.services.batches import update_batch
 from app.services.claims.on_site import credit_attendance
 from app.services.claims.places import give_back_places, leave_waitlist, return_claim_allowance
 from app.services.lifecycle import titles
 from app.services.records import hold_time
-from notifications import notify_many
 
 ON_SITE_SETTLED = kinds_where(settlement="on_site")
 RELEASE_SETTLED = kinds_where(settlement="release")

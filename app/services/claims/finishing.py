@@ -29,6 +29,7 @@ from app.clock import utcnow
 from app.errors import Conflict, Forbidden, Invalid
 from app.extensions import db
 from app.models import Claim, Posting
+from app.outbox import notify_many
 from app.policy import CHECK_IN_OUT, FULFIL_CONFIRM, HAND_OVER, MAX_REPORTED_MINUTES, POLICIES, PROVIDER, kinds_where
 from app.services import records, reputation
 from app.services.batches import update_batch
@@ -37,7 +38,6 @@ from app.services.claims.places import return_claim_allowance
 from app.services.lifecycle import retire_tags
 from app.services.permissions import Actor
 from app.services.photos import attach, usable_photos
-from notifications import notify_many
 
 AUTO_CONFIRMED_KINDS = kinds_where(auto_confirm=True)
 STORY_KINDS = kinds_where(public_story=True)

@@ -10,12 +10,12 @@ from app.clock import utcnow
 from app.errors import Conflict
 from app.extensions import db
 from app.models import Claim, Posting
+from app.outbox import notify
 from app.policy import CHECK_IN_OUT, LIVE_CLAIM_STATUSES, POLICIES, kinds_where
 from app.services import energy
 from app.services.claims.access import claimant_access, move, refused, tell
 from app.services.claims.places import give_back_places, leave_waitlist, lock_posting, return_claim_allowance
 from app.services.permissions import Actor
-from notifications import notify
 
 
 def withdraw_claim(actor: Actor, claim_id: int, *, commit: bool = True) -> Claim:
@@ -44,6 +44,8 @@ def withdraw_claim(actor: Actor, claim_id: int, *, commit: bool = True) -> Claim
             energy.refund(actor.id, debited, reason="refund_withdrawn", claim_id=claim_id, posting_id=posting.id)
     else:
         raise refused(claim_id)
+    # A reopened posting's nearby alerts were requested in this transaction; the
+    # alert_nearby job sends them, so the withdrawal's answer never carries a fan-out.
     tell([posting.author_id], "claim_withdrawn", posting, claim_id, volunteer=actor.user.display_name)
     if commit:
         db.session.commit()

@@ -25,11 +25,11 @@ from flask import current_app
 from app.errors import AppError, Conflict, NotFound
 from app.extensions import db
 from app.models import Claim, Posting, Volunteer
+from app.outbox import notify
 from app.policy import FILLED_POSTING_STATUSES, POLICIES, QUEUEING_POSTING_STATUSES, KindPolicy
 from app.services.batches import batch_of
 from app.services.lifecycle import expired_or_reopened, retire_tags, tell_expired, titles
-from notifications import notify
-from notifications.nearby import alert_nearby_volunteers
+from app.services.nearby_alerts import request_alerts
 
 
 def open_for_claims(posting_id, policy: KindPolicy, now) -> list[sa.ColumnElement[bool]]:
@@ -164,7 +164,8 @@ def give_back_places(freed: Mapping[int, int]) -> GivenBack:
     released, cancelled). In each posting the oldest waitlisted claims take the
     places (and are told); the places nobody takes go back to the posting, which
     reopens — or, past its deadline with nothing live left, expires (its poster
-    told). Reopened postings are news again for the volunteers nearby.
+    told). Reopened postings are news again for the volunteers nearby: their
+    alerts are requested here and go out after the commit (app.services.nearby_alerts).
 
     Runs in the caller's transaction, which holds the postings' rows.
     """
@@ -216,7 +217,7 @@ def give_back_places(freed: Mapping[int, int]) -> GivenBack:
             posting_id=posting_id,
             claim_id=claim_id,
         )
-    _alert_reopened(result.reopened)
+    request_alerts(result.reopened)
     return result
 
 
@@ -233,12 +234,3 @@ def _promote_waitlisted(posting_id: int, count: int) -> list[tuple[int, int]]:
         .execution_options(synchronize_session=False)
     ).all()
     return sorted((row[0], row[1]) for row in rows)
-
-
-def _alert_reopened(posting_ids: list[int]) -> None:
-    """A posting back on the board is news again for the volunteers nearby (微呼百应)."""
-    if not posting_ids:
-        return
-    reopened = sa.select(Posting).where(Posting.id.in_(posting_ids)).order_by(Posting.id)
-    for posting in db.session.scalars(reopened.execution_options(populate_existing=True)):
-        alert_nearby_volunteers(posting)

@@ -10,10 +10,10 @@ import sqlalchemy as sa
 from app.clock import utcnow
 from app.extensions import db
 from app.models import Claim, Posting
+from app.outbox import notify_many
 from app.policy import DUE_WARNING, RUNNING_POSTING_STATUSES, kinds_where, whole_hours
 from app.services.batches import update_batch
 from app.services.lifecycle import titles
-from notifications import notify_many
 
 # (stage, lead time, label) of the event reminders, the nearest first
 EVENT_REMINDERS = ((2, timedelta(hours=1), "1h"), (1, timedelta(hours=24), "24h"))

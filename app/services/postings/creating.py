@@ -12,6 +12,7 @@ from app.errors import Invalid
 from app.extensions import db
 from app.models import Org, Posting, PostingTag
 from app.policy import POLICIES
+from app.services import nearby_alerts
 from app.services.orgs import require_approved
 from app.services.permissions import Actor
 from app.services.photos import attach, usable_photos
@@ -25,7 +26,6 @@ from app.services.postings.fields import (
 )
 from app.services.postings.reviewing import ask_for_review
 from app.services.postings.views import PostingView, view_of
-from notifications.nearby import alert_nearby_volunteers
 
 
 def create_posting(actor: Actor, data: Mapping[str, Any]) -> PostingView:
@@ -72,11 +72,14 @@ def create_posting(actor: Actor, data: Mapping[str, Any]) -> PostingView:
     db.session.add(posting)
     db.session.flush()
     attach("posting", posting.id, photos)
-    if posting.status == "open":
-        alert_nearby_volunteers(posting)
+    opened = posting.status == "open"
+    if opened:
+        nearby_alerts.request_alerts([posting.id])
     else:
         ask_for_review(posting)
     db.session.commit()
+    if opened:
+        nearby_alerts.send_requested([posting.id])  # after the commit, in a transaction of its own
     return view_of(actor, posting)
 
 

@@ -17,10 +17,10 @@ import sqlalchemy as sa
 
 from app.clock import utcnow
 from app.models import Posting
+from app.outbox import notify_many
 from app.policy import EXPIRY_WARNING, LIVE_POSTING_STATUSES, RUNNING_POSTING_STATUSES, kinds_where, whole_hours
 from app.services.batches import stamp, update_batch
 from app.services.lifecycle import nothing_live_holds, retire_tags, tell_expired
-from notifications import notify_many
 
 CLOSING_KINDS = kinds_where(closes_at_end=True)
 

@@ -3,7 +3,7 @@
 Everyone who may review a posting is told when it starts waiting
 (``posting_submitted``: when posted, and when an edit sends it back); the push
 of that kind is coalesced to one per reviewer per 10 minutes (see
-``notifications.templates.PUSH_INTERVALS``), the inbox keeps each.
+``app.outbox.templates.PUSH_INTERVALS``), the inbox keeps each.
 
 Every state change is a conditional UPDATE whose WHERE clause is the rule
 ("only a pending posting can be approved"), so two reviewers racing, or an
@@ -21,14 +21,14 @@ from app.clock import utcnow
 from app.errors import Conflict, Forbidden
 from app.extensions import db
 from app.models import Posting
+from app.outbox import notify
 from app.policy import LIVE_POSTING_STATUSES
+from app.services import nearby_alerts
 from app.services.audit import audit
 from app.services.batches import stamp
 from app.services.lifecycle import retire_tags
 from app.services.permissions import Actor, reviewers_of
 from app.services.postings.views import PostingView, view_of, visible_posting
-from notifications import notify
-from notifications.nearby import alert_nearby_volunteers
 
 
 def ask_for_review(posting: Posting) -> None:
@@ -50,8 +50,9 @@ def approve_posting(actor: Actor, posting_id: int) -> PostingView:
     its district (the lowest id when they coordinate several there; none for an
     admin who coordinates none there — its service then records nothing)."""
     posting = _review(actor, posting_id, "open", None)
-    alert_nearby_volunteers(posting)
+    nearby_alerts.request_alerts([posting.id])
     db.session.commit()
+    nearby_alerts.send_requested([posting.id])
     return view_of(actor, posting)
 
 
