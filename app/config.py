@@ -149,6 +149,9 @@ class Config:
     # array of {"code", "name_zh", "name_en"}, inline or the path of a file.
     SKILLS = os.environ.get("SKILLS")
     DEFAULT_TIMEZONE = os.environ.get("DEFAULT_TIMEZONE", "Asia/Shanghai")
+    # Tests only: the app's clock (app/clock.py) runs this many days ahead of the
+    # wall clock, in this process and every one it starts. Production refuses it.
+    CLOCK_SHIFT_DAYS = env_int("CLOCK_SHIFT_DAYS", 0)
 
     PUSH_BACKEND = os.environ.get("PUSH_BACKEND", "log")
     FCM_ENDPOINT = os.environ.get("FCM_ENDPOINT", "https://fcm.googleapis.com")

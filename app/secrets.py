@@ -83,8 +83,17 @@ def push_problems(config) -> list[str]:
     return []
 
 
+def clock_problems(config) -> list[str]:
+    """A clock that is not the wall clock (CLOCK_SHIFT_DAYS, a test setting)."""
+    days = int(config.get("CLOCK_SHIFT_DAYS") or 0)
+    if days:
+        return [f"CLOCK_SHIFT_DAYS is {days}: the clock runs {days} days off the real time (tests only); unset it"]
+    return []
+
+
 def production_problems(app: Flask) -> list[str]:
-    """Everything production refuses: the three keys, and the certificate signing key."""
+    """Everything production refuses: the three keys, the certificate signing key,
+    and a shifted clock."""
     from app.services.certificates import CertificateKeyError, certificate_key
 
     problems = key_problems(app.config)
@@ -92,7 +101,7 @@ def production_problems(app: Flask) -> list[str]:
         certificate_key(app)
     except CertificateKeyError as exc:
         problems.append(str(exc).split(":")[0])
-    return problems
+    return problems + clock_problems(app.config)
 
 
 def ensure_keys(app: Flask) -> None:

@@ -67,6 +67,13 @@ def _config_dict() -> dict:
     return {k: getattr(TestConfig, k) for k in dir(TestConfig) if k.isupper()}
 
 
+def production_config(**overrides) -> dict:
+    """The test settings read as production (``APP_ENV=production``, not testing).
+    A run under ``CLOCK_SHIFT_DAYS`` shifts the test process's clock, not this app's
+    settings: production refuses a shifted clock, and that has its own test."""
+    return {**_config_dict(), "TESTING": False, "APP_ENV": "production", "CLOCK_SHIFT_DAYS": 0, **overrides}
+
+
 def _empty_tables() -> None:
     # DELETE, not TRUNCATE: on PostgreSQL a TRUNCATE of every table costs about
     # 0.3 s per test, DELETE of a few rows a few milliseconds. Ids keep growing,

@@ -14,7 +14,7 @@ from app.models import JobRun
 from app.scheduler import JOB_NAMES
 from app.secrets import KEYS
 from app.services.certificates import new_signing_key
-from tests.conftest import _config_dict
+from tests.conftest import production_config
 
 GOOD_KEYS = {
     **{name: f"{name.lower()}-" + "k" * 40 for name in KEYS},
@@ -28,14 +28,7 @@ def production(tmp_path):
 
     def build(**config):
         app = create_app(
-            {
-                **_config_dict(),
-                "TESTING": False,
-                "APP_ENV": "production",
-                **GOOD_KEYS,
-                "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'prod.sqlite'}",
-                **config,
-            }
+            production_config(**GOOD_KEYS, SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'prod.sqlite'}", **config)
         )
         with app.app_context():
             upgrade()
@@ -58,7 +51,7 @@ def doctor(app):
 def test_a_healthy_install_passes(production):
     code, output, _ = doctor(production())
     assert code == 0, output
-    assert [line.split()[0] for line in output.strip().splitlines()] == ["ok"] * 6
+    assert [line.split()[0] for line in output.strip().splitlines()] == ["ok"] * 7
 
 
 def test_a_stale_scheduler_a_missing_push_key_and_redis_fail(production):
@@ -76,15 +69,7 @@ def test_a_stale_scheduler_a_missing_push_key_and_redis_fail(production):
 
 
 def test_an_unmigrated_database_fails(tmp_path):
-    app = create_app(
-        {
-            **_config_dict(),
-            "TESTING": False,
-            "APP_ENV": "production",
-            **GOOD_KEYS,
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'empty.sqlite'}",
-        }
-    )
+    app = create_app(production_config(**GOOD_KEYS, SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'empty.sqlite'}"))
     code, output, lines = doctor(app)
     assert code == 1
     assert "flask db upgrade" in lines["migrations"]
@@ -94,3 +79,12 @@ def test_development_keys_are_not_a_production_install(app):
     code, output, lines = doctor(app)
     assert code == 1
     assert "development mode" in lines["keys"]
+
+
+def test_a_shifted_clock_fails_in_any_mode(app, make_app):
+    """CLOCK_SHIFT_DAYS (a test setting) runs the app's clock off the real time:
+    doctor says so, whatever the mode."""
+    code, output, lines = doctor(make_app(CLOCK_SHIFT_DAYS=365))
+    assert code == 1
+    assert "CLOCK_SHIFT_DAYS is 365" in lines["clock"], output
+    assert lines["clock"].endswith("unset it")

@@ -14,8 +14,9 @@ from app.geo import geocell_for, haversine_km
 from app.models import Posting
 from tests.database import fill_city
 from tests.factories import make_org, make_posting, make_user
+from tests.moments import YEAR
 
-NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+NOW = datetime(YEAR, 3, 2, 2, 0, tzinfo=UTC)
 CENTRE = (29.87, 121.55)  # 鼓楼, Ningbo
 
 

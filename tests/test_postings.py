@@ -13,8 +13,9 @@ from app.extensions import db
 from app.geo import geocell_for
 from app.models import AuditEntry, Claim, Notification, Posting, PostingTag
 from tests.factories import add_member, make_org, make_posting, make_user, make_volunteer
+from tests.moments import YEAR
 
-NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 in Ningbo
+NOW = datetime(YEAR, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 in Ningbo
 
 
 def iso(value: datetime) -> str:
