@@ -7,11 +7,14 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 
+import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import RefreshToken, User, Volunteer, VolunteerSkill
 from tests.factories import make_user
+
+pytestmark = pytest.mark.slow
 
 THREADS = 24
 # Profiles saved at once share a skill: the skills index is rebuilt one save at a time.

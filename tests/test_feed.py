@@ -250,6 +250,7 @@ def _scatter(app, author, n: int, seed: int, spread: float = 0.12) -> dict[int, 
     return points
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("seed", "radius"), [(1, 3.0), (2, 5.5), (3, 0.8), (4, 12.0)])
 def test_distance_order_and_radius_match_brute_force(app, client, author, seed, radius):
     points = _scatter(app, author, 150, seed)

@@ -117,6 +117,7 @@ def test_push_results_are_counted_by_class(app, client):
     assert value(after, "yz_outbox_notifications", push_status="pending") == 0
 
 
+@pytest.mark.slow
 def test_the_scheduler_serves_its_own_metrics(tmp_path, sqlite_file):
     url = sqlite_file
     port = _free_port()
@@ -138,6 +139,7 @@ def test_the_scheduler_serves_its_own_metrics(tmp_path, sqlite_file):
         _stop(proc)
 
 
+@pytest.mark.slow
 def test_two_gunicorn_workers_are_summed_in_one_scrape(tmp_path, sqlite_file):
     """A claim and some requests go to a two-worker gunicorn; whichever worker
     answers /metrics reports all of them (PROMETHEUS_MULTIPROC_DIR)."""

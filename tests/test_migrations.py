@@ -24,6 +24,8 @@ from app.models import User
 from app.services import tokens
 from tests.moments import YEAR
 
+pytestmark = pytest.mark.slow
+
 INITIAL = "0caec556a4db"
 NOW = datetime(YEAR, 11, 20, 2, 0, tzinfo=UTC)
 

@@ -33,7 +33,8 @@ from tests.moments import YEAR
 NOW = datetime(YEAR, 11, 26, 4, 0, tzinfo=UTC)  # noon in Shanghai, outside any quiet hours
 
 # firebase-admin 7.7 deprecates Message.token for fid; see notifications/senders/fcm.py
-pytestmark = pytest.mark.filterwarnings("ignore:Message.token is deprecated:DeprecationWarning")
+# firebase-admin against a local fake FCM server: `make test-fast` leaves them out.
+pytestmark = [pytest.mark.filterwarnings("ignore:Message.token is deprecated:DeprecationWarning"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

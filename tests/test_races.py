@@ -20,7 +20,7 @@ from app.extensions import db
 from app.models import Claim, EnergyEntry, IdempotencyKey, Posting, ServiceRecord, Volunteer
 from tests.factories import make_org, make_posting, make_user, make_volunteer
 
-pytestmark = pytest.mark.usefixtures("postgres_only")
+pytestmark = [pytest.mark.usefixtures("postgres_only"), pytest.mark.slow]
 
 
 def at_once(app, calls):

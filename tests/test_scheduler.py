@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
+import pytest
 import sqlalchemy as sa
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask.cli import run_command
@@ -183,6 +184,7 @@ def _stop_group(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
+@pytest.mark.slow
 def test_the_scheduler_process_runs_its_jobs_and_stops_cleanly_on_sigterm(sqlite_file):
     setup = _setup_app(sqlite_file)
     poster = make_user(setup)
@@ -214,6 +216,7 @@ def test_the_scheduler_process_runs_its_jobs_and_stops_cleanly_on_sigterm(sqlite
         db.engine.dispose()
 
 
+@pytest.mark.slow
 def test_sigterm_in_the_middle_of_a_run_leaves_no_batch_half_done(sqlite_file):
     setup = _setup_app(sqlite_file)
     poster = make_user(setup)
@@ -271,6 +274,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_flask_run_with_the_reloader_starts_one_embedded_scheduler(sqlite_file):
     setup = _setup_app(sqlite_file)
     poster = make_user(setup)
