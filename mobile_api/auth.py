@@ -39,8 +39,8 @@ def rate_limited(view):
 @blp.alt_response(429, description="rate_limited")
 @blp.doc(security=[])
 def register(body):
-    """Create an account and sign in. Its ``locale`` is the request's language
-    (``Accept-Language``, zh-CN by default); ``PATCH /me`` changes it.
+    """Create an account and sign in. Its `locale` is the request's language
+    (`Accept-Language`, zh-CN by default); `PATCH /me` changes it.
 
     Send an `Idempotency-Key` (a UUID made once per sign-up form): a retry whose
     answer was lost replays the 201 instead of answering 409 `phone_taken`."""

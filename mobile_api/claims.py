@@ -36,7 +36,7 @@ ClaimPage = page_of(ClaimSchema, "ClaimPage")
 def claim_posting(body, posting_id):
     """Claim a posting: take on a wish, sign up, book a service, redeem a reward.
 
-    The claim is ``active``, or ``waitlisted`` when a project or charity is full."""
+    The claim is `active`, or `waitlisted` when a project or charity is full."""
     return claims.claim_posting(current_actor(), posting_id, body.get("message"))
 
 

@@ -78,7 +78,7 @@ def register_volunteer(body):
 @blp.response(200, MyClaimPage)
 @blp.doc(**AUTH)
 def my_claims(query):
-    """My claims, newest first, each with its posting (``?status=`` filters)."""
+    """My claims, newest first, each with its posting (`?status=` filters)."""
     items, next_cursor = claims.list_my_claims(
         current_actor(), statuses=query["status"], cursor=query["cursor"], limit=query["limit"]
     )
@@ -91,7 +91,7 @@ def my_claims(query):
 @blp.response(200, RecordPage)
 @blp.doc(**AUTH)
 def my_records(query):
-    """My service records (志愿服务记录), newest first (``?kind=credit|honor``)."""
+    """My service records (志愿服务记录), newest first (`?kind=credit|honor`)."""
     items, next_cursor = records.list_records(
         current_user(), kind=query["kind"], cursor=query["cursor"], limit=query["limit"]
     )

@@ -42,7 +42,7 @@ def create_posting(body):
 @blp.alt_response(403, description="volunteer_required (for_me)")
 @blp.doc(**PUBLIC)
 def list_postings(query):
-    """The wish wall: filters, nearby search, keyset pages (public); ``for_me``: what fits you."""
+    """The wish wall: filters, nearby search, keyset pages (public); `for_me`: what fits you."""
     if query["for_me"]:
         items, next_cursor = matching.postings_for_me(
             optional_actor(), kinds=query.get("kind"), cursor=query["cursor"], limit=query["limit"]
