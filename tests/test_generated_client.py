@@ -6,7 +6,7 @@ team uses) compiles with ``tsc --strict`` only if every nullable field is typed
 nullable, then runs a journey that reads them. Skip them with
 ``-m "not generated_client"``; the Python one skips by itself where
 openapi-python-client (requirements-dev.txt) is not installed, the TypeScript one
-where Node.js is not (``make install`` installs its packages from
+where Node.js is not (``make test`` installs its packages from
 clients/package-lock.json when npm is there; CI installs Node.js)."""
 
 from __future__ import annotations
@@ -256,7 +256,7 @@ def _node() -> tuple[str, Path]:
         pytest.skip("needs Node.js (apt-get install nodejs npm), then make install")
     modules = CLIENTS / "node_modules"
     if not (modules / ".bin" / "tsc").exists():
-        pytest.fail("clients/node_modules is missing: run make install (npm ci in clients/)")
+        pytest.fail("clients/node_modules is missing: run make clients (npm ci in clients/; make test does it)")
     return node, modules
 
 
