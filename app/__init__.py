@@ -94,8 +94,10 @@ def create_app(config: type | Mapping | None = None) -> Flask:
     security.register_jwt_callbacks(app)
     register_error_handlers(app)
     _register_request_id(app)
-    from app import idempotency
+    from app import consent, idempotency
 
+    # Before the Idempotency-Key is claimed: a 428 is not an answer to keep and replay.
+    consent.init_app(app)
     idempotency.init_app(app)
     _register_blueprints(app)
     api.finish_document(lambda spec: finalize(spec, generator))
@@ -123,6 +125,7 @@ def _register_blueprints(app: Flask) -> None:
         certificates,
         claims,
         health,
+        legal,
         me,
         notifications,
         orgs,
@@ -137,7 +140,20 @@ def _register_blueprints(app: Flask) -> None:
         key_func=user_rate_key,
         methods=["POST", "PUT", "PATCH", "DELETE"],
     )
-    for module in (health, auth, me, orgs, postings, skills, notifications, claims, stats, certificates, calendar):
+    for module in (
+        health,
+        auth,
+        legal,
+        me,
+        orgs,
+        postings,
+        skills,
+        notifications,
+        claims,
+        stats,
+        certificates,
+        calendar,
+    ):
         # The limiter and the blueprints live as long as the process; mark once.
         if module.blp.name in WRITE_LIMITED_BLUEPRINTS and not getattr(module.blp, "user_writes_limited", False):
             writes(module.blp)

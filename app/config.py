@@ -144,6 +144,30 @@ class Config:
     # printed on certificates and calendar URLs are built on it. Unset: the request's host.
     PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL") or None
 
+    # SMS codes (app/sms/, app/services/sms_codes.py): the provider that delivers them
+    # (log: development, the code goes to the log; aliyun: the official Dysmsapi client).
+    SMS_BACKEND = os.environ.get("SMS_BACKEND", "log")
+    # Any server speaking the Dysmsapi SendSms call (scheme, host and port).
+    SMS_ENDPOINT = os.environ.get("SMS_ENDPOINT", "https://dysmsapi.aliyuncs.com")
+    ALIYUN_ACCESS_KEY_ID = os.environ.get("ALIYUN_ACCESS_KEY_ID") or None
+    ALIYUN_ACCESS_KEY_SECRET = os.environ.get("ALIYUN_ACCESS_KEY_SECRET") or None
+    SMS_SIGN_NAME = os.environ.get("SMS_SIGN_NAME") or None
+    # An approved template with one variable, ${code}.
+    SMS_TEMPLATE_CODE = os.environ.get("SMS_TEMPLATE_CODE") or None
+    # One SendSms call's connect + read timeout.
+    SMS_TIMEOUT_SECONDS = float(os.environ.get("SMS_TIMEOUT_SECONDS") or 5)
+    # Codes the whole service sends in one day (Asia/Shanghai); past it 503 sms_unavailable.
+    SMS_DAILY_BUDGET = env_int("SMS_DAILY_BUDGET", 10000)
+
+    # The privacy policy and terms a user accepts (GET /api/v1/legal). A new
+    # PRIVACY_VERSION makes every user accept it again before writing (428).
+    PRIVACY_VERSION = os.environ.get("PRIVACY_VERSION") or "1"
+    TERMS_VERSION = os.environ.get("TERMS_VERSION") or "1"
+    PRIVACY_URL = os.environ.get("PRIVACY_URL") or None
+    TERMS_URL = os.environ.get("TERMS_URL") or None
+    # The cooling-off period of DELETE /me: the account is erased this many days later.
+    ACCOUNT_DELETION_DAYS = env_int("ACCOUNT_DELETION_DAYS", 15)
+
     DISTRICTS = env_list("DISTRICTS", NINGBO_DISTRICTS)
     # The skills vocabulary (app/skills.py): unset = the default list; else a JSON
     # array of {"code", "name_zh", "name_en"}, inline or the path of a file.
@@ -180,6 +204,7 @@ class Config:
     JOB_REMIND_UPCOMING_SECONDS = env_int("JOB_REMIND_UPCOMING_SECONDS", 60)
     JOB_DISPATCH_PUSH_SECONDS = env_int("JOB_DISPATCH_PUSH_SECONDS", 2)
     JOB_PURGE_SECONDS = env_int("JOB_PURGE_SECONDS", 86400)
+    JOB_ERASE_ACCOUNTS_SECONDS = env_int("JOB_ERASE_ACCOUNTS_SECONDS", 600)
     JOB_BATCH_SIZE = env_int("JOB_BATCH_SIZE", 1000)
 
     # Open wish claims (status active) one volunteer may hold at once.
@@ -228,4 +253,5 @@ class TestConfig(Config):
     # its own timeout where the timeout is what it tests).
     DB_POOL_TIMEOUT_SECONDS = 30.0
     PUSH_BACKEND = "memory"
+    SMS_BACKEND = "memory"
     SCHEDULER_EMBEDDED = False

@@ -53,6 +53,10 @@ def banner(host: str, port: int, lan: str | None, *, port_free: bool = True) -> 
         lines.append(f"  iOS simulator: {local}{API}")
     if not port_free:
         lines.append(f"  port {port} is taken by another program: run `make run PORT=5050`")
+    lines.append(
+        "  SMS codes (SMS_BACKEND=log) are not sent: each is written to this terminal as "
+        "`sms code 123456 for 139****0001 (register)`; demo accounts sign in with password demo-pass-2026"
+    )
     if port == MACOS_AIRPLAY_PORT:
         lines.append(
             "  macOS: AirPlay Receiver holds port 5000 (its 403 answers are not ours): "

@@ -136,6 +136,16 @@ def check_push(app: Flask) -> str | None:
     return None
 
 
+def check_sms(app: Flask) -> str | None:
+    """The SMS provider's settings (``aliyun``: keys, signature, template, endpoint);
+    in production a development provider (``log``) is a problem too."""
+    from app.secrets import is_development
+    from app.sms import configuration_problems
+
+    problems = configuration_problems(app.config, production=not is_development(app))
+    return "; ".join(problems) or None
+
+
 def check_scheduler(app: Flask) -> str | None:
     from app.models import JobRun
     from app.scheduler import JOBS, interval_of
@@ -168,6 +178,7 @@ CHECKS: tuple[tuple[str, Callable[[Flask], str | None]], ...] = (
     ("migrations", check_migrations),
     ("redis", check_redis),
     ("push", check_push),
+    ("sms", check_sms),
     ("scheduler", check_scheduler),
 )
 

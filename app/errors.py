@@ -43,6 +43,12 @@ MESSAGES: dict[str, LazyString] = {
     "email_taken": _l("This email address is already in use."),
     "id_number_taken": _l("This ID number is used by another account."),
     "wrong_password": _l("The old password is wrong."),
+    "invalid_sms_code": _l("The SMS code is wrong or has expired; ask for a new one."),
+    "sms_too_frequent": _l("Too many SMS codes were asked for; wait before asking again."),
+    "sms_unavailable": _l("SMS codes cannot be sent right now; try again later."),
+    "consent_outdated": _l("Accept the current privacy policy (GET /api/v1/legal names its version)."),
+    "consent_required": _l("The privacy policy has changed: accept the new version to continue."),
+    "guardian_required": _l("A volunteer of this age needs a guardian's consent."),
     "forbidden": _l("You may not do this."),
     "admin_required": _l("An administrator is required."),
     "coordinator_required": _l("A coordinator of the organisation is required."),
@@ -106,6 +112,7 @@ STATUS_SLUGS = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
+    428: "consent_required",
     429: "rate_limited",
     500: "internal_error",
     503: "service_unavailable",
@@ -118,12 +125,21 @@ class AppError(Exception):
     code = 400
     slug = "bad_request"
 
-    def __init__(self, slug: str | None = None, message: str | None = None, errors: dict | None = None):
+    def __init__(
+        self,
+        slug: str | None = None,
+        message: str | None = None,
+        errors: dict | None = None,
+        *,
+        retry_after: int | None = None,
+    ):
         super().__init__(slug or self.slug)
         if slug:
             self.slug = slug
         self.message = message
         self.errors = errors
+        # Seconds, sent as Retry-After (429 and 503 only).
+        self.retry_after = retry_after
 
 
 class Unauthorized(AppError):
@@ -144,6 +160,21 @@ class NotFound(AppError):
 class Conflict(AppError):
     code = 409
     slug = "conflict"
+
+
+class TooManyRequests(AppError):
+    code = 429
+    slug = "rate_limited"
+
+
+class Unavailable(AppError):
+    code = 503
+    slug = "service_unavailable"
+
+
+class PreconditionRequired(AppError):
+    code = 428
+    slug = "consent_required"
 
 
 class Invalid(AppError):
@@ -198,7 +229,8 @@ def error_response(code: int, slug: str | None = None, message: str | None = Non
 
 
 def _handle_app_error(exc: AppError):
-    return error_response(exc.code, exc.slug, exc.message, exc.errors)
+    headers = {"Retry-After": str(max(1, int(exc.retry_after)))} if exc.retry_after is not None else None
+    return error_response(exc.code, exc.slug, exc.message, exc.errors, headers)
 
 
 def _handle_http_exception(exc: HTTPException):

@@ -26,7 +26,8 @@ Registration is the one POST without a token that is covered: its caller has
 no account yet, so its keys live in a namespace of their own (``user_id``
 NULL). A retried registration whose answer was lost replays that 201 (the
 account and its first tokens, sealed like every stored answer) instead of
-answering 409 ``phone_taken``; the fingerprint covers the password, so only
+answering 422 ``invalid_sms_code`` (its code is spent); the fingerprint covers
+the password and the code, so only
 someone who sent the same password gets the replay. Login is not covered: its
 answer is a fresh token pair each time, and replaying an old one would hand out
 a pair the app may already have rotated; a retried login simply signs in again.

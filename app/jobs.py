@@ -41,7 +41,8 @@ from app.clock import utcnow
 from app.database import job_limits
 from app.extensions import db
 from app.logs import log_context
-from app.models import Device, IdempotencyKey, JobRun, Notification, RefreshToken
+from app.models import Device, IdempotencyKey, JobRun, Notification, RefreshToken, SmsCode
+from app.services import deletion, sms_codes
 from app.services.batches import batch_of
 from app.services.claims import deadlines, finishing, reminders
 from app.services.postings import ending
@@ -53,6 +54,8 @@ DISPATCH_BATCH_SIZE = 500
 IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
 DEVICE_IDLE_TTL = timedelta(days=270)
 READ_NOTIFICATION_TTL = timedelta(days=180)
+# SMS codes live minutes and their counters a day at most: kept two days, then gone.
+SMS_TTL = timedelta(days=2)
 
 JobResult = dict[str, int]
 
@@ -286,14 +289,39 @@ def dispatch_push(*, batch_size: int | None = None, time_budget: float | None = 
     return run.result
 
 
+# --- erase_accounts ----------------------------------------------------------------------------------------------
+
+# Accounts one batch erases: each is a few dozen statements (claims withdrawn,
+# postings cancelled, rows deleted), so a batch stays short whatever JOB_BATCH_SIZE is.
+ERASE_BATCH_SIZE = 50
+
+
+def erase_accounts(*, batch_size: int | None = None, time_budget: float | None = None) -> JobResult:
+    """Accounts whose deletion is due (``DELETE /me`` plus ``ACCOUNT_DELETION_DAYS``)
+    are erased (app.services.personal_data): the person goes, the organisations'
+    records stay under the volunteer number; each erase is in the audit log."""
+    size = min(batch_size or ERASE_BATCH_SIZE, ERASE_BATCH_SIZE)
+    with _Run("erase_accounts", ("erased", "postponed"), size, time_budget, lease=True) as run:
+
+        def erase(limit: int) -> int:
+            erased, postponed = deletion.erase_due(limit)
+            run.counts["postponed"] += postponed
+            return erased + postponed
+
+        run.drain("erased", erase)
+        run.counts["erased"] -= run.counts["postponed"]
+    return run.result
+
+
 # --- purge -------------------------------------------------------------------------------------------------------
 
 
 def purge(*, batch_size: int | None = None, time_budget: float | None = None) -> JobResult:
     """Delete what nobody needs any more: idempotency keys older than 24 h, refresh
     tokens past their expiry (used or not, they can no longer be presented),
-    devices unseen for 270 days, read notifications older than 180 days."""
-    counters = ("idempotency_keys", "refresh_tokens", "devices", "notifications")
+    devices unseen for 270 days, read notifications older than 180 days, SMS
+    codes and their counters older than two days."""
+    counters = ("idempotency_keys", "refresh_tokens", "devices", "notifications", "sms_codes", "sms_counters")
     with _Run("purge", counters, batch_size, time_budget, lease=True) as run:
         now = utcnow()
         run.drain(
@@ -310,6 +338,8 @@ def purge(*, batch_size: int | None = None, time_budget: float | None = None) ->
                 n,
             ),
         )
+        run.drain("sms_codes", lambda n: _delete(SmsCode, (SmsCode.reserved_at < now - SMS_TTL,), n))
+        run.drain("sms_counters", lambda n: sms_codes.purge_counters(now - SMS_TTL, n))
     return run.result
 
 

@@ -43,7 +43,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 LOG_FORMATS = ("json", "text")
 # Settings whose values never appear in a log (app/config.py reads them).
-SECRET_SETTINGS = ("SECRET_KEY", "JWT_SECRET_KEY", "ID_HASH_KEY", "CERTIFICATE_SIGNING_KEY")
+SECRET_SETTINGS = ("SECRET_KEY", "JWT_SECRET_KEY", "ID_HASH_KEY", "CERTIFICATE_SIGNING_KEY", "ALIYUN_ACCESS_KEY_SECRET")
 # Fields a line may carry besides the message, in the order the text format prints them.
 CONTEXT_FIELDS = ("request_id", "user_id", "method", "route", "job")
 # Requests whose access line is DEBUG unless they fail: probes and scrapes every few seconds.

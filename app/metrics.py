@@ -63,6 +63,13 @@ REQUEST_SECONDS = Histogram(
     ["method", "route", "status"],
 )
 CLAIMS = Counter("yz_claims", "Claim attempts by outcome (a claim's status, or the refusal's slug).", ["outcome"])
+SMS = Counter(
+    "yz_sms_codes",
+    "Requests for an SMS code, by purpose and outcome: the provider's answer (sent, rate_limited, "
+    "invalid_number, failed, unknown), no_account (nothing sent), or the refusal (address_limit, "
+    "resend_interval, phone_day_limit, budget, phone_taken).",
+    ["purpose", "outcome"],
+)
 PUSH_RESULTS = Counter("yz_push_results", "Pushes to one device, by the sender's answer.", ["outcome"])
 PUSH_NOTIFICATIONS = Counter(
     "yz_push_notifications", "Outbox rows the dispatcher settled, by what became of them.", ["result"]
@@ -148,6 +155,31 @@ class OutboxCollector:
         yield GaugeMetricFamily(
             "yz_outbox_oldest_due_age_seconds", "How long the oldest due pending push has waited.", value=age
         )
+        yield from _sms_budget()
+
+
+def _sms_budget():
+    """Today's SMS codes against SMS_DAILY_BUDGET (read when scraped)."""
+    from flask import current_app, has_app_context
+
+    from app.extensions import db
+    from app.services.sms_codes import sent_today
+
+    if not has_app_context():
+        return
+    try:
+        used = sent_today()
+        db.session.rollback()
+    except Exception:  # noqa: BLE001 - a scrape without it beats a failed scrape
+        db.session.rollback()
+        log.warning("metrics: could not read the SMS budget", exc_info=True)
+        return
+    yield GaugeMetricFamily("yz_sms_budget_used", "SMS codes counted against today's budget.", value=used)
+    yield GaugeMetricFamily(
+        "yz_sms_daily_budget",
+        "SMS_DAILY_BUDGET: codes the service sends a day.",
+        value=current_app.config["SMS_DAILY_BUDGET"],
+    )
 
 
 def exposition() -> bytes:

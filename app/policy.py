@@ -299,3 +299,34 @@ def average_rating(total: int, count: int) -> float | None:
 def star_level(minutes: int) -> int:
     """Star level 0-5 (星级志愿者) by credit + honor hours at 100/300/600/1000/1500 h."""
     return sum(1 for threshold in STAR_THRESHOLDS_HOURS if minutes >= threshold * 60)
+
+
+# --- accounts: SMS codes, consent, the end of an account ---------------------------------------------------------
+
+# What a code may be asked for (短信验证码的用途).
+SMS_PURPOSES = ("register", "login", "reset_password", "change_phone", "delete_account", "guardian_consent")
+# Purposes whose code goes only to a number that has an account; to any other the
+# answer is the same and nothing is sent.
+SMS_ACCOUNT_PURPOSES = ("login", "reset_password", "delete_account")
+# Purposes whose number must not have an account yet (409 phone_taken).
+SMS_NEW_NUMBER_PURPOSES = ("register", "change_phone")
+SMS_CODE_DIGITS = 6
+SMS_CODE_TTL = timedelta(minutes=5)
+# Wrong tries that spend a code.
+SMS_CODE_MAX_ATTEMPTS = 5
+# One code per phone per this long, whatever the purpose.
+SMS_RESEND_INTERVAL = timedelta(seconds=60)
+SMS_PER_PHONE_PER_DAY = 10
+SMS_PER_ADDRESS_PER_HOUR = 20
+
+# A person under this age (full years, from the ID number's birth date) needs a
+# guardian's consent to register as a volunteer (个人信息保护法: 不满十四周岁).
+GUARDIAN_CONSENT_UNDER_AGE = 14
+
+# What an erased account's names read (the records it leaves stay under its volunteer number).
+ERASED_NAME = "已注销"
+
+
+def age_on(born, today) -> int:
+    """Full years from ``born`` to ``today``."""
+    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))

@@ -28,9 +28,11 @@ Job (every, by default; the environment variable that sets it) and what it does:
   project or charity reminded 24 h and 1 h before it starts.
 - ``dispatch_push`` (2 s; ``JOB_DISPATCH_PUSH_SECONDS``): drain the outbox to the
   push sender.
+- ``erase_accounts`` (600 s; ``JOB_ERASE_ACCOUNTS_SECONDS``): accounts whose
+  deletion is due are erased, the organisations' records kept.
 - ``purge`` (86,400 s; ``JOB_PURGE_SECONDS``): idempotency keys older than 24 h,
   expired refresh tokens, devices unseen for 270 days, read notifications older
-  than 180 days.
+  than 180 days, SMS codes and counters older than two days.
 
 ``JOB_BATCH_SIZE`` (default 1,000) is the most rows one batch (one transaction) moves.
 """
@@ -83,7 +85,12 @@ JOBS = (
     ),
     JobSpec("remind_upcoming", "JOB_REMIND_UPCOMING_SECONDS", "remind volunteers 24 h and 1 h before an event"),
     JobSpec("dispatch_push", "JOB_DISPATCH_PUSH_SECONDS", "send pending notifications to the push sender"),
-    JobSpec("purge", "JOB_PURGE_SECONDS", "delete expired keys, tokens, idle devices, old read notifications"),
+    JobSpec(
+        "erase_accounts", "JOB_ERASE_ACCOUNTS_SECONDS", "erase accounts whose deletion is due; keep the orgs' records"
+    ),
+    JobSpec(
+        "purge", "JOB_PURGE_SECONDS", "delete expired keys, tokens, idle devices, old read notifications, SMS codes"
+    ),
 )
 JOB_NAMES = tuple(spec.name for spec in JOBS)
 

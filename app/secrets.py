@@ -93,10 +93,11 @@ def clock_problems(config) -> list[str]:
 
 def production_problems(app: Flask) -> list[str]:
     """Everything production refuses: the three keys, the certificate signing key,
-    and a shifted clock."""
+    an SMS provider that proves nothing (``log``) or lacks its settings, and a shifted clock."""
     from app.services.certificates import CertificateKeyError, certificate_key
+    from app.sms import configuration_problems
 
-    problems = key_problems(app.config)
+    problems = key_problems(app.config) + configuration_problems(app.config, production=True)
     try:
         certificate_key(app)
     except CertificateKeyError as exc:
@@ -119,12 +120,13 @@ def ensure_keys(app: Flask) -> None:
         return
     problems = production_problems(app)
     if problems:
-        raise UnsafeConfiguration(
-            "refusing to start in production: "
-            + "; ".join(problems)
-            + ". Set each to its own random value of at least 32 bytes (e.g. `python -c "
-            "'import secrets; print(secrets.token_urlsafe(48))'`), or run with APP_ENV=development."
-        )
+        advice = " (or run with APP_ENV=development)."
+        if key_problems(app.config):
+            advice = (
+                ". Set each key to its own random value of at least 32 bytes (e.g. `python -c "
+                "'import secrets; print(secrets.token_urlsafe(48))'`), or run with APP_ENV=development."
+            )
+        raise UnsafeConfiguration("refusing to start in production: " + "; ".join(problems) + advice)
 
 
 def _dev_keys(instance_path: str) -> dict[str, str]:

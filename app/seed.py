@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import sqlalchemy as sa
+from flask import current_app
 
 from app.clock import utcnow
 from app.extensions import db
@@ -30,12 +31,16 @@ VOLUNTEERS = (
 
 
 def _user(phone: str, name: str, admin: bool = False) -> tuple[User, bool]:
+    """A demo account, with the current privacy policy accepted (a new version
+    after an upgrade is accepted again here: demo data, not a person's choice)."""
     user = db.session.scalar(sa.select(User).where(User.phone == phone))
-    if user is not None:
-        return user, False
-    user = accounts.create_user(phone, DEMO_PASSWORD, name, is_admin=admin)
+    created = user is None
+    if created:
+        user = accounts.create_user(phone, DEMO_PASSWORD, name, is_admin=admin)
+    if accounts.consent_required(user):
+        accounts.record_consent(user, current_app.config["PRIVACY_VERSION"])
     db.session.commit()
-    return user, True
+    return user, created
 
 
 def seed_demo_data() -> Iterator[str]:

@@ -33,6 +33,16 @@ def normalize_cn_mobile(raw: str) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+def mask_phone(phone: str | None) -> str | None:
+    """138****5678: a mainland number with its middle digits hidden (the national form)."""
+    if phone is None:
+        return None
+    national = phone[3:] if phone.startswith("+86") else phone
+    if len(national) < 7:
+        return "*" * len(national)
+    return national[:3] + "*" * (len(national) - 7) + national[-4:]
+
+
 def id_check_char(first17: str) -> str:
     total = sum(int(d) * w for d, w in zip(first17, ID_WEIGHTS, strict=True))
     return ID_CHECK_CHARS[total % 11]

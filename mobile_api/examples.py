@@ -14,8 +14,20 @@ from __future__ import annotations
 HOME = {"lat": 29.8683, "lng": 121.544}
 
 REQUEST_EXAMPLES: dict[str, dict] = {
-    "register": {"phone": "13912345678", "password": "demo-pass-2026", "display_name": "小张"},
+    "send_sms_code": {"phone": "13912345670", "purpose": "register"},
+    "register": {
+        "phone": "13912345678",
+        "sms_code": "123456",
+        "password": "demo-pass-2026",
+        "display_name": "小张",
+        "privacy_version": "1",
+    },
     "login": {"phone": "13900000001", "password": "demo-pass-2026"},
+    "reset_password": {"phone": "13900000001", "sms_code": "123456", "new_password": "another-pass-2026"},
+    "change_phone": {"phone": "13912345679", "sms_code": "123456", "password": "demo-pass-2026"},
+    "accept_consents": {"privacy_version": "1"},
+    # Not a demo password: a run of the examples never deletes a demo account.
+    "delete_me": {"password": "the-account-password"},
     "update_me": {
         "display_name": "小张",
         "locale": "zh-CN",

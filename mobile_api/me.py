@@ -1,4 +1,5 @@
-"""The signed-in user: profile, password and volunteer registration."""
+"""The signed-in user: profile, password, phone, consent, the copy of their data,
+deletion of the account, and volunteer registration."""
 
 from __future__ import annotations
 
@@ -8,13 +9,18 @@ from flask_smorest import Blueprint
 
 from app.extensions import limiter
 from app.security import current_actor, current_user, user_rate_key
-from app.services import accounts, claims, energy, records, volunteers
+from app.services import accounts, claims, deletion, energy, personal_data, records, volunteers
 from mobile_api.fields import PageQuery, page_of
 from mobile_api.schemas import (
     ClaimQuerySchema,
+    ConsentSchema,
+    DeletionScheduledSchema,
+    DeletionSchema,
     EnergySchema,
+    ExportSchema,
     MyClaimSchema,
     PasswordChangeSchema,
+    PhoneChangeSchema,
     RecordQuerySchema,
     RecordSchema,
     RecordSummarySchema,
@@ -61,14 +67,90 @@ def change_password(body):
     accounts.change_password(current_user(), body["old_password"], body["new_password"])
 
 
+@blp.route("", methods=["DELETE"])
+@limiter.limit(lambda: current_app.config["RATELIMIT_PASSWORD"], key_func=user_rate_key, scope="password")
+@jwt_required()
+@blp.arguments(DeletionSchema)
+@blp.response(202, DeletionScheduledSchema)
+@blp.alt_response(409, description="last_coordinator")
+@blp.alt_response(422, description="wrong_password, invalid_sms_code, validation_error")
+@blp.doc(**AUTH)
+def delete_me(body):
+    """Delete the account (注销), after a cooling-off period; every session ends now.
+
+    Send the password, or a code sent for `delete_account`. The account is
+    erased at `deletion_scheduled_at` (`ACCOUNT_DELETION_DAYS` ahead); signing
+    in again before then, or `POST /me/deletion/cancel`, keeps it. The
+    organisations keep their service records and certificates, under the
+    volunteer number only. The last coordinator of an approved org: 409
+    `last_coordinator`."""
+    user = deletion.request_deletion(current_user(), body.get("password"), body.get("sms_code"))
+    return {"deletion_scheduled_at": user.deletion_scheduled_at}
+
+
+@blp.route("/deletion/cancel", methods=["POST"])
+@jwt_required()
+@blp.response(200, UserSchema)
+@blp.doc(**AUTH)
+def cancel_deletion():
+    """Keep the account: call off its scheduled deletion (nothing to do when none is scheduled)."""
+    return deletion.cancel_deletion(current_user())
+
+
+@blp.route("/export", methods=["GET"])
+@jwt_required()
+@blp.response(200, ExportSchema)
+@blp.doc(**AUTH)
+def export_me():
+    """A copy of everything held on the caller (个人信息副本), as JSON.
+
+    Profile, consents, volunteer record (ID number masked), org memberships,
+    postings, claims, service records, energy ledger, certificates,
+    notifications, devices, sessions and whether a calendar feed exists —
+    masked where answers mask, never a password hash, token or secret."""
+    return personal_data.export(current_user())
+
+
+@blp.route("/consents", methods=["POST"])
+@jwt_required()
+@blp.arguments(ConsentSchema)
+@blp.response(200, UserSchema)
+@blp.alt_response(422, description="consent_outdated")
+@blp.doc(**AUTH)
+def accept_consents(body):
+    """Accept the current privacy policy (the version `GET /api/v1/legal` names).
+
+    Until a user whose accepted version is older does, every write but this
+    one, logout, export and deletion answers 428 `consent_required`."""
+    return accounts.accept_privacy_policy(current_user(), body["privacy_version"])
+
+
+@blp.route("/phone", methods=["POST"])
+@limiter.limit(lambda: current_app.config["RATELIMIT_PASSWORD"], key_func=user_rate_key, scope="password")
+@jwt_required()
+@blp.arguments(PhoneChangeSchema)
+@blp.response(200, UserSchema)
+@blp.alt_response(409, description="phone_taken")
+@blp.alt_response(422, description="wrong_password, invalid_sms_code, validation_error")
+@blp.doc(**AUTH)
+def change_phone(body):
+    """Move the account to a new number (换绑手机), proven by a code sent to it for `change_phone`."""
+    return accounts.change_phone(current_user(), body["phone"], body["sms_code"], body["password"])
+
+
 @blp.route("/volunteer", methods=["PUT"])
 @jwt_required()
 @blp.arguments(VolunteerRegisterSchema)
 @blp.response(200, VolunteerSchema)
 @blp.alt_response(409, description="id_number_taken")
+@blp.alt_response(422, description="guardian_required, invalid_sms_code, validation_error")
 @blp.doc(**AUTH)
 def register_volunteer(body):
-    """Register (or update) as a volunteer — 志愿者注册."""
+    """Register (or update) as a volunteer — 志愿者注册.
+
+    Someone under 14 (by the ID number's birth date) needs a guardian's
+    consent: `guardian` with a code sent to the guardian's phone for
+    `guardian_consent` (else 422 `guardian_required`); it is kept with the record."""
     return volunteers.register_volunteer(current_user(), body)
 
 

@@ -106,7 +106,10 @@ def _queue(
         users.update(
             (row.id, row)
             for row in db.session.execute(
-                sa.select(*(getattr(User, name) for name in RECIPIENT_FIELDS)).where(User.id.in_(missing))
+                # An erased account is told nothing: its inbox is gone for good.
+                sa.select(*(getattr(User, name) for name in RECIPIENT_FIELDS)).where(
+                    User.id.in_(missing), User.erased_at.is_(None)
+                )
             )
         )
     now = utcnow()

@@ -61,10 +61,14 @@ def make_user(
     email: str | None = None,
     admin: bool = False,
     locale: str = "zh-CN",
+    consented: bool = True,
 ) -> Account:
+    """A user who (unless ``consented=False``) accepted the current privacy policy."""
     with app.app_context():
         phone = phone or next_phone()
         user = accounts.create_user(phone, password, name or f"用户{phone[-4:]}", email, is_admin=admin, locale=locale)
+        if consented:
+            accounts.record_consent(user, app.config["PRIVACY_VERSION"])
         pair = tokens.issue_tokens(user)
         db.session.commit()
         return Account(user.id, phone, password, pair["access_token"], pair["refresh_token"])

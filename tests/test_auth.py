@@ -1,4 +1,4 @@
-"""POST /auth/register and /auth/login."""
+"""POST /auth/register and /auth/login (with a password or an SMS code)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,46 @@ import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.models import RefreshToken, User
+from app.models import Consent, RefreshToken, User
 from tests.factories import PASSWORD, make_user
+from tests.helpers import REGISTER, SMS_CODES, assert_error, sms_code
+from tests.helpers import register as register_over_http
 
-REGISTER = "/api/v1/auth/register"
 LOGIN = "/api/v1/auth/login"
-USER_KEYS = {"id", "phone_masked", "display_name", "email", "roles", "locale", "volunteer", "orgs", "created_at"}
+USER_KEYS = {
+    "id",
+    "phone_masked",
+    "display_name",
+    "email",
+    "roles",
+    "locale",
+    "volunteer",
+    "orgs",
+    "consent_required",
+    "deletion_scheduled_at",
+    "created_at",
+}
 RFC3339_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
-def register(client, phone="13812345678", password="long-enough-pw", display_name="小王", **extra):
-    return client.post(REGISTER, json={"phone": phone, "password": password, "display_name": display_name, **extra})
+def signup_body(app, code: str) -> dict:
+    return {
+        "phone": "13812345678",
+        "sms_code": code,
+        "password": "long-enough-pw",
+        "display_name": "小王",
+        "privacy_version": app.config["PRIVACY_VERSION"],
+    }
+
+
+@pytest.fixture
+def register(app):
+    """Sign up over HTTP with a code sent for ``register`` (tests.helpers.register)."""
+
+    def sign_up(client, phone="13812345678", password="long-enough-pw", display_name="小王", **extra):
+        return register_over_http(app, client, phone, password, display_name, **extra)
+
+    return sign_up
 
 
 def user_rows(app) -> list[User]:
@@ -40,7 +69,7 @@ def assert_422(resp, *fields: str) -> dict:
 # --- register -------------------------------------------------------------------
 
 
-def test_register_returns_user_and_tokens(app, client):
+def test_register_returns_user_and_tokens(app, client, register):
     resp = register(client)
     assert resp.status_code == 201, resp.get_json()
     body = resp.get_json()
@@ -72,7 +101,7 @@ def test_register_returns_user_and_tokens(app, client):
     "phone",
     ["13812345678", "+8613812345678", "+86 138 1234 5678", "138-1234-5678", "008613812345678", " 13812345678 "],
 )
-def test_register_stores_e164(app, client, phone):
+def test_register_stores_e164(app, client, phone, register):
     resp = register(client, phone=phone)
     assert resp.status_code == 201, resp.get_json()
     assert resp.get_json()["user"]["phone_masked"] == "138****5678"
@@ -94,60 +123,103 @@ def test_register_stores_e164(app, client, phone):
     ],
 )
 def test_register_rejects_non_mainland_mobile(app, client, phone):
-    body = assert_422(register(client, phone=phone), "phone")
-    assert body["errors"]["json"]["phone"]
+    for path, body in ((SMS_CODES, {"purpose": "register"}), (REGISTER, signup_body(app, "123456"))):
+        body = assert_422(client.post(path, json={**body, "phone": phone}), "phone")
+        assert body["errors"]["json"]["phone"]
     assert user_rows(app) == []
 
 
 def test_register_rejects_non_string_phone(app, client):
-    assert_422(register(client, phone=13812345678), "phone")
+    assert_422(client.post(REGISTER, json={**signup_body(app, "123456"), "phone": 13812345678}), "phone")
 
 
-def test_duplicate_phone_is_409_in_either_form(app, client):
+def test_duplicate_phone_is_409_in_either_form(app, client, register):
     assert register(client, phone="13812345678").status_code == 201
-    resp = register(client, phone="+8613812345678", display_name="另一个")
-    body = resp.get_json()
-    assert resp.status_code == 409
-    assert body == {"code": 409, "status": "Conflict", "error": "phone_taken", "message": "该手机号已注册"}
+    for phone in ("13812345678", "+8613812345678"):
+        resp = client.post(SMS_CODES, json={"phone": phone, "purpose": "register"})
+        assert resp.status_code == 409
+        assert resp.get_json() == {
+            "code": 409,
+            "status": "Conflict",
+            "error": "phone_taken",
+            "message": "该手机号已注册",
+        }
     assert [u.display_name for u in user_rows(app)] == ["小王"]
 
 
+def test_a_number_taken_while_its_code_was_out_is_409(app, client):
+    """The code went out while the number was free; another sign-up took it first."""
+    code = sms_code(app, client, "13812345678", "register")
+    make_user(app, phone="+8613812345678", name="先到的")
+    resp = client.post(REGISTER, json={**signup_body(app, code), "phone": "+86 138 1234 5678"})
+    assert_error(resp, 409, "phone_taken")
+    assert [u.display_name for u in user_rows(app)] == ["先到的"]
+
+
+def test_register_needs_a_right_code(app, client):
+    sms_code(app, client, "13812345678", "register")
+    for code in ("000000", None):
+        body = signup_body(app, code or "123456")
+        if code is None:  # a code sent for another purpose does not register
+            body["sms_code"] = sms_code(app, client, "13812345679", "guardian_consent")
+            body["phone"] = "13812345679"
+        assert_error(client.post(REGISTER, json=body), 422, "invalid_sms_code")
+    assert user_rows(app) == []
+
+
+def test_register_needs_the_current_privacy_version(app, client, make_app):
+    code = sms_code(app, client, "13812345678", "register")
+    for version in ("0", "older", app.config["PRIVACY_VERSION"] + "-draft"):
+        body = assert_error(
+            client.post(REGISTER, json={**signup_body(app, code), "privacy_version": version}), 422, "consent_outdated"
+        )
+        assert body["errors"]["json"]["privacy_version"]
+    # ... and the code was not spent by the refusals.
+    resp = client.post(REGISTER, json=signup_body(app, code))
+    assert resp.status_code == 201, resp.get_json()
+    assert resp.get_json()["user"]["consent_required"] is False
+    with app.app_context():
+        (consent,) = db.session.scalars(sa.select(Consent)).all()
+        assert (consent.document, consent.version) == ("privacy", app.config["PRIVACY_VERSION"])
+        assert db.session.get(User, consent.user_id).privacy_version == app.config["PRIVACY_VERSION"]
+
+
 @pytest.mark.parametrize("password", ["", "1234567", "short"])
-def test_short_password_is_422(app, client, password):
+def test_short_password_is_422(app, client, password, register):
     assert_422(register(client, password=password), "password")
     assert user_rows(app) == []
 
 
-def test_eight_character_password_is_enough(client):
+def test_eight_character_password_is_enough(client, register):
     assert register(client, password="12345678").status_code == 201
 
 
-def test_overlong_password_is_422(client):
+def test_overlong_password_is_422(client, register):
     assert_422(register(client, password="x" * 129), "password")
 
 
 def test_missing_fields_are_422(client):
     resp = client.post(REGISTER, json={})
-    assert_422(resp, "phone", "password", "display_name")
+    assert_422(resp, "phone", "sms_code", "password", "display_name", "privacy_version")
 
 
 @pytest.mark.parametrize("name", ["", "x" * 41])
-def test_display_name_length(client, name):
+def test_display_name_length(client, name, register):
     assert_422(register(client, display_name=name), "display_name")
 
 
-def test_register_with_email_lowercases_it(app, client):
+def test_register_with_email_lowercases_it(app, client, register):
     resp = register(client, email="Wang.Xiao@Example.COM")
     assert resp.status_code == 201
     assert resp.get_json()["user"]["email"] == "wang.xiao@example.com"
     assert user_rows(app)[0].email == "wang.xiao@example.com"
 
 
-def test_register_bad_email_is_422(client):
+def test_register_bad_email_is_422(client, register):
     assert_422(register(client, email="not-an-email"), "email")
 
 
-def test_duplicate_email_is_409_email_taken(app, client):
+def test_duplicate_email_is_409_email_taken(app, client, register):
     assert register(client, phone="13812345678", email="a@example.com").status_code == 201
     resp = register(client, phone="13912345678", email="A@Example.com")
     assert resp.status_code == 409
@@ -155,7 +227,7 @@ def test_duplicate_email_is_409_email_taken(app, client):
     assert len(user_rows(app)) == 1
 
 
-def test_register_stores_argon2_hash(app, client):
+def test_register_stores_argon2_hash(app, client, register):
     register(client, password="long-enough-pw")
     (row,) = user_rows(app)
     assert row.password_hash.startswith("$argon2id$")
@@ -163,7 +235,7 @@ def test_register_stores_argon2_hash(app, client):
     assert argon2.PasswordHasher().verify(row.password_hash, "long-enough-pw")
 
 
-def test_register_cannot_make_an_admin(app, client):
+def test_register_cannot_make_an_admin(app, client, register):
     resp = register(client, is_admin=True)
     assert_422(resp, "is_admin")
     assert user_rows(app) == []
@@ -262,8 +334,18 @@ def test_login_needs_exactly_one_identifier(client, body):
     assert resp.get_json()["errors"] == {"json": {"_schema": ["请填写手机号或邮箱（二选一）。"]}}
 
 
-def test_login_without_password_is_422(client):
-    assert_422(client.post(LOGIN, json={"phone": "13812345678"}), "password")
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"phone": "13812345678"}, "请填写密码或短信验证码（二选一）。"),
+        ({"phone": "13812345678", "password": PASSWORD, "sms_code": "123456"}, "请填写密码或短信验证码（二选一）。"),
+        ({"email": "a@example.com", "sms_code": "123456"}, "短信验证码登录需填写接收验证码的手机号。"),
+    ],
+)
+def test_login_needs_a_password_or_a_code(client, body, message):
+    resp = client.post(LOGIN, json=body)
+    assert resp.status_code == 422
+    assert resp.get_json()["errors"] == {"json": {"_schema": [message]}}
 
 
 def test_login_unknown_field_is_422(client):

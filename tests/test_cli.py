@@ -47,7 +47,13 @@ def test_created_admin_can_approve_orgs(app, runner, client):
     org = client.post(
         "/api/v1/orgs", headers=applicant.headers, json={"name": "新社区", "kind": "community", "district": "beilun"}
     ).get_json()
-    resp = client.post(f"/api/v1/orgs/{org['id']}/approve", headers={"Authorization": f"Bearer {token}"})
+    admin = {"Authorization": f"Bearer {token}"}
+    # The new admin has not accepted the privacy policy yet: that comes first.
+    resp = client.post(f"/api/v1/orgs/{org['id']}/approve", headers=admin)
+    assert resp.status_code == 428 and resp.get_json()["error"] == "consent_required"
+    version = client.get("/api/v1/legal").get_json()["privacy_version"]
+    assert client.post("/api/v1/me/consents", headers=admin, json={"privacy_version": version}).status_code == 200
+    resp = client.post(f"/api/v1/orgs/{org['id']}/approve", headers=admin)
     assert resp.status_code == 200 and resp.get_json()["status"] == "approved"
 
 

@@ -12,7 +12,9 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import RefreshToken, User, Volunteer, VolunteerSkill
+from app.sms import provider_for
 from tests.factories import make_user
+from tests.helpers import sms_code
 
 pytestmark = pytest.mark.slow
 
@@ -45,24 +47,31 @@ def race(app, n: int, request: Callable[[object, int], object]) -> list:
     return results
 
 
-def test_same_phone_from_many_threads_makes_one_account(app, postgres_only):
+def test_one_code_raced_by_many_registrations_makes_one_account(app, postgres_only):
+    """The same sign-up sent from many threads at once, one code between them: it
+    is spent once, so one account is made and every other request is refused."""
+    code = sms_code(app, app.test_client(), "13812345678", "register")
+
     def register(client, i):
         resp = client.post(
             "/api/v1/auth/register",
             json={
                 "phone": "13812345678" if i % 2 else "+8613812345678",
+                "sms_code": code,
                 "password": "long-enough",
                 "display_name": f"u{i}",
+                "privacy_version": app.config["PRIVACY_VERSION"],
             },
         )
         return resp.status_code, resp.get_json()
 
     results = race(app, THREADS, register)
     codes = Counter(code for code, _ in results)
-    assert codes == {201: 1, 409: THREADS - 1}, codes
-    for code, body in results:
-        if code == 409:
-            assert body == {"code": 409, "status": "Conflict", "error": "phone_taken", "message": "该手机号已注册"}
+    assert codes[201] == 1, codes
+    assert {(code, body["error"]) for code, body in results if code != 201} <= {
+        (422, "invalid_sms_code"),
+        (409, "phone_taken"),
+    }
     winner = next(body for code, body in results if code == 201)
     with app.app_context():
         users = db.session.scalars(sa.select(User)).all()
@@ -71,11 +80,37 @@ def test_same_phone_from_many_threads_makes_one_account(app, postgres_only):
         assert db.session.scalar(sa.select(sa.func.count()).select_from(RefreshToken)) == 1
 
 
+def test_one_phone_asking_from_many_threads_gets_one_code(app, postgres_only):
+    def ask(client, i):
+        resp = client.post(
+            "/api/v1/auth/sms-codes",
+            json={"phone": "13812345678", "purpose": "register"},
+            environ_base={"REMOTE_ADDR": f"10.9.0.{i}"},
+        )
+        return resp.status_code
+
+    assert Counter(race(app, THREADS, ask)) == {202: 1, 429: THREADS - 1}
+    assert len(provider_for(app).sent) == 1
+
+
 def test_same_email_from_many_threads_makes_one_account(app, postgres_only):
+    client = app.test_client()
+    codes = {
+        i: sms_code(app, client, f"139{i:08d}", "register", environ_base={"REMOTE_ADDR": f"10.8.0.{i}"})
+        for i in range(THREADS)
+    }
+
     def register(client, i):
         resp = client.post(
             "/api/v1/auth/register",
-            json={"phone": f"139{i:08d}", "password": "long-enough", "display_name": "x", "email": "Same@Example.com"},
+            json={
+                "phone": f"139{i:08d}",
+                "sms_code": codes[i],
+                "password": "long-enough",
+                "display_name": "x",
+                "email": "Same@Example.com",
+                "privacy_version": app.config["PRIVACY_VERSION"],
+            },
         )
         return resp.status_code, resp.get_json()["error"] if resp.status_code >= 400 else None
 

@@ -12,13 +12,15 @@ from app import clock, create_app
 from app.extensions import db
 from app.models import JobRun
 from app.scheduler import JOB_NAMES
-from app.secrets import KEYS
+from app.secrets import KEYS, UnsafeConfiguration
 from app.services.certificates import new_signing_key
 from tests.conftest import production_config
+from tests.helpers import PRODUCTION_SMS
 
 GOOD_KEYS = {
     **{name: f"{name.lower()}-" + "k" * 40 for name in KEYS},
     "CERTIFICATE_SIGNING_KEY": new_signing_key()[0],
+    **PRODUCTION_SMS,
 }
 
 
@@ -51,7 +53,24 @@ def doctor(app):
 def test_a_healthy_install_passes(production):
     code, output, _ = doctor(production())
     assert code == 0, output
-    assert [line.split()[0] for line in output.strip().splitlines()] == ["ok"] * 7
+    assert [line.split()[0] for line in output.strip().splitlines()] == ["ok"] * 8
+
+
+def test_the_sms_settings_are_checked(app, make_app):
+    """(Production refuses to start with them: a development install is told.)"""
+    configured = make_app(**{**PRODUCTION_SMS, "SMS_SIGN_NAME": None, "SMS_ENDPOINT": "ftp://sms.example.cn"})
+    code, output, lines = doctor(configured)
+    assert code == 1
+    assert "SMS_SIGN_NAME is not set" in lines["sms"] and "SMS_ENDPOINT must be an http(s) URL" in lines["sms"]
+
+
+def test_production_refuses_a_code_in_the_log(tmp_path):
+    with pytest.raises(UnsafeConfiguration, match="SMS_BACKEND=log is for development"):
+        create_app(
+            production_config(
+                **{**GOOD_KEYS, "SMS_BACKEND": "log"}, SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'p.sqlite'}"
+            )
+        )
 
 
 def test_a_stale_scheduler_a_missing_push_key_and_redis_fail(production):

@@ -17,6 +17,8 @@ from tests.factories import make_user
 
 ENVELOPE_KEYS = {"code", "status", "error", "message"}
 REGISTER = "/api/v1/auth/register"
+# A well-formed sign-up (its code was never sent: what these tests send fails before it is read).
+SIGN_UP = {"phone": "13812345678", "sms_code": "123456", "password": "long-enough", "privacy_version": "1"}
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -116,7 +118,7 @@ def test_schema_validation_is_422_with_location_field_messages(client):
     body = assert_envelope(resp, 422, "validation_error", errors=True)
     assert body["status"] == "Unprocessable Entity"
     fields = body["errors"]["json"]
-    assert set(fields) == {"phone", "password", "display_name"}
+    assert set(fields) == {"phone", "password", "display_name", "sms_code", "privacy_version"}
     assert fields["display_name"] == ["缺少必填字段。"]
     assert all(isinstance(m, list) and all(isinstance(s, str) for s in m) for m in fields.values())
 
@@ -124,7 +126,7 @@ def test_schema_validation_is_422_with_location_field_messages(client):
 def test_unknown_body_field_is_422(client):
     resp = client.post(
         REGISTER,
-        json={"phone": "13812345678", "password": "long-enough", "display_name": "小王", "is_admin": True},
+        json={**SIGN_UP, "display_name": "小王", "is_admin": True},
     )
     body = assert_envelope(resp, 422, "validation_error", errors=True)
     assert body["errors"] == {"json": {"is_admin": ["不认识的字段。"]}}
@@ -198,7 +200,7 @@ def test_body_over_one_mebibyte_is_413(client):
 
 def test_body_just_under_one_mebibyte_is_read(client):
     filler = "x" * (1024 * 1024 - 200)
-    resp = client.post(REGISTER, json={"phone": "13812345678", "password": "long-enough", "display_name": filler})
+    resp = client.post(REGISTER, json={**SIGN_UP, "display_name": filler})
     body = assert_envelope(resp, 422, "validation_error", errors=True)
     assert set(body["errors"]["json"]) == {"display_name"}
 
@@ -368,8 +370,8 @@ def test_default_and_chinese_give_chinese(app, client, header):
 def test_english_domain_error(app, client):
     make_user(app, phone="+8613812345678")
     resp = client.post(
-        REGISTER,
-        json={"phone": "13812345678", "password": "long-enough", "display_name": "x"},
+        "/api/v1/auth/sms-codes",
+        json={"phone": "13812345678", "purpose": "register"},
         headers={"Accept-Language": "en"},
     )
     body = assert_envelope(resp, 409, "phone_taken")

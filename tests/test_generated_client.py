@@ -28,6 +28,7 @@ from werkzeug.serving import make_server
 from app import create_app
 from tests.conftest import _config_dict
 from tests.factories import PASSWORD, add_member, make_org, make_posting, make_record, make_volunteer
+from tests.helpers import sent_code
 
 pytestmark = [pytest.mark.generated_client, pytest.mark.slow]
 
@@ -125,7 +126,9 @@ def test_a_wish_journey_through_the_generated_client(app, generated_client, live
     api = importlib.import_module(f"{PACKAGE}.api")
     auth = importlib.import_module(f"{PACKAGE}.api.auth")
     m = importlib.import_module(f"{PACKAGE}.models")
-    for module in ("auth.register", "auth.login", "me.register_volunteer", "me.get_me", "me.my_claims"):
+    for module in ("auth.send_sms_code", "auth.register", "auth.login", "legal.get_legal", "me.register_volunteer"):
+        importlib.import_module(f"{PACKAGE}.api.{module}")
+    for module in ("me.get_me", "me.my_claims"):
         importlib.import_module(f"{PACKAGE}.api.{module}")
     for module in ("postings.create_posting", "postings.approve_posting", "postings.list_postings"):
         importlib.import_module(f"{PACKAGE}.api.{module}")
@@ -137,18 +140,39 @@ def test_a_wish_journey_through_the_generated_client(app, generated_client, live
         assert isinstance(result, m.AuthResult), result
         return c.AuthenticatedClient(base_url=live_server, token=result.access_token, raise_on_unexpected_status=True)
 
-    # A resident signs up (a retry with the same key replays the answer) ...
-    sign_up = m.Register(phone="13912340001", password="resident-pass-1", display_name="王阿姨")
+    legal = api.legal.get_legal.sync(client=anonymous)
+    assert isinstance(legal, m.Legal), legal
+
+    def code_for(phone: str, purpose) -> str:
+        sent = auth.send_sms_code.sync(client=anonymous, body=m.SmsCodeRequest(phone=phone, purpose=purpose))
+        assert isinstance(sent, m.SmsCodeSent) and sent.expires_in_s == 300, sent
+        return sent_code(app, phone, "register")
+
+    # A resident signs up with a code (a retry with the same key replays the answer) ...
+    sign_up = m.Register(
+        phone="13912340001",
+        sms_code=code_for("13912340001", m.SmsCodeRequestPurpose.REGISTER),
+        password="resident-pass-1",
+        display_name="王阿姨",
+        privacy_version=legal.privacy_version,
+    )
     key = str(uuid.uuid4())
     first = auth.register.sync(client=anonymous, body=sign_up, idempotency_key=key)
     retried = auth.register.sync(client=anonymous, body=sign_up, idempotency_key=key)
     assert retried.user.id == first.user.id
+    assert first.user.consent_required is False
     resident = signed_in(first)
     # ... and so does a volunteer, who registers as one.
     volunteer = signed_in(
         auth.register.sync(
             client=anonymous,
-            body=m.Register(phone="13912340002", password="volunteer-pass-1", display_name="小李"),
+            body=m.Register(
+                phone="13912340002",
+                sms_code=code_for("13912340002", m.SmsCodeRequestPurpose.REGISTER),
+                password="volunteer-pass-1",
+                display_name="小李",
+                privacy_version=legal.privacy_version,
+            ),
         )
     )
     profile = api.me.register_volunteer.sync(

@@ -23,6 +23,7 @@ from app.extensions import db
 from app.i18n import API_LOCALES, in_locale, translate_message
 from app.models import Notification, User
 from tests.factories import make_posting, make_roles, make_user, make_volunteer, set_locale
+from tests.helpers import register
 from tests.moments import YEAR
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,13 +239,9 @@ def test_without_a_known_user_accept_language_decides(client):
 
 
 @pytest.mark.parametrize(("header", "locale"), [(None, "zh-CN"), ("en-US,en;q=0.9", "en"), ("zh-CN", "zh-CN")])
-def test_registration_keeps_the_phones_language(client, header, locale):
+def test_registration_keeps_the_phones_language(app, client, header, locale):
     headers = {"Accept-Language": header} if header else {}
-    resp = client.post(
-        "/api/v1/auth/register",
-        json={"phone": "13812345678", "password": "long-enough", "display_name": "小王"},
-        headers=headers,
-    )
+    resp = register(app, client, headers=headers)
     assert resp.status_code == 201, resp.get_json()
     assert resp.get_json()["user"]["locale"] == locale
 

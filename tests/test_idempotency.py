@@ -13,6 +13,7 @@ from app.extensions import db
 from app.idempotency import request_fingerprint
 from app.models import Claim, EnergyEntry, IdempotencyKey, Org, User, Volunteer
 from tests.factories import make_org, make_posting, make_user, make_volunteer
+from tests.helpers import sms_code
 
 
 def post(client, path, account, key, body=None, **kwargs):
@@ -196,12 +197,23 @@ def test_unauthorised_requests_keep_no_key(app, client, wish):
 REGISTRATION = {"phone": "13811112222", "password": "secret-pass", "display_name": "小赵"}
 
 
+def registration(app, client, phone: str = REGISTRATION["phone"]) -> dict:
+    """A sign-up body with a fresh code for ``phone`` and the current privacy version."""
+    return {
+        **REGISTRATION,
+        "phone": phone,
+        "sms_code": sms_code(app, client, phone, "register"),
+        "privacy_version": app.config["PRIVACY_VERSION"],
+    }
+
+
 def test_a_retried_registration_is_replayed_not_refused(app, client):
     """The phone's first sign-up went through but its answer was lost: the retry
-    with the same key gets that 201 again, not 409 phone_taken."""
-    first = client.post("/api/v1/auth/register", json=REGISTRATION, headers={"Idempotency-Key": "reg-1"})
+    with the same key gets that 201 again, not a refusal of its spent code."""
+    body = registration(app, client)
+    first = client.post("/api/v1/auth/register", json=body, headers={"Idempotency-Key": "reg-1"})
     assert first.status_code == 201
-    again = client.post("/api/v1/auth/register", json=REGISTRATION, headers={"Idempotency-Key": "reg-1"})
+    again = client.post("/api/v1/auth/register", json=body, headers={"Idempotency-Key": "reg-1"})
     assert again.status_code == 201
     assert again.headers["Idempotent-Replayed"] == "true"
     assert again.get_json() == first.get_json()
@@ -211,18 +223,19 @@ def test_a_retried_registration_is_replayed_not_refused(app, client):
     # The tokens replayed are the account's, and work.
     me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {again.get_json()['access_token']}"})
     assert me.status_code == 200 and me.get_json()["id"] == first.get_json()["user"]["id"]
-    # Without the key (or with a new one) the phone is taken, as before.
-    assert client.post("/api/v1/auth/register", json=REGISTRATION).status_code == 409
-    other_key = client.post("/api/v1/auth/register", json=REGISTRATION, headers={"Idempotency-Key": "reg-2"})
-    assert other_key.status_code == 409
-    assert other_key.get_json()["error"] == "phone_taken"
+    # Without the key (or with a new one) the code is spent, as before.
+    assert client.post("/api/v1/auth/register", json=body).status_code == 422
+    other_key = client.post("/api/v1/auth/register", json=body, headers={"Idempotency-Key": "reg-2"})
+    assert other_key.status_code == 422
+    assert other_key.get_json()["error"] == "invalid_sms_code"
 
 
 def test_a_registration_key_with_another_body_is_refused(app, client):
-    assert client.post("/api/v1/auth/register", json=REGISTRATION, headers={"Idempotency-Key": "k"}).status_code == 201
+    body = registration(app, client)
+    assert client.post("/api/v1/auth/register", json=body, headers={"Idempotency-Key": "k"}).status_code == 201
     # Another password (or another phone) under the same key: not the same request.
     for changed in ({"password": "another-pass"}, {"phone": "13811113333"}):
-        resp = client.post("/api/v1/auth/register", json={**REGISTRATION, **changed}, headers={"Idempotency-Key": "k"})
+        resp = client.post("/api/v1/auth/register", json={**body, **changed}, headers={"Idempotency-Key": "k"})
         assert resp.status_code == 422
         assert resp.get_json()["error"] == "idempotency_key_reused"
     with app.app_context():
@@ -234,13 +247,13 @@ def test_registration_keys_do_not_meet_a_users_keys(app, client):
     user = make_user(app)
     body = {"name": "某组织", "kind": "community", "district": "haishu"}
     assert post(client, "/api/v1/orgs", user, "same", body).status_code == 201
-    resp = client.post("/api/v1/auth/register", json=REGISTRATION, headers={"Idempotency-Key": "same"})
+    resp = client.post("/api/v1/auth/register", json=registration(app, client), headers={"Idempotency-Key": "same"})
     assert resp.status_code == 201
     assert "Idempotent-Replayed" not in resp.headers
 
 
 def test_login_takes_no_key(app, client):
-    assert client.post("/api/v1/auth/register", json=REGISTRATION).status_code == 201
+    assert client.post("/api/v1/auth/register", json=registration(app, client)).status_code == 201
     login = {"phone": REGISTRATION["phone"], "password": REGISTRATION["password"]}
     first = client.post("/api/v1/auth/login", json=login, headers={"Idempotency-Key": "l"})
     second = client.post("/api/v1/auth/login", json=login, headers={"Idempotency-Key": "l"})

@@ -14,7 +14,18 @@ import sqlalchemy as sa
 
 from app import clock, jobs
 from app.extensions import db
-from app.models import Claim, Device, IdempotencyKey, Notification, Posting, RefreshToken, User, Volunteer
+from app.models import (
+    Claim,
+    Device,
+    IdempotencyKey,
+    Notification,
+    Posting,
+    RefreshToken,
+    SmsCode,
+    SmsCounter,
+    User,
+    Volunteer,
+)
 from app.services import claims, lifecycle
 from app.services.permissions import Actor
 from notifications import notify, notify_many
@@ -373,16 +384,20 @@ def test_purge_deletes_only_what_has_outlived_its_use(app):
                     next_attempt_at=created,
                 )
             )
+        for key, reserved in (("old-code", now - timedelta(days=2, seconds=1)), ("new-code", now - timedelta(days=1))):
+            db.session.add(
+                SmsCode(
+                    phone_key=key, purpose="login", code_hash="h", nonce="n", reserved_at=reserved, expires_at=reserved
+                )
+            )
+        for key, window in (("old-window", now - timedelta(days=3)), ("today", now - timedelta(hours=1))):
+            db.session.add(SmsCounter(scope="phone_day", key=key, window_start=window, count=1))
         db.session.commit()
         keys_before = db.session.scalar(sa.select(sa.func.count()).select_from(RefreshToken))
 
     result = run(app, "purge")
-    assert {k: result[k] for k in ("idempotency_keys", "refresh_tokens", "devices", "notifications")} == {
-        "idempotency_keys": 1,
-        "refresh_tokens": 1,
-        "devices": 1,
-        "notifications": 1,
-    }
+    kinds = ("idempotency_keys", "refresh_tokens", "devices", "notifications", "sms_codes", "sms_counters")
+    assert {k: result[k] for k in kinds} == dict.fromkeys(kinds, 1)
     with app.app_context():
         assert db.session.scalars(sa.select(IdempotencyKey.key)).all() == ["fresh"]
         jtis = set(db.session.scalars(sa.select(RefreshToken.jti)))
@@ -390,8 +405,10 @@ def test_purge_deletes_only_what_has_outlived_its_use(app):
         assert len(jtis) == keys_before - 1
         assert db.session.scalars(sa.select(Device.token)).all() == ["recent"]
         assert sorted(db.session.scalars(sa.select(Notification.dedupe_key))) == ["old-unread", "young-read"]
-    assert run(app, "purge")["batches"] == 4  # one empty batch per kind, nothing deleted
-    assert sum(run(app, "purge")[k] for k in ("idempotency_keys", "refresh_tokens", "devices", "notifications")) == 0
+        assert db.session.scalars(sa.select(SmsCode.phone_key)).all() == ["new-code"]
+        assert db.session.scalars(sa.select(SmsCounter.key)).all() == ["today"]
+    assert run(app, "purge")["batches"] == 6  # one empty batch per kind, nothing deleted
+    assert sum(run(app, "purge")[k] for k in kinds) == 0
 
 
 # --- dispatch_push -----------------------------------------------------------------------------------------------
@@ -547,11 +564,13 @@ def test_jobs_list_shows_every_job_and_its_interval(app):
         "release_overdue_claims",
         "remind_upcoming",
         "dispatch_push",
+        "erase_accounts",
         "purge",
     ]
     assert "every     60s  JOB_EXPIRE_POSTINGS_SECONDS" in lines[0]
     assert "every      2s  JOB_DISPATCH_PUSH_SECONDS" in lines[3]
-    assert "every  86400s  JOB_PURGE_SECONDS" in lines[4]
+    assert "every    600s  JOB_ERASE_ACCOUNTS_SECONDS" in lines[4]
+    assert "every  86400s  JOB_PURGE_SECONDS" in lines[5]
 
 
 def test_jobs_run_runs_one_job_once(app):

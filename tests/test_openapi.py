@@ -15,10 +15,18 @@ from app.models.orgs import ORG_KINDS
 from app.policy import CLAIM_STATUSES, POSTING_KINDS, POSTING_STATUSES
 from mobile_api.schemas.notifications import DEVICE_PLATFORMS
 from tests.factories import make_org, make_posting, make_volunteer
+from tests.helpers import register, sms_code
 
 SKIPPED_RULES = {"/api/v1/openapi.json", "/api/v1/docs", "/api/v1/docs/static/<path:filename>"}
 HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
-PUBLIC = {("/api/v1/auth/register", "post"), ("/api/v1/auth/login", "post")}
+PUBLIC = {
+    ("/api/v1/auth/register", "post"),
+    ("/api/v1/auth/login", "post"),
+    ("/api/v1/auth/sms-codes", "post"),
+    ("/api/v1/auth/password-reset", "post"),
+    ("/api/v1/legal", "get"),
+}
+REGISTER_FIELDS = {"phone", "sms_code", "password", "display_name", "privacy_version"}
 
 
 @pytest.fixture
@@ -129,7 +137,7 @@ def test_request_bodies_are_documented(spec):
     schema = register["requestBody"]["content"]["application/json"]["schema"]
     assert schema == {"$ref": "#/components/schemas/Register"}
     props = spec["components"]["schemas"]["Register"]
-    assert set(props["required"]) == {"phone", "password", "display_name"}
+    assert set(props["required"]) == REGISTER_FIELDS
     assert props["additionalProperties"] is False
     volunteer = spec["paths"]["/api/v1/me/volunteer"]["put"]["requestBody"]["content"]["application/json"]["schema"]
     assert volunteer == {"$ref": "#/components/schemas/VolunteerRegister"}
@@ -171,9 +179,7 @@ def _conforms(spec: dict, name: str, instance) -> None:
 
 def test_real_responses_match_the_document(app, client, spec):
     """What the app sends is what the document says it sends."""
-    registered = client.post(
-        "/api/v1/auth/register", json={"phone": "13812345678", "password": "long-enough", "display_name": "x"}
-    ).get_json()
+    registered = register(app, client).get_json()
     _conforms(spec, "AuthResult", registered)
     account = make_volunteer(app)
     org_id, _ = make_org(app, account)
@@ -187,7 +193,7 @@ def test_real_responses_match_the_document(app, client, spec):
     for resp in (
         client.get("/nope"),
         client.post("/api/v1/auth/register", json={}),
-        client.post("/api/v1/auth/register", json={"phone": "13812345678", "password": "x" * 8, "display_name": "y"}),
+        client.post("/api/v1/auth/register", json={"phone": "13812345679", "password": "x" * 8, "display_name": "y"}),
         client.get("/api/v1/me"),
     ):
         assert resp.status_code >= 400
@@ -257,6 +263,9 @@ PUBLIC_OPERATIONS = {
     "readyz",
     "register",
     "login",
+    "send_sms_code",
+    "reset_password",
+    "get_legal",
     "list_skills",
     "city_stats",
     "verify_certificate",
@@ -386,7 +395,7 @@ def test_response_fields_that_are_always_there_are_required(spec):
     assert "rating" not in schemas["ClaimVolunteer"]["required"]
     assert "role" not in schemas["Org"]["required"]
     # Request schemas keep what a request must hold.
-    assert set(schemas["Register"]["required"]) == {"phone", "password", "display_name"}
+    assert set(schemas["Register"]["required"]) == REGISTER_FIELDS
     assert "required" not in schemas["UserUpdate"]
     # Every schema of an answer says what is always there.
     unmarked = [
@@ -441,8 +450,12 @@ def test_every_request_example_is_accepted(app, client, spec):
 
 # operationId → (who calls, path parameter → world key, body id field → world key), in the order they run.
 EXAMPLE_SCENARIOS = {
-    "register": (None, {}, {}),
+    "send_sms_code": (None, {}, {}),
+    "register": (None, {}, {"sms_code": "register_code"}),
     "login": (None, {}, {}),
+    "change_phone": ("mover", {}, {"sms_code": "change_phone_code"}),
+    "accept_consents": ("resident", {}, {}),
+    "delete_me": ("leaver", {}, {}),
     "update_me": ("resident", {}, {}),
     "register_volunteer": ("newcomer", {}, {}),
     "apply_for_org": ("resident", {}, {}),
@@ -464,6 +477,8 @@ EXAMPLE_SCENARIOS = {
     "issue_certificate": ("volunteer", {}, {"org_id": "org"}),
     "void_certificate": ("coordinator", {"certificate_id": "certificate"}, {}),
     "change_password": ("resident", {}, {}),
+    # Last: it ends the resident's sessions.
+    "reset_password": (None, {}, {"sms_code": "reset_password_code"}),
 }
 
 
@@ -476,6 +491,18 @@ def _example_world(app) -> dict:
 
     password = REQUEST_EXAMPLES["login"]["password"]
     resident = make_user(app, phone="+86" + REQUEST_EXAMPLES["login"]["phone"], password=password)
+    mover = make_user(app, password=REQUEST_EXAMPLES["change_phone"]["password"])
+    leaver = make_user(app, password=REQUEST_EXAMPLES["delete_me"]["password"])
+    client = app.test_client()
+    codes = {
+        f"{purpose}_code": sms_code(app, client, REQUEST_EXAMPLES[example]["phone"], purpose)
+        for example, purpose in (
+            ("register", "register"),
+            ("reset_password", "reset_password"),
+            ("change_phone", "change_phone"),
+        )
+    }
+
     newcomer = make_user(app)
     admin = make_user(app, admin=True)
     org_id, coordinator = make_org(app)
@@ -494,7 +521,10 @@ def _example_world(app) -> dict:
         app, coordinator, kind="project", org_id=org_id, starts_at=soon, ends_at=soon + timedelta(hours=2), **here
     )
     return {
+        **codes,
         "accounts": {
+            "mover": mover,
+            "leaver": leaver,
             "resident": resident,
             "newcomer": newcomer,
             "admin": admin,

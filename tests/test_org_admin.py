@@ -11,15 +11,9 @@ import sqlalchemy as sa
 from app.extensions import db
 from app.models import AuditEntry, Notification, Org, OrgMember, User
 from tests.factories import ROLES, add_member, make_org, make_roles, make_user, set_locale
+from tests.helpers import assert_error
 
 ORGS = "/api/v1/orgs"
-
-
-def assert_error(resp, code: int, slug: str) -> dict:
-    body = resp.get_json()
-    assert resp.status_code == code, body
-    assert body["code"] == code and body["error"] == slug
-    return body
 
 
 def apply(client, account, name="江北区邻里互助会", district="jiangbei"):

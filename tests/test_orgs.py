@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from app.extensions import db
 from app.models import Org, OrgMember
 from tests.factories import add_member, make_org, make_user
+from tests.helpers import assert_error
 
 ORGS = "/api/v1/orgs"
 ORG_KEYS = {"id", "name", "kind", "district", "status", "member_count"}
@@ -30,13 +31,6 @@ def org_row(app, org_id: int) -> Org:
         org = db.session.get(Org, org_id)
         db.session.expunge(org)
         return org
-
-
-def assert_error(resp, code: int, slug: str) -> dict:
-    body = resp.get_json()
-    assert resp.status_code == code, body
-    assert body["code"] == code and body["error"] == slug
-    return body
 
 
 # --- apply -------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from app import create_app
 from app.extensions import db
 from tests.conftest import _config_dict
 from tests.factories import PASSWORD, make_user
+from tests.helpers import SMS_CODES, register
 
 LOGIN = "/api/v1/auth/login"
 REGISTER = "/api/v1/auth/register"
@@ -107,13 +108,15 @@ def test_per_email_limit(limited):
     assert_429(client.post(LOGIN, json={"email": " LI@example.com", "password": PASSWORD}))
 
 
-def test_register_and_login_share_the_phone_budget(limited):
-    client = limited(phone="3/minute").test_client()
-    body = {"phone": "13812345678", "password": "long-enough", "display_name": "小王"}
-    assert client.post(REGISTER, json=body).status_code == 201
-    assert client.post(REGISTER, json=body).status_code == 409
+def test_register_login_and_codes_share_the_phone_budget(limited):
+    app = limited(phone="4/minute")
+    client = app.test_client()
+    # A code and the sign-up are two of the phone's four.
+    assert register(app, client, "13812345678", "long-enough").status_code == 201
+    assert client.post(SMS_CODES, json={"phone": "13812345678", "purpose": "register"}).status_code == 409
     assert login(client).status_code == 401
-    assert_429(client.post(REGISTER, json=body))
+    assert_429(client.post(SMS_CODES, json={"phone": "13812345678", "purpose": "login"}))
+    assert_429(client.post(REGISTER, json={"phone": "13812345678", "password": "long-enough"}))
     assert_429(login(client, password="long-enough"))
 
 
@@ -130,12 +133,12 @@ def test_per_ip_limit(limited):
 
 
 def test_per_ip_limit_counts_register_and_login_together(limited):
-    client = limited(ip="2/minute").test_client()
-    env = {"REMOTE_ADDR": "10.0.0.1"}
-    body = {"phone": "13812345678", "password": "long-enough", "display_name": "小王"}
-    assert client.post(REGISTER, json=body, environ_base=env).status_code == 201
+    app = limited(ip="3/minute")
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = "10.0.0.1"
+    assert register(app, client, "13812345678", "long-enough").status_code == 201
     assert login(client, phone="13912345678").status_code == 401
-    assert_429(client.post(REGISTER, json={**body, "phone": "13712345678"}, environ_base=env))
+    assert_429(client.post(SMS_CODES, json={"phone": "13712345678", "purpose": "register"}))
 
 
 def test_invalid_bodies_count_too(limited):

@@ -47,6 +47,7 @@ def test_the_scheduler_holds_every_job_with_the_agreed_options(app):
             "release_overdue_claims": 60,
             "remind_upcoming": 60,
             "dispatch_push": 5,
+            "erase_accounts": 600,
             "purge": 1,
         }
         for name, job in by_id.items():

@@ -12,10 +12,12 @@ from app import create_app
 from app.secrets import KEYS, UnsafeConfiguration
 from app.services.certificates import new_signing_key
 from tests.conftest import _config_dict, production_config
+from tests.helpers import PRODUCTION_SMS
 
 GOOD = {
     **{name: f"{name.lower()}-" + "k" * 40 for name in KEYS},
     "CERTIFICATE_SIGNING_KEY": new_signing_key()[0],
+    **PRODUCTION_SMS,
 }
 
 

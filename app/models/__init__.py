@@ -10,8 +10,9 @@ from app.models.notifications import Device, Notification, PushWindow
 from app.models.orgs import Org, OrgMember
 from app.models.postings import Posting, PostingTag
 from app.models.records import ServiceRecord
+from app.models.sms import SmsCode, SmsCounter
 from app.models.tokens import IdempotencyKey, RefreshToken
-from app.models.users import User, Volunteer, VolunteerSkill
+from app.models.users import Consent, User, Volunteer, VolunteerSkill
 
 __all__ = [
     "AuditEntry",
@@ -19,6 +20,7 @@ __all__ = [
     "CalendarFeed",
     "Certificate",
     "Claim",
+    "Consent",
     "Device",
     "EnergyEntry",
     "IdempotencyKey",
@@ -31,6 +33,8 @@ __all__ = [
     "PushWindow",
     "RefreshToken",
     "ServiceRecord",
+    "SmsCode",
+    "SmsCounter",
     "User",
     "Volunteer",
     "VolunteerSkill",

@@ -55,6 +55,9 @@ class Certificate(Base):
     voided_at: so.Mapped[datetime | None]
     voided_by: so.Mapped[int | None] = so.mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
     void_reason: so.Mapped[str | None] = so.mapped_column(sa.String(500))
+    # When its volunteer's account was erased the names were removed and the row
+    # signed again; the SHA-256 of the code printed before keeps that code verifying.
+    superseded_code_hash: so.Mapped[str | None] = so.mapped_column(sa.String(64))
 
 
 class CalendarFeed(Base):

@@ -10,6 +10,9 @@ import sqlalchemy.orm as so
 from app.clock import utcnow
 from app.models.base import Base, Timestamped
 from app.policy import average_rating, hours, star_level
+from app.validators import mask_phone
+
+_DELETION_SCHEDULED = sa.text("deletion_scheduled_at IS NOT NULL")
 
 
 class User(Timestamped, Base):
@@ -18,9 +21,17 @@ class User(Timestamped, Base):
         # The admins (told of every org application and every posting to review),
         # found without reading a million users.
         sa.Index("ix_users_admins", "id", sqlite_where=sa.text("is_admin = 1"), postgresql_where=sa.text("is_admin")),
+        # The accounts waiting out their cooling-off period (the erase_accounts job).
+        sa.Index(
+            "ix_users_deletion_scheduled_at",
+            "deletion_scheduled_at",
+            sqlite_where=_DELETION_SCHEDULED,
+            postgresql_where=_DELETION_SCHEDULED,
+        ),
     )
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    # E.164; an erased account holds ``erased:<id>`` instead, so the number may register again.
     phone: so.Mapped[str] = so.mapped_column(sa.String(20), unique=True)
     email: so.Mapped[str | None] = so.mapped_column(sa.String(254), unique=True)
     password_hash: so.Mapped[str] = so.mapped_column(sa.String(255))
@@ -34,6 +45,13 @@ class User(Timestamped, Base):
     quiet_end: so.Mapped[str | None] = so.mapped_column(sa.String(5))
     muted_kinds: so.Mapped[list[str]] = so.mapped_column(sa.JSON, default=list)
     nearby_alerts: so.Mapped[bool] = so.mapped_column(default=True, server_default=sa.true())
+    # The privacy policy version last accepted (every acceptance is a Consent row);
+    # null: none yet (accounts older than consents).
+    privacy_version: so.Mapped[str | None] = so.mapped_column(sa.String(20))
+    # DELETE /me: when the account is erased unless its owner signs in again first.
+    deletion_scheduled_at: so.Mapped[datetime | None]
+    # Set by the erase: the row stays as a tombstone the organisations' records point at.
+    erased_at: so.Mapped[datetime | None]
 
     volunteer: so.Mapped[Volunteer | None] = so.relationship(
         back_populates="user", uselist=False, lazy="selectin", foreign_keys="Volunteer.user_id"
@@ -41,10 +59,7 @@ class User(Timestamped, Base):
 
     @property
     def phone_masked(self) -> str:
-        national = self.phone[3:] if self.phone.startswith("+86") else self.phone
-        if len(national) < 7:
-            return "*" * len(national)
-        return national[:3] + "*" * (len(national) - 7) + national[-4:]
+        return "" if self.erased_at is not None else mask_phone(self.phone)
 
     def __repr__(self) -> str:
         return f"<User {self.id}>"
@@ -92,6 +107,14 @@ class Volunteer(Timestamped, Base):
     rating_total: so.Mapped[int] = so.mapped_column(default=0, server_default="0")
     registered_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
 
+    # A guardian's consent (监护人同意), kept with the record of a volunteer under
+    # GUARDIAN_CONSENT_UNDER_AGE: who consented and when (for the ID number on the
+    # record: a new ID number needs a new consent).
+    guardian_name: so.Mapped[str | None] = so.mapped_column(sa.String(40))
+    guardian_phone: so.Mapped[str | None] = so.mapped_column(sa.String(20))
+    guardian_relation: so.Mapped[str | None] = so.mapped_column(sa.String(20))
+    guardian_consented_at: so.Mapped[datetime | None]
+
     user: so.Mapped[User] = so.relationship(back_populates="volunteer", foreign_keys=[user_id])
 
     @property
@@ -135,3 +158,16 @@ class VolunteerSkill(Base):
     home_lat: so.Mapped[float | None]
     home_lng: so.Mapped[float | None]
     push_radius_km: so.Mapped[float]
+
+
+class Consent(Base):
+    """One acceptance of a version of the privacy policy or the terms, kept (version, time)."""
+
+    __tablename__ = "consents"
+    __table_args__ = (sa.Index("ix_consents_user_id_id", "user_id", "id"),)
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    user_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"))
+    document: so.Mapped[str] = so.mapped_column(sa.String(10))  # privacy | terms
+    version: so.Mapped[str] = so.mapped_column(sa.String(20))
+    accepted_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+import sqlalchemy.orm as so
 from flask import current_app
 from flask_babel import gettext
 from sqlalchemy.exc import IntegrityError
@@ -178,6 +179,25 @@ def add_member(actor: Actor, org_id: int, member_id: int, role: str) -> OrgMembe
     db.session.execute(sa.update(Org).where(Org.id == org.id).values(member_count=Org.member_count + 1))
     db.session.commit()
     return member
+
+
+def sole_coordinator_of(user_id: int) -> list[int]:
+    """The approved orgs ``user_id`` is the only coordinator of (an org never loses its last one)."""
+    other = so.aliased(OrgMember)
+    others = sa.select(other.id).where(other.org_id == Org.id, other.role == "coordinator", other.user_id != user_id)
+    return list(
+        db.session.scalars(
+            sa.select(Org.id)
+            .join(OrgMember, OrgMember.org_id == Org.id)
+            .where(
+                OrgMember.user_id == user_id,
+                OrgMember.role == "coordinator",
+                Org.status == "approved",
+                ~others.exists(),
+            )
+            .order_by(Org.id)
+        )
+    )
 
 
 def remove_member(actor: Actor, org_id: int, member_id: int) -> None:

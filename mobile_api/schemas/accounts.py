@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from flask_babel import gettext
+from flask_babel import gettext, lazy_gettext
 from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
 from app.clock import zone
 from app.i18n import API_LOCALES
 from app.models.orgs import MEMBER_ROLES
+from app.policy import SMS_CODE_DIGITS, SMS_PURPOSES
 from app.security import actor_for
+from app.services.accounts import consent_required
 from app.services.permissions import memberships
+from app.validators import mask_phone
 from mobile_api.fields import (
     BaseSchema,
     District,
@@ -25,6 +28,41 @@ from mobile_api.fields import (
 from mobile_api.schemas.claims import RatingSchema
 
 LOCALES = tuple(API_LOCALES)
+
+
+def SmsCode(**kwargs) -> fields.String:  # noqa: N802 - a field factory, used like a field class
+    """The six digits of an SMS code."""
+    return fields.String(
+        validate=validate.Regexp(
+            rf"^[0-9]{{{SMS_CODE_DIGITS}}}$",
+            error=lazy_gettext("Enter the %(digits)d digits of the SMS code.", digits=SMS_CODE_DIGITS),
+        ),
+        metadata={
+            "description": f"The {SMS_CODE_DIGITS} digits sent by POST /api/v1/auth/sms-codes.",
+            **kwargs.pop("metadata", {}),
+        },
+        **kwargs,
+    )
+
+
+class GuardianSchema(BaseSchema):
+    """A guardian's consent as kept with a volunteer record (the volunteer's own view)."""
+
+    name = fields.String(attribute="guardian_name")
+    phone_masked = fields.Function(lambda v: mask_phone(v.guardian_phone), metadata={"type": "string"})
+    relation = fields.String(attribute="guardian_relation")
+    consented_at = UTCDateTime(attribute="guardian_consented_at")
+
+
+class GuardianInputSchema(BaseSchema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=40))
+    phone = Phone(required=True, metadata={"description": "The guardian's own mobile; the code was sent there."})
+    relation = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=20),
+        metadata={"description": "What the guardian is to the volunteer (父亲, 母亲, 祖父母, 监护人…)."},
+    )
+    sms_code = SmsCode(required=True)
 
 
 class VolunteerSchema(BaseSchema):
@@ -48,6 +86,12 @@ class VolunteerSchema(BaseSchema):
     active_claims = fields.Integer(attribute="active_wish_claims")
     rating = fields.Nested(RatingSchema)
     registered_at = UTCDateTime()
+    guardian = NestedFrom(
+        GuardianSchema,
+        allow_none=True,
+        source=lambda v: v if v.guardian_consented_at is not None else None,
+        metadata={"description": "A guardian's consent, for a volunteer under 14."},
+    )
 
 
 class UserOrgSchema(BaseSchema):
@@ -77,6 +121,17 @@ class UserSchema(BaseSchema):
         fields.Nested(UserOrgSchema),
         source=lambda u: [{"id": org.id, "name": org.name, "role": role} for org, role in memberships(u)],
     )
+    consent_required = fields.Function(
+        consent_required,
+        metadata={
+            "type": "boolean",
+            "description": "The privacy policy moved on since the user accepted it: writes answer 428 "
+            "`consent_required` until POST /api/v1/me/consents.",
+        },
+    )
+    deletion_scheduled_at = UTCDateTime(
+        allow_none=True, metadata={"description": "When the account will be erased (DELETE /me); null: not scheduled."}
+    )
     created_at = UTCDateTime()
 
     def dump_roles(self, user):
@@ -85,20 +140,78 @@ class UserSchema(BaseSchema):
 
 class RegisterSchema(BaseSchema):
     phone = Phone(required=True)
+    sms_code = SmsCode(required=True)
     password = fields.String(required=True, validate=validate.Length(min=8, max=128), load_only=True)
     display_name = fields.String(required=True, validate=validate.Length(min=1, max=40))
     email = fields.Email(load_default=None, validate=validate.Length(max=254))
+    privacy_version = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=20),
+        metadata={"description": "The version GET /api/v1/legal names, which the user accepted."},
+    )
 
 
 class LoginSchema(BaseSchema):
     phone = Phone()
     email = fields.Email()
-    password = fields.String(required=True, validate=validate.Length(max=128), load_only=True)
+    password = fields.String(validate=validate.Length(max=128), load_only=True)
+    sms_code = SmsCode(metadata={"description": "Instead of the password: a code sent to `phone` for `login`."})
 
     @validates_schema
     def one_identifier(self, data, **_kwargs):
         if ("phone" in data) == ("email" in data):
             raise ValidationError(gettext("Give either phone or email."), "_schema")
+        if ("password" in data) == ("sms_code" in data):
+            raise ValidationError(gettext("Give either the password or an SMS code."), "_schema")
+        if "sms_code" in data and "phone" not in data:
+            raise ValidationError(gettext("An SMS code signs in with the phone it was sent to."), "_schema")
+
+
+class SmsCodeRequestSchema(BaseSchema):
+    phone = Phone(required=True)
+    purpose = fields.String(required=True, validate=validate.OneOf(SMS_PURPOSES))
+
+
+class SmsCodeSentSchema(BaseSchema):
+    resend_after_s = fields.Integer(metadata={"description": "Seconds before another code may be asked for."})
+    expires_in_s = fields.Integer(metadata={"description": "Seconds the code is valid."})
+
+
+class PasswordResetSchema(BaseSchema):
+    phone = Phone(required=True)
+    sms_code = SmsCode(required=True)
+    new_password = fields.String(required=True, validate=validate.Length(min=8, max=128), load_only=True)
+
+
+class PhoneChangeSchema(BaseSchema):
+    phone = Phone(required=True, metadata={"description": "The new number; the code was sent to it."})
+    sms_code = SmsCode(required=True)
+    password = fields.String(required=True, validate=validate.Length(max=128), load_only=True)
+
+
+class ConsentSchema(BaseSchema):
+    privacy_version = fields.String(required=True, validate=validate.Length(min=1, max=20))
+
+
+class LegalSchema(BaseSchema):
+    privacy_version = fields.String()
+    terms_version = fields.String()
+    privacy_url = fields.String(allow_none=True)
+    terms_url = fields.String(allow_none=True)
+
+
+class DeletionSchema(BaseSchema):
+    password = fields.String(validate=validate.Length(max=128), load_only=True)
+    sms_code = SmsCode(metadata={"description": "Instead of the password: a code sent for `delete_account`."})
+
+    @validates_schema
+    def one_proof(self, data, **_kwargs):
+        if ("password" in data) == ("sms_code" in data):
+            raise ValidationError(gettext("Give either the password or an SMS code."), "_schema")
+
+
+class DeletionScheduledSchema(BaseSchema):
+    deletion_scheduled_at = UTCDateTime()
 
 
 class TokenPairSchema(BaseSchema):
@@ -134,6 +247,13 @@ class VolunteerRegisterSchema(BaseSchema):
     district = District(required=True)
     home = fields.Nested(Location, allow_none=True)
     push_radius_km = fields.Float(validate=validate.Range(0.5, 50), allow_nan=False)
+    guardian = fields.Nested(
+        GuardianInputSchema,
+        metadata={
+            "description": "Required when the ID number's holder is under 14: the guardian's consent, "
+            "proven by a code sent to the guardian's phone for `guardian_consent`."
+        },
+    )
 
     @validates("skills")
     def unique_skills(self, value, **_kwargs):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from marshmallow import fields, validate
 
 from app.models.certificates import CERTIFICATE_STATUSES
-from app.policy import hours
+from app.policy import ERASED_NAME, hours
 from app.validators import mask_name
 from mobile_api.fields import BaseSchema, Id, LocalDate, NestedFrom, UTCDateTime
 from mobile_api.urls import public_url
@@ -86,7 +86,11 @@ class CertificateVerificationSchema(_CertificateFacts):
     valid = fields.Method("dump_valid", metadata={"type": "boolean"})
     volunteer = NestedFrom(
         VerifiedVolunteerSchema,
-        source=lambda c: {"real_name_masked": mask_name(c.real_name), "volunteer_no": c.volunteer_no},
+        # An erased volunteer's certificate reads 已注销 (nothing to mask).
+        source=lambda c: {
+            "real_name_masked": c.real_name if c.real_name == ERASED_NAME else mask_name(c.real_name),
+            "volunteer_no": c.volunteer_no,
+        },
     )
 
     def dump_valid(self, certificate):

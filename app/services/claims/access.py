@@ -138,8 +138,8 @@ def refused(claim_id: int) -> Conflict:
     return Conflict("claim_not_active")
 
 
-def tell_and_commit(user_ids: Sequence[int], kind: str, posting: Posting, claim_id: int, **context) -> Claim:
-    """The last step of a claim transition: queue its notification, commit both."""
+def tell(user_ids: Sequence[int], kind: str, posting: Posting, claim_id: int, **context) -> None:
+    """Queue a claim transition's notification, in the caller's transaction."""
     notify(
         user_ids,
         kind,
@@ -149,5 +149,10 @@ def tell_and_commit(user_ids: Sequence[int], kind: str, posting: Posting, claim_
         claim_id=claim_id,
         **context,
     )
+
+
+def tell_and_commit(user_ids: Sequence[int], kind: str, posting: Posting, claim_id: int, **context) -> Claim:
+    """The last step of a claim transition: queue its notification, commit both."""
+    tell(user_ids, kind, posting, claim_id, **context)
     db.session.commit()
     return db.session.get(Claim, claim_id)

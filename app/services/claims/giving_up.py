@@ -10,20 +10,21 @@ from app.clock import utcnow
 from app.errors import Conflict
 from app.extensions import db
 from app.models import Claim, Posting
-from app.policy import LIVE_CLAIM_STATUSES, POLICIES
+from app.policy import CHECK_IN_OUT, LIVE_CLAIM_STATUSES, POLICIES, kinds_where
 from app.services import energy
-from app.services.claims.access import claimant_access, move, refused, tell_and_commit
+from app.services.claims.access import claimant_access, move, refused, tell
 from app.services.claims.places import give_back_places, leave_waitlist, lock_posting, return_claim_allowance
 from app.services.permissions import Actor
 from notifications import notify
 
 
-def withdraw_claim(actor: Actor, claim_id: int) -> Claim:
+def withdraw_claim(actor: Actor, claim_id: int, *, commit: bool = True) -> Claim:
     """The claimant gives the claim up (取消认领 / 取消报名). An active claim frees
     its place — the oldest waitlisted claim takes it — and is refunded its
     energy; a wish reopens. The poster is told (``claim_withdrawn``). A
     checked-in claim cannot be withdrawn, nor an on-site claim once the
-    activity has ended."""
+    activity has ended (:func:`withdrawable` says which claims may be).
+    ``commit=False`` leaves the transaction to the caller (the erase of an account)."""
     access = claimant_access(actor, claim_id)
     posting, policy = access.posting, access.policy
     debited = access.claim.energy_debited
@@ -43,7 +44,26 @@ def withdraw_claim(actor: Actor, claim_id: int) -> Claim:
             energy.refund(actor.id, debited, reason="refund_withdrawn", claim_id=claim_id, posting_id=posting.id)
     else:
         raise refused(claim_id)
-    return tell_and_commit([posting.author_id], "claim_withdrawn", posting, claim_id, volunteer=actor.user.display_name)
+    tell([posting.author_id], "claim_withdrawn", posting, claim_id, volunteer=actor.user.display_name)
+    if commit:
+        db.session.commit()
+    return db.session.get(Claim, claim_id)
+
+
+def withdrawable(user_id: int, now) -> sa.Select:
+    """The ids of ``user_id``'s claims that :func:`withdraw_claim` accepts now: waitlisted,
+    or active and not checked in — but none on an on-site activity that has ended."""
+    on_site = Posting.kind.in_(kinds_where(finish=CHECK_IN_OUT))
+    return (
+        sa.select(Claim.id)
+        .join(Posting, Posting.id == Claim.posting_id)
+        .where(
+            Claim.user_id == user_id,
+            sa.or_(Claim.status == "waitlisted", sa.and_(Claim.status == "active", Claim.check_in_at.is_(None))),
+            sa.or_(~on_site, Posting.ends_at.is_(None), Posting.ends_at > now),
+        )
+        .order_by(Claim.id)
+    )
 
 
 def cancel_claims_for_posting(posting: Posting) -> int:

@@ -117,9 +117,10 @@ def update_posting(actor: Actor, posting_id: int, changes: Mapping[str, Any]) ->
     return view_of(actor, posting)
 
 
-def cancel_posting(actor: Actor, posting_id: int, reason: str | None = None) -> PostingView:
+def cancel_posting(actor: Actor, posting_id: int, reason: str | None = None, *, commit: bool = True) -> PostingView:
     """Take a posting down (its managers): its live claims are cancelled (energy
-    refunded) and their volunteers told, in the same transaction."""
+    refunded) and their volunteers told, in the same transaction (``commit=False``:
+    the caller's, e.g. the erase of its author's account)."""
     posting = visible_posting(actor, posting_id)
     if not actor.manages_posting(posting):
         raise Forbidden("poster_required")
@@ -128,5 +129,6 @@ def cancel_posting(actor: Actor, posting_id: int, reason: str | None = None) -> 
     cancel_claims_for_posting(posting)
     if not actor.is_author(posting):
         audit(actor.id, "posting.cancel", "posting", posting.id, reason=reason)
-    db.session.commit()
+    if commit:
+        db.session.commit()
     return view_of(actor, posting)
