@@ -3,12 +3,14 @@ values (ids, phones, auth headers), so tests never hold detached ORM objects."""
 
 from __future__ import annotations
 
+import functools
 import itertools
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import sqlalchemy as sa
-from flask import Flask
+from flask import Flask, current_app
 
 from app.clock import utcnow
 from app.extensions import db
@@ -52,6 +54,26 @@ def id_number(seq: int | None = None, born: str = "19900101") -> str:
     return first17 + id_check_char(first17)
 
 
+@functools.cache
+def _password_hash(password: str, time_cost: int, memory_cost: int) -> str:
+    return accounts.password_hasher().hash(password)
+
+
+@contextmanager
+def _hashed_once(password: str):
+    """The factories hash each password once per process (the suite makes thousands of
+    users, nearly all with PASSWORD): argon2 is the service's own, with the app's costs;
+    only its salt is shared between the factories' users."""
+    config = current_app.config
+    cost = (config["ARGON2_TIME_COST"], config["ARGON2_MEMORY_COST"])
+    original = accounts.hash_password
+    accounts.hash_password = lambda given: _password_hash(given, *cost) if given == password else original(given)
+    try:
+        yield
+    finally:
+        accounts.hash_password = original
+
+
 def make_user(
     app: Flask,
     *,
@@ -66,7 +88,10 @@ def make_user(
     """A user who (unless ``consented=False``) accepted the current privacy policy."""
     with app.app_context():
         phone = phone or next_phone()
-        user = accounts.create_user(phone, password, name or f"用户{phone[-4:]}", email, is_admin=admin, locale=locale)
+        with _hashed_once(password):
+            user = accounts.create_user(
+                phone, password, name or f"用户{phone[-4:]}", email, is_admin=admin, locale=locale
+            )
         if consented:
             accounts.record_consent(user, app.config["PRIVACY_VERSION"])
         pair = tokens.issue_tokens(user)
