@@ -12,15 +12,27 @@ export APP_ENV ?= development
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: install run test lint check-migrations messages clean
+.PHONY: install clients run test test-fast lint check-migrations messages clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
+	@echo "== Installing the Python packages into $(VENV) (the first time: a minute or two)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --progress-bar on -r requirements-dev.txt
 	touch $@
+	@echo "== Python packages installed"
 
 install: $(BIN)/.installed
+
+# The TypeScript client check (tests/test_generated_client.py) needs Node.js and the
+# packages pinned in clients/package-lock.json; without npm, that test says so.
+NPM := $(shell command -v npm)
+clients/node_modules/.installed: clients/package.json clients/package-lock.json
+	@echo "== Installing the TypeScript client's packages into clients/node_modules (npm ci)"
+	cd clients && npm ci --no-audit --no-fund --ignore-scripts
+	touch $@
+
+clients: $(if $(NPM),clients/node_modules/.installed)
 
 ## Start the app on the embedded default: SQLite under instance/, push to the
 ## log, scheduler in process, demo data loaded; print how to reach it.
@@ -30,9 +42,17 @@ run: install
 	@$(BIN)/python -m app.devserver $(HOST) $(PORT)
 	SCHEDULER_EMBEDDED=$${SCHEDULER_EMBEDDED:-1} $(BIN)/flask run --host $(HOST) --port $(PORT)
 
-## Run the test suite (SQLite; set TEST_DATABASE_URL for PostgreSQL).
-test: install
-	$(BIN)/pytest $(PYTEST_ARGS)
+## Run the test suite on every core (SQLite; set TEST_DATABASE_URL for PostgreSQL:
+## each worker gets a database of its own beside it). TEST_WORKERS=0 runs it in one
+## process; CLOCK_SHIFT_DAYS=365 runs it a year ahead.
+TEST_WORKERS ?= auto
+test: install clients
+	$(BIN)/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+
+## The edit-test loop: every test but those marked slow (processes, servers,
+## generated clients, large random sweeps); `make test` before a commit.
+test-fast: install
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
@@ -52,4 +72,4 @@ messages: install
 	$(BIN)/pybabel compile -d app/translations
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache clients/node_modules

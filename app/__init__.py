@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 
 from flask import Flask, current_app, g, request, send_from_directory
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import Config
@@ -29,6 +30,24 @@ WRITE_LIMITED_BLUEPRINTS = (
 )
 
 
+class Utf8JSONProvider(DefaultJSONProvider):
+    """JSON answers with keys in the order the schemas give them, and text in UTF-8
+    as it is, not as \\u escapes (half the bytes for Chinese, and readable in a log).
+    A lone surrogate, which has no UTF-8, is escaped rather than failing the answer."""
+
+    sort_keys = False
+    ensure_ascii = False
+
+    def dumps(self, obj, **kwargs) -> str:
+        text = super().dumps(obj, **kwargs)
+        if not text.isascii():
+            try:
+                text.encode()
+            except UnicodeEncodeError:
+                return super().dumps(obj, **{**kwargs, "ensure_ascii": True})
+        return text
+
+
 def create_app(config: type | Mapping | None = None) -> Flask:
     """Build the app. ``config`` is a Config class or a mapping of overrides."""
     overrides = config if isinstance(config, Mapping) else {}
@@ -36,7 +55,7 @@ def create_app(config: type | Mapping | None = None) -> Flask:
     instance_path = overrides.get("INSTANCE_PATH") or os.environ.get("INSTANCE_PATH") or None
     app = Flask(__name__, instance_path=instance_path, instance_relative_config=True, static_folder=None)
     app.config.from_object(Config)
-    app.json.sort_keys = False  # keys in the order the schemas give them
+    app.json = Utf8JSONProvider(app)
     if isinstance(config, type):
         app.config.from_object(config)
     elif config is not None:
@@ -79,13 +98,14 @@ def create_app(config: type | Mapping | None = None) -> Flask:
     from app import inputs
 
     inputs.init_app(app)  # before the limiter, which reads the body for its keys
+    _retry_after_only_when_waiting(app)  # before the limiter: it then runs after the limiter's headers
     limiter.init_app(app)
+    from app.idempotency import IdempotencyKeyDocs
     from mobile_api.openapi import ErrorResponsesPlugin, ErrorSchema, GeneratorPlugin, finalize
 
     api.ERROR_SCHEMA = ErrorSchema  # documents our envelope, not flask-smorest's
     generator = GeneratorPlugin(app.config["DISTRICTS"])
-    api.init_app(app, spec_kwargs={"extra_plugins": [generator, ErrorResponsesPlugin()]})
-    api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
+    api.init_app(app, spec_kwargs={"extra_plugins": [generator, ErrorResponsesPlugin(), IdempotencyKeyDocs()]})
 
     from app import security
 
@@ -98,7 +118,7 @@ def create_app(config: type | Mapping | None = None) -> Flask:
     consent.init_app(app)
     idempotency.init_app(app)
     _register_blueprints(app)
-    finalize(api.spec, generator)
+    api.finish_document(lambda spec: finalize(spec, generator))
     _register_docs_assets(app)
     from app import metrics
 
@@ -178,6 +198,19 @@ def _register_request_id(app: Flask) -> None:
         if request.headers.get("Authorization") or request.blueprint in TOKEN_BLUEPRINTS:
             # an answer for one person (or holding their tokens) is kept by no cache
             response.headers["Cache-Control"] = "no-store"
+        return response
+
+
+def _retry_after_only_when_waiting(app: Flask) -> None:
+    """``Retry-After`` asks a client to wait: it goes on 429 and 503 answers only.
+    Flask-Limiter writes it, with its ``X-RateLimit-*`` headers, on every answer of a
+    limited route; after-request functions run last-registered first, so this one,
+    registered before the limiter's, sees the finished headers."""
+
+    @app.after_request
+    def retry_after_only_when_waiting(response):
+        if response.status_code not in (429, 503):
+            response.headers.pop("Retry-After", None)
         return response
 
 

@@ -1,12 +1,33 @@
-"""The single clock of the application: tests move time here, nowhere else."""
+"""The single clock of the application: tests move time here, nowhere else.
+
+Every time the domain keeps or compares (a wish's expiry, a claim's due time, a
+record's window, "today" of a summary, a certificate's issue date, an
+idempotent answer's age) is read from :func:`utcnow`. ``CLOCK_SHIFT_DAYS``
+(tests only; production refuses it) runs this clock that many days ahead of
+the wall clock in every process that imports it, so the suite — and the
+servers and schedulers it starts, which inherit the variable — can be run a
+year ahead (``CLOCK_SHIFT_DAYS=365 make test``).
+
+What stays on the wall clock, because another party checks it there: the
+``iat``/``exp`` of access and refresh tokens (PyJWT verifies them against the
+real time), the scheduler's timetable (APScheduler's next run times), rate
+limit windows, log and metric timestamps, and the assertions signed for
+outside services (FCM's OAuth token). None of them is compared with a time of
+this clock.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from app.config import Config
+
 # The zone when neither the user nor DEFAULT_TIMEZONE names a valid one.
 FALLBACK_TIMEZONE = "Asia/Shanghai"
+
+# How far this process's clock runs ahead of the wall clock (CLOCK_SHIFT_DAYS).
+SHIFT = timedelta(days=Config.CLOCK_SHIFT_DAYS)
 
 _offset = timedelta(0)
 _frozen: datetime | None = None
@@ -16,7 +37,7 @@ def utcnow() -> datetime:
     """Return the current time as an aware UTC datetime."""
     if _frozen is not None:
         return _frozen
-    return datetime.now(UTC) + _offset
+    return datetime.now(UTC) + SHIFT + _offset
 
 
 def freeze(at: datetime) -> None:
@@ -35,6 +56,7 @@ def advance(delta: timedelta) -> None:
 
 
 def reset() -> None:
+    """Back to the running clock (still ``CLOCK_SHIFT_DAYS`` ahead, if set)."""
     global _offset, _frozen
     _offset = timedelta(0)
     _frozen = None

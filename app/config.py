@@ -193,6 +193,9 @@ class Config:
     # array of {"code", "name_zh", "name_en"}, inline or the path of a file.
     SKILLS = os.environ.get("SKILLS")
     DEFAULT_TIMEZONE = os.environ.get("DEFAULT_TIMEZONE", "Asia/Shanghai")
+    # Tests only: the app's clock (app/clock.py) runs this many days ahead of the
+    # wall clock, in this process and every one it starts. Production refuses it.
+    CLOCK_SHIFT_DAYS = env_int("CLOCK_SHIFT_DAYS", 0)
 
     # The push providers enabled, comma-separated (notifications/senders): fcm,jpush in
     # production; log (development) or memory (tests) stand in for every device.
@@ -283,6 +286,10 @@ class TestConfig(Config):
     RATELIMIT_STORAGE_URI = "memory://"
     ARGON2_TIME_COST = 1
     ARGON2_MEMORY_COST = 1024
+    # The race tests fire hundreds of requests at once, on a machine running other test
+    # workers: they wait for a pooled connection rather than answer 503 (test_health sets
+    # its own timeout where the timeout is what it tests).
+    DB_POOL_TIMEOUT_SECONDS = 30.0
     PUSH_BACKEND = "memory"
     SMS_BACKEND = "memory"
     STORAGE_BACKEND = "local"

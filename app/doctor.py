@@ -40,6 +40,14 @@ def _probe_engine(app: Flask) -> sa.Engine:
     return engine
 
 
+def check_clock(app: Flask) -> str | None:
+    """A shifted clock (CLOCK_SHIFT_DAYS) is a problem in any mode: every time the
+    app writes would be off by that many days."""
+    from app.secrets import clock_problems
+
+    return "; ".join(clock_problems(app.config)) or None
+
+
 def check_database(app: Flask) -> str | None:
     try:
         with _probe_engine(app).connect() as conn:
@@ -179,6 +187,7 @@ def check_certificate_font(app: Flask) -> str | None:
 
 CHECKS: tuple[tuple[str, Callable[[Flask], str | None]], ...] = (
     ("keys", check_keys),
+    ("clock", check_clock),
     ("database", check_database),
     ("migrations", check_migrations),
     ("redis", check_redis),

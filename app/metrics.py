@@ -113,7 +113,7 @@ def record_job_run(job: str, counts: dict[str, int], seconds: float, *, error: b
         if value:
             JOB_ROWS.labels(job, counter).inc(value)
     if not error:
-        JOB_LAST_SUCCESS.labels(job).set(time.time())
+        JOB_LAST_SUCCESS.labels(job).set(time.time())  # wall clock: alerts compare it with Prometheus's time()
 
 
 def record_lease(job: str, held: bool) -> None:

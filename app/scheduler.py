@@ -169,7 +169,7 @@ def build_scheduler(app: Flask, scheduler_class: type[BaseScheduler] = BlockingS
         job_defaults=JOB_DEFAULTS,
         executors={"default": ThreadPoolExecutor(max_workers=len(JOBS))},
     )
-    first_run = datetime.now(UTC)
+    first_run = datetime.now(UTC)  # APScheduler's timetable is on the wall clock, not app.clock
     for spec in JOBS:
         seconds = interval_of(app, spec)
         scheduler.add_job(

@@ -63,10 +63,19 @@ def key_problems(config, names: Iterable[str] = KEYS) -> list[str]:
     return problems
 
 
+def clock_problems(config) -> list[str]:
+    """A clock that is not the wall clock (CLOCK_SHIFT_DAYS, a test setting)."""
+    days = int(config.get("CLOCK_SHIFT_DAYS") or 0)
+    if days:
+        return [f"CLOCK_SHIFT_DAYS is {days}: the clock runs {days} days off the real time (tests only); unset it"]
+    return []
+
+
 def production_problems(app: Flask) -> list[str]:
     """Everything production refuses: the three keys, the certificate signing key,
-    an SMS provider that proves nothing (``log``) or lacks its settings, and photos
-    on one machine's disk (``STORAGE_BACKEND=local`` without ``STORAGE_LOCAL_OK``)."""
+    an SMS provider that proves nothing (``log``) or lacks its settings, photos
+    on one machine's disk (``STORAGE_BACKEND=local`` without ``STORAGE_LOCAL_OK``)
+    and a shifted clock."""
     from app import storage
     from app.services.certificates import CertificateKeyError, certificate_key
     from app.sms import configuration_problems
@@ -80,7 +89,7 @@ def production_problems(app: Flask) -> list[str]:
         certificate_key(app)
     except CertificateKeyError as exc:
         problems.append(str(exc).split(":")[0])
-    return problems
+    return problems + clock_problems(app.config)
 
 
 def ensure_keys(app: Flask) -> None:

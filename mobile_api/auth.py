@@ -75,8 +75,8 @@ def register(body):
     """Create an account with a phone proven by a code sent for `register`, and sign in.
 
     `privacy_version` is the one `GET /api/v1/legal` names (another: 422
-    `consent_outdated`). The account's ``locale`` is the request's language
-    (``Accept-Language``, zh-CN by default); ``PATCH /me`` changes it.
+    `consent_outdated`). The account's `locale` is the request's language
+    (`Accept-Language`, zh-CN by default); `PATCH /me` changes it.
 
     Send an `Idempotency-Key` (a UUID made once per sign-up form): a retry whose
     answer was lost replays the 201 instead of answering 422 (the code is spent)."""

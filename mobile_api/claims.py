@@ -36,7 +36,7 @@ ClaimPage = page_of(ClaimSchema, "ClaimPage")
 def claim_posting(body, posting_id):
     """Claim a posting: take on a wish, sign up, book a service, redeem a reward.
 
-    The claim is ``active``, or ``waitlisted`` when a project or charity is full."""
+    The claim is `active`, or `waitlisted` when a project or charity is full."""
     return claims.claim_posting(current_actor(), posting_id, body.get("message"))
 
 
@@ -84,7 +84,7 @@ def withdraw_claim(claim_id):
 def fulfil_claim(body, claim_id):
     """Mark done: the claimant of a wish, or the provider of a service.
 
-    ``photo_ids`` are uploads of yours for ``fulfil`` (``POST /api/v1/uploads``): each is checked
+    `photo_ids` are uploads of yours for `fulfil` (`POST /api/v1/uploads`): each is checked
     and re-encoded without its metadata when first used; whoever may see the claim sees them."""
     return claims.fulfil_claim(current_actor(), claim_id, body["note"], body["photo_ids"], body["minutes"])
 
@@ -98,8 +98,8 @@ def fulfil_claim(body, claim_id):
 def confirm_claim(body, claim_id):
     """Confirm and rate; writes the service record and the energy.
 
-    A confirmed wish shows its fulfilment (note and photos) to everyone as the posting's ``story``,
-    unless ``private_photos`` is true."""
+    A confirmed wish shows its fulfilment (note and photos) to everyone as the posting's `story`,
+    unless `private_photos` is true."""
     return claims.confirm_claim(
         current_actor(), claim_id, body["rating"], body["feedback"], body["minutes"], body["private_photos"]
     )

@@ -56,7 +56,7 @@ def get_me():
 def update_me(body):
     """Change the profile.
 
-    ``avatar_photo_id``: an upload of yours for ``avatar`` becomes ``avatar`` (null removes it)."""
+    `avatar_photo_id`: an upload of yours for `avatar` becomes `avatar` (null removes it)."""
     return accounts.update_profile(current_user(), body)
 
 
@@ -164,7 +164,7 @@ def register_volunteer(body):
 @blp.response(200, MyClaimPage)
 @blp.doc(**AUTH)
 def my_claims(query):
-    """My claims, newest first, each with its posting (``?status=`` filters)."""
+    """My claims, newest first, each with its posting (`?status=` filters)."""
     items, next_cursor = claims.list_my_claims(
         current_actor(), statuses=query["status"], cursor=query["cursor"], limit=query["limit"]
     )
@@ -177,7 +177,7 @@ def my_claims(query):
 @blp.response(200, RecordPage)
 @blp.doc(**AUTH)
 def my_records(query):
-    """My service records (志愿服务记录) of every status, newest first (``?kind=credit|honor``, ``?status=``)."""
+    """My service records (志愿服务记录) of every status, newest first (`?kind=credit|honor`, `?status=`)."""
     items, next_cursor = records.list_records(current_user(), **query)
     return {"items": items, "next_cursor": next_cursor}
 

@@ -57,7 +57,7 @@ def unregister_device(token: str):
 @blp.response(200, page_of(NotificationSchema, "NotificationPage"))
 @blp.doc(**AUTH)
 def list_notifications(query):
-    """The inbox, newest first; ``unread=true`` for unread only."""
+    """The inbox, newest first; `unread=true` for unread only."""
     items, next_cursor = inbox.list_inbox(
         current_user(),
         unread_only=query["unread"],

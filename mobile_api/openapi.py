@@ -26,6 +26,11 @@ class ErrorSchema(Schema):
         metadata={"description": "422 only: location (json, query, …) → field → messages."},
     )
     request_id = fields.String(metadata={"description": "500 only: quote it to the operator (also X-Request-ID)."})
+    checks = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        metadata={"description": "`/readyz` 503 only: each check (database, redis) and what it found."},
+    )
 
 
 class ErrorResponsesPlugin(BasePlugin):
@@ -75,10 +80,12 @@ class GeneratorPlugin(BasePlugin):
     need, for every operation at once:
 
     - ``operationId``: the view function's name (snake_case, unique; a clash stops the app);
-    - ``security``: what the view declares, else the bearer token (public views say ``[]``);
+    - ``security``: what the view declares, else the bearer token; public views, those a token
+      only personalises included, say ``[]`` (generators then take an anonymous client);
     - ``description``: the docstring's body, then who may call it and the error slugs it answers;
     - 401 and 404 declared where a token or a path id can produce them;
-    - nullable nested objects as ``nullable`` + ``allOf`` of the typed reference (3.0), not an untyped ``anyOf``;
+    - nullable nested objects and enums in the one form OpenAPI 3.0.3 reads strictly and generators
+      type as "this or null": ``anyOf`` of the typed value and a null (:func:`or_null`);
     - district codes as an enum of the configured ``DISTRICTS``;
     - a request body example the server accepts (``mobile_api/examples.py``).
 
@@ -99,12 +106,12 @@ class GeneratorPlugin(BasePlugin):
         districts = self.districts
 
         def typed_nullable(_converter, field, ret, **_kwargs):
+            # apispec says anyOf [{"type": "object", "nullable": true}, {"$ref": …}]: any object at all passes.
             any_of = ret.get("anyOf")
             if field.allow_none and isinstance(any_of, list):
                 refs = [item for item in any_of if "$ref" in item]
                 if len(refs) == 1 and len(any_of) == 2:
-                    del ret["anyOf"]
-                    return {"nullable": True, "allOf": refs}
+                    ret["anyOf"] = or_null(refs[0], "object")
             return {}
 
         def district_enum(_converter, field, ret, **_kwargs):
@@ -113,12 +120,25 @@ class GeneratorPlugin(BasePlugin):
             return {"enum": list(districts)} if isinstance(field, District) else {}
 
         def nullable_enum(_converter, field, ret, **_kwargs):
-            # 3.0: a nullable field's enum must list null too, or null is refused.
+            # One enum (titled after the field, so a generator names it Org + role = OrgRole) or null:
+            # a nullable enum listing null makes openapi-python-client write three identical classes.
             enum = ret.get("enum")
-            if field.allow_none and isinstance(enum, list) and None not in enum:
-                return {"enum": [*enum, None]}
+            if field.allow_none and isinstance(enum, list) and "type" in ret:
+                kind = ret.pop("type")
+                values = [value for value in ret.pop("enum") if value is not None]
+                ret.pop("nullable", None)
+                titled = {"type": kind, "enum": values, "title": field.data_key or field.name}
+                ret["anyOf"] = or_null(titled, kind)
             return {}
 
+        def no_null_default(_converter, field, ret, **_kwargs):
+            # A field left out is already null; `default: null` makes openapi-typescript (which reads
+            # any default as "always there") require the field of every request that sends the schema.
+            if "default" in ret and ret["default"] is None:
+                del ret["default"]
+            return {}
+
+        converter.add_attribute_function(no_null_default)
         converter.add_attribute_function(typed_nullable)
         converter.add_attribute_function(district_enum)
         converter.add_attribute_function(nullable_enum)
@@ -157,6 +177,11 @@ class GeneratorPlugin(BasePlugin):
             for parameter in operation.get("parameters", []):
                 _not_nullable(parameter)
             operation["description"] = _description(operation)
+            if {} in operation["security"]:
+                # Public, and a token makes it the caller's view (the description says so).
+                # `[{}, bearer]` is how OpenAPI says "optional", but generators read any
+                # requirement as "token needed" and want a signed-in client for the wall.
+                operation["security"] = []
             example = REQUEST_EXAMPLES.get(operation_id)
             body = operation.get("requestBody", {}).get("content", {}).get("application/json")
             if body is not None:
@@ -165,12 +190,34 @@ class GeneratorPlugin(BasePlugin):
                 body["example"] = example
 
 
+def or_null(schema: dict, kind: str) -> list[dict]:
+    """``schema`` or null, as OpenAPI 3.0.3 says it strictly: ``nullable`` counts only
+    beside a ``type``, and an ``allOf`` or ``$ref`` never lets null through, so null is
+    its own branch (a ``kind`` that is only null). Generators read the pair as "this or
+    null" (openapi-python-client: ``Location | None``; openapi-typescript: ``… | null``)."""
+    return [schema, {"type": kind, "nullable": True, "enum": [None]}]
+
+
+def _non_null(schema: dict) -> dict:
+    """The value branch of an :func:`or_null` pair, with the pair's own keys (a query
+    parameter is given or left out, never null)."""
+    branches = [item for item in schema.get("anyOf", []) if item.get("enum") != [None]]
+    if len(branches) != 1 or len(schema["anyOf"]) != 2:
+        return schema
+    rest = {key: value for key, value in schema.items() if key != "anyOf"}
+    return {**{key: value for key, value in branches[0].items() if key != "title"}, **rest}
+
+
 def _not_nullable(parameter: dict) -> None:
     """A query parameter is left out or given, never null (a ``load_default=None``
     field says nullable): say so, or generators invent union types for it."""
     schema = parameter.get("schema") if isinstance(parameter, dict) else None
     if not isinstance(schema, dict) or parameter.get("in") != "query":
         return
+    if "anyOf" in schema:
+        schema = parameter["schema"] = _non_null(schema)
+    if isinstance(schema.get("items"), dict) and "anyOf" in schema["items"]:
+        schema["items"] = _non_null(schema["items"])
     if "default" in schema and schema["default"] is None:
         del schema["default"]
     for node in (schema, schema.get("items")):
@@ -210,10 +257,11 @@ def _default_slug(code: int) -> str:
 
 
 def finalize(spec, plugin: GeneratorPlugin) -> None:
-    """Once every blueprint is in the document: a field of a response-only schema is
-    ``required`` (always present) unless marked optional; the envelope's ``error``
-    lists every slug. Schemas that are also read from requests keep their own
-    ``required`` (what a request must hold)."""
+    """Once every blueprint is in the document: the bearer-token scheme; a field of a
+    response-only schema is ``required`` (always present) unless marked optional;
+    the envelope's ``error`` lists every slug. Schemas that are also read from
+    requests keep their own ``required`` (what a request must hold)."""
+    spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     document = spec.to_dict()
     schemas = document.get("components", {}).get("schemas", {})
     inputs: set[str] = set()

@@ -154,7 +154,7 @@ def add_honor_record(body, org_id):
 @blp.alt_response(403, description="coordinator_required")
 @blp.doc(**AUTH)
 def list_org_records(query, org_id):
-    """The records the org records, oldest first (``?status=pending``: the review queue; coordinators, admins)."""
+    """The records the org records, oldest first (`?status=pending`: the review queue; coordinators, admins)."""
     items, next_cursor = records.list_org_records(current_actor(), org_id, **query)
     return {"items": items, "next_cursor": next_cursor}
 

@@ -23,7 +23,7 @@ AUTH = {"security": [{"bearerAuth": []}]}
 def create_upload(body):
     """Ask for a photo upload: a presigned PUT for the bytes, valid 10 minutes.
 
-    PUT the file's bytes to ``upload.url`` with ``upload.headers``, then use ``photo_id``: a
-    posting's or a fulfilment's ``photo_ids``, or ``PATCH /api/v1/me {avatar_photo_id}``, as
-    ``purpose`` says. An upload not used within a day is deleted."""
+    PUT the file's bytes to `upload.url` with `upload.headers`, then use `photo_id`: a
+    posting's or a fulfilment's `photo_ids`, or `PATCH /api/v1/me {avatar_photo_id}`, as
+    `purpose` says. An upload not used within a day is deleted."""
     return photos.create_upload(current_actor(), body["purpose"], body["content_type"], body["size"])

@@ -35,7 +35,7 @@ PostingPageSchema = page_of(PostingSchema, "PostingPage")
 def create_posting(body):
     """Post a wish, project, charity activity, service or energy reward.
 
-    ``photo_ids`` are uploads of yours for ``posting`` (``POST /api/v1/uploads``), checked and
+    `photo_ids` are uploads of yours for `posting` (`POST /api/v1/uploads`), checked and
     re-encoded without their metadata when first used; they are public like the posting."""
     return postings.create_posting(current_actor(), body)
 
@@ -47,7 +47,7 @@ def create_posting(body):
 @blp.alt_response(403, description="volunteer_required (for_me)")
 @blp.doc(**PUBLIC)
 def list_postings(query):
-    """The wish wall: filters, nearby search, keyset pages (public); ``for_me``: what fits you."""
+    """The wish wall: filters, nearby search, keyset pages (public); `for_me`: what fits you."""
     if query["for_me"]:
         items, next_cursor = matching.postings_for_me(
             optional_actor(), kinds=query.get("kind"), cursor=query["cursor"], limit=query["limit"]

@@ -23,7 +23,7 @@ AUTH = {"security": [{"bearerAuth": []}]}
 def approve_record(record_id):
     """Approve a pending record, which counts from now on (its org's coordinators but its maker, admins).
 
-    Never one's own record (``own_record``), nor one you made (``second_person_required``)."""
+    Never one's own record (`own_record`), nor one you made (`second_person_required`)."""
     return records.approve_record(current_actor(), record_id)
 
 

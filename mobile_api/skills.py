@@ -18,5 +18,5 @@ SkillPageSchema = page_of(SkillSchema, "SkillPage")
 def list_skills():
     """Every skill, in one page: the codes volunteers' skills hold, with their names (public).
 
-    A posting's tag names a skill when it is the skill's code, ``name_zh`` or ``name_en``."""
+    A posting's tag names a skill when it is the skill's code, `name_zh` or `name_en`."""
     return {"items": vocabulary().skills, "next_cursor": None}

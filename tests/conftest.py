@@ -11,12 +11,20 @@ import atexit
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 
 # Subprocesses the tests start (the scheduler, `flask run`, probes) run in
 # development mode, with generated keys; production's refusal is tested on purpose.
 os.environ.setdefault("APP_ENV", "development")
+# Each session (each xdist worker) keeps generated development keys and the default
+# SQLite file in a directory of its own, never in the checkout's instance/ (where
+# `make run` keeps its own), and shares it with the processes it starts.
+if "INSTANCE_PATH" not in os.environ:
+    os.environ["INSTANCE_PATH"] = tempfile.mkdtemp(prefix="yz-test-instance-")
+    atexit.register(shutil.rmtree, os.environ["INSTANCE_PATH"], True)
 
 import pytest  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
 
 from app import clock, create_app  # noqa: E402
 from app.config import TestConfig, database_url  # noqa: E402
@@ -40,16 +48,32 @@ def _no_secrets_in_logs():
     assert not watcher.leaks, "secrets reached the log:\n" + "\n".join(watcher.leaks)
 
 
-def _test_db_url(tmp_path_factory) -> str:
-    url = os.environ.get("TEST_DATABASE_URL")
-    if url:
-        return database_url(url)
-    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite'}"
-
-
 @pytest.fixture(scope="session")
-def db_url(tmp_path_factory) -> str:
-    return _test_db_url(tmp_path_factory)
+def db_url(tmp_path_factory) -> Iterator[str]:
+    """The test database: an SQLite file of this session's own, or with
+    TEST_DATABASE_URL that PostgreSQL database — and under pytest-xdist
+    (``make test`` runs ``-n auto``) a database per worker beside it,
+    ``<name>_gw0``, ``<name>_gw1``…, made empty at the start and dropped at the end,
+    so no worker sees another's rows, locks or advisory locks."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    if not url:
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite'}"
+        return
+    url = database_url(url)
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        yield url
+        return
+    base = sa.make_url(url)
+    name = f"{base.database}_{worker}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield base.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -75,6 +99,13 @@ atexit.register(shutil.rmtree, _PHOTOS_DIR, True)
 def _config_dict() -> dict:
     config = {k: getattr(TestConfig, k) for k in dir(TestConfig) if k.isupper()}
     return {**config, "STORAGE_LOCAL_PATH": _PHOTOS_DIR}
+
+
+def production_config(**overrides) -> dict:
+    """The test settings read as production (``APP_ENV=production``, not testing).
+    A run under ``CLOCK_SHIFT_DAYS`` shifts the test process's clock, not this app's
+    settings: production refuses a shifted clock, and that has its own test."""
+    return {**_config_dict(), "TESTING": False, "APP_ENV": "production", "CLOCK_SHIFT_DAYS": 0, **overrides}
 
 
 def _empty_tables() -> None:

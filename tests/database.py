@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 from flask import Flask
 
+from app.clock import utcnow
 from app.extensions import db
 from app.geo import GEOCELL_DEG
 
@@ -42,12 +43,17 @@ def fill_city(rows: int) -> None:
                    (ARRAY['open','open','claimed','closed','expired'])[1 + (g / 5) % 5], 'haishu',
                    lat, lng,
                    floor((lat + 90) / :deg)::bigint * 100000 + floor((lng + 180) / :deg)::bigint,
-                   :author, 1, 0, 0, '[]', now() - g * interval '1 second', now()
+                   :author, 1, 0, 0, '[]', :now - g * interval '1 second', :now
             FROM (SELECT g, 29.5 + random() * 0.8 AS lat, 121.1 + random() * 0.9 AS lng
                   FROM generate_series(1, :rows) AS g) AS points
             """
         ),
-        {"rows": rows, "deg": GEOCELL_DEG, "author": db.session.scalar(sa.text("SELECT min(id) FROM users"))},
+        {
+            "rows": rows,
+            "deg": GEOCELL_DEG,
+            "author": db.session.scalar(sa.text("SELECT min(id) FROM users")),
+            "now": utcnow(),  # the app's clock, not the database's
+        },
     )
     db.session.commit()
     analyze("postings")

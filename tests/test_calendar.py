@@ -17,8 +17,9 @@ from app import clock
 from app.extensions import db
 from app.models import CalendarFeed, IdempotencyKey, Posting
 from tests.factories import make_claim, make_org, make_posting, make_user, make_volunteer, set_locale
+from tests.moments import YEAR
 
-NOW = datetime(2026, 11, 30, 4, 0, tzinfo=UTC)
+NOW = datetime(YEAR, 11, 30, 4, 0, tzinfo=UTC)
 MINE = "/api/v1/me/calendar"
 SITE = {"lat": 29.871234, "lng": 121.551234}
 
@@ -126,7 +127,7 @@ def test_the_feed_has_one_event_per_sign_up(app, client, signed_up):
     due = NOW + timedelta(hours=168)
     assert (wish["DTSTART"].dt, wish["DTEND"].dt) == (due - timedelta(minutes=30), due)
     assert str(wish["SUMMARY"]) == "截止：帮独居老人修水龙头"
-    assert "请在 2026-12-07 12:00 前完成" in str(wish["DESCRIPTION"])  # in Ningbo's time
+    assert f"请在 {YEAR}-12-07 12:00 前完成" in str(wish["DESCRIPTION"])  # in Ningbo's time
     # A service booked with no time is shown when it was booked.
     service = found[uid(claims["service"])]
     assert (service["DTSTART"].dt, service["DTEND"].dt) == (NOW, NOW + timedelta(minutes=30))
@@ -144,7 +145,7 @@ def test_the_feed_speaks_its_owners_language(app, client, signed_up):
     wish = found[uid(claims["wish"])]
     assert str(wish["SUMMARY"]) == "Due: 帮独居老人修水龙头"
     assert "Status: active" in str(wish["DESCRIPTION"])
-    assert "Complete it by 2026-12-07 12:00." in str(wish["DESCRIPTION"])
+    assert f"Complete it by {YEAR}-12-07 12:00." in str(wish["DESCRIPTION"])
 
 
 def test_another_users_claims_never_appear(app, client, signed_up):

@@ -23,8 +23,9 @@ from app.extensions import db
 from app.models import AuditEntry, Certificate, Notification, Volunteer
 from app.services.certificates import CertificateKeyError, certificate_key, new_signing_key
 from tests.factories import add_member, make_org, make_record, make_user, make_volunteer, set_locale
+from tests.moments import YEAR
 
-NOW = datetime(2026, 11, 30, 4, 0, tzinfo=UTC)  # 12:00 in Ningbo
+NOW = datetime(YEAR, 11, 30, 4, 0, tzinfo=UTC)  # 12:00 in Ningbo
 MINE = "/api/v1/me/certificates"
 
 
@@ -72,12 +73,12 @@ def test_issue_pdf_verify_alter_void(app, client, served):
     resp = issue(client, volunteer, served["org_id"])
     assert resp.status_code == 201, resp.get_json()
     cert = resp.get_json()
-    assert re.fullmatch(r"NB-2026-\d{6}", cert["number"])
+    assert re.fullmatch(rf"NB-{YEAR}-\d{{6}}", cert["number"])
     assert cert["volunteer"]["real_name"] == "欧阳娜娜"
     assert re.fullmatch(r"3302\*{10}\w{4}", cert["volunteer"]["id_number_masked"])
     assert cert["org"] == {"id": served["org_id"], "name": "鼓楼街道志愿服务站"}
     assert (cert["credit_hours"], cert["honor_hours"], cert["records_count"]) == (4.5, 1.0, 3)
-    assert (cert["from"], cert["to"]) == ("2026-11-10", "2026-11-30")  # first record's day .. today
+    assert (cert["from"], cert["to"]) == (f"{YEAR}-11-10", f"{YEAR}-11-30")  # first record's day .. today
     assert cert["status"] == "valid"
     assert cert["issued_at"].endswith("Z")
     assert cert["verify_url"] == f"http://localhost/verify/{cert['code']}"
@@ -94,7 +95,7 @@ def test_issue_pdf_verify_alter_void(app, client, served):
         "鼓楼街道志愿服务站",
         "4.5",
         "敬老院陪伴",
-        "2026-11-10",
+        f"{YEAR}-11-10",
     ):
         assert expected in text, expected
     assert cert["volunteer"]["id_number_masked"] in text
@@ -107,8 +108,8 @@ def test_issue_pdf_verify_alter_void(app, client, served):
         "number": cert["number"],
         "volunteer": {"real_name_masked": "欧***", "volunteer_no": cert["volunteer"]["volunteer_no"]},
         "org": cert["org"],
-        "from": "2026-11-10",
-        "to": "2026-11-30",
+        "from": f"{YEAR}-11-10",
+        "to": f"{YEAR}-11-30",
         "credit_hours": 4.5,
         "honor_hours": 1.0,
         "issued_at": cert["issued_at"],
@@ -169,22 +170,22 @@ def test_period_is_inclusive_in_shanghai(app, client):
     clock.freeze(NOW)
     org_id, _ = make_org(app)
     volunteer = make_volunteer(app)
-    # 2026-11-01 00:30 and 2026-11-01 23:59 in Ningbo are on the 1st; 2026-10-31 23:59 is not.
-    make_record(app, volunteer, org_id, minutes=60, ended_at=datetime(2026, 10, 31, 16, 30, tzinfo=UTC))
-    make_record(app, volunteer, org_id, minutes=30, ended_at=datetime(2026, 11, 1, 15, 59, tzinfo=UTC))
-    make_record(app, volunteer, org_id, minutes=600, ended_at=datetime(2026, 10, 31, 15, 59, tzinfo=UTC))
-    make_record(app, volunteer, org_id, minutes=600, ended_at=datetime(2026, 11, 1, 16, 0, tzinfo=UTC))
-    resp = issue(client, volunteer, org_id, **{"from": "2026-11-01", "to": "2026-11-01"})
+    # 1 November 00:30 and 23:59 in Ningbo are on the 1st; 31 October 23:59 is not.
+    make_record(app, volunteer, org_id, minutes=60, ended_at=datetime(YEAR, 10, 31, 16, 30, tzinfo=UTC))
+    make_record(app, volunteer, org_id, minutes=30, ended_at=datetime(YEAR, 11, 1, 15, 59, tzinfo=UTC))
+    make_record(app, volunteer, org_id, minutes=600, ended_at=datetime(YEAR, 10, 31, 15, 59, tzinfo=UTC))
+    make_record(app, volunteer, org_id, minutes=600, ended_at=datetime(YEAR, 11, 1, 16, 0, tzinfo=UTC))
+    resp = issue(client, volunteer, org_id, **{"from": f"{YEAR}-11-01", "to": f"{YEAR}-11-01"})
     assert resp.status_code == 201, resp.get_json()
     cert = resp.get_json()
     assert (cert["from"], cert["to"], cert["credit_hours"], cert["records_count"]) == (
-        "2026-11-01",
-        "2026-11-01",
+        f"{YEAR}-11-01",
+        f"{YEAR}-11-01",
         1.5,
         2,
     )
     everything = issue(client, volunteer, org_id).get_json()
-    assert (everything["from"], everything["to"], everything["records_count"]) == ("2026-10-31", "2026-11-30", 4)
+    assert (everything["from"], everything["to"], everything["records_count"]) == (f"{YEAR}-10-31", f"{YEAR}-11-30", 4)
 
 
 def test_only_the_orgs_own_records_count(app, client, served):
@@ -194,7 +195,7 @@ def test_only_the_orgs_own_records_count(app, client, served):
 
 def test_no_records_in_the_period_is_422_and_writes_nothing(app, client, served):
     volunteer = served["volunteer"]
-    for period in ({"from": "2026-01-01", "to": "2026-06-30"}, {"to": "2026-11-01"}):
+    for period in ({"from": f"{YEAR}-01-01", "to": f"{YEAR}-06-30"}, {"to": f"{YEAR}-11-01"}):
         resp = issue(client, volunteer, served["org_id"], **period)
         assert resp.status_code == 422, resp.get_json()
         assert resp.get_json()["error"] == "no_records"
@@ -302,14 +303,14 @@ def test_without_its_font_the_certificate_says_what_to_install(make_app, served,
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"from": "2026-11-20", "to": "2026-11-10"}, "from"),
-        ({"to": "2026-12-01"}, "to"),
-        ({"from": "2026/11/01"}, "from"),
-        ({"from": "20261101"}, "from"),
+        ({"from": f"{YEAR}-11-20", "to": f"{YEAR}-11-10"}, "from"),
+        ({"to": f"{YEAR}-12-01"}, "to"),
+        ({"from": f"{YEAR}/11/01"}, "from"),
+        ({"from": f"{YEAR}1101"}, "from"),
         ({"to": "1999-12-31"}, "to"),
-        ({"from": "2026-02-30"}, "from"),
+        ({"from": f"{YEAR}-02-30"}, "from"),
         ({"org_id": "1"}, "org_id"),
-        ({"until": "2026-11-01"}, "until"),
+        ({"until": f"{YEAR}-11-01"}, "until"),
     ],
 )
 def test_bad_periods_are_422(app, client, served, body, field):
@@ -695,11 +696,16 @@ def test_the_pdf_and_the_page_in_english(app, client, served):
     set_locale(client, volunteer, "en")
     pdf = client.get(f"/api/v1/certificates/{cert['id']}/pdf", headers=volunteer.headers)
     text = " ".join(pdf_pages(pdf.data))
-    for expected in ("Certificate of Volunteer Service", "This is to certify that", "November 10, 2026", "4.5 hours"):
+    for expected in (
+        "Certificate of Volunteer Service",
+        "This is to certify that",
+        f"November 10, {YEAR}",
+        "4.5 hours",
+    ):
         assert expected in text, expected
     assert "证明编号" not in text and "欧阳娜娜" in text
     page = client.get(f"/verify/{cert['code']}", headers={"Accept-Language": "en"}).get_data(as_text=True)
     assert '<html lang="en">' in page
-    assert "The certificate is valid" in page and "4.5 hours" in page and "November 10, 2026" in page
+    assert "The certificate is valid" in page and "4.5 hours" in page and f"November 10, {YEAR}" in page
     chinese = client.get(f"/verify/{cert['code']}").get_data(as_text=True)
-    assert '<html lang="zh-CN">' in chinese and "2026年11月10日" in chinese
+    assert '<html lang="zh-CN">' in chinese and f"{YEAR}年11月10日" in chinese

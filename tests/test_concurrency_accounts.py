@@ -7,6 +7,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 
+import pytest
 import sqlalchemy as sa
 
 from app.extensions import db
@@ -14,6 +15,8 @@ from app.models import RefreshToken, User, Volunteer, VolunteerSkill
 from app.sms import provider_for
 from tests.factories import make_user
 from tests.helpers import sms_code
+
+pytestmark = pytest.mark.slow
 
 THREADS = 24
 # Profiles saved at once share a skill: the skills index is rebuilt one save at a time.

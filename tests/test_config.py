@@ -99,6 +99,7 @@ def _limits(**env) -> dict:
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_development_rate_limits_let_journeys_be_replayed():
     """Two sign-up-and-login journeys a minute from one laptop never meet a 429 in
     development; production keeps its budgets; the environment overrides both."""

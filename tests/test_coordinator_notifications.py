@@ -13,8 +13,9 @@ from app.extensions import db
 from app.models import Notification, User
 from app.outbox import notify
 from tests.factories import make_claim, make_org, make_posting, make_user, make_volunteer, set_locale
+from tests.moments import YEAR
 
-NOW = datetime(2026, 5, 4, 2, 0, tzinfo=UTC)
+NOW = datetime(YEAR, 5, 4, 2, 0, tzinfo=UTC)
 
 
 def told(app, kind: str) -> list[Notification]:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from app.devserver import banner, lan_address, port_is_free
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +44,7 @@ def test_the_lan_address_is_not_loopback():
     assert address is None or not address.startswith("127.")
 
 
+@pytest.mark.slow
 def test_make_run_prints_it_before_serving():
     makefile = (ROOT / "Makefile").read_text()
     assert "python -m app.devserver $(HOST) $(PORT)" in makefile

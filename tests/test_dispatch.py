@@ -26,9 +26,10 @@ from notifications.dispatch import (
 from notifications.senders import PushResult, Router
 from notifications.senders.memory import MemoryProvider
 from tests.factories import make_device, make_user
+from tests.moments import YEAR
 from tests.pushes import device_tokens, outbox_rows
 
-NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
+NOW = datetime(YEAR, 11, 26, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
 
 
 @pytest.fixture
@@ -146,8 +147,8 @@ def test_muted_kinds_never_push(app, sender):
 
 
 def test_quiet_hours_defer_the_push_until_they_end(app, sender):
-    night = datetime(2026, 11, 26, 15, 30, tzinfo=UTC)  # 23:30 in Shanghai
-    morning = datetime(2026, 11, 26, 23, 0, tzinfo=UTC)  # 07:00 next day in Shanghai
+    night = datetime(YEAR, 11, 26, 15, 30, tzinfo=UTC)  # 23:30 in Shanghai
+    morning = datetime(YEAR, 11, 26, 23, 0, tzinfo=UTC)  # 07:00 next day in Shanghai
     clock.freeze(night)
     user = make_user(app)
     add_device(app, user.id, "phone")

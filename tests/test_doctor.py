@@ -14,7 +14,7 @@ from app.models import JobRun
 from app.scheduler import JOB_NAMES
 from app.secrets import KEYS, UnsafeConfiguration
 from app.services.certificates import new_signing_key
-from tests.conftest import _config_dict
+from tests.conftest import production_config
 from tests.helpers import PRODUCTION_SMS
 
 GOOD_KEYS = {
@@ -31,15 +31,14 @@ def production(tmp_path, s3_config):
 
     def build(**config):
         app = create_app(
-            {
-                **_config_dict(),
-                "TESTING": False,
-                "APP_ENV": "production",
-                **GOOD_KEYS,
-                **s3_config,
-                "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'prod.sqlite'}",
-                **config,
-            }
+            production_config(
+                **{
+                    **GOOD_KEYS,
+                    **s3_config,
+                    "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'prod.sqlite'}",
+                    **config,
+                }
+            )
         )
         with app.app_context():
             upgrade()
@@ -62,7 +61,7 @@ def doctor(app):
 def test_a_healthy_install_passes(production):
     code, output, _ = doctor(production())
     assert code == 0, output
-    assert [line.split()[0] for line in output.strip().splitlines()] == ["ok"] * 9
+    assert [line.split()[0] for line in output.strip().splitlines()] == ["ok"] * 10
 
 
 def test_the_sms_settings_are_checked(app, make_app):
@@ -76,14 +75,9 @@ def test_the_sms_settings_are_checked(app, make_app):
 def test_production_refuses_a_code_in_the_log(tmp_path):
     with pytest.raises(UnsafeConfiguration, match="SMS_BACKEND=log is for development"):
         create_app(
-            {
-                **_config_dict(),
-                "TESTING": False,
-                "APP_ENV": "production",
-                **GOOD_KEYS,
-                "SMS_BACKEND": "log",
-                "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'p.sqlite'}",
-            }
+            production_config(
+                **{**GOOD_KEYS, "SMS_BACKEND": "log"}, SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'p.sqlite'}"
+            )
         )
 
 
@@ -109,14 +103,7 @@ def test_a_missing_certificate_font_fails_and_names_its_package(production, tmp_
 
 def test_an_unmigrated_database_fails(tmp_path, s3_config):
     app = create_app(
-        {
-            **_config_dict(),
-            "TESTING": False,
-            "APP_ENV": "production",
-            **GOOD_KEYS,
-            **s3_config,
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'empty.sqlite'}",
-        }
+        production_config(**GOOD_KEYS, **s3_config, SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'empty.sqlite'}")
     )
     code, output, lines = doctor(app)
     assert code == 1
@@ -149,3 +136,12 @@ def test_photos_on_one_disk_are_a_production_install_only_when_told(production, 
     )
     assert code == 0, output
     assert lines["storage"] == ""
+
+
+def test_a_shifted_clock_fails_in_any_mode(app, make_app):
+    """CLOCK_SHIFT_DAYS (a test setting) runs the app's clock off the real time:
+    doctor says so, whatever the mode."""
+    code, output, lines = doctor(make_app(CLOCK_SHIFT_DAYS=365))
+    assert code == 1
+    assert "CLOCK_SHIFT_DAYS is 365" in lines["clock"], output
+    assert lines["clock"].endswith("unset it")

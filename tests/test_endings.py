@@ -15,8 +15,9 @@ from app import clock
 from app.extensions import db
 from app.models import AuditEntry, Claim, Notification, Posting, ServiceRecord, Volunteer
 from tests.factories import add_member, make_org, make_posting, make_user, make_volunteer
+from tests.moments import YEAR
 
-T0 = datetime(2026, 11, 2, 2, 0, tzinfo=UTC)  # 10:00 in Ningbo
+T0 = datetime(YEAR, 11, 2, 2, 0, tzinfo=UTC)  # 10:00 in Ningbo
 SITE = {"lat": 29.87, "lng": 121.55}
 
 
@@ -341,10 +342,10 @@ def test_a_residents_edit_of_an_approved_wish_goes_back_to_review(app, client):
     assert client.post(f"/api/v1/postings/{wish}/approve", headers=coordinator.headers).status_code == 200
 
     extend = client.patch(
-        f"/api/v1/postings/{wish}", json={"expires_at": "2026-12-01T12:00:00+08:00"}, headers=resident.headers
+        f"/api/v1/postings/{wish}", json={"expires_at": f"{YEAR}-12-01T12:00:00+08:00"}, headers=resident.headers
     )
     assert extend.get_json()["status"] == "open"
-    assert extend.get_json()["expires_at"] == "2026-12-01T04:00:00Z"
+    assert extend.get_json()["expires_at"] == f"{YEAR}-12-01T04:00:00Z"
     # a coordinator's fix of the text stands
     fixed = client.patch(f"/api/v1/postings/{wish}", json={"title": "想要一台老人收音机"}, headers=coordinator.headers)
     assert fixed.get_json()["status"] == "open"

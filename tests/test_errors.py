@@ -148,6 +148,18 @@ def test_garbage_json_is_400_invalid_json(app, client):
     assert body["message"] == message(app, "invalid_json")
 
 
+def test_json_answers_are_utf8_as_written(app, client):
+    """Chinese goes out as UTF-8, not as \\u escapes: half the bytes, and readable in a log or a proxy."""
+    refused = client.post(REGISTER, json={})
+    raw = refused.get_data()
+    assert message(app, "validation_error").encode() in raw
+    assert b"\\u" not in raw
+    document = client.get("/api/v1/openapi.json").get_data()
+    assert "甬·志愿".encode() in document and "甬".encode("unicode_escape") not in document
+    # a lone surrogate has no UTF-8: escaped, never a failed answer
+    assert app.json.dumps({"title": "标题\ud800"}) == '{"title": "\\u6807\\u9898\\ud800"}'
+
+
 def test_invalid_utf8_json_is_400_invalid_json(client):
     resp = client.post(REGISTER, data=b'{"phone": "\xff\xfe"}', content_type="application/json")
     assert_envelope(resp, 400, "invalid_json")

@@ -14,8 +14,9 @@ from app.geo import geocell_for, haversine_km
 from app.models import Posting
 from tests.database import fill_city
 from tests.factories import make_org, make_posting, make_user
+from tests.moments import YEAR
 
-NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+NOW = datetime(YEAR, 3, 2, 2, 0, tzinfo=UTC)
 CENTRE = (29.87, 121.55)  # 鼓楼, Ningbo
 
 
@@ -249,6 +250,7 @@ def _scatter(app, author, n: int, seed: int, spread: float = 0.12) -> dict[int, 
     return points
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("seed", "radius"), [(1, 3.0), (2, 5.5), (3, 0.8), (4, 12.0)])
 def test_distance_order_and_radius_match_brute_force(app, client, author, seed, radius):
     points = _scatter(app, author, 150, seed)

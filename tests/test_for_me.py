@@ -13,8 +13,9 @@ from app.geo import KM_PER_DEG_LAT, geocell_for
 from app.models import Posting, PostingTag
 from tests.database import analyze, fill_city, recorded
 from tests.factories import make_claim, make_org, make_posting, make_user, make_volunteer
+from tests.moments import YEAR
 
-NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+NOW = datetime(YEAR, 3, 2, 2, 0, tzinfo=UTC)
 HOME = (29.87, 121.55)
 URL = "/api/v1/postings?for_me=true"
 

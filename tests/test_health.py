@@ -76,6 +76,7 @@ def test_probes_need_no_token_and_ignore_a_bad_one(client):
         assert client.get(path, headers={"Authorization": "Bearer junk"}).status_code == 200
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("url", UNREACHABLE)
 def test_readyz_is_503_when_the_database_does_not_answer(url, caplog):
     app = outage_app(url)
@@ -94,6 +95,7 @@ def test_readyz_is_503_when_the_database_does_not_answer(url, caplog):
         db.engine.dispose()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("url", UNREACHABLE)
 def test_requests_during_an_outage_are_503_with_retry_after_and_one_log_line(url, caplog, monkeypatch):
     from app import errors
@@ -114,6 +116,7 @@ def test_requests_during_an_outage_are_503_with_retry_after_and_one_log_line(url
         db.engine.dispose()
 
 
+@pytest.mark.slow
 def test_a_database_that_hangs_costs_a_request_seconds_not_minutes(silent_server):
     app = outage_app(
         f"postgresql+psycopg://postgres@127.0.0.1:{silent_server}/hung",
@@ -155,6 +158,7 @@ def test_readyz_recovers_after_a_failure(app, client, monkeypatch):
     assert recovered.status_code == 200 and recovered.get_json()["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_readyz_reports_a_redis_that_does_not_answer(db_url):
     app = outage_app(db_url, RATELIMIT_STORAGE_URI="redis://127.0.0.1:1/0")
     resp = app.test_client().get("/readyz")
@@ -168,10 +172,12 @@ def test_readyz_reports_a_redis_that_does_not_answer(db_url):
 # --- PostgreSQL's own limits ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_slow_statement_is_cut_by_the_server_and_answered_503(postgres_only, app, db_url, monkeypatch):
     _assert_cut(db_url, monkeypatch, sleep=3, DB_STATEMENT_TIMEOUT_MS=300)
 
 
+@pytest.mark.slow
 def test_a_server_that_stops_answering_is_cut_by_the_client_deadline(postgres_only, app, db_url, monkeypatch):
     """The server-side timeout is far away; the client's deadline ends the wait."""
     _assert_cut(db_url, monkeypatch, sleep=5, DB_STATEMENT_TIMEOUT_MS=60_000, DB_CLIENT_TIMEOUT_SECONDS=0.5)

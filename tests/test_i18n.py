@@ -24,6 +24,7 @@ from app.i18n import API_LOCALES, in_locale, translate_message
 from app.models import Notification, User
 from tests.factories import make_posting, make_roles, make_user, make_volunteer, set_locale
 from tests.helpers import register
+from tests.moments import YEAR
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOGS = ROOT / "app" / "translations"
@@ -318,7 +319,7 @@ def test_posting_validation_messages_are_chinese_for_every_kind(app, client, rol
         {"kind": "wish", "title": " ", "description": "", "district": "atlantis", "tags": ["a", "a"], "x": 1},
         posting("wish", None, capacity=2),
         posting("wish", None, expires_at="2100-01-01T00:00:00+08:00"),
-        posting("wish", None, starts_at="2026-12-01T10:00:00"),  # no offset
+        posting("wish", None, starts_at=f"{YEAR}-12-01T10:00:00"),  # no offset
         posting("wish", None, location={"lat": 200, "lng": 0}),
         posting("wish", None, photo_ids=["x"], capacity="one", claim_ttl_hours=0),
         posting("project", org_id, starts_at=None),
@@ -329,7 +330,7 @@ def test_posting_validation_messages_are_chinese_for_every_kind(app, client, rol
         posting("charity", org_id, energy_cost=5),
         posting("energy", org_id, energy_cost=None),
         posting("energy", org_id, capacity=None),
-        posting("service", org_id, starts_at="2026-13-45T99:00:00Z"),
+        posting("service", org_id, starts_at=f"{YEAR}-13-45T99:00:00Z"),
     ]
     seen = set()
     for shape in shapes:
@@ -376,9 +377,9 @@ def test_claim_org_and_record_messages_are_chinese(app, client, roles):
     assert_chinese(client.post(f"{org}/records", headers=coordinator, json=record), 422)
     assert_chinese(client.get(f"{org}/stats?interval=decade", headers=coordinator), 422)
     assert_chinese(client.get(f"{org}/stats?from=2001-01-01&to=2100-01-01&interval=day", headers=coordinator), 422)
-    assert_chinese(client.get(f"{org}/records.csv?from=2030-01-02&to=2030-01-01", headers=coordinator), 422)
+    assert_chinese(client.get(f"{org}/records.csv?from={YEAR}-01-02&to={YEAR}-01-01", headers=coordinator), 422)
     assert_chinese(client.post(f"{org}/members", headers=coordinator, json={"user_id": 0, "role": "boss"}), 422)
-    certificate = {"org_id": roles["org_id"], "from": "2026-01-01", "to": "2025-01-01"}
+    certificate = {"org_id": roles["org_id"], "from": f"{YEAR}-01-01", "to": f"{YEAR - 1}-01-01"}
     assert_chinese(client.post(f"{ME}/certificates", headers=volunteer.headers, json=certificate), 422)
 
 

@@ -30,8 +30,9 @@ from app.outbox import notify, notify_many
 from app.services import claims, lifecycle
 from app.services.permissions import Actor
 from tests.factories import make_posting, make_user, make_volunteer
+from tests.moments import YEAR
 
-T0 = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
+T0 = datetime(YEAR, 11, 20, 2, 0, tzinfo=UTC)
 
 
 @pytest.fixture(autouse=True)

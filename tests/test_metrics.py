@@ -137,6 +137,7 @@ def test_push_answers_are_counted_by_provider(app, client):
         assert value(after, "yz_push_results_total", **labels) - value(before, "yz_push_results_total", **labels) == 1
 
 
+@pytest.mark.slow
 def test_the_scheduler_serves_its_own_metrics(tmp_path, sqlite_file):
     url = sqlite_file
     port = _free_port()
@@ -158,6 +159,7 @@ def test_the_scheduler_serves_its_own_metrics(tmp_path, sqlite_file):
         _stop(proc)
 
 
+@pytest.mark.slow
 def test_two_gunicorn_workers_are_summed_in_one_scrape(tmp_path, sqlite_file):
     """A claim and some requests go to a two-worker gunicorn; whichever worker
     answers /metrics reports all of them (PROMETHEUS_MULTIPROC_DIR)."""

@@ -22,9 +22,12 @@ from app.config import TestConfig, database_url
 from app.extensions import db
 from app.models import User
 from app.services import tokens
+from tests.moments import YEAR
+
+pytestmark = pytest.mark.slow
 
 INITIAL = "0caec556a4db"
-NOW = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
+NOW = datetime(YEAR, 11, 20, 2, 0, tzinfo=UTC)
 
 
 @pytest.fixture

@@ -16,8 +16,9 @@ from app.models import Notification, Posting, User
 from app.services import nearby_alerts as nearby
 from tests.database import recorded
 from tests.factories import make_claim, make_org, make_posting, make_user, make_volunteer
+from tests.moments import YEAR
 
-NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 in Ningbo
+NOW = datetime(YEAR, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 in Ningbo
 WISH = (29.87, 121.55)
 
 
@@ -175,8 +176,8 @@ def test_an_activity_short_of_people_alerts_the_skilled_first_within_the_caps(ap
             "location": {"lat": WISH[0], "lng": WISH[1]},
             "tags": ["first_aid"],
             "capacity": 5,
-            "starts_at": "2026-03-05T01:00:00Z",
-            "ends_at": "2026-03-05T04:00:00Z",
+            "starts_at": f"{YEAR}-03-05T01:00:00Z",
+            "ends_at": f"{YEAR}-03-05T04:00:00Z",
         },
     )
     assert resp.status_code == 201, resp.get_json()
@@ -244,7 +245,7 @@ def test_a_wish_without_a_place_or_not_open_alerts_nobody(app, org):
 
 def test_at_most_three_alerts_a_day_in_the_volunteers_time_zone(app, org):
     _, coordinator = org
-    clock.freeze(datetime(2026, 3, 1, 15, 0, tzinfo=UTC))  # 23:00 in Ningbo
+    clock.freeze(datetime(YEAR, 3, 1, 15, 0, tzinfo=UTC))  # 23:00 in Ningbo
     shanghai = volunteer(app, 1.0)
     london = volunteer(app, 1.0)
     with app.app_context():

@@ -14,6 +14,7 @@ from app.models import Notification, User
 from app.outbox import notify, notify_each, quiet_hours_end
 from app.outbox.templates import NOTIFICATION_KINDS, TEMPLATES, render
 from tests.factories import make_user
+from tests.moments import YEAR
 
 
 def _rows(app, user_id=None) -> list[Notification]:
@@ -94,14 +95,17 @@ def test_english_user_gets_english_text(app):
 def test_times_are_shown_in_the_users_zone(app):
     shanghai, berlin = make_user(app), make_user(app)
     _set_user(app, berlin.id, locale="en", timezone="Europe/Berlin")
-    starts = datetime(2026, 12, 5, 1, 30, tzinfo=UTC)  # 09:30 in Shanghai, 02:30 in Berlin
+    starts = datetime(YEAR, 12, 5, 1, 30, tzinfo=UTC)  # 09:30 in Shanghai, 02:30 in Berlin
     with app.app_context():
         notify([shanghai.id, berlin.id], "event_reminder", dedupe="claim:3:24h", title="清扫河道", when=starts)
         db.session.commit()
     assert _rows(app, shanghai.id)[0].body == "您报名的「清扫河道」将于12月5日 09:30开始。"
     assert _rows(app, berlin.id)[0].body == "“清扫河道” starts on 5 Dec at 02:30."
     # the stored params keep the instant, so the inbox can render it again
-    assert _rows(app, berlin.id)[0].params == {"title": "清扫河道", "when": {"$datetime": "2026-12-05T01:30:00+00:00"}}
+    assert _rows(app, berlin.id)[0].params == {
+        "title": "清扫河道",
+        "when": {"$datetime": f"{YEAR}-12-05T01:30:00+00:00"},
+    }
 
 
 def test_muted_kind_keeps_the_inbox_row_but_skips_the_push(app):
@@ -144,7 +148,7 @@ def test_every_kind_renders_in_both_languages_without_placeholders_left(app):
         "title": "T",
         "reason": "R",
         "volunteer": "V",
-        "when": datetime(2026, 1, 1, tzinfo=UTC),
+        "when": datetime(YEAR, 1, 1, tzinfo=UTC),
         "distance_km": 1.0,
         "org": "O",
     }
@@ -164,8 +168,8 @@ SH = "Asia/Shanghai"
 
 
 def _sh(day: int, hour: int, minute: int = 0) -> datetime:
-    """A Shanghai wall-clock time on 2026-11-<day> as UTC (Shanghai is UTC+8, no DST)."""
-    return datetime(2026, 11, day, hour, minute, tzinfo=UTC) - timedelta(hours=8)
+    """A Shanghai wall-clock time on <day> November of YEAR as UTC (Shanghai is UTC+8, no DST)."""
+    return datetime(YEAR, 11, day, hour, minute, tzinfo=UTC) - timedelta(hours=8)
 
 
 @pytest.mark.parametrize(
@@ -188,8 +192,8 @@ def test_quiet_hours_within_one_day_and_other_zones():
     assert quiet_hours_end(_sh(26, 13, 30), SH, "13:00", "14:00") == _sh(26, 14, 0)
     assert quiet_hours_end(_sh(26, 14, 0), SH, "13:00", "14:00") is None
     # 23:30 in Berlin (UTC+1 in November) is 22:30 UTC; quiet until 07:00 Berlin = 06:00 UTC
-    berlin_late = datetime(2026, 11, 26, 22, 30, tzinfo=UTC)
-    assert quiet_hours_end(berlin_late, "Europe/Berlin", "22:00", "07:00") == datetime(2026, 11, 27, 6, tzinfo=UTC)
+    berlin_late = datetime(YEAR, 11, 26, 22, 30, tzinfo=UTC)
+    assert quiet_hours_end(berlin_late, "Europe/Berlin", "22:00", "07:00") == datetime(YEAR, 11, 27, 6, tzinfo=UTC)
     # an unknown zone falls back to Asia/Shanghai
     assert quiet_hours_end(_sh(26, 23, 0), "Mars/Olympus", "22:00", "07:00") == _sh(27, 7, 0)
     # off: unset or empty window

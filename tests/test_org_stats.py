@@ -15,14 +15,15 @@ from app.models import Claim, ServiceRecord
 from app.policy import DONE_CLAIM_STATUSES, PUBLIC_POSTING_STATUSES, hours
 from app.services.org_stats import period_start
 from tests.factories import ROLES, make_claim, make_posting, make_roles, make_volunteer
+from tests.moments import YEAR, monday_on_or_after
 
-NOW = datetime(2026, 6, 30, 4, 0, tzinfo=UTC)
+NOW = datetime(YEAR, 6, 30, 4, 0, tzinfo=UTC)
 ZERO = {"postings_opened": 0, "claims": 0, "wishes_fulfilled": 0, "credit_hours": 0.0, "volunteers_active": 0}
 
 
 def sh(month: int, day: int, hour: int, minute: int = 0) -> datetime:
-    """A Ningbo wall-clock time in 2026 as UTC (UTC+8, no DST)."""
-    return datetime(2026, month, day, hour, minute, tzinfo=UTC) - timedelta(hours=8)
+    """A Ningbo wall-clock time in YEAR as UTC (UTC+8, no DST)."""
+    return datetime(YEAR, month, day, hour, minute, tzinfo=UTC) - timedelta(hours=8)
 
 
 @pytest.fixture
@@ -56,38 +57,43 @@ def record(app, org_id, volunteer_id, ended_at, minutes=60, kind="credit", statu
 
 
 def test_every_period_is_there_with_zeros(client, roles):
-    months = stats(client, roles, "from=2026-01-15&to=2026-04-02&interval=month")
-    assert [p["period_start"] for p in months] == ["2026-01-01", "2026-02-01", "2026-03-01", "2026-04-01"]
+    months = stats(client, roles, f"from={YEAR}-01-15&to={YEAR}-04-02&interval=month")
+    assert [p["period_start"] for p in months] == [f"{YEAR}-01-01", f"{YEAR}-02-01", f"{YEAR}-03-01", f"{YEAR}-04-01"]
     assert all({k: v for k, v in p.items() if k != "period_start"} == ZERO for p in months)
-    weeks = stats(client, roles, "from=2026-03-04&to=2026-03-16&interval=week")
-    assert [p["period_start"] for p in weeks] == ["2026-03-02", "2026-03-09", "2026-03-16"]  # Mondays
+    monday = monday_on_or_after(date(YEAR, 3, 2))
+    wednesday, two_weeks_on = monday + timedelta(days=2), monday + timedelta(days=14)
+    weeks = stats(client, roles, f"from={wednesday}&to={two_weeks_on}&interval=week")
+    assert [p["period_start"] for p in weeks] == [str(monday + timedelta(weeks=n)) for n in range(3)]  # Mondays
 
 
 def test_defaults_are_the_last_twelve_months(client, roles):
     series = stats(client, roles, "")
-    assert [p["period_start"] for p in series][0] == "2025-07-01"
-    assert [p["period_start"] for p in series][-1] == "2026-06-01"
+    assert [p["period_start"] for p in series][0] == f"{YEAR - 1}-07-01"
+    assert [p["period_start"] for p in series][-1] == f"{YEAR}-06-01"
     assert len(series) == 12
     weeks = stats(client, roles, "interval=week")
-    assert len(weeks) == 12 and weeks[-1]["period_start"] == "2026-06-29"  # NOW is Tuesday 30 June
+    today = NOW.date()  # 30 June, 12:00 in Ningbo
+    assert len(weeks) == 12 and weeks[-1]["period_start"] == str(today - timedelta(days=today.weekday()))
 
 
 def test_local_weeks_start_on_monday_in_ningbo(app, client, roles):
     volunteer = roles["volunteer"].id
-    record(app, roles["org_id"], volunteer, sh(3, 8, 23, 30), minutes=30)  # Sunday night: week of 2 March
-    record(app, roles["org_id"], volunteer, sh(3, 9, 0, 30), minutes=90)  # Monday 00:30 (Sunday 16:30 UTC)
+    monday = monday_on_or_after(date(YEAR, 3, 9))  # and the Sunday before it, both in March
+    record(app, roles["org_id"], volunteer, sh(3, monday.day - 1, 23, 30), minutes=30)  # Sunday night: the week before
+    record(app, roles["org_id"], volunteer, sh(3, monday.day, 0, 30), minutes=90)  # Monday 00:30 (Sunday 16:30 UTC)
     record(app, roles["org_id"], volunteer, sh(3, 31, 23, 0), minutes=60)  # the last evening of March
     record(app, roles["org_id"], volunteer, sh(4, 1, 7, 0), minutes=6)  # 1 April in Ningbo, 31 March in UTC
-    weeks = stats(client, roles, "from=2026-03-02&to=2026-03-15&interval=week")
+    week_before, sunday = monday - timedelta(days=7), monday + timedelta(days=6)
+    weeks = stats(client, roles, f"from={week_before}&to={sunday}&interval=week")
     assert [(p["period_start"], p["credit_hours"], p["volunteers_active"]) for p in weeks] == [
-        ("2026-03-02", 0.5, 1),
-        ("2026-03-09", 1.5, 1),
+        (str(week_before), 0.5, 1),
+        (str(monday), 1.5, 1),
     ]
-    months = stats(client, roles, "from=2026-03-01&to=2026-04-30")
-    assert [(p["period_start"], p["credit_hours"]) for p in months] == [("2026-03-01", 3.0), ("2026-04-01", 0.1)]
+    months = stats(client, roles, f"from={YEAR}-03-01&to={YEAR}-04-30")
+    assert [(p["period_start"], p["credit_hours"]) for p in months] == [(f"{YEAR}-03-01", 3.0), (f"{YEAR}-04-01", 0.1)]
     # the range counts only its own days
-    cut = stats(client, roles, "from=2026-03-09&to=2026-03-31")
-    assert [(p["period_start"], p["credit_hours"]) for p in cut] == [("2026-03-01", 2.5)]
+    cut = stats(client, roles, f"from={monday}&to={YEAR}-03-31")
+    assert [(p["period_start"], p["credit_hours"]) for p in cut] == [(f"{YEAR}-03-01", 2.5)]
 
 
 def test_each_figure_counts_what_its_definition_says(app, client, roles):
@@ -110,10 +116,10 @@ def test_each_figure_counts_what_its_definition_says(app, client, roles):
     record(app, org_id, other.id, sh(4, 7, 9), minutes=300, status="pending")  # not the org's record yet
     record(app, org_id, other.id, sh(4, 8, 9), minutes=300, status="rejected")  # never
     clock.freeze(NOW)
-    series = stats(client, roles, "from=2026-03-01&to=2026-04-30")
+    series = stats(client, roles, f"from={YEAR}-03-01&to={YEAR}-04-30")
     assert series == [
-        {"period_start": "2026-03-01", **ZERO, "postings_opened": 2, "claims": 2},
-        {"period_start": "2026-04-01", **ZERO, "claims": 1, "wishes_fulfilled": 1, "credit_hours": 0.8,
+        {"period_start": f"{YEAR}-03-01", **ZERO, "postings_opened": 2, "claims": 2},
+        {"period_start": f"{YEAR}-04-01", **ZERO, "claims": 1, "wishes_fulfilled": 1, "credit_hours": 0.8,
          "volunteers_active": 2},
     ]  # fmt: skip
 
@@ -148,7 +154,7 @@ def test_the_series_equal_the_sums_of_what_they_summarise(app, client, roles):
     clock.freeze(NOW)
 
     for interval in ("week", "month"):
-        series = stats(client, roles, f"from=2026-01-01&to=2026-06-30&interval={interval}")
+        series = stats(client, roles, f"from={YEAR}-01-01&to={YEAR}-06-30&interval={interval}")
         expected = _recompute(app, org_id, interval)
         assert {p["period_start"] for p in series} >= set(expected)
         for period in series:
@@ -158,7 +164,7 @@ def test_the_series_equal_the_sums_of_what_they_summarise(app, client, roles):
             assert period["wishes_fulfilled"] == figures.get("wishes_fulfilled", 0), (interval, period)
             assert period["credit_hours"] == hours(figures.get("credit_minutes", 0)), (interval, period)
             assert period["volunteers_active"] == len(figures.get("volunteers", ())), (interval, period)
-    monthly = stats(client, roles, "from=2026-01-01&to=2026-06-30")
+    monthly = stats(client, roles, f"from={YEAR}-01-01&to={YEAR}-06-30")
     with app.app_context():
         total_claims = db.session.scalar(sa.select(sa.func.count()).select_from(Claim))
     assert sum(p["claims"] for p in monthly) == total_claims
@@ -209,9 +215,9 @@ def test_who_sees_the_figures(client, roles, role):
     ("query", "field"),
     [
         ("interval=day", "interval"),
-        ("from=2026-13-01", "from"),
-        ("from=2026-03-02&to=2026-03-01", "from"),
-        ("from=2000-01-01&to=2026-01-01&interval=week", "from"),
+        (f"from={YEAR}-13-01", "from"),
+        (f"from={YEAR}-03-02&to={YEAR}-03-01", "from"),
+        (f"from=2000-01-01&to={YEAR}-01-01&interval=week", "from"),
     ],
 )
 def test_bad_queries_are_422(client, roles, query, field):
@@ -227,6 +233,7 @@ def test_a_missing_org_is_404(client, roles):
 
 
 def test_period_start():
-    assert period_start(date(2026, 3, 8), "week") == date(2026, 3, 2)
-    assert period_start(date(2026, 3, 9), "week") == date(2026, 3, 9)
-    assert period_start(date(2026, 2, 28), "month") == date(2026, 2, 1)
+    monday = monday_on_or_after(date(YEAR, 3, 9))
+    assert period_start(monday - timedelta(days=1), "week") == monday - timedelta(days=7)
+    assert period_start(monday, "week") == monday
+    assert period_start(date(YEAR, 2, 28), "month") == date(YEAR, 2, 1)

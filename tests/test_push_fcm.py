@@ -26,12 +26,14 @@ from notifications.senders import PushMessage, Router
 from notifications.senders.fcm import FcmProvider
 from tests.factories import make_device, make_posting, make_user, make_volunteer
 from tests.fake_fcm import GOOGLE_TOKEN_AUDIENCE, FakeFcm, validate_message
+from tests.moments import YEAR
 from tests.pushes import claim_wish, device_tokens
 
-NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)  # noon in Shanghai, outside any quiet hours
+NOW = datetime(YEAR, 11, 26, 4, 0, tzinfo=UTC)  # noon in Shanghai, outside any quiet hours
 
 # firebase-admin 7.7 deprecates Message.token for fid; see notifications/senders/fcm.py
-pytestmark = pytest.mark.filterwarnings("ignore:Message.token is deprecated:DeprecationWarning")
+# firebase-admin against a local fake FCM server: `make test-fast` leaves them out.
+pytestmark = [pytest.mark.filterwarnings("ignore:Message.token is deprecated:DeprecationWarning"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
@@ -371,7 +373,7 @@ def test_the_fake_checks_the_jwt_grant_and_the_bearer_token(fake):
 
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     email = fake.service_account()["client_email"]
-    claims = {
+    claims = {  # on the wall clock, as google-auth signs it (not app.clock: Google checks it)
         "iss": email,
         "aud": GOOGLE_TOKEN_AUDIENCE,
         "scope": "https://www.googleapis.com/auth/firebase.messaging",

@@ -19,9 +19,10 @@ from notifications.senders.jpush import DEFAULT_THIRD_PARTY_CHANNEL, JPushProvid
 from tests.factories import make_device, make_user
 from tests.fake_fcm import FakeFcm
 from tests.fake_jpush import FakeJPush, validate_push
+from tests.moments import YEAR
 from tests.pushes import claim_wish, device_tokens, outbox_rows
 
-NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)  # noon in Shanghai, outside any quiet hours
+NOW = datetime(YEAR, 11, 26, 4, 0, tzinfo=UTC)  # noon in Shanghai, outside any quiet hours
 
 pytestmark = pytest.mark.filterwarnings("ignore:Message.token is deprecated:DeprecationWarning")
 

@@ -19,7 +19,7 @@ from app.models import Claim, EnergyEntry, IdempotencyKey, Posting, ServiceRecor
 from tests.factories import make_org, make_posting, make_user, make_volunteer
 from tests.helpers import at_once, outcomes
 
-pytestmark = pytest.mark.usefixtures("postgres_only")
+pytestmark = [pytest.mark.usefixtures("postgres_only"), pytest.mark.slow]
 
 
 def claim_calls(posting_id, accounts, extra_headers=None):

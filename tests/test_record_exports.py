@@ -14,8 +14,9 @@ from app.extensions import db
 from app.models import ServiceRecord, User
 from app.services import record_exports
 from tests.factories import ROLES, make_org, make_roles, make_user, make_volunteer, set_locale
+from tests.moments import YEAR
 
-NOW = datetime(2026, 4, 10, 2, 0, tzinfo=UTC)
+NOW = datetime(YEAR, 4, 10, 2, 0, tzinfo=UTC)
 BOM = b"\xef\xbb\xbf"
 HEADER_ZH = [
     "记录编号",
@@ -36,8 +37,8 @@ HEADER_ZH = [
 
 
 def sh(month: int, day: int, hour: int, minute: int = 0) -> datetime:
-    """A Ningbo wall-clock time in 2026 as UTC (UTC+8, no DST)."""
-    return datetime(2026, month, day, hour, minute, tzinfo=UTC) - timedelta(hours=8)
+    """A Ningbo wall-clock time in YEAR as UTC (UTC+8, no DST)."""
+    return datetime(YEAR, month, day, hour, minute, tzinfo=UTC) - timedelta(hours=8)
 
 
 def add_record(app, org_id: int, volunteer_id: int, recorded_by: int, ended_at: datetime, **values) -> int:
@@ -116,13 +117,13 @@ def test_csv_has_a_bom_the_header_and_one_row_per_record_in_chinese(app, client,
             "为独居老人买菜",
             "陪王奶奶去菜场，帮忙拎回家。",
             "鼓楼街道公园路社区",
-            "2026-03-14 15:00",
-            "2026-03-14 16:30",
+            f"{YEAR}-03-14 15:00",
+            f"{YEAR}-03-14 16:30",
             "1.5",
             "志愿服务时长",
             "优秀",
             recorder,
-            "2026-03-14 17:30",
+            f"{YEAR}-03-14 17:30",
         ]
     ]
     assert "*" in id_masked and len(id_masked) == 18  # never the whole number
@@ -145,14 +146,14 @@ def test_the_period_is_local_days_inclusive(app, client, roles):
     first = add_record(app, org_id, v, c, sh(3, 1, 0, 10))  # 16:10Z on 28 Feb: 1 March in Ningbo
     last = add_record(app, org_id, v, c, sh(3, 31, 23, 59))
     after = add_record(app, org_id, v, c, sh(4, 1, 0, 0))
-    resp = client.get(url(org_id, "from=2026-03-01&to=2026-03-31"), headers=roles["coordinator"].headers)
+    resp = client.get(url(org_id, f"from={YEAR}-03-01&to={YEAR}-03-31"), headers=roles["coordinator"].headers)
     assert [r[0] for r in read_csv(resp)[1:]] == [str(first), str(last)]
-    assert resp.headers["Content-Disposition"].endswith(f'filename="records-{org_id}-2026-03-01-2026-03-31.csv"')
-    only_from = client.get(url(org_id, "from=2026-03-01"), headers=roles["coordinator"].headers)
+    assert resp.headers["Content-Disposition"].endswith(f'filename="records-{org_id}-{YEAR}-03-01-{YEAR}-03-31.csv"')
+    only_from = client.get(url(org_id, f"from={YEAR}-03-01"), headers=roles["coordinator"].headers)
     assert [r[0] for r in read_csv(only_from)[1:]] == [str(first), str(last), str(after)]
-    only_to = client.get(url(org_id, "to=2026-02-28"), headers=roles["coordinator"].headers)
+    only_to = client.get(url(org_id, f"to={YEAR}-02-28"), headers=roles["coordinator"].headers)
     assert [r[0] for r in read_csv(only_to)[1:]] == [str(before)]
-    one_day = client.get(url(org_id, "from=2026-03-31&to=2026-03-31"), headers=roles["coordinator"].headers)
+    one_day = client.get(url(org_id, f"from={YEAR}-03-31&to={YEAR}-03-31"), headers=roles["coordinator"].headers)
     assert [r[0] for r in read_csv(one_day)[1:]] == [str(last)]
 
 
@@ -252,10 +253,10 @@ def test_a_pending_orgs_applicant_may_not_export(app, client, roles):
 @pytest.mark.parametrize(
     ("query", "field"),
     [
-        ("from=2026-02-30", "from"),
-        ("from=2026/03/01", "from"),
+        (f"from={YEAR}-02-30", "from"),
+        (f"from={YEAR}/03/01", "from"),
         ("to=yesterday", "to"),
-        ("from=2026-03-02&to=2026-03-01", "from"),
+        (f"from={YEAR}-03-02&to={YEAR}-03-01", "from"),
         ("from=1999-12-31", "from"),
         ("to=2101-01-01", "to"),
     ],
@@ -276,7 +277,7 @@ def test_xlsx_has_the_same_rows_with_typed_cells(app, client, roles):
     org_id, v, c = roles["org_id"], roles["volunteer"].id, roles["coordinator"].id
     record_id = add_record(app, org_id, v, c, sh(3, 14, 16, 30), activity="=1+1")
     add_record(app, org_id, v, c, sh(3, 15, 9), content="含控制字符\x07的内容")
-    resp = client.get(url(org_id, "from=2026-03-01&to=2026-03-31", "xlsx"), headers=roles["admin"].headers)
+    resp = client.get(url(org_id, f"from={YEAR}-03-01&to={YEAR}-03-31", "xlsx"), headers=roles["admin"].headers)
     assert resp.status_code == 200
     assert resp.mimetype == "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
     assert resp.headers["Content-Disposition"].endswith('.xlsx"')
@@ -288,7 +289,7 @@ def test_xlsx_has_the_same_rows_with_typed_cells(app, client, roles):
     assert first[2] == "张三丰"
     assert first[4] == "=1+1"  # text, never a formula
     assert sheet.cell(row=2, column=5).data_type == "s"
-    assert first[7] == datetime(2026, 3, 14, 15, 0) and first[8] == datetime(2026, 3, 14, 16, 30)
+    assert first[7] == datetime(YEAR, 3, 14, 15, 0) and first[8] == datetime(YEAR, 3, 14, 16, 30)
     assert first[9] == 1.5
     assert rows[2][5] == "含控制字符的内容"
     assert len(rows) == 3

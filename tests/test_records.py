@@ -13,12 +13,13 @@ from app.models import Claim, ServiceRecord, Volunteer
 from app.policy import minutes_between, points_for_minutes, star_level
 from tests.factories import add_member, make_org, make_posting, make_user, make_volunteer
 from tests.helpers import approved, award, decide, second_coordinator
+from tests.moments import YEAR
 
 SITE = {"lat": 29.87, "lng": 121.55}
 # about 330 m north of the site, and about 670 m
 NEAR = {"lat": 29.873, "lng": 121.55}
 FAR = {"lat": 29.876, "lng": 121.55}
-START = datetime(2026, 11, 28, 1, 0, tzinfo=UTC)  # 09:00 in Ningbo
+START = datetime(YEAR, 11, 28, 1, 0, tzinfo=UTC)  # 09:00 in Ningbo
 
 
 def claim(client, account, posting_id, **body):
@@ -124,7 +125,7 @@ def test_check_in_and_out_credits_the_time_within_the_event(app, client, event):
     clock.freeze(START - timedelta(minutes=10))
     resp = act(client, event["volunteer"], claim_id, "check-in", **NEAR)
     assert resp.status_code == 200, resp.get_json()
-    assert resp.get_json()["check_in_at"] == "2026-11-28T00:50:00Z"
+    assert resp.get_json()["check_in_at"] == f"{YEAR}-11-28T00:50:00Z"
     assert resp.get_json()["status"] == "active"
 
     clock.freeze(START + timedelta(hours=2, minutes=19))  # 2 h 29 min on site, 2 h 19 min of the event
@@ -132,7 +133,7 @@ def test_check_in_and_out_credits_the_time_within_the_event(app, client, event):
     assert resp.status_code == 200, resp.get_json()
     body = resp.get_json()
     assert body["status"] == "confirmed"
-    assert body["check_out_at"] == "2026-11-28T03:19:00Z"
+    assert body["check_out_at"] == f"{YEAR}-11-28T03:19:00Z"
     assert body["minutes"] == 139
 
     records = client.get("/api/v1/me/records", headers=event["volunteer"].headers).get_json()["items"]
@@ -141,7 +142,7 @@ def test_check_in_and_out_credits_the_time_within_the_event(app, client, event):
     assert record["kind"] == "credit"
     assert record["minutes"] == 139
     assert record["hours"] == 2.3
-    assert (record["started_at"], record["ended_at"]) == ("2026-11-28T01:00:00Z", "2026-11-28T03:19:00Z")
+    assert (record["started_at"], record["ended_at"]) == (f"{YEAR}-11-28T01:00:00Z", f"{YEAR}-11-28T03:19:00Z")
     assert record["activity"] == "社区垃圾分类宣传"
     assert record["place"] == "海曙区鼓楼街道"
     assert record["org_id"] == event["org_id"]
@@ -495,8 +496,8 @@ def test_summary_by_kind_and_by_month(app, client, event):
     clock.advance(timedelta(hours=2))
     act(client, event["volunteer"], claim_id, "check-out", **SITE)
     add_member(app, event["org_id"], event["volunteer"])
-    # 2026-11-30 17:00 UTC is already December 1st in Ningbo
-    clock.freeze(datetime(2026, 11, 30, 17, 0, tzinfo=UTC))
+    # 30 November 17:00 UTC is already December 1st in Ningbo
+    clock.freeze(datetime(YEAR, 11, 30, 17, 0, tzinfo=UTC))
     honor = award(client, event["coordinator"], event["org_id"], event["volunteer"], 90)
     pending = client.get("/api/v1/me/records/summary", headers=event["volunteer"].headers).get_json()
     assert (pending["honor_hours"], pending["pending_hours"], pending["pending_minutes"]) == (0.0, 1.5, 90)
@@ -513,7 +514,7 @@ def test_summary_by_kind_and_by_month(app, client, event):
     assert (summary["credit_minutes"], summary["honor_minutes"]) == (120, 90)
     assert summary["by_month"] == [
         {
-            "month": "2026-11",
+            "month": f"{YEAR}-11",
             "credit_hours": 2.0,
             "honor_hours": 0.0,
             "credit_minutes": 120,
@@ -521,7 +522,7 @@ def test_summary_by_kind_and_by_month(app, client, event):
             "records": 1,
         },
         {
-            "month": "2026-12",
+            "month": f"{YEAR}-12",
             "credit_hours": 0.0,
             "honor_hours": 1.5,
             "credit_minutes": 0,

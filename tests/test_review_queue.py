@@ -18,9 +18,10 @@ from app.models import Device, Notification, OrgMember, User
 from app.services.accounts import hash_password
 from notifications.dispatch import dispatch_until_empty
 from tests.factories import ROLES, add_member, make_org, make_posting, make_roles, make_user, set_locale
+from tests.moments import YEAR
 from tests.test_races import at_once
 
-NOW = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 in Ningbo
+NOW = datetime(YEAR, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 in Ningbo
 QUEUE = "/api/v1/postings?status=pending_review"
 WISH = {"kind": "wish", "title": "想借一台轮椅", "description": "奶奶脚踝扭伤，需要轮椅两周。", "district": "haishu"}
 

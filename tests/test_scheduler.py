@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
+import pytest
 import sqlalchemy as sa
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask.cli import run_command
@@ -24,6 +25,7 @@ from app.config import TestConfig
 from app.extensions import db
 from app.models import Notification, Posting
 from tests.factories import make_posting, make_user
+from tests.moments import YEAR
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,13 +58,13 @@ def test_the_scheduler_holds_every_job_with_the_agreed_options(app):
             assert job.trigger.interval == timedelta(seconds=expected[name])
             assert job.kwargs == {"app": app, "time_budget": expected[name] * 0.8}
             assert (job.coalesce, job.max_instances, job.misfire_grace_time) == (True, 1, 60)
-            assert job.next_run_time <= datetime.now(UTC)  # first run at start-up
+            assert job.next_run_time <= datetime.now(UTC)  # first run at start-up (APScheduler's wall clock)
     finally:
         sched.shutdown(wait=False)
 
 
 def test_run_job_runs_the_job_in_an_app_context_of_its_own(app):
-    clock.freeze(datetime(2026, 11, 20, tzinfo=UTC))
+    clock.freeze(datetime(YEAR, 11, 20, tzinfo=UTC))
     poster = make_user(app)
     wish = make_posting(app, poster, expires_at=clock.utcnow() - timedelta(minutes=1))
 
@@ -185,10 +187,11 @@ def _stop_group(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
+@pytest.mark.slow
 def test_the_scheduler_process_runs_its_jobs_and_stops_cleanly_on_sigterm(sqlite_file):
     setup = _setup_app(sqlite_file)
     poster = make_user(setup)
-    wish = make_posting(setup, poster, expires_at=datetime.now(UTC) - timedelta(minutes=5))
+    wish = make_posting(setup, poster, expires_at=clock.utcnow() - timedelta(minutes=5))
     with setup.app_context():
         db.engine.dispose()
 
@@ -216,11 +219,12 @@ def test_the_scheduler_process_runs_its_jobs_and_stops_cleanly_on_sigterm(sqlite
         db.engine.dispose()
 
 
+@pytest.mark.slow
 def test_sigterm_in_the_middle_of_a_run_leaves_no_batch_half_done(sqlite_file):
     setup = _setup_app(sqlite_file)
     poster = make_user(setup)
     total, batch = 6000, 10
-    past = datetime.now(UTC) - timedelta(hours=1)
+    past = clock.utcnow() - timedelta(hours=1)
     with setup.app_context():
         db.session.execute(
             sa.insert(Posting),
@@ -273,10 +277,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_flask_run_with_the_reloader_starts_one_embedded_scheduler(sqlite_file):
     setup = _setup_app(sqlite_file)
     poster = make_user(setup)
-    wish = make_posting(setup, poster, expires_at=datetime.now(UTC) - timedelta(minutes=5))
+    wish = make_posting(setup, poster, expires_at=clock.utcnow() - timedelta(minutes=5))
     with setup.app_context():
         db.engine.dispose()
 

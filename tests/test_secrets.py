@@ -11,7 +11,7 @@ import pytest
 from app import create_app
 from app.secrets import KEYS, UnsafeConfiguration
 from app.services.certificates import new_signing_key
-from tests.conftest import _config_dict
+from tests.conftest import _config_dict, production_config
 from tests.helpers import PRODUCTION_SMS
 
 GOOD = {
@@ -26,8 +26,8 @@ ONE_MACHINE = {"STORAGE_LOCAL_OK": True, "PUBLIC_BASE_URL": "https://zhiyuan.exa
 
 
 def production(tmp_path, **keys):
-    config = {**_config_dict(), "TESTING": False, "APP_ENV": "production", **dict.fromkeys(KEYS), **ONE_MACHINE}
-    config.update(keys, SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'p.sqlite'}")
+    config = production_config(**{**dict.fromkeys(KEYS), **ONE_MACHINE, **keys})
+    config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'p.sqlite'}"
     return create_app(config)
 
 
@@ -45,6 +45,7 @@ def test_production_starts_with_three_good_keys(tmp_path):
         ({**GOOD, "ID_HASH_KEY": "short"}, ["ID_HASH_KEY is shorter than 32 bytes"]),
         ({**GOOD, "SECRET_KEY": "change-me-to-a-long-random-string"}, ["SECRET_KEY is a published default"]),
         ({**GOOD, "CERTIFICATE_SIGNING_KEY": None}, ["CERTIFICATE_SIGNING_KEY is not set"]),
+        ({**GOOD, "CLOCK_SHIFT_DAYS": 365}, ["CLOCK_SHIFT_DAYS is 365: the clock runs 365 days off the real time"]),
     ],
 )
 def test_production_refuses_unsafe_keys_and_says_which(tmp_path, keys, says):

@@ -10,6 +10,8 @@ from app.sms import configuration_problems, provider_for
 from tests.fake_sms import FakeSms
 from tests.helpers import SMS_CODES, assert_error
 
+pytestmark = pytest.mark.slow  # the official client against a local fake server
+
 
 @pytest.fixture
 def fake():

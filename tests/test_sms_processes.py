@@ -10,12 +10,17 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from app.config import TestConfig
 from tests.test_metrics import _free_port, _request, _stop, _wait_for
+
+pytestmark = pytest.mark.slow  # a two-worker gunicorn
 
 ROOT = Path(__file__).resolve().parent.parent
 BUDGET = 30
@@ -47,7 +52,24 @@ def start_gunicorn(tmp_path: Path, url: str) -> tuple[subprocess.Popen, int, Pat
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     _wait_for(port, "/readyz", lambda _text: True)
+    _both_workers_answer(port, access)
     return proc, port, access
+
+
+def _workers_in(access: Path) -> Counter:
+    return Counter(line.split()[0] for line in access.read_text().splitlines())
+
+
+def _both_workers_answer(port: int, access: Path, timeout: float = 60) -> None:
+    """Gunicorn boots its two workers side by side; on a busy machine the second may
+    still be loading the app when the first answers. Probe until both have answered,
+    then start the access log afresh for the flood."""
+    deadline = time.monotonic() + timeout
+    while len(_workers_in(access)) < 2:
+        assert time.monotonic() < deadline, f"the second worker never answered: {_workers_in(access)}"
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda _: _request(port, "GET", "/healthz"), range(16)))
+    access.write_text("")
 
 
 def flood(port: int, requests: list[tuple[str, str]]) -> Counter:
@@ -79,5 +101,5 @@ def test_the_limits_hold_across_two_gunicorn_workers(app, db_url, sqlite_file, t
         assert rotating == {(202, None): BUDGET - 21, (503, "sms_unavailable"): 60 - (BUDGET - 21)}, rotating
     finally:
         _stop(proc)
-    workers = Counter(line.split()[0] for line in access.read_text().splitlines())
+    workers = _workers_in(access)
     assert len(workers) == 2, f"one worker served every request: {workers}"

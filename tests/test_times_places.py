@@ -10,6 +10,7 @@ import pytest
 from app import clock
 from app.geo import EARTH_RADIUS_KM, KM_PER_DEG_LAT, bounding_box, geocell_for, geocells_covering, haversine_km
 from tests.factories import make_org, make_posting, make_user
+from tests.moments import YEAR
 
 CENTRE = (29.87, 121.55)
 
@@ -28,11 +29,11 @@ def project_body(org_id: int, **times) -> dict:
 
 @pytest.mark.parametrize(
     "starts_at",
-    ["2026-12-05T09:00:00", "2026-12-05 09:00:00", "2026-12-05"],
+    [f"{YEAR}-12-05T09:00:00", f"{YEAR}-12-05 09:00:00", f"{YEAR}-12-05"],
 )
 def test_a_time_without_an_offset_is_refused_not_guessed(app, client, starts_at):
     org_id, coordinator = make_org(app)
-    body = project_body(org_id, starts_at=starts_at, ends_at="2026-12-05T12:00:00Z")
+    body = project_body(org_id, starts_at=starts_at, ends_at=f"{YEAR}-12-05T12:00:00Z")
     resp = client.post("/api/v1/postings", json=body, headers=coordinator.headers)
     assert resp.status_code == 422, resp.get_json()
     assert "starts_at" in resp.get_json()["errors"]["json"]
@@ -52,7 +53,7 @@ def test_beijing_time_is_read_with_its_offset_and_answered_in_utc(app, client):
 @pytest.mark.parametrize("year", [1999, 2101, 1])
 def test_years_outside_2000_to_2100_are_refused(app, client, year):
     org_id, coordinator = make_org(app)
-    body = project_body(org_id, starts_at=f"{year:04d}-12-05T09:00:00Z", ends_at="2026-12-05T12:00:00Z")
+    body = project_body(org_id, starts_at=f"{year:04d}-12-05T09:00:00Z", ends_at=f"{YEAR}-12-05T12:00:00Z")
     resp = client.post("/api/v1/postings", json=body, headers=coordinator.headers)
     assert resp.status_code == 422
     assert "starts_at" in resp.get_json()["errors"]["json"]
