@@ -151,8 +151,15 @@ def test_the_scheduler_serves_its_own_metrics(tmp_path, sqlite_file):
         stderr=subprocess.DEVNULL,
     )
     try:
-        # every job fires once at start-up
-        text = _wait_for(port, "/metrics", lambda t: 'yz_job_runs_total{job="purge",outcome="ok"}' in t)
+        # every job fires once at start-up, each on its own thread: wait for the two this test reads
+        text = _wait_for(
+            port,
+            "/metrics",
+            lambda t: (
+                'yz_job_runs_total{job="purge",outcome="ok"}' in t
+                and 'yz_job_runs_total{job="expire_postings",outcome="ok"}' in t
+            ),
+        )
         parsed = samples(text)
         assert value(parsed, "yz_scheduler_leader", job="expire_postings") == 1
     finally:
