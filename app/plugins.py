@@ -1,17 +1,18 @@
-"""Outside services as plug-ins (CONVENTIONS §12).
+"""Outside services as plug-ins (CONVENTIONS §12): one registry for every kind.
 
-A provider of an outside service — object storage (S3-compatible, local files),
-and alike SMS or push — is one module that registers itself under its name in
-its kind's :class:`Registry`, together with the settings it reads. The core
-picks a provider by the name a setting holds (``STORAGE_BACKEND=s3``) and never
-names one itself: adding a provider is adding a module.
+A provider of an outside service is one module that registers its class under
+its name in its kind's :class:`Registry`:
 
-A provider class offers at least::
+- object storage, ``app.storage`` (``STORAGE_BACKEND``: ``s3``, ``local``);
+- SMS codes, ``app.sms`` (``SMS_BACKEND``: ``aliyun``, ``log``, ``memory``);
+- push, ``notifications.senders`` (``PUSH_BACKEND``: ``fcm``, ``jpush``, ``log``, ``memory``).
 
-    settings: tuple[str, ...]                       # the config keys it reads
-    config_problems(config, *, production) -> list  # classmethod: what is wrong, no network
-    from_app(app) -> instance                       # classmethod: build it for one app
-    check() -> str | None                           # `flask doctor`: reachable? (None: fine)
+The core picks a provider by the name a setting holds and never names one
+itself: adding a provider is adding a module. What a provider class offers is
+its kind's interface (the storage ``ObjectStorage`` protocol, ``SmsProvider``,
+``PushProvider``); each declares the settings it reads, what is wrong with
+them (checked at start-up in production and by ``flask doctor``) and how it is
+built from the configuration.
 """
 
 from __future__ import annotations
@@ -33,16 +34,17 @@ class Registry(Generic[T]):
         self.kind = kind
         self.package = package
         self.setting = setting
-        self._providers: dict[str, T] = {}
+        # The registered classes by name: read it, register through :meth:`register`.
+        self.by_name: dict[str, T] = {}
         self._loaded = False
         self._lock = threading.Lock()
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorate(provider: T) -> T:
-            if self._providers.get(name, provider) is not provider:
+            if self.by_name.get(name, provider) is not provider:
                 raise ValueError(f"two {self.kind} providers are called {name!r}")
             provider.name = name
-            self._providers[name] = provider
+            self.by_name[name] = provider
             return provider
 
         return decorate
@@ -59,12 +61,17 @@ class Registry(Generic[T]):
 
     def names(self) -> tuple[str, ...]:
         self._load()
-        return tuple(sorted(self._providers))
+        return tuple(sorted(self.by_name))
+
+    def items(self) -> list[tuple[str, T]]:
+        """Every provider, ``(name, class)``, by name."""
+        self._load()
+        return sorted(self.by_name.items())
 
     def get(self, name: str | None) -> T:
         """The provider called ``name``; ValueError naming the choices for any other."""
         self._load()
-        provider = self._providers.get((name or "").strip().lower())
+        provider = self.by_name.get((name or "").strip().lower())
         if provider is None:
             raise ValueError(f"unknown {self.setting} {name!r} (one of {', '.join(self.names())})")
         return provider

@@ -319,14 +319,13 @@ def test_a_new_provider_is_one_registered_class(app, client, monkeypatch):
     """The registry is all the dispatcher, the device schema and the checks know:
     a provider declared in one class reaches its devices (here: Huawei Push Kit)."""
     from notifications import senders
-    from notifications.senders import PushProvider, PushResult, register
+    from notifications.senders import PushProvider, PushResult, providers
 
-    monkeypatch.setattr(senders, "REGISTRY", dict(senders.REGISTRY))
+    monkeypatch.setattr(providers, "by_name", dict(providers.by_name))
     delivered = []
 
-    @register
+    @providers.register("hms")
     class HuaweiPushKit(PushProvider):
-        name = "hms"
         serves = ("hms",)
         device_provider = True
 

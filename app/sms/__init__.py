@@ -1,7 +1,8 @@
 """SMS delivery providers (短信通道) as plug-ins.
 
-A provider is one module of this package that registers itself with
-:func:`register` under its name; ``SMS_BACKEND`` picks one. The core
+A provider is one module of this package that registers itself in
+:data:`providers` under its name (``@providers.register("aliyun")``, see
+``app.plugins``); ``SMS_BACKEND`` picks one. The core
 (``app.services.sms_codes``) asks :func:`provider_for` and never names a
 provider. Each provider declares
 
@@ -21,13 +22,14 @@ request) and ``unknown`` (no answer: it may have been sent, so it counts).
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from flask import Flask
+
+from app.plugins import Registry
 
 Outcome = Literal["sent", "rate_limited", "invalid_number", "failed", "unknown"]
 OUTCOMES: tuple[Outcome, ...] = ("sent", "rate_limited", "invalid_number", "failed", "unknown")
@@ -40,7 +42,7 @@ class SendResult:
     detail: str | None = None
 
 
-class SmsProvider:
+class SmsProvider(ABC):
     """The interface every provider implements (and the registry's base class)."""
 
     name: ClassVar[str]
@@ -56,37 +58,21 @@ class SmsProvider:
     def from_config(cls, config: Mapping[str, Any]) -> SmsProvider:
         return cls()
 
+    @abstractmethod
     def send(self, phone: str, code: str, purpose: str) -> SendResult:
         """Deliver ``code`` to ``phone`` (E.164). Never raises for a delivery that failed."""
-        raise NotImplementedError
 
     def check(self) -> str | None:
         """A live check for ``flask doctor`` (None: all well, or nothing to check)."""
         return None
 
 
-PROVIDERS: dict[str, type[SmsProvider]] = {}
-
-
-def register(cls: type[SmsProvider]) -> type[SmsProvider]:
-    """Class decorator: make ``cls`` available as ``SMS_BACKEND=cls.name``."""
-    PROVIDERS[cls.name] = cls
-    return cls
-
-
-def load_providers() -> dict[str, type[SmsProvider]]:
-    """Import every module of this package once, so each registers itself."""
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
-    return PROVIDERS
+providers: Registry[type[SmsProvider]] = Registry("SMS", __name__, "SMS_BACKEND")
 
 
 def provider_class(config: Mapping[str, Any]) -> type[SmsProvider]:
-    name = (config.get("SMS_BACKEND") or "log").strip().lower()
-    providers = load_providers()
-    if name not in providers:
-        raise ValueError(f"unknown SMS_BACKEND {name!r} ({', '.join(sorted(providers))})")
-    return providers[name]
+    """The provider ``SMS_BACKEND`` names (``log`` when unset); ValueError for an unknown name."""
+    return providers.get(config.get("SMS_BACKEND") or "log")
 
 
 def configuration_problems(config: Mapping[str, Any], *, production: bool) -> list[str]:

@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from app.sms import SendResult, SmsProvider, register
+from app.sms import SendResult, SmsProvider, providers
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,8 @@ def endpoint_parts(url: str) -> tuple[str, str]:
     return parts.scheme, parts.netloc
 
 
-@register
+@providers.register("aliyun")
 class AliyunProvider(SmsProvider):
-    name = "aliyun"
     settings = (*REQUIRED, "SMS_ENDPOINT", "SMS_TIMEOUT_SECONDS")
 
     def __init__(self, config: Mapping[str, Any]) -> None:

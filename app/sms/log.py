@@ -13,15 +13,14 @@ from __future__ import annotations
 import logging
 
 from app.policy import SMS_CODE_TTL
-from app.sms import SendResult, SmsProvider, register
+from app.sms import SendResult, SmsProvider, providers
 from app.validators import mask_phone
 
 log = logging.getLogger("app.sms")
 
 
-@register
+@providers.register("log")
 class LogProvider(SmsProvider):
-    name = "log"
     production_ok = False
 
     def send(self, phone: str, code: str, purpose: str) -> SendResult:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from app.sms import Outcome, SendResult, SmsProvider, register
+from app.sms import Outcome, SendResult, SmsProvider, providers
 
 
 @dataclass(frozen=True)
@@ -16,9 +16,8 @@ class SentCode:
     purpose: str
 
 
-@register
+@providers.register("memory")
 class MemoryProvider(SmsProvider):
-    name = "memory"
     production_ok = False
 
     def __init__(self) -> None:

@@ -1,7 +1,8 @@
 """Push providers as plug-ins (Redash's ``destinations`` registry is the model).
 
 Each provider is one module of this package holding one :class:`PushProvider`
-subclass decorated with :func:`register`. The class says everything about its
+subclass registered in :data:`providers` under its name
+(``@providers.register("jpush")``, the registry of ``app.plugins``). The class says everything about its
 provider: its ``name``, which devices it delivers to (``serves``), the settings
 it reads, what stops the app from starting (:meth:`~PushProvider.startup_problems`)
 and what ``flask doctor`` reports (:meth:`~PushProvider.doctor`), how it sends a
@@ -19,14 +20,15 @@ tests), else nowhere (``misconfigured``: the row waits, the log says why).
 
 from __future__ import annotations
 
-import importlib
 import logging
-import pkgutil
 import queue
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
+
+from app.plugins import Registry
 
 # not `log`: importing the submodule notifications.senders.log rebinds that name on this package
 logger = logging.getLogger(__name__)
@@ -67,7 +69,7 @@ class PushResult:
     retry_after: float | None = None
 
 
-class PushProvider:
+class PushProvider(ABC):
     """One way to reach phones. Subclasses set the class attributes and implement :meth:`send`."""
 
     name: ClassVar[str]
@@ -94,35 +96,22 @@ class PushProvider:
         """What ``flask doctor`` says of this provider's settings: None when all is well."""
         return None
 
+    @abstractmethod
     def send(self, messages: Sequence[PushMessage]) -> Iterator[tuple[int, PushResult]]:
         """Deliver ``messages``; yield ``(index, result)`` for each as its answer arrives,
         in any order, one per message. Never raises for a delivery failure."""
-        raise NotImplementedError
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: most providers hold nothing to release
         """Release connections and threads."""
 
 
-REGISTRY: dict[str, type[PushProvider]] = {}
-
-
-def register(cls: type[PushProvider]) -> type[PushProvider]:
-    """Class decorator: make ``cls`` available under ``cls.name``."""
-    REGISTRY[cls.name] = cls
-    return cls
-
-
-def load_providers() -> dict[str, type[PushProvider]]:
-    """Import every module of this package once, so each registers itself."""
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
-    return REGISTRY
+providers: Registry[type[PushProvider]] = Registry("push", __name__, "PUSH_BACKEND")
 
 
 def device_providers() -> tuple[str, ...]:
     """The providers a device may name, the default first."""
-    names = sorted(n for n, cls in load_providers().items() if cls.device_provider)
-    return tuple(sorted(names, key=lambda n: not REGISTRY[n].default_device_provider))
+    names = [name for name, cls in providers.items() if cls.device_provider]
+    return tuple(sorted(names, key=lambda name: not providers.by_name[name].default_device_provider))
 
 
 def default_device_provider() -> str:
@@ -132,10 +121,10 @@ def default_device_provider() -> str:
 def enabled_names(config: Mapping[str, Any]) -> list[str]:
     """The providers ``PUSH_BACKEND`` enables (``log`` when unset); ValueError for an unknown name."""
     names = [n.strip().lower() for n in str(config.get("PUSH_BACKEND") or "log").split(",") if n.strip()]
-    known = load_providers()
+    known = providers.names()
     unknown = [n for n in names if n not in known]
     if unknown or not names:
-        choices = ", ".join(sorted(known))
+        choices = ", ".join(known)
         raise ValueError(f"unknown PUSH_BACKEND {', '.join(unknown) or '(empty)'} (one or more of: {choices})")
     return list(dict.fromkeys(names))
 
@@ -146,7 +135,7 @@ def startup_problems(config: Mapping[str, Any], *, batch_size: int) -> list[str]
     return [
         problem
         for name in enabled_names(config)
-        for problem in REGISTRY[name].startup_problems(config, batch_size=batch_size, lease_seconds=lease)
+        for problem in providers.by_name[name].startup_problems(config, batch_size=batch_size, lease_seconds=lease)
     ]
 
 
@@ -156,7 +145,7 @@ def doctor_problems(config: Mapping[str, Any]) -> str | None:
         names = enabled_names(config)
     except ValueError as exc:
         return str(exc)
-    problems = [f"{name}: {problem}" for name in names if (problem := REGISTRY[name].doctor(config))]
+    problems = [f"{name}: {problem}" for name in names if (problem := providers.by_name[name].doctor(config))]
     return "; ".join(problems) or None
 
 
@@ -170,7 +159,7 @@ class Router:
         self.providers: dict[str, PushProvider] = {}
         try:
             for name in enabled_names(config):
-                self.providers[name] = REGISTRY[name].from_config(config)
+                self.providers[name] = providers.by_name[name].from_config(config)
         except BaseException:
             self.close()
             raise

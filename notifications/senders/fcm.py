@@ -74,7 +74,7 @@ from firebase_admin import credentials, exceptions, messaging
 from google.auth.transport.requests import Request as GoogleAuthRequest
 from urllib3.util.retry import Retry
 
-from notifications.senders import PushMessage, PushProvider, PushResult, register
+from notifications.senders import PushMessage, PushProvider, PushResult, providers
 
 log = logging.getLogger(__name__)
 
@@ -164,12 +164,11 @@ def point_at_endpoint(
     return service
 
 
-@register
+@providers.register("fcm")
 class FcmProvider(PushProvider):
     """Firebase Cloud Messaging through the real firebase-admin client; one firebase App
     and one pool of ``FCM_CONCURRENCY`` sending threads per provider."""
 
-    name = "fcm"
     serves = ("fcm",)
     device_provider = True
     default_device_provider = True

@@ -60,7 +60,7 @@ import requests.exceptions
 from jpush import common as jpush_common
 from urllib3.util.retry import Retry
 
-from notifications.senders import PushMessage, PushProvider, PushResult, register
+from notifications.senders import PushMessage, PushProvider, PushResult, providers
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +117,10 @@ def as_bool(value: Any, default: bool) -> bool:
     return str(value).strip().lower() in {"1", "true", "yes", "on"}
 
 
-@register
+@providers.register("jpush")
 class JPushProvider(PushProvider):
     """JPush through the official client; one client (one keep-alive session) per provider."""
 
-    name = "jpush"
     serves = ("jpush",)
     device_provider = True
     settings = (

@@ -10,16 +10,14 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 
-from notifications.senders import PushMessage, PushProvider, PushResult, register
+from notifications.senders import PushMessage, PushProvider, PushResult, providers
 
 log = logging.getLogger("notifications.push")
 
 
-@register
+@providers.register("log")
 class LogProvider(PushProvider):
     """Writes one INFO line per push; nothing leaves the machine."""
-
-    name = "log"
 
     def send(self, messages: Sequence[PushMessage]) -> Iterator[tuple[int, PushResult]]:
         for i, message in enumerate(messages):

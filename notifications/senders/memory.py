@@ -5,18 +5,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 
-from notifications.senders import OUTCOMES, PushMessage, PushProvider, PushResult, register
+from notifications.senders import OUTCOMES, PushMessage, PushProvider, PushResult, providers
 
 
-@register
+@providers.register("memory")
 class MemoryProvider(PushProvider):
     """Records pushes in ``sent``; ``fail(token, outcome)`` scripts a token's answer.
 
     It stands in for every device provider. Thread-safe, so two dispatchers in
     two threads can share one.
     """
-
-    name = "memory"
 
     def __init__(self) -> None:
         self.sent: list[PushMessage] = []
