@@ -65,12 +65,25 @@ def upgrade():
         batch_op.create_index("ix_org_join_requests_org_id_status_id", ["org_id", "status", "id"], unique=False)
         batch_op.create_index(batch_op.f("ix_org_join_requests_user_id"), ["user_id"], unique=False)
 
+    with op.batch_alter_table("service_records", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_service_records_recorded_volunteer_id_ended_at",
+            ["volunteer_id", "ended_at"],
+            unique=False,
+            postgresql_include=["minutes"],
+            postgresql_where=sa.text("status = 'recorded'"),
+            sqlite_where=sa.text("status = 'recorded'"),
+        )
+
     with op.batch_alter_table("nearby_alert_requests", schema=None) as batch_op:
         batch_op.add_column(sa.Column("party_first", sa.Boolean(), server_default=sa.false(), nullable=False))
         batch_op.add_column(sa.Column("due_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade():
+    with op.batch_alter_table("service_records", schema=None) as batch_op:
+        batch_op.drop_index("ix_service_records_recorded_volunteer_id_ended_at")
+
     with op.batch_alter_table("nearby_alert_requests", schema=None) as batch_op:
         batch_op.drop_column("due_at")
         batch_op.drop_column("party_first")
