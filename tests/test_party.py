@@ -349,3 +349,23 @@ def test_the_community_lists_only_party_members_reporting_to_it_and_pages(app, c
     branch_list = client.get(f"{ORGS}/{branch}/party-members?limit=100", headers=branch_coordinator.headers).get_json()
     assert len(branch_list["items"]) == 5  # the coordinator is a member too
     assert utcnow()
+
+
+def test_a_copy_of_ones_data_holds_the_requests_and_the_erase_removes_them(app, client):
+    branch, branch_coordinator = make_org(app, kind="party_branch")
+    community, _ = make_org(app, kind="community")
+    ngo, _ = make_org(app, kind="ngo")
+    member = party_member(app, client, branch, branch_coordinator, community)
+    join(client, member, ngo, message="想参加活动")
+    copy = client.get("/api/v1/me/export", headers=member.headers).get_json()
+    assert [(r["org"]["id"], r["status"]) for r in copy["join_requests"]] == [(branch, "approved"), (ngo, "pending")]
+    assert copy["volunteer"]["party"]["community"]["id"] == community
+    with app.app_context():
+        from app.models import JoinRequest, User
+        from app.services import personal_data
+
+        counts = personal_data.erase(db.session.get(User, member.id))
+        db.session.commit()
+        assert counts["join_requests"] == 2 and counts["community_report"] == 1
+        assert db.session.scalar(sa.select(JoinRequest.id).where(JoinRequest.user_id == member.id)) is None
+        assert db.session.get(CommunityReport, member.id) is None
