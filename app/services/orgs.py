@@ -232,7 +232,7 @@ def request_to_join(actor: Actor, org_id: int, message: str | None) -> JoinReque
     notify(
         coordinators,
         "join_requested",
-        dedupe=f"join:{request.id}:{int(now.timestamp())}",
+        dedupe=f"join:{request.id}:{now.isoformat()}",
         volunteer=actor.user.display_name,
         org=org.name,
         org_id=org.id,
@@ -272,16 +272,17 @@ def approve_join(actor: Actor, org_id: int, user_id: int) -> JoinRequest:
     """A pending request → approved: the volunteer becomes a member (of a
     ``party_branch``: a party member of it) and is told (``membership_approved``)."""
     org, request = _decide_join(actor, org_id, user_id, APPROVED)
-    added = db.session.execute(
-        sa.select(OrgMember.id).where(OrgMember.org_id == org.id, OrgMember.user_id == user_id)
-    ).first()
-    if added is None:
-        db.session.add(OrgMember(org_id=org.id, user_id=user_id, role="member"))
+    try:
+        # a savepoint: a coordinator adding the same person by id at this moment wins the row
+        with db.session.begin_nested():
+            db.session.add(OrgMember(org_id=org.id, user_id=user_id, role="member"))
         db.session.execute(sa.update(Org).where(Org.id == org.id).values(member_count=Org.member_count + 1))
+    except IntegrityError:
+        pass  # already a member: the request is settled all the same
     notify(
         [user_id],
         "membership_approved",
-        dedupe=f"join:{request.id}:{request.decided_at.timestamp():.0f}",
+        dedupe=f"join:{request.id}:{request.decided_at.isoformat()}",
         org=org.name,
         org_id=org.id,
     )
@@ -296,7 +297,7 @@ def reject_join(actor: Actor, org_id: int, user_id: int, reason: str) -> JoinReq
     notify(
         [user_id],
         "membership_rejected",
-        dedupe=f"join:{request.id}:{request.decided_at.timestamp():.0f}",
+        dedupe=f"join:{request.id}:{request.decided_at.isoformat()}",
         org=org.name,
         org_id=org.id,
         reason=request.reject_reason,
