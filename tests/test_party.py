@@ -369,3 +369,46 @@ def test_a_copy_of_ones_data_holds_the_requests_and_the_erase_removes_them(app, 
         assert counts["join_requests"] == 2 and counts["community_report"] == 1
         assert db.session.scalar(sa.select(JoinRequest.id).where(JoinRequest.user_id == member.id)) is None
         assert db.session.get(CommunityReport, member.id) is None
+
+
+def test_two_coordinators_deciding_at_once_one_wins(app, client, postgres_only):
+    """One conditional UPDATE decides: the other coordinator gets 409, the member is added once."""
+    from tests.helpers import at_once, second_coordinator
+
+    for _ in range(5):
+        org_id, coordinator = make_org(app)
+        deputy = second_coordinator(app, org_id)
+        volunteer = make_volunteer(app)
+        join(client, volunteer, org_id)
+        base = f"{ORGS}/{org_id}/join-requests/{volunteer.id}"
+        results = at_once(
+            app,
+            [
+                ("POST", f"{base}/approve", coordinator.headers, None),
+                ("POST", f"{base}/reject", deputy.headers, {"reason": "名额已满"}),
+            ],
+        )
+        codes = sorted(status for status, _ in results)
+        assert codes == [200, 409], results
+        approved = results[0][0] == 200
+        with app.app_context():
+            rows = db.session.scalars(
+                sa.select(OrgMember.role).where(OrgMember.org_id == org_id, OrgMember.user_id == volunteer.id)
+            ).all()
+        assert rows == (["member"] if approved else [])
+        before = 1  # the factory's coordinator; the deputy was added behind the counter's back
+        org = client.get(f"{ORGS}/{org_id}", headers=coordinator.headers).get_json()
+        assert org["member_count"] == before + approved
+        told = [kind for kind, _ in kinds_told(app, volunteer.id)]
+        assert told == (["membership_approved"] if approved else ["membership_rejected"])
+
+
+def test_asking_twice_at_once_makes_one_request(app, postgres_only):
+    from tests.helpers import at_once
+
+    org_id, coordinator = make_org(app)
+    volunteer = make_volunteer(app)
+    results = at_once(app, [("POST", f"{ORGS}/{org_id}/join", volunteer.headers, {})] * 2)
+    assert sorted(status for status, _ in results) == [201, 409]
+    assert {body.get("error") for status, body in results if status == 409} == {"join_request_pending"}
+    assert [kind for kind, _ in kinds_told(app, coordinator.id)] == ["join_requested"]
