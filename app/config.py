@@ -249,6 +249,9 @@ class Config:
     ACTIVE_WISH_CLAIM_LIMIT = env_int("ACTIVE_WISH_CLAIM_LIMIT", 3)
     # A fulfilled claim nobody confirms is confirmed by the scheduler after this many days.
     AUTO_CONFIRM_DAYS = env_int("AUTO_CONFIRM_DAYS", 7)
+    # A wish's nearby alert goes to party members first; everyone else in range hears of
+    # it this many minutes later if it is still unclaimed.
+    PARTY_FIRST_MINUTES = env_int("PARTY_FIRST_MINUTES", 30)
     # An event's claims are settled this many hours after its end (checked out, no-show).
     EVENT_SETTLE_HOURS = env_int("EVENT_SETTLE_HOURS", 24)
 

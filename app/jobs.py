@@ -268,8 +268,9 @@ def remind_upcoming(*, batch_size: int | None = None, time_budget: float | None 
 
 def alert_nearby(*, batch_size: int | None = None, time_budget: float | None = None) -> JobResult:
     """Fan out the nearby alerts (微呼百应) still requested — postings the release job
-    reopened, and any a request left behind — one posting per transaction, oldest
-    request first (app/services/nearby_alerts.py)."""
+    reopened, any a request left behind, and the second wave of a party-first wish
+    once it is due — one posting per transaction, oldest due request first
+    (app/services/nearby_alerts.py)."""
     with _Run("alert_nearby", ("postings", "alerted"), batch_size, time_budget, lease=True) as run:
         while not run.should_stop():
             posting_id = nearby_alerts.next_requested()

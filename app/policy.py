@@ -147,6 +147,10 @@ class KindPolicy:
     # matched to them — listed "for me" near their home, ranked by their skills,
     # and 微呼百应, the volunteers around it are told when it opens with places free.
     matched_to_volunteers: bool = False
+    # Its nearby alert goes to party members first (党员志愿者优先): those reporting to
+    # its community (or, without one, any in range); everyone else in range only
+    # PARTY_FIRST_MINUTES later if it is still open (app.services.nearby_alerts).
+    party_first: bool = False
     # A claim on it is something to be at or to get done by a time: it appears in
     # the claimant's calendar feed (a reward hand-over does not).
     in_calendar: bool = True
@@ -187,6 +191,7 @@ POLICIES: dict[str, KindPolicy] = {
             auto_confirm=True,
             confirm_bonus_points=5,
             matched_to_volunteers=True,
+            party_first=True,
             public_story=True,
         ),
         KindPolicy(

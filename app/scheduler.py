@@ -28,7 +28,8 @@ Job (every, by default; the environment variable that sets it) and what it does:
   project or charity reminded 24 h and 1 h before it starts.
 - ``alert_nearby`` (5 s; ``JOB_ALERT_NEARBY_SECONDS``): the nearby alerts
   (微呼百应) of postings that opened and were not fanned out at once (the
-  release job's reopened wishes, a fan-out that met a lock).
+  release job's reopened wishes, a fan-out that met a lock), and a wish's second
+  wave once ``PARTY_FIRST_MINUTES`` have passed (its first went to party members).
 - ``dispatch_push`` (2 s; ``JOB_DISPATCH_PUSH_SECONDS``): drain the outbox to the
   push providers.
 - ``erase_accounts`` (600 s; ``JOB_ERASE_ACCOUNTS_SECONDS``): accounts whose

@@ -10,7 +10,7 @@ from flask import current_app
 
 from app.clock import day_start, local_date, utcnow
 from app.extensions import db
-from app.models import Claim, Org, OrgMember, Posting, ServiceRecord, User, Volunteer
+from app.models import Claim, CommunityReport, Org, OrgMember, Posting, ServiceRecord, User, Volunteer
 from app.models.orgs import APPROVED
 from app.services import accounts, claims, orgs, postings, records, volunteers
 from app.services.permissions import Actor
@@ -22,6 +22,7 @@ ORGS = (
     # name, kind, district, coordinator phone, coordinator name
     ("鼓楼街道志愿服务站", "community", "haishu", "+8613800000001", "王协调"),
     ("鄞州区青年志愿者协会", "ngo", "yinzhou", "+8613800000002", "李协调"),
+    ("鼓楼街道第一党支部", "party_branch", "haishu", "+8613800000005", "赵书记"),
 )
 # phone, display name, real name, ID number, district, skills (codes of app.skills), home
 VOLUNTEERS = (
@@ -82,6 +83,7 @@ def seed_demo_data() -> Iterator[str]:
     yield from _seed_application()
     yield from _seed_records()
     yield from _seed_withdrawal()
+    yield from _seed_party()
 
 
 # Postings of every kind around 鼓楼 and 鄞州, Ningbo: (author phone, org name or None, body).
@@ -307,3 +309,19 @@ def _seed_withdrawal() -> Iterator[str]:
     claim = claims.claim_posting(Actor(volunteer), project_id)
     claims.withdraw_claim(Actor(volunteer), claim.id)
     yield f"created withdrawn claim {claim.id} on project {project_id}"
+
+
+def _seed_party() -> Iterator[str]:
+    """小陈 is a party member of 鼓楼's first branch and reports to 鼓楼街道志愿服务站
+    (双报到), so the branch's report shows his recorded wish; 小杨 may still ask to join."""
+    branch = db.session.scalar(sa.select(Org).where(Org.name == ORGS[2][0]))
+    community = db.session.scalar(sa.select(Org).where(Org.name == ORGS[0][0]))
+    secretary = db.session.scalar(sa.select(User).where(User.phone == ORGS[2][3]))
+    member = db.session.scalar(sa.select(User).where(User.phone == VOLUNTEERS[0][0]))
+    if db.session.scalar(sa.select(OrgMember.id).where(OrgMember.org_id == branch.id, OrgMember.user_id == member.id)):
+        yield f"party member {VOLUNTEERS[0][0]} of {branch.name} already there"
+        return
+    orgs.add_member(Actor(secretary), branch.id, member.id, "member")
+    db.session.add(CommunityReport(user_id=member.id, org_id=community.id))
+    db.session.commit()
+    yield f"added party member {VOLUNTEERS[0][0]} to {branch.name}, reporting to {community.name}"

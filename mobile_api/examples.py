@@ -47,6 +47,9 @@ REQUEST_EXAMPLES: dict[str, dict] = {
     "apply_for_org": {"name": "海曙区邻里互助会", "kind": "community", "district": "haishu"},
     "reject_org": {"reason": "请补充组织的登记证明"},
     "add_member": {"user_id": 4, "role": "member"},
+    "request_to_join": {"message": "我住在附近，想参加社区的志愿服务"},
+    "reject_join_request": {"reason": "请先到社区服务站当面登记"},
+    "report_to_community": {"org_id": 1},
     "add_honor_record": {
         "volunteer_id": 4,
         "hours": 2,

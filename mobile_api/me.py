@@ -9,16 +9,18 @@ from flask_smorest import Blueprint
 
 from app.extensions import limiter
 from app.security import current_actor, current_user, user_rate_key
-from app.services import accounts, claims, deletion, energy, personal_data, records, volunteers
+from app.services import accounts, claims, deletion, energy, party, personal_data, records, volunteers
 from mobile_api.fields import PageQuery, page_of
 from mobile_api.schemas import (
     ClaimQuerySchema,
+    CommunityReportCreateSchema,
     ConsentSchema,
     DeletionScheduledSchema,
     DeletionSchema,
     EnergySchema,
     ExportSchema,
     MyClaimSchema,
+    PartySchema,
     PasswordChangeSchema,
     PhoneChangeSchema,
     RecordQuerySchema,
@@ -201,3 +203,26 @@ def my_energy(query):
     user = current_user()
     items, next_cursor = energy.ledger_page(user.id, cursor=query["cursor"], limit=query["limit"])
     return {"balance": energy.balance_of(user.id), "items": items, "next_cursor": next_cursor}
+
+
+@blp.route("/community", methods=["PUT"])
+@jwt_required()
+@blp.arguments(CommunityReportCreateSchema)
+@blp.response(200, PartySchema)
+@blp.alt_response(403, description="party_member_required")
+@blp.alt_response(409, description="org_not_approved")
+@blp.doc(**AUTH)
+def report_to_community(body):
+    """Report to the community where you live (在职党员到社区报到; a party member).
+
+    One community at a time: a new one replaces the old."""
+    return party.report_to_community(current_actor(), body["org_id"])
+
+
+@blp.route("/community", methods=["DELETE"])
+@jwt_required()
+@blp.response(204)
+@blp.doc(**AUTH)
+def leave_community():
+    """Stop reporting to a community."""
+    party.leave_community(current_actor())

@@ -7,10 +7,13 @@ from flask_jwt_extended import jwt_required
 from flask_smorest import Blueprint
 
 from app.security import current_actor, optional_actor
-from app.services import org_stats, orgs, record_exports, records, volunteers
+from app.services import org_stats, orgs, party, record_exports, records, volunteers
 from mobile_api.fields import PageQuery, page_of
 from mobile_api.schemas import (
     HonorRecordCreateSchema,
+    JoinCreateSchema,
+    JoinRequestItemSchema,
+    JoinRequestSchema,
     OrgCreateSchema,
     OrgMemberCreateSchema,
     OrgMemberItemSchema,
@@ -19,6 +22,8 @@ from mobile_api.schemas import (
     OrgSchema,
     OrgStatsQuerySchema,
     OrgStatsSchema,
+    PartyMemberQuerySchema,
+    PartyMemberSchema,
     PeriodQuerySchema,
     RecordBulkApproveSchema,
     RecordBulkResultSchema,
@@ -34,6 +39,8 @@ PUBLIC = {"security": [{}, {"bearerAuth": []}]}
 OrgPage = page_of(OrgSchema, "OrgPage")
 OrgMemberPage = page_of(OrgMemberItemSchema, "OrgMemberPage")
 OrgRecordPage = page_of(RecordSchema, "OrgRecordPage")
+JoinRequestPage = page_of(JoinRequestItemSchema, "JoinRequestPage")
+PartyMemberPage = page_of(PartyMemberSchema, "PartyMemberPage")
 FILE = {"type": "string", "format": "binary"}
 
 
@@ -214,3 +221,89 @@ def _download(chunks, content_type: str, filename: str) -> Response:
 def org_figures(query, org_id):
     """The org's figures per week or month in Asia/Shanghai (its coordinators, admins)."""
     return org_stats.org_stats(current_actor(), org_id, query["first"], query["last"], query["interval"])
+
+
+# --- joining on request; party members (党员志愿者, 双报到) ------------------------------------------------------
+
+
+@blp.route("/<int:org_id>/join", methods=["POST"])
+@jwt_required()
+@blp.arguments(JoinCreateSchema)
+@blp.response(201, JoinRequestSchema)
+@blp.alt_response(403, description="volunteer_required")
+@blp.alt_response(409, description="already_member, join_request_pending, org_not_approved")
+@blp.doc(**AUTH)
+def request_to_join(body, org_id):
+    """Ask to join an approved org (a volunteer); its coordinators approve or refuse.
+
+    Joining a party branch makes you a party member of it."""
+    return orgs.request_to_join(current_actor(), org_id, body["message"])
+
+
+@blp.route("/<int:org_id>/join-requests", methods=["GET"])
+@jwt_required()
+@blp.arguments(PageQuery, location="query")
+@blp.response(200, JoinRequestPage)
+@blp.alt_response(403, description="coordinator_required")
+@blp.doc(**AUTH)
+def list_join_requests(query, org_id):
+    """The org's pending requests to join, oldest first (its coordinators)."""
+    items, next_cursor = orgs.list_join_requests(current_actor(), org_id, cursor=query["cursor"], limit=query["limit"])
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@blp.route("/<int:org_id>/join-requests/<int:user_id>/approve", methods=["POST"])
+@jwt_required()
+@blp.response(200, JoinRequestSchema)
+@blp.alt_response(403, description="coordinator_required")
+@blp.alt_response(409, description="join_request_not_pending")
+@blp.doc(**AUTH)
+def approve_join_request(org_id, user_id):
+    """Approve a request to join: the volunteer becomes a member and is told (the org's coordinators)."""
+    return orgs.approve_join(current_actor(), org_id, user_id)
+
+
+@blp.route("/<int:org_id>/join-requests/<int:user_id>/reject", methods=["POST"])
+@jwt_required()
+@blp.arguments(RejectSchema)
+@blp.response(200, JoinRequestSchema)
+@blp.alt_response(403, description="coordinator_required")
+@blp.alt_response(409, description="join_request_not_pending")
+@blp.doc(**AUTH)
+def reject_join_request(body, org_id, user_id):
+    """Refuse a request to join with a reason the volunteer is told (the org's coordinators)."""
+    return orgs.reject_join(current_actor(), org_id, user_id, body["reason"])
+
+
+@blp.route("/<int:org_id>/party-members", methods=["GET"])
+@jwt_required()
+@blp.arguments(PartyMemberQuerySchema, location="query")
+@blp.response(200, PartyMemberPage)
+@blp.alt_response(403, description="coordinator_required")
+@blp.alt_response(404, description="not_found (also an org neither a community nor a party branch)")
+@blp.doc(**AUTH)
+def list_party_members(query, org_id):
+    """A branch's members, or the party members reporting to a community, with their service.
+
+    The service in the period (default: the current month, Asia/Shanghai) wherever it
+    happened; for the coordinators of that branch or community."""
+    items, next_cursor = party.list_party_members(
+        current_actor(), org_id, query["first"], query["last"], cursor=query["cursor"], limit=query["limit"]
+    )
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@blp.route("/<int:org_id>/party-members.csv", methods=["GET"])
+@jwt_required()
+@blp.arguments(PeriodQuerySchema, location="query")
+@blp.response(200, FILE, content_type="text/csv", description="UTF-8 with a BOM; one row per member.")
+@blp.alt_response(403, description="coordinator_required")
+@blp.alt_response(404, description="not_found (also an org that is not a party branch)")
+@blp.doc(**AUTH)
+def export_party_members_csv(query, org_id):
+    """The branch's report as CSV (the branch's coordinators).
+
+    Each member's community, recorded hours, wishes fulfilled and claims in the period."""
+    first, last = party.default_period(query["first"], query["last"])
+    chunks = party.party_report_csv(current_actor(), org_id, first, last)
+    return _download(chunks, record_exports.CSV_TYPE, party.report_filename(org_id, first, last))

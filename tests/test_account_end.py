@@ -83,6 +83,7 @@ def test_the_export_holds_everything_and_no_secret(app, client):
         "consents",
         "volunteer",
         "org_memberships",
+        "join_requests",
         "postings",
         "claims",
         "service_records",

@@ -117,7 +117,8 @@ def test_seed_creates_demo_data(app, runner, client):
         # and the applicant of a pending org, and 鼓楼's second coordinator
         "users": 1 + len(ORGS) + len(VOLUNTEERS) + 1 + 1,
         "orgs": len(ORGS) + 1,
-        "org_members": len(ORGS) + 1 + 1,
+        # and the party branch's member (小陈, reporting to 鼓楼)
+        "org_members": len(ORGS) + 1 + 1 + 1,
         "volunteers": len(VOLUNTEERS),
         "refresh_tokens": 0,
     }

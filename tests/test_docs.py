@@ -79,6 +79,7 @@ def rulebook_table() -> str:
         ("bonus energy on confirmation", lambda p: str(p.confirm_bonus_points) if p.confirm_bonus_points else "—"),
         ("beneficiary (masked contact)", lambda p: _yes(p.has_beneficiary)),
         ("matched to volunteers (for me, nearby alerts)", lambda p: _yes(p.matched_to_volunteers)),
+        ("nearby alert to party members first (PARTY_FIRST_MINUTES)", lambda p: _yes(p.party_first)),
         ("in the calendar feed", lambda p: _yes(p.in_calendar)),
         ("fulfilment public as the posting's story once confirmed", lambda p: _yes(p.public_story)),
         ("hours recorded by (谁组织谁记录)", _recorded_by),
@@ -110,6 +111,12 @@ PREDICATES = (
     ("reject a record", "require_may_reject"),
     ("see a record", "may_see_record"),
     ("void a certificate", "require_may_void"),
+    ("ask to join an org", "require_may_join"),
+    ("approve or refuse a request to join", "require_may_decide_join"),
+    ("report to a community (双报到)", "require_party_member"),
+    ("see a volunteer's party block", "sees_party"),
+    ("list an org's party members", "require_may_list_party_members"),
+    ("export a branch's party-member report", "require_may_export_party_report"),
 )
 
 

@@ -462,6 +462,9 @@ EXAMPLE_SCENARIOS = {
     "apply_for_org": ("resident", {}, {}),
     "reject_org": ("admin", {"org_id": "pending_org"}, {}),
     "add_member": ("coordinator", {"org_id": "org"}, {"user_id": "resident_id"}),
+    "request_to_join": ("volunteer", {"org_id": "community"}, {}),
+    "reject_join_request": ("community_coordinator", {"org_id": "community", "user_id": "volunteer_id"}, {}),
+    "report_to_community": ("party_member", {}, {"org_id": "community"}),
     "add_honor_record": ("coordinator", {"org_id": "org"}, {"volunteer_id": "volunteer_id"}),
     "create_posting": ("resident", {}, {}),
     "update_posting": ("resident", {"posting_id": "open_wish"}, {}),
@@ -519,6 +522,10 @@ def _example_world(app) -> dict:
         for days in (2, 3)
     ]
     pending_org, _ = make_org(app, status="pending")
+    community, community_coordinator = make_org(app, kind="community")
+    branch, _ = make_org(app, kind="party_branch")
+    party_member = make_volunteer(app)
+    add_member(app, branch, party_member)
     here = {"lat": HOME["lat"], "lng": HOME["lng"]}
     open_wish = make_posting(app, resident, **here)
     wish_to_cancel = make_posting(app, resident, **here)
@@ -539,8 +546,11 @@ def _example_world(app) -> dict:
             "admin": admin,
             "coordinator": coordinator,
             "volunteer": volunteer,
+            "community_coordinator": community_coordinator,
+            "party_member": party_member,
         },
         "org": org_id,
+        "community": community,
         "pending_record": pending[0],
         "pending_records": [pending[1]],
         "pending_org": pending_org,

@@ -14,7 +14,7 @@ from app.models.notifications import (
     PushDelivery,
     PushWindow,
 )
-from app.models.orgs import Org, OrgMember
+from app.models.orgs import CommunityReport, JoinRequest, Org, OrgMember
 from app.models.photos import Photo
 from app.models.postings import Posting, PostingTag
 from app.models.records import ServiceRecord, VolunteerRating
@@ -28,11 +28,13 @@ __all__ = [
     "CalendarFeed",
     "Certificate",
     "Claim",
+    "CommunityReport",
     "Consent",
     "Device",
     "EnergyEntry",
     "IdempotencyKey",
     "JobRun",
+    "JoinRequest",
     "NearbyAlertAllowance",
     "NearbyAlertRequest",
     "Notification",

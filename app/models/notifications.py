@@ -116,6 +116,10 @@ class NearbyAlertRequest(Base):
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     posting_id: so.Mapped[int] = so.mapped_column(sa.ForeignKey("postings.id", ondelete="CASCADE"))
     created_at: so.Mapped[datetime] = so.mapped_column(default=utcnow)
+    # A wish's first wave goes to party members only (app.services.nearby_alerts);
+    # the follow-up to everyone waits until ``due_at`` (null: due at once).
+    party_first: so.Mapped[bool] = so.mapped_column(default=False, server_default=sa.false())
+    due_at: so.Mapped[datetime | None]
 
 
 class NearbyAlertAllowance(Base):

@@ -31,6 +31,16 @@ class ServiceRecord(Base):
         sa.Index("ix_service_records_volunteer_id_id", "volunteer_id", "id"),
         # the volunteer's windows near a new one (the overlap check)
         sa.Index("ix_service_records_volunteer_id_ended_at", "volunteer_id", "ended_at"),
+        # a volunteer's recorded service in a period (a party branch's report: hours and
+        # the last service of thousands of members), answered from the index alone
+        sa.Index(
+            "ix_service_records_recorded_volunteer_id_ended_at",
+            "volunteer_id",
+            "ended_at",
+            postgresql_include=["minutes"],
+            postgresql_where=sa.text("status = 'recorded'"),
+            sqlite_where=sa.text("status = 'recorded'"),
+        ),
         # an org's records by status, oldest first (GET /orgs/{id}/records?status=pending: the review queue)
         sa.Index("ix_service_records_org_id_status_created_at", "org_id", "status", "created_at", "id"),
     )

@@ -59,6 +59,9 @@ TEMPLATES: dict[str, tuple[LazyString, LazyString]] = {
         _l("Certificate issued"),
         _l("Your certificate of volunteer service from “{org}” (No. {number}) is ready."),
     ),
+    "join_requested": (_l("Request to join"), _l("{volunteer} asked to join “{org}”; please answer the request.")),
+    "membership_approved": (_l("Welcome aboard"), _l("Your request to join “{org}” was approved.")),
+    "membership_rejected": (_l("Request to join declined"), _l("Your request to join “{org}” was declined: {reason}")),
     # Wishes, projects and charity activities alike (微呼百应): the texts name no kind.
     "nearby_posting": (_l("Volunteers needed near you"), _l("About {distance_km} km from you: “{title}”")),
 }

@@ -23,6 +23,18 @@ skilled pass is ranges of ``ix_volunteer_skills_skill_home`` (one per skill),
 the other ranges of ``ix_volunteers_home``. Each row's dedupe key names the
 posting, so a posting that reopens never alerts anyone twice.
 
+**Party members first (党员志愿者优先).** A kind with ``party_first`` in the
+rulebook (a wish) alerts in two waves. The first goes only to party members
+(members of an approved ``party_branch``) in range: when the wish's org is a
+community, those reporting to it (双报到); otherwise any party member. If no
+party member in range may be told (none there, or all with alerts off or past
+claimants), everyone in range is alerted at once. Otherwise a follow-up request
+is written, due ``PARTY_FIRST_MINUTES`` (default 30) later; the ``alert_nearby``
+job takes it then, and only a wish still ``open`` (nobody claimed it) alerts
+everyone else in range. Both waves are one walk's rules: the same daily
+allowance, the same 500 a posting (those of the first wave count towards it),
+never the author, never anyone twice (the dedupe key names the posting).
+
 **Never holding up a claim.** The transaction that opens a posting (a claim
 given back, a withdrawal, the release job, an approval) only writes a
 :class:`~app.models.NearbyAlertRequest` — a plain INSERT that waits on nobody.
@@ -53,10 +65,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from datetime import date
+from datetime import date, timedelta
 from itertools import chain
 
 import sqlalchemy as sa
+from flask import current_app
 from sqlalchemy.exc import OperationalError
 
 from app.clock import local_date, utcnow
@@ -64,14 +77,18 @@ from app.extensions import db
 from app.geo import RINGS_KM, bounding_box, distance_km_sql
 from app.models import (
     Claim,
+    CommunityReport,
     NearbyAlertAllowance,
     NearbyAlertRequest,
     Notification,
+    Org,
+    OrgMember,
     Posting,
     User,
     Volunteer,
     VolunteerSkill,
 )
+from app.models.orgs import COMMUNITY, PARTY_BRANCH
 from app.outbox import notify_each
 from app.policy import POLICIES, kinds_where
 from app.skills import vocabulary
@@ -87,6 +104,7 @@ REQUEST_LOCK_TIMEOUT_MS = 1
 # The namespace of the per-posting fan-out lock (pg_try_advisory_xact_lock(namespace, posting id)).
 _FAN_OUT_LOCK = 0x4E42  # "NB"
 MATCHED_KINDS = kinds_where(matched_to_volunteers=True)
+PARTY_FIRST_KINDS = kinds_where(party_first=True)
 
 
 # --- in the opening transaction ---------------------------------------------------------------------------------
@@ -99,13 +117,20 @@ def request_alerts(posting_ids: Iterable[int]) -> None:
     ids = sorted({int(p) for p in posting_ids})
     if not ids:
         return
-    due = sa.select(Posting.id, sa.literal(utcnow(), type_=NearbyAlertRequest.created_at.type)).where(
-        Posting.id.in_(ids), Posting.kind.in_(MATCHED_KINDS), Posting.status == "open", Posting.lat.is_not(None)
-    )
+    due = sa.select(
+        Posting.id,
+        sa.literal(utcnow(), type_=NearbyAlertRequest.created_at.type),
+        Posting.kind.in_(PARTY_FIRST_KINDS),
+    ).where(Posting.id.in_(ids), Posting.kind.in_(MATCHED_KINDS), Posting.status == "open", Posting.lat.is_not(None))
     db.session.execute(
-        sa.insert(NearbyAlertRequest).from_select(["posting_id", "created_at"], due),
+        sa.insert(NearbyAlertRequest).from_select(["posting_id", "created_at", "party_first"], due),
         execution_options={"synchronize_session": False},
     )
+
+
+def _due(now) -> sa.ColumnElement[bool]:
+    """Requests that may run now (a party-first wish's follow-up waits for its ``due_at``)."""
+    return sa.or_(NearbyAlertRequest.due_at.is_(None), NearbyAlertRequest.due_at <= now)
 
 
 # --- after it: the fan-out ----------------------------------------------------------------------------------
@@ -127,7 +152,9 @@ def send_requested(posting_ids: Iterable[int]) -> int:
 
 def next_requested() -> int | None:
     """The posting of the oldest alert request, if any (for the ``alert_nearby`` job)."""
-    return db.session.scalar(sa.select(NearbyAlertRequest.posting_id).order_by(NearbyAlertRequest.id).limit(1))
+    return db.session.scalar(
+        sa.select(NearbyAlertRequest.posting_id).where(_due(utcnow())).order_by(NearbyAlertRequest.id).limit(1)
+    )
 
 
 def fan_out(posting_id: int, *, wait: bool = True) -> int | None:
@@ -146,15 +173,16 @@ def fan_out(posting_id: int, *, wait: bool = True) -> int | None:
                 return None
         taken = db.session.execute(
             sa.delete(NearbyAlertRequest)
-            .where(NearbyAlertRequest.posting_id == posting_id)
-            .returning(NearbyAlertRequest.id)
+            .where(NearbyAlertRequest.posting_id == posting_id, _due(utcnow()))
+            .returning(NearbyAlertRequest.party_first)
             .execution_options(synchronize_session=False)
         ).all()
         if not taken:
             db.session.rollback()
             return 0
         posting = db.session.get(Posting, posting_id, populate_existing=True)
-        alerted = alert_volunteers(posting) if posting is not None else 0
+        party_wave = all(party_first for (party_first,) in taken)
+        alerted = _alert_wave(posting, party_wave) if posting is not None else 0
         db.session.commit()
         return alerted
     except OperationalError as exc:
@@ -173,6 +201,54 @@ def _is_lock_wait(exc: OperationalError) -> bool:
     return (getattr(exc.orig, "sqlstate", None) or "") in ("55P03", "40P01")
 
 
+def _alert_wave(posting: Posting, party_wave: bool) -> int:
+    """One fan-out of ``posting``: its party members' wave (then the follow-up is
+    written, unless nobody there could be told: then everyone at once), or everyone's."""
+    if not party_wave:
+        return alert_volunteers(posting)
+    if posting.status != "open":
+        return 0
+    alerted, candidates = _alert(posting, party_audience(posting))
+    if not candidates:
+        return alerted + alert_volunteers(posting)
+    follow_up_pending = db.session.scalar(
+        sa.select(NearbyAlertRequest.id)
+        .where(NearbyAlertRequest.posting_id == posting.id, NearbyAlertRequest.due_at.is_not(None))
+        .limit(1)
+    )
+    if follow_up_pending is None:
+        now = utcnow()
+        wait = timedelta(minutes=current_app.config["PARTY_FIRST_MINUTES"])
+        db.session.add(NearbyAlertRequest(posting_id=posting.id, created_at=now, party_first=False, due_at=now + wait))
+    return alerted
+
+
+def party_audience(posting: Posting):
+    """Who hears of a party-first posting first, as a clause on a user-id column: the
+    party members reporting to its org when that is a community, else any party member."""
+    community = None
+    if posting.org_id is not None:
+        community = db.session.scalar(sa.select(Org.id).where(Org.id == posting.org_id, Org.kind == COMMUNITY))
+
+    def clause(user_id: sa.ColumnElement[int]) -> sa.ColumnElement[bool]:
+        party_member = (
+            sa.select(OrgMember.id)
+            .join(Org, Org.id == OrgMember.org_id)
+            .where(OrgMember.user_id == user_id, Org.kind == PARTY_BRANCH, Org.is_approved)
+            .exists()
+        )
+        if community is None:
+            return party_member
+        reporting = (
+            sa.select(CommunityReport.user_id)
+            .where(CommunityReport.user_id == user_id, CommunityReport.org_id == community)
+            .exists()
+        )
+        return sa.and_(reporting, party_member)
+
+    return clause
+
+
 def alert_volunteers(posting: Posting) -> int:
     """Queue ``nearby_posting`` for the volunteers near an open posting that needs
     people, in the caller's transaction; returns how many were queued now.
@@ -182,15 +258,27 @@ def alert_volunteers(posting: Posting) -> int:
     unit of their daily allowance, granted by the database in one statement per
     stretch of the walk, so only those granted are queued.
     """
+    return _alert(posting, None)[0]
+
+
+def _alert(posting: Posting, audience) -> tuple[int, int]:
+    """:func:`alert_volunteers` among the volunteers ``audience`` (a clause on a user-id
+    column) admits (None: all); returns (queued now, volunteers in range who may be
+    told of it at all: alerts on, not a past claimant)."""
     if not POLICIES[posting.kind].matched_to_volunteers or posting.status != "open" or posting.lat is None:
-        return 0
+        return 0, 0
     dedupe = f"posting:{posting.id}"
     skills = vocabulary().codes_named_by(posting.tag_names)
     # Whoever held a claim on it knows it already (a released claimant lost it
     # for being overdue, a withdrawn one gave it up: "near you" would be noise).
     past_claimants = set(db.session.scalars(sa.select(Claim.user_id).where(Claim.posting_id == posting.id)))
-    walk = chain(_reachable(posting, skills), _reachable(posting, None)) if skills else _reachable(posting, None)
-    seen: set[int] = set()  # a skilled volunteer comes up again in the second pass
+    walk = (
+        chain(_reachable(posting, skills, audience), _reachable(posting, None, audience))
+        if skills
+        else _reachable(posting, None, audience)
+    )
+    seen: set[int] = set()
+    candidates = 0  # a skilled volunteer comes up again in the second pass
     chosen: dict[int, dict] = {}
     reached = 0  # volunteers this posting has reached, earlier or now
     now = utcnow()
@@ -202,6 +290,7 @@ def alert_volunteers(posting: Posting) -> int:
             seen.add(user_id)
             if wants_alerts and user_id not in past_claimants:
                 eligible.append((user_id, km, tz))
+        candidates += len(eligible)
         if not eligible:
             continue
         already = _already_alerted(dedupe, [user_id for user_id, _, _ in eligible])
@@ -228,8 +317,8 @@ def alert_volunteers(posting: Posting) -> int:
         if reached >= PER_POSTING_LIMIT:
             break
     if not chosen:
-        return 0
-    return notify_each(KIND, chosen, dedupe=dedupe, title=posting.title, posting_id=posting.id)
+        return 0, candidates
+    return notify_each(KIND, chosen, dedupe=dedupe, title=posting.title, posting_id=posting.id), candidates
 
 
 def _spent_today(days: dict[int, date]) -> set[int]:
@@ -267,7 +356,7 @@ def take_allowances(days: dict[int, date]) -> set[int]:
     return set(db.session.scalars(stmt))
 
 
-def _reachable(posting: Posting, skills: list[str] | None) -> Iterator[list[tuple]]:
+def _reachable(posting: Posting, skills: list[str] | None, audience=None) -> Iterator[list[tuple]]:
     """Pages of (user id, distance km, time zone, nearby_alerts) of the volunteers
     whose own radius covers the posting, nearest first (ties by id); with
     ``skills``, only those holding one of them (a volunteer holding two comes
@@ -276,7 +365,7 @@ def _reachable(posting: Posting, skills: list[str] | None) -> Iterator[list[tupl
     for outer_km in RINGS_KM:
         last = None
         while True:
-            page = _ring_page(posting, skills, inner_km, outer_km, last)
+            page = _ring_page(posting, skills, inner_km, outer_km, last, audience)
             if page:
                 yield page
             if len(page) < _PAGE:
@@ -286,7 +375,12 @@ def _reachable(posting: Posting, skills: list[str] | None) -> Iterator[list[tupl
 
 
 def _ring_page(
-    posting: Posting, skills: list[str] | None, inner_km: float, outer_km: float, last: tuple[float, int] | None
+    posting: Posting,
+    skills: list[str] | None,
+    inner_km: float,
+    outer_km: float,
+    last: tuple[float, int] | None,
+    audience=None,
 ) -> list[tuple]:
     """One page of the ring inner_km < distance <= outer_km, after ``last``.
 
@@ -306,6 +400,8 @@ def _ring_page(
     ]
     if skills:
         where.append(VolunteerSkill.skill.in_(skills))
+    if audience is not None:
+        where.append(audience(homes.user_id))
     if inner_km:
         # beyond the inner ring only the volunteers with a wider radius qualify
         where += [homes.push_radius_km > inner_km, distance > inner_km]

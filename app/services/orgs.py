@@ -20,12 +20,12 @@ from sqlalchemy.exc import IntegrityError
 from app.clock import utcnow
 from app.errors import AppError, Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from app.extensions import db
-from app.models import Org, OrgMember, User
-from app.models.orgs import APPROVED
+from app.models import CommunityReport, JoinRequest, Org, OrgMember, User, Volunteer
+from app.models.orgs import APPROVED, PARTY_BRANCH
 from app.outbox import notify
 from app.services.audit import audit
 from app.services.pagination import paginate
-from app.services.permissions import Actor, admins
+from app.services.permissions import Actor, admins, party_branch_ids, record_reviewers
 
 
 @dataclass
@@ -152,7 +152,8 @@ def _review(actor: Actor, org_id: int, status: str, reason: str | None = None) -
 
 def list_members(actor: Actor, org_id: int, *, cursor: str | None, limit: int) -> tuple[list[dict], str | None]:
     """The org's members and coordinators in the order they joined (its
-    coordinators and admins): ``{user: {id, display_name}, role, joined_at}``."""
+    coordinators and admins): ``{user: {id, display_name}, role, joined_at}``,
+    with ``party`` where the caller may see it (``Actor.sees_party``)."""
     org = get_org(org_id)
     _require_manager(actor, org)
     stmt = (
@@ -161,10 +162,15 @@ def list_members(actor: Actor, org_id: int, *, cursor: str | None, limit: int) -
         .where(OrgMember.org_id == org.id)
     )
     rows, next_cursor = paginate(db.session, stmt, [(OrgMember.id, False)], cursor, limit, lambda r: [r.id], rows=True)
-    items = [
-        {"user": {"id": user_id, "display_name": name}, "role": role, "joined_at": joined_at}
-        for _, user_id, name, role, joined_at in rows
-    ]
+    from app.services.party import visible_parties  # party reads orgs: imported when used
+
+    parties = visible_parties(actor, [row.user_id for row in rows])
+    items = []
+    for _, user_id, name, role, joined_at in rows:
+        item = {"user": {"id": user_id, "display_name": name}, "role": role, "joined_at": joined_at}
+        if user_id in parties:
+            item["party"] = parties[user_id]
+        items.append(item)
     return items, next_cursor
 
 
@@ -186,8 +192,140 @@ def add_member(actor: Actor, org_id: int, member_id: int, role: str) -> OrgMembe
         db.session.rollback()
         raise Conflict("already_member") from None
     db.session.execute(sa.update(Org).where(Org.id == org.id).values(member_count=Org.member_count + 1))
+    # a request to join the coordinator just answered by adding the person is settled with it
+    db.session.execute(
+        sa.update(JoinRequest)
+        .where(JoinRequest.org_id == org.id, JoinRequest.user_id == member_id, JoinRequest.status == "pending")
+        .values(status=APPROVED, decided_by=actor.id, decided_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
     db.session.commit()
     return member
+
+
+# --- joining on request -------------------------------------------------------------------------------------
+
+
+def request_to_join(actor: Actor, org_id: int, message: str | None) -> JoinRequest:
+    """A volunteer asks to join an approved org (a refused one may ask again); the
+    org's coordinators are told (``join_requested``)."""
+    org = view_org(actor, org_id)
+    actor.require_may_join(org)
+    now = utcnow()
+    message = (message or "").strip() or None
+    request = db.session.scalar(
+        sa.select(JoinRequest).where(JoinRequest.org_id == org.id, JoinRequest.user_id == actor.id).with_for_update()
+    )
+    if request is not None and request.status == "pending":
+        raise Conflict("join_request_pending")
+    if request is None:
+        request = JoinRequest(org_id=org.id, user_id=actor.id)
+        db.session.add(request)
+    request.status, request.message, request.requested_at = "pending", message, now
+    request.decided_by = request.decided_at = request.reject_reason = None
+    try:
+        db.session.flush()
+    except IntegrityError:  # the same volunteer asked twice at once
+        db.session.rollback()
+        raise Conflict("join_request_pending") from None
+    coordinators = record_reviewers({org.id})[org.id] - {actor.id}
+    notify(
+        coordinators,
+        "join_requested",
+        dedupe=f"join:{request.id}:{now.isoformat()}",
+        volunteer=actor.user.display_name,
+        org=org.name,
+        org_id=org.id,
+    )
+    db.session.commit()
+    return request
+
+
+def list_join_requests(actor: Actor, org_id: int, *, cursor: str | None, limit: int) -> tuple[list[dict], str | None]:
+    """The org's pending requests to join, oldest first (its coordinators)."""
+    org = get_org(org_id)
+    actor.require_may_decide_join(org)
+    stmt = (
+        sa.select(JoinRequest, User.display_name, Volunteer.volunteer_no)
+        .join(User, User.id == JoinRequest.user_id)
+        .outerjoin(Volunteer, Volunteer.user_id == JoinRequest.user_id)
+        .where(JoinRequest.org_id == org.id, JoinRequest.status == "pending")
+    )
+    rows, next_cursor = paginate(
+        db.session, stmt, [(JoinRequest.id, False)], cursor, limit, lambda r: [r[0].id], rows=True
+    )
+    items = [
+        {
+            "org_id": request.org_id,
+            "user": {"id": request.user_id, "display_name": name},
+            "volunteer_no": volunteer_no,
+            "status": request.status,
+            "message": request.message,
+            "requested_at": request.requested_at,
+        }
+        for request, name, volunteer_no in rows
+    ]
+    return items, next_cursor
+
+
+def approve_join(actor: Actor, org_id: int, user_id: int) -> JoinRequest:
+    """A pending request → approved: the volunteer becomes a member (of a
+    ``party_branch``: a party member of it) and is told (``membership_approved``)."""
+    org, request = _decide_join(actor, org_id, user_id, APPROVED)
+    try:
+        # a savepoint: a coordinator adding the same person by id at this moment wins the row
+        with db.session.begin_nested():
+            db.session.add(OrgMember(org_id=org.id, user_id=user_id, role="member"))
+        db.session.execute(sa.update(Org).where(Org.id == org.id).values(member_count=Org.member_count + 1))
+    except IntegrityError:
+        pass  # already a member: the request is settled all the same
+    notify(
+        [user_id],
+        "membership_approved",
+        dedupe=f"join:{request.id}:{request.decided_at.isoformat()}",
+        org=org.name,
+        org_id=org.id,
+    )
+    audit(actor.id, "org.join.approve", "org", org.id, user_id=user_id)
+    db.session.commit()
+    return request
+
+
+def reject_join(actor: Actor, org_id: int, user_id: int, reason: str) -> JoinRequest:
+    """A pending request → rejected with a reason the volunteer is told (``membership_rejected``)."""
+    org, request = _decide_join(actor, org_id, user_id, "rejected", reason.strip())
+    notify(
+        [user_id],
+        "membership_rejected",
+        dedupe=f"join:{request.id}:{request.decided_at.isoformat()}",
+        org=org.name,
+        org_id=org.id,
+        reason=request.reject_reason,
+    )
+    audit(actor.id, "org.join.reject", "org", org.id, user_id=user_id, reason=request.reject_reason)
+    db.session.commit()
+    return request
+
+
+def _decide_join(actor: Actor, org_id: int, user_id: int, status: str, reason: str | None = None):
+    """One conditional UPDATE pending → ``status`` (two coordinators deciding at once:
+    one wins, the other gets 409 ``join_request_not_pending``)."""
+    org = get_org(org_id)
+    actor.require_may_decide_join(org)
+    where = (JoinRequest.org_id == org.id, JoinRequest.user_id == user_id)
+    done = db.session.execute(
+        sa.update(JoinRequest)
+        .where(*where, JoinRequest.status == "pending")
+        .values(status=status, decided_by=actor.id, decided_at=utcnow(), reject_reason=reason)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not done:
+        db.session.rollback()
+        if db.session.scalar(sa.select(JoinRequest.id).where(*where)) is None:
+            raise NotFound()
+        raise Conflict("join_request_not_pending")
+    request = db.session.scalar(sa.select(JoinRequest).where(*where).execution_options(populate_existing=True))
+    return org, request
 
 
 def sole_coordinator_of(user_id: int) -> list[int]:
@@ -240,4 +378,9 @@ def remove_member(actor: Actor, org_id: int, member_id: int) -> None:
         db.session.rollback()
         raise
     db.session.delete(member)
+    if org.kind == PARTY_BRANCH:
+        # no longer a party member (of any other branch): no longer reporting to a community
+        db.session.flush()
+        if db.session.scalar(party_branch_ids(member_id).limit(1)) is None:
+            db.session.execute(sa.delete(CommunityReport).where(CommunityReport.user_id == member_id))
     db.session.commit()

@@ -33,6 +33,10 @@ Every service asks the actor, never its own copy of a rule. The rules:
   (or an admin) who is neither the volunteer (``own_record``) nor whoever
   made the record (``second_person_required``). The same people, except the
   volunteer, may reject it.
+- **Joining an org**: a registered volunteer asks; the org's coordinators
+  decide. A member of an approved ``party_branch`` is a party member; they
+  report to one community, and their ``party`` block is seen by them and by
+  the coordinators of their branch and of that community, nobody else.
 """
 
 from __future__ import annotations
@@ -43,9 +47,10 @@ from functools import cached_property
 import sqlalchemy as sa
 from flask_babel import gettext
 
-from app.errors import Forbidden, Invalid
+from app.errors import Conflict, Forbidden, Invalid, NotFound
 from app.extensions import db
 from app.models import Certificate, Claim, Org, OrgMember, Posting, ServiceRecord, User
+from app.models.orgs import COMMUNITY, PARTY_BRANCH
 from app.policy import (
     ANYONE,
     CONTACT_CLAIM_STATUSES,
@@ -159,6 +164,61 @@ class Actor:
         if not self.member_roles:
             return approved
         return sa.or_(approved, Org.id.in_(sorted(self.member_roles)))
+
+    # --- joining orgs, party members (党员志愿者, 双报到) ----------------------------------------------------------
+
+    def require_may_join(self, org: Org) -> None:
+        """A registered volunteer (``volunteer_required``) asks to join an approved org
+        (``org_not_approved``) they are not a member of (``already_member``); its
+        coordinators then decide."""
+        if not self.is_volunteer:
+            raise Forbidden("volunteer_required")
+        if not org.is_approved:
+            raise Conflict("org_not_approved")
+        if org.id in self.member_roles:
+            raise Conflict("already_member")
+
+    def require_may_decide_join(self, org: Org) -> None:
+        """The org's coordinators (``coordinator_required``) list, approve and refuse the
+        requests to join it; a requester is never a member, so never decides their own."""
+        if not self.coordinates_org(org.id):
+            raise Forbidden("coordinator_required")
+
+    def require_party_member(self) -> None:
+        """A member of an approved ``party_branch`` (``party_member_required``) reports to
+        a community."""
+        if not self.party_branches:
+            raise Forbidden("party_member_required")
+
+    @cached_property
+    def party_branches(self) -> list[int]:
+        """The approved party branches this user belongs to, lowest id first."""
+        if self.id is None:
+            return []
+        return list(db.session.scalars(party_branch_ids(self.id)))
+
+    def sees_party(self, user_id: int, branch_id: int | None, community_id: int | None) -> bool:
+        """The party member themself, the coordinators of their branch and of the
+        community they report to; nobody else (admins neither)."""
+        if self.id is None or branch_id is None:
+            return False
+        return user_id == self.id or self.coordinates_org(branch_id) or self.coordinates_org(community_id)
+
+    def require_may_list_party_members(self, org: Org) -> None:
+        """The coordinators of a community (its reporting party members) or of a party
+        branch (its members) (``coordinator_required``); no other kind of org has a list."""
+        if org.kind not in (PARTY_BRANCH, COMMUNITY):
+            raise NotFound()
+        if not self.coordinates_org(org.id):
+            raise Forbidden("coordinator_required")
+
+    def require_may_export_party_report(self, org: Org) -> None:
+        """The coordinators of a party branch (``coordinator_required``): the report of its
+        members' service wherever it happened."""
+        if org.kind != PARTY_BRANCH:
+            raise NotFound()
+        if not self.coordinates_org(org.id):
+            raise Forbidden("coordinator_required")
 
     # --- posting and claiming -------------------------------------------------------------------------------
 
@@ -384,6 +444,17 @@ class Actor:
             raise Forbidden("own_certificate")
         if not self.manages_org(certificate.org_id):
             raise Forbidden("coordinator_required")
+
+
+def party_branch_ids(user_id) -> sa.Select:
+    """The approved party branches ``user_id`` (an id or a SQL column) belongs to, lowest id first:
+    the one definition of "a party member" (党员: a member of an approved ``party_branch``)."""
+    return (
+        sa.select(Org.id)
+        .join(OrgMember, OrgMember.org_id == Org.id)
+        .where(OrgMember.user_id == user_id, Org.kind == PARTY_BRANCH, Org.is_approved)
+        .order_by(Org.id)
+    )
 
 
 def admins() -> sa.Select:

@@ -30,10 +30,12 @@ from app.models import (
     CalendarFeed,
     Certificate,
     Claim,
+    CommunityReport,
     Consent,
     Device,
     EnergyEntry,
     IdempotencyKey,
+    JoinRequest,
     Notification,
     Org,
     OrgMember,
@@ -68,6 +70,26 @@ def _memberships(user: User) -> list[dict]:
     ]
 
 
+def _join_requests(user: User) -> list[dict]:
+    rows = db.session.execute(
+        sa.select(JoinRequest, Org.name)
+        .join(Org, Org.id == JoinRequest.org_id)
+        .where(JoinRequest.user_id == user.id)
+        .order_by(JoinRequest.id)
+    )
+    return [
+        {
+            "org": {"id": request.org_id, "name": name},
+            "status": request.status,
+            "message": request.message,
+            "requested_at": request.requested_at,
+            "decided_at": request.decided_at,
+            "reject_reason": request.reject_reason,
+        }
+        for request, name in rows
+    ]
+
+
 def _claims(user: User) -> list[Claim]:
     claims = _all(sa.select(Claim).where(Claim.user_id == user.id).order_by(Claim.id))
     titles = dict(
@@ -91,6 +113,7 @@ EXPORT: tuple[tuple[str, Callable[[User], Any]], ...] = (
     ("consents", lambda user: _all(sa.select(Consent).where(Consent.user_id == user.id).order_by(Consent.id))),
     ("volunteer", lambda user: user.volunteer),
     ("org_memberships", _memberships),
+    ("join_requests", _join_requests),
     ("postings", lambda user: _all(sa.select(Posting).where(Posting.author_id == user.id).order_by(Posting.id))),
     ("claims", _claims),
     (
@@ -240,6 +263,8 @@ ERASURE: tuple[tuple[str, Callable[[User], int]], ...] = (
     # Their uploads, avatar included, leave what they belong to; purge_photos deletes the files.
     ("photos", lambda user: photos.delete_user_photos(user.id)),
     ("org_memberships", _leave_orgs),
+    ("join_requests", _delete(JoinRequest, JoinRequest.user_id)),
+    ("community_report", _delete(CommunityReport, CommunityReport.user_id)),
     ("volunteer", _volunteer),
     ("volunteer_skills", _delete(VolunteerSkill, VolunteerSkill.user_id)),
     ("certificates_renamed", _certificates),

@@ -77,9 +77,9 @@ def records_csv(actor: Actor, org_id: int, first: date | None, last: date | None
     batches = _record_batches(actor, org_id, first, last)
 
     def generate() -> Iterator[bytes]:
-        yield "\ufeff".encode() + _csv_lines([_headers()])
+        yield "\ufeff".encode() + csv_lines([_headers()])
         for batch in batches:
-            yield _csv_lines([[_csv_cell(value) for value in row] for row in batch])
+            yield csv_lines([[csv_cell(value) for value in row] for row in batch])
 
     return generate()
 
@@ -182,13 +182,13 @@ def _headers() -> list[str]:
     return [str(column) for column in COLUMNS]
 
 
-def _csv_lines(rows: list[list]) -> bytes:
+def csv_lines(rows: list[list]) -> bytes:
     buffer = io.StringIO()
     csv.writer(buffer).writerows(rows)
     return buffer.getvalue().encode()
 
 
-def _csv_cell(value) -> str:
+def csv_cell(value) -> str:
     """A value as CSV text: times local ``YYYY-MM-DD HH:MM``; a text a spreadsheet
     would run as a formula gets a leading apostrophe."""
     if value is None:

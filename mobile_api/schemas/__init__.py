@@ -64,6 +64,15 @@ from mobile_api.schemas.orgs import (
     OrgStatsSchema,
     VolunteerVerificationSchema,
 )
+from mobile_api.schemas.party import (
+    CommunityReportCreateSchema,
+    JoinCreateSchema,
+    JoinRequestItemSchema,
+    JoinRequestSchema,
+    PartyMemberQuerySchema,
+    PartyMemberSchema,
+    PartySchema,
+)
 from mobile_api.schemas.photos import PhotoSchema, StorySchema, UploadCreateSchema, UploadSchema
 from mobile_api.schemas.postings import (
     BeneficiaryInputSchema,
@@ -98,6 +107,13 @@ from mobile_api.schemas.stats import (
 )
 
 __all__ = [
+    "CommunityReportCreateSchema",
+    "JoinCreateSchema",
+    "JoinRequestItemSchema",
+    "JoinRequestSchema",
+    "PartyMemberQuerySchema",
+    "PartyMemberSchema",
+    "PartySchema",
     "AuthResultSchema",
     "BeneficiaryInputSchema",
     "BeneficiarySchema",

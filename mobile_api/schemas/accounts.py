@@ -11,6 +11,7 @@ from app.models.orgs import MEMBER_ROLES
 from app.policy import SMS_CODE_DIGITS, SMS_PURPOSES
 from app.security import actor_for
 from app.services.accounts import consent_required
+from app.services.party import party_of
 from app.services.permissions import memberships
 from app.services.photos import avatar_of
 from app.validators import mask_phone
@@ -28,6 +29,7 @@ from mobile_api.fields import (
     quiet_hours_span_time,
 )
 from mobile_api.schemas.claims import RatingSchema
+from mobile_api.schemas.party import PartySchema
 from mobile_api.schemas.photos import PhotoSchema
 
 LOCALES = tuple(API_LOCALES)
@@ -89,6 +91,12 @@ class VolunteerSchema(BaseSchema):
     active_claims = fields.Integer(attribute="active_wish_claims")
     rating = fields.Nested(RatingSchema)
     registered_at = UTCDateTime()
+    party = NestedFrom(
+        PartySchema,
+        allow_none=True,
+        source=lambda v: party_of(v.user_id),
+        metadata={"description": "A party member's branch and community (双报到); null: not a party member."},
+    )
     guardian = NestedFrom(
         GuardianSchema,
         allow_none=True,

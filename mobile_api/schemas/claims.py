@@ -7,6 +7,7 @@ from marshmallow import ValidationError, fields, post_load, validate
 
 from app.policy import CLAIM_STATUSES, MAX_REPORTED_MINUTES, POSTING_KINDS, POSTING_STATUSES
 from mobile_api.fields import BaseSchema, District, Location, NestedFrom, PageQuery, UTCDateTime
+from mobile_api.schemas.party import PartySchema
 from mobile_api.schemas.photos import PhotoSchema, photo_ids_field
 
 
@@ -26,12 +27,25 @@ class ClaimVolunteerSchema(PersonSchema):
     rating = fields.Nested(
         RatingSchema, metadata={"optional": True, "description": "Shown to the posting's managers only (else absent)."}
     )
+    party = fields.Nested(
+        PartySchema,
+        metadata={
+            "optional": True,
+            "description": "A party member's branch and community: shown to the claimant and to the coordinators "
+            "of that branch and community only (else absent).",
+        },
+    )
 
 
 def _claim_volunteer(claim) -> dict:
     person = {"id": claim.user.id, "display_name": claim.user.display_name}
     rating = getattr(claim, "volunteer_rating", None)
-    return person if rating is None else {**person, "rating": rating}
+    if rating is not None:
+        person["rating"] = rating
+    party = getattr(claim, "volunteer_party", None)
+    if party is not None:
+        person["party"] = party
+    return person
 
 
 class ClaimSchema(BaseSchema):

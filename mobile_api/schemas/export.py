@@ -52,6 +52,15 @@ class ExportMembershipSchema(BaseSchema):
     joined_at = UTCDateTime()
 
 
+class ExportJoinRequestSchema(BaseSchema):
+    org = fields.Nested(ExportOrgSchema)
+    status = fields.String()
+    message = fields.String(allow_none=True)
+    requested_at = UTCDateTime()
+    decided_at = UTCDateTime(allow_none=True)
+    reject_reason = fields.String(allow_none=True)
+
+
 class ExportBeneficiarySchema(BaseSchema):
     name_masked = fields.String(allow_none=True)
     phone = fields.String(allow_none=True)
@@ -170,6 +179,7 @@ class ExportSchema(BaseSchema):
     consents = fields.List(fields.Nested(ExportConsentSchema))
     volunteer = fields.Nested(VolunteerSchema, allow_none=True)
     org_memberships = fields.List(fields.Nested(ExportMembershipSchema))
+    join_requests = fields.List(fields.Nested(ExportJoinRequestSchema))
     postings = fields.List(fields.Nested(ExportPostingSchema))
     claims = fields.List(fields.Nested(ExportClaimSchema))
     service_records = fields.List(fields.Nested(RecordSchema))

@@ -8,6 +8,7 @@ from app.models.orgs import MEMBER_ROLES, ORG_KINDS, ORG_STATUSES
 from app.services.org_stats import INTERVALS
 from mobile_api.fields import BaseSchema, District, Id, PageQuery, UTCDateTime
 from mobile_api.schemas.claims import PersonSchema
+from mobile_api.schemas.party import PartySchema
 from mobile_api.schemas.records import PeriodQuerySchema
 
 
@@ -72,6 +73,14 @@ class OrgMemberItemSchema(BaseSchema):
     user = fields.Nested(PersonSchema, required=True)
     role = fields.String(required=True, metadata={"enum": list(MEMBER_ROLES)})
     joined_at = UTCDateTime(required=True)
+    party = fields.Nested(
+        PartySchema,
+        metadata={
+            "optional": True,
+            "description": "A party member's branch and community: shown to the coordinators of that branch and "
+            "community only (else absent).",
+        },
+    )
 
 
 class OrgStatsQuerySchema(PeriodQuerySchema):

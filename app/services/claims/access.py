@@ -65,6 +65,7 @@ def claimant_access(actor: Actor, claim_id: int) -> ClaimAccess:
 def get_claim(actor: Actor, claim_id: int) -> Claim:
     access = claim_access(actor, claim_id)
     show_ratings(actor, access.posting, [access.claim])
+    show_parties(actor, [access.claim])
     return access.claim
 
 
@@ -95,8 +96,19 @@ def list_posting_claims(
         stmt = stmt.where(Claim.status.in_(statuses))
     items, next_cursor = paginate(db.session, stmt, [(Claim.id, False)], cursor, limit, lambda c: [c.id])
     show_ratings(actor, posting, items)
+    show_parties(actor, items)
     load_photos(claims=items)
     return items, next_cursor
+
+
+def show_parties(actor: Actor, claims: Sequence[Claim]) -> None:
+    """A claimant's party block (``claim.volunteer_party``) for the claimant and the
+    coordinators of their branch and community (``Actor.sees_party``); two queries a page."""
+    from app.services.party import visible_parties  # party reads orgs, which reads claims: imported when used
+
+    parties = visible_parties(actor, [claim.user_id for claim in claims])
+    for claim in claims:
+        claim.volunteer_party = parties.get(claim.user_id)
 
 
 def show_ratings(actor: Actor, posting: Posting, claims: Sequence[Claim]) -> None:
