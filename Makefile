@@ -37,6 +37,9 @@ clients: $(if $(NPM),clients/node_modules/.installed)
 ## Start the app on the embedded default: SQLite under instance/, push to the
 ## log, scheduler in process, demo data loaded; print how to reach it. The log
 ## goes to the terminal and to instance/server.log (where scripts read SMS codes).
+# bash with pipefail: a server that fails to start fails `make run`, not hidden behind tee
+run: SHELL := bash
+run: .SHELLFLAGS := -o pipefail -c
 run: install
 	$(BIN)/flask db upgrade
 	$(BIN)/flask seed
