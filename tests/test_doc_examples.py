@@ -219,10 +219,12 @@ def _free_port() -> int:
 
 def _checkout_view(work: Path) -> None:
     """A directory that looks like a checkout: a link to every top-level entry of
-    the repository but ``instance/`` (new) — the examples' files land here."""
+    the repository but ``instance/`` (new) — the examples' files land here — and
+    ``.venv``, the environment running the suite (as ``make run``'s VENV below)."""
     for entry in ROOT.iterdir():
-        if entry.name not in ("instance", ".git", ".pytest_cache"):
+        if entry.name not in ("instance", ".git", ".pytest_cache", ".venv"):
             (work / entry.name).symlink_to(entry)
+    (work / ".venv").symlink_to(sys.prefix)
     (work / "instance").mkdir()
 
 
