@@ -6,14 +6,15 @@ commands here). Each document runs in one bash of its own (``set -euo
 pipefail``), block after block, so a variable or a helper an earlier block sets
 is there for the later ones — and a block that uses one nobody set fails. The
 shell starts in a fresh directory that looks like a checkout (links to the
-repository's files, a new ``instance/``), with only ``API`` preset: the server's
-address, which the documents default to ``http://127.0.0.1:5000/api/v1``.
+repository's files, a new ``instance/``), with ``API`` preset — the server's
+address, which the documents default to ``http://127.0.0.1:5000/api/v1`` — and
+``INSTANCE_PATH`` (that ``instance/``, for the README's ``flask`` commands).
 
 The conventions, as docs/app-guide.md states them for its readers:
 
 - A block fenced ```` ```sh norun ```` is not run (installing packages,
   starting the server — the suite does that itself, as below).
-- Every ``curl`` answers 2xx, unless the line where its command ends carries
+- Every ``curl`` answers 2xx, unless its command carries a comment
   ``# → 409 already_claimed`` (a status, and for an error its slug): then the
   last curl of that command answers exactly that. A marker no curl reached is an
   error too.
