@@ -35,12 +35,17 @@ clients/node_modules/.installed: clients/package.json clients/package-lock.json
 clients: $(if $(NPM),clients/node_modules/.installed)
 
 ## Start the app on the embedded default: SQLite under instance/, push to the
-## log, scheduler in process, demo data loaded; print how to reach it.
+## log, scheduler in process, demo data loaded; print how to reach it. The log
+## goes to the terminal and to instance/server.log (where scripts read SMS codes).
+# bash with pipefail: a server that fails to start fails `make run`, not hidden behind tee
+run: SHELL := bash
+run: .SHELLFLAGS := -o pipefail -c
 run: install
 	$(BIN)/flask db upgrade
 	$(BIN)/flask seed
 	@$(BIN)/python -m app.devserver $(HOST) $(PORT)
-	SCHEDULER_EMBEDDED=$${SCHEDULER_EMBEDDED:-1} $(BIN)/flask run --host $(HOST) --port $(PORT)
+	SCHEDULER_EMBEDDED=$${SCHEDULER_EMBEDDED:-1} $(BIN)/flask run --host $(HOST) --port $(PORT) 2>&1 \
+		| tee "$${INSTANCE_PATH:-instance}/server.log"
 
 ## Run the test suite on every core (SQLite; set TEST_DATABASE_URL for PostgreSQL:
 ## each worker gets a database of its own beside it). TEST_WORKERS=0 runs it in one
