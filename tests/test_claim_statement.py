@@ -92,9 +92,17 @@ def test_the_poster_is_told_as_notify_tells(app, client, setting):
         assert row.push_status == "skipped"
 
 
-def test_a_claim_is_one_statement_on_postgresql(app, client, is_postgres):
+def test_a_claim_is_one_statement_on_postgresql(app, client, is_postgres, monkeypatch):
+    """Nothing a claim writes goes through SQLAlchemy: one run of the statement
+    (on the driver's own cursor) writes the claim, the counters, the ledger and
+    the outbox row."""
     if not is_postgres:
         pytest.skip("SQLite has no data-modifying WITH: the claim there is a few statements")
+    from app.services.claims import in_one_statement
+
+    runs = []
+    execute = in_one_statement._execute
+    monkeypatch.setattr(in_one_statement, "_execute", lambda params: runs.append(params) or execute(params))
     resident = make_user(app)
     org_id, coordinator = make_org(app)
     wish = make_posting(app, resident, kind="wish")
@@ -104,11 +112,16 @@ def test_a_claim_is_one_statement_on_postgresql(app, client, is_postgres):
         db.session.execute(sa.text("UPDATE volunteers SET energy_balance = 50 WHERE user_id = :u"), {"u": volunteer.id})
         db.session.commit()
     for posting_id in (wish, reward):
+        runs.clear()
         with recorded(app) as seen:
             assert claim(client, volunteer, posting_id).status_code == 201
-        writing = [sql for sql, _ in seen if any(marker in sql for marker in WRITES)]
-        assert len(writing) == 1, writing
-        assert writing[0].lstrip().startswith("WITH policy")
+        assert [sql for sql, _ in seen if any(marker in sql for marker in WRITES)] == []
+        assert len(runs) == 1
     with app.app_context():
         ledger = db.session.execute(sa.text("SELECT delta, balance_after, reason FROM energy_ledger")).all()
         assert [tuple(r) for r in ledger] == [(-10, 40, "redeem")]
+        counters = db.session.execute(
+            sa.text("SELECT active_wish_claims, energy_balance FROM volunteers WHERE user_id = :u"), {"u": volunteer.id}
+        ).one()
+        assert tuple(counters) == (1, 40)
+        assert db.session.scalar(sa.text("SELECT count(*) FROM notifications WHERE kind = 'wish_claimed'")) == 1

@@ -20,6 +20,7 @@ from app.outbox import notify, recipient_columns, recipient_of
 from app.policy import POLICIES
 from app.services import energy
 from app.services.claims import in_one_statement
+from app.services.claims.in_one_statement import commit_keeping_loaded
 from app.services.claims.places import take_claim_allowance, take_place, why_not_taken
 from app.services.permissions import Actor
 
@@ -105,7 +106,7 @@ def _claim(actor: Actor, posting_id: int, message: str | None) -> Claim:
             claim_id=claim.id,
             recipients=[recipient_of(posting)],
         )
-    _commit_keeping_loaded()
+    commit_keeping_loaded()
     return claim
 
 
@@ -126,15 +127,3 @@ def _posting_statement() -> sa.Select:
         .join(author, author.id == Posting.author_id)
         .where(Posting.id == sa.bindparam("posting_id"))
     )
-
-
-def _commit_keeping_loaded() -> None:
-    """Commit without expiring what the session holds: the claim just written is
-    exactly what is returned, so reading it back would be a wasted round trip."""
-    session = db.session()
-    expire = session.expire_on_commit
-    session.expire_on_commit = False
-    try:
-        session.commit()
-    finally:
-        session.expire_on_commit = expire

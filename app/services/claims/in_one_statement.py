@@ -39,10 +39,13 @@ SQL with bound parameters; nothing goes through the ORM.
 from __future__ import annotations
 
 import functools
+import re
 from datetime import datetime
 
+import psycopg
 import sqlalchemy as sa
 from flask import current_app
+from psycopg.rows import namedtuple_row
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 
@@ -84,9 +87,7 @@ def claim(actor: Actor, posting_id: int, message: str | None, now: datetime) -> 
     new claim (a transient object, for the answer); raises the refusal's error."""
     user = actor.user
     prepared = _prepared_notification(user.display_name, posting_id)
-    sql, constants = _statement()
     params = {
-        **constants,
         "posting_id": posting_id,
         "user_id": user.id,
         "is_volunteer": actor.is_volunteer,
@@ -96,7 +97,7 @@ def claim(actor: Actor, posting_id: int, message: str | None, now: datetime) -> 
         **_notification_params(prepared),
     }
     try:
-        row = db.session.connection().exec_driver_sql(sql, params).first()
+        row = _execute(params)
     except IntegrityError as exc:
         db.session.rollback()
         if getattr(getattr(exc.orig, "diag", None), "constraint_name", None) == UNIQUE_LIVE_CLAIM:
@@ -111,8 +112,21 @@ def claim(actor: Actor, posting_id: int, message: str | None, now: datetime) -> 
     if row.notification_id is not None:
         recipient = Recipient(*(getattr(row, f"recipient_{name}") for name in RECIPIENT_FIELDS))
         settle_prepared(row.notification_id, prepared, recipient, now)
-    db.session.commit()
+    commit_keeping_loaded()  # the actor's user stays loaded for the answer: no read-back
     return _answer(row, posting_id, user, message, now)
+
+
+def commit_keeping_loaded() -> None:
+    """Commit without expiring what the session holds: the claim just written is
+    exactly what is returned, and the actor's user is still what it was, so
+    reading either back would be wasted round trips."""
+    session = db.session()
+    expire = session.expire_on_commit
+    session.expire_on_commit = False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = expire
 
 
 def _explained(actor: Actor, row, posting_id: int, now: datetime) -> Exception:
@@ -208,21 +222,61 @@ def _filled(template, values: dict[str, sa.ColumnElement], as_json: bool = False
 
 
 @functools.cache
-def _statement() -> tuple[str, dict[str, object]]:
-    """The statement's SQL for the driver and the values of its constant parameters."""
+def _statement() -> tuple[str, tuple[str, ...]]:
+    """The statement's SQL with PostgreSQL's own ``$n`` placeholders, and the
+    names of its parameters in that order.
+
+    Compiled once by SQLAlchemy; its constants (status names, slugs, the
+    markers) are then written into the text as literals, so an execution binds
+    only the request's dozen values, and psycopg has nothing to rewrite: a
+    statement this long is past the size its placeholder conversion caches, and
+    converting it anew cost about as much CPU as running it."""
     statement = _build()
-    # Each execution names its own parameters; placeholders for them here let the
-    # constant lists (``status IN (…)``) be rendered once, as parameters of their own.
     binds = sa.sql.visitors.iterate(statement)
     named = {bind.key for bind in binds if isinstance(bind, sa.BindParameter) and bind.required}
-    compiled = statement.params({key: _PLACEHOLDER for key in named}).compile(
+    # placeholders for the request's values let the constant lists (``IN (…)``) be expanded
+    compiled = statement.params({key: None for key in named}).compile(
         dialect=postgresql.psycopg.dialect(), compile_kwargs={"render_postcompile": True}
     )
-    constants = {name: value for name, value in compiled.params.items() if value is not _PLACEHOLDER}
-    return str(compiled), constants
+    constants = {name: value for name, value in compiled.params.items() if name not in named}
+    order: list[str] = []
+
+    def placeholder(match: re.Match) -> str:
+        name = match.group(1)
+        if name is None:
+            return "%"  # pyformat's escaped percent sign
+        if name in constants:
+            return _literal(constants[name])
+        if name not in order:
+            order.append(name)
+        return f"${order.index(name) + 1}"
+
+    return re.sub(r"%\((\w+)\)s|%%", placeholder, str(compiled)), tuple(order)
 
 
-_PLACEHOLDER = object()
+def _literal(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    raise TypeError(f"no literal for {value!r}")
+
+
+def _execute(params: dict[str, object]):
+    """Run the statement on the session's connection, in its transaction: the
+    driver's raw cursor, prepared on the connection after its first use, the row
+    as a named tuple. A driver error is raised as SQLAlchemy raises it."""
+    sql, order = _statement()
+    values = [params[name] for name in order]
+    raw = db.session.connection().connection.driver_connection
+    try:
+        with psycopg.RawCursor(raw, row_factory=namedtuple_row) as cursor:
+            cursor.execute(sql, values)
+            return cursor.fetchone()
+    except psycopg.Error as exc:
+        raise sa.exc.DBAPIError.instance(sql, values, exc, psycopg.Error, connection_invalidated=raw.broken) from exc
 
 
 def _policy_table() -> sa.CTE:
