@@ -1,26 +1,35 @@
 """Our API beside its references, in one interleaved run on one machine.
 
     .venv/bin/python bench/sidebyside.py [--rounds 3] [--claims 1500] [--feeds 1500] [--signed-in-feed] [--reload]
+        [--only claims|feed] [--planner PATH-TO-volunteer_planner]
 
-Three servers under the same gunicorn (``-k gthread -w 2 --threads 4``) on
+The servers, each under the same gunicorn (``-k gthread -w 2 --threads 4``) on
 PostgreSQL ``yz_bench_side`` (or ``BENCH_DATABASE_URL``), one driver for all
 (``bench/driver.py``: 8 keep-alive clients in 2 processes):
 
 - ours: ``wsgi:app``, rate limits off, push to the log;
 - the ceiling: ``bench.ceiling_app:ceiling``, the same claim statements in
   raw SQL (PyJWT + psycopg, no framework);
-- hello: ``bench.ceiling_app:hello``, Flask answering a constant JSON.
+- hello: ``bench.ceiling_app:hello``, Flask answering a constant JSON;
+- the one-statement ceiling: ``bench.ceiling_app:one_statement``, the claim as
+  one data-modifying ``WITH`` on an autocommit connection (one round trip);
+- with ``--planner PATH``: coders4help/volunteer_planner's shift sign-up
+  (Django), set up from PATH by ``bench/planner.py`` on the same server and
+  driver (psycopg 3).
 
 The feed data is the 1,000,000 postings of ``bench/nearby.py`` (loaded once
-and reused). Each round runs, in turn: claims on ours, claims on the ceiling
+and reused; ``--only claims`` needs none). Each round runs, in turn: claims on
+ours, on the one statement, on the six raw statements and on volunteer_planner
 (each claim a distinct wish by a distinct volunteer, wishes placed outside
 the city so the feed never sees them), the nearby feed on ours (open wishes
 within 3 km of a random centre, ``sort=distance``, 20 items) and hello. After
 each claim phase the database is checked — every 201 is exactly one claim
 row, one claimed wish and one ``wish_claimed`` notification, nothing else
 was written — and after each feed phase that nothing was written at all.
-The summary gives each figure's range over the rounds and the ratios the
-performance goals are stated in.
+Before the rounds, 20 volunteers claim one wish at once (and, with
+``--planner``, 20 sign up at once for one shift of one slot): the overbooking.
+The summary gives each figure's range over the rounds, the ratios the
+performance goals are stated in, and the load average of the machine.
 """
 
 from __future__ import annotations
@@ -92,7 +101,7 @@ def main() -> None:
     claiming = [*CLAIMING, *(["baseline"] if args.baseline else [])] if claims_on else []
     with app.app_context():
         prepare_feed(args.reload, postings=FEED_POSTINGS if feed_on else 0)
-        wishes, tokens = seed_claims(len(claiming) * (args.rounds * args.claims + 100) or 1)
+        wishes, tokens = seed_claims(len(claiming) * (args.rounds * args.claims + 100) + 20)
 
     env = {**driver.app_env(url, SECRET), "BENCH_DATABASE_URL": url}
     servers = {}
@@ -127,6 +136,14 @@ def main() -> None:
             phase(app, name, servers, claims(100), args)
         if planner:
             planner.phase(servers["planner"], 100, args.clients)
+        if claims_on:
+            # 20 volunteers at once on one wish (one place): how many got in
+            racers = claims(20)
+            overbooked = race(app, servers, racers[0][0], [token for _, token in racers])
+            print(f"20 at once on one place: ours {overbooked} overbooked")
+            if planner:
+                planner.race(servers["planner"])
+                print(f"                         volunteer_planner {planner.overbooked} overbooked")
         if feed_on:
             for name in ("ours", *(["baseline"] if args.baseline else [])):
                 feed(app, name, servers, rng, 200, feed_token, args)
@@ -319,6 +336,24 @@ def phase(app, name: str, servers, batch: list[tuple[int, str]], args) -> driver
         assert claimed == len(created) == told, f"{name}: {claimed} wishes claimed, {told} told, {len(created)} 201s"
     result.label = f"claim {name}"
     return result
+
+
+def race(app, servers, wish: int, tokens: list[str]) -> str:
+    """Every token claims ``wish`` at once: one 201, the others 409; the claims the wish holds."""
+    requests = [
+        driver.Request(
+            "POST",
+            f"/api/v1/postings/{wish}/claims",
+            {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            b"{}",
+        )
+        for token in tokens
+    ]
+    result = driver.run("race ours", PORTS["ours"], servers["ours"], requests, clients=len(tokens), procs=4)
+    with app.app_context(), db.engine.connect() as conn:
+        held = conn.scalar(sa.text("SELECT count(*) FROM claims WHERE posting_id = :w"), {"w": wish})
+    assert result.outcomes == {201: 1, 409: len(tokens) - 1}, result.outcomes
+    return f"{held - 1}/{len(tokens)}"
 
 
 def feed(app, name: str, servers, rng, n: int, token: str | None, args) -> driver.Figures:
