@@ -203,7 +203,7 @@ def prepare_feed(reload: bool, postings: int = FEED_POSTINGS) -> None:
     """The feed's 1M postings (and their authors); with ``postings=0`` only the
     authors, for a claims-only run on a database without them."""
     have = -1
-    if sa.inspect(db.engine).has_table("postings"):
+    if sa.inspect(db.engine).has_table("postings") and not schema_changed():
         have = db.session.scalar(sa.text("SELECT count(*) FROM postings WHERE title <> :t"), {"t": CLAIM_TITLE})
         db.session.rollback()
     if reload or have < postings or have == -1:
@@ -215,6 +215,18 @@ def prepare_feed(reload: bool, postings: int = FEED_POSTINGS) -> None:
         print(f"loaded {postings:,} postings in {time.perf_counter() - started:.0f} s", flush=True)
     else:
         print(f"reusing {have:,} postings", flush=True)
+
+
+def schema_changed() -> bool:
+    """Whether a table of the models is missing or has other columns than in the database
+    (a branch added one since the data was loaded): the data is loaded again then."""
+    inspector = sa.inspect(db.engine)
+    for table in db.metadata.sorted_tables:
+        if not inspector.has_table(table.name):
+            return True
+        if {column["name"] for column in inspector.get_columns(table.name)} != set(table.c.keys()):
+            return True
+    return False
 
 
 def seed_claims(n: int) -> tuple[list[int], list[str]]:
