@@ -49,7 +49,8 @@ from psycopg.rows import namedtuple_row
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 
-from app.errors import AppError, Conflict, NotFound
+from app.clock import as_utc
+from app.errors import Conflict, NotFound
 from app.extensions import db
 from app.i18n import API_LOCALES, DEFAULT_LOCALE
 from app.models import Claim, EnergyEntry, Notification, Posting, User, Volunteer
@@ -108,7 +109,7 @@ def claim(actor: Actor, posting_id: int, message: str | None, now: datetime) -> 
         raise NotFound()
     if row.refusal is not None:
         db.session.rollback()
-        raise _explained(actor, row, posting_id, now)
+        _refuse(actor, row, posting_id, now)
     if row.notification_id is not None:
         recipient = Recipient(*(getattr(row, f"recipient_{name}") for name in RECIPIENT_FIELDS))
         settle_prepared(row.notification_id, prepared, recipient, now)
@@ -129,23 +130,20 @@ def commit_keeping_loaded() -> None:
         session.expire_on_commit = expire
 
 
-def _explained(actor: Actor, row, posting_id: int, now: datetime) -> Exception:
-    """The error of a refusal, explained by the rules' own Python where a flag is not enough."""
+def _refuse(actor: Actor, row, posting_id: int, now: datetime) -> None:
+    """Raise the refusal's error, explained by the rules' own Python where a flag is not enough."""
     policy = POLICIES[row.kind]
     if row.refusal == "forbidden":
-        try:
-            actor.require_may_claim(policy, row.author_id)
-        except AppError as exc:  # the rule's own error (403 own_posting, volunteer_required)
-            return exc
-        return Conflict("posting_not_open")  # pragma: no cover - the two forms of the rule agree
+        actor.require_may_claim(policy, row.author_id)  # raises the rule's 403 (own_posting, volunteer_required)
+        raise RuntimeError("Actor.may_claim_sql refused what Actor.require_may_claim allows")
     if row.refusal == "no_place":
         # A double tap whose twin committed while this one waited for the posting's
         # lock reads the posting after the twin: its live claim answers first, as in
         # the multi-statement path (where the claim's INSERT comes first).
         if _holds_live_claim(posting_id, actor.id):
-            return Conflict("duplicate_claim")
-        return why_not_taken(posting_id, policy, now)
-    return Conflict(row.refusal)
+            raise Conflict("duplicate_claim")
+        raise why_not_taken(posting_id, policy, now)
+    raise Conflict(row.refusal)
 
 
 def _holds_live_claim(posting_id: int, user_id: int) -> bool:
@@ -169,7 +167,7 @@ def _answer(row, posting_id: int, user: User, message: str | None, now: datetime
         status=row.claim_status,
         message=message,
         claimed_at=now,
-        due_at=row.due_at,
+        due_at=as_utc(row.due_at) if row.due_at is not None else None,
         energy_debited=row.energy_debited,
         auto_confirmed=False,
         reminder_stage=0,
