@@ -154,29 +154,32 @@ def wait_caught_up(reading, timeout: float = 60) -> None:
 
 
 class Counted:
-    """The statements each engine of ``reading`` runs that read ``table``."""
+    """The statements reading ``table`` that each engine of ``reading`` runs inside the block."""
 
     def __init__(self, reading, table: str = "postings") -> None:
         self.table = table
-        self.primary, self.replica = [], []
+        self.primary: list[str] = []
+        self.replica: list[str] = []
         with reading.app_context():
-            self.engines = {"primary": db.engine, "replica": replica_of(reading).engine}
+            self.listeners = [
+                (db.engine, self._recorder(self.primary)),
+                (replica_of(reading).engine, self._recorder(self.replica)),
+            ]
 
-    def __enter__(self):
-        for name, engine in self.engines.items():
-            sa.event.listen(engine, "before_cursor_execute", self._recorder(getattr(self, name)))
-        return self
-
-    def _recorder(self, into: list):
+    def _recorder(self, into: list[str]):
         def record(_conn, _cursor, statement, *_):
             if f"FROM {self.table}" in statement:
                 into.append(statement)
 
-        self._listeners = [*getattr(self, "_listeners", []), record]
         return record
 
+    def __enter__(self):
+        for engine, record in self.listeners:
+            sa.event.listen(engine, "before_cursor_execute", record)
+        return self
+
     def __exit__(self, *exc):
-        for (_, engine), record in zip(self.engines.items(), self._listeners, strict=True):
+        for engine, record in self.listeners:
             sa.event.remove(engine, "before_cursor_execute", record)
 
 
