@@ -4,11 +4,16 @@ Posting counters: ``claimed_count`` counts the claims that hold or held a
 place (``PLACE_CLAIM_STATUSES``) and ``waitlist_count`` the ``waitlisted``
 ones; ``Volunteer.active_wish_claims`` counts a volunteer's active claims of
 the kinds that count towards ``ACTIVE_WISH_CLAIM_LIMIT``. Each moves only by
-a conditional UPDATE, here and nowhere else.
+a conditional UPDATE built from the conditions here (``claim_window``,
+``place_free``, ``line_open``, ``status_once_taken``, ``allowance_left``) —
+the statements below, and the claim's one statement on PostgreSQL
+(``in_one_statement``).
 
 Lock order, everywhere: the new claim row, then the posting row, then other
 claim rows, then the volunteer row — so two transactions never wait on each
-other in a circle.
+other in a circle. (The one statement locks the posting before it inserts the
+claim: nobody else can be waiting on a row not yet written, and a second
+claim by the same user for the same posting waits on the posting first.)
 """
 
 from __future__ import annotations
