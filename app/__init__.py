@@ -66,7 +66,7 @@ def create_app(config: type | Mapping | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     os.makedirs(app.instance_path, exist_ok=True)
     ensure_keys(app)
-    from app import storage
+    from app import replica, storage
 
     storage.init_app(app)
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
@@ -118,6 +118,7 @@ def create_app(config: type | Mapping | None = None) -> Flask:
     consent.init_app(app)
     idempotency.init_app(app)
     _register_blueprints(app)
+    replica.init_app(app)  # after the blueprints: it routes some of their views
     api.finish_document(lambda spec: finalize(spec, generator))
     _register_docs_assets(app)
     from app import metrics

@@ -94,6 +94,10 @@ class Config:
     DB_STATEMENT_TIMEOUT_MS = env_int("DB_STATEMENT_TIMEOUT_MS", 5000)
     DB_CLIENT_TIMEOUT_SECONDS = float(os.environ.get("DB_CLIENT_TIMEOUT_SECONDS") or 8)
     JOB_STATEMENT_TIMEOUT_MS = env_int("JOB_STATEMENT_TIMEOUT_MS", 60000)
+    # A PostgreSQL streaming replica (optional) for the heavy public reads (app/replica.py):
+    # skipped while down or lagging more than REPLICA_MAX_LAG_S behind the primary.
+    DATABASE_REPLICA_URL = database_url(os.environ.get("DATABASE_REPLICA_URL"))
+    REPLICA_MAX_LAG_S = float(os.environ.get("REPLICA_MAX_LAG_S") or 5)
 
     JWT_ACCESS_TOKEN_EXPIRES = timedelta(minutes=env_int("JWT_ACCESS_MINUTES", 15))
     JWT_REFRESH_TOKEN_EXPIRES = timedelta(days=env_int("JWT_REFRESH_DAYS", 30))
@@ -295,5 +299,6 @@ class TestConfig(Config):
     DB_POOL_TIMEOUT_SECONDS = 30.0
     PUSH_BACKEND = "memory"
     SMS_BACKEND = "memory"
+    DATABASE_REPLICA_URL = None  # tests/test_replica.py starts its own
     STORAGE_BACKEND = "local"
     SCHEDULER_EMBEDDED = False

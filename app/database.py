@@ -28,7 +28,8 @@ from contextvars import ContextVar
 
 import psycopg
 import sqlalchemy as sa
-from flask import Flask
+from flask import Flask, g, has_app_context
+from flask_sqlalchemy.session import Session
 
 # The connect argument that carries an engine's client deadline to its connections.
 DEADLINE_ARG = "yz_client_timeout"
@@ -138,3 +139,17 @@ def is_unreachable(exc: BaseException) -> bool:
         if isinstance(orig, sqlite3.OperationalError):
             return True  # locked, or the file cannot be opened
     return False
+
+
+class RoutingSession(Session):
+    """The app's session class: while a view reads from the replica (``app.replica``
+    sets ``g._replica_engine``), a plain SELECT — not FOR UPDATE, not during a
+    flush — goes there; everything else, and every other request, to the primary."""
+
+    def get_bind(self, mapper=None, clause=None, bind=None, **kwargs):
+        if bind is None and has_app_context() and not self._flushing:
+            engine = g.get("_replica_engine")
+            if engine is not None and isinstance(clause, sa.Select) and clause._for_update_arg is None:
+                g._replica_used = True
+                return engine
+        return super().get_bind(mapper=mapper, clause=clause, bind=bind, **kwargs)

@@ -11,6 +11,7 @@ from flask_migrate import Migrate
 from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
 
+from app.database import RoutingSession
 from app.models.base import Base
 
 
@@ -62,7 +63,7 @@ class DocumentedApi(Api):
         self.building = False
 
 
-db = SQLAlchemy(model_class=Base)
+db = SQLAlchemy(model_class=Base, session_options={"class_": RoutingSession})
 migrate = Migrate()
 jwt = JWTManager()
 api = DocumentedApi()

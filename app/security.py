@@ -158,10 +158,17 @@ def bearer_payload() -> dict | None:
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
         return None
+    # Asked by several hooks of one request (consent, idempotency, the rate-limit
+    # keys): the token is decoded once per request.
+    known = g.get("_bearer_payload")
+    if known is not None and known[0] == header:
+        return known[1]
     try:
-        return decode_token(header[7:].strip())
+        payload = decode_token(header[7:].strip())
     except Exception:  # noqa: BLE001 - any bad token: the view answers 401
-        return None
+        payload = None
+    g._bearer_payload = (header, payload)
+    return payload
 
 
 def user_rate_key() -> str:

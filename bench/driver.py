@@ -81,12 +81,21 @@ def app_env(database_url: str, secret: str) -> dict[str, str]:
 
 
 def start_gunicorn(
-    target: str, port: int, *, workers: int = 2, threads: int = 4, env: dict | None = None, cwd: Path = ROOT
+    target: str,
+    port: int,
+    *,
+    workers: int = 2,
+    threads: int = 4,
+    env: dict | None = None,
+    cwd: Path = ROOT,
+    gunicorn: Path = ROOT / ".venv" / "bin" / "gunicorn",
+    ready_path: str = "/readyz",
 ):
     """gunicorn ``-k gthread -w W --threads T`` on 127.0.0.1:port, importing ``target``
-    from ``cwd`` (another checkout of the app, for a before/after); returns once it answers."""
+    from ``cwd`` (another checkout of the app, for a before/after; another project
+    with its own ``gunicorn``); returns once ``ready_path`` answers below 500."""
     command = [
-        str(ROOT / ".venv" / "bin" / "gunicorn"),
+        str(gunicorn),
         "--bind",
         f"127.0.0.1:{port}",
         "--worker-class",
@@ -108,8 +117,8 @@ def start_gunicorn(
             raise RuntimeError(f"{target} exited with {server.returncode}")
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/readyz")
-            if conn.getresponse().status == 200:
+            conn.request("GET", ready_path)
+            if conn.getresponse().status < 500:
                 conn.close()
                 return server
         except OSError:

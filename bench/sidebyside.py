@@ -1,26 +1,35 @@
 """Our API beside its references, in one interleaved run on one machine.
 
     .venv/bin/python bench/sidebyside.py [--rounds 3] [--claims 1500] [--feeds 1500] [--signed-in-feed] [--reload]
+        [--only claims|feed] [--planner PATH-TO-volunteer_planner]
 
-Three servers under the same gunicorn (``-k gthread -w 2 --threads 4``) on
+The servers, each under the same gunicorn (``-k gthread -w 2 --threads 4``) on
 PostgreSQL ``yz_bench_side`` (or ``BENCH_DATABASE_URL``), one driver for all
 (``bench/driver.py``: 8 keep-alive clients in 2 processes):
 
 - ours: ``wsgi:app``, rate limits off, push to the log;
 - the ceiling: ``bench.ceiling_app:ceiling``, the same claim statements in
   raw SQL (PyJWT + psycopg, no framework);
-- hello: ``bench.ceiling_app:hello``, Flask answering a constant JSON.
+- hello: ``bench.ceiling_app:hello``, Flask answering a constant JSON;
+- the one-statement ceiling: ``bench.ceiling_app:one_statement``, the claim as
+  one data-modifying ``WITH`` on an autocommit connection (one round trip);
+- with ``--planner PATH``: coders4help/volunteer_planner's shift sign-up
+  (Django), set up from PATH by ``bench/planner.py`` on the same server and
+  driver (psycopg 3).
 
 The feed data is the 1,000,000 postings of ``bench/nearby.py`` (loaded once
-and reused). Each round runs, in turn: claims on ours, claims on the ceiling
+and reused; ``--only claims`` needs none). Each round runs, in turn: claims on
+ours, on the one statement, on the six raw statements and on volunteer_planner
 (each claim a distinct wish by a distinct volunteer, wishes placed outside
 the city so the feed never sees them), the nearby feed on ours (open wishes
 within 3 km of a random centre, ``sort=distance``, 20 items) and hello. After
 each claim phase the database is checked — every 201 is exactly one claim
 row, one claimed wish and one ``wish_claimed`` notification, nothing else
 was written — and after each feed phase that nothing was written at all.
-The summary gives each figure's range over the rounds and the ratios the
-performance goals are stated in.
+Before the rounds, 20 volunteers claim one wish at once (and, with
+``--planner``, 20 sign up at once for one shift of one slot): the overbooking.
+The summary gives each figure's range over the rounds, the ratios the
+performance goals are stated in, and the load average of the machine.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from flask import current_app  # noqa: E402
 from flask_jwt_extended import create_access_token  # noqa: E402
 
 from app import create_app  # noqa: E402
@@ -55,7 +65,8 @@ SECRET = "bench-secret-key-that-is-long-enough-for-hs256"
 FEED_POSTINGS = 1_000_000
 CLAIM_SPOT = (28.0, 120.0)  # outside the city: the feed never finds the claim phase's wishes
 CLAIM_TITLE = "bench-claim"
-PORTS = {"ours": 8770, "ceiling": 8771, "hello": 8772, "baseline": 8773}
+PORTS = {"ours": 8770, "ceiling": 8771, "hello": 8772, "baseline": 8773, "one": 8774, "planner": 8775}
+CLAIMING = ("ours", "one", "ceiling")  # the servers whose claims every round times, in this order
 COUNTED = ("claims", "notifications", "postings", "volunteers", "refresh_tokens", "energy_ledger")
 
 
@@ -65,35 +76,55 @@ def main() -> None:
     parser.add_argument("--claims", type=int, default=1500, help="claims per server per round")
     parser.add_argument("--feeds", type=int, default=1500, help="feed (and hello) requests per round")
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--only", choices=("all", "claims", "feed"), default="all", help="claims: no 1M postings")
     parser.add_argument("--signed-in-feed", action="store_true", help="the feed requests carry a bearer token")
     parser.add_argument("--reload", action="store_true", help="rebuild the 1M postings")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--profile", action="store_true", help="py-spy our server in round 1 (bench/out/)")
     parser.add_argument(
-        "--baseline", type=Path, help="another checkout of the app (e.g. a worktree of main) run as a fourth server"
+        "--baseline", type=Path, help="another checkout of the app (e.g. a worktree of main) run as another server"
+    )
+    parser.add_argument(
+        "--planner",
+        type=Path,
+        help="a checkout of coders4help/volunteer_planner: its shift sign-up runs as another server, set up by "
+        "bench/planner.py on the same PostgreSQL and driver",
     )
     args = parser.parse_args()
+    claims_on = args.only in ("all", "claims")
+    feed_on = args.only in ("all", "feed")
 
     url = ensure_database(os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
     app = create_app(
         {"SQLALCHEMY_DATABASE_URI": url, "APP_ENV": "development", "JWT_SECRET_KEY": SECRET, **LOADER_CONFIG}
     )
+    claiming = [*CLAIMING, *(["baseline"] if args.baseline else [])] if claims_on else []
     with app.app_context():
-        prepare_feed(args.reload)
-        servers_claiming = 3 if args.baseline else 2
-        wishes, tokens = seed_claims(servers_claiming * (args.rounds * args.claims + 100))
+        prepare_feed(args.reload, postings=FEED_POSTINGS if feed_on else 0)
+        wishes, tokens = seed_claims(len(claiming) * (args.rounds * args.claims + 100) + 20)
 
     env = {**driver.app_env(url, SECRET), "BENCH_DATABASE_URL": url}
     servers = {}
+    planner = None
     try:
         servers["ours"] = driver.start_gunicorn("wsgi:app", PORTS["ours"], env=env)
-        servers["ceiling"] = driver.start_gunicorn("bench.ceiling_app:ceiling", PORTS["ceiling"], env=env)
-        servers["hello"] = driver.start_gunicorn("bench.ceiling_app:hello", PORTS["hello"], env=env)
+        if claims_on:
+            servers["one"] = driver.start_gunicorn("bench.ceiling_app:one_statement", PORTS["one"], env=env)
+            servers["ceiling"] = driver.start_gunicorn("bench.ceiling_app:ceiling", PORTS["ceiling"], env=env)
+        if feed_on:
+            servers["hello"] = driver.start_gunicorn("bench.ceiling_app:hello", PORTS["hello"], env=env)
         if args.baseline:
             servers["baseline"] = driver.start_gunicorn("wsgi:app", PORTS["baseline"], env=env, cwd=args.baseline)
+        if args.planner and claims_on:
+            from bench import planner as planner_bench
+
+            planner = planner_bench.Planner(args.planner, url, PORTS["planner"])
+            planner.prepare(args.rounds * args.claims + 100)
+            servers["planner"] = planner.start()
         rng = random.Random(args.seed)
         feed_token = tokens[-1] if args.signed_in_feed else None
-        check_same_feed(app, rng, feed_token)
+        if feed_on:
+            check_same_feed(app, rng, feed_token)
 
         pairs = iter(zip(wishes, tokens, strict=True))
 
@@ -101,39 +132,55 @@ def main() -> None:
             return [next(pairs) for _ in range(n)]
 
         # warm up: the pools, the caches, the first statements
-        phase(app, "ours", servers, claims(100), args)
-        phase(app, "ceiling", servers, claims(100), args)
-        feed(app, "ours", servers, rng, 200, feed_token, args)
-        if args.baseline:
-            phase(app, "baseline", servers, claims(100), args)
-            feed(app, "baseline", servers, rng, 200, feed_token, args)
-        feed(app, "hello", servers, rng, 200, None, args)
+        for name in claiming:
+            phase(app, name, servers, claims(100), args)
+        if planner:
+            planner.phase(servers["planner"], 100, args.clients)
+        if claims_on:
+            # 20 volunteers at once on one wish (one place): how many got in
+            racers = claims(20)
+            overbooked = race(app, servers, racers[0][0], [token for _, token in racers])
+            print(f"20 at once on one place: ours {overbooked} overbooked")
+            if planner:
+                planner.race(servers["planner"])
+                print(f"                         volunteer_planner {planner.overbooked} overbooked")
+        if feed_on:
+            for name in ("ours", *(["baseline"] if args.baseline else [])):
+                feed(app, name, servers, rng, 200, feed_token, args)
+            feed(app, "hello", servers, rng, 200, None, args)
 
-        figures: dict[str, list[driver.Figures]] = {"claim ours": [], "claim ceiling": [], "feed": [], "hello": []}
-        if args.baseline:
-            figures.update({"claim baseline": [], "feed baseline": []})
+        figures: dict[str, list[driver.Figures]] = {}
         print(f"\n{args.rounds} rounds; {args.clients} clients; gunicorn -k gthread -w 2 --threads 4 for each server")
         for number in range(1, args.rounds + 1):
-            print(f"-- round {number}")
-            for name, label in (("ours", "claim ours"), ("ceiling", "claim ceiling")):
+            print(f"-- round {number}   load average {load_average()}")
+            for name in claiming:
                 with profiled(args, number, name, servers, "claim"):
                     result = phase(app, name, servers, claims(args.claims), args)
-                figures[label].append(result)
+                figures.setdefault(f"claim {name}", []).append(result)
                 print(result.line(), flush=True)
-            with profiled(args, number, "ours", servers, "feed"):
-                figures["feed"].append(feed(app, "ours", servers, rng, args.feeds, feed_token, args))
-            print(figures["feed"][-1].line(), flush=True)
-            figures["hello"].append(feed(app, "hello", servers, rng, args.feeds, None, args))
-            print(figures["hello"][-1].line(), flush=True)
-            if args.baseline:
-                figures["claim baseline"].append(phase(app, "baseline", servers, claims(args.claims), args))
-                print(figures["claim baseline"][-1].line(), flush=True)
-                figures["feed baseline"].append(feed(app, "baseline", servers, rng, args.feeds, feed_token, args))
-                print(figures["feed baseline"][-1].line(), flush=True)
+            if planner:
+                result = planner.phase(servers["planner"], args.claims, args.clients)
+                figures.setdefault("claim planner", []).append(result)
+                print(result.line(), f"  [overbooked {planner.overbooked}]", flush=True)
+            if feed_on:
+                with profiled(args, number, "ours", servers, "feed"):
+                    figures.setdefault("feed", []).append(feed(app, "ours", servers, rng, args.feeds, feed_token, args))
+                print(figures["feed"][-1].line(), flush=True)
+                if args.baseline:
+                    result = feed(app, "baseline", servers, rng, args.feeds, feed_token, args)
+                    figures.setdefault("feed baseline", []).append(result)
+                    print(result.line(), flush=True)
+                figures.setdefault("hello", []).append(feed(app, "hello", servers, rng, args.feeds, None, args))
+                print(figures["hello"][-1].line(), flush=True)
         report(figures)
+        print(f"load average at the end {load_average()}")
     finally:
         for server in servers.values():
             driver.stop(server)
+
+
+def load_average() -> str:
+    return " / ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
 @contextlib.contextmanager
@@ -152,20 +199,34 @@ def profiled(args, number: int, name: str, servers, what: str):
 # --- data ---------------------------------------------------------------------------
 
 
-def prepare_feed(reload: bool) -> None:
-    have = 0
-    if sa.inspect(db.engine).has_table("postings"):
+def prepare_feed(reload: bool, postings: int = FEED_POSTINGS) -> None:
+    """The feed's 1M postings (and their authors); with ``postings=0`` only the
+    authors, for a claims-only run on a database without them."""
+    have = -1
+    if sa.inspect(db.engine).has_table("postings") and not schema_changed():
         have = db.session.scalar(sa.text("SELECT count(*) FROM postings WHERE title <> :t"), {"t": CLAIM_TITLE})
         db.session.rollback()
-    if reload or have != FEED_POSTINGS:
+    if reload or have < postings or have == -1:
         db.drop_all()
         db.create_all()
         started = time.perf_counter()
         with db.engine.begin() as conn:
-            load(conn, FEED_POSTINGS)
-        print(f"loaded {FEED_POSTINGS:,} postings in {time.perf_counter() - started:.0f} s", flush=True)
+            load(conn, postings)
+        print(f"loaded {postings:,} postings in {time.perf_counter() - started:.0f} s", flush=True)
     else:
         print(f"reusing {have:,} postings", flush=True)
+
+
+def schema_changed() -> bool:
+    """Whether a table of the models is missing or has other columns than in the database
+    (a branch added one since the data was loaded): the data is loaded again then."""
+    inspector = sa.inspect(db.engine)
+    for table in db.metadata.sorted_tables:
+        if not inspector.has_table(table.name):
+            return True
+        if {column["name"] for column in inspector.get_columns(table.name)} != set(table.c.keys()):
+            return True
+    return False
 
 
 def seed_claims(n: int) -> tuple[list[int], list[str]]:
@@ -186,11 +247,12 @@ def seed_claims(n: int) -> tuple[list[int], list[str]]:
         users = conn.execute(
             sa.text(
                 "INSERT INTO users (phone, password_hash, display_name, is_admin, locale, timezone, muted_kinds,"
-                " nearby_alerts, created_at, updated_at)"
+                " nearby_alerts, privacy_version, created_at, updated_at)"
                 " SELECT '+86137' || lpad(g::text, 8, '0'), 'bench', '志愿者' || g, false, 'zh-CN', 'Asia/Shanghai',"
-                " '[]'::json, true, :now, :now FROM generate_series(1, :n) AS g ORDER BY g RETURNING id"
+                " '[]'::json, true, :privacy, :now, :now FROM generate_series(1, :n) AS g ORDER BY g RETURNING id"
             ),
-            {"n": n, "now": now},
+            # the current privacy policy accepted, as any active volunteer has (else 428 consent_required)
+            {"n": n, "now": now, "privacy": current_app.config["PRIVACY_VERSION"]},
         ).scalars()
         user_ids = sorted(users)
         conn.execute(
@@ -288,6 +350,24 @@ def phase(app, name: str, servers, batch: list[tuple[int, str]], args) -> driver
     return result
 
 
+def race(app, servers, wish: int, tokens: list[str]) -> str:
+    """Every token claims ``wish`` at once: one 201, the others 409; the claims the wish holds."""
+    requests = [
+        driver.Request(
+            "POST",
+            f"/api/v1/postings/{wish}/claims",
+            {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            b"{}",
+        )
+        for token in tokens
+    ]
+    result = driver.run("race ours", PORTS["ours"], servers["ours"], requests, clients=len(tokens), procs=4)
+    with app.app_context(), db.engine.connect() as conn:
+        held = conn.scalar(sa.text("SELECT count(*) FROM claims WHERE posting_id = :w"), {"w": wish})
+    assert result.outcomes == {201: 1, 409: len(tokens) - 1}, result.outcomes
+    return f"{held - 1}/{len(tokens)}"
+
+
 def feed(app, name: str, servers, rng, n: int, token: str | None, args) -> driver.Figures:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     if name == "hello":
@@ -331,27 +411,33 @@ def report(figures: dict[str, list[driver.Figures]]) -> None:
     def span(values, fmt="{:,.0f}"):
         return f"{fmt.format(min(values))}–{fmt.format(max(values))}"
 
+    def ratios(top: str, bottom: str, what=lambda f: f.rate) -> list[float]:
+        return [what(a) / what(b) for a, b in zip(figures[top], figures[bottom], strict=True)]
+
     print("\nsummary (min–max over the rounds)")
     for label, rows in figures.items():
         print(
             f"{label:<14} {span([r.rate for r in rows])}/s   p95 {span([r.percentile(95) for r in rows], '{:.1f}')} ms"
             f"   cpu {span([r.cpu_ms for r in rows], '{:.2f}')} ms/req"
         )
-    claim = [o.rate / c.rate for o, c in zip(figures["claim ours"], figures["claim ceiling"], strict=True)]
-    cpu = [o.cpu_ms / c.cpu_ms for o, c in zip(figures["claim ours"], figures["claim ceiling"], strict=True)]
-    feed_ratio = [f.rate / h.rate for f, h in zip(figures["feed"], figures["hello"], strict=True)]
-    print(f"claim: ours / ceiling throughput {span([100 * r for r in claim])} % (goal ≥ 70 %),")
-    print(f"       CPU per claim {span(cpu, '{:.1f}')}× the ceiling's")
-    print(f"feed:  ours / hello throughput {span([100 * r for r in feed_ratio], '{:.1f}')} % (goal ≥ 10 %),")
-    print(f"       p95 {span([r.percentile(95) for r in figures['feed']], '{:.1f}')} ms (goal ≤ 25 ms)")
-    print(f"       mean {statistics.mean(r.cpu_ms for r in figures['feed']):.2f} ms CPU a page")
-    if "claim baseline" in figures:
-        for what, ours, before in (
-            ("claim", figures["claim ours"], figures["claim baseline"]),
-            ("feed", figures["feed"], figures["feed baseline"]),
-        ):
-            speedup = [o.rate / b.rate for o, b in zip(ours, before, strict=True)]
-            cpu = [o.cpu_ms / b.cpu_ms for o, b in zip(ours, before, strict=True)]
+    if "claim ours" in figures:
+        one = ratios("claim ours", "claim one")
+        cpu = ratios("claim ours", "claim one", lambda f: f.cpu_ms)
+        print(f"claim: ours / one statement throughput {span([100 * r for r in one])} % (goal ≥ 67 %),")
+        print(f"       CPU per claim {span(cpu, '{:.2f}')}× the one statement's")
+        raw = ratios("claim ours", "claim ceiling")
+        print(f"       ours / the six raw statements {span([100 * r for r in raw])} %")
+    if "claim planner" in figures:
+        print(f"claim: ours / volunteer_planner's sign-up {span(ratios('claim ours', 'claim planner'), '{:.1f}')}×")
+    if "feed" in figures:
+        feed_ratio = ratios("feed", "hello")
+        print(f"feed:  ours / hello throughput {span([100 * r for r in feed_ratio], '{:.1f}')} % (goal ≥ 15 %),")
+        print(f"       p95 {span([r.percentile(95) for r in figures['feed']], '{:.1f}')} ms (goal ≤ 25 ms)")
+        print(f"       mean {statistics.mean(r.cpu_ms for r in figures['feed']):.2f} ms CPU a page")
+    for what, ours, before in (("claim", "claim ours", "claim baseline"), ("feed", "feed", "feed baseline")):
+        if before in figures:
+            speedup = ratios(ours, before)
+            cpu = ratios(ours, before, lambda f: f.cpu_ms)
             print(
                 f"{what}: ours / baseline throughput {span(speedup, '{:.2f}')}×, CPU per request {span(cpu, '{:.2f}')}×"
             )

@@ -221,3 +221,20 @@ def test_checking_in_and_out_at_once_counts_once(app):
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count(ServiceRecord.id))) == 1
         assert db.session.scalar(sa.select(Volunteer.credit_minutes)) == 55  # from the start, not check-in
+
+
+@pytest.mark.parametrize("kind", ["wish", "project"])
+def test_one_volunteer_tapping_ten_times_at_once_claims_once(app, kind):
+    """A double tap: one claim, the others 409 duplicate_claim — whether the twin
+    finds the posting taken (a wish) or trips the unique index of live claims
+    (a project with room)."""
+    org_id, coordinator = make_org(app)
+    posting = make_posting(app, coordinator, kind=kind, org_id=org_id, capacity=None if kind == "wish" else 20)
+    volunteer = make_volunteer(app)
+    results = at_once(app, claim_calls(posting, [volunteer] * 10))
+    assert outcomes(results) == Counter({(201, "active"): 1, (409, "duplicate_claim"): 9})
+    status, claimed, waitlisted, by_status = posting_counts(app, posting)
+    assert (claimed, waitlisted, by_status) == (1, 0, {"active": 1})
+    with app.app_context():
+        allowance = db.session.scalar(sa.select(Volunteer.active_wish_claims))
+    assert allowance == (1 if kind == "wish" else 0)

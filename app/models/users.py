@@ -52,6 +52,9 @@ class User(Timestamped, Base):
     deletion_scheduled_at: so.Mapped[datetime | None]
     # Set by the erase: the row stays as a tombstone the organisations' records point at.
     erased_at: so.Mapped[datetime | None]
+    # The end of the user's last write request, kept only while a read replica is
+    # configured: for a while after it their reads go to the primary (app.replica).
+    last_write_at: so.Mapped[datetime | None]
 
     volunteer: so.Mapped[Volunteer | None] = so.relationship(
         back_populates="user", uselist=False, lazy="selectin", foreign_keys="Volunteer.user_id"

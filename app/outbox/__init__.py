@@ -25,6 +25,7 @@ import functools
 import json
 from collections import namedtuple
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -32,6 +33,7 @@ import sqlalchemy as sa
 
 from app.clock import utcnow, zone
 from app.extensions import db
+from app.i18n import API_LOCALES
 from app.models import Notification, PushWindow, User
 from app.outbox.templates import NOTIFICATION_KINDS, PUSH_INTERVALS, encode_params, render
 
@@ -122,7 +124,6 @@ def _queue(
             context = {**common, **per_user[user_id]}
             params = encode_params(kind, context)
             title, body = render(kind, user.locale, params, user.timezone)
-            is_muted = kind in (user.muted_kinds or [])
             rows.append(
                 {
                     "user_id": user_id,
@@ -133,14 +134,85 @@ def _queue(
                     "params": params,
                     "dedupe_key": f"{kind}:{dedupe}:{user_id}"[:160],
                     "created_at": now,
-                    "push_status": "skipped" if is_muted else "pending",
-                    "last_error": "muted" if is_muted else None,
-                    "next_attempt_at": quiet_hours_end(now, user.timezone, user.quiet_start, user.quiet_end) or now,
+                    **push_fields(kind, user, now),
                 }
             )
     if kind in PUSH_INTERVALS:
         _coalesce_pushes(kind, rows)
     return sum(insert_ignoring_duplicates(rows[i : i + _INSERT_CHUNK]) for i in range(0, len(rows), _INSERT_CHUNK))
+
+
+def push_fields(kind: str, user: Recipient, now: datetime) -> dict[str, Any]:
+    """How a new row of ``kind`` for ``user`` waits for the dispatcher: skipped when
+    the user muted the kind, else pending from now or from the end of their quiet hours."""
+    is_muted = kind in (user.muted_kinds or [])
+    return {
+        "push_status": "skipped" if is_muted else "pending",
+        "last_error": "muted" if is_muted else None,
+        "next_attempt_at": quiet_hours_end(now, user.timezone, user.quiet_start, user.quiet_end) or now,
+    }
+
+
+# --- one row written by another statement ---------------------------------------------------------------------
+
+# A value only the writing statement knows (the posting's title it reads, the id
+# of the claim it inserts), marked in the prepared texts by characters no text
+# contains (the Unicode private use area) and replaced by the statement.
+SLOT_OPEN, SLOT_CLOSE = "\ue000", "\ue001"
+
+
+def slot(name: str) -> str:
+    """The marker of the statement's value ``name`` (see :func:`prepared_row`)."""
+    return f"{SLOT_OPEN}{name}{SLOT_CLOSE}"
+
+
+@dataclass(frozen=True)
+class PreparedRow:
+    """What :func:`notify` would write for one recipient, for a statement that writes
+    the row itself: ``texts`` has (locale, title, body) for every API language (the
+    statement picks the recipient's, :data:`~app.i18n.DEFAULT_LOCALE` for any
+    other); ``data`` and ``params`` are JSON text; any of them may hold
+    :func:`slot` markers. The push fields start as ``pending`` from now: the
+    caller settles them with :func:`settle_prepared` once it knows the recipient."""
+
+    kind: str
+    texts: tuple[tuple[str, str, str], ...]
+    data: str
+    params: str
+    dedupe_key: str
+
+
+def prepared_row(kind: str, *, dedupe: str, user_id: str, **context) -> PreparedRow:
+    """The row of ``kind`` :func:`notify` writes for ``user_id`` with ``dedupe`` and
+    ``context``, rendered in every API language; values may be :func:`slot` markers.
+
+    Only for kinds without a push interval (a statement cannot coalesce pushes),
+    and for texts that need no clipping: a marker's value must be short enough."""
+    if kind not in NOTIFICATION_KINDS or kind in PUSH_INTERVALS:
+        raise ValueError(f"{kind!r} cannot be written by another statement")
+    params = encode_params(kind, context)
+    texts = tuple((locale, *render(kind, locale, params)) for locale in API_LOCALES)
+    return PreparedRow(
+        kind=kind,
+        texts=texts,
+        data=json.dumps(push_data(kind, context), ensure_ascii=False),
+        params=json.dumps(params, ensure_ascii=False),
+        dedupe_key=f"{kind}:{dedupe}:{user_id}",
+    )
+
+
+def settle_prepared(notification_id: int | None, row: PreparedRow, recipient: Recipient, now: datetime) -> None:
+    """The push fields of a prepared row once written, the recipient's settings
+    known: one UPDATE when the recipient muted the kind or is in quiet hours (the
+    row was written ``pending`` from now), none otherwise."""
+    if notification_id is None:
+        return
+    fields = push_fields(row.kind, recipient, now)
+    if fields["push_status"] != "pending" or fields["next_attempt_at"] != now:
+        db.session.execute(
+            sa.update(Notification).where(Notification.id == notification_id).values(**fields),
+            execution_options={"synchronize_session": False},
+        )
 
 
 def _coalesce_pushes(kind: str, rows: list[dict]) -> None:

@@ -113,10 +113,15 @@ def debit(
     return _move(user_id, -points, reason=reason, claim_id=claim_id, posting_id=posting_id)
 
 
+def affordable(points) -> sa.ColumnElement[bool]:
+    """The balance covers ``points`` (a number or a SQL expression): it never goes below 0."""
+    return Volunteer.energy_balance >= points
+
+
 def _move(user_id: int, delta: int, *, reason: str, claim_id: int | None, posting_id: int | None) -> int | None:
     stmt = sa.update(Volunteer).where(Volunteer.user_id == user_id)
     if delta < 0:
-        stmt = stmt.where(Volunteer.energy_balance >= -delta)
+        stmt = stmt.where(affordable(-delta))
     balance = db.session.execute(
         stmt.values(energy_balance=Volunteer.energy_balance + delta)
         .returning(Volunteer.energy_balance)

@@ -272,6 +272,18 @@ class Actor:
         if policy.claimant_is_volunteer and not self.is_volunteer:
             raise Forbidden("volunteer_required")
 
+    @staticmethod
+    def may_claim_sql(
+        claimant_is_volunteer: sa.ColumnElement[bool], author_id: sa.ColumnElement[int]
+    ) -> sa.ColumnElement[bool]:
+        """:meth:`require_may_claim` as SQL, for the claim's one statement on PostgreSQL
+        (the claimant as the parameters ``user_id`` and ``is_volunteer``); when it is
+        false, :meth:`require_may_claim` says why."""
+        return sa.and_(
+            author_id != sa.bindparam("user_id"),
+            sa.or_(sa.not_(claimant_is_volunteer), sa.bindparam("is_volunteer", type_=sa.Boolean)),
+        )
+
     # --- postings --------------------------------------------------------------------------------------------
 
     def coordinates_posting(self, posting: Posting) -> bool:

@@ -1,4 +1,5 @@
-"""Claiming (认领 / 报名 / 预约 / 兑换): race-free, in one transaction."""
+"""Claiming (认领 / 报名 / 预约 / 兑换): race-free, in one transaction — on PostgreSQL
+in one statement (``in_one_statement``), on SQLite in a few."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from app.models.base import insert_loaded
 from app.outbox import notify, recipient_columns, recipient_of
 from app.policy import POLICIES
 from app.services import energy
+from app.services.claims import in_one_statement
+from app.services.claims.in_one_statement import commit_keeping_loaded
 from app.services.claims.places import take_claim_allowance, take_place, why_not_taken
 from app.services.permissions import Actor
 
@@ -26,7 +29,10 @@ def claim_posting(actor: Actor, posting_id: int, message: str | None = None) -> 
     """Claim a posting in one transaction (:func:`_claim`), counting the outcome
     (``yz_claims_total``): the new claim's status, or the refusal's slug."""
     try:
-        claim = _claim(actor, posting_id, message)
+        if db.session.get_bind().dialect.name == "postgresql":
+            claim = in_one_statement.claim(actor, posting_id, message, utcnow())
+        else:
+            claim = _claim(actor, posting_id, message)
     except AppError as exc:
         metrics.CLAIMS.labels(exc.slug).inc()
         raise
@@ -35,7 +41,8 @@ def claim_posting(actor: Actor, posting_id: int, message: str | None = None) -> 
 
 
 def _claim(actor: Actor, posting_id: int, message: str | None) -> Claim:
-    """Claim a posting in one transaction.
+    """Claim a posting in one transaction (SQLite; PostgreSQL does the same in one
+    statement, :mod:`app.services.claims.in_one_statement`).
 
     The INSERT of the claim is guarded by the unique index of live claims per
     (posting, user); the place by a conditional UPDATE of the posting's
@@ -99,7 +106,7 @@ def _claim(actor: Actor, posting_id: int, message: str | None) -> Claim:
             claim_id=claim.id,
             recipients=[recipient_of(posting)],
         )
-    _commit_keeping_loaded()
+    commit_keeping_loaded()
     return claim
 
 
@@ -120,15 +127,3 @@ def _posting_statement() -> sa.Select:
         .join(author, author.id == Posting.author_id)
         .where(Posting.id == sa.bindparam("posting_id"))
     )
-
-
-def _commit_keeping_loaded() -> None:
-    """Commit without expiring what the session holds: the claim just written is
-    exactly what is returned, so reading it back would be a wasted round trip."""
-    session = db.session()
-    expire = session.expire_on_commit
-    session.expire_on_commit = False
-    try:
-        session.commit()
-    finally:
-        session.expire_on_commit = expire

@@ -4,11 +4,16 @@ Posting counters: ``claimed_count`` counts the claims that hold or held a
 place (``PLACE_CLAIM_STATUSES``) and ``waitlist_count`` the ``waitlisted``
 ones; ``Volunteer.active_wish_claims`` counts a volunteer's active claims of
 the kinds that count towards ``ACTIVE_WISH_CLAIM_LIMIT``. Each moves only by
-a conditional UPDATE, here and nowhere else.
+a conditional UPDATE built from the conditions here (``claim_window``,
+``place_free``, ``line_open``, ``status_once_taken``, ``allowance_left``) —
+the statements below, and the claim's one statement on PostgreSQL
+(``in_one_statement``).
 
 Lock order, everywhere: the new claim row, then the posting row, then other
 claim rows, then the volunteer row — so two transactions never wait on each
-other in a circle.
+other in a circle. (The one statement locks the posting before it inserts the
+claim: nobody else can be waiting on a row not yet written, and a second
+claim by the same user for the same posting waits on the posting first.)
 """
 
 from __future__ import annotations
@@ -35,10 +40,51 @@ from app.services.nearby_alerts import request_alerts
 def open_for_claims(posting_id, policy: KindPolicy, now) -> list[sa.ColumnElement[bool]]:
     """The posting still takes claims: before its deadline and, for the kinds that
     close at their end, before its end."""
-    conditions = [Posting.id == posting_id, sa.or_(Posting.expires_at.is_(None), Posting.expires_at > now)]
-    if policy.closes_at_end:
-        conditions.append(sa.or_(Posting.ends_at.is_(None), Posting.ends_at > now))
-    return conditions
+    return [Posting.id == posting_id, claim_window(now, policy.closes_at_end)]
+
+
+# The conditions of a place, as SQL: the guarded UPDATEs below and the claim's one
+# statement on PostgreSQL (``app.services.claims.in_one_statement``) are built from
+# these, so each rule is written once. A policy flag may be a Python bool (a
+# statement for one kind) or a boolean column (one statement for every kind, the
+# flag read from a table of the policies).
+
+
+def claim_window(now, closes_at_end: bool | sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
+    """Before the posting's deadline and, where the kind closes at its end, before its end."""
+    before_deadline = sa.or_(Posting.expires_at.is_(None), Posting.expires_at > now)
+    before_end = sa.or_(Posting.ends_at.is_(None), Posting.ends_at > now)
+    if closes_at_end is True:
+        return sa.and_(before_deadline, before_end)
+    if closes_at_end is False:
+        return before_deadline
+    return sa.and_(before_deadline, sa.or_(sa.not_(closes_at_end), before_end))
+
+
+def place_free() -> sa.ColumnElement[bool]:
+    """A place may be taken now: the posting is open with room."""
+    has_room = sa.or_(Posting.capacity.is_(None), Posting.claimed_count < Posting.capacity)
+    return sa.and_(Posting.status == "open", has_room)
+
+
+def line_open() -> sa.ColumnElement[bool]:
+    """Every place is taken and the line takes claims (for the kinds with a waitlist)."""
+    return sa.and_(
+        Posting.status.in_(QUEUEING_POSTING_STATUSES),
+        Posting.capacity.is_not(None),
+        Posting.claimed_count >= Posting.capacity,
+    )
+
+
+def status_once_taken(one_place: bool | sa.ColumnElement[bool]) -> sa.ColumnElement | str:
+    """The posting's status once a place is taken: a one-claim posting is claimed,
+    one whose last place this was is full, any other stays as it is."""
+    last_place = sa.and_(Posting.capacity.is_not(None), Posting.claimed_count + 1 >= Posting.capacity)
+    if one_place is True:
+        return "claimed"
+    if one_place is False:
+        return sa.case((last_place, "full"), else_=Posting.status)
+    return sa.case((one_place, "claimed"), (last_place, "full"), else_=Posting.status)
 
 
 def take_place(posting_id: int, policy: KindPolicy, now: datetime) -> str | None:
@@ -62,28 +108,15 @@ def _place_statements(policy: KindPolicy) -> tuple[sa.Update, sa.Update]:
     (``posting_id`` and ``now`` are parameters): take a place while there is
     room, else a place in line when the kind keeps a waitlist."""
     window = open_for_claims(sa.bindparam("posting_id"), policy, sa.bindparam("now"))
-    has_room = sa.or_(Posting.capacity.is_(None), Posting.claimed_count < Posting.capacity)
-    if policy.capacity == "one":
-        new_status: sa.ColumnElement | str = "claimed"
-    else:
-        new_status = sa.case(
-            (sa.and_(Posting.capacity.is_not(None), Posting.claimed_count + 1 >= Posting.capacity), "full"),
-            else_=Posting.status,
-        )
     take = (
         sa.update(Posting)
-        .where(*window, Posting.status == "open", has_room)
-        .values(claimed_count=Posting.claimed_count + 1, status=new_status)
+        .where(*window, place_free())
+        .values(claimed_count=Posting.claimed_count + 1, status=status_once_taken(policy.capacity == "one"))
         .execution_options(synchronize_session=False)
     )
     queue = (
         sa.update(Posting)
-        .where(
-            *window,
-            Posting.status.in_(QUEUEING_POSTING_STATUSES),
-            Posting.capacity.is_not(None),
-            Posting.claimed_count >= Posting.capacity,
-        )
+        .where(*window, line_open())
         .values(waitlist_count=Posting.waitlist_count + 1)
         .execution_options(synchronize_session=False)
     )
@@ -112,13 +145,17 @@ def take_claim_allowance(user_id: int) -> bool:
     return bool(db.session.execute(_allowance_statement(), {"volunteer": user_id, "claim_limit": limit}).rowcount)
 
 
+def allowance_left() -> sa.ColumnElement[bool]:
+    """The volunteer may hold one more active claim of the kinds that count
+    (the limit is the parameter ``claim_limit``, ``ACTIVE_WISH_CLAIM_LIMIT``)."""
+    return Volunteer.active_wish_claims < sa.bindparam("claim_limit")
+
+
 @functools.cache
 def _allowance_statement() -> sa.Update:
     return (
         sa.update(Volunteer)
-        .where(
-            Volunteer.user_id == sa.bindparam("volunteer"), Volunteer.active_wish_claims < sa.bindparam("claim_limit")
-        )
+        .where(Volunteer.user_id == sa.bindparam("volunteer"), allowance_left())
         .values(active_wish_claims=Volunteer.active_wish_claims + 1)
         .execution_options(synchronize_session=False)
     )
