@@ -9,6 +9,7 @@ the scheduler inside the development server.
 from __future__ import annotations
 
 import os
+import secrets
 from datetime import timedelta
 
 NINGBO_DISTRICTS = (
@@ -278,9 +279,11 @@ class Config:
 class TestConfig(Config):
     TESTING = True
     APP_ENV = "development"
-    SECRET_KEY = "test-secret-key-that-is-long-enough-for-hs256"
-    JWT_SECRET_KEY = "test-jwt-key-that-is-long-enough-for-hs256"
-    ID_HASH_KEY = "test-id-hash-key"
+    # Generated when the tests start: a key written here would be published
+    # (and production refuses every value that appears in the repository).
+    SECRET_KEY = secrets.token_urlsafe(48)
+    JWT_SECRET_KEY = secrets.token_urlsafe(48)
+    ID_HASH_KEY = secrets.token_urlsafe(48)
     SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("TEST_DATABASE_URL"))
     RATELIMIT_ENABLED = False
     RATELIMIT_STORAGE_URI = "memory://"
