@@ -10,7 +10,10 @@ rate limiter reads the body and before idempotency fingerprints it:
 - a body is at most ``MAX_CONTENT_LENGTH``, whether it says its length or is
   chunked (413 — a chunked body is read up to the limit, never cut silently);
 - a JSON body nests at most ``MAX_JSON_DEPTH`` levels (400 ``invalid_json``),
-  checked on the bytes before any parser recurses into it;
+  checked on the bytes before any parser recurses into it; then it must parse,
+  whole (400 ``invalid_json`` for anything the parser cannot read: bad syntax,
+  bad UTF-8, an integer longer than CPython's 4,300-digit limit, which is not a
+  syntax error and would otherwise escape the schemas' error handling);
 - a path or query string holds no NUL character and no lone surrogate (400);
   JSON strings are checked field by field by the schemas (422, see
   ``mobile_api.fields.BaseSchema``).
@@ -21,6 +24,7 @@ bytes, not JSON, under a limit of its own: it reads them with :func:`read_body`.
 
 from __future__ import annotations
 
+import json
 import re
 
 from flask import Flask, current_app, request
@@ -78,6 +82,10 @@ def _guard_request() -> None:
     body = read_body()
     if json_depth(body) > MAX_JSON_DEPTH:
         raise AppError("invalid_json")
+    try:
+        json.loads(body)
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, the int-string limit
+        raise AppError("invalid_json") from None
 
 
 def takes_raw_body(view):
