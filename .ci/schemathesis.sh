@@ -11,7 +11,7 @@ budget=${1:-180}
 port=${SCHEMATHESIS_PORT:-8931}
 work=$(mktemp -d)
 export APP_ENV=development INSTANCE_PATH="$work/instance" DATABASE_URL="sqlite:///$work/st.sqlite"
-export RATELIMIT_ENABLED=0 PUSH_BACKEND=memory SCHEDULER_EMBEDDED=0 LOG_LEVEL=WARNING FLASK_APP=wsgi
+export METRICS_ADDRESS="" RATELIMIT_ENABLED=0 PUSH_BACKEND=memory SCHEDULER_EMBEDDED=0 LOG_LEVEL=WARNING FLASK_APP=wsgi
 server=""
 cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT

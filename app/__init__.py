@@ -123,10 +123,6 @@ def create_app(config: type | Mapping | None = None) -> Flask:
     _register_blueprints(app)
     api.finish_document(lambda spec: finalize(spec, generator))
     _register_docs_assets(app)
-    from app import metrics
-
-    metrics.init_app(app)
-
     from app.cli import register_cli
 
     register_cli(app)

@@ -232,6 +232,9 @@ class Config:
 
     SCHEDULER_EMBEDDED = env_bool("SCHEDULER_EMBEDDED", False)
     # `flask scheduler run` serves its own Prometheus metrics here (0: not served).
+    # Where the web app's Prometheus metrics are served (app/metrics.py): never the
+    # API's own port; empty: not served.
+    METRICS_ADDRESS = os.environ.get("METRICS_ADDRESS", "127.0.0.1:9100").strip()
     SCHEDULER_METRICS_PORT = env_int("SCHEDULER_METRICS_PORT", 0)
     SCHEDULER_METRICS_ADDR = os.environ.get("SCHEDULER_METRICS_ADDR", "127.0.0.1")
     # Seconds between runs of each scheduler job (app/scheduler.py has the table),
@@ -297,3 +300,4 @@ class TestConfig(Config):
     SMS_BACKEND = "memory"
     STORAGE_BACKEND = "local"
     SCHEDULER_EMBEDDED = False
+    METRICS_ADDRESS = ""  # a test that serves them picks a free port

@@ -132,17 +132,31 @@ def clock_problems(config) -> list[str]:
     return []
 
 
+def base_url_problems(config) -> list[str]:
+    """Links (calendar and verification URLs, QR codes) are built on
+    ``PUBLIC_BASE_URL``, never on a request's ``Host``, which a client forges."""
+    url = config.get("PUBLIC_BASE_URL")
+    if not url:
+        return ["PUBLIC_BASE_URL is not set (links would follow the request's Host header)"]
+    if not url.startswith(("https://", "http://")) or any(char.isspace() for char in url):
+        return [f"PUBLIC_BASE_URL must be an absolute http(s) URL, not {url!r}"]
+    return []
+
+
 def production_problems(app: Flask) -> list[str]:
-    """Everything production refuses: the three keys, the certificate signing key,
+    """Everything production refuses: the three keys, ``PUBLIC_BASE_URL``, a
+    malformed ``METRICS_ADDRESS``, the certificate signing key,
     an SMS provider that proves nothing (``log``) or lacks its settings, photos
     on one machine's disk (``STORAGE_BACKEND=local`` without ``STORAGE_LOCAL_OK``)
     and a shifted clock."""
-    from app import storage
+    from app import metrics, storage
     from app.services.certificates import CertificateKeyError, certificate_key
     from app.sms import configuration_problems
 
     problems = (
         key_problems(app.config)
+        + base_url_problems(app.config)
+        + metrics.address_problems(app.config)
         + configuration_problems(app.config, production=True)
         + storage.config_problems(app.config, production=True)
     )

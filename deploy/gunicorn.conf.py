@@ -44,16 +44,37 @@ accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
 
 
-# Prometheus multiprocess mode (app/metrics.py): with PROMETHEUS_MULTIPROC_DIR
-# set, every worker writes its metrics to files there and /metrics sums them.
+# Prometheus (app/metrics.py): served on METRICS_ADDRESS (default 127.0.0.1:9100),
+# never on the API's bind; every worker listens there (SO_REUSEPORT). With
+# PROMETHEUS_MULTIPROC_DIR set, every worker writes its metrics to files there
+# and a scrape, whichever worker answers, sums them.
 def on_starting(server):
-    """Start from an empty metrics directory: files of an earlier run would be counted again."""
+    """Refuse a metrics address that is the API's own; start from an empty metrics
+    directory: files of an earlier run would be counted again."""
+    metrics_address = os.environ.get("METRICS_ADDRESS", "127.0.0.1:9100").strip()
+    if metrics_address:
+        metrics_port = metrics_address.rpartition(":")[2]
+        for address in server.cfg.bind:
+            if address.rpartition(":")[2] == metrics_port:
+                raise SystemExit(f"METRICS_ADDRESS {metrics_address} is the API's own port ({address}): pick another")
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if path:
         os.makedirs(path, exist_ok=True)
         for name in os.listdir(path):
             if name.endswith(".db"):
                 os.remove(os.path.join(path, name))
+
+
+def post_worker_init(worker):
+    """Each worker, once it has loaded the app, serves the metrics on their own address."""
+    from app import metrics
+
+    app = worker.wsgi
+    if getattr(app, "config", None) is not None:
+        try:
+            metrics.serve_app(app)
+        except OSError as exc:  # the address is taken by another program: the API still serves
+            worker.log.error("metrics: cannot listen on %s: %s", app.config.get("METRICS_ADDRESS"), exc)
 
 
 def child_exit(server, worker):

@@ -46,6 +46,9 @@ def test_production_starts_with_three_good_keys(tmp_path):
         ({**GOOD, "ID_HASH_KEY": "short"}, ["ID_HASH_KEY is shorter than 32 bytes"]),
         ({**GOOD, "SECRET_KEY": "change-me-to-a-long-random-string"}, ["SECRET_KEY is a published default"]),
         ({**GOOD, "CERTIFICATE_SIGNING_KEY": None}, ["CERTIFICATE_SIGNING_KEY is not set"]),
+        ({**GOOD, "PUBLIC_BASE_URL": None}, ["PUBLIC_BASE_URL is not set"]),
+        ({**GOOD, "PUBLIC_BASE_URL": "zhiyuan.example.cn"}, ["PUBLIC_BASE_URL must be an absolute http(s) URL"]),
+        ({**GOOD, "METRICS_ADDRESS": "9100"}, ["METRICS_ADDRESS must be host:port"]),
         # what the JWT key of the tests used to be, written in the code
         ({**GOOD, "JWT_SECRET_KEY": "test-jwt-key-that-is-long-enough-for-hs256"}, ["JWT_SECRET_KEY is a published"]),
         ({**GOOD, "SECRET_KEY": "dev-only-change-me "}, ["SECRET_KEY is a published default value"]),
