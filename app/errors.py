@@ -116,6 +116,12 @@ MESSAGES: dict[str, LazyString] = {
     "rate_limited": _l("Too many requests; try again later."),
     "internal_error": _l("Something went wrong on our side."),
     "service_unavailable": _l("The service is unavailable."),
+    # answered by the shipped nginx itself (deploy/nginx.conf), in the same envelope
+    "request_timeout": _l("The request was not sent in time."),
+    "uri_too_long": _l("The address is too long."),
+    "headers_too_large": _l("The request headers are too large."),
+    "bad_gateway": _l("The service cannot be reached right now."),
+    "gateway_timeout": _l("The service did not answer in time."),
 }
 
 STATUS_SLUGS = {
@@ -124,14 +130,19 @@ STATUS_SLUGS = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     413: "payload_too_large",
+    414: "uri_too_long",
     415: "unsupported_media_type",
     422: "validation_error",
     428: "consent_required",
     429: "rate_limited",
+    431: "headers_too_large",
     500: "internal_error",
+    502: "bad_gateway",
     503: "service_unavailable",
+    504: "gateway_timeout",
 }
 
 

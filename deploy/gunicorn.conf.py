@@ -29,10 +29,15 @@ graceful_timeout = _env("GUNICORN_GRACEFUL_TIMEOUT", 30)
 # nginx keeps idle upstream connections open and reuses them; a little longer
 # than its own keepalive_timeout towards us, so gunicorn never closes first.
 keepalive = _env("GUNICORN_KEEPALIVE", 75)
-# What a request line and its headers may be: the same bounds nginx applies.
-limit_request_line = 8190
-limit_request_fields = 100
-limit_request_field_size = 8190
+# What a request line and its headers may be: nginx bounds them (a request or
+# header line of 8 KiB at most, 32 KiB in all: large_client_header_buffers in
+# deploy/nginx.conf) and answers beyond that in the JSON envelope, so gunicorn
+# adds no lower limit of its own — its refusals would be HTML, and a line nginx
+# lets through by a byte or two would get one (tests/test_nginx.py checks the
+# edge). 32,768 fields is gunicorn's most, more than 32 KiB of headers can hold.
+limit_request_line = 0
+limit_request_fields = 32768
+limit_request_field_size = 0
 # Recycle workers now and then, staggered, so slow leaks never accumulate.
 max_requests = _env("GUNICORN_MAX_REQUESTS", 5000)
 max_requests_jitter = _env("GUNICORN_MAX_REQUESTS_JITTER", 500)
