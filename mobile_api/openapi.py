@@ -256,6 +256,38 @@ def _default_slug(code: int) -> str:
     return STATUS_SLUGS.get(code, "error")
 
 
+# OpenAPI links: how the answer of one operation feeds the next in a real flow —
+# a wish posted, claimed, done and confirmed (and each one read back). Clients'
+# generators and schemathesis's stateful phase follow them.
+LINKS: dict[tuple[str, str], dict[str, dict]] = {
+    ("create_posting", "201"): {
+        "ClaimIt": {"operationId": "claim_posting", "parameters": {"posting_id": "$response.body#/id"}},
+        "ReadIt": {"operationId": "get_posting", "parameters": {"posting_id": "$response.body#/id"}},
+    },
+    ("claim_posting", "201"): {
+        "FulfilIt": {"operationId": "fulfil_claim", "parameters": {"claim_id": "$response.body#/id"}},
+        "ReadIt": {"operationId": "get_claim", "parameters": {"claim_id": "$response.body#/id"}},
+    },
+    ("fulfil_claim", "200"): {
+        "ConfirmIt": {"operationId": "confirm_claim", "parameters": {"claim_id": "$response.body#/id"}},
+    },
+    ("confirm_claim", "200"): {
+        "ReadIt": {"operationId": "get_claim", "parameters": {"claim_id": "$response.body#/id"}},
+    },
+}
+
+
+def _add_links(document: dict) -> None:
+    operations = {
+        operation.get("operationId"): operation
+        for item in document.get("paths", {}).values()
+        for method, operation in item.items()
+        if isinstance(operation, dict) and method != "parameters"
+    }
+    for (operation_id, code), links in LINKS.items():
+        operations[operation_id]["responses"][code]["links"] = links
+
+
 def finalize(spec, plugin: GeneratorPlugin) -> None:
     """Once every blueprint is in the document: the bearer-token scheme; a field of a
     response-only schema is ``required`` (always present) unless marked optional;
@@ -285,6 +317,7 @@ def finalize(spec, plugin: GeneratorPlugin) -> None:
     error = schemas.get("Error")
     if error is not None:
         error["properties"]["error"]["enum"] = error_slugs()
+    _add_links(document)
 
 
 def _collect(node, schemas: dict, found: set[str]) -> None:
