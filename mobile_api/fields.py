@@ -127,6 +127,10 @@ def Id(**kwargs) -> fields.Integer:  # noqa: N802 - a field factory, used like a
     return fields.Integer(validate=validate.Range(1, MAX_ID), **kwargs)
 
 
+# The years 2000-2100 at the start of a date or a time, as the document states them.
+YEARS_PATTERN = r"^(?:20[0-9]{2}|2100)-"
+
+
 def year_between(first: int, last: int) -> str:
     return gettext("The year must be between %(first)d and %(last)d.", first=first, last=last)
 
@@ -137,6 +141,11 @@ class UTCDateTime(fields.DateTime):
     never guessed. Years outside 2000-2100 are refused."""
 
     MIN_YEAR, MAX_YEAR = 2000, 2100
+
+    def __init__(self, *args, **kwargs) -> None:
+        # the document states the years too (RFC 3339 carries its offset by itself)
+        kwargs["metadata"] = {"pattern": YEARS_PATTERN, **(kwargs.get("metadata") or {})}
+        super().__init__(*args, **kwargs)
 
     def _serialize(self, value, attr, obj, **kwargs):
         return isoformat(value)
@@ -158,6 +167,10 @@ _YYYY_MM_DD = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 class LocalDate(fields.Date):
     """A calendar date ``YYYY-MM-DD`` (periods are dates in Asia/Shanghai, inclusive);
     years outside 2000-2100 are refused."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["metadata"] = {"pattern": YEARS_PATTERN, **(kwargs.get("metadata") or {})}
+        super().__init__(*args, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         if not isinstance(value, str) or not _YYYY_MM_DD.fullmatch(value):

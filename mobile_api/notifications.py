@@ -98,7 +98,7 @@ def get_settings():
 
 @blp.route("/notification-settings", methods=["PUT"])
 @jwt_required()
-@blp.arguments(NotificationSettingsSchema)
+@blp.arguments(NotificationSettingsSchema, required=False)  # an empty body keeps the settings
 @blp.response(200, NotificationSettingsSchema)
 @blp.doc(**AUTH)
 def put_settings(body):

@@ -277,6 +277,29 @@ LINKS: dict[tuple[str, str], dict[str, dict]] = {
 }
 
 
+def _either(*names: str) -> dict:
+    return {"anyOf": [{"required": [name]} for name in names]}
+
+
+# Rules of a whole body that no single field states (the schemas' validates_schema),
+# as the shapes a body may not take (``not``: code generators keep the body one
+# model, where a ``oneOf`` would make it a union).
+SCHEMA_RULES: dict[str, dict] = {
+    # LoginSchema.one_identifier: the phone or the email, the password or (with the phone) an SMS code
+    "Login": {
+        "not": {
+            "anyOf": [
+                {"required": ["phone", "email"]},
+                {"required": ["password", "sms_code"]},
+                {"required": ["email", "sms_code"]},
+                {"not": _either("phone", "email")},
+                {"not": _either("password", "sms_code")},
+            ]
+        }
+    },
+}
+
+
 def _add_links(document: dict) -> None:
     operations = {
         operation.get("operationId"): operation
@@ -318,6 +341,8 @@ def finalize(spec, plugin: GeneratorPlugin) -> None:
     if error is not None:
         error["properties"]["error"]["enum"] = error_slugs()
     _add_links(document)
+    for name, rules in SCHEMA_RULES.items():
+        schemas[name].update(rules)
 
 
 def _collect(node, schemas: dict, found: set[str]) -> None:

@@ -99,9 +99,14 @@ class MyClaimSchema(ClaimSchema):
     posting = fields.Nested(ClaimPostingSchema, attribute="posting_brief", allow_none=True)
 
 
+# A comma-separated list of claim statuses (blanks and empty parts ignored), as split below.
+_ONE_STATUS = "(?:" + "|".join(CLAIM_STATUSES) + ")"
+_STATUS_LIST = rf"^\s*{_ONE_STATUS}?\s*(?:,\s*{_ONE_STATUS}?\s*)*$"
+
+
 class ClaimQuerySchema(PageQuery):
     status = fields.List(
-        fields.String(),
+        fields.String(metadata={"pattern": _STATUS_LIST}),
         load_default=None,
         metadata={"description": "Repeatable or comma-separated: " + ", ".join(CLAIM_STATUSES)},
     )
