@@ -31,7 +31,9 @@ for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null &&
 curl -sf "http://127.0.0.1:$port/api/v1/openapi.json" -o "$work/openapi.json"
 
 status=0
-.venv/bin/schemathesis --config-file .ci/schemathesis.toml run "http://127.0.0.1:$port/api/v1/openapi.json" \
+# each generated action gets an Idempotency-Key of its own, and no cursor is
+# forged (.ci/schemathesis_hooks.py)
+PYTHONPATH=.ci SCHEMATHESIS_HOOKS=schemathesis_hooks .venv/bin/schemathesis --config-file .ci/schemathesis.toml run "http://127.0.0.1:$port/api/v1/openapi.json" \
   --checks all --phases examples,coverage,fuzzing,stateful \
   --max-time "$budget" --max-examples 25 --workers 1 --seed 20261129 \
   --generation-allow-x00 true --request-timeout 10 --no-color \

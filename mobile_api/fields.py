@@ -169,7 +169,7 @@ class LocalDate(fields.Date):
     years outside 2000-2100 are refused."""
 
     def __init__(self, *args, **kwargs) -> None:
-        kwargs["metadata"] = {"pattern": YEARS_PATTERN, **(kwargs.get("metadata") or {})}
+        kwargs["metadata"] = {"pattern": YEARS_PATTERN + "[0-9]{2}-[0-9]{2}$", **(kwargs.get("metadata") or {})}
         super().__init__(*args, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
@@ -223,9 +223,20 @@ def page_of(item_schema: type[Schema], name: str) -> type[Schema]:
     )
 
 
+# What a cursor is made of (app.services.pagination: a signed, URL-safe token).
+CURSOR_PATTERN = r"^[A-Za-z0-9_.-]*$"
+
+
 class PageQuery(BaseSchema):
     limit = fields.Integer(load_default=20, validate=validate.Range(1, 100))
-    cursor = fields.String(load_default=None)
+    cursor = fields.String(
+        load_default=None,
+        metadata={
+            "pattern": CURSOR_PATTERN,
+            "description": "The `next_cursor` of the page before (opaque and signed: any other is "
+            "400 `invalid_cursor`); empty or absent: the first page.",
+        },
+    )
 
 
 class _FromSource:

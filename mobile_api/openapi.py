@@ -300,6 +300,25 @@ SCHEMA_RULES: dict[str, dict] = {
 }
 
 
+# A path or query text never holds a NUL (app.inputs: 400): stated on every text
+# parameter that has no shape of its own.
+NO_NUL = "^[^\\u0000]*$"
+
+
+def _no_nul(document: dict) -> None:
+    for item in document.get("paths", {}).values():
+        for method, operation in item.items():
+            if not isinstance(operation, dict) or method == "parameters":
+                continue
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") not in ("query", "path"):
+                    continue
+                schema = parameter.get("schema") or {}
+                target = schema.get("items", {}) if schema.get("type") == "array" else schema
+                if target.get("type") == "string" and not {"pattern", "enum", "format"} & set(target):
+                    target["pattern"] = NO_NUL
+
+
 def _add_links(document: dict) -> None:
     operations = {
         operation.get("operationId"): operation
@@ -341,6 +360,7 @@ def finalize(spec, plugin: GeneratorPlugin) -> None:
     if error is not None:
         error["properties"]["error"]["enum"] = error_slugs()
     _add_links(document)
+    _no_nul(document)
     for name, rules in SCHEMA_RULES.items():
         schemas[name].update(rules)
 
