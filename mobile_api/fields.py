@@ -223,6 +223,14 @@ def page_of(item_schema: type[Schema], name: str) -> type[Schema]:
     )
 
 
+class StrictBoolean(fields.Boolean):
+    """A JSON boolean, and only that: ``0``, ``1``, ``"true"`` are refused (422), as the
+    document's ``type: boolean`` says. (Query strings keep ``fields.Boolean``: they are text.)"""
+
+    truthy = {True}
+    falsy = {False}
+
+
 # What a cursor is made of (app.services.pagination: a signed, URL-safe token).
 CURSOR_PATTERN = r"^[A-Za-z0-9_.-]*$"
 

@@ -79,7 +79,7 @@ def unread_count():
 
 @blp.route("/notifications/read", methods=["POST"])
 @jwt_required()
-@blp.arguments(MarkReadSchema)
+@blp.arguments(MarkReadSchema, required=False)  # an empty body marks all read
 @blp.response(200, UnreadSchema)
 @blp.doc(**AUTH)
 def mark_read(body):

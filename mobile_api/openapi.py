@@ -305,7 +305,21 @@ SCHEMA_RULES: dict[str, dict] = {
 NO_NUL = "^[^\\u0000]*$"
 
 
-def _no_nul(document: dict) -> None:
+def _text_without_nul(schema: dict) -> None:
+    """A text with no shape of its own (no pattern, enum or format) gets :data:`NO_NUL`."""
+    target = schema.get("items", {}) if schema.get("type") == "array" else schema
+    if target.get("type") == "string" and not {"pattern", "enum", "format"} & set(target):
+        target["pattern"] = NO_NUL
+
+
+def _no_nul(document: dict, inputs: set[str]) -> None:
+    """Texts a request sends never hold a NUL (app.inputs for the path and query: 400;
+    BaseSchema for a body's texts: 422)."""
+    schemas = document.get("components", {}).get("schemas", {})
+    for name in inputs:
+        for prop in (schemas[name].get("properties") or {}).values():
+            if isinstance(prop, dict) and not prop.get("readOnly"):
+                _text_without_nul(prop)
     for item in document.get("paths", {}).values():
         for method, operation in item.items():
             if not isinstance(operation, dict) or method == "parameters":
@@ -313,10 +327,7 @@ def _no_nul(document: dict) -> None:
             for parameter in operation.get("parameters", []):
                 if parameter.get("in") not in ("query", "path"):
                     continue
-                schema = parameter.get("schema") or {}
-                target = schema.get("items", {}) if schema.get("type") == "array" else schema
-                if target.get("type") == "string" and not {"pattern", "enum", "format"} & set(target):
-                    target["pattern"] = NO_NUL
+                _text_without_nul(parameter.get("schema") or {})
 
 
 def _add_links(document: dict) -> None:
@@ -360,7 +371,7 @@ def finalize(spec, plugin: GeneratorPlugin) -> None:
     if error is not None:
         error["properties"]["error"]["enum"] = error_slugs()
     _add_links(document)
-    _no_nul(document)
+    _no_nul(document, inputs)
     for name, rules in SCHEMA_RULES.items():
         schemas[name].update(rules)
 

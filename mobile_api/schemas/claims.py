@@ -6,7 +6,7 @@ from flask_babel import gettext
 from marshmallow import ValidationError, fields, post_load, validate
 
 from app.policy import CLAIM_STATUSES, MAX_REPORTED_MINUTES, POSTING_KINDS, POSTING_STATUSES
-from mobile_api.fields import BaseSchema, District, Location, NestedFrom, PageQuery, UTCDateTime
+from mobile_api.fields import BaseSchema, District, Location, NestedFrom, PageQuery, StrictBoolean, UTCDateTime
 from mobile_api.schemas.photos import PhotoSchema, photo_ids_field
 
 
@@ -152,7 +152,7 @@ class ClaimConfirmSchema(BaseSchema):
         validate=validate.Range(0, MAX_REPORTED_MINUTES),
         metadata={"description": "The minutes to credit: the reported ones (default) or fewer, never more."},
     )
-    private_photos = fields.Boolean(
+    private_photos = StrictBoolean(
         load_default=False,
         metadata={
             "description": "A wish: true keeps the fulfilment's photos and note off the posting's public story "
