@@ -227,8 +227,11 @@ class StrictBoolean(fields.Boolean):
     """A JSON boolean, and only that: ``0``, ``1``, ``"true"`` are refused (422), as the
     document's ``type: boolean`` says. (Query strings keep ``fields.Boolean``: they are text.)"""
 
-    truthy = {True}
-    falsy = {False}
+    def _deserialize(self, value, attr, data, **kwargs):
+        # not a set lookup: 0 == False and 1 == True hash alike
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
 
 
 # What a cursor is made of (app.services.pagination: a signed, URL-safe token).

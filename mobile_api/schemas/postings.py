@@ -50,7 +50,7 @@ _ADDRESS = {
 }
 _TAG_LIST = {
     "validate": [validate.Length(max=10), _unique_tags],
-    "metadata": {"description": "At most 10 tags of at most 20 characters."},
+    "metadata": {"uniqueItems": True, "description": "At most 10 tags of at most 20 characters, each once."},
 }
 
 
