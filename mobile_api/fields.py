@@ -127,8 +127,11 @@ def Id(**kwargs) -> fields.Integer:  # noqa: N802 - a field factory, used like a
     return fields.Integer(validate=validate.Range(1, MAX_ID), **kwargs)
 
 
-# The years 2000-2100 at the start of a date or a time, as the document states them.
+# The years 2000-2100 at the start of a date or a time, as the document states them
+# for what a client sends (mobile_api.openapi: answers may hold older dates).
 YEARS_PATTERN = r"^(?:20[0-9]{2}|2100)-"
+DATE_PATTERN = YEARS_PATTERN + "[0-9]{2}-[0-9]{2}$"
+YEARS_MARK = "x-years-2000-2100"
 
 
 def year_between(first: int, last: int) -> str:
@@ -143,8 +146,8 @@ class UTCDateTime(fields.DateTime):
     MIN_YEAR, MAX_YEAR = 2000, 2100
 
     def __init__(self, *args, **kwargs) -> None:
-        # the document states the years too (RFC 3339 carries its offset by itself)
-        kwargs["metadata"] = {"pattern": YEARS_PATTERN, **(kwargs.get("metadata") or {})}
+        # marks the years rule for the document (mobile_api.openapi states it on inputs)
+        kwargs["metadata"] = {YEARS_MARK: True, **(kwargs.get("metadata") or {})}
         super().__init__(*args, **kwargs)
 
     def _serialize(self, value, attr, obj, **kwargs):
@@ -169,7 +172,7 @@ class LocalDate(fields.Date):
     years outside 2000-2100 are refused."""
 
     def __init__(self, *args, **kwargs) -> None:
-        kwargs["metadata"] = {"pattern": YEARS_PATTERN + "[0-9]{2}-[0-9]{2}$", **(kwargs.get("metadata") or {})}
+        kwargs["metadata"] = {YEARS_MARK: True, **(kwargs.get("metadata") or {})}
         super().__init__(*args, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):

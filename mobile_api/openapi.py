@@ -306,17 +306,24 @@ NO_NUL = "^[^\\u0000]*$"
 
 
 def _text_without_nul(schema: dict) -> None:
-    """A text with no shape of its own (no pattern, enum or format) gets :data:`NO_NUL`."""
+    """What a client sends: a text with no shape of its own (no pattern, enum or
+    format) gets :data:`NO_NUL`; a date or a time, its years (2000-2100)."""
+    from mobile_api.fields import DATE_PATTERN, YEARS_MARK, YEARS_PATTERN
+
     target = schema.get("items", {}) if schema.get("type") == "array" else schema
-    if target.get("type") == "string" and not {"pattern", "enum", "format"} & set(target):
+    if target.get("type") != "string" or "pattern" in target:
+        return
+    if target.pop(YEARS_MARK, False):
+        target["pattern"] = DATE_PATTERN if target.get("format") == "date" else YEARS_PATTERN
+    elif not {"enum", "format"} & set(target):
         target["pattern"] = NO_NUL
 
 
-def _no_nul(document: dict, inputs: set[str]) -> None:
+def _no_nul(document: dict, inputs: set[str], outputs: set[str]) -> None:
     """Texts a request sends never hold a NUL (app.inputs for the path and query: 400;
     BaseSchema for a body's texts: 422)."""
     schemas = document.get("components", {}).get("schemas", {})
-    for name in inputs:
+    for name in inputs - outputs:  # a schema also answered may hold older dates
         for prop in (schemas[name].get("properties") or {}).values():
             if isinstance(prop, dict) and not prop.get("readOnly"):
                 _text_without_nul(prop)
@@ -328,6 +335,19 @@ def _no_nul(document: dict, inputs: set[str]) -> None:
                 if parameter.get("in") not in ("query", "path"):
                     continue
                 _text_without_nul(parameter.get("schema") or {})
+
+
+def _drop_marks(node) -> None:
+    """The years mark wherever it was not turned into a pattern (answers)."""
+    from mobile_api.fields import YEARS_MARK
+
+    if isinstance(node, dict):
+        node.pop(YEARS_MARK, None)
+        for value in node.values():
+            _drop_marks(value)
+    elif isinstance(node, list):
+        for value in node:
+            _drop_marks(value)
 
 
 def _add_links(document: dict) -> None:
@@ -371,7 +391,8 @@ def finalize(spec, plugin: GeneratorPlugin) -> None:
     if error is not None:
         error["properties"]["error"]["enum"] = error_slugs()
     _add_links(document)
-    _no_nul(document, inputs)
+    _no_nul(document, inputs, outputs)
+    _drop_marks(document)
     for name, rules in SCHEMA_RULES.items():
         schemas[name].update(rules)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import sqlalchemy as sa
@@ -153,6 +154,16 @@ def test_a_volunteer_with_max_int_fields_is_still_a_4xx(app, client):
 # --- bodies the parser cannot read ---------------------------------------------------------
 
 
+def op_takes_body(app, method: str, path: str) -> bool:
+    """Whether the document gives the operation at (method, path) a request body."""
+    document = app.test_client().get("/api/v1/openapi.json").get_json()
+    template = re.sub(r"/1(?=/|$)", "/{}", path)
+    for documented, item in document["paths"].items():
+        if re.sub(r"\{[^}]+\}", "{}", documented) == template and method.lower() in item:
+            return "requestBody" in item[method.lower()]
+    return False
+
+
 def _json_routes(app) -> list[tuple[str, str]]:
     """Every (method, path) that takes a JSON body, ids filled in with 1."""
     from app.inputs import takes_raw_body  # noqa: F401 - the marker the guard reads
@@ -189,8 +200,13 @@ def test_a_body_the_parser_cannot_read_is_400_on_every_json_endpoint(app, client
             assert resp.status_code < 500, (method, path, resp.status_code, resp.get_data()[:200])
             if resp.status_code == 400:
                 assert resp.get_json()["error"] == "invalid_json", (method, path)
-            else:  # answered before the body counts: 401, 404, 405 … — in the envelope all the same
+            elif resp.status_code >= 400:  # answered before the body counts: 401, 404 … — the envelope
                 assert resp.get_json()["code"] == resp.status_code, (method, path)
+            else:  # an operation that takes no body ignores one
+                assert not op_takes_body(app, method, path), (method, path, resp.status_code)
+        # where a body is read, it is refused
+        resp = client.post("/api/v1/auth/login", data=body, content_type="application/json")
+        assert (resp.status_code, resp.get_json()["error"]) == (400, "invalid_json")
 
 
 def test_a_number_beyond_any_float_is_422_not_500(app, client):
