@@ -31,12 +31,18 @@ for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null &&
 curl -sf "http://127.0.0.1:$port/api/v1/openapi.json" -o "$work/openapi.json"
 
 status=0
+# .ci/schemathesis-baseline.json: the failures accepted for now — rules of state or
+# of relations between fields the document cannot state as a shape (a wrong
+# password, an SMS code, "for_me excludes other filters", …: the list is in the
+# file, one operation each). A failure not in it fails the run; remove an entry
+# once the document states its rule (--baseline-prune drops those not seen).
 # each generated action gets an Idempotency-Key of its own, and no cursor is
 # forged (.ci/schemathesis_hooks.py)
 PYTHONPATH=.ci SCHEMATHESIS_HOOKS=schemathesis_hooks .venv/bin/schemathesis --config-file .ci/schemathesis.toml run "http://127.0.0.1:$port/api/v1/openapi.json" \
   --checks all --phases examples,coverage,fuzzing,stateful \
   --max-time "$budget" --max-examples 25 --workers 1 --seed 20261129 \
   --generation-allow-x00 true --request-timeout 10 --no-color \
+  ${SCHEMATHESIS_BASELINE_ARGS:---baseline .ci/schemathesis-baseline.json} \
   --report junit,har --report-dir "$work/report" --report-har-path "$work/report/run.har" || status=$?
 .venv/bin/python .ci/schemathesis_reach.py "$work/openapi.json" "$work/report/run.har" || status=1
 exit $status
