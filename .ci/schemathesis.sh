@@ -45,4 +45,6 @@ PYTHONPATH=.ci SCHEMATHESIS_HOOKS=schemathesis_hooks .venv/bin/schemathesis --co
   ${SCHEMATHESIS_BASELINE_ARGS:---baseline .ci/schemathesis-baseline.json} \
   --report junit,har --report-dir "$work/report" --report-har-path "$work/report/run.har" || status=$?
 .venv/bin/python .ci/schemathesis_reach.py "$work/openapi.json" "$work/report/run.har" || status=1
+# SCHEMATHESIS_KEEP=<dir>: keep the reports (JUnit, HAR) there to read a failure
+if [ -n "${SCHEMATHESIS_KEEP:-}" ]; then mkdir -p "$SCHEMATHESIS_KEEP" && cp -r "$work/report/." "$SCHEMATHESIS_KEEP"; fi
 exit $status
