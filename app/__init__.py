@@ -90,6 +90,9 @@ def create_app(config: type | Mapping | None = None) -> Flask:
     app.extensions["districts"] = load_districts(app.config.get("DISTRICTS"))
     app.config["DISTRICTS"] = app.extensions["districts"].codes
     db.init_app(app)
+    from app.errors import close_sessions_before_answering
+
+    close_sessions_before_answering(app)
     from app import i18n
 
     i18n.init_app(app)
@@ -121,10 +124,6 @@ def create_app(config: type | Mapping | None = None) -> Flask:
     replica.init_app(app)  # after the blueprints: it routes some of their views
     api.finish_document(lambda spec: finalize(spec, generator))
     _register_docs_assets(app)
-    from app import metrics
-
-    metrics.init_app(app)
-
     from app.cli import register_cli
 
     register_cli(app)

@@ -9,6 +9,7 @@ the scheduler inside the development server.
 from __future__ import annotations
 
 import os
+import secrets
 from datetime import timedelta
 
 NINGBO_DISTRICTS = (
@@ -235,6 +236,9 @@ class Config:
 
     SCHEDULER_EMBEDDED = env_bool("SCHEDULER_EMBEDDED", False)
     # `flask scheduler run` serves its own Prometheus metrics here (0: not served).
+    # Where the web app's Prometheus metrics are served (app/metrics.py): never the
+    # API's own port; empty: not served.
+    METRICS_ADDRESS = os.environ.get("METRICS_ADDRESS", "127.0.0.1:9100").strip()
     SCHEDULER_METRICS_PORT = env_int("SCHEDULER_METRICS_PORT", 0)
     SCHEDULER_METRICS_ADDR = os.environ.get("SCHEDULER_METRICS_ADDR", "127.0.0.1")
     # Seconds between runs of each scheduler job (app/scheduler.py has the table),
@@ -285,9 +289,11 @@ class Config:
 class TestConfig(Config):
     TESTING = True
     APP_ENV = "development"
-    SECRET_KEY = "test-secret-key-that-is-long-enough-for-hs256"
-    JWT_SECRET_KEY = "test-jwt-key-that-is-long-enough-for-hs256"
-    ID_HASH_KEY = "test-id-hash-key"
+    # Generated when the tests start: a key written here would be published
+    # (and production refuses every value that appears in the repository).
+    SECRET_KEY = secrets.token_urlsafe(48)
+    JWT_SECRET_KEY = secrets.token_urlsafe(48)
+    ID_HASH_KEY = secrets.token_urlsafe(48)
     SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("TEST_DATABASE_URL"))
     RATELIMIT_ENABLED = False
     RATELIMIT_STORAGE_URI = "memory://"
@@ -302,3 +308,4 @@ class TestConfig(Config):
     DATABASE_REPLICA_URL = None  # tests/test_replica.py starts its own
     STORAGE_BACKEND = "local"
     SCHEDULER_EMBEDDED = False
+    METRICS_ADDRESS = ""  # a test that serves them picks a free port

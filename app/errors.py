@@ -119,6 +119,12 @@ MESSAGES: dict[str, LazyString] = {
     "rate_limited": _l("Too many requests; try again later."),
     "internal_error": _l("Something went wrong on our side."),
     "service_unavailable": _l("The service is unavailable."),
+    # answered by the shipped nginx itself (deploy/nginx.conf), in the same envelope
+    "request_timeout": _l("The request was not sent in time."),
+    "uri_too_long": _l("The address is too long."),
+    "headers_too_large": _l("The request headers are too large."),
+    "bad_gateway": _l("The service cannot be reached right now."),
+    "gateway_timeout": _l("The service did not answer in time."),
 }
 
 STATUS_SLUGS = {
@@ -127,14 +133,19 @@ STATUS_SLUGS = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     413: "payload_too_large",
+    414: "uri_too_long",
     415: "unsupported_media_type",
     422: "validation_error",
     428: "consent_required",
     429: "rate_limited",
+    431: "headers_too_large",
     500: "internal_error",
+    502: "bad_gateway",
     503: "service_unavailable",
+    504: "gateway_timeout",
 }
 
 
@@ -353,7 +364,70 @@ def _forget_session() -> None:
     try:
         db.session.close()
     except Exception:  # noqa: BLE001 - the connection is gone; the pool replaces it
-        db.session.invalidate()
+        try:
+            db.session.registry().invalidate()
+        except Exception:  # noqa: BLE001, S110 - nothing more to drop
+            pass
+
+
+def close_sessions_before_answering(app: Flask) -> None:
+    """A request's database session closes before its answer leaves (call right
+    after ``db.init_app``: after-request functions run last-registered first, so
+    this one runs after every other that may use the session, and before the
+    access log, which then logs what was answered).
+
+    Closing rolls back on the connection; with the database gone that raises,
+    and raised from the teardown it would escape every error handler (the
+    server's own HTML 500). Here it is answered like any outage — 503
+    ``service_unavailable`` with ``Retry-After``, one brief line in the log at
+    most every few seconds — or, for anything else, 500 ``internal_error``
+    with the request id. A streamed answer (its body still reads from the
+    session) and a request inside an app context it did not open (a test, a
+    CLI command) keep theirs to the teardown, which never raises: it logs.
+    """
+    from flask.globals import request_ctx
+
+    from app.extensions import db
+
+    @app.after_request
+    def close_session(response):
+        owns_context = request_ctx._cv_tokens and request_ctx._cv_tokens[-1][1] is not None
+        if response.is_streamed or not owns_context:
+            return response
+        try:
+            db.session.remove()
+        except Exception as exc:  # noqa: BLE001 - answered below, in the envelope
+            _forget_session()
+            db.session.registry.clear()
+            failed = app.make_response(_session_close_failed(exc))
+            failed.headers["X-Request-ID"] = g.get("request_id") or ""
+            failed.headers["X-Content-Type-Options"] = "nosniff"
+            return failed
+        return response
+
+    def remove_session(_exc) -> None:
+        try:
+            db.session.remove()
+        except Exception as exc:  # noqa: BLE001 - the answer has left: log it, briefly
+            _session_close_failed(exc)
+            _forget_session()
+            db.session.registry.clear()
+
+    funcs = app.teardown_appcontext_funcs
+    funcs[:] = [remove_session if getattr(f, "__self__", None) is db else f for f in funcs]
+
+
+def _session_close_failed(exc: Exception):
+    from app.database import is_unreachable
+
+    if is_unreachable(exc):
+        _log_outage(exc)
+        return error_response(503, "service_unavailable", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    first_line = (str(exc).splitlines() or [""])[0][:200]
+    log.error("closing the database session failed: %s: %s", type(exc).__name__, first_line)
+    body = error_body(500)
+    body["request_id"] = g.get("request_id")
+    return body, 500
 
 
 def register_error_handlers(app: Flask) -> None:

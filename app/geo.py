@@ -39,11 +39,28 @@ _GEOCELL_STRIDE = 100_000
 
 # A wish's point as shown to someone who is not one of its contacts: 3 decimals, about 100 m.
 APPROXIMATE_DECIMALS = 3
+_APPROXIMATE_SCALE = 10**APPROXIMATE_DECIMALS
+# How far (degrees) a rounded coordinate lies from the exact one at most: half a
+# step, and a hair more for floating point. A search on rounded points widens its
+# prefilter (the box and cells on the exact columns, which the indexes hold) by it.
+APPROXIMATE_SLACK_DEG = 0.5 / _APPROXIMATE_SCALE + 1e-9
 
 
 def approximate(lat: float, lng: float) -> tuple[float, float]:
-    """The point rounded to about 100 m: the neighbourhood, not the door."""
-    return round(lat, APPROXIMATE_DECIMALS), round(lng, APPROXIMATE_DECIMALS)
+    """The point rounded to about 100 m: the neighbourhood, not the door.
+
+    Half up, as :func:`approximate_sql` computes it in the database, so that the
+    point shown and the point searched on are one point."""
+    return _approximate(lat), _approximate(lng)
+
+
+def _approximate(value: float) -> float:
+    return math.floor(value * _APPROXIMATE_SCALE + 0.5) / _APPROXIMATE_SCALE
+
+
+def approximate_sql(column) -> sa.ColumnElement[float]:
+    """:func:`approximate` of one coordinate, as SQL (the same arithmetic)."""
+    return sa.type_coerce(sa.func.floor(column * float(_APPROXIMATE_SCALE) + 0.5) / float(_APPROXIMATE_SCALE), sa.Float)
 
 
 def haversine_km(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
@@ -89,13 +106,15 @@ def point_parameters(lat: float, lng: float) -> dict[str, float]:
     return {"point_lat": lat, "point_lng": lng, "point_cos": math.cos(math.radians(lat))}
 
 
-def bounding_box(lat: float, lng: float, radius_km: float) -> tuple[float, float, float, float]:
-    """(min_lat, max_lat, min_lng, max_lng) of a box that contains the circle."""
+def bounding_box(lat: float, lng: float, radius_km: float, slack_deg: float = 0.0) -> tuple[float, float, float, float]:
+    """(min_lat, max_lat, min_lng, max_lng) of a box that contains the circle,
+    widened by ``slack_deg`` on every side (a search on rounded points:
+    :data:`APPROXIMATE_SLACK_DEG`)."""
     reach = radius_km * (1 + _BOX_MARGIN)
-    dlat = reach / KM_PER_DEG_LAT
+    dlat = reach / KM_PER_DEG_LAT + slack_deg
     # The widest part of the circle is at the latitude closest to a pole.
     far_lat = min(abs(lat) + dlat, 89.9)
-    dlng = reach / (KM_PER_DEG_LAT * max(math.cos(math.radians(far_lat)), 0.01))
+    dlng = reach / (KM_PER_DEG_LAT * max(math.cos(math.radians(far_lat)), 0.01)) + slack_deg
     return lat - dlat, lat + dlat, lng - dlng, lng + dlng
 
 
@@ -120,21 +139,29 @@ def geocell_for(lat: float | None, lng: float | None) -> int | None:
     return row * _GEOCELL_STRIDE + col
 
 
-def geocells_covering(lat: float, lng: float, radius_km: float) -> list[int]:
+def geocells_covering(lat: float, lng: float, radius_km: float, slack_deg: float = 0.0) -> list[int]:
     """The cells of the bounding box of a circle (a superset of the circle)."""
-    min_lat, max_lat, min_lng, max_lng = bounding_box(lat, lng, radius_km)
+    min_lat, max_lat, min_lng, max_lng = bounding_box(lat, lng, radius_km, slack_deg)
     row0, col0 = geocell_index(max(min_lat, -90), max(min_lng, -180))
     row1, col1 = geocell_index(min(max_lat, 90), min(max_lng, 180))
     return [row * _GEOCELL_STRIDE + col for row in range(row0, row1 + 1) for col in range(col0, col1 + 1)]
 
 
-def within_radius(lat_col, lng_col, geocell_col, lat: float, lng: float, radius_km: float) -> sa.ColumnElement[bool]:
+def within_radius(
+    lat_col, lng_col, geocell_col, lat: float, lng: float, radius_km: float, shown=None
+) -> sa.ColumnElement[bool]:
     """Rows whose point lies within ``radius_km`` of (``lat``, ``lng``): the covering
-    geocells (an index condition), the bounding box (cheap) and the exact distance."""
-    cells = geocells_covering(lat, lng, radius_km)
+    geocells (an index condition), the bounding box (cheap) and the exact distance.
+
+    ``shown``: the (lat, lng) SQL of the point searched on, when it is not the
+    stored one but that point rounded (:func:`approximate_sql`, for some rows):
+    the prefilter on the stored columns is then widened by the rounding."""
+    slack = 0.0 if shown is None else APPROXIMATE_SLACK_DEG
+    shown_lat, shown_lng = shown if shown is not None else (lat_col, lng_col)
+    cells = geocells_covering(lat, lng, radius_km, slack)
     return sa.and_(
-        _box_sql(lat_col, lng_col, geocell_col, cells, bounding_box(lat, lng, radius_km), array=False),
-        distance_km_sql(lat_col, lng_col, lat, lng) <= radius_km,
+        _box_sql(lat_col, lng_col, geocell_col, cells, bounding_box(lat, lng, radius_km, slack), array=False),
+        distance_km_sql(shown_lat, shown_lng, lat, lng) <= radius_km,
     )
 
 
@@ -147,10 +174,10 @@ def within_box_of_parameters(lat_col, lng_col, geocell_col, *, array: bool = Fal
     return _box_sql(lat_col, lng_col, geocell_col, cells, box, array=array)
 
 
-def box_parameters(lat: float, lng: float, radius_km: float) -> dict:
-    min_lat, max_lat, min_lng, max_lng = bounding_box(lat, lng, radius_km)
+def box_parameters(lat: float, lng: float, radius_km: float, slack_deg: float = 0.0) -> dict:
+    min_lat, max_lat, min_lng, max_lng = bounding_box(lat, lng, radius_km, slack_deg)
     return {
-        "cells": geocells_covering(lat, lng, radius_km),
+        "cells": geocells_covering(lat, lng, radius_km, slack_deg),
         "min_lat": min_lat,
         "max_lat": max_lat,
         "min_lng": min_lng,
@@ -182,6 +209,7 @@ _MATH = {
     "asin": math.asin,
     "sqrt": math.sqrt,
     "radians": math.radians,
+    "floor": lambda value: float(math.floor(value)),
 }
 
 
@@ -191,7 +219,7 @@ def _sqlite_math_functions(dbapi_connection, _record) -> None:
     if not isinstance(dbapi_connection, sqlite3.Connection):
         return
     try:
-        dbapi_connection.execute("SELECT sin(0), cos(0), asin(0), sqrt(1), radians(0)").fetchone()
+        dbapi_connection.execute("SELECT sin(0), cos(0), asin(0), sqrt(1), radians(0), floor(0.5)").fetchone()
     except sqlite3.OperationalError:
         for name, fn in _MATH.items():
             dbapi_connection.create_function(name, 1, _null_safe(fn), deterministic=True)

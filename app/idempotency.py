@@ -91,7 +91,8 @@ class IdempotencyKeyDocs(BasePlugin):
         "in": "header",
         "name": HEADER,
         "required": False,
-        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+        # printable ASCII without the space (_valid_key)
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH, "pattern": "^[!-~]+$"},
         "description": (
             "Makes a retry safe: the first answer for (user, key) — for a registration, for the key "
             "alone — is kept for 24 h and replayed "

@@ -10,7 +10,9 @@ rate limiter reads the body and before idempotency fingerprints it:
 - a body is at most ``MAX_CONTENT_LENGTH``, whether it says its length or is
   chunked (413 — a chunked body is read up to the limit, never cut silently);
 - a JSON body nests at most ``MAX_JSON_DEPTH`` levels (400 ``invalid_json``),
-  checked on the bytes before any parser recurses into it;
+  checked on the bytes before any parser recurses into it; a body the schemas'
+  parser cannot read is 400 ``invalid_json``, an integer longer than CPython's
+  4,300-digit limit included (:func:`_read_every_json_body_or_400`);
 - a path or query string holds no NUL character and no lone surrogate (400);
   JSON strings are checked field by field by the schemas (422, see
   ``mobile_api.fields.BaseSchema``).
@@ -21,6 +23,7 @@ bytes, not JSON, under a limit of its own: it reads them with :func:`read_body`.
 
 from __future__ import annotations
 
+import json
 import re
 
 from flask import Flask, current_app, request
@@ -56,6 +59,34 @@ def json_depth(body: bytes) -> int:
 def init_app(app: Flask) -> None:
     """Guard every request (call before the rate limiter's init_app)."""
     app.before_request(_guard_request)
+    _read_every_json_body_or_400()
+
+
+def _read_every_json_body_or_400() -> None:
+    """The schemas' parser (webargs, shared by every blueprint) answers 400
+    ``invalid_json`` for a body it cannot read — but only for a syntax or UTF-8
+    error: an integer longer than CPython's 4,300-digit limit is a plain
+    ValueError, which would escape as a 500. It becomes a syntax error here, so
+    the view's own parse refuses it (after the rate limiter counted the request:
+    garbage costs what a guess costs)."""
+    from flask_smorest.arguments import ArgumentsMixin
+
+    parser = ArgumentsMixin.ARGUMENTS_PARSER
+    if getattr(parser, "reads_every_json_body", False):
+        return
+    raw_load_json = parser._raw_load_json
+
+    def load(req):
+        try:
+            return raw_load_json(req)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise
+        except (ValueError, RecursionError) as exc:  # the int-string limit, and the like
+            # a document of its own: webargs reads an empty one as "no body"
+            raise json.JSONDecodeError(str(exc).split(";")[0], "(unreadable)", 0) from None
+
+    parser._raw_load_json = load
+    parser.reads_every_json_body = True
 
 
 def _guard_request() -> None:

@@ -101,9 +101,15 @@ def record_heartbeat(job: str, duration_ms: int, error: str | None) -> None:
     try:
         db.session.execute(stmt)
         db.session.commit()
-    except Exception:  # noqa: BLE001 - the run's own outcome is already logged
-        db.session.rollback()
-        log.warning("job %s: could not record its heartbeat", job, exc_info=True)
+    except Exception as exc:  # noqa: BLE001 - the run's own outcome is already logged
+        from app.database import is_unreachable
+
+        try:
+            db.session.rollback()
+        except Exception:  # noqa: BLE001, S110 - the database is away: nothing to roll back
+            pass
+        if not is_unreachable(exc):  # an outage is the scheduler's one line (app.scheduler)
+            log.warning("job %s: could not record its heartbeat", job, exc_info=True)
 
 
 class _Run:
@@ -133,14 +139,24 @@ class _Run:
             self._context.__exit__(None, None, None)
 
     def _finish(self, exc_type, exc) -> None:
+        from app.database import is_unreachable
+
+        outage = exc is not None and is_unreachable(exc)
         if exc_type is not None:
-            db.session.rollback()
+            try:
+                db.session.rollback()
+            except Exception:  # noqa: BLE001 - the database is away; the pool replaces the connection
+                if not outage:
+                    raise
         seconds = time.monotonic() - self.started
         duration_ms = round(seconds * 1000)
         moved = {k: v for k, v in self.counts.items() if k != "batches"}
         fields = " ".join(f"{k}={v}" for k, v in self.counts.items())
         # Idle runs (most of them) go to DEBUG so a healthy log is not a wall of zeros.
+        # An outage is logged once per back-off step by the scheduler (app.scheduler), not per run.
         level = logging.INFO if exc_type or self.lease_busy or any(moved.values()) else logging.DEBUG
+        if outage:
+            level = logging.DEBUG
         log.log(
             level,
             "job %s %s",
@@ -157,7 +173,8 @@ class _Run:
         metrics.record_job_run(self.job, moved, seconds, error=exc_type is not None, lease_busy=self.lease_busy)
         if self.lease:
             metrics.record_lease(self.job, not self.lease_busy)
-        record_heartbeat(self.job, duration_ms, None if exc_type is None else f"{exc_type.__name__}: {exc}")
+        if not outage:  # nothing to write it to
+            record_heartbeat(self.job, duration_ms, None if exc_type is None else f"{exc_type.__name__}: {exc}")
 
     @property
     def result(self) -> JobResult:

@@ -1,11 +1,15 @@
 """Prometheus metrics (prometheus-client).
 
-The web app serves them at ``/metrics`` (deploy/nginx.conf keeps that path off
-the public side; Prometheus scrapes gunicorn's address directly). Under
-gunicorn set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory the workers
-can write: every worker then keeps its values in files there and a scrape,
-whichever worker answers it, sums them all (deploy/gunicorn.conf.py empties
-the directory at start and retires a dead worker's files). The scheduler
+The web app's metrics are served on their own address, ``METRICS_ADDRESS``
+(default ``127.0.0.1:9100``; empty: not served), never on the API's port:
+``/metrics`` there is a 404 like any unknown path. Under gunicorn every worker
+listens on that address (``SO_REUSEPORT``: the kernel hands each scrape to
+one of them; deploy/gunicorn.conf.py starts it once a worker has loaded the
+app, and refuses a ``METRICS_ADDRESS`` that is the API's own bind). Set
+``PROMETHEUS_MULTIPROC_DIR`` to an empty directory the workers can write:
+every worker then keeps its values in files there and a scrape, whichever
+worker answers it, sums them all (deploy/gunicorn.conf.py empties the
+directory at start and retires a dead worker's files). The scheduler
 process serves its own on ``flask scheduler run --metrics-port`` (or
 ``SCHEDULER_METRICS_PORT``); don't give it the web's multiprocess directory.
 
@@ -36,10 +40,13 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import threading
 import time
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from flask import Flask, Response
+from flask import Flask
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -199,11 +206,70 @@ def exposition() -> bytes:
     return text + generate_latest(scrape)
 
 
-def init_app(app: Flask) -> None:
-    def metrics_view() -> Response:
-        return Response(exposition(), content_type=CONTENT_TYPE_LATEST)
+def parse_address(text: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:9100`` for IPv6; port 0: any free one) as (host, port);
+    ValueError otherwise."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"METRICS_ADDRESS must be host:port, not {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
 
-    app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])
+
+def address_problems(config) -> list[str]:
+    """What is wrong with ``METRICS_ADDRESS`` (empty: nothing)."""
+    address = config.get("METRICS_ADDRESS")
+    if not address:
+        return []
+    try:
+        parse_address(address)
+    except ValueError as exc:
+        return [str(exc)]
+    return []
+
+
+class _SharedPortServer(ThreadingHTTPServer):
+    """Each web worker listens on the one metrics address (any of them can answer:
+    in multiprocess mode each sums every worker's files)."""
+
+    daemon_threads = True
+
+    def server_bind(self) -> None:
+        if hasattr(socket, "SO_REUSEPORT"):
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
+def serve_app(app: Flask, address: str | None = None) -> ThreadingHTTPServer | None:
+    """Serve the web app's metrics on ``address`` (default ``METRICS_ADDRESS``) in a
+    thread of this process; None when it is empty. Only ``GET /metrics``."""
+    address = app.config.get("METRICS_ADDRESS") if address is None else address
+    if not address:
+        return None
+    host, port = parse_address(address)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path.split("?", 1)[0] != "/metrics":
+                self._answer(404, b"not found\n", "text/plain; charset=utf-8")
+                return
+            with app.app_context():
+                body = exposition()
+            self._answer(200, body, CONTENT_TYPE_LATEST)
+
+        def _answer(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args) -> None:
+            pass  # a scrape every few seconds is not worth a line
+
+    server = _SharedPortServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    log.info("metrics served on %s:%d/metrics", host, server.server_port, extra={"port": server.server_port})
+    return server
 
 
 def serve(port: int, addr: str = "0.0.0.0") -> None:

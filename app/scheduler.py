@@ -43,6 +43,13 @@ Job (every, by default; the environment variable that sets it) and what it does:
   once their upload URL has expired.
 
 ``JOB_BATCH_SIZE`` (default 1,000) is the most rows one batch (one transaction) moves.
+
+**While the database is away** a job that finds it unreachable backs off: it
+skips its runs for 5 s, then 10, 20, … up to 5 minutes between tries, and
+logs one short line per job per step ("job dispatch_push: database
+unavailable (OperationalError: …); next try in 20 s") — never a traceback per
+run — then one line when the database is back. Any other error is the job's
+own and is logged in full.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ import atexit
 import logging
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -145,22 +153,86 @@ class _RunningJobs:
 running_jobs = _RunningJobs()
 
 
+# Back-off of a job that finds the database unreachable: the first wait, doubled
+# after each failed try, up to the last.
+BACKOFF_FIRST_SECONDS = 5.0
+BACKOFF_MAX_SECONDS = 300.0
+
+
+class _Backoff:
+    """Per job: how many tries in a row found the database away, and when to try next."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state: dict[str, tuple[int, float]] = {}
+
+    def waiting(self, job: str) -> bool:
+        with self._lock:
+            failures, next_try = self._state.get(job, (0, 0.0))
+        return failures > 0 and time.monotonic() < next_try
+
+    def failed(self, job: str, exc: BaseException) -> None:
+        with self._lock:
+            failures = self._state.get(job, (0, 0.0))[0] + 1
+            delay = min(BACKOFF_FIRST_SECONDS * 2 ** (failures - 1), BACKOFF_MAX_SECONDS)
+            self._state[job] = (failures, time.monotonic() + delay)
+        cause = getattr(exc, "orig", None) or exc
+        detail = (str(cause).strip().splitlines() or [""])[0][:160]
+        log.warning(
+            "job %s: database unavailable (%s: %s); next try in %d s",
+            job,
+            type(cause).__name__,
+            detail,
+            delay,
+            extra={"failures": failures, "retry_in_seconds": delay},
+        )
+
+    def succeeded(self, job: str) -> None:
+        with self._lock:
+            failures = self._state.pop(job, (0, 0.0))[0]
+        if failures:
+            log.info("job %s: database back after %d failed tries", job, failures)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._state.clear()
+
+
+backoff = _Backoff()
+
+
 def run_job(ref: str, *, app: Flask | None = None, **options) -> dict[str, int]:
     """Run the job ``ref`` (``"app.jobs:expire_postings"``) once.
 
     The scheduler passes ``app`` and the job runs in a fresh app context (its own
     session, removed afterwards); the CLI calls it inside its own context.
-    ``options`` (``batch_size``, ``time_budget``) go to the job.
+    ``options`` (``batch_size``, ``time_budget``) go to the job. Under the
+    scheduler, a run that finds the database away backs off (:data:`backoff`).
     """
+    from app.database import is_unreachable
+
     func = ref_to_obj(ref)
     with running_jobs:
         if app is None:
             return func(**options)
+        job = ref.rpartition(":")[2]
+        if backoff.waiting(job):
+            return {}
         with app.app_context():
             try:
-                return func(**options)
+                result = func(**options)
+            except Exception as exc:
+                if not is_unreachable(exc):
+                    raise
+                backoff.failed(job, exc)
+                return {}
             finally:
-                db.session.remove()
+                try:
+                    db.session.remove()
+                except Exception:  # noqa: BLE001 - the connection is gone; the pool replaces it
+                    db.session.registry.clear()
+        backoff.succeeded(job)
+        return result
 
 
 def build_scheduler(app: Flask, scheduler_class: type[BaseScheduler] = BlockingScheduler) -> BaseScheduler:

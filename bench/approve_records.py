@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import statistics
 import sys
 import time
@@ -40,7 +41,7 @@ from app.services.tokens import issue_tokens  # noqa: E402
 from bench.dbsetup import LOADER_CONFIG, ensure_database, insert_people  # noqa: E402
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/yz_bench_approve"
-SECRET = "bench-secret-key-that-is-long-enough-for-hs256"
+SECRET = secrets.token_urlsafe(48)  # made per run: a key written here would be published
 
 
 def load(conn: sa.Connection, records: int, volunteers: int) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import secrets
 import statistics
 import sys
 import time
@@ -39,7 +40,7 @@ from app.models import Claim, Org, OrgMember, Posting, ServiceRecord, User, Volu
 from bench.dbsetup import ensure_database  # noqa: E402
 
 DEFAULT_DB = "postgresql://postgres@127.0.0.1:5432/yz_bench_certificates"
-SECRET = "bench-secret-key-that-is-long-enough-for-hs256"
+SECRET = secrets.token_urlsafe(48)  # made per run: a key written here would be published
 SIZES = (20, 200, 2000)
 
 

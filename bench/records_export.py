@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import secrets
 import sys
 import time
 import tracemalloc
@@ -39,7 +40,7 @@ from app.services.tokens import issue_tokens  # noqa: E402
 from bench.dbsetup import LOADER_CONFIG, ensure_database, insert_people  # noqa: E402
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/yz_bench_records"
-SECRET = "bench-secret-key-that-is-long-enough-for-hs256"
+SECRET = secrets.token_urlsafe(48)  # made per run: a key written here would be published
 VOLUNTEERS = 2_000
 
 

@@ -39,6 +39,7 @@ import contextlib
 import json
 import os
 import random
+import secrets
 import statistics
 import sys
 import time
@@ -61,7 +62,7 @@ from bench.nearby import AUTHORS, load, random_centre  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/yz_bench_side"
-SECRET = "bench-secret-key-that-is-long-enough-for-hs256"
+SECRET = secrets.token_urlsafe(48)  # made per run: a key written here would be published
 FEED_POSTINGS = 1_000_000
 CLAIM_SPOT = (28.0, 120.0)  # outside the city: the feed never finds the claim phase's wishes
 CLAIM_TITLE = "bench-claim"

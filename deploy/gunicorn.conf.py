@@ -29,10 +29,15 @@ graceful_timeout = _env("GUNICORN_GRACEFUL_TIMEOUT", 30)
 # nginx keeps idle upstream connections open and reuses them; a little longer
 # than its own keepalive_timeout towards us, so gunicorn never closes first.
 keepalive = _env("GUNICORN_KEEPALIVE", 75)
-# What a request line and its headers may be: the same bounds nginx applies.
-limit_request_line = 8190
-limit_request_fields = 100
-limit_request_field_size = 8190
+# What a request line and its headers may be: nginx bounds them (a request or
+# header line of 8 KiB at most, 32 KiB in all: large_client_header_buffers in
+# deploy/nginx.conf) and answers beyond that in the JSON envelope, so gunicorn
+# adds no lower limit of its own — its refusals would be HTML, and a line nginx
+# lets through by a byte or two would get one (tests/test_nginx.py checks the
+# edge). 32,768 fields is gunicorn's most, more than 32 KiB of headers can hold.
+limit_request_line = 0
+limit_request_fields = 32768
+limit_request_field_size = 0
 # Recycle workers now and then, staggered, so slow leaks never accumulate.
 max_requests = _env("GUNICORN_MAX_REQUESTS", 5000)
 max_requests_jitter = _env("GUNICORN_MAX_REQUESTS_JITTER", 500)
@@ -44,16 +49,37 @@ accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
 
 
-# Prometheus multiprocess mode (app/metrics.py): with PROMETHEUS_MULTIPROC_DIR
-# set, every worker writes its metrics to files there and /metrics sums them.
+# Prometheus (app/metrics.py): served on METRICS_ADDRESS (default 127.0.0.1:9100),
+# never on the API's bind; every worker listens there (SO_REUSEPORT). With
+# PROMETHEUS_MULTIPROC_DIR set, every worker writes its metrics to files there
+# and a scrape, whichever worker answers, sums them.
 def on_starting(server):
-    """Start from an empty metrics directory: files of an earlier run would be counted again."""
+    """Refuse a metrics address that is the API's own; start from an empty metrics
+    directory: files of an earlier run would be counted again."""
+    metrics_address = os.environ.get("METRICS_ADDRESS", "127.0.0.1:9100").strip()
+    if metrics_address:
+        metrics_port = metrics_address.rpartition(":")[2]
+        for address in server.cfg.bind:
+            if address.rpartition(":")[2] == metrics_port:
+                raise SystemExit(f"METRICS_ADDRESS {metrics_address} is the API's own port ({address}): pick another")
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if path:
         os.makedirs(path, exist_ok=True)
         for name in os.listdir(path):
             if name.endswith(".db"):
                 os.remove(os.path.join(path, name))
+
+
+def post_worker_init(worker):
+    """Each worker, once it has loaded the app, serves the metrics on their own address."""
+    from app import metrics
+
+    app = worker.wsgi
+    if getattr(app, "config", None) is not None:
+        try:
+            metrics.serve_app(app)
+        except OSError as exc:  # the address is taken by another program: the API still serves
+            worker.log.error("metrics: cannot listen on %s: %s", app.config.get("METRICS_ADDRESS"), exc)
 
 
 def child_exit(server, worker):

@@ -65,9 +65,14 @@ def dump_with_counts(source: str, dump_path: str) -> dict[str, int]:
                     "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
                 )
             ]
+            # a dump holds every person's data: readable by its owner only
+            fd = os.open(dump_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.close(fd)
+            os.chmod(dump_path, 0o600)
             subprocess.run(
                 ["pg_dump", "--format=custom", f"--snapshot={snapshot}", f"--file={dump_path}", source],
                 check=True,
+                umask=0o077,
             )
             return {table: count_rows(conn, table) for table in tables}
 

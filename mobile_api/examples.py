@@ -24,7 +24,9 @@ REQUEST_EXAMPLES: dict[str, dict] = {
     },
     "login": {"phone": "13900000001", "password": "demo-pass-2026"},
     "reset_password": {"phone": "13900000001", "sms_code": "123456", "new_password": "another-pass-2026"},
-    "change_phone": {"phone": "13912345679", "sms_code": "123456", "password": "demo-pass-2026"},
+    # Not a demo password either: a run of the served examples (schemathesis, signed in
+    # as a demo account) never changes a demo account's password or phone.
+    "change_phone": {"phone": "13912345679", "sms_code": "123456", "password": "the-account-password"},
     "accept_consents": {"privacy_version": "1"},
     # Not a demo password: a run of the examples never deletes a demo account.
     "delete_me": {"password": "the-account-password"},
@@ -34,7 +36,7 @@ REQUEST_EXAMPLES: dict[str, dict] = {
         "timezone": "Asia/Shanghai",
         "quiet_hours": {"start": "22:00", "end": "07:00"},
     },
-    "change_password": {"old_password": "demo-pass-2026", "new_password": "another-pass-2026"},
+    "change_password": {"old_password": "the-account-password", "new_password": "another-pass-2026"},
     "register_volunteer": {
         "real_name": "张小明",
         "id_number": "330203199001011236",

@@ -127,6 +127,13 @@ def Id(**kwargs) -> fields.Integer:  # noqa: N802 - a field factory, used like a
     return fields.Integer(validate=validate.Range(1, MAX_ID), **kwargs)
 
 
+# The years 2000-2100 at the start of a date or a time, as the document states them
+# for what a client sends (mobile_api.openapi: answers may hold older dates).
+YEARS_PATTERN = r"^(?:20[0-9]{2}|2100)-"
+DATE_PATTERN = YEARS_PATTERN + "[0-9]{2}-[0-9]{2}$"
+YEARS_MARK = "x-years-2000-2100"
+
+
 def year_between(first: int, last: int) -> str:
     return gettext("The year must be between %(first)d and %(last)d.", first=first, last=last)
 
@@ -137,6 +144,11 @@ class UTCDateTime(fields.DateTime):
     never guessed. Years outside 2000-2100 are refused."""
 
     MIN_YEAR, MAX_YEAR = 2000, 2100
+
+    def __init__(self, *args, **kwargs) -> None:
+        # marks the years rule for the document (mobile_api.openapi states it on inputs)
+        kwargs["metadata"] = {YEARS_MARK: True, **(kwargs.get("metadata") or {})}
+        super().__init__(*args, **kwargs)
 
     def _serialize(self, value, attr, obj, **kwargs):
         return isoformat(value)
@@ -158,6 +170,10 @@ _YYYY_MM_DD = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 class LocalDate(fields.Date):
     """A calendar date ``YYYY-MM-DD`` (periods are dates in Asia/Shanghai, inclusive);
     years outside 2000-2100 are refused."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["metadata"] = {YEARS_MARK: True, **(kwargs.get("metadata") or {})}
+        super().__init__(*args, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         if not isinstance(value, str) or not _YYYY_MM_DD.fullmatch(value):
@@ -210,9 +226,31 @@ def page_of(item_schema: type[Schema], name: str) -> type[Schema]:
     )
 
 
+class StrictBoolean(fields.Boolean):
+    """A JSON boolean, and only that: ``0``, ``1``, ``"true"`` are refused (422), as the
+    document's ``type: boolean`` says. (Query strings keep ``fields.Boolean``: they are text.)"""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        # not a set lookup: 0 == False and 1 == True hash alike
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+# What a cursor is made of (app.services.pagination: a signed, URL-safe token).
+CURSOR_PATTERN = r"^[A-Za-z0-9_.-]*$"
+
+
 class PageQuery(BaseSchema):
     limit = fields.Integer(load_default=20, validate=validate.Range(1, 100))
-    cursor = fields.String(load_default=None)
+    cursor = fields.String(
+        load_default=None,
+        metadata={
+            "pattern": CURSOR_PATTERN,
+            "description": "The `next_cursor` of the page before (opaque and signed: any other is "
+            "400 `invalid_cursor`); empty or absent: the first page.",
+        },
+    )
 
 
 class _FromSource:

@@ -49,7 +49,7 @@ def get_me():
 
 @blp.route("", methods=["PATCH"])
 @jwt_required()
-@blp.arguments(UserUpdateSchema)
+@blp.arguments(UserUpdateSchema, required=False)  # an empty body changes nothing
 @blp.response(200, UserSchema)
 @blp.alt_response(409, description="email_taken")
 @blp.alt_response(422, description="invalid_photo, photo_not_uploaded")

@@ -79,7 +79,7 @@ def unread_count():
 
 @blp.route("/notifications/read", methods=["POST"])
 @jwt_required()
-@blp.arguments(MarkReadSchema)
+@blp.arguments(MarkReadSchema, required=False)  # an empty body marks all read
 @blp.response(200, UnreadSchema)
 @blp.doc(**AUTH)
 def mark_read(body):
@@ -98,7 +98,7 @@ def get_settings():
 
 @blp.route("/notification-settings", methods=["PUT"])
 @jwt_required()
-@blp.arguments(NotificationSettingsSchema)
+@blp.arguments(NotificationSettingsSchema, required=False)  # an empty body keeps the settings
 @blp.response(200, NotificationSettingsSchema)
 @blp.doc(**AUTH)
 def put_settings(body):

@@ -256,6 +256,111 @@ def _default_slug(code: int) -> str:
     return STATUS_SLUGS.get(code, "error")
 
 
+# OpenAPI links: how the answer of one operation feeds the next in a real flow —
+# a wish posted, claimed, done and confirmed (and each one read back). Clients'
+# generators and schemathesis's stateful phase follow them.
+LINKS: dict[tuple[str, str], dict[str, dict]] = {
+    ("create_posting", "201"): {
+        "ClaimIt": {"operationId": "claim_posting", "parameters": {"posting_id": "$response.body#/id"}},
+        "ReadIt": {"operationId": "get_posting", "parameters": {"posting_id": "$response.body#/id"}},
+    },
+    ("claim_posting", "201"): {
+        "FulfilIt": {"operationId": "fulfil_claim", "parameters": {"claim_id": "$response.body#/id"}},
+        "ReadIt": {"operationId": "get_claim", "parameters": {"claim_id": "$response.body#/id"}},
+    },
+    ("fulfil_claim", "200"): {
+        "ConfirmIt": {"operationId": "confirm_claim", "parameters": {"claim_id": "$response.body#/id"}},
+    },
+    ("confirm_claim", "200"): {
+        "ReadIt": {"operationId": "get_claim", "parameters": {"claim_id": "$response.body#/id"}},
+    },
+}
+
+
+def _either(*names: str) -> dict:
+    return {"anyOf": [{"required": [name]} for name in names]}
+
+
+# Rules of a whole body that no single field states (the schemas' validates_schema),
+# as the shapes a body may not take (``not``: code generators keep the body one
+# model, where a ``oneOf`` would make it a union).
+SCHEMA_RULES: dict[str, dict] = {
+    # LoginSchema.one_identifier: the phone or the email, the password or (with the phone) an SMS code
+    "Login": {
+        "not": {
+            "anyOf": [
+                {"required": ["phone", "email"]},
+                {"required": ["password", "sms_code"]},
+                {"required": ["email", "sms_code"]},
+                {"not": _either("phone", "email")},
+                {"not": _either("password", "sms_code")},
+            ]
+        }
+    },
+}
+
+
+# A path or query text never holds a NUL (app.inputs: 400): stated on every text
+# parameter that has no shape of its own.
+NO_NUL = "^[^\\u0000]*$"
+
+
+def _text_without_nul(schema: dict) -> None:
+    """What a client sends: a text with no shape of its own (no pattern, enum or
+    format) gets :data:`NO_NUL`; a date or a time, its years (2000-2100)."""
+    from mobile_api.fields import DATE_PATTERN, YEARS_MARK, YEARS_PATTERN
+
+    target = schema.get("items", {}) if schema.get("type") == "array" else schema
+    if target.get("type") != "string" or "pattern" in target:
+        return
+    if target.pop(YEARS_MARK, False):
+        target["pattern"] = DATE_PATTERN if target.get("format") == "date" else YEARS_PATTERN
+    elif not {"enum", "format"} & set(target):
+        target["pattern"] = NO_NUL
+
+
+def _no_nul(document: dict, inputs: set[str], outputs: set[str]) -> None:
+    """Texts a request sends never hold a NUL (app.inputs for the path and query: 400;
+    BaseSchema for a body's texts: 422)."""
+    schemas = document.get("components", {}).get("schemas", {})
+    for name in inputs - outputs:  # a schema also answered may hold older dates
+        for prop in (schemas[name].get("properties") or {}).values():
+            if isinstance(prop, dict) and not prop.get("readOnly"):
+                _text_without_nul(prop)
+    for item in document.get("paths", {}).values():
+        for method, operation in item.items():
+            if not isinstance(operation, dict) or method == "parameters":
+                continue
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") not in ("query", "path"):
+                    continue
+                _text_without_nul(parameter.get("schema") or {})
+
+
+def _drop_marks(node) -> None:
+    """The years mark wherever it was not turned into a pattern (answers)."""
+    from mobile_api.fields import YEARS_MARK
+
+    if isinstance(node, dict):
+        node.pop(YEARS_MARK, None)
+        for value in node.values():
+            _drop_marks(value)
+    elif isinstance(node, list):
+        for value in node:
+            _drop_marks(value)
+
+
+def _add_links(document: dict) -> None:
+    operations = {
+        operation.get("operationId"): operation
+        for item in document.get("paths", {}).values()
+        for method, operation in item.items()
+        if isinstance(operation, dict) and method != "parameters"
+    }
+    for (operation_id, code), links in LINKS.items():
+        operations[operation_id]["responses"][code]["links"] = links
+
+
 def finalize(spec, plugin: GeneratorPlugin) -> None:
     """Once every blueprint is in the document: the bearer-token scheme; a field of a
     response-only schema is ``required`` (always present) unless marked optional;
@@ -285,6 +390,11 @@ def finalize(spec, plugin: GeneratorPlugin) -> None:
     error = schemas.get("Error")
     if error is not None:
         error["properties"]["error"]["enum"] = error_slugs()
+    _add_links(document)
+    _no_nul(document, inputs, outputs)
+    _drop_marks(document)
+    for name, rules in SCHEMA_RULES.items():
+        schemas[name].update(rules)
 
 
 def _collect(node, schemas: dict, found: set[str]) -> None:

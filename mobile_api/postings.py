@@ -80,7 +80,7 @@ def get_posting(posting_id):
 
 @blp.route("/<int:posting_id>", methods=["PATCH"])
 @jwt_required()
-@blp.arguments(PostingUpdateSchema)
+@blp.arguments(PostingUpdateSchema, required=False)  # an empty body changes nothing
 @blp.response(200, PostingSchema)
 @blp.alt_response(403, description="poster_required, coordinator_required")
 @blp.alt_response(409, description="posting_claimed, posting_not_editable")

@@ -105,7 +105,14 @@ def production_config(**overrides) -> dict:
     """The test settings read as production (``APP_ENV=production``, not testing).
     A run under ``CLOCK_SHIFT_DAYS`` shifts the test process's clock, not this app's
     settings: production refuses a shifted clock, and that has its own test."""
-    return {**_config_dict(), "TESTING": False, "APP_ENV": "production", "CLOCK_SHIFT_DAYS": 0, **overrides}
+    return {
+        **_config_dict(),
+        "TESTING": False,
+        "APP_ENV": "production",
+        "CLOCK_SHIFT_DAYS": 0,
+        "PUBLIC_BASE_URL": "https://zhiyuan.example.cn",  # required in production
+        **overrides,
+    }
 
 
 def _empty_tables() -> None:

@@ -4,6 +4,7 @@ records, and requests raced at one moment."""
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -148,3 +149,10 @@ def at_once(app: Flask, calls):
 def outcomes(results) -> Counter:
     """(status, the answer's status or its error slug) of each result, counted."""
     return Counter((status, body.get("status") if status < 400 else body["error"]) for status, body in results)
+
+
+def fresh_keys() -> dict[str, str]:
+    """The three keys, each its own random value made now (no key is written in the repository)."""
+    from app.secrets import KEYS
+
+    return {name: secrets.token_urlsafe(48) for name in KEYS}

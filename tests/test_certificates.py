@@ -23,6 +23,7 @@ from app.extensions import db
 from app.models import AuditEntry, Certificate, Notification, Volunteer
 from app.services.certificates import CertificateKeyError, certificate_key, new_signing_key
 from tests.factories import add_member, make_org, make_record, make_user, make_volunteer, set_locale
+from tests.helpers import fresh_keys
 from tests.moments import YEAR
 
 NOW = datetime(YEAR, 11, 30, 4, 0, tzinfo=UTC)  # 12:00 in Ningbo
@@ -509,9 +510,9 @@ def _as_production(app):
 
 
 def test_the_signing_key_is_required_in_production(make_app):
-    from app.secrets import KEYS, UnsafeConfiguration
+    from app.secrets import UnsafeConfiguration
 
-    keys = {name: f"{name.lower()}-" + "k" * 40 for name in KEYS}
+    keys = fresh_keys()
     with pytest.raises(UnsafeConfiguration, match="CERTIFICATE_SIGNING_KEY is not set"):
         make_app(TESTING=False, APP_ENV="production", CERTIFICATE_SIGNING_KEY=None, **keys)
     with pytest.raises(CertificateKeyError, match="CERTIFICATE_SIGNING_KEY is not set"):

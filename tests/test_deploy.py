@@ -137,3 +137,11 @@ def test_systemd_units_run_the_readmes_commands(name, expected):
     assert values["EnvironmentFile"] == ["/etc/yongzhiyuan/env"]
     assert "FLASK_APP=wsgi" in values["Environment"]
     assert values["WorkingDirectory"] == ["/opt/yongzhiyuan"]
+
+
+def test_every_documented_backup_is_written_for_its_owner_only():
+    """A dump holds everyone's data: each pg_dump the docs show runs under umask 077."""
+    for name in ("README.md", "docs/operations.md"):
+        for line in (ROOT / name).read_text(encoding="utf-8").splitlines():
+            if line.lstrip().startswith(("pg_dump", "(umask")) or " pg_dump " in line:
+                assert "umask 077" in line, (name, line)

@@ -12,13 +12,13 @@ from app import clock, create_app
 from app.extensions import db
 from app.models import JobRun
 from app.scheduler import JOB_NAMES
-from app.secrets import KEYS, UnsafeConfiguration
+from app.secrets import UnsafeConfiguration
 from app.services.certificates import new_signing_key
 from tests.conftest import production_config
-from tests.helpers import PRODUCTION_SMS
+from tests.helpers import PRODUCTION_SMS, fresh_keys
 
 GOOD_KEYS = {
-    **{name: f"{name.lower()}-" + "k" * 40 for name in KEYS},
+    **fresh_keys(),
     "CERTIFICATE_SIGNING_KEY": new_signing_key()[0],
     **PRODUCTION_SMS,
 }

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from app import clock
 from app.extensions import db
-from app.geo import geocell_for, haversine_km
+from app.geo import approximate, geocell_for, haversine_km
 from app.models import Posting
 from tests.database import fill_city
 from tests.factories import make_org, make_posting, make_user
@@ -237,7 +237,8 @@ def test_ending_soon_puts_postings_without_an_end_last(app, client, author):
 
 
 def _scatter(app, author, n: int, seed: int, spread: float = 0.12) -> dict[int, tuple[float, float]]:
-    """n open postings at random points around the centre, some exactly on it."""
+    """n open postings at random points around the centre, some exactly on it:
+    each with the point a search measures it from (a wish's rounded point)."""
     rng = random.Random(seed)
     points = {}
     for i in range(n):
@@ -246,7 +247,10 @@ def _scatter(app, author, n: int, seed: int, spread: float = 0.12) -> dict[int, 
         else:
             lat = CENTRE[0] + rng.uniform(-spread, spread)
             lng = CENTRE[1] + rng.uniform(-spread, spread)
-        points[make_posting(app, author, lat=lat, lng=lng, kind=rng.choice(("wish", "service")))] = (lat, lng)
+        kind = rng.choice(("wish", "service"))
+        points[make_posting(app, author, lat=lat, lng=lng, kind=kind)] = (
+            approximate(lat, lng) if kind == "wish" else (lat, lng)
+        )
     return points
 
 
@@ -294,8 +298,9 @@ def test_nearest_first_pages_walk_out_through_the_rings(app, client, author, lim
 
 def test_radius_boundary_and_default(app, client, author):
     # along a meridian: 1 degree of latitude is 111.195 km on the mean sphere
-    inside = make_posting(app, author, lat=CENTRE[0] + 2.99 / 111.195, lng=CENTRE[1])
-    outside = make_posting(app, author, lat=CENTRE[0] + 3.01 / 111.195, lng=CENTRE[1])
+    # (services: at a public venue, searched on their exact point; wishes: test_place_privacy)
+    inside = make_posting(app, author, kind="service", lat=CENTRE[0] + 2.99 / 111.195, lng=CENTRE[1])
+    outside = make_posting(app, author, kind="service", lat=CENTRE[0] + 3.01 / 111.195, lng=CENTRE[1])
     no_place = make_posting(app, author, lat=None, lng=None)
     got = ids(client.get("/api/v1/postings?near=29.87,121.55"))  # radius 3 km by default
     assert got == [inside]

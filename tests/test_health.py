@@ -212,3 +212,34 @@ def _slow_feed(monkeypatch, seconds: float) -> None:
         return original(*args, **kwargs)
 
     monkeypatch.setattr(feed, "list_postings", slow)
+
+
+def test_a_session_that_fails_to_close_is_answered_503_and_logged_once(app, client, caplog, monkeypatch):
+    """The database goes away while the request's session closes (after the view
+    answered): the client still gets the envelope, not the server's HTML 500."""
+    import psycopg
+    import sqlalchemy as sa
+    from sqlalchemy.orm import Session
+
+    from app import errors
+    from tests.factories import make_user
+
+    user = make_user(app)
+    monkeypatch.setattr(errors, "_outages", {})
+    real_close = Session.close
+
+    def dying_close(self):
+        real_close(self)
+        raise sa.exc.OperationalError("ROLLBACK", {}, psycopg.OperationalError("server closed the connection"))
+
+    monkeypatch.setattr(Session, "close", dying_close)
+    with caplog.at_level(logging.WARNING, logger="app.errors"):
+        answers = [client.get("/api/v1/me", headers=user.headers) for _ in range(3)]
+    monkeypatch.setattr(Session, "close", real_close)
+    for resp in answers:
+        assert (resp.status_code, resp.get_json()["error"]) == (503, "service_unavailable")
+        assert resp.headers["Retry-After"] == "5" and resp.headers["X-Request-ID"]
+    lines = [r for r in caplog.records if r.name == "app.errors"]
+    assert len(lines) == 1 and not lines[0].exc_info, [r.getMessage() for r in lines]
+    assert len(lines[0].getMessage()) < 300
+    assert client.get("/api/v1/me", headers=user.headers).status_code == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import sqlalchemy as sa
@@ -148,3 +149,71 @@ def test_a_volunteer_with_max_int_fields_is_still_a_4xx(app, client):
     volunteer = make_volunteer(app)
     resp = client.get(f"/api/v1/postings?author_id={MAX_ID}&limit=100", headers=volunteer.headers)
     assert resp.status_code == 200 and resp.get_json()["items"] == []
+
+
+# --- bodies the parser cannot read ---------------------------------------------------------
+
+
+def op_takes_body(app, method: str, path: str) -> bool:
+    """Whether the document gives the operation at (method, path) a request body."""
+    document = app.test_client().get("/api/v1/openapi.json").get_json()
+    template = re.sub(r"/1(?=/|$)", "/{}", path)
+    for documented, item in document["paths"].items():
+        if re.sub(r"\{[^}]+\}", "{}", documented) == template and method.lower() in item:
+            return "requestBody" in item[method.lower()]
+    return False
+
+
+def _json_routes(app) -> list[tuple[str, str]]:
+    """Every (method, path) that takes a JSON body, ids filled in with 1."""
+    from app.inputs import takes_raw_body  # noqa: F401 - the marker the guard reads
+
+    routes = []
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions[rule.endpoint]
+        if getattr(view, "takes_raw_body", False) or not rule.rule.startswith("/api/v1"):
+            continue
+        path = rule.rule
+        for argument in rule.arguments:
+            path = path.replace(f"<int:{argument}>", "1").replace(f"<{argument}>", "x")
+        routes += [(method, path) for method in sorted(rule.methods & {"POST", "PUT", "PATCH"})]
+    return routes
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"phone": ' + b"1" * 4301 + b"}",  # past CPython's int-string limit
+        b"[" + b"9" * 5000 + b"]",
+        b'{"a": -' + b"7" * 10000 + b"}",
+        b'{"a": "\xff\xfe"}',  # not UTF-8
+        b'{"a": 1,}',
+    ],
+)
+def test_a_body_the_parser_cannot_read_is_400_on_every_json_endpoint(app, client, body):
+    user = make_user(app)
+    routes = _json_routes(app)
+    assert len(routes) > 30
+    for headers in ({}, user.headers):
+        for method, path in routes:
+            resp = client.open(path, method=method, data=body, content_type="application/json", headers=headers)
+            assert resp.status_code < 500, (method, path, resp.status_code, resp.get_data()[:200])
+            if resp.status_code == 400:
+                assert resp.get_json()["error"] == "invalid_json", (method, path)
+            elif resp.status_code >= 400:  # answered before the body counts: 401, 404 … — the envelope
+                assert resp.get_json()["code"] == resp.status_code, (method, path)
+            else:  # an operation that takes no body ignores one
+                assert not op_takes_body(app, method, path), (method, path, resp.status_code)
+        # where a body is read, it is refused
+        resp = client.post("/api/v1/auth/login", data=body, content_type="application/json")
+        assert (resp.status_code, resp.get_json()["error"]) == (400, "invalid_json")
+
+
+def test_a_number_beyond_any_float_is_422_not_500(app, client):
+    org_id, coordinator = make_org(app)
+    for value in (b"1e400", b"-1e400", b"1" + b"0" * 400):
+        body = b'{"kind": "project", "title": "t", "description": "d", "district": "haishu", "capacity": ' + value
+        resp = client.post(
+            "/api/v1/postings", data=body + b"}", content_type="application/json", headers=coordinator.headers
+        )
+        assert resp.status_code in (400, 422), (value, resp.get_json())

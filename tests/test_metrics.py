@@ -1,5 +1,6 @@
-"""Prometheus metrics: /metrics in process, the jobs' and the dispatcher's
-counters, and two gunicorn workers whose counts one scrape sums."""
+"""Prometheus metrics: served on their own address (METRICS_ADDRESS), never on
+the API's port; the jobs' and the dispatcher's counters, and two gunicorn
+workers whose counts one scrape sums."""
 
 from __future__ import annotations
 
@@ -43,10 +44,47 @@ def value(parsed: dict, name: str, **labels: str) -> float:
 
 
 def scrape(client) -> dict:
+    """A scrape of the app's own metrics address (started on a free port, once per app)."""
+    from app import metrics
+
+    app = client.application
+    server = app.extensions.get("test_metrics_server")
+    if server is None:
+        server = app.extensions["test_metrics_server"] = metrics.serve_app(app, "127.0.0.1:0")
+    connection = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+    connection.request("GET", "/metrics")
+    resp = connection.getresponse()
+    body = resp.read().decode()
+    connection.close()
+    assert resp.status == 200
+    assert resp.getheader("Content-Type").startswith("text/plain")
+    return samples(body)
+
+
+def test_the_api_port_has_no_metrics(app, client):
     resp = client.get("/metrics")
-    assert resp.status_code == 200
-    assert resp.content_type.startswith("text/plain")
-    return samples(resp.get_data(as_text=True))
+    assert (resp.status_code, resp.get_json()["error"]) == (404, "not_found")
+
+
+def test_a_metrics_address_must_be_host_and_port():
+    from app.metrics import address_problems
+
+    assert address_problems({"METRICS_ADDRESS": "127.0.0.1:9100"}) == []
+    assert address_problems({"METRICS_ADDRESS": ""}) == []
+    assert address_problems({"METRICS_ADDRESS": "9100"}) != []
+    assert address_problems({"METRICS_ADDRESS": "localhost:http"}) != []
+
+
+def test_gunicorn_refuses_metrics_on_the_api_port(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "METRICS_ADDRESS": f"127.0.0.1:{port}", "INSTANCE_PATH": str(tmp_path)}
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    done = subprocess.run(
+        [gunicorn, "-c", "deploy/gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", "wsgi:app"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "is the API's own port" in done.stderr + done.stdout
 
 
 def test_metrics_count_claims_by_outcome_and_requests_by_route(app, client):
@@ -180,6 +218,7 @@ def test_two_gunicorn_workers_are_summed_in_one_scrape(tmp_path, sqlite_file):
         db.engine.dispose()
 
     port = _free_port()
+    metrics_port = _free_port()
     metrics_dir = tmp_path / "prometheus"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JOB_", "FLASK_", "GUNICORN_"))}
     env.update(
@@ -193,6 +232,7 @@ def test_two_gunicorn_workers_are_summed_in_one_scrape(tmp_path, sqlite_file):
         PUSH_BACKEND="log",
         LOG_LEVEL="WARNING",
         PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+        METRICS_ADDRESS=f"127.0.0.1:{metrics_port}",
         GUNICORN_MAX_REQUESTS="0",
     )
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
@@ -217,7 +257,8 @@ def test_two_gunicorn_workers_are_summed_in_one_scrape(tmp_path, sqlite_file):
                 probes += 16
                 time.sleep(0.1)
         assert len(_worker_files(metrics_dir)) == 2, "one worker served every request"
-        parsed = samples(_request(port, "GET", "/metrics")[1])
+        assert _request(port, "GET", "/metrics")[0] == 404  # never on the API's port
+        parsed = samples(_request(metrics_port, "GET", "/metrics")[1])
     finally:
         _stop(proc)
     assert value(parsed, "yz_claims_total", outcome="active") == 1

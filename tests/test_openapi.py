@@ -483,7 +483,7 @@ EXAMPLE_SCENARIOS = {
     "approve_records": ("coordinator", {"org_id": "org"}, {"ids": "pending_records"}),
     "issue_certificate": ("volunteer", {}, {"org_id": "org"}),
     "void_certificate": ("coordinator", {"certificate_id": "certificate"}, {}),
-    "change_password": ("resident", {}, {}),
+    "change_password": ("changer", {}, {}),
     # Last: it ends the resident's sessions.
     "reset_password": (None, {}, {"sms_code": "reset_password_code"}),
 }
@@ -500,6 +500,7 @@ def _example_world(app) -> dict:
     resident = make_user(app, phone="+86" + REQUEST_EXAMPLES["login"]["phone"], password=password)
     mover = make_user(app, password=REQUEST_EXAMPLES["change_phone"]["password"])
     leaver = make_user(app, password=REQUEST_EXAMPLES["delete_me"]["password"])
+    changer = make_user(app, password=REQUEST_EXAMPLES["change_password"]["old_password"])
     client = app.test_client()
     codes = {
         f"{purpose}_code": sms_code(app, client, REQUEST_EXAMPLES[example]["phone"], purpose)
@@ -541,6 +542,7 @@ def _example_world(app) -> dict:
         "accounts": {
             "mover": mover,
             "leaver": leaver,
+            "changer": changer,
             "resident": resident,
             "newcomer": newcomer,
             "admin": admin,
@@ -626,3 +628,28 @@ def test_the_text_is_markdown_that_swagger_ui_renders(spec):
     assert len(texts) > 100
     rest = [text for text in texts if "``" in text or re.search(r":(?:func|class|meth|attr|data|mod):`", text)]
     assert rest == [], rest
+
+
+def test_links_follow_a_wish_from_posting_to_confirmation(spec):
+    """posting → claim → fulfil → confirm, each answer's id feeding the next operation."""
+    operations = {op["operationId"]: op for _path, _method, op in _operations(spec)}
+    chain = [("create_posting", "201", "claim_posting"), ("claim_posting", "201", "fulfil_claim"),
+             ("fulfil_claim", "200", "confirm_claim")]  # fmt: skip
+    for source, code, target in chain:
+        links = operations[source]["responses"][code]["links"]
+        assert any(link["operationId"] == target for link in links.values()), (source, links)
+    for op in operations.values():
+        for response in op["responses"].values():
+            for link in response.get("links", {}).values():
+                assert link["operationId"] in operations
+
+
+def test_no_served_example_changes_a_demo_accounts_credentials():
+    """A run of the served examples signed in as a demo account (CI's schemathesis)
+    must not change its password or phone, nor end it."""
+    from app.seed import DEMO_PASSWORD
+    from mobile_api.examples import REQUEST_EXAMPLES
+
+    assert REQUEST_EXAMPLES["change_password"]["old_password"] != DEMO_PASSWORD
+    assert REQUEST_EXAMPLES["change_phone"]["password"] != DEMO_PASSWORD
+    assert REQUEST_EXAMPLES["delete_me"]["password"] != DEMO_PASSWORD

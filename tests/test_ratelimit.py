@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import textwrap
@@ -256,7 +257,7 @@ def _run_probe(tmp_path, **env_vars) -> subprocess.CompletedProcess:
         DATABASE_URL=f"sqlite:///{tmp_path / 'probe.sqlite'}",
         ARGON2_TIME_COST="1",
         ARGON2_MEMORY_COST="1024",
-        SECRET_KEY="probe-secret-key-long-enough-for-hs256",
+        SECRET_KEY=secrets.token_urlsafe(48),
         PYTHONPATH=str(ROOT),
         **env_vars,
     )

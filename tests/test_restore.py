@@ -5,6 +5,7 @@ migration checks with every table's rows intact."""
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -60,10 +61,12 @@ def restore_check(url: str, env: dict, *args: str) -> subprocess.CompletedProces
     )
 
 
-def test_a_dump_restores_into_a_fresh_database_that_passes_the_doctor(source_database):
+def test_a_dump_restores_into_a_fresh_database_that_passes_the_doctor(source_database, tmp_path):
     url, env = source_database
-    result = restore_check(url, env)
+    kept = tmp_path / "backup.dump"
+    result = restore_check(url, env, "--dump", str(kept))
     assert result.returncode == 0, result.stdout + result.stderr
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600  # a backup is for its owner only
     out = result.stdout
     assert "every table's rows match" in out
     assert "ok   database" in out and "ok   migrations" in out

@@ -304,3 +304,36 @@ def test_flask_run_with_the_reloader_starts_one_embedded_scheduler(sqlite_file):
     with setup.app_context():
         assert db.session.get(Posting, wish).status == "expired"
         db.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql+psycopg://postgres@127.0.0.1:1/nowhere", "sqlite:////nonexistent-dir/for-jobs/db.sqlite"]
+)
+def test_a_database_outage_is_one_short_line_per_job_per_back_off_step(url, caplog, monkeypatch):
+    """No traceback per run: each job logs one line when it first finds the
+    database away, skips its runs while it backs off (5, 10, 20 s …), and logs
+    one line each time it tries again and fails."""
+    import logging
+
+    from app import create_app
+    from app import scheduler as sched
+    from tests.conftest import _config_dict
+
+    app = create_app({**_config_dict(), "SQLALCHEMY_DATABASE_URI": url})
+    now = [1000.0]
+    monkeypatch.setattr(sched.time, "monotonic", lambda: now[0])
+    sched.backoff.reset()
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(5):  # the first finds the outage, the others wait out the first 5 s
+            assert sched.run_job("app.jobs:expire_postings", app=app) == {}
+            now[0] += 0.5
+        first = [r for r in caplog.records if r.levelno >= logging.INFO]
+        now[0] += 5
+        assert sched.run_job("app.jobs:expire_postings", app=app) == {}
+    lines = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert len(first) == 1 and len(lines) == 2, [r.getMessage() for r in lines]
+    assert all(not r.exc_info and len(r.getMessage()) < 300 for r in lines)
+    assert "job expire_postings: database unavailable" in lines[0].getMessage()
+    assert lines[0].getMessage().endswith("next try in 5 s")
+    assert lines[1].getMessage().endswith("next try in 10 s")
+    sched.backoff.reset()

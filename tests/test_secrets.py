@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import stat
 
 import pytest
 
 from app import create_app
-from app.secrets import KEYS, UnsafeConfiguration
+from app.secrets import KEYS, UnsafeConfiguration, published_in_repo
 from app.services.certificates import new_signing_key
 from tests.conftest import _config_dict, production_config
-from tests.helpers import PRODUCTION_SMS
+from tests.helpers import PRODUCTION_SMS, fresh_keys
 
 GOOD = {
-    **{name: f"{name.lower()}-" + "k" * 40 for name in KEYS},
+    **fresh_keys(),
     "CERTIFICATE_SIGNING_KEY": new_signing_key()[0],
     **PRODUCTION_SMS,
 }
@@ -45,6 +46,24 @@ def test_production_starts_with_three_good_keys(tmp_path):
         ({**GOOD, "ID_HASH_KEY": "short"}, ["ID_HASH_KEY is shorter than 32 bytes"]),
         ({**GOOD, "SECRET_KEY": "change-me-to-a-long-random-string"}, ["SECRET_KEY is a published default"]),
         ({**GOOD, "CERTIFICATE_SIGNING_KEY": None}, ["CERTIFICATE_SIGNING_KEY is not set"]),
+        ({**GOOD, "PUBLIC_BASE_URL": None}, ["PUBLIC_BASE_URL is not set"]),
+        ({**GOOD, "PUBLIC_BASE_URL": "zhiyuan.example.cn"}, ["PUBLIC_BASE_URL must be an absolute http(s) URL"]),
+        ({**GOOD, "METRICS_ADDRESS": "9100"}, ["METRICS_ADDRESS must be host:port"]),
+        # what the JWT key of the tests used to be, written in the code
+        ({**GOOD, "JWT_SECRET_KEY": "test-jwt-key-that-is-long-enough-for-hs256"}, ["JWT_SECRET_KEY is a published"]),
+        ({**GOOD, "SECRET_KEY": "dev-only-change-me "}, ["SECRET_KEY is a published default value"]),
+        ({**GOOD, "ID_HASH_KEY": GOOD["ID_HASH_KEY"] + "\n"}, ["ID_HASH_KEY contains whitespace"]),
+        ({**GOOD, "SECRET_KEY": "a" * 32}, ["SECRET_KEY has too little variety"]),
+        ({**GOOD, "SECRET_KEY": "ab" * 32}, ["SECRET_KEY has too little variety"]),
+        (
+            {**GOOD, "JWT_SECRET_KEY": GOOD["SECRET_KEY"], "ID_HASH_KEY": GOOD["SECRET_KEY"]},
+            ["JWT_SECRET_KEY is the same value as SECRET_KEY", "ID_HASH_KEY is the same value as SECRET_KEY"],
+        ),
+        # a value that appears in the repository (tests/test_tokens.py's forger)
+        (
+            {**GOOD, "JWT_SECRET_KEY": "not-the-server-key-but-long-enough-for-hs256"},
+            ["JWT_SECRET_KEY is a value published in this repository"],
+        ),
         ({**GOOD, "CLOCK_SHIFT_DAYS": 365}, ["CLOCK_SHIFT_DAYS is 365: the clock runs 365 days off the real time"]),
     ],
 )
@@ -128,3 +147,55 @@ def test_storage_settings_that_cannot_work_stop_the_app_in_every_mode(storage, s
     with pytest.raises(ValueError) as refused:
         create_app({**_config_dict(), **storage})
     assert says in str(refused.value)
+
+
+def test_a_value_anywhere_in_the_checkout_is_published(tmp_path):
+    value = secrets.token_urlsafe(48)
+    assert not published_in_repo(value, str(tmp_path))
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "example.md").write_text(f"JWT_SECRET_KEY={value}\n")
+    published_in_repo.cache_clear()
+    assert published_in_repo(value, str(tmp_path))
+    # an operator's own .env and the generated development keys are not the repository's
+    other = secrets.token_urlsafe(48)
+    (tmp_path / ".env").write_text(f"JWT_SECRET_KEY={other}\n")
+    (tmp_path / "instance").mkdir()
+    (tmp_path / "instance" / "dev-keys.json").write_text(other)
+    assert not published_in_repo(other, str(tmp_path))
+
+
+def test_flask_doctor_names_the_same_key_problems(tmp_path):
+    from app.doctor import check_keys
+
+    app = production(tmp_path, **GOOD)
+    app.config["JWT_SECRET_KEY"] = "a" * 40
+    app.config["ID_HASH_KEY"] = app.config["SECRET_KEY"]
+    said = check_keys(app)
+    assert "JWT_SECRET_KEY has too little variety" in said
+    assert "ID_HASH_KEY is the same value as SECRET_KEY" in said
+
+
+def test_a_token_whose_family_is_another_users_is_refused(app, client):
+    """A family is bound to its user: the key alone does not let one user's
+    session stand in for another's (an admin's, say)."""
+    import jwt as pyjwt
+
+    from tests.factories import make_user
+
+    admin = make_user(app, admin=True)
+    user = make_user(app)
+    with app.app_context():
+        key = app.config["JWT_SECRET_KEY"]
+    payload = pyjwt.decode(user.access_token, key, algorithms=["HS256"])
+    assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {user.access_token}"}).status_code == 200
+    payload["sub"] = str(admin.id)
+    forged = pyjwt.encode(payload, key, algorithm="HS256")
+    resp = client.get("/api/v1/me", headers={"Authorization": f"Bearer {forged}"})
+    assert resp.status_code == 401
+    assert resp.get_json()["error"] in {"invalid_token", "token_revoked"}
+    # the same with a refresh token: it neither refreshes nor names the admin
+    refresh = pyjwt.decode(user.refresh_token, key, algorithms=["HS256"])
+    refresh["sub"] = str(admin.id)
+    forged = pyjwt.encode(refresh, key, algorithm="HS256")
+    resp = client.post("/api/v1/auth/refresh", headers={"Authorization": f"Bearer {forged}"})
+    assert resp.status_code == 401

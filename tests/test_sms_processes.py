@@ -44,6 +44,7 @@ def start_gunicorn(tmp_path: Path, url: str) -> tuple[subprocess.Popen, int, Pat
         PUSH_BACKEND="log",
         LOG_LEVEL="WARNING",
         GUNICORN_MAX_REQUESTS="0",
+        METRICS_ADDRESS="",  # not served: this test reads the access log
     )
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
     proc = subprocess.Popen(

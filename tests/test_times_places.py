@@ -87,8 +87,10 @@ def test_a_point_on_the_rim_is_in_the_box_and_its_cells(bearing):
 def test_the_feed_finds_a_posting_at_the_rim_and_not_beyond(app, client):
     clock.freeze(clock.utcnow())
     author = make_user(app)
-    inside = [make_posting(app, author, title=f"近{b}", lat=p[0], lng=p[1]) for b, p in _rim(0.9995)]
-    outside = [make_posting(app, author, title=f"远{b}", lat=p[0], lng=p[1]) for b, p in _rim(1.0005)]
+    # services, at a public venue: searched on their exact point (a wish is searched on
+    # its rounded one: tests/test_place_privacy.py)
+    inside = [make_posting(app, author, kind="service", title=f"近{b}", lat=p[0], lng=p[1]) for b, p in _rim(0.9995)]
+    outside = [make_posting(app, author, kind="service", title=f"远{b}", lat=p[0], lng=p[1]) for b, p in _rim(1.0005)]
     resp = client.get(f"/api/v1/postings?near={CENTRE[0]},{CENTRE[1]}&radius_km=1&sort=distance&limit=100")
     found = {item["id"] for item in resp.get_json()["items"]}
     assert found == set(inside)

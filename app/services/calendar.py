@@ -44,11 +44,11 @@ from sqlalchemy.exc import IntegrityError
 from app.clock import as_utc, utcnow, zone
 from app.errors import NotFound
 from app.extensions import db
-from app.geo import approximate
 from app.i18n import in_locale
 from app.models import CalendarFeed, Claim, Posting, User
 from app.policy import DROPPED_CLAIM_STATUSES, kinds_where
 from app.services.permissions import Actor
+from app.services.postings.place import shown_place
 
 TOKEN_BYTES = 32
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -221,11 +221,13 @@ def _event(actor: Actor, claim: Claim, posting: Posting, host: str) -> Event:
     event.add("dtend", as_utc(end))
     event.add("summary", summary)
     event.add("description", "\n".join(lines))
-    if posting.address:
-        event.add("location", posting.address)
-    if posting.lat is not None and posting.lng is not None:
-        point = (posting.lat, posting.lng)
-        event.add("geo", point if actor.sees_exact_point(posting, claim.status) else approximate(*point))
+    # a withdrawn volunteer is no longer a contact: the place the feed shows is
+    # the one every stranger sees (app.services.postings.place)
+    place = shown_place(actor, posting, claim.status)
+    if place.address:
+        event.add("location", place.address)
+    if place.location is not None:
+        event.add("geo", (place.location["lat"], place.location["lng"]))
     if dropped:
         event.add("status", "CANCELLED")
     else:

@@ -28,11 +28,15 @@ from app.policy import HIDDEN_POSTING_STATUSES, POSTING_KINDS, POSTING_STATUSES
 from app.services import pagination
 from app.services.permissions import Actor
 from app.services.postings import PostingView, views_of
+from app.services.postings.place import searched_point_sql
 
 SORTS = ("newest", "distance", "ending_soon")
 # The review queue's default order: first come, first reviewed.
 OLDEST = "oldest"
 DEFAULT_RADIUS_KM = 3.0
+# The smallest radius: a wish is searched on its rounded point (about 100 m), and
+# a smaller circle would only narrow the rounding down (API: radius_km >= 0.5).
+MIN_RADIUS_KM = 0.5
 # "ending soon" orders by when a posting stops taking claims (models.postings.ending_at);
 # those that never do come last (NEVER, a far-future stand-in, keeps the keyset
 # comparison total).
@@ -81,9 +85,15 @@ def list_postings(
     for name, values, allowed in (("status", statuses, POSTING_STATUSES), ("kind", kinds, POSTING_KINDS)):
         if not set(values) <= set(allowed):
             raise Invalid(name, gettext("One of: %(choices)s", choices=", ".join(allowed)), location="query")
-    if near is not None and not 0 < near.radius_km <= MAX_RADIUS_KM:
+    if near is not None and not MIN_RADIUS_KM <= near.radius_km <= MAX_RADIUS_KM:
         raise Invalid(
-            "radius_km", gettext("Between 0 and %(most)s km.", most=format_decimal(MAX_RADIUS_KM)), location="query"
+            "radius_km",
+            gettext(
+                "Between %(least)s and %(most)s km.",
+                least=format_decimal(MIN_RADIUS_KM),
+                most=format_decimal(MAX_RADIUS_KM),
+            ),
+            location="query",
         )
 
     # status and kind are always named, so (status, kind, geocell) serves the
@@ -107,7 +117,8 @@ def list_postings(
         )
     distance = None
     if near is not None:
-        distance = distance_km_sql(Posting.lat, Posting.lng, near.lat, near.lng)
+        # a wish is filtered, sorted and measured on its rounded point (postings.place)
+        distance = distance_km_sql(*searched_point_sql(), near.lat, near.lng)
 
     order = _order(sort, distance)
     after = _decode(cursor, sort) if cursor else None
@@ -137,6 +148,7 @@ def list_postings(
             postings,
             tag_names=tag_names_of([posting.id for posting in postings]),
             distances={row.Posting.id: row.distance_km for row in rows} if distance is not None else None,
+            origin=(near.lat, near.lng) if near is not None else None,
             author_names={row.Posting.author_id: row.author_name for row in rows},
             org_names={row.Posting.org_id: row.org_name for row in rows if row.Posting.org_id is not None},
         ),
@@ -148,7 +160,9 @@ def _nearby(where: list, near: Near, radius_km: float, distance, order, limit: i
     """One page within ``radius_km``: the page's ids first, then those rows. The
     inner query needs only columns of the geocell index, so PostgreSQL answers
     it from the index alone instead of visiting every candidate row."""
-    inside = within_radius(Posting.lat, Posting.lng, Posting.geocell, near.lat, near.lng, radius_km)
+    inside = within_radius(
+        Posting.lat, Posting.lng, Posting.geocell, near.lat, near.lng, radius_km, shown=searched_point_sql()
+    )
     page = (
         sa.select(Posting.id.label("id"), distance.label("distance_km"))
         .where(*where, inside)

@@ -40,6 +40,7 @@ from flask_babel import gettext
 from app.errors import Forbidden, Invalid, Unauthorized
 from app.extensions import db
 from app.geo import (
+    APPROXIMATE_SLACK_DEG,
     box_parameters,
     distance_km_from_point,
     point_parameters,
@@ -52,6 +53,7 @@ from app.policy import LIVE_CLAIM_STATUSES, kinds_where
 from app.services import pagination
 from app.services.permissions import Actor
 from app.services.postings import PostingView, views_of
+from app.services.postings.place import searched_point_sql
 from app.skills import vocabulary
 
 MATCHED_KINDS = kinds_where(matched_to_volunteers=True)
@@ -103,7 +105,8 @@ def postings_for_me(
         named = set(vocabulary().codes_named_by(posting.tag_names))
         matches[posting.id] = [code for code in skills if code in named]  # in the volunteer's order
     distances = {place.id: place.distance_km for place in places}
-    return views_of(actor, postings, distances=distances, matches=matches), next_cursor
+    home = (volunteer.home_lat, volunteer.home_lng)
+    return views_of(actor, postings, distances=distances, origin=home, matches=matches), next_cursor
 
 
 def _known_skills(volunteer: Volunteer) -> list[str]:
@@ -159,7 +162,9 @@ class _Search:
         stmt = _statement(len(self.skills), bool(matched), "held" in self.values, after is not None, self.array)
         values = {
             **self.values,
-            **box_parameters(*self.home, outer_km),
+            # the box is on the stored points (the indexes), the distance on the
+            # searched ones (a wish's rounded point): widened by the rounding
+            **box_parameters(*self.home, outer_km, APPROXIMATE_SLACK_DEG),
             "outer_km": outer_km,
             "matched": matched,
             "limit": limit,
@@ -213,9 +218,7 @@ def _statement(skills: int, named: bool, held: bool, after: bool, array: bool) -
             )
             inner = inner.where(~names_one)
     deadline = sa.func.coalesce(Posting.expires_at, Posting.starts_at, sa.literal(NEVER, Posting.expires_at.type))
-    inner = inner.add_columns(
-        distance_km_from_point(Posting.lat, Posting.lng).label("km"), deadline.label("due")
-    ).where(
+    inner = inner.add_columns(distance_km_from_point(*searched_point_sql()).label("km"), deadline.label("due")).where(
         Posting.status == "open",
         Posting.kind.in_(param("kinds", expanding=True)),
         Posting.author_id != param("user_id", type_=sa.Integer),

@@ -389,8 +389,13 @@ def _ring_page(
     PostgreSQL; the users are read for the page.
     """
     homes = VolunteerSkill if skills else Volunteer
-    distance = distance_km_sql(homes.home_lat, homes.home_lng, posting.lat, posting.lng)
-    min_lat, max_lat, min_lng, max_lng = bounding_box(posting.lat, posting.lng, outer_km)
+    # who hears of a wish, and the distance they are told, say no more than its
+    # rounded point does (app.services.postings.place)
+    from app.services.postings.place import searched_point  # postings imports this module
+
+    lat, lng = searched_point(posting)
+    distance = distance_km_sql(homes.home_lat, homes.home_lng, lat, lng)
+    min_lat, max_lat, min_lng, max_lng = bounding_box(lat, lng, outer_km)
     where = [
         homes.home_lat.between(min_lat, max_lat),
         homes.home_lng.between(min_lng, max_lng),

@@ -52,6 +52,7 @@ def rotate_refresh_token(user: User, payload: dict) -> dict[str, str]:
         .where(
             RefreshToken.jti == payload["jti"],
             RefreshToken.user_id == user.id,
+            RefreshToken.family_id == payload.get("fam"),
             RefreshToken.used_at.is_(None),
             RefreshToken.revoked_at.is_(None),
         )
@@ -93,7 +94,13 @@ def is_revoked(payload: dict) -> bool:
     through so that rotate_refresh_token can detect the reuse."""
     if payload.get("type") == "refresh":
         row = db.session.scalar(sa.select(RefreshToken).where(RefreshToken.jti == payload.get("jti")))
-        return row is None or (row.revoked_at is not None and row.used_at is None)
+        # a token's family and its user are one: a token naming another's is forged
+        return (
+            row is None
+            or str(row.user_id) != str(payload.get("sub"))
+            or row.family_id != payload.get("fam")
+            or (row.revoked_at is not None and row.used_at is None)
+        )
     return user_and_revocation(payload)[1]
 
 
@@ -101,8 +108,10 @@ def user_and_revocation(payload: dict) -> tuple[User | None, bool]:
     """The user an access token names (with their volunteer record) and whether
     the token is revoked, in one round trip.
 
-    A family nobody issued (a token minted elsewhere) counts as revoked, as does
-    one whose tokens were revoked (logout, password change, reuse detected).
+    A family is bound to its user: one nobody issued to the user the token names
+    (a token minted elsewhere, or one whose ``sub`` was swapped for another
+    user's) counts as revoked, as does one whose tokens were revoked (logout,
+    password change, reuse detected). A ``sub`` that is no user id names nobody.
     The answer is read from the database on every request: nothing is cached
     between requests, so a revocation holds from its commit on.
     """
@@ -114,7 +123,7 @@ def user_and_revocation(payload: dict) -> tuple[User | None, bool]:
     except (TypeError, ValueError):
         user_id = None
     if user_id is None or not 0 < user_id <= MAX_ID:
-        user_id = 0  # no user has it: the family is still checked
+        return None, False  # names nobody: 401 invalid_token
     user, issued, revoked = db.session.execute(
         _user_and_revocation_statement(), {"family": family, "user_id": user_id}
     ).one()
@@ -129,7 +138,7 @@ def _user_and_revocation_statement() -> sa.Select:
         sa.select(
             sa.func.count(RefreshToken.id).label("issued"), sa.func.count(RefreshToken.revoked_at).label("revoked")
         )
-        .where(RefreshToken.family_id == sa.bindparam("family"))
+        .where(RefreshToken.family_id == sa.bindparam("family"), RefreshToken.user_id == sa.bindparam("user_id"))
         .subquery("family")
     )
     return (

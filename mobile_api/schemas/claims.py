@@ -6,7 +6,7 @@ from flask_babel import gettext
 from marshmallow import ValidationError, fields, post_load, validate
 
 from app.policy import CLAIM_STATUSES, MAX_REPORTED_MINUTES, POSTING_KINDS, POSTING_STATUSES
-from mobile_api.fields import BaseSchema, District, Location, NestedFrom, PageQuery, UTCDateTime
+from mobile_api.fields import BaseSchema, District, Location, NestedFrom, PageQuery, StrictBoolean, UTCDateTime
 from mobile_api.schemas.party import PartySchema
 from mobile_api.schemas.photos import PhotoSchema, photo_ids_field
 
@@ -113,9 +113,14 @@ class MyClaimSchema(ClaimSchema):
     posting = fields.Nested(ClaimPostingSchema, attribute="posting_brief", allow_none=True)
 
 
+# A comma-separated list of claim statuses (blanks and empty parts ignored), as split below.
+_ONE_STATUS = "(?:" + "|".join(CLAIM_STATUSES) + ")"
+_STATUS_LIST = rf"^\s*{_ONE_STATUS}?\s*(?:,\s*{_ONE_STATUS}?\s*)*$"
+
+
 class ClaimQuerySchema(PageQuery):
     status = fields.List(
-        fields.String(),
+        fields.String(metadata={"pattern": _STATUS_LIST}),
         load_default=None,
         metadata={"description": "Repeatable or comma-separated: " + ", ".join(CLAIM_STATUSES)},
     )
@@ -161,7 +166,7 @@ class ClaimConfirmSchema(BaseSchema):
         validate=validate.Range(0, MAX_REPORTED_MINUTES),
         metadata={"description": "The minutes to credit: the reported ones (default) or fewer, never more."},
     )
-    private_photos = fields.Boolean(
+    private_photos = StrictBoolean(
         load_default=False,
         metadata={
             "description": "A wish: true keeps the fulfilment's photos and note off the posting's public story "

@@ -6,7 +6,7 @@ from flask_babel import lazy_gettext as _l
 from marshmallow import fields, validate
 
 from app.outbox.templates import NOTIFICATION_KINDS
-from mobile_api.fields import BaseSchema, Id, PageQuery, QuietHours, UTCDateTime, quiet_hours_span_time
+from mobile_api.fields import BaseSchema, Id, PageQuery, QuietHours, StrictBoolean, UTCDateTime, quiet_hours_span_time
 from notifications.senders import default_device_provider, device_providers
 
 DEVICE_PLATFORMS = ("android", "ios", "web")
@@ -82,4 +82,4 @@ class NotificationSettingsSchema(BaseSchema):
         validate=quiet_hours_span_time,
         metadata={"description": "Local times; null = off."},
     )
-    nearby_alerts = fields.Boolean()
+    nearby_alerts = StrictBoolean()

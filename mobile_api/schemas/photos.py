@@ -60,8 +60,9 @@ def photo_ids_field(purpose: str, **kwargs) -> fields.List:
         Id(),
         validate=[validate.Length(max=MAX_PHOTOS), _each_once],
         metadata={
+            "uniqueItems": True,
             "description": f"At most {MAX_PHOTOS} photo ids from POST /api/v1/uploads (purpose {purpose}), "
-            "your own, each once, in the order to show them; each is checked when first used."
+            "your own, each once, in the order to show them; each is checked when first used.",
         },
         **kwargs,
     )

@@ -50,7 +50,7 @@ _ADDRESS = {
 }
 _TAG_LIST = {
     "validate": [validate.Length(max=10), _unique_tags],
-    "metadata": {"description": "At most 10 tags of at most 20 characters."},
+    "metadata": {"uniqueItems": True, "description": "At most 10 tags of at most 20 characters, each once."},
 }
 
 
@@ -199,8 +199,11 @@ class PostingQuerySchema(PageQuery):
     radius_km = fields.Float(
         load_default=3.0,
         allow_nan=False,
-        validate=validate.Range(0, 50, min_inclusive=False),
-        metadata={"description": "With near; default 3, at most 50."},
+        validate=validate.Range(0.5, 50),
+        metadata={
+            "description": "With near; default 3, at least 0.5, at most 50. A wish (someone's home) is "
+            "filtered, sorted and measured on its rounded point unless you are one of its contacts."
+        },
     )
     sort = fields.String(
         load_default=None,

@@ -10,17 +10,12 @@ import sqlalchemy as sa
 
 from app.errors import NotFound
 from app.extensions import db
-from app.geo import approximate
 from app.models import Claim, Org, Posting, User
 from app.policy import LIVE_CLAIM_STATUSES, POLICIES
 from app.services.permissions import Actor
 from app.services.photos import load_photos
+from app.services.postings.place import ShownPlace, shown_place
 from app.validators import mask_name
-
-# Where a beneficiary lives is for contacts (Actor.sees_exact_point): everyone
-# else sees the point rounded (app.geo.approximate) and distances to 0.1 km, or
-# three distances from three places would give the exact point back.
-COARSE_KM_DECIMALS = 1
 
 
 @dataclass
@@ -31,9 +26,9 @@ class PostingView:
     author: dict[str, Any]
     org: dict[str, Any] | None
     beneficiary: dict[str, Any]
+    # its point, address and distance as this viewer may know them (place.shown_place)
+    place: ShownPlace
     my_claim: Claim | None = None
-    distance_km: float | None = None
-    exact_place: bool = True
     # "for me": the viewer's skills the tags name, and the distance from their home
     match: dict[str, Any] | None = None
     # the tags' names, when read with the page rather than through posting.tags
@@ -51,12 +46,15 @@ class PostingView:
 
     @property
     def location(self) -> dict[str, float] | None:
-        if self.posting.lat is None or self.posting.lng is None:
-            return None
-        lat, lng = self.posting.lat, self.posting.lng
-        if not self.exact_place:
-            lat, lng = approximate(lat, lng)
-        return {"lat": lat, "lng": lng}
+        return self.place.location
+
+    @property
+    def address(self) -> str | None:
+        return self.place.address
+
+    @property
+    def distance_km(self) -> float | None:
+        return self.place.distance_km
 
     @property
     def reject_reason(self) -> str | None:
@@ -91,6 +89,7 @@ def views_of(
     *,
     detail: bool = False,
     distances: Mapping[int, float] | None = None,
+    origin: tuple[float, float] | None = None,
     matches: Mapping[int, list[str]] | None = None,
     author_names: Mapping[int, str] | None = None,
     org_names: Mapping[int, str] | None = None,
@@ -98,8 +97,9 @@ def views_of(
 ) -> list[PostingView]:
     """Views of many postings in a fixed number of queries (authors, orgs, the
     viewer's claims), never one per posting. Lists (``detail=False``) never
-    carry a beneficiary's phone or address. ``distances`` (km) and ``matches``
-    (skills matched, for "for me") are per posting id; ``author_names`` and
+    carry a beneficiary's phone or address. ``distances`` (km, measured from
+    ``origin`` by a search) and ``matches`` (skills matched, for "for me") are
+    per posting id; the place each viewer sees is ``place.shown_place``'s; ``author_names`` and
     ``org_names``, when the caller read them with the postings, spare a query each;
     so does ``tag_names`` the loading of ``posting.tags``."""
     if not postings:
@@ -125,19 +125,22 @@ def views_of(
         my_claim = claims.get(posting.id)
         claim_status = my_claim.status if my_claim else None
         contact = detail and actor.is_contact(posting, claim_status)
-        exact = actor.sees_exact_point(posting, claim_status)
-        distance = distances.get(posting.id) if distances else None
-        distance_km = None if distance is None else round(distance, 3 if exact else COARSE_KM_DECIMALS)
+        place = shown_place(
+            actor,
+            posting,
+            claim_status,
+            origin=origin,
+            distance_km=distances.get(posting.id) if distances else None,
+        )
         views.append(
             PostingView(
                 posting=posting,
                 author={"id": posting.author_id, "display_name": authors.get(posting.author_id)},
                 org={"id": posting.org_id, "name": orgs.get(posting.org_id)} if posting.org_id else None,
                 beneficiary=_beneficiary(posting, contact),
+                place=place,
                 my_claim=my_claim,
-                distance_km=distance_km,
-                exact_place=exact,
-                match={"skills": matches[posting.id], "distance_km": distance_km} if matches else None,
+                match={"skills": matches[posting.id], "distance_km": place.distance_km} if matches else None,
                 tag_names=tag_names.get(posting.id) if tag_names is not None else None,
                 story=_story(stories.get(posting.id)),
             )
