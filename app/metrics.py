@@ -264,7 +264,7 @@ def serve_app(app: Flask, address: str | None = None) -> ThreadingHTTPServer | N
             self.wfile.write(body)
 
         def log_message(self, *_args) -> None:
-            pass  # a scrape every few seconds is not worth a line
+            """Silent: a scrape every few seconds is not worth a line."""
 
     server = _SharedPortServer((host, port), Handler)
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()

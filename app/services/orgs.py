@@ -272,13 +272,15 @@ def approve_join(actor: Actor, org_id: int, user_id: int) -> JoinRequest:
     """A pending request → approved: the volunteer becomes a member (of a
     ``party_branch``: a party member of it) and is told (``membership_approved``)."""
     org, request = _decide_join(actor, org_id, user_id, APPROVED)
+    added = True
     try:
         # a savepoint: a coordinator adding the same person by id at this moment wins the row
         with db.session.begin_nested():
             db.session.add(OrgMember(org_id=org.id, user_id=user_id, role="member"))
-        db.session.execute(sa.update(Org).where(Org.id == org.id).values(member_count=Org.member_count + 1))
     except IntegrityError:
-        pass  # already a member: the request is settled all the same
+        added = False  # already a member: the request is settled all the same
+    if added:
+        db.session.execute(sa.update(Org).where(Org.id == org.id).values(member_count=Org.member_count + 1))
     notify(
         [user_id],
         "membership_approved",

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date
-
 from flask_babel import gettext
 from flask_babel import lazy_gettext as _l
 from marshmallow import ValidationError, fields, post_load, validate, validates_schema
 
 from app.policy import MAX_BULK_APPROVAL, MAX_HONOR_MINUTES, RECORD_KINDS, RECORD_STATUSES, hours
-from mobile_api.fields import BaseSchema, Id, PageQuery, UTCDateTime, year_between
+from mobile_api.fields import BaseSchema, Id, LocalDate, PageQuery, UTCDateTime
 
 
 class RecordSchema(BaseSchema):
@@ -154,21 +152,11 @@ class EnergySchema(BaseSchema):
     next_cursor = fields.String(allow_none=True, required=True)
 
 
-class PeriodDate(fields.Date):
-    """A local day ``YYYY-MM-DD`` (Asia/Shanghai), year 2000–2100."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        day = super()._deserialize(value, attr, data, **kwargs)
-        if not date(2000, 1, 1) <= day <= date(2100, 12, 31):
-            raise ValidationError(year_between(2000, 2100))
-        return day
-
-
 class PeriodQuerySchema(BaseSchema):
     """``from`` and ``to``: local days (Asia/Shanghai), both inclusive."""
 
-    first = PeriodDate(data_key="from", load_default=None, metadata={"description": "YYYY-MM-DD, inclusive."})
-    last = PeriodDate(data_key="to", load_default=None, metadata={"description": "YYYY-MM-DD, inclusive."})
+    first = LocalDate(data_key="from", load_default=None, metadata={"description": "YYYY-MM-DD, inclusive."})
+    last = LocalDate(data_key="to", load_default=None, metadata={"description": "YYYY-MM-DD, inclusive."})
 
     @validates_schema
     def in_order(self, data, **_kwargs):

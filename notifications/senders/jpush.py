@@ -72,7 +72,7 @@ DEFAULT_THIRD_PARTY_CHANNEL: dict[str, dict[str, Any]] = {
     "huawei": {"importance": "NORMAL", "category": "WORK"},
     "honor": {"importance": "NORMAL"},
     "vivo": {"classification": 1},
-    "oppo": {"category": "TODO", "notify_level": 2},
+    "oppo": {"category": "TODO", "notify_level": 2},  # OPPO's own category name: to-do reminders (待办)
 }
 TIME_TO_LIVE_SECONDS = 86400  # offline phones get it within a day, as FCM keeps it
 
