@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import statistics
 import sys
 import time
@@ -33,15 +32,13 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app import create_app  # noqa: E402
 from app.extensions import db  # noqa: E402
 from app.models import User  # noqa: E402
 from app.policy import MAX_BULK_APPROVAL  # noqa: E402
 from app.services.tokens import issue_tokens  # noqa: E402
-from bench.dbsetup import LOADER_CONFIG, ensure_database, insert_people  # noqa: E402
+from bench.dbsetup import bench_app, ensure_database, insert_people  # noqa: E402
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/yz_bench_approve"
-SECRET = secrets.token_urlsafe(48)  # made per run: a key written here would be published
 
 
 def load(conn: sa.Connection, records: int, volunteers: int) -> None:
@@ -109,17 +106,7 @@ def main() -> None:
     args = parser.parse_args()
 
     url = ensure_database(os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
-    app = create_app(
-        {
-            "SQLALCHEMY_DATABASE_URI": url,
-            "SCHEDULER_EMBEDDED": False,
-            "RATELIMIT_ENABLED": False,
-            "SECRET_KEY": SECRET,
-            "JWT_SECRET_KEY": SECRET,
-            "PUSH_BACKEND": "memory",
-            **LOADER_CONFIG,
-        }
-    )
+    app = bench_app(url, PUSH_BACKEND="memory")
     with app.app_context():
         db.drop_all()
         db.create_all()

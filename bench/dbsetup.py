@@ -1,10 +1,19 @@
-"""The benchmarks' one way to get their PostgreSQL database."""
+"""The benchmarks' one way to get their PostgreSQL database, and their app objects."""
 
 from __future__ import annotations
 
-import sqlalchemy as sa
+import secrets
+from typing import Any
 
+import sqlalchemy as sa
+from flask import Flask
+
+from app import create_app
 from app.config import database_url
+
+# The benchmarks' keys, made per run: a key written here would be published
+# (and production refuses every value found in the checkout).
+SECRET = secrets.token_urlsafe(48)
 
 
 def ensure_database(url: str, *, fresh: bool = False) -> str:
@@ -28,6 +37,22 @@ def ensure_database(url: str, *, fresh: bool = False) -> str:
 # Loading a million rows takes longer than the app's request limits allow: the
 # benchmarks' own app objects (loaders, in-process timings) lift them.
 LOADER_CONFIG = {"DB_STATEMENT_TIMEOUT_MS": 0, "DB_CLIENT_TIMEOUT_SECONDS": 3600}
+
+
+def bench_app(url: str, **config: Any) -> Flask:
+    """An app on ``url`` for loading data and timing requests in process: no
+    scheduler, no rate limits, the run's keys, the loaders' limits lifted."""
+    return create_app(
+        {
+            "SQLALCHEMY_DATABASE_URI": url,
+            "SCHEDULER_EMBEDDED": False,
+            "RATELIMIT_ENABLED": False,
+            "SECRET_KEY": SECRET,
+            "JWT_SECRET_KEY": SECRET,
+            **LOADER_CONFIG,
+            **config,
+        }
+    )
 
 
 def insert_people(conn: sa.Connection, users: int, coordinators: int) -> None:

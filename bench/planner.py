@@ -43,7 +43,7 @@ SETTINGS = """\
 import os
 from volunteer_planner.settings.base import *  # noqa: F401,F403
 
-SECRET_KEY = "bench-secret-key-not-for-production"
+SECRET_KEY = {secret_key!r}  # made per run, like ours
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
 DATABASES = {{
@@ -148,6 +148,7 @@ class Planner:
                 name=DATABASE,
                 user=self.url.username or "postgres",
                 password=self.url.password or "",
+                secret_key=secrets.token_urlsafe(48),
             )
         )
         self._manage("migrate", "--noinput")

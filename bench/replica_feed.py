@@ -34,12 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app import create_app  # noqa: E402
 from app.extensions import db  # noqa: E402
 from bench import driver  # noqa: E402
-from bench.dbsetup import LOADER_CONFIG, ensure_database  # noqa: E402
+from bench.dbsetup import LOADER_CONFIG, SECRET, ensure_database  # noqa: E402
 from bench.nearby import load, random_centre  # noqa: E402
 from tests.test_replica import Standby  # noqa: E402 - the standby the tests start
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/yz_bench_replica"
-SECRET = "bench-secret-key-that-is-long-enough-for-hs256"
 PORTS = {"primary only": 8780, "with replica": 8781}
 TICK = os.sysconf("SC_CLK_TCK")
 
