@@ -127,11 +127,17 @@ def create_app(config: type | Mapping | None = None) -> Flask:
     from app.cli import register_cli
 
     register_cli(app)
-    if app.config.get("SCHEDULER_EMBEDDED") and not app.testing:
-        from app.scheduler import start_embedded
+    if not app.testing:
+        from app import metrics
+        from app.scheduler import is_dev_server_process, start_embedded
 
-        # Only under `flask run`, in the process that serves (not the reloader's watcher).
-        start_embedded(app)
+        # Only under `flask run`, in the process that serves (not the reloader's
+        # watcher): the metrics on their own address, as gunicorn's workers serve them
+        # (deploy/gunicorn.conf.py), and the embedded scheduler when asked for.
+        if is_dev_server_process():
+            metrics.serve_dev(app)
+        if app.config.get("SCHEDULER_EMBEDDED"):
+            start_embedded(app)
     return app
 
 

@@ -5,7 +5,8 @@ The web app's metrics are served on their own address, ``METRICS_ADDRESS``
 ``/metrics`` there is a 404 like any unknown path. Under gunicorn every worker
 listens on that address (``SO_REUSEPORT``: the kernel hands each scrape to
 one of them; deploy/gunicorn.conf.py starts it once a worker has loaded the
-app, and refuses a ``METRICS_ADDRESS`` that is the API's own bind). Set
+app, and refuses a ``METRICS_ADDRESS`` that is the API's own bind); ``make run``'s
+``flask run`` serves them there too. Set
 ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory the workers can write:
 every worker then keeps its values in files there and a scrape, whichever
 worker answers it, sums them all (deploy/gunicorn.conf.py empties the
@@ -270,6 +271,17 @@ def serve_app(app: Flask, address: str | None = None) -> ThreadingHTTPServer | N
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     log.info("metrics served on %s:%d/metrics", host, server.server_port, extra={"port": server.server_port})
     return server
+
+
+def serve_dev(app: Flask) -> ThreadingHTTPServer | None:
+    """``make run``'s development server: the metrics on ``METRICS_ADDRESS`` as under
+    gunicorn; an address already taken by another program is a warning, never a
+    server that does not start."""
+    try:
+        return serve_app(app)
+    except (OSError, ValueError) as exc:
+        log.warning("metrics not served on %s: %s", app.config.get("METRICS_ADDRESS"), exc)
+        return None
 
 
 def serve(port: int, addr: str = "0.0.0.0") -> None:

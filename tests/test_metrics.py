@@ -270,6 +270,36 @@ def test_two_gunicorn_workers_are_summed_in_one_scrape(tmp_path, sqlite_file):
     )
 
 
+@pytest.mark.slow
+def test_the_development_server_serves_its_metrics_on_their_own_address(tmp_path, sqlite_file):
+    """`make run`'s `flask run` serves the metrics where gunicorn does (METRICS_ADDRESS),
+    never on the API's port."""
+    port = _free_port()
+    metrics_port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JOB_", "FLASK_", "PROMETHEUS_"))}
+    env.update(
+        APP_ENV="development",
+        INSTANCE_PATH=str(tmp_path / "instance"),
+        DATABASE_URL=sqlite_file,
+        PUSH_BACKEND="log",
+        LOG_LEVEL="WARNING",
+        SCHEDULER_EMBEDDED="0",
+        METRICS_ADDRESS=f"127.0.0.1:{metrics_port}",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "run", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        _wait_for(port, "/healthz", lambda _text: True)
+        assert _request(port, "GET", "/metrics")[0] == 404
+        text = _wait_for(metrics_port, "/metrics", lambda t: 'route="/healthz"' in t)
+    finally:
+        _stop(proc)
+    healthz = {"method": "GET", "route": "/healthz", "status": "200"}
+    assert value(samples(text), "yz_http_request_duration_seconds_count", **healthz) >= 1
+
+
 def _worker_files(path: Path) -> set[str]:
     """The pids that wrote metric files (``counter_1234.db``, ``histogram_1234.db``)."""
     return {p.stem.rsplit("_", 1)[-1] for p in path.glob("*.db")}
