@@ -3,7 +3,8 @@
 Each test runs notify() → dispatch_pending() with PUSH_BACKEND=fcm,
 FCM_ENDPOINT at the fake and a freshly generated service-account key whose
 token_uri points at the fake. The SDK's own retries are made fast
-(FCM_SDK_BACKOFF_SECONDS=0) and its timeout short (FCM_TIMEOUT_SECONDS).
+(FCM_SDK_BACKOFF_SECONDS=0), its timeout generous (FCM_TIMEOUT_SECONDS), and the
+tests about timeouts set a short one themselves.
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ def fcm_app(app, fake):
         PUSH_BACKEND="fcm",
         FCM_ENDPOINT=fake.url,
         FIREBASE_CREDENTIALS=json.dumps(fake.service_account()),
-        FCM_TIMEOUT_SECONDS=0.5,
+        # generous, so a busy CI machine never turns a scripted answer into a
+        # timeout; the tests about timeouts set a short one themselves
+        FCM_TIMEOUT_SECONDS=5,
         FCM_SDK_RETRIES=2,
         FCM_SDK_BACKOFF_SECONDS=0,
     )
@@ -231,6 +234,7 @@ def test_an_answer_that_times_out_is_never_sent_again(fcm_app, fake):
     clock.freeze(NOW)
     user = make_user(fcm_app)
     add_device(fcm_app, user.id, "phone")
+    fcm_app.config["FCM_TIMEOUT_SECONDS"] = 0.3
     fake.script("phone", "HANG", times=5)
     claim_wish(fcm_app, user.id)
     assert dispatch(fcm_app)["sent"] == 1
@@ -248,7 +252,8 @@ def test_fcm_slower_than_the_timeout_delivers_each_message_once(fcm_app, fake):
     for user in users:
         add_device(fcm_app, user.id, f"phone-{user.id}")
         claim_wish(fcm_app, user.id, claim_id=user.id)
-    fake.delay = 0.8  # FCM_TIMEOUT_SECONDS is 0.5: every answer comes too late
+    fcm_app.config["FCM_TIMEOUT_SECONDS"] = 0.3
+    fake.delay = 0.8  # every answer comes too late
     assert dispatch(fcm_app)["sent"] == 6
     fake.delay = 0
     clock.advance(timedelta(hours=2))
@@ -309,7 +314,7 @@ def test_each_answer_is_handed_over_as_it_arrives_on_a_kept_pool(fake):
     arrive (a slow one does not hold up the others), and an empty batch sends nothing."""
     fake.reset()
     fake.script("slow", "HANG", times=1)
-    sender = FcmProvider(fake.service_account(), fake.url, timeout=0.5, sdk_backoff=0, concurrency=8)
+    sender = FcmProvider(fake.service_account(), fake.url, timeout=2, sdk_backoff=0, concurrency=8)
     try:
         assert list(sender.send([])) == []
         messages = [PushMessage(i, f"tok-{i}", "android", "t", "b") for i in range(20)]

@@ -21,7 +21,7 @@ def fake():
 
 @pytest.fixture
 def aliyun_app(app, make_app, fake):
-    return make_app(**fake.config(), SMS_TIMEOUT_SECONDS=1)
+    return make_app(**fake.config(), SMS_TIMEOUT_SECONDS=5)
 
 
 def ask(client, phone="13812345678", purpose="register"):
