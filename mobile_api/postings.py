@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flask import Response, jsonify
 from flask_jwt_extended import jwt_required
 from flask_smorest import Blueprint
 
@@ -16,6 +17,7 @@ from mobile_api.schemas import (
     PostingUpdateSchema,
     RejectSchema,
 )
+from mobile_api.schemas.postings import dump_posting
 
 blp = Blueprint("postings", __name__, url_prefix="/api/v1/postings", description="The five micro-postings (五微)")
 AUTH = {"security": [{"bearerAuth": []}]}
@@ -52,7 +54,7 @@ def list_postings(query):
         items, next_cursor = matching.postings_for_me(
             optional_actor(), kinds=query.get("kind"), cursor=query["cursor"], limit=query["limit"]
         )
-        return {"items": items, "next_cursor": next_cursor}
+        return _page(items, next_cursor)
     near = query.get("near")
     items, next_cursor = feed.list_postings(
         optional_actor(),
@@ -67,7 +69,13 @@ def list_postings(query):
         cursor=query["cursor"],
         limit=query["limit"],
     )
-    return {"items": items, "next_cursor": next_cursor}
+    return _page(items, next_cursor)
+
+
+def _page(items, next_cursor) -> Response:
+    """A page of postings dumped straight to JSON (``dump_posting``): what
+    ``PostingPageSchema`` would give, without running it on every field."""
+    return jsonify({"items": [dump_posting(item) for item in items], "next_cursor": next_cursor})
 
 
 @blp.route("/<int:posting_id>", methods=["GET"])
@@ -75,7 +83,7 @@ def list_postings(query):
 @blp.doc(**PUBLIC)
 def get_posting(posting_id):
     """One posting (public; pending and rejected ones only for those allowed)."""
-    return postings.get_posting(optional_actor(), posting_id)
+    return jsonify(dump_posting(postings.get_posting(optional_actor(), posting_id)))
 
 
 @blp.route("/<int:posting_id>", methods=["PATCH"])

@@ -13,15 +13,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
-import sqlalchemy.orm as so
 from flask_babel import format_decimal, gettext
 
 from app.errors import Invalid
 from app.extensions import db
-from app.geo import MAX_RADIUS_KM, distance_km_sql, rings, within_radius
+from app.geo import (
+    APPROXIMATE_SLACK_DEG,
+    MAX_RADIUS_KM,
+    box_parameters,
+    distance_km_from_point,
+    point_parameters,
+    rings,
+    within_box_of_parameters,
+)
 from app.models import Org, Posting, PostingTag, User
 from app.models.postings import NEVER, ending_at
 from app.policy import HIDDEN_POSTING_STATUSES, POSTING_KINDS, POSTING_STATUSES
@@ -29,6 +37,7 @@ from app.services import pagination
 from app.services.permissions import Actor
 from app.services.postings import PostingView, views_of
 from app.services.postings.place import searched_point_sql
+from app.services.postings.views import POSTING_COLUMNS, names_of
 
 SORTS = ("newest", "distance", "ending_soon")
 # The review queue's default order: first come, first reviewed.
@@ -96,44 +105,46 @@ def list_postings(
             location="query",
         )
 
-    # status and kind are always named, so (status, kind, geocell) serves the
-    # nearby search even when the client asks for every kind.
-    where = [_one_or_any(Posting.status, statuses), _one_or_any(Posting.kind, kinds)]
+    # Everything the client chose travels as bound parameters of a statement
+    # built once per shape (_statement): building the expression and its cache
+    # key cost more than running it. Only a viewer's own visibility rule (the
+    # review queue, hidden statuses) makes a statement of its own.
+    extra = None
     if review_queue:
-        where.append(viewer.reviewable_postings())
+        extra = viewer.reviewable_postings()
     elif set(statuses) & set(HIDDEN_POSTING_STATUSES):
-        where.append(viewer.visible_postings())
-    if district is not None:
-        where.append(Posting.district == district)
-    if org_id is not None:
-        where.append(Posting.org_id == org_id)
-    if author_id is not None:
-        where.append(Posting.author_id == author_id)
-    if tags:
-        where.append(
-            sa.exists().where(
-                PostingTag.posting_id == Posting.id, _one_or_any(PostingTag.tag, list(dict.fromkeys(tags)))
-            )
-        )
-    distance = None
-    if near is not None:
-        # a wish is filtered, sorted and measured on its rounded point (postings.place)
-        distance = distance_km_sql(*searched_point_sql(), near.lat, near.lng)
-
-    order = _order(sort, distance)
+        extra = viewer.visible_postings()
     after = _decode(cursor, sort) if cursor else None
+    values: dict[str, Any] = {"statuses": statuses, "kinds": kinds, "limit": limit + 1}
+    filters = {"district": district, "org_id": org_id, "author_id": author_id}
+    values.update((name, value) for name, value in filters.items() if value is not None)
+    if tags:
+        values["tags"] = list(dict.fromkeys(tags))
     if after is not None:
-        where.append(pagination.after(order, after))
+        values.update(after_value=after[0], after_id=after[1])
+    shape = _Shape(
+        filters=tuple(name for name, value in filters.items() if value is not None),
+        tags=bool(tags),
+        near=near is not None,
+        sort=sort,
+        after=after is not None,
+        array=db.session.get_bind().dialect.name == "postgresql",
+    )
+    stmt = _build(shape, extra) if extra is not None else _statement(shape)
     if near is None:
-        rows = _page(sa.select(Posting).where(*where).order_by(*pagination.order_by(order)).limit(limit + 1))
+        rows = db.session.execute(stmt, values).all()
     else:
         # Nearest first: walk outwards in rings (app.geo.rings) and stop at the
         # first one that fills the page, so a dense old town reads a few hundred
         # index entries, not the thousands of a whole 3 km (or 50 km) circle.
         # Other orders need the whole circle.
+        values.update(point_parameters(near.lat, near.lng))
         radii = rings(near.radius_km, after[0] if after else 0.0) if sort == "distance" else [near.radius_km]
         for radius_km in radii:
-            rows = _page(_nearby(where, near, radius_km, distance, order, limit))
+            # the box is on the stored points (the index), the distance on the
+            # searched ones (a wish's rounded point): widened by the rounding
+            values.update(box_parameters(near.lat, near.lng, radius_km, APPROXIMATE_SLACK_DEG), radius_km=radius_km)
+            rows = db.session.execute(stmt, values).all()
             if len(rows) > limit:
                 break
 
@@ -141,65 +152,87 @@ def list_postings(
     if len(rows) > limit:
         rows = rows[:limit]
         next_cursor = pagination.encode_cursor([sort, *_key(sort, rows[-1])])
-    postings = [row.Posting for row in rows]
     return (
         views_of(
             viewer,
-            postings,
-            tag_names=tag_names_of([posting.id for posting in postings]),
-            distances={row.Posting.id: row.distance_km for row in rows} if distance is not None else None,
+            rows,
+            distances={row.id: row.distance_km for row in rows} if near is not None else None,
             origin=(near.lat, near.lng) if near is not None else None,
-            author_names={row.Posting.author_id: row.author_name for row in rows},
-            org_names={row.Posting.org_id: row.org_name for row in rows if row.Posting.org_id is not None},
+            **names_of(rows),
         ),
         next_cursor,
     )
 
 
-def _nearby(where: list, near: Near, radius_km: float, distance, order, limit: int) -> sa.Select:
-    """One page within ``radius_km``: the page's ids first, then those rows. The
-    inner query needs only columns of the geocell index, so PostgreSQL answers
-    it from the index alone instead of visiting every candidate row."""
-    inside = within_radius(
-        Posting.lat, Posting.lng, Posting.geocell, near.lat, near.lng, radius_km, shown=searched_point_sql()
-    )
-    page = (
-        sa.select(Posting.id.label("id"), distance.label("distance_km"))
-        .where(*where, inside)
-        .order_by(*pagination.order_by(order))
-        .limit(limit + 1)
-        .subquery("page")
-    )
-    outer = [(page.c.distance_km if column is distance else column, desc) for column, desc in order]
-    return (
-        sa.select(Posting, page.c.distance_km).join(page, page.c.id == Posting.id).order_by(*pagination.order_by(outer))
-    )
+@dataclass(frozen=True)
+class _Shape:
+    """What a feed statement's text depends on (the values are bound parameters)."""
+
+    filters: tuple[str, ...]  # which of district, org_id, author_id are given
+    tags: bool
+    near: bool
+    sort: str
+    after: bool
+    array: bool  # PostgreSQL: the geocells as one array parameter
 
 
-def _page(stmt: sa.Select) -> list[sa.Row]:
-    """Run a page's statement with its authors' and orgs' names joined in (one round trip)."""
-    stmt = (
-        stmt.add_columns(User.display_name.label("author_name"), Org.name.label("org_name"))
-        .join(User, User.id == Posting.author_id)
-        .outerjoin(Org, Org.id == Posting.org_id)
-        .options(so.noload(Posting.tags))
-    )
-    return db.session.execute(stmt).all()
+@cache
+def _statement(shape: _Shape) -> sa.Select:
+    return _build(shape)
 
 
-def tag_names_of(posting_ids: list[int]) -> dict[int, list[str]]:
-    """The tags of a page of postings as plain names, in their order: one light
-    statement instead of loading a PostingTag object per tag."""
-    names: dict[int, list[str]] = {posting_id: [] for posting_id in posting_ids}
-    if posting_ids:
-        rows = db.session.execute(
-            sa.select(PostingTag.posting_id, PostingTag.tag)
-            .where(PostingTag.posting_id.in_(posting_ids))
-            .order_by(PostingTag.posting_id, PostingTag.position)
+def _build(shape: _Shape, extra: sa.ColumnElement[bool] | None = None) -> sa.Select:
+    """One page's statement: the posting's columns (``POSTING_COLUMNS``, no ORM
+    objects), its author's and org's names, and with ``near`` its distance.
+
+    A nearby page takes the page's ids first, then those rows: the inner query
+    needs only columns of the geocell index, so PostgreSQL answers it from the
+    index alone instead of visiting every candidate row."""
+    param = sa.bindparam
+    # status and kind are always named, so (status, kind, geocell) serves the
+    # nearby search even when the client asks for every kind.
+    where = [Posting.status.in_(param("statuses", expanding=True)), Posting.kind.in_(param("kinds", expanding=True))]
+    if extra is not None:
+        where.append(extra)
+    where += [getattr(Posting, name) == param(name) for name in shape.filters]
+    if shape.tags:
+        where.append(
+            sa.exists().where(PostingTag.posting_id == Posting.id, PostingTag.tag.in_(param("tags", expanding=True)))
         )
-        for posting_id, tag in rows:
-            names[posting_id].append(tag)
-    return names
+    distance = None
+    if shape.near:
+        # a wish is filtered, sorted and measured on its rounded point (postings.place)
+        distance = distance_km_from_point(*searched_point_sql())
+        where += [
+            within_box_of_parameters(Posting.lat, Posting.lng, Posting.geocell, array=shape.array),
+            distance <= param("radius_km", type_=sa.Float),
+        ]
+    order = _order(shape.sort, distance)
+    if shape.after:
+        where.append(pagination.after(order, [param("after_value"), param("after_id")]))
+    names = (User.display_name.label("author_name"), Org.name.label("org_name"))
+    if distance is None:
+        stmt = (
+            sa.select(*POSTING_COLUMNS, *names)
+            .where(*where)
+            .order_by(*pagination.order_by(order))
+            .limit(param("limit", type_=sa.Integer))
+        )
+    else:
+        page = (
+            sa.select(Posting.id.label("id"), distance.label("distance_km"))
+            .where(*where)
+            .order_by(*pagination.order_by(order))
+            .limit(param("limit", type_=sa.Integer))
+            .subquery("page")
+        )
+        outer = [(page.c.distance_km if column is distance else column, desc) for column, desc in order]
+        stmt = (
+            sa.select(*POSTING_COLUMNS, page.c.distance_km, *names)
+            .join(page, page.c.id == Posting.id)
+            .order_by(*pagination.order_by(outer))
+        )
+    return stmt.join(User, User.id == Posting.author_id).outerjoin(Org, Org.id == Posting.org_id)
 
 
 def _decode(cursor: str, sort: str) -> list[Any]:
@@ -212,10 +245,6 @@ def _decode(cursor: str, sort: str) -> list[Any]:
     return [value, last_id]
 
 
-def _one_or_any(column, values: Sequence[Any]) -> sa.ColumnElement[bool]:
-    return column == values[0] if len(values) == 1 else column.in_(values)
-
-
 def _order(sort: str, distance) -> list[tuple[Any, bool]]:
     if sort == "distance":
         return [(distance, False), (Posting.id, False)]
@@ -226,9 +255,8 @@ def _order(sort: str, distance) -> list[tuple[Any, bool]]:
 
 
 def _key(sort: str, row) -> list[Any]:
-    posting = row.Posting
     if sort == "distance":
-        return [row.distance_km, posting.id]
+        return [row.distance_km, row.id]
     if sort == "ending_soon":
-        return [posting.expires_at or posting.ends_at or NEVER, posting.id]
-    return [posting.created_at, posting.id]
+        return [row.expires_at or row.ends_at or NEVER, row.id]
+    return [row.created_at, row.id]

@@ -54,6 +54,7 @@ from app.services import pagination
 from app.services.permissions import Actor
 from app.services.postings import PostingView, views_of
 from app.services.postings.place import searched_point_sql
+from app.services.postings.views import names_of, posting_rows
 from app.skills import vocabulary
 
 MATCHED_KINDS = kinds_where(matched_to_volunteers=True)
@@ -98,15 +99,16 @@ def postings_for_me(
     if len(places) > limit:
         places = places[:limit]
         next_cursor = pagination.encode_cursor([_CURSOR, *places[-1]])
-    by_id = {p.id: p for p in db.session.scalars(sa.select(Posting).where(Posting.id.in_([p.id for p in places])))}
-    postings = [by_id[place.id] for place in places]
+    by_id = posting_rows([place.id for place in places])
+    rows = [by_id[place.id] for place in places]
+    names = names_of(rows)
     matches = {}
-    for posting in postings:
-        named = set(vocabulary().codes_named_by(posting.tag_names))
-        matches[posting.id] = [code for code in skills if code in named]  # in the volunteer's order
+    for row in rows:
+        named = set(vocabulary().codes_named_by(names["tag_names"][row.id]))
+        matches[row.id] = [code for code in skills if code in named]  # in the volunteer's order
     distances = {place.id: place.distance_km for place in places}
     home = (volunteer.home_lat, volunteer.home_lng)
-    return views_of(actor, postings, distances=distances, origin=home, matches=matches), next_cursor
+    return views_of(actor, rows, distances=distances, origin=home, matches=matches, **names), next_cursor
 
 
 def _known_skills(volunteer: Volunteer) -> list[str]:

@@ -375,6 +375,21 @@ def load_photos(postings: Sequence[Posting] = (), claims: Sequence[Claim] = ()) 
         so.attributes.set_committed_value(claim, "photos", by_claim.get(claim.id, []))
 
 
+_POSTING_PHOTOS = (
+    sa.select(Photo).where(Photo.posting_id.in_(sa.bindparam("ids", expanding=True))).order_by(Photo.position, Photo.id)
+)
+
+
+def photos_of_postings(posting_ids: Sequence[int]) -> dict[int, list[Photo]]:
+    """The photos of a page of postings, in order, by posting id (one query, none
+    for an empty page): for pages built from rows rather than ``Posting`` objects."""
+    by_posting: dict[int, list[Photo]] = {}
+    if posting_ids:
+        for photo in db.session.scalars(_POSTING_PHOTOS, {"ids": list(posting_ids)}):
+            by_posting.setdefault(photo.posting_id, []).append(photo)
+    return by_posting
+
+
 def avatar_of(user: User) -> Photo | None:
     return db.session.scalar(sa.select(Photo).where(Photo.avatar_user_id == user.id))
 

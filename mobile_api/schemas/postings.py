@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask_babel import gettext
 from marshmallow import ValidationError, fields, validate, validates_schema
 
+from app.clock import isoformat
 from app.policy import POSTING_KINDS, POSTING_STATUSES
 from app.services.feed import SORTS
 from mobile_api.fields import (
@@ -135,6 +136,64 @@ class PostingSchema(BaseSchema):
     reviewed_at = UTCDateTime(allow_none=True)
     created_at = UTCDateTime()
     updated_at = UTCDateTime()
+
+
+_PHOTOS = PhotoSchema(many=True)
+_STORY = StorySchema()
+_CLAIM = ClaimSchema()
+
+
+def dump_posting(view) -> dict:
+    """``PostingSchema().dump(view)`` written out by hand, for the hot reads (the
+    feed, ``for_me``, a posting's page): the same keys in the same order, the
+    same values in the same formats, in a tenth of the time. The schema stays
+    what the OpenAPI document describes and what every other response of a
+    posting is dumped with; ``tests/test_dumping.py`` checks the two agree,
+    field for field, for every kind of posting and viewer. What is rare on a
+    page (photos, a story, the viewer's claim) goes through its own schema."""
+    author, org, match = view.author, view.org, view.match
+    distance_km = view.distance_km
+    return {
+        "id": view.id,
+        "kind": view.kind,
+        "title": view.title,
+        "description": view.description,
+        "status": view.status,
+        "district": view.district,
+        "address": view.address,
+        "location": _location(view.location),
+        "tags": list(view.tag_names),
+        "photos": _PHOTOS.dump(view.photos) if view.photos else [],
+        "story": None if view.story is None else _STORY.dump(view.story),
+        "org": None if org is None else {"id": org["id"], "name": org["name"]},
+        "author": {"id": author["id"], "display_name": author["display_name"]},
+        "capacity": view.capacity,
+        "claimed_count": view.claimed_count,
+        "waitlist_count": view.waitlist_count,
+        "starts_at": isoformat(view.starts_at),
+        "ends_at": isoformat(view.ends_at),
+        "expires_at": isoformat(view.expires_at),
+        "claim_ttl_hours": view.claim_ttl_hours,
+        "energy_cost": view.energy_cost,
+        "beneficiary": dict(view.beneficiary),
+        "my_claim": None if view.my_claim is None else _CLAIM.dump(view.my_claim),
+        "distance_km": None if distance_km is None else float(distance_km),
+        "match": None if match is None else _match(match),
+        "reject_reason": view.reject_reason,
+        "cancel_reason": view.cancel_reason,
+        "reviewed_at": isoformat(view.reviewed_at),
+        "created_at": isoformat(view.created_at),
+        "updated_at": isoformat(view.updated_at),
+    }
+
+
+def _location(location: dict | None) -> dict | None:
+    return None if location is None else {"lat": float(location["lat"]), "lng": float(location["lng"])}
+
+
+def _match(match: dict) -> dict:
+    distance_km = match["distance_km"]
+    return {"skills": list(match["skills"]), "distance_km": None if distance_km is None else float(distance_km)}
 
 
 class PostingCreateSchema(BaseSchema):

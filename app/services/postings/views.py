@@ -10,19 +10,26 @@ import sqlalchemy as sa
 
 from app.errors import NotFound
 from app.extensions import db
-from app.models import Claim, Org, Posting, User
+from app.models import Claim, Org, Posting, PostingTag, User
 from app.policy import LIVE_CLAIM_STATUSES, POLICIES
 from app.services.permissions import Actor
-from app.services.photos import load_photos
+from app.services.photos import load_photos, photos_of_postings
 from app.services.postings.place import ShownPlace, shown_place
 from app.validators import mask_name
+
+# What the hot reads (the feed, "for me", a posting's page) select of a posting:
+# every column but the retired photo_urls, as plain rows (``sa.Row`` reads like
+# the model: ``row.kind``), never ORM objects.
+POSTING_COLUMNS = tuple(column for column in Posting.__table__.c if column.key != "photo_urls")
 
 
 @dataclass
 class PostingView:
-    """A posting as one viewer sees it: the row plus what depends on the viewer."""
+    """A posting as one viewer sees it: the row plus what depends on the viewer.
 
-    posting: Posting
+    ``posting`` is a ``Posting``, or a row of ``POSTING_COLUMNS`` (the hot reads)."""
+
+    posting: Posting | sa.Row
     author: dict[str, Any]
     org: dict[str, Any] | None
     beneficiary: dict[str, Any]
@@ -35,10 +42,14 @@ class PostingView:
     tag_names: list[str] | None = None
     # its story (微故事): the confirmed fulfilment's note and photos, when public
     story: dict[str, Any] | None = None
+    # its photos, when read with the page rather than through posting.photos
+    photos: list | None = None
 
     def __post_init__(self) -> None:
         if self.tag_names is None:
             self.tag_names = self.posting.tag_names
+        if self.photos is None:
+            self.photos = self.posting.photos
 
     def __getattr__(self, name: str) -> Any:
         # Everything else is the posting's own column.
@@ -62,8 +73,55 @@ class PostingView:
 
 
 def get_posting(actor: Actor, posting_id: int) -> PostingView:
-    """One posting as ``actor`` may see it; 404 if they may not."""
-    return view_of(actor, visible_posting(actor, posting_id))
+    """One posting as ``actor`` may see it; 404 if they may not (a posting's page:
+    read as a row, like the feed)."""
+    row = posting_rows([posting_id]).get(posting_id)
+    if row is None or not actor.may_view_posting(row, lambda: _held_claim(actor, row)):
+        raise NotFound()
+    return views_of(actor, [row], detail=True, **names_of([row]))[0]
+
+
+_ROWS = (
+    sa.select(*POSTING_COLUMNS, User.display_name.label("author_name"), Org.name.label("org_name"))
+    .join(User, User.id == Posting.author_id)
+    .outerjoin(Org, Org.id == Posting.org_id)
+    .where(Posting.id.in_(sa.bindparam("ids", expanding=True)))
+)
+
+
+def posting_rows(posting_ids: Sequence[int]) -> dict[int, sa.Row]:
+    """Postings by id as rows of ``POSTING_COLUMNS`` with ``author_name`` and
+    ``org_name`` (one statement, built once)."""
+    if not posting_ids:
+        return {}
+    return {row.id: row for row in db.session.execute(_ROWS, {"ids": list(posting_ids)})}
+
+
+def names_of(rows: Sequence[sa.Row]) -> dict[str, Any]:
+    """What rows carrying ``author_name`` and ``org_name`` spare :func:`views_of`:
+    its ``author_names`` and ``org_names``, and the query of their tags."""
+    return {
+        "author_names": {row.author_id: row.author_name for row in rows},
+        "org_names": {row.org_id: row.org_name for row in rows if row.org_id is not None},
+        "tag_names": tag_names_of([row.id for row in rows]),
+    }
+
+
+_TAGS = (
+    sa.select(PostingTag.posting_id, PostingTag.tag)
+    .where(PostingTag.posting_id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(PostingTag.posting_id, PostingTag.position)
+)
+
+
+def tag_names_of(posting_ids: Sequence[int]) -> dict[int, list[str]]:
+    """The tags of a page of postings as plain names, in their order: one light
+    statement instead of loading a PostingTag object per tag."""
+    names: dict[int, list[str]] = {posting_id: [] for posting_id in posting_ids}
+    if posting_ids:
+        for posting_id, tag in db.session.execute(_TAGS, {"ids": list(posting_ids)}):
+            names[posting_id].append(tag)
+    return names
 
 
 def visible_posting(actor: Actor, posting_id: int) -> Posting:
@@ -73,7 +131,7 @@ def visible_posting(actor: Actor, posting_id: int) -> Posting:
     return posting
 
 
-def _held_claim(actor: Actor, posting: Posting) -> bool:
+def _held_claim(actor: Actor, posting: Posting | sa.Row) -> bool:
     held = sa.select(Claim.id).where(Claim.posting_id == posting.id, Claim.user_id == actor.id).limit(1)
     return db.session.scalar(held) is not None
 
@@ -85,7 +143,7 @@ def view_of(actor: Actor, posting: Posting) -> PostingView:
 
 def views_of(
     actor: Actor,
-    postings: Sequence[Posting],
+    postings: Sequence[Posting | sa.Row],
     *,
     detail: bool = False,
     distances: Mapping[int, float] | None = None,
@@ -101,7 +159,8 @@ def views_of(
     ``origin`` by a search) and ``matches`` (skills matched, for "for me") are
     per posting id; the place each viewer sees is ``place.shown_place``'s; ``author_names`` and
     ``org_names``, when the caller read them with the postings, spare a query each;
-    so does ``tag_names`` the loading of ``posting.tags``."""
+    so does ``tag_names`` the loading of ``posting.tags``. ``postings`` may be
+    ``Posting`` objects or rows of ``POSTING_COLUMNS``."""
     if not postings:
         return []
     ids = [p.id for p in postings]
@@ -118,7 +177,8 @@ def views_of(
         orgs = dict(db.session.execute(sa.select(Org.id, Org.name).where(Org.id.in_(org_ids))).all()) if org_ids else {}
     claims = viewer_claims(actor, ids) if actor.signed_in else {}
     stories = public_stories(postings)
-    load_photos(postings, [*claims.values(), *stories.values()])
+    load_photos(claims=[*claims.values(), *stories.values()])
+    photos = photos_of_postings(ids)
 
     views = []
     for posting in postings:
@@ -143,6 +203,7 @@ def views_of(
                 match={"skills": matches[posting.id], "distance_km": place.distance_km} if matches else None,
                 tag_names=tag_names.get(posting.id) if tag_names is not None else None,
                 story=_story(stories.get(posting.id)),
+                photos=photos.get(posting.id, []),
             )
         )
     return views
