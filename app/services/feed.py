@@ -187,7 +187,8 @@ def _build(shape: _Shape, extra: sa.ColumnElement[bool] | None = None) -> sa.Sel
 
     A nearby page takes the page's ids first, then those rows: the inner query
     needs only columns of the geocell index, so PostgreSQL answers it from the
-    index alone instead of visiting every candidate row."""
+    index alone instead of visiting every candidate row (``sort=newest`` too:
+    ``created_at`` is in the index)."""
     param = sa.bindparam
     # status and kind are always named, so (status, kind, geocell) serves the
     # nearby search even when the client asks for every kind.
@@ -199,19 +200,11 @@ def _build(shape: _Shape, extra: sa.ColumnElement[bool] | None = None) -> sa.Sel
         where.append(
             sa.exists().where(PostingTag.posting_id == Posting.id, PostingTag.tag.in_(param("tags", expanding=True)))
         )
-    distance = None
-    if shape.near:
-        # a wish is filtered, sorted and measured on its rounded point (postings.place)
-        distance = distance_km_from_point(*searched_point_sql())
-        where += [
-            within_box_of_parameters(Posting.lat, Posting.lng, Posting.geocell, array=shape.array),
-            distance <= param("radius_km", type_=sa.Float),
-        ]
-    order = _order(shape.sort, distance)
-    if shape.after:
-        where.append(pagination.after(order, [param("after_value"), param("after_id")]))
     names = (User.display_name.label("author_name"), Org.name.label("org_name"))
-    if distance is None:
+    if not shape.near:
+        order = _order(shape.sort, None)
+        if shape.after:
+            where.append(pagination.after(order, [param("after_value"), param("after_id")]))
         stmt = (
             sa.select(*POSTING_COLUMNS, *names)
             .where(*where)
@@ -219,14 +212,32 @@ def _build(shape: _Shape, extra: sa.ColumnElement[bool] | None = None) -> sa.Sel
             .limit(param("limit", type_=sa.Integer))
         )
     else:
+        # a wish is filtered, sorted and measured on its rounded point (postings.place)
+        distance = distance_km_from_point(*searched_point_sql())
+        where.append(within_box_of_parameters(Posting.lat, Posting.lng, Posting.geocell, array=shape.array))
+        order = _order(shape.sort, distance)
+        # The distance is written once, in the candidates' select, and the page
+        # filters, orders and cuts on its column (PostgreSQL flattens the
+        # subquery): written three times, the statement outgrew what psycopg
+        # keeps converted (4 KB) and was converted again on every request.
+        columns = [Posting.id.label("id"), distance.label("distance_km")]
+        if shape.sort != "distance":
+            columns.append(order[0][0].label("sort_key"))
+        c = sa.select(*columns).where(*where).subquery("candidate").c
+        sort_key = c.distance_km if shape.sort == "distance" else c.sort_key
+        on_candidate = [(sort_key, order[0][1]), (c.id, order[1][1])]
+        inside = [c.distance_km <= param("radius_km", type_=sa.Float)]
+        if shape.after:
+            inside.append(pagination.after(on_candidate, [param("after_value"), param("after_id")]))
         page = (
-            sa.select(Posting.id.label("id"), distance.label("distance_km"))
-            .where(*where)
-            .order_by(*pagination.order_by(order))
+            sa.select(c.id, c.distance_km, *([] if shape.sort == "distance" else [c.sort_key]))
+            .where(*inside)
+            .order_by(*pagination.order_by(on_candidate))
             .limit(param("limit", type_=sa.Integer))
             .subquery("page")
         )
-        outer = [(page.c.distance_km if column is distance else column, desc) for column, desc in order]
+        page_key = page.c.distance_km if shape.sort == "distance" else page.c.sort_key
+        outer = [(page_key, order[0][1]), (Posting.id, order[1][1])]
         stmt = (
             sa.select(*POSTING_COLUMNS, page.c.distance_km, *names)
             .join(page, page.c.id == Posting.id)

@@ -151,15 +151,15 @@ def dump_posting(view) -> dict:
     posting is dumped with; ``tests/test_dumping.py`` checks the two agree,
     field for field, for every kind of posting and viewer. What is rare on a
     page (photos, a story, the viewer's claim) goes through its own schema."""
-    author, org, match = view.author, view.org, view.match
+    posting, author, org, match = view.posting, view.author, view.org, view.match
     distance_km = view.distance_km
     return {
-        "id": view.id,
-        "kind": view.kind,
-        "title": view.title,
-        "description": view.description,
-        "status": view.status,
-        "district": view.district,
+        "id": posting.id,
+        "kind": posting.kind,
+        "title": posting.title,
+        "description": posting.description,
+        "status": posting.status,
+        "district": posting.district,
         "address": view.address,
         "location": _location(view.location),
         "tags": list(view.tag_names),
@@ -167,23 +167,23 @@ def dump_posting(view) -> dict:
         "story": None if view.story is None else _STORY.dump(view.story),
         "org": None if org is None else {"id": org["id"], "name": org["name"]},
         "author": {"id": author["id"], "display_name": author["display_name"]},
-        "capacity": view.capacity,
-        "claimed_count": view.claimed_count,
-        "waitlist_count": view.waitlist_count,
-        "starts_at": isoformat(view.starts_at),
-        "ends_at": isoformat(view.ends_at),
-        "expires_at": isoformat(view.expires_at),
-        "claim_ttl_hours": view.claim_ttl_hours,
-        "energy_cost": view.energy_cost,
+        "capacity": posting.capacity,
+        "claimed_count": posting.claimed_count,
+        "waitlist_count": posting.waitlist_count,
+        "starts_at": isoformat(posting.starts_at),
+        "ends_at": isoformat(posting.ends_at),
+        "expires_at": isoformat(posting.expires_at),
+        "claim_ttl_hours": posting.claim_ttl_hours,
+        "energy_cost": posting.energy_cost,
         "beneficiary": dict(view.beneficiary),
         "my_claim": None if view.my_claim is None else _CLAIM.dump(view.my_claim),
         "distance_km": None if distance_km is None else float(distance_km),
         "match": None if match is None else _match(match),
         "reject_reason": view.reject_reason,
-        "cancel_reason": view.cancel_reason,
-        "reviewed_at": isoformat(view.reviewed_at),
-        "created_at": isoformat(view.created_at),
-        "updated_at": isoformat(view.updated_at),
+        "cancel_reason": posting.cancel_reason,
+        "reviewed_at": isoformat(posting.reviewed_at),
+        "created_at": isoformat(posting.created_at),
+        "updated_at": isoformat(posting.updated_at),
     }
 
 
