@@ -22,7 +22,9 @@ and reused; ``--only claims`` needs none). Each round runs, in turn: claims on
 ours, on the one statement, on the six raw statements and on volunteer_planner
 (each claim a distinct wish by a distinct volunteer, wishes placed outside
 the city so the feed never sees them), the nearby feed on ours (open wishes
-within 3 km of a random centre, ``sort=distance``, 20 items) and hello. After
+within 3 km of a random centre, ``sort=distance``, 20 items), ``for_me`` on
+ours (the first page of one of 200 volunteers with a home in the city, one or
+two skills and a 3 km radius) and hello. After
 each claim phase the database is checked — every 201 is exactly one claim
 row, one claimed wish and one ``wish_claimed`` notification, nothing else
 was written — and after each feed phase that nothing was written at all.
@@ -56,6 +58,7 @@ from flask_jwt_extended import create_access_token  # noqa: E402
 from app import create_app  # noqa: E402
 from app.clock import utcnow  # noqa: E402
 from app.extensions import db  # noqa: E402
+from app.skills import DEFAULT_SKILLS  # noqa: E402
 from bench import driver, profile  # noqa: E402
 from bench.dbsetup import LOADER_CONFIG, ensure_database  # noqa: E402
 from bench.nearby import AUTHORS, load, random_centre  # noqa: E402
@@ -68,6 +71,7 @@ CLAIM_SPOT = (28.0, 120.0)  # outside the city: the feed never finds the claim p
 CLAIM_TITLE = "bench-claim"
 PORTS = {"ours": 8770, "ceiling": 8771, "hello": 8772, "baseline": 8773, "one": 8774, "planner": 8775}
 CLAIMING = ("ours", "one", "ceiling")  # the servers whose claims every round times, in this order
+FOR_ME_VOLUNTEERS = 200  # volunteers with a home in the city and skills, for the for_me phase
 COUNTED = ("claims", "notifications", "postings", "volunteers", "refresh_tokens", "energy_ledger")
 
 
@@ -102,7 +106,9 @@ def main() -> None:
     claiming = [*CLAIMING, *(["baseline"] if args.baseline else [])] if claims_on else []
     with app.app_context():
         prepare_feed(args.reload, postings=FEED_POSTINGS if feed_on else 0)
-        wishes, tokens = seed_claims(len(claiming) * (args.rounds * args.claims + 100) + 20)
+        wishes, tokens = seed_claims(len(claiming) * (args.rounds * args.claims + 100) + 20 + FOR_ME_VOLUNTEERS)
+        # the last ones ask for_me: a home in the city, one or two skills (never in a claim phase)
+        for_me_tokens = place_for_me(tokens[-FOR_ME_VOLUNTEERS:], random.Random(args.seed + 1)) if feed_on else []
 
     env = {**driver.app_env(url, SECRET), "BENCH_DATABASE_URL": url}
     servers = {}
@@ -148,6 +154,7 @@ def main() -> None:
         if feed_on:
             for name in ("ours", *(["baseline"] if args.baseline else [])):
                 feed(app, name, servers, rng, 200, feed_token, args)
+                for_me(app, name, servers, rng, 200, for_me_tokens, args)
             feed(app, "hello", servers, rng, 200, None, args)
 
         figures: dict[str, list[driver.Figures]] = {}
@@ -170,6 +177,14 @@ def main() -> None:
                 if args.baseline:
                     result = feed(app, "baseline", servers, rng, args.feeds, feed_token, args)
                     figures.setdefault("feed baseline", []).append(result)
+                    print(result.line(), flush=True)
+                with profiled(args, number, "ours", servers, "for_me"):
+                    result = for_me(app, "ours", servers, rng, args.feeds, for_me_tokens, args)
+                figures.setdefault("for_me", []).append(result)
+                print(result.line(), flush=True)
+                if args.baseline:
+                    result = for_me(app, "baseline", servers, rng, args.feeds, for_me_tokens, args)
+                    figures.setdefault("for_me baseline", []).append(result)
                     print(result.line(), flush=True)
                 figures.setdefault("hello", []).append(feed(app, "hello", servers, rng, args.feeds, None, args))
                 print(figures["hello"][-1].line(), flush=True)
@@ -285,13 +300,14 @@ def seed_claims(n: int) -> tuple[list[int], list[str]]:
             },
         ).scalars()
         wish_ids = sorted(wishes)
-        # the tokens' family, as a login would have opened it (a family nobody issued counts as revoked)
+        # each user's token family, as a login would have opened it (a family
+        # nobody issued to the user the token names counts as revoked)
         conn.execute(
             sa.text(
                 "INSERT INTO refresh_tokens (jti, family_id, user_id, issued_at, expires_at)"
-                " VALUES ('bench', 'bench', :u, :now, :later)"
+                " SELECT 'bench-' || u, 'bench', u, :now, :later FROM unnest(CAST(:ids AS int[])) AS u"
             ),
-            {"u": user_ids[0], "now": now, "later": now + timedelta(days=1)},
+            {"ids": user_ids, "now": now, "later": now + timedelta(days=1)},
         )
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         for table in ("postings", "users", "volunteers", "claims", "notifications"):
@@ -384,6 +400,43 @@ def feed(app, name: str, servers, rng, n: int, token: str | None, args) -> drive
     return result
 
 
+def for_me(app, name: str, servers, rng, n: int, tokens: list[str], args) -> driver.Figures:
+    """``GET /postings?for_me=true``, first pages, each by one of the for_me volunteers at random."""
+    requests = [
+        driver.Request("GET", "/api/v1/postings?for_me=true", {"Authorization": f"Bearer {rng.choice(tokens)}"})
+        for _ in range(n)
+    ]
+    with app.app_context():
+        before = counts()
+        result = driver.run(name, PORTS[name], servers[name], requests, clients=args.clients)
+        assert counts() == before, f"{name}: a read wrote rows"
+    assert result.outcomes == {200: n}, f"{name}: {result.outcomes}"
+    result.label = f"for_me {name}"
+    return result
+
+
+def place_for_me(tokens: list[str], rng) -> list[str]:
+    """Give the volunteers of ``tokens`` a home (``random_centre``: the feed's
+    mixture), one or two skills, a 3 km radius; returns the tokens."""
+    from flask_jwt_extended import decode_token
+
+    codes = [skill.code for skill in DEFAULT_SKILLS]
+    rows = []
+    for token in tokens:
+        lat, lng = random_centre(rng)
+        skills = rng.sample(codes, rng.choice((1, 2)))
+        rows.append({"u": int(decode_token(token)["sub"]), "lat": lat, "lng": lng, "skills": json.dumps(skills)})
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE volunteers SET home_lat = :lat, home_lng = :lng, skills = CAST(:skills AS json),"
+                " push_radius_km = 3 WHERE user_id = :u"
+            ),
+            rows,
+        )
+    return tokens
+
+
 def feed_path(centre: tuple[float, float]) -> str:
     return f"/api/v1/postings?kind=wish&near={centre[0]:.5f},{centre[1]:.5f}&radius_km=3&sort=distance&limit=20"
 
@@ -435,7 +488,14 @@ def report(figures: dict[str, list[driver.Figures]]) -> None:
         print(f"feed:  ours / hello throughput {span([100 * r for r in feed_ratio], '{:.1f}')} % (goal ≥ 15 %),")
         print(f"       p95 {span([r.percentile(95) for r in figures['feed']], '{:.1f}')} ms (goal ≤ 25 ms)")
         print(f"       mean {statistics.mean(r.cpu_ms for r in figures['feed']):.2f} ms CPU a page")
-    for what, ours, before in (("claim", "claim ours", "claim baseline"), ("feed", "feed", "feed baseline")):
+    if "for_me" in figures:
+        print(f"for_me: p95 {span([r.percentile(95) for r in figures['for_me']], '{:.1f}')} ms (goal ≤ 30 ms),")
+        print(f"       ours / hello throughput {span([100 * r for r in ratios('for_me', 'hello')], '{:.1f}')} %")
+    for what, ours, before in (
+        ("claim", "claim ours", "claim baseline"),
+        ("feed", "feed", "feed baseline"),
+        ("for_me", "for_me", "for_me baseline"),
+    ):
         if before in figures:
             speedup = ratios(ours, before)
             cpu = ratios(ours, before, lambda f: f.cpu_ms)

@@ -118,6 +118,12 @@ def _known_skills(volunteer: Volunteer) -> list[str]:
     return [code for code in dict.fromkeys(volunteer.skills or []) if code in known]
 
 
+# the postings the volunteer holds a live claim on (left out)
+_HELD = sa.select(Claim.posting_id).where(
+    Claim.user_id == sa.bindparam("user_id"), Claim.status.in_(LIVE_CLAIM_STATUSES)
+)
+
+
 class _Search:
     """One volunteer's search: the values its statements run with."""
 
@@ -127,9 +133,7 @@ class _Search:
         self.array = db.session.get_bind().dialect.name == "postgresql"
         names = vocabulary().tags_naming(skills)
         self.skills = [[tag for tag, code in names.items() if code == skill] for skill in skills]
-        held = db.session.scalars(
-            sa.select(Claim.posting_id).where(Claim.user_id == volunteer.user_id, Claim.status.in_(LIVE_CLAIM_STATUSES))
-        ).all()
+        held = db.session.scalars(_HELD, {"user_id": volunteer.user_id}).all()
         self.values = {
             **point_parameters(*self.home),
             "user_id": volunteer.user_id,

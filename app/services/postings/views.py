@@ -216,21 +216,31 @@ def public_stories(postings: Sequence[Posting]) -> dict[int, Claim]:
     ids = [p.id for p in postings if p.status == "closed" and POLICIES[p.kind].public_story]
     if not ids:
         return {}
-    rows = db.session.scalars(
-        sa.select(Claim).where(Claim.posting_id.in_(ids), Claim.status == "confirmed", Claim.photos_private.is_(False))
-    )
-    return {claim.posting_id: claim for claim in rows}
+    return {claim.posting_id: claim for claim in db.session.scalars(_STORIES, {"ids": ids})}
+
+
+_STORIES = sa.select(Claim).where(
+    Claim.posting_id.in_(sa.bindparam("ids", expanding=True)),
+    Claim.status == "confirmed",
+    Claim.photos_private.is_(False),
+)
 
 
 def _story(claim: Claim | None) -> dict[str, Any] | None:
     return None if claim is None else {"note": claim.note, "photos": claim.photos}
 
 
+_VIEWER_CLAIMS = (
+    sa.select(Claim)
+    .where(Claim.user_id == sa.bindparam("user_id"), Claim.posting_id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(Claim.id)
+)
+
+
 def viewer_claims(actor: Actor, posting_ids: Sequence[int]) -> dict[int, Claim]:
-    """The viewer's claim on each posting: the live one, else the latest (one query)."""
-    rows = db.session.scalars(
-        sa.select(Claim).where(Claim.user_id == actor.id, Claim.posting_id.in_(posting_ids)).order_by(Claim.id)
-    )
+    """The viewer's claim on each posting: the live one, else the latest (one query,
+    built once)."""
+    rows = db.session.scalars(_VIEWER_CLAIMS, {"user_id": actor.id, "ids": list(posting_ids)})
     chosen: dict[int, Claim] = {}
     for claim in rows:
         current = chosen.get(claim.posting_id)
