@@ -37,7 +37,7 @@ from app.services import pagination
 from app.services.permissions import Actor
 from app.services.postings import PostingView, views_of
 from app.services.postings.place import searched_point_sql
-from app.services.postings.views import POSTING_COLUMNS, names_of
+from app.services.postings.views import POSTING_COLUMNS, names_of, page_columns
 
 SORTS = ("newest", "distance", "ending_soon")
 # The review queue's default order: first come, first reviewed.
@@ -128,7 +128,7 @@ def list_postings(
         near=near is not None,
         sort=sort,
         after=after is not None,
-        array=db.session.get_bind().dialect.name == "postgresql",
+        postgresql=db.session.get_bind().dialect.name == "postgresql",
     )
     stmt = _build(shape, extra) if extra is not None else _statement(shape)
     if near is None:
@@ -173,7 +173,7 @@ class _Shape:
     near: bool
     sort: str
     after: bool
-    array: bool  # PostgreSQL: the geocells as one array parameter
+    postgresql: bool  # the geocells as one array parameter, the tags aggregated
 
 
 @cache
@@ -200,7 +200,7 @@ def _build(shape: _Shape, extra: sa.ColumnElement[bool] | None = None) -> sa.Sel
         where.append(
             sa.exists().where(PostingTag.posting_id == Posting.id, PostingTag.tag.in_(param("tags", expanding=True)))
         )
-    names = (User.display_name.label("author_name"), Org.name.label("org_name"))
+    names = (User.display_name.label("author_name"), Org.name.label("org_name"), *page_columns(shape.postgresql))
     if not shape.near:
         order = _order(shape.sort, None)
         if shape.after:
@@ -214,7 +214,7 @@ def _build(shape: _Shape, extra: sa.ColumnElement[bool] | None = None) -> sa.Sel
     else:
         # a wish is filtered, sorted and measured on its rounded point (postings.place)
         distance = distance_km_from_point(*searched_point_sql())
-        where.append(within_box_of_parameters(Posting.lat, Posting.lng, Posting.geocell, array=shape.array))
+        where.append(within_box_of_parameters(Posting.lat, Posting.lng, Posting.geocell, array=shape.postgresql))
         order = _order(shape.sort, distance)
         # The distance is written once, in the candidates' select, and the page
         # filters, orders and cuts on its column (PostgreSQL flattens the

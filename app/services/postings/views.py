@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 from app.errors import NotFound
 from app.extensions import db
-from app.models import Claim, Org, Posting, PostingTag, User
+from app.models import Claim, Org, Photo, Posting, PostingTag, User
 from app.policy import LIVE_CLAIM_STATUSES, POLICIES
 from app.services.permissions import Actor
 from app.services.photos import load_photos, photos_of_postings
@@ -81,29 +83,59 @@ def get_posting(actor: Actor, posting_id: int) -> PostingView:
     return views_of(actor, [row], detail=True, **names_of([row]))[0]
 
 
-_ROWS = (
-    sa.select(*POSTING_COLUMNS, User.display_name.label("author_name"), Org.name.label("org_name"))
-    .join(User, User.id == Posting.author_id)
-    .outerjoin(Org, Org.id == Posting.org_id)
-    .where(Posting.id.in_(sa.bindparam("ids", expanding=True)))
-)
+def page_columns(postgresql: bool) -> tuple[sa.ColumnElement, ...]:
+    """What a page's statement selects beside ``POSTING_COLUMNS`` and the names,
+    so the page needs no statement of its own for them: whether the posting
+    has photos (``has_photos``: their query runs only for those that do) and, on
+    PostgreSQL, its tags in order (``tag_list``; SQLite, whose aggregates take
+    no order, reads them with :func:`tag_names_of`)."""
+    has_photos = sa.exists().where(Photo.posting_id == Posting.id).label("has_photos")
+    if not postgresql:
+        return (has_photos,)
+    tags = (
+        sa.select(sa.func.json_agg(aggregate_order_by(PostingTag.tag, PostingTag.position)))
+        .where(PostingTag.posting_id == Posting.id)
+        .scalar_subquery()
+    )
+    return has_photos, sa.type_coerce(tags, sa.JSON).label("tag_list")
+
+
+@cache
+def _rows(postgresql: bool) -> sa.Select:
+    return (
+        sa.select(
+            *POSTING_COLUMNS,
+            User.display_name.label("author_name"),
+            Org.name.label("org_name"),
+            *page_columns(postgresql),
+        )
+        .join(User, User.id == Posting.author_id)
+        .outerjoin(Org, Org.id == Posting.org_id)
+        .where(Posting.id.in_(sa.bindparam("ids", expanding=True)))
+    )
 
 
 def posting_rows(posting_ids: Sequence[int]) -> dict[int, sa.Row]:
-    """Postings by id as rows of ``POSTING_COLUMNS`` with ``author_name`` and
-    ``org_name`` (one statement, built once)."""
+    """Postings by id as rows of ``POSTING_COLUMNS`` with ``author_name``,
+    ``org_name`` and :func:`page_columns` (one statement, built once)."""
     if not posting_ids:
         return {}
-    return {row.id: row for row in db.session.execute(_ROWS, {"ids": list(posting_ids)})}
+    stmt = _rows(db.session.get_bind().dialect.name == "postgresql")
+    return {row.id: row for row in db.session.execute(stmt, {"ids": list(posting_ids)})}
 
 
 def names_of(rows: Sequence[sa.Row]) -> dict[str, Any]:
-    """What rows carrying ``author_name`` and ``org_name`` spare :func:`views_of`:
-    its ``author_names`` and ``org_names``, and the query of their tags."""
+    """What rows carrying ``author_name``, ``org_name`` and :func:`page_columns`
+    spare :func:`views_of`: its ``author_names``, ``org_names``, the query of
+    their tags (on PostgreSQL) and that of their photos when they have none."""
+    aggregated = bool(rows) and "tag_list" in rows[0]._fields
     return {
         "author_names": {row.author_id: row.author_name for row in rows},
         "org_names": {row.org_id: row.org_name for row in rows if row.org_id is not None},
-        "tag_names": tag_names_of([row.id for row in rows]),
+        "tag_names": (
+            {row.id: row.tag_list or [] for row in rows} if aggregated else tag_names_of([row.id for row in rows])
+        ),
+        "photographed": [row.id for row in rows if row.has_photos],
     }
 
 
@@ -152,6 +184,7 @@ def views_of(
     author_names: Mapping[int, str] | None = None,
     org_names: Mapping[int, str] | None = None,
     tag_names: Mapping[int, list[str]] | None = None,
+    photographed: Sequence[int] | None = None,
 ) -> list[PostingView]:
     """Views of many postings in a fixed number of queries (authors, orgs, the
     viewer's claims), never one per posting. Lists (``detail=False``) never
@@ -159,7 +192,8 @@ def views_of(
     ``origin`` by a search) and ``matches`` (skills matched, for "for me") are
     per posting id; the place each viewer sees is ``place.shown_place``'s; ``author_names`` and
     ``org_names``, when the caller read them with the postings, spare a query each;
-    so does ``tag_names`` the loading of ``posting.tags``. ``postings`` may be
+    so does ``tag_names`` the loading of ``posting.tags``, and ``photographed``
+    (the ids of those with photos) the photos' query for the others. ``postings`` may be
     ``Posting`` objects or rows of ``POSTING_COLUMNS``."""
     if not postings:
         return []
@@ -178,7 +212,7 @@ def views_of(
     claims = viewer_claims(actor, ids) if actor.signed_in else {}
     stories = public_stories(postings)
     load_photos(claims=[*claims.values(), *stories.values()])
-    photos = photos_of_postings(ids)
+    photos = photos_of_postings(ids if photographed is None else photographed)
 
     views = []
     for posting in postings:
