@@ -310,7 +310,9 @@ def seed_claims(n: int) -> tuple[list[int], list[str]]:
             {"ids": user_ids, "now": now, "later": now + timedelta(days=1)},
         )
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        for table in ("postings", "users", "volunteers", "claims", "notifications"):
+        # posting_tags too: without its statistics a page's tags (by posting id)
+        # are guessed at thousands of rows each, enough to set off PostgreSQL's JIT
+        for table in ("postings", "posting_tags", "users", "volunteers", "claims", "notifications"):
             conn.execute(sa.text(f"VACUUM ANALYZE {table}"))
     tokens = [
         create_access_token(identity=str(uid), additional_claims={"fam": "bench"}, expires_delta=timedelta(hours=3))

@@ -371,7 +371,8 @@ def test_a_page_of_postings_loads_its_photos_in_one_query(app, client, people):
     with recorded(app) as seen:
         page = client.get("/api/v1/postings").get_json()["items"]
     assert [len(p["photos"]) for p in page] == [2, 2, 2]
-    assert sum("FROM photos" in statement for statement, _ in seen) == 1
+    # the page's own statement says which postings have photos; one more reads them all
+    assert sum(statement.lstrip().startswith("SELECT photos.") for statement, _ in seen) == 1
 
 
 def test_editing_a_postings_photos_replaces_them_and_sends_it_back_to_review(app, client, people):
