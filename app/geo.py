@@ -147,28 +147,12 @@ def geocells_covering(lat: float, lng: float, radius_km: float, slack_deg: float
     return [row * _GEOCELL_STRIDE + col for row in range(row0, row1 + 1) for col in range(col0, col1 + 1)]
 
 
-def within_radius(
-    lat_col, lng_col, geocell_col, lat: float, lng: float, radius_km: float, shown=None
-) -> sa.ColumnElement[bool]:
-    """Rows whose point lies within ``radius_km`` of (``lat``, ``lng``): the covering
-    geocells (an index condition), the bounding box (cheap) and the exact distance.
-
-    ``shown``: the (lat, lng) SQL of the point searched on, when it is not the
-    stored one but that point rounded (:func:`approximate_sql`, for some rows):
-    the prefilter on the stored columns is then widened by the rounding."""
-    slack = 0.0 if shown is None else APPROXIMATE_SLACK_DEG
-    shown_lat, shown_lng = shown if shown is not None else (lat_col, lng_col)
-    cells = geocells_covering(lat, lng, radius_km, slack)
-    return sa.and_(
-        _box_sql(lat_col, lng_col, geocell_col, cells, bounding_box(lat, lng, radius_km, slack), array=False),
-        distance_km_sql(shown_lat, shown_lng, lat, lng) <= radius_km,
-    )
-
-
 def within_box_of_parameters(lat_col, lng_col, geocell_col, *, array: bool = False) -> sa.ColumnElement[bool]:
-    """The prefilter of :func:`within_radius` — cells and box, without the distance —
-    from bound parameters (``cells``, ``min_lat`` … ``max_lng``; :func:`box_parameters`
-    gives their values), for a statement built once and run for many points."""
+    """The prefilter of a radius search — the covering cells, then the box; the
+    exact distance is the caller's — from bound parameters (``cells``,
+    ``min_lat`` … ``max_lng``; :func:`box_parameters` gives their values), for a
+    statement built once and run for many points. A search on rounded points
+    (:func:`approximate_sql`) widens the box by :data:`APPROXIMATE_SLACK_DEG`."""
     cells = sa.bindparam("cells", type_=ARRAY(sa.Integer)) if array else sa.bindparam("cells", expanding=True)
     box = (sa.bindparam(name, type_=sa.Float) for name in ("min_lat", "max_lat", "min_lng", "max_lng"))
     return _box_sql(lat_col, lng_col, geocell_col, cells, box, array=array)
