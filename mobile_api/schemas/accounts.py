@@ -239,7 +239,12 @@ class UserUpdateSchema(BaseSchema):
     email = fields.Email(allow_none=True, validate=validate.Length(max=254))
     locale = fields.String(validate=validate.OneOf(LOCALES))
     timezone = fields.String(allow_none=True, validate=known_timezone, metadata={"description": "null: the default."})
-    quiet_hours = fields.Nested(QuietHours, allow_none=True, validate=quiet_hours_span_time)
+    quiet_hours = fields.Nested(
+        QuietHours,
+        allow_none=True,
+        validate=quiet_hours_span_time,
+        metadata={"description": "Local times, start and end differ; null = off."},
+    )
     avatar_photo_id = Id(
         allow_none=True,
         metadata={"description": "An upload of yours for purpose avatar; null removes the avatar."},

@@ -218,7 +218,7 @@ class PostingQuerySchema(PageQuery):
     sort = fields.String(
         load_default=None,
         validate=validate.OneOf(SORTS),
-        metadata={"description": "Default newest (the review queue: oldest first)."},
+        metadata={"description": "Default newest (the review queue: oldest first); distance needs near."},
     )
     for_me = fields.Boolean(
         load_default=False,
