@@ -9,6 +9,30 @@ from datetime import date
 import phonenumbers
 from flask_babel import lazy_gettext as _l
 
+
+def as_json_schema_reads(pattern: str) -> re.Pattern:
+    """``pattern`` compiled to match as a JSON Schema ``pattern`` does (searched, with a
+    closing ``$`` the end of the text: Python's ``$`` also matches before a final newline)."""
+    return re.compile(pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith("\\$") else pattern)
+
+
+def _class_of(chars: list[str]) -> str:
+    """A regex character class body naming ``chars``, in runs, as ``\\uXXXX`` escapes
+    (read alike by Python's re and by ECMAScript, which JSON Schema patterns are)."""
+    codes = sorted(ord(char) for char in chars)
+    runs: list[list[int]] = []
+    for code in codes:
+        if runs and code == runs[-1][1] + 1:
+            runs[-1][1] = code
+        else:
+            runs.append([code, code])
+    return "".join(f"\\u{a:04x}" if a == b else f"\\u{a:04x}-\\u{b:04x}" for a, b in runs)
+
+
+# White space as str.strip() and str.isspace() read it, spelled out: a pattern's \s is
+# not the same set in Python and in ECMAScript (U+001C-U+001F, U+FEFF), so a pattern
+# that relies on it says one thing to a client and another to the server.
+WHITESPACE = _class_of([chr(code) for code in range(0x3001) if chr(code).isspace()])
 ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 ID_CHECK_CHARS = "10X98765432"  # ISO 7064 MOD 11-2, indexed by the weighted sum mod 11
 _ID_SHAPE = re.compile(r"[0-9]{17}[0-9X]")
@@ -16,9 +40,9 @@ _ID_SHAPE = re.compile(r"[0-9]{17}[0-9X]")
 # the first a digit 1-9, then 16 digits, then a digit or X; digits ASCII or full width, x in
 # either case, spaces around. (The birth date in it and the check digit are relations the
 # pattern cannot state: validate_id_number checks them.)
-ID_NUMBER_PATTERN = r"^\s*[1-9１-９][0-9０-９]{16}[0-9０-９XxＸｘ]\s*$"
+ID_NUMBER_PATTERN = f"^[{WHITESPACE}]*[1-9１-９][0-9０-９]{{16}}[0-9０-９XxＸｘ][{WHITESPACE}]*$"
 # The characters allowed, checked before the region code (which says why a leading 0 is wrong).
-_ID_INPUT = re.compile(r"^\s*[0-9０-９]{17}[0-9０-９XxＸｘ]\s*$")
+_ID_INPUT = as_json_schema_reads(f"^[{WHITESPACE}]*[0-9０-９]{{17}}[0-9０-９XxＸｘ][{WHITESPACE}]*$")
 
 
 def _digits_spelled(pattern: str) -> str:
@@ -59,7 +83,7 @@ _CN_MOBILE = phonenumbers.PhoneMetadata.metadata_for_region("CN").mobile.nationa
 # spaces or hyphens between them (as a phone shows and a user pastes a number), and
 # spaces before. Nothing else: no brackets, letters or other countries.
 MOBILE_INPUT_PATTERN = "^ *(?:(?:[+＋]|[0０]{2})?[8８][6６][ -]*)?(?:" + _digits_spelled(_CN_MOBILE) + ")$"
-_MOBILE_INPUT = re.compile(MOBILE_INPUT_PATTERN)
+_MOBILE_INPUT = as_json_schema_reads(MOBILE_INPUT_PATTERN)
 _NOT_DIGITS = re.compile(r"[^0-9]")
 
 

@@ -14,7 +14,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, missing, pre_loa
 from app.clock import as_utc, isoformat
 from app.inputs import has_forbidden_chars
 from app.models.base import MAX_ID
-from app.validators import MOBILE_INPUT_PATTERN, normalize_cn_mobile
+from app.validators import MOBILE_INPUT_PATTERN, WHITESPACE, as_json_schema_reads, normalize_cn_mobile
 
 
 class BaseSchema(Schema):
@@ -320,7 +320,21 @@ class PrivacyVersion(fields.String):
         super().__init__(**kwargs)
 
 
+class Pattern(validate.Regexp):
+    """``validate.Regexp`` matching as the document's ``pattern`` is read (searched, ``$``
+    the end of the text); the document states ``pattern`` itself (apispec reads ``regex``)."""
+
+    def __init__(self, pattern: str, **kwargs) -> None:
+        super().__init__(pattern, **kwargs)
+        self._as_documented = as_json_schema_reads(pattern)
+
+    def __call__(self, value):
+        if self._as_documented.search(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
 # A text with something in it besides white space (and, as every text, no NUL): the rule
 # not_blank checks, stated as the pattern the document gives.
-NOT_BLANK_PATTERN = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"
-not_blank = validate.Regexp(NOT_BLANK_PATTERN, error=_l("Must not be blank."))
+NOT_BLANK_PATTERN = f"^[^\\u0000]*[^{WHITESPACE}\\u0000][^\\u0000]*$"
+not_blank = Pattern(NOT_BLANK_PATTERN, error=_l("Must not be blank."))

@@ -14,9 +14,16 @@ from marshmallow import ValidationError
 from openapi_schema_validator import OAS30Validator
 
 from app.policy import COORDINATORS, POSTING_KINDS, kinds_where
-from app.validators import ID_NUMBER_PATTERN, MOBILE_INPUT_PATTERN, id_check_char, validate_id_number
+from app.validators import (
+    ID_NUMBER_PATTERN,
+    MOBILE_INPUT_PATTERN,
+    as_json_schema_reads,
+    id_check_char,
+    validate_id_number,
+)
 from mobile_api.fields import NOT_BLANK_PATTERN, not_blank
 from mobile_api.schemas.accounts import DeletionSchema, LoginSchema
+from mobile_api.schemas.notifications import DeviceCreateSchema
 from mobile_api.schemas.postings import LAT_LNG_PATTERN
 from mobile_api.schemas.records import HonorRecordCreateSchema
 from tests.factories import make_user, posting_defaults
@@ -232,3 +239,17 @@ def test_an_exclusive_bound_is_stated_as_one(spec):
     assert "exclusiveMaximum" not in hours
     assert not _valid(spec, "HonorRecordCreate", {"volunteer_id": 4, "hours": 0, "reason": "社区服务"})
     assert _valid(spec, "HonorRecordCreate", {"volunteer_id": 4, "hours": 0.5, "reason": "社区服务"})
+
+
+@pytest.mark.parametrize(
+    ("token", "accepted"),
+    [("fcm:APA91b-x_y", True), ("a b", False), ("\x1c", False), ("abc\n", False), ("\u3000", False), ("\ufeff", True)],
+)
+def test_white_space_is_the_same_set_in_the_document_and_the_server(app, spec, token, accepted):
+    """The document spells white space out (a pattern's \\s differs between Python and
+    ECMAScript, e.g. U+001C), and a closing $ is the end of the text for both."""
+    pattern = spec["components"]["schemas"]["DeviceCreate"]["properties"]["token"]["pattern"]
+    assert "\\s" not in pattern and "\\s" not in NOT_BLANK_PATTERN and "\\s" not in ID_NUMBER_PATTERN
+    assert bool(as_json_schema_reads(pattern).search(token)) is accepted
+    with app.test_request_context():
+        assert _loads(DeviceCreateSchema(), {"token": token, "platform": "android"}) is accepted
