@@ -38,7 +38,12 @@ stays as generated, for the checks of refusals):
 - an org's figures cover at most ``MAX_PERIODS`` weeks or months
   (app.services.org_stats): ``from`` moved up to the earliest it may be;
 - quiet hours start and end differ (mobile_api.fields.quiet_hours_span_time): the
-  end moved a minute.
+  end moved a minute;
+- a new posting fits its kind (app.policy, as app.services.postings.fields checks
+  it): a wish's capacity 1, the places or stock a kind needs, a schedule to come
+  (start before end), an expiry within the kind's days, a claim deadline and an
+  energy cost only where the kind has them, a beneficiary only on a wish. Only
+  for the data meant to be valid (a value of the wrong shape stays as it is).
 
 The rules of state (a password, an SMS code, a photo of one's own, …) are
 :data:`RULES_OF_STATE`: for those operations .ci/schemathesis.toml expects a 422
@@ -53,11 +58,12 @@ import os
 import re
 import tomllib
 import uuid
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import schemathesis
 from marshmallow import fields
 
+from app.policy import POLICIES
 from app.services.org_stats import INTERVALS, MAX_PERIODS, period_start, period_starts
 from mobile_api.fields import CURSOR_PATTERN
 from mobile_api.schemas.postings import FOR_ME_PARAMETERS
@@ -117,6 +123,43 @@ def _at_most_max_periods(query: dict) -> None:
         query["from"] = earliest.isoformat()
 
 
+def _time(value) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return parsed if parsed is not None and parsed.tzinfo is not None else None
+
+
+def _fits_its_kind(body: dict) -> None:
+    policy = POLICIES.get(body.get("kind")) if isinstance(body.get("kind"), str) else None
+    if policy is None:
+        return
+    now = datetime.now(UTC)
+    capacity = body.get("capacity")
+    if policy.capacity == "one" and capacity is not None:
+        body["capacity"] = 1
+    elif policy.capacity_required and capacity is None:
+        body["capacity"] = 10
+    starts_at, ends_at = _time(body.get("starts_at")), _time(body.get("ends_at"))
+    given = any(body.get(name) is not None for name in ("starts_at", "ends_at"))
+    scheduled = starts_at is not None and ends_at is not None and now < starts_at < ends_at
+    if (policy.needs_schedule or given) and not scheduled:
+        body["starts_at"] = (now + timedelta(days=2)).isoformat()
+        body["ends_at"] = (now + timedelta(days=2, hours=3)).isoformat()
+    expires_at = _time(body.get("expires_at"))
+    if expires_at is not None and not now + timedelta(hours=1) < expires_at < now + timedelta(days=7):
+        body["expires_at"] = (now + timedelta(days=3)).isoformat()
+    if not policy.claim_ttl_hours and body.get("claim_ttl_hours") is not None:
+        del body["claim_ttl_hours"]
+    if policy.has_energy_cost and not body.get("energy_cost"):
+        body["energy_cost"] = 10
+    elif not policy.has_energy_cost and body.get("energy_cost") is not None:
+        del body["energy_cost"]
+    if not policy.has_beneficiary and body.get("beneficiary"):
+        del body["beneficiary"]
+
+
 def _quiet_hours_span_time(body: dict) -> None:
     hours = body.get("quiet_hours")
     if isinstance(hours, dict) and isinstance(hours.get("start"), str) and hours.get("start") == hours.get("end"):
@@ -144,12 +187,6 @@ RULES_OF_STATE: dict[str, dict[str, str]] = {
     "create_posting": {
         "invalid_photo": "a photo the caller uploaded for the purpose",
         "org_id": "an org that exists",
-        "starts_at": "a time to come (the clock)",
-        "ends_at": "a time to come, after starts_at (the clock, another field)",
-        "expires_at": "a time to come, within the kind's days (the clock)",
-        "capacity": "the kind's places (app.policy: one for a wish, required for slots)",
-        "energy_cost": "the kind's energy (app.policy: only micro-energy has one)",
-        "claim_ttl_hours": "the kind's claim deadline (app.policy)",
     },
     "update_posting": {
         "invalid_photo": "a photo the caller uploaded for the purpose",
@@ -203,6 +240,11 @@ def _same_operations_as_the_config() -> None:
 _same_operations_as_the_config()
 
 
+def _meant_valid(case) -> bool:
+    mode = getattr(getattr(case.meta, "generation", None), "mode", None)
+    return mode is not None and mode.is_positive
+
+
 def _refused_by(body: dict) -> set[str]:
     """The slug, or for a validation_error the fields it names (any location)."""
     if body.get("error") != "validation_error":
@@ -213,8 +255,7 @@ def _refused_by(body: dict) -> set[str]:
 @schemathesis.check
 def refused_by_a_rule_of_state(ctx, response, case):
     """Schema-valid data refused (422) by the operation's :data:`RULES_OF_STATE` only."""
-    mode = getattr(getattr(case.meta, "generation", None), "mode", None)
-    if mode is None or not mode.is_positive or response.status_code != 422:
+    if not _meant_valid(case) or response.status_code != 422:
         return None
     operation_id = case.operation.definition.raw.get("operationId")
     rules = RULES_OF_STATE.get(operation_id)
@@ -268,3 +309,5 @@ def before_call(context, case, kwargs):
         if isinstance(body, dict):
             _in_order(body)
             _quiet_hours_span_time(body)
+            if operation_id == "create_posting" and _meant_valid(case):
+                _fits_its_kind(body)
