@@ -313,7 +313,7 @@ class District(fields.String):
 class PrivacyVersion(fields.String):
     """The privacy policy's version a user accepts. Only the current one (``PRIVACY_VERSION``,
     which GET /api/v1/legal names) is accepted: any other is 422 ``consent_outdated``
-    (app.services.accounts); the OpenAPI document names it as its enum."""
+    (app.services.accounts); the OpenAPI document states it as a pattern matching it alone."""
 
     def __init__(self, **kwargs):
         kwargs.setdefault("validate", validate.Length(min=1, max=20))

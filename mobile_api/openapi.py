@@ -87,9 +87,11 @@ class GeneratorPlugin(BasePlugin):
     - 401 and 404 declared where a token or a path id can produce them;
     - nullable nested objects and enums in the one form OpenAPI 3.0.3 reads strictly and generators
       type as "this or null": ``anyOf`` of the typed value and a null (:func:`or_null`);
-    - district codes as an enum of the configured ``DISTRICTS``, the privacy policy's
-      version a client accepts as the one of ``PRIVACY_VERSION`` (the document is built
-      at start, with the configuration);
+    - district codes as an enum of the configured ``DISTRICTS``;
+    - the privacy policy's version a client accepts: the one of ``PRIVACY_VERSION``, as a
+      pattern matching it alone (the document is built at start, with the configuration).
+      Not an enum: a generated client would type it as one, and an app released before
+      the policy moved on could not accept the new version;
     - a request body example the server accepts (``mobile_api/examples.py``).
 
     :func:`finalize` then marks which response fields are always present.
@@ -123,10 +125,10 @@ class GeneratorPlugin(BasePlugin):
 
             return {"enum": list(districts)} if isinstance(field, District) else {}
 
-        def privacy_version_enum(_converter, field, ret, **_kwargs):
+        def privacy_version_pattern(_converter, field, ret, **_kwargs):
             from mobile_api.fields import PrivacyVersion
 
-            return {"enum": [privacy_version]} if isinstance(field, PrivacyVersion) else {}
+            return {"pattern": f"^{_literal(privacy_version)}$"} if isinstance(field, PrivacyVersion) else {}
 
         def nullable_enum(_converter, field, ret, **_kwargs):
             # One enum (titled after the field, so a generator names it Org + role = OrgRole) or null:
@@ -162,7 +164,7 @@ class GeneratorPlugin(BasePlugin):
         converter.add_attribute_function(no_null_default)
         converter.add_attribute_function(typed_nullable)
         converter.add_attribute_function(district_enum)
-        converter.add_attribute_function(privacy_version_enum)
+        converter.add_attribute_function(privacy_version_pattern)
         converter.add_attribute_function(nullable_enum)
 
     def schema_helper(self, name, _definition, **kwargs):
@@ -210,6 +212,12 @@ class GeneratorPlugin(BasePlugin):
                 if example is None:
                     raise ValueError(f"{operation_id} takes a JSON body: give an example in mobile_api/examples.py")
                 body["example"] = example
+
+
+def _literal(text: str) -> str:
+    """``text`` as a pattern matching it literally, escaped as ECMAScript (JSON Schema's
+    patterns) and Python read alike: only the syntax characters (re.escape escapes more)."""
+    return "".join("\\" + char if char in "\\^$.*+?()[]{}|/" else char for char in text)
 
 
 def or_null(schema: dict, kind: str) -> list[dict]:

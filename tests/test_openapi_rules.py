@@ -127,13 +127,22 @@ def test_an_id_number_has_the_documented_shape(spec, raw, accepted):
             validate_id_number(raw, today=date(YEAR, 1, 1))
 
 
-def test_the_privacy_version_is_the_configured_one(make_app):
-    app = make_app(PRIVACY_VERSION="2026-12")
-    client = app.test_client()
+def test_the_privacy_version_is_the_configured_one(app, make_app):
+    """A pattern matching the current version alone: not an enum, which a generated client
+    would type as one (an app released before the policy moved on could not accept it)."""
+    other = make_app(PRIVACY_VERSION="2026.12+b")  # on the database `app` made
+    client = other.test_client()
     schemas = client.get("/api/v1/openapi.json").get_json()["components"]["schemas"]
-    assert schemas["Consent"]["properties"]["privacy_version"]["enum"] == ["2026-12"]
-    assert schemas["Register"]["properties"]["privacy_version"]["enum"] == ["2026-12"]
-    assert client.get("/api/v1/legal").get_json()["privacy_version"] == "2026-12"
+    for name in ("Consent", "Register"):
+        field = schemas[name]["properties"]["privacy_version"]
+        assert "enum" not in field
+        assert re.search(field["pattern"], "2026.12+b")
+        assert not any(re.search(field["pattern"], other) for other in ("2026x12+b", "2026.12b", "1", "2026.12+b!"))
+    assert client.get("/api/v1/legal").get_json()["privacy_version"] == "2026.12+b"
+    account = make_user(other)
+    for version, accepted in (("2026.12", False), ("2026.12+b", True)):
+        resp = client.post("/api/v1/me/consents", headers=account.headers, json={"privacy_version": version})
+        assert (resp.status_code < 300) is accepted, resp.get_json()
 
 
 @pytest.mark.parametrize(
