@@ -107,7 +107,7 @@ def create_app(config: type | Mapping | None = None) -> Flask:
     from mobile_api.openapi import ErrorResponsesPlugin, ErrorSchema, GeneratorPlugin, finalize
 
     api.ERROR_SCHEMA = ErrorSchema  # documents our envelope, not flask-smorest's
-    generator = GeneratorPlugin(app.config["DISTRICTS"])
+    generator = GeneratorPlugin(app.config["DISTRICTS"], app.config["PRIVACY_VERSION"])
     api.init_app(app, spec_kwargs={"extra_plugins": [generator, ErrorResponsesPlugin(), IdempotencyKeyDocs()]})
 
     from app import security

@@ -14,7 +14,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, missing, pre_loa
 from app.clock import as_utc, isoformat
 from app.inputs import has_forbidden_chars
 from app.models.base import MAX_ID
-from app.validators import normalize_cn_mobile
+from app.validators import MOBILE_INPUT_PATTERN, WHITESPACE, as_json_schema_reads, normalize_cn_mobile
 
 
 class BaseSchema(Schema):
@@ -185,7 +185,18 @@ class LocalDate(fields.Date):
 
 
 class Phone(fields.String):
-    """A mainland mobile number, loaded as E.164."""
+    """A mainland mobile number, loaded as E.164; the document states what is accepted
+    as the pattern the loader itself matches (app.validators.MOBILE_INPUT_PATTERN)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        metadata = dict(kwargs.get("metadata") or {})
+        said = metadata.pop("description", "")
+        rule = (
+            "A mainland mobile number: 11 digits, optionally after +86, 0086 or 86; ASCII or full-width "
+            "digits, spaces or hyphens between them (the pattern); kept as E.164 (+8613812345678)."
+        )
+        kwargs["metadata"] = {"pattern": MOBILE_INPUT_PATTERN, "description": f"{said} {rule}".strip(), **metadata}
+        super().__init__(*args, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
@@ -299,6 +310,31 @@ class District(fields.String):
         super().__init__(validate=[known_district, *validators], **kwargs)
 
 
-def not_blank(value: str) -> None:
-    if not value.strip():
-        raise ValidationError(gettext("Must not be blank."))
+class PrivacyVersion(fields.String):
+    """The privacy policy's version a user accepts. Only the current one (``PRIVACY_VERSION``,
+    which GET /api/v1/legal names) is accepted: any other is 422 ``consent_outdated``
+    (app.services.accounts); the OpenAPI document states it as a pattern matching it alone."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("validate", validate.Length(min=1, max=20))
+        super().__init__(**kwargs)
+
+
+class Pattern(validate.Regexp):
+    """``validate.Regexp`` matching as the document's ``pattern`` is read (searched, ``$``
+    the end of the text); the document states ``pattern`` itself (apispec reads ``regex``)."""
+
+    def __init__(self, pattern: str, **kwargs) -> None:
+        super().__init__(pattern, **kwargs)
+        self._as_documented = as_json_schema_reads(pattern)
+
+    def __call__(self, value):
+        if self._as_documented.search(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
+# A text with something in it besides white space (and, as every text, no NUL): the rule
+# not_blank checks, stated as the pattern the document gives.
+NOT_BLANK_PATTERN = f"^[^\\u0000]*[^{WHITESPACE}\\u0000][^\\u0000]*$"
+not_blank = Pattern(NOT_BLANK_PATTERN, error=_l("Must not be blank."))

@@ -4,9 +4,10 @@ on every error response an operation declares."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from apispec import BasePlugin
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
@@ -87,14 +88,19 @@ class GeneratorPlugin(BasePlugin):
     - nullable nested objects and enums in the one form OpenAPI 3.0.3 reads strictly and generators
       type as "this or null": ``anyOf`` of the typed value and a null (:func:`or_null`);
     - district codes as an enum of the configured ``DISTRICTS``;
+    - the privacy policy's version a client accepts: the one of ``PRIVACY_VERSION``, as a
+      pattern matching it alone (the document is built at start, with the configuration).
+      Not an enum: a generated client would type it as one, and an app released before
+      the policy moved on could not accept the new version;
     - a request body example the server accepts (``mobile_api/examples.py``).
 
     :func:`finalize` then marks which response fields are always present.
     """
 
-    def __init__(self, districts: tuple[str, ...]):
+    def __init__(self, districts: tuple[str, ...], privacy_version: str):
         super().__init__()
         self.districts = list(districts)
+        self.privacy_version = privacy_version
         self.operation_ids: dict[str, tuple[str, str]] = {}
         self.optional_fields: dict[str, set[str]] = {}
 
@@ -103,7 +109,7 @@ class GeneratorPlugin(BasePlugin):
         from apispec.ext.marshmallow import MarshmallowPlugin
 
         converter = next(p for p in spec.plugins if isinstance(p, MarshmallowPlugin)).converter
-        districts = self.districts
+        districts, privacy_version = self.districts, self.privacy_version
 
         def typed_nullable(_converter, field, ret, **_kwargs):
             # apispec says anyOf [{"type": "object", "nullable": true}, {"$ref": …}]: any object at all passes.
@@ -118,6 +124,11 @@ class GeneratorPlugin(BasePlugin):
             from mobile_api.fields import District
 
             return {"enum": list(districts)} if isinstance(field, District) else {}
+
+        def privacy_version_pattern(_converter, field, ret, **_kwargs):
+            from mobile_api.fields import PrivacyVersion
+
+            return {"pattern": f"^{_literal(privacy_version)}$"} if isinstance(field, PrivacyVersion) else {}
 
         def nullable_enum(_converter, field, ret, **_kwargs):
             # One enum (titled after the field, so a generator names it Org + role = OrgRole) or null:
@@ -138,9 +149,22 @@ class GeneratorPlugin(BasePlugin):
                 del ret["default"]
             return {}
 
+        def exclusive_bounds(_converter, field, ret, **_kwargs):
+            # apispec states a Range's bounds as inclusive: say which are not (OpenAPI 3.0's boolean form).
+            found = {}
+            for validator in field.validators:
+                if isinstance(validator, validate.Range):
+                    if validator.min is not None and not validator.min_inclusive:
+                        found["exclusiveMinimum"] = True
+                    if validator.max is not None and not validator.max_inclusive:
+                        found["exclusiveMaximum"] = True
+            return found
+
+        converter.add_attribute_function(exclusive_bounds)
         converter.add_attribute_function(no_null_default)
         converter.add_attribute_function(typed_nullable)
         converter.add_attribute_function(district_enum)
+        converter.add_attribute_function(privacy_version_pattern)
         converter.add_attribute_function(nullable_enum)
 
     def schema_helper(self, name, _definition, **kwargs):
@@ -188,6 +212,12 @@ class GeneratorPlugin(BasePlugin):
                 if example is None:
                     raise ValueError(f"{operation_id} takes a JSON body: give an example in mobile_api/examples.py")
                 body["example"] = example
+
+
+def _literal(text: str) -> str:
+    """``text`` as a pattern matching it literally, escaped as ECMAScript (JSON Schema's
+    patterns) and Python read alike: only the syntax characters (re.escape escapes more)."""
+    return "".join("\\" + char if char in "\\^$.*+?()[]{}|/" else char for char in text)
 
 
 def or_null(schema: dict, kind: str) -> list[dict]:
@@ -281,22 +311,47 @@ def _either(*names: str) -> dict:
     return {"anyOf": [{"required": [name]} for name in names]}
 
 
+def _not_one_of(first: str, second: str) -> list[dict]:
+    """The shapes of a body without exactly one of ``first`` and ``second``: both, or neither."""
+    return [{"required": [first, second]}, {"not": _either(first, second)}]
+
+
+def _kinds_needing_an_org() -> dict:
+    """A kind its org's coordinators post (app.policy) without an org_id, or with a null one:
+    422 (app.services.permissions, for those who may post it)."""
+    from app.policy import COORDINATORS, kinds_where
+
+    return {
+        "required": ["kind"],
+        "properties": {"kind": {"enum": list(kinds_where(posted_by=COORDINATORS))}},
+        "anyOf": [
+            {"not": {"required": ["org_id"]}},
+            {"required": ["org_id"], "properties": {"org_id": {"enum": [None]}}},
+        ],
+    }
+
+
 # Rules of a whole body that no single field states (the schemas' validates_schema),
 # as the shapes a body may not take (``not``: code generators keep the body one
 # model, where a ``oneOf`` would make it a union).
-SCHEMA_RULES: dict[str, dict] = {
+SCHEMA_RULES: dict[str, Callable[[], dict]] = {
     # LoginSchema.one_identifier: the phone or the email, the password or (with the phone) an SMS code
-    "Login": {
+    "Login": lambda: {
         "not": {
             "anyOf": [
-                {"required": ["phone", "email"]},
-                {"required": ["password", "sms_code"]},
+                *_not_one_of("phone", "email"),
+                *_not_one_of("password", "sms_code"),
                 {"required": ["email", "sms_code"]},
-                {"not": _either("phone", "email")},
-                {"not": _either("password", "sms_code")},
             ]
         }
     },
+    # HonorRecordCreateSchema.one_of_each: volunteer_id or user_id, minutes or hours
+    "HonorRecordCreate": lambda: {
+        "not": {"anyOf": [*_not_one_of("volunteer_id", "user_id"), *_not_one_of("minutes", "hours")]}
+    },
+    # DeletionSchema.one_proof: the password or an SMS code
+    "Deletion": lambda: {"not": {"anyOf": _not_one_of("password", "sms_code")}},
+    "PostingCreate": lambda: {"not": _kinds_needing_an_org()},
 }
 
 
@@ -394,7 +449,7 @@ def finalize(spec, plugin: GeneratorPlugin) -> None:
     _no_nul(document, inputs, outputs)
     _drop_marks(document)
     for name, rules in SCHEMA_RULES.items():
-        schemas[name].update(rules)
+        schemas[name].update(rules())
 
 
 def _collect(node, schemas: dict, found: set[str]) -> None:

@@ -14,7 +14,7 @@ from app.services.accounts import consent_required
 from app.services.party import party_of
 from app.services.permissions import memberships
 from app.services.photos import avatar_of
-from app.validators import mask_phone
+from app.validators import ID_NUMBER_PATTERN, mask_phone
 from mobile_api.fields import (
     BaseSchema,
     District,
@@ -23,6 +23,7 @@ from mobile_api.fields import (
     Location,
     NestedFrom,
     Phone,
+    PrivacyVersion,
     QuietHours,
     UTCDateTime,
     known_timezone,
@@ -156,10 +157,8 @@ class RegisterSchema(BaseSchema):
     password = fields.String(required=True, validate=validate.Length(min=8, max=128), load_only=True)
     display_name = fields.String(required=True, validate=validate.Length(min=1, max=40))
     email = fields.Email(load_default=None, validate=validate.Length(max=254))
-    privacy_version = fields.String(
-        required=True,
-        validate=validate.Length(min=1, max=20),
-        metadata={"description": "The version GET /api/v1/legal names, which the user accepted."},
+    privacy_version = PrivacyVersion(
+        required=True, metadata={"description": "The version GET /api/v1/legal names, which the user accepted."}
     )
 
 
@@ -202,7 +201,7 @@ class PhoneChangeSchema(BaseSchema):
 
 
 class ConsentSchema(BaseSchema):
-    privacy_version = fields.String(required=True, validate=validate.Length(min=1, max=20))
+    privacy_version = PrivacyVersion(required=True)
 
 
 class LegalSchema(BaseSchema):
@@ -240,7 +239,12 @@ class UserUpdateSchema(BaseSchema):
     email = fields.Email(allow_none=True, validate=validate.Length(max=254))
     locale = fields.String(validate=validate.OneOf(LOCALES))
     timezone = fields.String(allow_none=True, validate=known_timezone, metadata={"description": "null: the default."})
-    quiet_hours = fields.Nested(QuietHours, allow_none=True, validate=quiet_hours_span_time)
+    quiet_hours = fields.Nested(
+        QuietHours,
+        allow_none=True,
+        validate=quiet_hours_span_time,
+        metadata={"description": "Local times, start and end differ; null = off."},
+    )
     avatar_photo_id = Id(
         allow_none=True,
         metadata={"description": "An upload of yours for purpose avatar; null removes the avatar."},
@@ -254,11 +258,22 @@ class PasswordChangeSchema(BaseSchema):
 
 class VolunteerRegisterSchema(BaseSchema):
     real_name = fields.String(required=True, validate=validate.Length(min=1, max=40))
-    id_number = fields.String(required=True, validate=validate.Length(min=1, max=18))
+    id_number = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=18),
+        metadata={
+            "pattern": ID_NUMBER_PATTERN,
+            "description": "The 18-character resident ID number (full-width digits are read as digits); "
+            "its birth date must be a real day and its last character the check digit.",
+        },
+    )
     gender = fields.String(validate=validate.OneOf(("male", "female", "other")), allow_none=True)
     birth_date = fields.Date(allow_none=True)
     skills = fields.List(
-        fields.String(validate=validate.Length(min=1, max=20)), load_default=list, validate=validate.Length(max=20)
+        fields.String(validate=validate.Length(min=1, max=20)),
+        load_default=list,
+        validate=validate.Length(max=20),
+        metadata={"uniqueItems": True, "description": "Codes of GET /api/v1/skills, each once."},
     )
     district = District(required=True)
     home = fields.Nested(Location, allow_none=True)

@@ -6,7 +6,17 @@ from flask_babel import lazy_gettext as _l
 from marshmallow import fields, validate
 
 from app.outbox.templates import NOTIFICATION_KINDS
-from mobile_api.fields import BaseSchema, Id, PageQuery, QuietHours, StrictBoolean, UTCDateTime, quiet_hours_span_time
+from app.validators import WHITESPACE
+from mobile_api.fields import (
+    BaseSchema,
+    Id,
+    PageQuery,
+    Pattern,
+    QuietHours,
+    StrictBoolean,
+    UTCDateTime,
+    quiet_hours_span_time,
+)
 from notifications.senders import default_device_provider, device_providers
 
 DEVICE_PLATFORMS = ("android", "ios", "web")
@@ -15,7 +25,7 @@ DEVICE_PLATFORMS = ("android", "ios", "web")
 class DeviceCreateSchema(BaseSchema):
     token = fields.String(
         required=True,
-        validate=[validate.Length(min=1, max=4096), validate.Regexp(r"^\S+$", error=_l("A token has no spaces."))],
+        validate=[validate.Length(min=1, max=4096), Pattern(f"^[^{WHITESPACE}]+$", error=_l("A token has no spaces."))],
         metadata={
             "description": "This app install's push token: the FCM registration token, or the JPush "
             "registration ID when `provider` is `jpush` (phones in mainland China)."
@@ -80,6 +90,6 @@ class NotificationSettingsSchema(BaseSchema):
         QuietHours,
         allow_none=True,
         validate=quiet_hours_span_time,
-        metadata={"description": "Local times; null = off."},
+        metadata={"description": "Local times, start and end differ; null = off."},
     )
     nearby_alerts = StrictBoolean()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from marshmallow import fields, validate
 
 from app.models.orgs import MEMBER_ROLES, ORG_KINDS, ORG_STATUSES
-from app.services.org_stats import INTERVALS
+from app.services.org_stats import INTERVALS, MAX_PERIODS
 from mobile_api.fields import BaseSchema, District, Id, PageQuery, UTCDateTime
 from mobile_api.schemas.claims import PersonSchema
 from mobile_api.schemas.party import PartySchema
@@ -84,7 +84,11 @@ class OrgMemberItemSchema(BaseSchema):
 
 
 class OrgStatsQuerySchema(PeriodQuerySchema):
-    interval = fields.String(load_default="month", validate=validate.OneOf(INTERVALS))
+    interval = fields.String(
+        load_default="month",
+        validate=validate.OneOf(INTERVALS),
+        metadata={"description": f"Default month; `from` to `to` spans at most {MAX_PERIODS} of them."},
+    )
 
 
 class OrgPeriodSchema(BaseSchema):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from flask_babel import gettext
 from marshmallow import ValidationError, fields, validate, validates_schema
 
@@ -27,18 +29,26 @@ def _unique_tags(value: list[str]) -> None:
         raise ValidationError(gettext("Tags must be unique."))
 
 
+# Decimal degrees as a client writes them: a latitude from -90 to 90, a longitude from
+# -180 to 180, a comma between (no spaces, exponents or signs but a minus).
+_LAT = r"-?(?:90(?:\.0+)?|[1-8]?[0-9](?:\.[0-9]+)?)"
+_LNG = r"-?(?:180(?:\.0+)?|(?:1[0-7][0-9]|[1-9]?[0-9])(?:\.[0-9]+)?)"
+LAT_LNG_PATTERN = f"^{_LAT},{_LNG}$"
+
+
 class LatLng(fields.String):
-    """``near=29.87,121.55``: WGS-84 latitude and longitude, loaded as ``{lat, lng}``."""
+    """``near=29.87,121.55``: WGS-84 latitude and longitude, loaded as ``{lat, lng}``;
+    the document states :data:`LAT_LNG_PATTERN`, which is what is accepted."""
+
+    def __init__(self, **kwargs):
+        kwargs["metadata"] = {"pattern": LAT_LNG_PATTERN, **(kwargs.get("metadata") or {})}
+        super().__init__(**kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
-        parts = text.split(",")
-        try:
-            lat, lng = (float(part) for part in parts) if len(parts) == 2 else (None, None)
-        except ValueError:
-            lat = lng = None
-        if lat is None or not (-90 <= lat <= 90 and -180 <= lng <= 180):
+        if not re.search(LAT_LNG_PATTERN, text):
             raise ValidationError(gettext("Use lat,lng in decimal degrees, e.g. 29.87,121.55."))
+        lat, lng = (float(part) for part in text.strip().split(","))
         return {"lat": lat, "lng": lng}
 
 
@@ -267,7 +277,7 @@ class PostingQuerySchema(PageQuery):
     sort = fields.String(
         load_default=None,
         validate=validate.OneOf(SORTS),
-        metadata={"description": "Default newest (the review queue: oldest first)."},
+        metadata={"description": "Default newest (the review queue: oldest first); distance needs near."},
     )
     for_me = fields.Boolean(
         load_default=False,

@@ -155,7 +155,9 @@ class EnergySchema(BaseSchema):
 class PeriodQuerySchema(BaseSchema):
     """``from`` and ``to``: local days (Asia/Shanghai), both inclusive."""
 
-    first = LocalDate(data_key="from", load_default=None, metadata={"description": "YYYY-MM-DD, inclusive."})
+    first = LocalDate(
+        data_key="from", load_default=None, metadata={"description": "YYYY-MM-DD, inclusive; not after `to`."}
+    )
     last = LocalDate(data_key="to", load_default=None, metadata={"description": "YYYY-MM-DD, inclusive."})
 
     @validates_schema
