@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
 from flask_babel import gettext
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from app.clock import isoformat
 from app.policy import POSTING_KINDS, POSTING_STATUSES
 from app.services.feed import SORTS
+from app.validators import as_json_schema_reads
 from mobile_api.fields import (
     BaseSchema,
     District,
@@ -34,6 +33,7 @@ def _unique_tags(value: list[str]) -> None:
 _LAT = r"-?(?:90(?:\.0+)?|[1-8]?[0-9](?:\.[0-9]+)?)"
 _LNG = r"-?(?:180(?:\.0+)?|(?:1[0-7][0-9]|[1-9]?[0-9])(?:\.[0-9]+)?)"
 LAT_LNG_PATTERN = f"^{_LAT},{_LNG}$"
+_LAT_LNG = as_json_schema_reads(LAT_LNG_PATTERN)
 
 
 class LatLng(fields.String):
@@ -46,9 +46,9 @@ class LatLng(fields.String):
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
-        if not re.search(LAT_LNG_PATTERN, text):
+        if not _LAT_LNG.search(text):
             raise ValidationError(gettext("Use lat,lng in decimal degrees, e.g. 29.87,121.55."))
-        lat, lng = (float(part) for part in text.strip().split(","))
+        lat, lng = (float(part) for part in text.split(","))
         return {"lat": lat, "lng": lng}
 
 
