@@ -125,9 +125,14 @@ def _empty_tables() -> None:
 
 
 @pytest.fixture
-def photos_dir(tmp_path) -> str:
-    """The test's own local photo storage (STORAGE_LOCAL_PATH of ``app`` and ``make_app``)."""
-    return str(tmp_path / "photos")
+def photos_dir() -> Iterator[str]:
+    """The test's local photo storage (STORAGE_LOCAL_PATH of ``app`` and ``make_app``):
+    one path per test process, emptied after every test. The path stays the same so
+    every ``app`` has the same settings and reuses the OpenAPI document built for the
+    first (app/extensions.py: building it is most of what create_app() costs)."""
+    path = os.path.join(_PHOTOS_DIR, "test")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
