@@ -75,6 +75,22 @@ def test_a_metrics_address_must_be_host_and_port():
     assert address_problems({"METRICS_ADDRESS": "localhost:http"}) != []
 
 
+def test_the_gunicorn_config_refuses_metrics_on_the_api_port(monkeypatch):
+    """The check gunicorn's start runs (the slow test below starts gunicorn itself)."""
+    import runpy
+    from types import SimpleNamespace
+
+    conf = runpy.run_path(str(ROOT / "deploy" / "gunicorn.conf.py"))
+    server = SimpleNamespace(cfg=SimpleNamespace(bind=["127.0.0.1:8000"]))
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setenv("METRICS_ADDRESS", "127.0.0.1:8000")
+    with pytest.raises(SystemExit, match="is the API's own port"):
+        conf["on_starting"](server)
+    monkeypatch.setenv("METRICS_ADDRESS", "127.0.0.1:9100")
+    conf["on_starting"](server)
+
+
+@pytest.mark.slow
 def test_gunicorn_refuses_metrics_on_the_api_port(tmp_path):
     port = _free_port()
     env = {**os.environ, "METRICS_ADDRESS": f"127.0.0.1:{port}", "INSTANCE_PATH": str(tmp_path)}
