@@ -30,3 +30,16 @@ def test_the_app_fixture_has_the_same_settings_in_every_test(app, tmp_path):
 
     assert str(tmp_path) not in repr(dict(app.config))
     assert api._documents[api._settings][0] is api.spec
+
+
+def test_ports_for_servers_are_free_distinct_and_outside_the_ephemeral_range():
+    import socket
+
+    from tests.helpers import free_port
+
+    ports = [free_port() for _ in range(20)]
+    assert len(set(ports)) == 20
+    assert all(20_000 <= port < 32_768 for port in ports)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", ports[0]))
+        assert ports[0] not in [free_port() for _ in range(600)]  # a taken port is skipped
