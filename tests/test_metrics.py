@@ -342,7 +342,7 @@ def _request(port: int, method: str, path: str, body: dict | None = None, header
         conn.close()
 
 
-def _wait_for(port: int, path: str, ready, timeout: float = 30) -> str:
+def _wait_for(port: int, path: str, ready, timeout: float = 60) -> str:
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:

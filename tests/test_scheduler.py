@@ -147,7 +147,7 @@ class _Output:
         for line in proc.stdout:
             self._queue.put(line)
 
-    def wait_for(self, predicate, timeout: float = 30) -> bool:
+    def wait_for(self, predicate, timeout: float = 60) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
