@@ -90,6 +90,34 @@ def _schema(db_url):
         db.engine.dispose()
 
 
+def _share_url_builders() -> None:
+    """Werkzeug compiles two small Python functions per route to build its URLs
+    (``url_for``), for every app: with ~90 routes that is most of what a test's
+    ``create_app()`` still costs once the OpenAPI document is reused. A builder's
+    code is a function of the route's text and parsed parts only (the rule itself is
+    passed in when it is called: its converters, its query encoding), so each test
+    process compiles it once per route and shares it between its apps. A rule with
+    defaults is compiled as Werkzeug does (a default can be folded into the code).
+    tests/test_fixtures.py checks that every route builds the same URL either way."""
+    from werkzeug.routing.rules import Rule
+
+    compile_builder = Rule._compile_builder
+    compiled: dict[tuple, object] = {}
+
+    def shared_builder(rule: Rule, append_unknown: bool = True):
+        if rule.defaults:
+            return compile_builder(rule, append_unknown)
+        key = (rule.rule, tuple(rule._trace), append_unknown)
+        if key not in compiled:
+            compiled[key] = compile_builder(rule, append_unknown)
+        return compiled[key]
+
+    shared_builder.compile_builder = compile_builder
+    Rule._compile_builder = shared_builder
+
+
+_share_url_builders()
+
 # The local photo storage of apps built outside the ``app`` fixture (one folder per
 # test process, so per xdist worker), never the checkout's instance/.
 _PHOTOS_DIR = tempfile.mkdtemp(prefix="yz-test-photos-")
@@ -125,9 +153,14 @@ def _empty_tables() -> None:
 
 
 @pytest.fixture
-def photos_dir(tmp_path) -> str:
-    """The test's own local photo storage (STORAGE_LOCAL_PATH of ``app`` and ``make_app``)."""
-    return str(tmp_path / "photos")
+def photos_dir() -> Iterator[str]:
+    """The test's local photo storage (STORAGE_LOCAL_PATH of ``app`` and ``make_app``):
+    one path per test process, emptied after every test. The path stays the same so
+    every ``app`` has the same settings and reuses the OpenAPI document built for the
+    first (app/extensions.py: building it is most of what create_app() costs)."""
+    path = os.path.join(_PHOTOS_DIR, "test")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

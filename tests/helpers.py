@@ -1,10 +1,14 @@
 """HTTP helpers shared by the tests: SMS codes as a phone app gets them, the
 sign-up over HTTP, the error assertion, acting on claims, awarding and deciding
-records, and requests raced at one moment."""
+records, requests raced at one moment, and ports for the servers tests start."""
 
 from __future__ import annotations
 
+import itertools
+import os
+import random
 import secrets
+import socket
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -156,3 +160,29 @@ def fresh_keys() -> dict[str, str]:
     from app.secrets import KEYS
 
     return {name: secrets.token_urlsafe(48) for name in KEYS}
+
+
+# Ports for the servers the tests start (gunicorn, flask run, nginx, make run). Asking
+# the kernel for a free one (bind to port 0) and closing it leaves a window, while the
+# server starts, in which the same port is handed out again: to another xdist worker
+# asking the same, or as the source port of any outgoing connection (the suite opens
+# thousands), since both draw from the ephemeral range (32768-60999 on Linux,
+# 49152-65535 elsewhere). These come from below it instead, from a block of each xdist
+# worker's own, starting at a random place in it (another suite on the same machine),
+# and are checked free when handed out.
+_PORT_BASE, _PORT_BLOCK = 20_000, 500
+_next_port = itertools.count(random.randrange(_PORT_BLOCK))
+
+
+def free_port() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    block = _PORT_BASE + (int(worker) % 24 if worker.isdigit() else 0) * _PORT_BLOCK
+    for _ in range(_PORT_BLOCK):
+        port = block + next(_next_port) % _PORT_BLOCK
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port in {block}-{block + _PORT_BLOCK - 1}")

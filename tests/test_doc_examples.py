@@ -36,7 +36,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -45,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -212,12 +213,6 @@ def test_the_documents_have_shell_blocks_and_mark_the_ones_not_run():
                 assert status < 400 or slug, f"{path.name}:{block.line}: an error marker names its slug"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _checkout_view(work: Path) -> None:
     """A directory that looks like a checkout: a link to every top-level entry of
     the repository but ``instance/`` (new) — the examples' files land here — and
@@ -267,7 +262,7 @@ def served(tmp_path_factory):
     env = {name: os.environ[name] for name in PASSED_ON if name in os.environ}
     venv = Path(sys.prefix)  # the interpreter running the suite, as `make run`'s VENV
     env["PATH"] = env.get("PATH", os.defpath)
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api/v1"
     server_env = {
         **env,

@@ -8,7 +8,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from app.extensions import db
 from app.outbox import notify
 from notifications.dispatch import current_router, dispatch_pending
 from tests.factories import make_device, make_posting, make_user, make_volunteer
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CLAIMS_ROUTE = "/api/v1/postings/<int:posting_id>/claims"
@@ -75,8 +75,24 @@ def test_a_metrics_address_must_be_host_and_port():
     assert address_problems({"METRICS_ADDRESS": "localhost:http"}) != []
 
 
+def test_the_gunicorn_config_refuses_metrics_on_the_api_port(monkeypatch):
+    """The check gunicorn's start runs (the slow test below starts gunicorn itself)."""
+    import runpy
+    from types import SimpleNamespace
+
+    conf = runpy.run_path(str(ROOT / "deploy" / "gunicorn.conf.py"))
+    server = SimpleNamespace(cfg=SimpleNamespace(bind=["127.0.0.1:8000"]))
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setenv("METRICS_ADDRESS", "127.0.0.1:8000")
+    with pytest.raises(SystemExit, match="is the API's own port"):
+        conf["on_starting"](server)
+    monkeypatch.setenv("METRICS_ADDRESS", "127.0.0.1:9100")
+    conf["on_starting"](server)
+
+
+@pytest.mark.slow
 def test_gunicorn_refuses_metrics_on_the_api_port(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "METRICS_ADDRESS": f"127.0.0.1:{port}", "INSTANCE_PATH": str(tmp_path)}
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
     done = subprocess.run(
@@ -178,7 +194,7 @@ def test_push_answers_are_counted_by_provider(app, client):
 @pytest.mark.slow
 def test_the_scheduler_serves_its_own_metrics(tmp_path, sqlite_file):
     url = sqlite_file
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JOB_", "FLASK_", "PROMETHEUS_"))}
     env.update(DATABASE_URL=url, PUSH_BACKEND="log", LOG_LEVEL="WARNING", INSTANCE_PATH=str(tmp_path / "instance"))
     proc = subprocess.Popen(
@@ -217,8 +233,8 @@ def test_two_gunicorn_workers_are_summed_in_one_scrape(tmp_path, sqlite_file):
     with setup.app_context():
         db.engine.dispose()
 
-    port = _free_port()
-    metrics_port = _free_port()
+    port = free_port()
+    metrics_port = free_port()
     metrics_dir = tmp_path / "prometheus"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JOB_", "FLASK_", "GUNICORN_"))}
     env.update(
@@ -274,8 +290,8 @@ def test_two_gunicorn_workers_are_summed_in_one_scrape(tmp_path, sqlite_file):
 def test_the_development_server_serves_its_metrics_on_their_own_address(tmp_path, sqlite_file):
     """`make run`'s `flask run` serves the metrics where gunicorn does (METRICS_ADDRESS),
     never on the API's port."""
-    port = _free_port()
-    metrics_port = _free_port()
+    port = free_port()
+    metrics_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JOB_", "FLASK_", "PROMETHEUS_"))}
     env.update(
         APP_ENV="development",
@@ -315,12 +331,6 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _request(port: int, method: str, path: str, body: dict | None = None, headers: dict | None = None):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
@@ -332,7 +342,7 @@ def _request(port: int, method: str, path: str, body: dict | None = None, header
         conn.close()
 
 
-def _wait_for(port: int, path: str, ready, timeout: float = 30) -> str:
+def _wait_for(port: int, path: str, ready, timeout: float = 60) -> str:
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:

@@ -26,7 +26,8 @@ import pytest
 from app import create_app
 from app.errors import error_body
 from tests.conftest import _config_dict
-from tests.test_metrics import _free_port, _wait_for
+from tests.helpers import free_port
+from tests.test_metrics import _wait_for
 
 pytestmark = pytest.mark.slow  # an nginx and a gunicorn
 
@@ -80,7 +81,7 @@ def stack(tmp_path_factory):
         db.create_all()
         db.engine.dispose()
     config = _config_dict()
-    upstream, listen = _free_port(), _free_port()
+    upstream, listen = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JOB_", "FLASK_", "GUNICORN_"))}
     env.update(
         APP_ENV="development",
@@ -255,7 +256,7 @@ def test_gunicorn_away_is_502_in_the_envelope(tmp_path):
     """No gunicorn behind nginx at all: 502 in the envelope."""
     if NGINX is None:
         pytest.skip("nginx is not installed")
-    listen, nobody = _free_port(), _free_port()
+    listen, nobody = free_port(), free_port()
     conf = main_conf(tmp_path, render((ROOT / "deploy/nginx.conf").read_text(encoding="utf-8"), listen, nobody))
     proxy = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(tmp_path), "-g", "daemon off;"])
     try:

@@ -33,9 +33,10 @@ from tests.factories import (
 )
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.slow)])
 def storage_app(request, app, make_app):
-    """The test app (local storage), or an app on the same database storing in S3."""
+    """The test app (local storage), or an app on the same database storing in S3
+    (slow: the fake S3 server; test_when_the_storage_is_down… keeps S3 in the fast set)."""
     if request.param == "local":
         return app
     return make_app(**request.getfixturevalue("s3_config"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ from app.config import TestConfig
 from app.extensions import db
 from app.models import Notification, Posting
 from tests.factories import make_posting, make_user
+from tests.helpers import free_port
 from tests.moments import YEAR
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,7 +147,7 @@ class _Output:
         for line in proc.stdout:
             self._queue.put(line)
 
-    def wait_for(self, predicate, timeout: float = 30) -> bool:
+    def wait_for(self, predicate, timeout: float = 60) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -271,12 +271,6 @@ def test_sigterm_in_the_middle_of_a_run_leaves_no_batch_half_done(sqlite_file):
     assert text.rstrip().endswith("scheduler stopped")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_flask_run_with_the_reloader_starts_one_embedded_scheduler(sqlite_file):
     setup = _setup_app(sqlite_file)
@@ -286,7 +280,7 @@ def test_flask_run_with_the_reloader_starts_one_embedded_scheduler(sqlite_file):
         db.engine.dispose()
 
     env = _env(sqlite_file, SCHEDULER_EMBEDDED="1", LOG_LEVEL="INFO")
-    proc = _spawn(["run", "--reload", "--port", str(_free_port())], env)
+    proc = _spawn(["run", "--reload", "--port", str(free_port())], env)
     out = _Output(proc)
     try:
         assert out.wait_for(lambda text: "job expire_postings closed=0 expired=1" in text), out.text

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from app.config import TestConfig
-from tests.test_metrics import _free_port, _request, _stop, _wait_for
+from tests.helpers import free_port
+from tests.test_metrics import _request, _stop, _wait_for
 
 pytestmark = pytest.mark.slow  # a two-worker gunicorn
 
@@ -27,7 +28,7 @@ BUDGET = 30
 
 
 def start_gunicorn(tmp_path: Path, url: str) -> tuple[subprocess.Popen, int, Path]:
-    port = _free_port()
+    port = free_port()
     access = tmp_path / "access.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JOB_", "FLASK_", "GUNICORN_", "SMS_"))}
     env.update(
