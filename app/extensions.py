@@ -45,6 +45,12 @@ class DocumentedApi(Api):
             self._documents.move_to_end(self._settings)
             self.spec, self.flask_plugin, self.ma_plugin = built
 
+    def _init_spec(self, **spec_kwargs):
+        # A document kept for these settings is taken in init_app: starting an
+        # empty one first (plugins, default responses) would be thrown away.
+        if self._settings not in self._documents:
+            super()._init_spec(**spec_kwargs)
+
     def register_blueprint(self, blp, *, parameters=None, **options):
         if self.building:
             return super().register_blueprint(blp, parameters=parameters, **options)
