@@ -97,6 +97,14 @@ def normalize_cn_mobile(raw: str) -> str:
     return "+86" + digits[-11:]
 
 
+def check_period(first: date | None, last: date | None) -> None:
+    """A period a client names, ``from`` to ``to`` (local days, both inclusive): ``from``
+    may not be after ``to``. The one statement of the rule, for the query periods and the
+    certificate's (where ``to`` is today when left out). Raises ValueError."""
+    if first is not None and last is not None and first > last:
+        raise ValueError(_l("from must not be after to."))
+
+
 def mask_phone(phone: str | None) -> str | None:
     """138****5678: a mainland number with its middle digits hidden (the national form)."""
     if phone is None:

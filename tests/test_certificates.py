@@ -321,6 +321,22 @@ def test_bad_periods_are_422(app, client, served, body, field):
     assert certificate_count(app) == 0
 
 
+def test_from_after_to_is_the_same_rule_as_every_period(app, client, served):
+    """A certificate's period and an org's query periods say one rule in one message."""
+    late, early = f"{YEAR}-11-20", f"{YEAR}-11-10"
+    body = {"org_id": served["org_id"], "from": late, "to": early}
+    certificate = client.post(MINE, json=body, headers=served["volunteer"].headers)
+    export = client.get(
+        f"/api/v1/orgs/{served['org_id']}/records.csv",
+        query_string={"from": late, "to": early},
+        headers=served["coordinator"].headers,
+    )
+    assert (certificate.status_code, export.status_code) == (422, 422)
+    said = certificate.get_json()["errors"]["json"]["from"]
+    assert said == export.get_json()["errors"]["query"]["from"] and said[0]
+    assert certificate_count(app) == 0
+
+
 def test_the_org_must_exist_and_be_approved(app, client, served):
     volunteer = served["volunteer"]
     assert issue(client, volunteer, 987654321).status_code == 404

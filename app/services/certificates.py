@@ -60,6 +60,7 @@ from app.services.orgs import get_org, require_approved
 from app.services.pagination import paginate
 from app.services.permissions import Actor
 from app.services.records import counted, served_at
+from app.validators import check_period
 
 log = logging.getLogger(__name__)
 
@@ -319,8 +320,10 @@ def issue_certificate(actor: Actor, org_id: int, first: date | None, last: date 
     last = last or today
     if last > today:
         raise Invalid("to", gettext("Must not be after today."))
-    if first is not None and first > last:
-        raise Invalid("from", gettext("Must not be after to."))
+    try:
+        check_period(first, last)
+    except ValueError as exc:
+        raise Invalid("from", str(exc)) from exc
 
     when = served_at()
     stmt = (

@@ -7,6 +7,7 @@ from flask_babel import lazy_gettext as _l
 from marshmallow import ValidationError, fields, post_load, validate, validates_schema
 
 from app.policy import MAX_BULK_APPROVAL, MAX_HONOR_MINUTES, RECORD_KINDS, RECORD_STATUSES, hours
+from app.validators import check_period
 from mobile_api.fields import BaseSchema, Id, LocalDate, PageQuery, UTCDateTime
 
 
@@ -162,5 +163,7 @@ class PeriodQuerySchema(BaseSchema):
 
     @validates_schema
     def in_order(self, data, **_kwargs):
-        if data.get("first") and data.get("last") and data["first"] > data["last"]:
-            raise ValidationError(gettext("from must not be after to."), "from")
+        try:
+            check_period(data.get("first"), data.get("last"))
+        except ValueError as exc:
+            raise ValidationError(str(exc), "from") from exc
