@@ -196,6 +196,7 @@ RULES_OF_STATE: dict[str, dict[str, str]] = {
         "capacity": "the posting's kind (app.policy) and its claims",
         "energy_cost": "the posting's kind (app.policy)",
         "claim_ttl_hours": "the posting's kind (app.policy)",
+        "beneficiary": "the posting's kind (app.policy: only a wish has a beneficiary)",
     },
     "register_volunteer": {
         "id_number": "the check digit and a real birth date (a relation within the number)",
@@ -207,7 +208,10 @@ RULES_OF_STATE: dict[str, dict[str, str]] = {
     },
     "check_in": {"too_far_from_site": "where the claim's event is"},
     "check_out": {"too_far_from_site": "where the claim's event is"},
-    "confirm_claim": {"rating": "the claimed posting's kind (a wish or a service is rated)"},
+    "confirm_claim": {
+        "rating": "the claimed posting's kind (a wish or a service is rated)",
+        "minutes_above_reported": "the minutes the volunteer reported on this claim (never more are credited)",
+    },
     "issue_certificate": {
         "no_records": "the caller's service records in the period",
         "to": "not after today (the clock)",
@@ -219,6 +223,9 @@ RULES_OF_STATE: dict[str, dict[str, str]] = {
         "not_org_volunteer": "a volunteer who is a member of the org",
         "volunteer_id": "a volunteer that exists",
         "user_id": "a volunteer that exists",
+        "started_at": "not in the future (the clock)",
+        "ended_at": "not in the future (the clock), not before started_at",
+        "minutes": "within started_at to ended_at, and not running into the future (the clock)",
     },
     "report_to_community": {"org_id": "an org that is an approved community"},
     "list_postings": {"home_required": "for_me: the caller's home point (PUT /api/v1/me/volunteer)"},
