@@ -355,15 +355,10 @@ SCHEMA_RULES: dict[str, Callable[[], dict]] = {
 }
 
 
-# A path or query text never holds a NUL (app.inputs: 400): stated on every text
-# parameter that has no shape of its own.
-NO_NUL = "^[^\\u0000]*$"
-
-
 def _text_without_nul(schema: dict) -> None:
     """What a client sends: a text with no shape of its own (no pattern, enum or
     format) gets :data:`NO_NUL`; a date or a time, its years (2000-2100)."""
-    from mobile_api.fields import DATE_PATTERN, YEARS_MARK, YEARS_PATTERN
+    from mobile_api.fields import DATE_PATTERN, NO_NUL, YEARS_MARK, YEARS_PATTERN
 
     target = schema.get("items", {}) if schema.get("type") == "array" else schema
     if target.get("type") != "string" or "pattern" in target:

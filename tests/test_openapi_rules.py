@@ -252,7 +252,15 @@ def test_an_exclusive_bound_is_stated_as_one(spec):
 
 @pytest.mark.parametrize(
     ("token", "accepted"),
-    [("fcm:APA91b-x_y", True), ("a b", False), ("\x1c", False), ("abc\n", False), ("\u3000", False), ("\ufeff", True)],
+    [
+        ("fcm:APA91b-x_y", True),
+        ("a b", False),
+        ("\x1c", False),
+        ("abc\n", False),
+        ("\u3000", False),
+        ("\ufeff", True),
+        ("a\x00b", False),
+    ],
 )
 def test_white_space_is_the_same_set_in_the_document_and_the_server(app, spec, token, accepted):
     """The document spells white space out (a pattern's \\s differs between Python and
@@ -262,3 +270,35 @@ def test_white_space_is_the_same_set_in_the_document_and_the_server(app, spec, t
     assert bool(as_json_schema_reads(pattern).search(token)) is accepted
     with app.test_request_context():
         assert _loads(DeviceCreateSchema(), {"token": token, "platform": "android"}) is accepted
+
+
+def _input_patterns(node):
+    """Every pattern the document states for what a client sends (answers left out)."""
+    if isinstance(node, dict):
+        if node.get("readOnly"):
+            return
+        if isinstance(node.get("pattern"), str):
+            yield node["pattern"]
+        for key, value in node.items():
+            if key not in ("responses", "example", "examples"):
+                yield from _input_patterns(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _input_patterns(value)
+
+
+_NEGATED_CLASS = re.compile(r"(?<!\\)\[\^((?:\\.|[^\]\\])*)\]")
+_BARE_DOT = re.compile(r"(?<!\\)\.(?![^\[]*\])")
+
+
+def test_no_pattern_for_input_lets_a_nul_through(spec):
+    """Every text refuses a NUL (BaseSchema, app.inputs): so no pattern may call one valid,
+    or a client (and schemathesis) is told a text is fine that the server refuses. A
+    negated class names U+0000; nothing matches any character with a bare dot."""
+    patterns = set(_input_patterns(spec["paths"])) | set(_input_patterns(spec["components"]["schemas"]))
+    assert patterns
+    for pattern in patterns:
+        for body in _NEGATED_CLASS.findall(pattern):
+            assert "\\u0000" in body, pattern
+        assert not _BARE_DOT.search(pattern), pattern
+        assert not as_json_schema_reads(pattern).search("\x00"), pattern

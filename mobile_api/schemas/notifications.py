@@ -8,6 +8,7 @@ from marshmallow import fields, validate
 from app.outbox.templates import NOTIFICATION_KINDS
 from app.validators import WHITESPACE
 from mobile_api.fields import (
+    NUL,
     BaseSchema,
     Id,
     PageQuery,
@@ -25,7 +26,10 @@ DEVICE_PLATFORMS = ("android", "ios", "web")
 class DeviceCreateSchema(BaseSchema):
     token = fields.String(
         required=True,
-        validate=[validate.Length(min=1, max=4096), Pattern(f"^[^{WHITESPACE}]+$", error=_l("A token has no spaces."))],
+        validate=[
+            validate.Length(min=1, max=4096),
+            Pattern(f"^[^{WHITESPACE}{NUL}]+$", error=_l("A token has no spaces.")),
+        ],
         metadata={
             "description": "This app install's push token: the FCM registration token, or the JPush "
             "registration ID when `provider` is `jpush` (phones in mainland China)."
