@@ -116,7 +116,7 @@ certificates_cli = AppGroup("certificates", help="The key that signs certificate
 @certificates_cli.command("keygen")
 def certificates_keygen() -> None:
     """Print a new signing key (for CERTIFICATE_SIGNING_KEY) and its public key."""
-    from app.services.certificates import new_signing_key
+    from app.certificate_keys import new_signing_key
 
     seed, public = new_signing_key()
     click.echo(f"CERTIFICATE_SIGNING_KEY={seed}")
@@ -128,7 +128,7 @@ def certificates_public_key() -> None:
     """Print the public key of the configured signing key (keep it in CERTIFICATE_VERIFY_KEYS when rotating)."""
     from flask import current_app
 
-    from app.services.certificates import CertificateKeyError, certificate_key, public_key_text
+    from app.certificate_keys import CertificateKeyError, certificate_key, public_key_text
 
     try:
         keys = certificate_key(current_app)

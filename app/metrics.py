@@ -44,6 +44,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -167,31 +168,19 @@ class OutboxCollector:
         yield GaugeMetricFamily(
             "yz_outbox_oldest_due_age_seconds", "How long the oldest due pending push has waited.", value=age
         )
-        yield from _sms_budget()
+        for gauges in _SCRAPED:
+            yield from gauges()
 
 
-def _sms_budget():
-    """Today's SMS codes against SMS_DAILY_BUDGET (read when scraped)."""
-    from flask import current_app, has_app_context
+# Gauges read when scraped that belong to a service (registered by it, with on_scrape):
+# each a generator of metric families, run inside the app context of the scrape.
+_SCRAPED: list[Callable[[], Iterator]] = []
 
-    from app.extensions import db
-    from app.services.sms_codes import sent_today
 
-    if not has_app_context():
-        return
-    try:
-        used = sent_today()
-        db.session.rollback()
-    except Exception:  # noqa: BLE001 - a scrape without it beats a failed scrape
-        db.session.rollback()
-        log.warning("metrics: could not read the SMS budget", exc_info=True)
-        return
-    yield GaugeMetricFamily("yz_sms_budget_used", "SMS codes counted against today's budget.", value=used)
-    yield GaugeMetricFamily(
-        "yz_sms_daily_budget",
-        "SMS_DAILY_BUDGET: codes the service sends a day.",
-        value=current_app.config["SMS_DAILY_BUDGET"],
-    )
+def on_scrape(gauges: Callable[[], Iterator]) -> Callable[[], Iterator]:
+    """Register ``gauges`` (a service's generator of metric families) with every scrape."""
+    _SCRAPED.append(gauges)
+    return gauges
 
 
 def exposition() -> bytes:

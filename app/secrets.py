@@ -150,7 +150,7 @@ def production_problems(app: Flask) -> list[str]:
     on one machine's disk (``STORAGE_BACKEND=local`` without ``STORAGE_LOCAL_OK``)
     and a shifted clock."""
     from app import metrics, storage
-    from app.services.certificates import CertificateKeyError, certificate_key
+    from app.certificate_keys import CertificateKeyError, certificate_key
     from app.sms import configuration_problems
 
     problems = (

@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pypdf import PdfReader
 
 from app import clock
+from app.certificate_keys import CertificateKeyError, certificate_key, new_signing_key
 from app.extensions import db
 from app.models import AuditEntry, Certificate, Notification, Volunteer
-from app.services.certificates import CertificateKeyError, certificate_key, new_signing_key
 from tests.factories import add_member, make_org, make_record, make_user, make_volunteer, set_locale
 from tests.helpers import fresh_keys
 from tests.moments import YEAR

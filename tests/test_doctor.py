@@ -12,11 +12,11 @@ import sqlalchemy as sa
 from flask_migrate import upgrade
 
 from app import clock, create_app
+from app.certificate_keys import new_signing_key
 from app.extensions import db
 from app.models import JobRun
 from app.scheduler import JOB_NAMES
 from app.secrets import UnsafeConfiguration
-from app.services.certificates import new_signing_key
 from tests.conftest import _config_dict, production_config
 from tests.helpers import PRODUCTION_SMS, fresh_keys
 

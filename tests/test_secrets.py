@@ -10,8 +10,8 @@ import stat
 import pytest
 
 from app import create_app
+from app.certificate_keys import new_signing_key
 from app.secrets import KEYS, UnsafeConfiguration, published_in_repo
-from app.services.certificates import new_signing_key
 from tests.conftest import _config_dict, production_config
 from tests.helpers import PRODUCTION_SMS, fresh_keys
 

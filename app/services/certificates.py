@@ -30,30 +30,26 @@ phone, but not a secret (the code is).
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import json
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from flask import Flask, current_app
+from flask import current_app
 from flask_babel import gettext
 
+from app.certificate_keys import KEY_ID_BYTES, CertificateKeys, certificate_key
 from app.clock import day_start, isoformat, local_date, utcnow
 from app.errors import Conflict, Forbidden, Invalid, NotFound
 from app.extensions import db
 from app.models import Certificate, ServiceRecord
 from app.models.base import MAX_ID
 from app.outbox import notify
-from app.secrets import is_development
 from app.services.audit import audit
 from app.services.certificate_pdf import render_certificate_pdf
 from app.services.orgs import get_org, require_approved
@@ -66,7 +62,6 @@ log = logging.getLogger(__name__)
 
 NUMBER_PREFIX = "NB"
 CODE_VERSION = 1
-KEY_ID_BYTES = 4
 _ID_BYTES = 8
 _SIGNATURE_BYTES = 64
 _CODE_BYTES = 1 + KEY_ID_BYTES + _ID_BYTES + _SIGNATURE_BYTES
@@ -74,111 +69,6 @@ CODE_LENGTH = len(base64.urlsafe_b64encode(bytes(_CODE_BYTES)).rstrip(b"="))
 _CODE_SHAPE = re.compile(r"[A-Za-z0-9_-]+")
 # Domain separation: these bytes sign certificates of this app and nothing else.
 _SIGNED_PREFIX = b"yongzhiyuan/certificate/v1\n"
-
-
-# --- keys -------------------------------------------------------------------------------------------------------
-
-
-class CertificateKeyError(RuntimeError):
-    """The certificate keys are missing or unreadable; the message says what to set."""
-
-
-@dataclass(frozen=True)
-class CertificateKeys:
-    """The key that signs new certificates, and every public key that verifies (by key id)."""
-
-    signing: Ed25519PrivateKey
-    signing_id: bytes
-    verifying: dict[bytes, Ed25519PublicKey] = field(default_factory=dict)
-
-
-def key_id(public_key: Ed25519PublicKey) -> bytes:
-    """The first 4 bytes of the SHA-256 of the raw public key."""
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).digest()[:KEY_ID_BYTES]
-
-
-def certificate_key(app: Flask) -> CertificateKeys:
-    """The app's certificate keys, read from its configuration once.
-
-    ``CERTIFICATE_SIGNING_KEY`` is required in production (``app.secrets``
-    refuses to start without it); in development and tests a key is derived from
-    ``SECRET_KEY`` (certificates of a development instance verify only there).
-    Raises :class:`CertificateKeyError` naming the variable otherwise.
-    """
-    keys = app.extensions.get("certificate_keys")
-    if keys is not None:
-        return keys
-    configured = app.config.get("CERTIFICATE_SIGNING_KEY")
-    if configured:
-        signing = load_private_key(configured, "CERTIFICATE_SIGNING_KEY")
-    elif is_development(app):
-        seed = hashlib.sha256(b"yongzhiyuan development certificate key\0" + str(app.config["SECRET_KEY"]).encode())
-        signing = Ed25519PrivateKey.from_private_bytes(seed.digest())
-    else:
-        raise CertificateKeyError(
-            "CERTIFICATE_SIGNING_KEY is not set: certificates cannot be signed or verified. "
-            "Generate one with `flask certificates keygen` and set it in the environment."
-        )
-    verifying = {key_id(signing.public_key()): signing.public_key()}
-    for text in (app.config.get("CERTIFICATE_VERIFY_KEYS") or "").split(","):
-        if text.strip():
-            public = load_public_key(text, "CERTIFICATE_VERIFY_KEYS")
-            verifying.setdefault(key_id(public), public)
-    keys = CertificateKeys(signing=signing, signing_id=key_id(signing.public_key()), verifying=verifying)
-    app.extensions["certificate_keys"] = keys
-    return keys
-
-
-def load_private_key(text: str, name: str) -> Ed25519PrivateKey:
-    """An Ed25519 private key from a PEM (PKCS#8) or the base64 of its 32-byte seed."""
-    return _load_key(text, name, Ed25519PrivateKey, lambda pem: serialization.load_pem_private_key(pem, password=None))
-
-
-def load_public_key(text: str, name: str) -> Ed25519PublicKey:
-    """An Ed25519 public key from a PEM or the base64 of its 32 raw bytes."""
-    return _load_key(text, name, Ed25519PublicKey, serialization.load_pem_public_key)
-
-
-def _load_key(text: str, name: str, key_type: type, load_pem: Callable[[bytes], object]):
-    text = text.strip()
-    try:
-        if text.startswith("-----BEGIN"):
-            key = load_pem(text.encode())
-        elif key_type is Ed25519PrivateKey:
-            key = Ed25519PrivateKey.from_private_bytes(_b64_32(text))
-        else:
-            key = Ed25519PublicKey.from_public_bytes(_b64_32(text))
-    except (ValueError, TypeError) as exc:
-        raise CertificateKeyError(
-            f"{name} holds something that is not an Ed25519 key (PEM or base64 of 32 bytes)."
-        ) from exc
-    if not isinstance(key, key_type):
-        raise CertificateKeyError(f"{name} must hold Ed25519 keys.")
-    return key
-
-
-def _b64_32(text: str) -> bytes:
-    try:
-        raw = base64.b64decode(text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4), validate=True)
-    except binascii.Error as exc:
-        raise ValueError("not base64") from exc
-    if len(raw) != 32:
-        raise ValueError("not 32 bytes")
-    return raw
-
-
-def public_key_text(public_key: Ed25519PublicKey) -> str:
-    """The base64 of a public key's 32 raw bytes (the form CERTIFICATE_VERIFY_KEYS takes)."""
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return base64.b64encode(raw).decode()
-
-
-def new_signing_key() -> tuple[str, str]:
-    """A fresh key: (the base64 seed for CERTIFICATE_SIGNING_KEY, its public key)."""
-    key = Ed25519PrivateKey.generate()
-    seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
-    return base64.b64encode(seed).decode(), public_key_text(key.public_key())
 
 
 # --- the signed content and the code ----------------------------------------------------------------------------

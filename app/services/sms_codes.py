@@ -49,8 +49,9 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from flask import current_app
+from flask import current_app, has_app_context
 from flask_babel import gettext
+from prometheus_client.core import GaugeMetricFamily
 
 from app import metrics
 from app.clock import day_start, local_date, utcnow
@@ -174,6 +175,26 @@ def _hour(now: datetime) -> tuple[datetime, int]:
 def sent_today(now: datetime | None = None) -> int:
     """Codes counted against today's budget (for the metrics)."""
     return _count(BUDGET_DAY, BUDGET_KEY, _day(now or utcnow())[0])
+
+
+@metrics.on_scrape
+def _budget_gauges():
+    """Today's SMS codes against SMS_DAILY_BUDGET (read when scraped)."""
+    if not has_app_context():
+        return
+    try:
+        used = sent_today()
+        db.session.rollback()
+    except Exception:  # noqa: BLE001 - a scrape without it beats a failed scrape
+        db.session.rollback()
+        log.warning("metrics: could not read the SMS budget", exc_info=True)
+        return
+    yield GaugeMetricFamily("yz_sms_budget_used", "SMS codes counted against today's budget.", value=used)
+    yield GaugeMetricFamily(
+        "yz_sms_daily_budget",
+        "SMS_DAILY_BUDGET: codes the service sends a day.",
+        value=current_app.config["SMS_DAILY_BUDGET"],
+    )
 
 
 # --- sending -------------------------------------------------------------------------------------------------------
