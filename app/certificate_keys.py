@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from flask import Flask
 
-from app.secrets import is_development
+from app.config import is_development
 
 KEY_ID_BYTES = 4
 

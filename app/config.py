@@ -26,6 +26,12 @@ NINGBO_DISTRICTS = (
 )
 
 
+def is_development(app) -> bool:
+    """Whether ``app`` runs as a development or test instance (keys filled in, the
+    production checks of app.secrets not applied)."""
+    return app.config.get("APP_ENV") == "development" or app.debug or app.testing
+
+
 def env_bool(name: str, default: bool) -> bool:
     value = os.environ.get(name)
     if value is None or value == "":

@@ -96,7 +96,8 @@ def readiness(app: Flask) -> dict[str, str]:
 
 
 def check_keys(app: Flask) -> str | None:
-    from app.secrets import is_development, production_problems
+    from app.config import is_development
+    from app.secrets import production_problems
 
     if is_development(app):
         return "development mode (APP_ENV=development): keys are generated, not for production"
@@ -134,7 +135,7 @@ def check_push(app: Flask) -> str | None:
 def check_sms(app: Flask) -> str | None:
     """The SMS provider's settings (``aliyun``: keys, signature, template, endpoint);
     in production a development provider (``log``) is a problem too."""
-    from app.secrets import is_development
+    from app.config import is_development
     from app.sms import configuration_problems
 
     problems = configuration_problems(app.config, production=not is_development(app))
@@ -145,7 +146,7 @@ def check_storage(app: Flask) -> str | None:
     """The photo storage: its settings (production refuses local files), then
     whether it answers (S3: the bucket exists and these credentials may use it)."""
     from app import storage
-    from app.secrets import is_development
+    from app.config import is_development
 
     problems = storage.config_problems(app.config, production=not is_development(app))
     if problems:

@@ -30,6 +30,8 @@ from collections.abc import Iterable
 
 from flask import Flask
 
+from app.config import is_development
+
 KEYS = ("SECRET_KEY", "JWT_SECRET_KEY", "ID_HASH_KEY")
 MIN_KEY_BYTES = 32
 # Values published in this repository or its history: never acceptable in production.
@@ -60,10 +62,6 @@ _LARGEST_FILE = 4 * 1024 * 1024
 
 class UnsafeConfiguration(RuntimeError):
     """The app was asked to run in production with settings that would open it."""
-
-
-def is_development(app: Flask) -> bool:
-    return app.config.get("APP_ENV") == "development" or app.debug or app.testing
 
 
 def key_problems(config, names: Iterable[str] = KEYS) -> list[str]:
