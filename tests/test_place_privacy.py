@@ -15,7 +15,7 @@ import pytest
 from icalendar import Calendar
 
 from app.geo import KM_PER_DEG_LAT, approximate, haversine_km
-from app.services.postings.place import cut_address
+from app.services.posting_place import cut_address
 from tests.factories import make_claim, make_posting, make_user, make_volunteer
 
 # A wish whose door lies far (about 60 m) from its rounded point.

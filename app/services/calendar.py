@@ -48,7 +48,7 @@ from app.i18n import in_locale
 from app.models import CalendarFeed, Claim, Posting, User
 from app.policy import DROPPED_CLAIM_STATUSES, kinds_where
 from app.services.permissions import Actor
-from app.services.postings.place import shown_place
+from app.services.posting_place import shown_place
 
 TOKEN_BYTES = 32
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -222,7 +222,7 @@ def _event(actor: Actor, claim: Claim, posting: Posting, host: str) -> Event:
     event.add("summary", summary)
     event.add("description", "\n".join(lines))
     # a withdrawn volunteer is no longer a contact: the place the feed shows is
-    # the one every stranger sees (app.services.postings.place)
+    # the one every stranger sees (app.services.posting_place)
     place = shown_place(actor, posting, claim.status)
     if place.address:
         event.add("location", place.address)

@@ -35,8 +35,8 @@ from app.models.postings import NEVER, ending_at
 from app.policy import HIDDEN_POSTING_STATUSES, POSTING_KINDS, POSTING_STATUSES
 from app.services import pagination
 from app.services.permissions import Actor
+from app.services.posting_place import searched_point_sql
 from app.services.postings import PostingView, views_of
-from app.services.postings.place import searched_point_sql
 from app.services.postings.views import POSTING_COLUMNS, names_of, page_columns
 
 SORTS = ("newest", "distance", "ending_soon")
@@ -212,7 +212,7 @@ def _build(shape: _Shape, extra: sa.ColumnElement[bool] | None = None) -> sa.Sel
             .limit(param("limit", type_=sa.Integer))
         )
     else:
-        # a wish is filtered, sorted and measured on its rounded point (postings.place)
+        # a wish is filtered, sorted and measured on its rounded point (posting_place)
         distance = distance_km_from_point(*searched_point_sql())
         where.append(within_box_of_parameters(Posting.lat, Posting.lng, Posting.geocell, array=shape.postgresql))
         order = _order(shape.sort, distance)

@@ -52,8 +52,8 @@ from app.models.postings import NEVER
 from app.policy import LIVE_CLAIM_STATUSES, kinds_where
 from app.services import pagination
 from app.services.permissions import Actor
+from app.services.posting_place import searched_point_sql
 from app.services.postings import PostingView, views_of
-from app.services.postings.place import searched_point_sql
 from app.services.postings.views import names_of, posting_rows
 from app.skills import vocabulary
 

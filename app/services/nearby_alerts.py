@@ -91,6 +91,7 @@ from app.models import (
 from app.models.orgs import COMMUNITY, PARTY_BRANCH
 from app.outbox import notify_each
 from app.policy import POLICIES, kinds_where
+from app.services.posting_place import searched_point
 from app.skills import vocabulary
 
 log = logging.getLogger(__name__)
@@ -390,9 +391,7 @@ def _ring_page(
     """
     homes = VolunteerSkill if skills else Volunteer
     # who hears of a wish, and the distance they are told, say no more than its
-    # rounded point does (app.services.postings.place)
-    from app.services.postings.place import searched_point  # postings imports this module
-
+    # rounded point does (app.services.posting_place)
     lat, lng = searched_point(posting)
     distance = distance_km_sql(homes.home_lat, homes.home_lng, lat, lng)
     min_lat, max_lat, min_lng, max_lng = bounding_box(lat, lng, outer_km)

@@ -25,6 +25,7 @@ from app.models.orgs import APPROVED, PARTY_BRANCH
 from app.outbox import notify
 from app.services.audit import audit
 from app.services.pagination import paginate
+from app.services.party_blocks import visible_parties
 from app.services.permissions import Actor, admins, party_branch_ids, record_reviewers
 
 
@@ -162,8 +163,6 @@ def list_members(actor: Actor, org_id: int, *, cursor: str | None, limit: int) -
         .where(OrgMember.org_id == org.id)
     )
     rows, next_cursor = paginate(db.session, stmt, [(OrgMember.id, False)], cursor, limit, lambda r: [r.id], rows=True)
-    from app.services.party import visible_parties  # party reads orgs: imported when used
-
     parties = visible_parties(actor, [row.user_id for row in rows])
     items = []
     for _, user_id, name, role, joined_at in rows:

@@ -22,7 +22,7 @@ on PostgreSQL: 5,000 members over a year of records, bench/party_members.py).
 from __future__ import annotations
 
 import calendar
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -40,6 +40,7 @@ from app.models.orgs import COMMUNITY, PARTY_BRANCH
 from app.policy import DONE_CLAIM_STATUSES, hours
 from app.services.orgs import get_org
 from app.services.pagination import paginate
+from app.services.party_blocks import communities_of, parties_of, party_of
 from app.services.permissions import Actor
 from app.services.record_exports import TIME_FORMAT, csv_cell, csv_lines
 from app.services.records import counted, served_at
@@ -58,72 +59,6 @@ CSV_COLUMNS = (
     _l("Claims"),
     _l("Last served"),
 )
-
-
-@dataclass
-class Party:
-    """A party member's branch (the lowest id of several) and community (or None)."""
-
-    branch_id: int
-    branch_name: str
-    community_id: int | None = None
-    community_name: str | None = None
-    community_district: str | None = None
-
-    def as_dict(self) -> dict:
-        community = {"id": self.community_id, "name": self.community_name} if self.community_id else None
-        return {"branch": {"id": self.branch_id, "name": self.branch_name}, "community": community}
-
-
-def parties_of(user_ids: Iterable[int]) -> dict[int, Party]:
-    """The party block of each party member among ``user_ids`` (two queries)."""
-    ids = sorted(set(user_ids))
-    if not ids:
-        return {}
-    found: dict[int, Party] = {}
-    branches = db.session.execute(
-        sa.select(OrgMember.user_id, Org.id, Org.name)
-        .join(Org, Org.id == OrgMember.org_id)
-        .where(OrgMember.user_id.in_(ids), Org.kind == PARTY_BRANCH, Org.is_approved)
-        .order_by(OrgMember.user_id, Org.id)
-    )
-    for user_id, org_id, name in branches:
-        found.setdefault(user_id, Party(org_id, name))
-    if found:
-        communities = db.session.execute(
-            sa.select(CommunityReport.user_id, Org.id, Org.name, Org.district)
-            .join(Org, Org.id == CommunityReport.org_id)
-            .where(CommunityReport.user_id.in_(sorted(found)))
-        )
-        for user_id, org_id, name, district in communities:
-            party = found[user_id]
-            party.community_id, party.community_name, party.community_district = org_id, name, district
-    return found
-
-
-def communities_of(user_ids: list[int]) -> dict[int, tuple[str, str]]:
-    """The community (name, district) each of ``user_ids`` reports to (one query)."""
-    rows = db.session.execute(
-        sa.select(CommunityReport.user_id, Org.name, Org.district)
-        .join(Org, Org.id == CommunityReport.org_id)
-        .where(CommunityReport.user_id.in_(sorted(user_ids)))
-    )
-    return {user_id: (name, district) for user_id, name, district in rows}
-
-
-def party_of(user_id: int) -> dict | None:
-    """``volunteer.party`` for the volunteer themself (None: not a party member)."""
-    party = parties_of([user_id]).get(user_id)
-    return party.as_dict() if party is not None else None
-
-
-def visible_parties(actor: Actor, user_ids: Iterable[int]) -> dict[int, dict]:
-    """The party blocks among ``user_ids`` that ``actor`` may see (``Actor.sees_party``)."""
-    return {
-        user_id: party.as_dict()
-        for user_id, party in parties_of(user_ids).items()
-        if actor.sees_party(user_id, party.branch_id, party.community_id)
-    }
 
 
 # --- reporting to a community (双报到) -------------------------------------------------------------------------

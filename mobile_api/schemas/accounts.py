@@ -11,7 +11,7 @@ from app.models.orgs import MEMBER_ROLES
 from app.policy import SMS_CODE_DIGITS, SMS_PURPOSES
 from app.security import actor_for
 from app.services.accounts import consent_required
-from app.services.party import party_of
+from app.services.party_blocks import party_of
 from app.services.permissions import memberships
 from app.services.photos import avatar_of
 from app.validators import ID_NUMBER_PATTERN, mask_phone

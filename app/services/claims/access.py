@@ -19,6 +19,7 @@ from app.models import Claim, Posting
 from app.outbox import notify
 from app.policy import POLICIES, KindPolicy
 from app.services.pagination import paginate
+from app.services.party_blocks import visible_parties
 from app.services.permissions import Actor
 from app.services.photos import load_photos
 
@@ -104,8 +105,6 @@ def list_posting_claims(
 def show_parties(actor: Actor, claims: Sequence[Claim]) -> None:
     """A claimant's party block (``claim.volunteer_party``) for the claimant and the
     coordinators of their branch and community (``Actor.sees_party``); two queries a page."""
-    from app.services.party import visible_parties  # party reads orgs, which reads claims: imported when used
-
     parties = visible_parties(actor, [claim.user_id for claim in claims])
     for claim in claims:
         claim.volunteer_party = parties.get(claim.user_id)

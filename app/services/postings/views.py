@@ -16,7 +16,7 @@ from app.models import Claim, Org, Photo, Posting, PostingTag, User
 from app.policy import LIVE_CLAIM_STATUSES, POLICIES
 from app.services.permissions import Actor
 from app.services.photos import load_photos, photos_of_postings
-from app.services.postings.place import ShownPlace, shown_place
+from app.services.posting_place import ShownPlace, shown_place
 from app.validators import mask_name
 
 # What the hot reads (the feed, "for me", a posting's page) select of a posting:
