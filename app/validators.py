@@ -17,8 +17,9 @@ def as_json_schema_reads(pattern: str) -> re.Pattern:
 
 
 def _class_of(chars: list[str]) -> str:
-    """A regex character class body naming ``chars``, in runs, as ``\\uXXXX`` escapes
-    (read alike by Python's re and by ECMAScript, which JSON Schema patterns are)."""
+    """A regex character class body naming ``chars``, in runs, each as a ``\\u`` escape of
+    four hex digits such as ``\\u3000`` (read alike by Python's re and by ECMAScript,
+    which JSON Schema patterns are)."""
     codes = sorted(ord(char) for char in chars)
     runs: list[list[int]] = []
     for code in codes:
