@@ -58,6 +58,7 @@ import os
 import re
 import tomllib
 import uuid
+from collections.abc import MutableMapping
 from datetime import UTC, date, datetime, timedelta
 
 import schemathesis
@@ -295,7 +296,7 @@ def before_call(context, case, kwargs):
         if case.headers is None:
             case.headers = {}
         for headers in (case.headers, kwargs.get("headers")):
-            if isinstance(headers, dict):
+            if isinstance(headers, MutableMapping):  # a case's headers: requests' CaseInsensitiveDict
                 headers.setdefault("Authorization", "Bearer " + os.environ["ST_TOKEN"])
     for headers in (case.headers, kwargs.get("headers")):
         if other and headers and str(headers.get("Authorization", "")).startswith("Bearer "):

@@ -281,11 +281,15 @@ def _register_request_logging(app: Flask) -> None:
                 _context.set({})
 
 
+def new_request_id() -> str:
+    """A new request id: 32 hex characters, the first a letter, so no run of their digits
+    ever stands alone as a number the redaction would take for a phone or ID number."""
+    return secrets.choice("abcdef") + uuid.uuid4().hex[1:]
+
+
 def assign_request_id() -> str:
     """The request's id (``g.request_id``): the caller's ``X-Request-ID`` when it is
     a sane token (nginx sets one), else a new one. The answer's header repeats it."""
     incoming = request.headers.get("X-Request-ID", "")
-    # Ours: 32 hex characters, the first a letter, so no run of their digits ever
-    # stands alone as a number the redaction would take for a phone or ID number.
-    g.request_id = incoming if _REQUEST_ID.match(incoming) else secrets.choice("abcdef") + uuid.uuid4().hex[1:]
+    g.request_id = incoming if _REQUEST_ID.match(incoming) else new_request_id()
     return g.request_id

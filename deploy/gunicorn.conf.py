@@ -32,9 +32,9 @@ keepalive = _env("GUNICORN_KEEPALIVE", 75)
 # What a request line and its headers may be: nginx bounds them (a request or
 # header line of 8 KiB at most, 32 KiB in all: large_client_header_buffers in
 # deploy/nginx.conf) and answers beyond that in the JSON envelope, so gunicorn
-# adds no lower limit of its own — its refusals would be HTML, and a line nginx
-# lets through by a byte or two would get one (tests/test_nginx.py checks the
-# edge). 32,768 fields is gunicorn's most, more than 32 KiB of headers can hold.
+# adds no lower limit of its own: a line nginx lets through by a byte or two
+# would be refused by gunicorn (tests/test_nginx.py checks the edge). 32,768
+# fields is gunicorn's most, more than 32 KiB of headers can hold.
 limit_request_line = 0
 limit_request_fields = 32768
 limit_request_field_size = 0
@@ -71,15 +71,50 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    """Each worker, once it has loaded the app, serves the metrics on their own address."""
+    """Each worker, once it has loaded the app, answers its own refusals in the API's
+    envelope and serves the metrics on their own address."""
     from app import metrics
 
     app = worker.wsgi
     if getattr(app, "config", None) is not None:
+        _refusals_in_the_envelope(app)
         try:
             metrics.serve_app(app)
         except OSError as exc:  # the address is taken by another program: the API still serves
             worker.log.error("metrics: cannot listen on %s: %s", app.config.get("METRICS_ADDRESS"), exc)
+
+
+def _refusals_in_the_envelope(app):
+    """What gunicorn refuses before the app sees a request (a header it cannot parse, an
+    unknown Transfer-Encoding: 400; too many header fields: 431) is answered in the API's
+    JSON envelope, in the default language, with a request id, as nginx answers its own
+    (deploy/nginx.conf) — not gunicorn's HTML page. An unknown Transfer-Encoding is the
+    client's mistake: 400 as from nginx, not the 501 gunicorn would send, which a client
+    takes for the server's fault and retries. gunicorn writes these answers with
+    ``gunicorn.util.write_error(sock, status, reason, message)``; this replaces it."""
+    import json
+
+    from gunicorn import util
+
+    from app.errors import STATUS_SLUGS, error_body
+    from app.logs import new_request_id
+
+    with app.test_request_context():  # no Accept-Language: the app's default (zh-CN)
+        bodies = {code: error_body(code) for code in STATUS_SLUGS}
+
+    def write_error(sock, status_int, _reason, _message):
+        status_int = 400 if status_int == 501 else status_int
+        body = bodies.get(status_int) or bodies[500 if status_int >= 500 else 400]
+        request_id = new_request_id()
+        payload = json.dumps({**body, "request_id": request_id}, ensure_ascii=False).encode()
+        head = (
+            f"HTTP/1.1 {body['code']} {body['status']}\r\nConnection: close\r\n"
+            "Content-Type: application/json\r\nX-Content-Type-Options: nosniff\r\n"
+            f"X-Request-ID: {request_id}\r\nContent-Length: {len(payload)}\r\n\r\n"
+        )
+        util.write_nonblock(sock, head.encode("latin-1") + payload)
+
+    util.write_error = write_error
 
 
 def child_exit(server, worker):

@@ -5,7 +5,8 @@ as it is — only its listen port and its upstream's address are changed to free
 ports — in front of a real gunicorn (deploy/gunicorn.conf.py). Oversized,
 malformed and slow requests are sent over raw sockets; every answer nginx makes
 itself must be the API's JSON envelope with a request id, and nothing nginx
-lets through may be refused by gunicorn (whose own refusals are HTML).
+lets through may be refused by gunicorn. Reached directly, gunicorn's own refusals
+are the envelope too (deploy/gunicorn.conf.py).
 """
 
 from __future__ import annotations
@@ -206,9 +207,31 @@ def test_oversized_and_malformed_requests_answer_the_envelope(stack):
     assert_envelope(exchange(port, b"GET /api/v1/postings HTTP/1.1\r\nHost: api.test\r\nBad Header\r\n\r\n"), 400)
     assert_envelope(exchange(port, b"BREW \x01 HTTP/1.1\r\n\r\n"), 400)
     assert_envelope(exchange(port, get("/metrics")), 404)
+    assert_envelope(exchange(port, get("/api/v1/postings", "Transfer-Encoding: gzip-ish\r\n")), 400)
     # what the app answers passes untouched: its own envelope, its own request id
     payload = assert_envelope(exchange(port, get("/api/v1/nothing-here")), 404)
     assert "request_id" not in payload
+
+
+def test_gunicorn_reached_directly_refuses_in_the_envelope(stack):
+    """What gunicorn refuses before the app sees it is the app's envelope in its default
+    language (zh-CN), with a request id of the app's form: never gunicorn's HTML page,
+    and never a 5xx for a client's mistake."""
+    _port, upstream, _web = stack
+    app = create_app(_config_dict())
+    with app.test_request_context(headers={"Accept-Language": "zh-CN"}):
+        expected = {status: error_body(status) for status in (400,)}
+    for raw, status in (
+        (b"GET /api/v1/postings HTTP/1.1\r\nHost: api.test\r\nBad Header\r\n\r\n", 400),
+        (get("/api/v1/postings", "Transfer-Encoding: gzip-ish\r\n"), 400),  # not 501: the client's mistake
+        (b"GET /healthz HTTP/7.0\r\nHost: api.test\r\n\r\n", 400),
+    ):
+        answer = exchange(upstream, raw)
+        payload = assert_envelope(answer, status)
+        assert payload.pop("request_id") == answer[1]["x-request-id"]
+        assert payload == expected[status]
+    # the app's own answers are untouched
+    assert exchange(upstream, get("/healthz"))[0] == 200
 
 
 def test_whatever_nginx_lets_through_gunicorn_takes(stack):
