@@ -12,6 +12,26 @@ the database does:
   socket has a client-side deadline, ``DB_CLIENT_TIMEOUT_SECONDS`` (8). A
   connection that misses it is closed and thrown away.
 
+**Reads outside a transaction.** The hot GETs (views marked
+:func:`reads_outside_transaction`) send their plain SELECTs on PostgreSQL
+outside any transaction (the connection in autocommit): no ``BEGIN`` before
+them and no ``ROLLBACK`` after, two round trips fewer a request. What a page
+shows does not change: PostgreSQL's default isolation, READ COMMITTED, already
+gave each statement of a transaction its own snapshot, so statements that ran
+in one transaction never agreed with each other more than they do apart (a
+page built from several — ``for_me``'s rings, then its rows — shows each
+posting as its last statement read it). Anything else such a view sends (a
+write, ``FOR UPDATE``, raw SQL) goes to a transaction as in every other view.
+
+**A pooled connection is checked without a round trip.** Instead of
+SQLAlchemy's pre-ping (a ``SELECT 1`` before every checkout), a connection
+taken from the pool is checked on its socket: a server that restarted, or a
+backend that was killed, has hung up, which the socket shows at once; such a
+connection is replaced before the request uses it. Only one that sat idle
+longer than :data:`PING_IDLE_SECONDS` (a quiet process, where the round trip
+costs nothing felt) is pinged as before, so a peer that vanished silently is
+found before a request, not by it.
+
 Jobs get their own, longer limits (``JOB_STATEMENT_TIMEOUT_MS``, and the
 client deadline follows it): :func:`job_limits` sets both for the batch's
 transaction. While the database cannot be reached, requests answer 503
@@ -22,19 +42,25 @@ kind of failure at most every few seconds, never a traceback per request.
 from __future__ import annotations
 
 import contextlib
+import select
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 
 import psycopg
 import sqlalchemy as sa
-from flask import Flask, g, has_app_context
+from flask import Flask, g, has_app_context, request
 from flask_sqlalchemy.session import Session
 
 # The connect argument that carries an engine's client deadline to its connections.
 DEADLINE_ARG = "yz_client_timeout"
 # The client-side deadline of the current context (seconds); None: the connection's own.
 _deadline: ContextVar[float | None] = ContextVar("db_deadline", default=None)
+# A pooled connection idle longer than this is pinged before use (see the module's docstring).
+PING_IDLE_SECONDS = 10.0
+# The mark of a view whose plain reads run outside a transaction (reads_outside_transaction).
+_READS_MARK = "reads_outside_transaction"
 
 
 class DeadlineConnection(psycopg.Connection):
@@ -53,6 +79,30 @@ class DeadlineConnection(psycopg.Connection):
             self.pgconn.finish()
             raise psycopg.OperationalError(f"the database did not answer within {limit:g} s") from None
 
+    def hung_up(self) -> bool:
+        """Whether the server has (or may have) closed this idle connection, read
+        from its socket without a round trip. An idle connection of ours has
+        nothing to read unless the server hung up (a restart, the backend killed:
+        its last message, then the end of the stream); anything else the server
+        could send unasked (a notice, a changed setting, a NOTIFY: none of them
+        used here) costs no more than opening a new connection."""
+        pgconn = self.pgconn
+        if pgconn.status != psycopg.pq.ConnStatus.OK:
+            return True
+        poller = select.poll()
+        poller.register(pgconn.socket, select.POLLIN)
+        return bool(poller.poll(0))
+
+    def ping(self) -> None:
+        """One round trip outside any transaction (as SQLAlchemy's pre-ping); raises if it fails."""
+        autocommit = self.autocommit
+        self.autocommit = True
+        try:
+            self.execute("SELECT 1").close()
+        finally:
+            if not self.closed:
+                self.autocommit = autocommit
+
 
 def engine_options(app: Flask) -> dict:
     """SQLALCHEMY_ENGINE_OPTIONS for the configured database (the app's own override last)."""
@@ -61,7 +111,7 @@ def engine_options(app: Flask) -> dict:
         return dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}))
     statement_ms = int(app.config["DB_STATEMENT_TIMEOUT_MS"])
     return {
-        "pool_pre_ping": True,
+        # no pool_pre_ping: connections are checked on checkout (_check_out)
         "pool_size": 10,
         "max_overflow": 20,
         "pool_timeout": float(app.config["DB_POOL_TIMEOUT_SECONDS"]),
@@ -76,8 +126,26 @@ def engine_options(app: Flask) -> dict:
 
 
 def init_app(app: Flask) -> None:
-    """Set the engine options and the default client deadline (before db.init_app)."""
+    """Set the engine options (before db.init_app); on PostgreSQL, mark the requests
+    whose views read outside a transaction (first of the before-request hooks, so
+    every statement of such a request, the hooks' too, is routed alike)."""
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app)
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+
+        @app.before_request
+        def mark_reads_outside_transaction() -> None:
+            view = app.view_functions.get(request.endpoint) if request.endpoint else None
+            g._reads_outside_transaction = getattr(view, _READS_MARK, False)
+
+
+def reads_outside_transaction(view: Callable) -> Callable:
+    """Mark a view whose plain SELECTs run outside a transaction on PostgreSQL (see
+    the module's docstring; ``RoutingSession`` routes them). For views that only
+    read: nothing they show needs two statements to agree beyond what READ
+    COMMITTED gives, and they stream no results (a server-side cursor needs a
+    transaction)."""
+    setattr(view, _READS_MARK, True)
+    return view
 
 
 @contextlib.contextmanager
@@ -113,6 +181,29 @@ def _connect_with_deadline(dialect, _record, cargs, cparams):
     return None
 
 
+@sa.event.listens_for(sa.pool.Pool, "checkout")
+def _check_out(dbapi_connection, _record, _proxy) -> None:
+    """A PostgreSQL connection leaving the pool: replaced if the server hung up on
+    it, pinged first if it sat idle longer than PING_IDLE_SECONDS. (Raising
+    DisconnectionError makes the pool open a new connection in its place.)"""
+    if not isinstance(dbapi_connection, DeadlineConnection):
+        return
+    if dbapi_connection.hung_up():
+        raise sa.exc.DisconnectionError("the server closed the connection")
+    idle_since = dbapi_connection.__dict__.get("_yz_idle_since")
+    if idle_since is not None and time.monotonic() - idle_since > PING_IDLE_SECONDS:
+        try:
+            dbapi_connection.ping()
+        except psycopg.Error as exc:
+            raise sa.exc.DisconnectionError(str(exc)) from exc
+
+
+@sa.event.listens_for(sa.pool.Pool, "checkin")
+def _checked_in(dbapi_connection, _record) -> None:
+    if isinstance(dbapi_connection, DeadlineConnection):
+        dbapi_connection._yz_idle_since = time.monotonic()
+
+
 @sa.event.listens_for(sa.engine.Engine, "connect")
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     """WAL, a busy timeout and foreign keys for every SQLite connection."""
@@ -142,14 +233,35 @@ def is_unreachable(exc: BaseException) -> bool:
 
 
 class RoutingSession(Session):
-    """The app's session class: while a view reads from the replica (``app.replica``
-    sets ``g._replica_engine``), a plain SELECT — not FOR UPDATE, not during a
-    flush — goes there; everything else, and every other request, to the primary."""
+    """The app's session class. A plain SELECT — not FOR UPDATE, not during a
+    flush — goes to the replica while a view reads from it (``app.replica`` sets
+    ``g._replica_engine``), and outside a transaction (the engine's autocommit
+    twin) in a request marked :func:`reads_outside_transaction`; everything else,
+    and every other request, to the primary in the session's transaction."""
 
     def get_bind(self, mapper=None, clause=None, bind=None, **kwargs):
-        if bind is None and has_app_context() and not self._flushing:
+        if (
+            bind is None
+            and isinstance(clause, sa.Select)
+            and clause._for_update_arg is None
+            and not self._flushing
+            and has_app_context()
+        ):
             engine = g.get("_replica_engine")
-            if engine is not None and isinstance(clause, sa.Select) and clause._for_update_arg is None:
+            if engine is not None:
                 g._replica_used = True
+            if g.get("_reads_outside_transaction"):
+                return _autocommit(engine or super().get_bind(mapper=mapper, clause=clause, **kwargs))
+            if engine is not None:
                 return engine
         return super().get_bind(mapper=mapper, clause=clause, bind=bind, **kwargs)
+
+
+def _autocommit(engine: sa.Engine) -> sa.Engine:
+    """The engine's twin whose connections are in autocommit (same pool; the pool
+    puts a connection back in its usual mode when it returns), made once: the
+    session keeps one connection per engine object."""
+    twin = engine.__dict__.get("_yz_autocommit")
+    if twin is None:
+        twin = engine._yz_autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return twin

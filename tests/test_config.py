@@ -45,10 +45,12 @@ def test_sqlite_runs_in_wal_with_busy_timeout_and_foreign_keys(tmp_path):
         db.engine.dispose()
 
 
-def test_postgresql_gets_a_checked_pool():
+def test_postgresql_gets_a_pool_checked_on_checkout_without_a_pre_ping():
+    """Connections are checked as they leave the pool (app.database._check_out;
+    tests/test_round_trips.py), not by SQLAlchemy's SELECT before every use."""
     app = create_app({**_config_dict(), "SQLALCHEMY_DATABASE_URI": "postgresql+psycopg://u@127.0.0.1:1/x"})
     options = app.config["SQLALCHEMY_ENGINE_OPTIONS"]
-    assert options["pool_pre_ping"] is True and options["pool_size"] >= 5
+    assert not options.get("pool_pre_ping") and options["pool_size"] >= 5
 
 
 @pytest.mark.parametrize(
