@@ -12,16 +12,22 @@ the database does:
   socket has a client-side deadline, ``DB_CLIENT_TIMEOUT_SECONDS`` (8). A
   connection that misses it is closed and thrown away.
 
-**Reads outside a transaction.** The hot GETs (views marked
-:func:`reads_outside_transaction`) send their plain SELECTs on PostgreSQL
-outside any transaction (the connection in autocommit): no ``BEGIN`` before
-them and no ``ROLLBACK`` after, two round trips fewer a request. What a page
-shows does not change: PostgreSQL's default isolation, READ COMMITTED, already
-gave each statement of a transaction its own snapshot, so statements that ran
-in one transaction never agreed with each other more than they do apart (a
-page built from several — ``for_me``'s rings, then its rows — shows each
-posting as its last statement read it). Anything else such a view sends (a
-write, ``FOR UPDATE``, raw SQL) goes to a transaction as in every other view.
+**Views that only read** (marked :func:`read_only`: the feed, ``for_me``, a
+posting's page) cost fewer round trips:
+
+- on PostgreSQL their plain SELECTs run outside any transaction (the
+  connection in autocommit): no ``BEGIN`` before them and no ``ROLLBACK``
+  after. What a page shows does not change: PostgreSQL's default isolation,
+  READ COMMITTED, already gave each statement of a transaction its own
+  snapshot, so statements that ran in one transaction never agreed with each
+  other more than they do apart (a page built from several — ``for_me``'s
+  rings, then its rows — shows each posting as the statement that read its
+  row saw it). Anything else such a view sends (a write, ``FOR UPDATE``, raw
+  SQL) goes to a transaction as in every other view;
+- the token's check reads the viewer's coordinator roles with the user
+  (``Actor.coordinated``). A view that writes reads them itself, when it asks:
+  after the locks it took, so a right lost a moment ago counts
+  (``orgs.remove_member``).
 
 **A pooled connection is checked without a round trip.** Instead of
 SQLAlchemy's pre-ping (a ``SELECT 1`` before every checkout), a connection
@@ -59,8 +65,8 @@ DEADLINE_ARG = "yz_client_timeout"
 _deadline: ContextVar[float | None] = ContextVar("db_deadline", default=None)
 # A pooled connection idle longer than this is pinged before use (see the module's docstring).
 PING_IDLE_SECONDS = 10.0
-# The mark of a view whose plain reads run outside a transaction (reads_outside_transaction).
-_READS_MARK = "reads_outside_transaction"
+# The mark of a view that only reads (read_only).
+_READ_ONLY_MARK = "read_only"
 
 
 class DeadlineConnection(psycopg.Connection):
@@ -126,26 +132,28 @@ def engine_options(app: Flask) -> dict:
 
 
 def init_app(app: Flask) -> None:
-    """Set the engine options (before db.init_app); on PostgreSQL, mark the requests
-    whose views read outside a transaction (first of the before-request hooks, so
-    every statement of such a request, the hooks' too, is routed alike)."""
+    """Set the engine options (before db.init_app), and note whether a request's
+    view only reads (the first before-request hook, so every statement of the
+    request, its hooks' too, is routed alike)."""
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app)
-    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
 
-        @app.before_request
-        def mark_reads_outside_transaction() -> None:
-            view = app.view_functions.get(request.endpoint) if request.endpoint else None
-            g._reads_outside_transaction = getattr(view, _READS_MARK, False)
+    @app.before_request
+    def note_read_only() -> None:
+        view = app.view_functions.get(request.endpoint) if request.endpoint else None
+        g._read_only = getattr(view, _READ_ONLY_MARK, False)
 
 
-def reads_outside_transaction(view: Callable) -> Callable:
-    """Mark a view whose plain SELECTs run outside a transaction on PostgreSQL (see
-    the module's docstring; ``RoutingSession`` routes them). For views that only
-    read: nothing they show needs two statements to agree beyond what READ
-    COMMITTED gives, and they stream no results (a server-side cursor needs a
-    transaction)."""
-    setattr(view, _READS_MARK, True)
+def read_only(view: Callable) -> Callable:
+    """Mark a view that only reads (see the module's docstring): nothing it shows
+    needs two statements to agree beyond what READ COMMITTED gives, it streams
+    no results (a server-side cursor needs a transaction) and writes nothing."""
+    setattr(view, _READ_ONLY_MARK, True)
     return view
+
+
+def in_read_only_view() -> bool:
+    """Whether the current request's view is marked :func:`read_only`."""
+    return has_app_context() and bool(g.get("_read_only"))
 
 
 @contextlib.contextmanager
@@ -235,8 +243,8 @@ def is_unreachable(exc: BaseException) -> bool:
 class RoutingSession(Session):
     """The app's session class. A plain SELECT — not FOR UPDATE, not during a
     flush — goes to the replica while a view reads from it (``app.replica`` sets
-    ``g._replica_engine``), and outside a transaction (the engine's autocommit
-    twin) in a request marked :func:`reads_outside_transaction`; everything else,
+    ``g._replica_engine``), and on PostgreSQL outside a transaction (the engine's
+    autocommit twin) in a view marked :func:`read_only`; everything else,
     and every other request, to the primary in the session's transaction."""
 
     def get_bind(self, mapper=None, clause=None, bind=None, **kwargs):
@@ -250,8 +258,9 @@ class RoutingSession(Session):
             engine = g.get("_replica_engine")
             if engine is not None:
                 g._replica_used = True
-            if g.get("_reads_outside_transaction"):
-                return _autocommit(engine or super().get_bind(mapper=mapper, clause=clause, **kwargs))
+            if g.get("_read_only"):
+                engine = engine or super().get_bind(mapper=mapper, clause=clause, **kwargs)
+                return _autocommit(engine) if engine.dialect.name == "postgresql" else engine
             if engine is not None:
                 return engine
         return super().get_bind(mapper=mapper, clause=clause, bind=bind, **kwargs)

@@ -6,7 +6,7 @@ from flask import Response, jsonify
 from flask_jwt_extended import jwt_required
 from flask_smorest import Blueprint
 
-from app.database import reads_outside_transaction
+from app.database import read_only
 from app.security import current_actor, optional_actor
 from app.services import feed, matching, postings
 from mobile_api.fields import page_of
@@ -49,7 +49,7 @@ def create_posting(body):
 @blp.alt_response(401, description="for_me without a token")
 @blp.alt_response(403, description="volunteer_required (for_me)")
 @blp.doc(**PUBLIC)
-@reads_outside_transaction
+@read_only
 def list_postings(query):
     """The wish wall: filters, nearby search, keyset pages (public); `for_me`: what fits you."""
     if query["for_me"]:
@@ -83,7 +83,7 @@ def _page(items, next_cursor) -> Response:
 @blp.route("/<int:posting_id>", methods=["GET"])
 @blp.response(200, PostingSchema)
 @blp.doc(**PUBLIC)
-@reads_outside_transaction
+@read_only
 def get_posting(posting_id):
     """One posting (public; pending and rejected ones only for those allowed)."""
     return jsonify(dump_posting(postings.get_posting(optional_actor(), posting_id)))

@@ -151,3 +151,34 @@ def test_a_withdrawn_volunteers_calendar_shows_the_street_not_the_door(app, clie
 )
 def test_an_address_is_cut_to_the_street(address, cut):
     assert cut_address(address) == cut
+
+
+def test_a_district_coordinator_sees_the_door_in_the_feed_until_removed(app, client):
+    """The feed reads the viewer's coordinator roles with the token's check
+    (``User.coordinated_orgs``), on every request: a coordinator of the wish's
+    district sees its exact point; removed, the next page shows it rounded."""
+    import sqlalchemy as sa
+
+    from app.extensions import db
+    from app.models import OrgMember
+    from tests.factories import make_org
+
+    resident = make_user(app)
+    wish = make_posting(app, resident, kind="wish", lat=DOOR[0], lng=DOOR[1], beneficiary_address=ADDRESS)
+    org_id, coordinator = make_org(app, district="haishu")
+    _, elsewhere = make_org(app, district="yinzhou")
+    url = f"/api/v1/postings?kind=wish&near={DOOR[0]},{DOOR[1]}&radius_km=1"
+
+    def location(account) -> dict:
+        resp = client.get(url, headers=account.headers)
+        assert resp.status_code == 200, resp.get_json()
+        (item,) = [item for item in resp.get_json()["items"] if item["id"] == wish]
+        return item["location"]
+
+    assert location(coordinator) == {"lat": DOOR[0], "lng": DOOR[1]}
+    rounded = dict(zip(("lat", "lng"), approximate(*DOOR), strict=True))
+    assert location(elsewhere) == rounded
+    with app.app_context():
+        db.session.execute(sa.update(OrgMember).where(OrgMember.org_id == org_id).values(role="member"))
+        db.session.commit()
+    assert location(coordinator) == rounded

@@ -59,6 +59,10 @@ class User(Timestamped, Base):
     volunteer: so.Mapped[Volunteer | None] = so.relationship(
         back_populates="user", uselist=False, lazy="selectin", foreign_keys="Volunteer.user_id"
     )
+    # The approved orgs the user coordinates as [[org id, district], …], when the
+    # statement that loaded the user read them too (the token's check,
+    # app.services.tokens); None otherwise. Not a column: Actor.coordinated reads it.
+    coordinated_orgs: so.Mapped[list | None] = so.query_expression()
 
     @property
     def phone_masked(self) -> str:

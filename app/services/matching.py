@@ -118,9 +118,10 @@ def _known_skills(volunteer: Volunteer) -> list[str]:
     return [code for code in dict.fromkeys(volunteer.skills or []) if code in known]
 
 
-# the postings the volunteer holds a live claim on (left out)
+# the postings the volunteer holds a live claim on (left out): a subquery of each
+# ring's statement (PostgreSQL hashes its few rows once), not a round trip of its own
 _HELD = sa.select(Claim.posting_id).where(
-    Claim.user_id == sa.bindparam("user_id"), Claim.status.in_(LIVE_CLAIM_STATUSES)
+    Claim.user_id == sa.bindparam("user_id", type_=sa.Integer), Claim.status.in_(LIVE_CLAIM_STATUSES)
 )
 
 
@@ -133,14 +134,12 @@ class _Search:
         self.array = db.session.get_bind().dialect.name == "postgresql"
         names = vocabulary().tags_naming(skills)
         self.skills = [[tag for tag, code in names.items() if code == skill] for skill in skills]
-        held = db.session.scalars(_HELD, {"user_id": volunteer.user_id}).all()
         self.values = {
             **point_parameters(*self.home),
             "user_id": volunteer.user_id,
             "kinds": kinds,
             "tags": list(names),
             **{f"skill_{i}": tags for i, tags in enumerate(self.skills)},
-            **({"held": held} if held else {}),
         }
 
     def page(self, start: Place | None, wanted: int) -> list[Place]:
@@ -165,7 +164,7 @@ class _Search:
     def places(self, matched: int, outer_km: float, after: Place | None, limit: int) -> list[Place]:
         """The postings within ``outer_km`` of home whose tags name ``matched`` of
         the volunteer's skills, after ``after``, in order."""
-        stmt = _statement(len(self.skills), bool(matched), "held" in self.values, after is not None, self.array)
+        stmt = _statement(len(self.skills), bool(matched), after is not None, self.array)
         values = {
             **self.values,
             # the box is on the stored points (the indexes), the distance on the
@@ -181,7 +180,7 @@ class _Search:
 
 
 @cache
-def _statement(skills: int, named: bool, held: bool, after: bool, array: bool) -> sa.Select:
+def _statement(skills: int, named: bool, after: bool, array: bool) -> sa.Select:
     """The statement of one tier and ring for one shape of search, with bound
     parameters (``_Search.places`` gives their values): built once per shape,
     since building a statement costs more than running it.
@@ -228,9 +227,8 @@ def _statement(skills: int, named: bool, held: bool, after: bool, array: bool) -
         Posting.status == "open",
         Posting.kind.in_(param("kinds", expanding=True)),
         Posting.author_id != param("user_id", type_=sa.Integer),
+        Posting.id.not_in(_HELD),
     )
-    if held:
-        inner = inner.where(Posting.id.not_in(param("held", expanding=True)))
     c = inner.subquery("candidate").c
     order = [(c.km, False), (c.due, False), (c.id, False)]
     stmt = sa.select(c.km, c.due, c.id).where(c.km <= param("outer_km", type_=sa.Float))

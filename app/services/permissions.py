@@ -69,15 +69,30 @@ from app.policy import (
 DISTRICT_MANAGED_KINDS = kinds_where(district_managed=True)
 
 
-def _coordinators_of_approved_orgs() -> sa.Select:
-    """(user id, org id, district) of every coordinator of an approved org: the
-    one definition of "coordinates", read both ways (an actor's orgs, a posting's
-    reviewers)."""
+def _coordinators_of_approved_orgs(*columns: sa.ColumnElement) -> sa.Select:
+    """(user id, org id, district) — or ``columns`` of them — of every coordinator
+    of an approved org: the one definition of "coordinates", read both ways (an
+    actor's orgs, a posting's reviewers)."""
     return (
-        sa.select(OrgMember.user_id, Org.id, Org.district)
+        sa.select(*(columns or (OrgMember.user_id, Org.id, Org.district)))
+        .select_from(OrgMember)
         .join(Org, Org.id == OrgMember.org_id)
         .where(OrgMember.role == "coordinator", Org.is_approved)
     )
+
+
+def coordinated_orgs_sql(postgresql: bool) -> sa.ScalarSelect:
+    """What :attr:`Actor.coordinated` reads, as one JSON column of a statement
+    that selects the user (the token's check: ``tokens.user_and_revocation``),
+    correlated to its ``users`` row: ``[[org id, district], …]``, ``[]`` for none."""
+    if postgresql:
+        pairs = sa.func.coalesce(
+            sa.func.json_agg(sa.func.json_build_array(Org.id, Org.district)), sa.literal_column("'[]'::json")
+        )
+    else:
+        pairs = sa.func.json_group_array(sa.func.json_array(Org.id, Org.district))
+    mine = _coordinators_of_approved_orgs(sa.type_coerce(pairs, sa.JSON))
+    return mine.where(OrgMember.user_id == User.id).scalar_subquery()
 
 
 class Actor:
@@ -105,9 +120,13 @@ class Actor:
 
     @cached_property
     def coordinated(self) -> dict[int, str]:
-        """The approved orgs this user coordinates: id -> district."""
+        """The approved orgs this user coordinates: id -> district (read with the
+        user by the token's check when it was, else here)."""
         if self.id is None:
             return {}
+        read = self.user.coordinated_orgs
+        if read is not None:
+            return {org_id: district for org_id, district in read}
         mine = _coordinators_of_approved_orgs().where(OrgMember.user_id == self.id).subquery()
         rows = db.session.execute(sa.select(mine.c.id, mine.c.district))
         return dict(rows.tuples().all())

@@ -18,10 +18,12 @@ from flask import current_app
 from flask_jwt_extended import create_access_token, create_refresh_token
 
 from app.clock import utcnow
+from app.database import in_read_only_view
 from app.errors import Unauthorized
 from app.extensions import db
 from app.models import RefreshToken, User
 from app.models.base import MAX_ID
+from app.services.permissions import coordinated_orgs_sql
 
 
 def issue_tokens(user: User, family_id: str | None = None) -> dict[str, str]:
@@ -124,16 +126,22 @@ def user_and_revocation(payload: dict) -> tuple[User | None, bool]:
         user_id = None
     if user_id is None or not 0 < user_id <= MAX_ID:
         return None, False  # names nobody: 401 invalid_token
+    # A view that only reads takes the user's coordinator roles in the same round
+    # trip (app.database: one that writes reads them after its locks).
+    roles = in_read_only_view() and db.session.get_bind().dialect.name
     user, issued, revoked = db.session.execute(
-        _user_and_revocation_statement(), {"family": family, "user_id": user_id}
+        _user_and_revocation_statement(roles), {"family": family, "user_id": user_id}
     ).one()
     return user, issued == 0 or revoked > 0
 
 
 @functools.cache
-def _user_and_revocation_statement() -> sa.Select:
+def _user_and_revocation_statement(roles: str | bool) -> sa.Select:
     """Built once (every authenticated request runs it): the family's counts,
-    always one row, with the user and their volunteer record outer-joined."""
+    always one row, with the user and their volunteer record outer-joined; with
+    ``roles`` (the dialect's name) also the orgs the user coordinates
+    (``User.coordinated_orgs``: where a wish is, what a coordinator may see)."""
+
     counts = (
         sa.select(
             sa.func.count(RefreshToken.id).label("issued"), sa.func.count(RefreshToken.revoked_at).label("revoked")
@@ -141,10 +149,13 @@ def _user_and_revocation_statement() -> sa.Select:
         .where(RefreshToken.family_id == sa.bindparam("family"), RefreshToken.user_id == sa.bindparam("user_id"))
         .subquery("family")
     )
-    return (
+    stmt = (
         sa.select(User, counts.c.issued, counts.c.revoked)
         .select_from(counts)
         .outerjoin(User, User.id == sa.bindparam("user_id"))
         .outerjoin(User.volunteer)
         .options(so.contains_eager(User.volunteer))
     )
+    if roles:
+        stmt = stmt.options(so.with_expression(User.coordinated_orgs, coordinated_orgs_sql(roles == "postgresql")))
+    return stmt
