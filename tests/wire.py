@@ -48,11 +48,8 @@ class WireCounter:
         """Close every connection relayed so far (the server's side too)."""
         with self._lock:
             sockets, self._sockets = self._sockets, []
+        _shut(*sockets)
         for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             sock.close()
 
     def close(self) -> None:
@@ -81,11 +78,7 @@ class WireCounter:
                 sink.sendall(data)
         except OSError:
             pass
-        for sock in (source, sink):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        _shut(source, sink)
 
     def _client_side(self, client: socket.socket, server: socket.socket) -> None:
         """Relay the client's messages one by one, counting the round trips."""
@@ -121,8 +114,13 @@ class WireCounter:
                 server.sendall(message)
         except (EOFError, OSError):
             pass
-        for sock in (client, server):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        _shut(client, server)
+
+
+def _shut(*sockets: socket.socket) -> None:
+    """End both directions of each socket (the peer reads the end of the stream)."""
+    for sock in sockets:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
