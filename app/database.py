@@ -13,7 +13,8 @@ the database does:
   connection that misses it is closed and thrown away.
 
 **Views that only read** (marked :func:`read_only`: the feed, ``for_me``, a
-posting's page) cost fewer round trips:
+posting's page; the signed-in user, their inbox and its badge, which the app
+polls) cost fewer round trips:
 
 - on PostgreSQL their plain SELECTs run outside any transaction (the
   connection in autocommit): no ``BEGIN`` before them and no ``ROLLBACK``

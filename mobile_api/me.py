@@ -7,6 +7,7 @@ from flask import current_app
 from flask_jwt_extended import jwt_required
 from flask_smorest import Blueprint
 
+from app.database import read_only
 from app.extensions import limiter
 from app.security import current_actor, current_user, user_rate_key
 from app.services import accounts, claims, deletion, energy, party, personal_data, records, volunteers
@@ -42,6 +43,7 @@ RecordPage = page_of(RecordSchema, "RecordPage")
 @jwt_required()
 @blp.response(200, UserSchema)
 @blp.doc(**AUTH)
+@read_only
 def get_me():
     """The signed-in user."""
     return current_user()

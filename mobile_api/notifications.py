@@ -6,6 +6,7 @@ from flask_jwt_extended import jwt_required
 from flask_smorest import Blueprint
 
 import notifications
+from app.database import read_only
 from app.i18n import current_locale
 from app.security import current_user
 from mobile_api.fields import page_of
@@ -56,6 +57,7 @@ def unregister_device(token: str):
 @blp.arguments(NotificationQuerySchema, location="query")
 @blp.response(200, page_of(NotificationSchema, "NotificationPage"))
 @blp.doc(**AUTH)
+@read_only
 def list_notifications(query):
     """The inbox, newest first; `unread=true` for unread only."""
     items, next_cursor = inbox.list_inbox(
@@ -72,6 +74,7 @@ def list_notifications(query):
 @jwt_required()
 @blp.response(200, UnreadSchema)
 @blp.doc(**AUTH)
+@read_only
 def unread_count():
     """How many notifications are unread (the app's badge)."""
     return {"unread": inbox.unread_count(current_user().id)}

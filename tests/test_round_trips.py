@@ -14,7 +14,7 @@ import pytest
 from app import create_app
 from app.extensions import db
 from tests.conftest import _config_dict
-from tests.factories import make_posting, make_user, make_volunteer
+from tests.factories import make_org, make_posting, make_user, make_volunteer
 from tests.wire import WireCounter
 
 pytestmark = pytest.mark.usefixtures("postgres_only")
@@ -83,12 +83,28 @@ def test_for_me_runs_outside_a_transaction(app, wire):
     assert queries == [] and trips == 5
 
 
+def test_what_the_app_polls_is_read_outside_a_transaction(app, wire):
+    """The signed-in user (with their roles) and the inbox's badge."""
+    relayed, counter = wire
+    coordinator = make_org(app)[1]
+    me, (trips, queries) = counted(relayed, counter, "GET", "/api/v1/me", headers=coordinator.headers)
+    assert me.status_code == 200 and "coordinator" in me.json["roles"]
+    # the token's check (the roles in it), the avatar, the orgs the user belongs to
+    assert (trips, queries) == (3, [])
+    badge, (trips, queries) = counted(
+        relayed, counter, "GET", "/api/v1/me/notifications/unread-count", headers=coordinator.headers
+    )
+    assert badge.status_code == 200 and (trips, queries) == (2, [])
+    inbox, (trips, queries) = counted(relayed, counter, "GET", "/api/v1/me/notifications", headers=coordinator.headers)
+    assert inbox.status_code == 200 and (trips, queries) == (2, [])
+
+
 def test_writes_and_other_views_keep_their_transaction(app, wire):
     relayed, counter = wire
     resident = make_user(app)
     volunteer = make_volunteer(app)
-    me, (_, queries) = counted(relayed, counter, "GET", "/api/v1/me", headers=volunteer.headers)
-    assert me.status_code == 200 and [query.split()[0] for query in queries] == ["BEGIN", "ROLLBACK"]
+    mine, (_, queries) = counted(relayed, counter, "GET", "/api/v1/me/claims", headers=volunteer.headers)
+    assert mine.status_code == 200 and [query.split()[0] for query in queries] == ["BEGIN", "ROLLBACK"]
     wish = make_posting(app, resident, kind="wish")
     client = relayed.test_client()
     client.get(NEARBY)
