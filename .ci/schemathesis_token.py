@@ -15,14 +15,19 @@
 - ``ST_HELPER``: a second user (the seeded volunteer 13900000001) who claims and
   fulfils what the runner posts — nobody claims their own posting — so the
   stateful phase can follow posting → claim → fulfil → confirm.
+
+The runner is also a member of the seeded party branch, so reporting to a
+community (``PUT /me/community``, party members only) is tested past its 403.
 """
 
 import sqlalchemy as sa
 
 from app import create_app
 from app.extensions import db
-from app.models import User
-from app.services import accounts, tokens, volunteers
+from app.models import Org, OrgMember, User
+from app.models.orgs import PARTY_BRANCH
+from app.services import accounts, orgs, tokens, volunteers
+from app.services.permissions import Actor
 
 
 def _user(phone: str) -> User:
@@ -41,6 +46,10 @@ with app.app_context():
         )
     helper = _user("+8613900000001")
     admin = _user("+8613800000000")
+    branch = db.session.scalar(sa.select(Org).where(Org.kind == PARTY_BRANCH, Org.is_approved).order_by(Org.id))
+    member = sa.select(OrgMember.id).where(OrgMember.org_id == branch.id, OrgMember.user_id == runner.id)
+    if db.session.scalar(member) is None:
+        orgs.add_member(Actor(admin), branch.id, runner.id, "member")
     values = {
         "ST_TOKEN": tokens.issue_tokens(runner)["access_token"],
         "ST_ROTATE": tokens.issue_tokens(runner)["refresh_token"],
