@@ -31,8 +31,11 @@ trap cleanup EXIT
 .venv/bin/flask db upgrade >/dev/null 2>&1
 .venv/bin/flask seed >/dev/null
 eval "$(PYTHONPATH=. .venv/bin/python .ci/schemathesis_token.py)"
+# no worker recycling during the run (--max-requests 0): a worker that exits after its
+# 5,000th request closes the keep-alive connections it holds, and a request the client
+# sends on one at that instant is reset, a network error that fails the run by chance
 .venv/bin/gunicorn -c deploy/gunicorn.conf.py --bind "127.0.0.1:$port" --workers 2 --threads 4 \
-  --access-logfile /dev/null wsgi:app &
+  --max-requests 0 --access-logfile /dev/null wsgi:app &
 server=$!
 for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done
 curl -sf "http://127.0.0.1:$port/api/v1/openapi.json" -o "$work/openapi.json"
