@@ -128,11 +128,24 @@ def test_a_server_that_hangs_up_costs_no_request_an_error(app, wire):
     assert client.get(NEARBY).status_code == 200
     assert client.get("/api/v1/me", headers=volunteers[0].headers).status_code == 200
     counter.hang_up()
-    assert client.get(NEARBY).status_code == 200
-    assert client.get(f"/api/v1/postings/{wishes[0]}").status_code == 200
+    page = client.get(NEARBY)
+    assert page.status_code == 200 and sorted(item["id"] for item in page.json["items"]) == sorted(wishes)
+    one = client.get(f"/api/v1/postings/{wishes[0]}")
+    assert one.status_code == 200 and one.json["id"] == wishes[0]
     counter.hang_up()
     claim = client.post(f"/api/v1/postings/{wishes[1]}/claims", json={}, headers=volunteers[1].headers)
     assert claim.status_code == 201
+    _assert_claim_stored(app, claim.json["id"], wishes[1])
+
+
+def _assert_claim_stored(app, claim_id: int, posting_id: int) -> None:
+    """The claim answered 201 is in the database, on its posting, and the posting counts it."""
+    from app.models import Claim, Posting
+
+    with app.app_context():
+        claim = db.session.get(Claim, claim_id)
+        assert claim is not None and claim.posting_id == posting_id and claim.status == "active"
+        assert db.session.get(Posting, posting_id).claimed_count == 1
 
 
 def test_backends_killed_on_the_server_cost_no_request_an_error(app):
@@ -171,9 +184,13 @@ def test_backends_killed_on_the_server_cost_no_request_an_error(app):
                 time.sleep(0.01)
         killer.dispose()
         assert killed
-    assert client.get(NEARBY).status_code == 200
-    assert client.get(f"/api/v1/postings/{wish}").status_code == 200
-    assert client.post(f"/api/v1/postings/{wish}/claims", json={}, headers=volunteer.headers).status_code == 201
+    page = client.get(NEARBY)
+    assert page.status_code == 200 and [item["id"] for item in page.json["items"]] == [wish]
+    one = client.get(f"/api/v1/postings/{wish}")
+    assert one.status_code == 200 and one.json["id"] == wish
+    claim = client.post(f"/api/v1/postings/{wish}/claims", json={}, headers=volunteer.headers)
+    assert claim.status_code == 201
+    _assert_claim_stored(app, claim.json["id"], wish)
 
 
 def test_a_connection_idle_for_long_is_pinged_first(app, wire, monkeypatch):
